@@ -1,0 +1,170 @@
+/* kernels/ops.h — the op interface: one table of functions per backend.
+ *
+ * Models are written once against this table; the CPU backend (kernels/cpu)
+ * is the readable reference and the CI path, the CUDA backend implements the
+ * same table later. Every op works on vidi_tensor views whose data live in
+ * the backend's memory (host memory for CPU, device memory for CUDA).
+ *
+ * Conventions
+ *  - Shapes are PyTorch order, row-major, contiguous. "rows" means the product
+ *    of all dimensions but the last.
+ *  - Activations have dtype be->act_dtype (F32 on CPU). Weights may be F32,
+ *    BF16 or F16; arithmetic accumulates in fp32.
+ *  - Ops may run asynchronously (CUDA); copy_to_host and synchronize wait.
+ *  - In-place use (y == x) is allowed where an op says so.
+ *  - Ops check shapes and dtypes and return VIDI_ERR_INVALID /
+ *    VIDI_ERR_UNSUPPORTED with a message in *err; they never abort.
+ */
+#ifndef VIDI_KERNELS_OPS_H
+#define VIDI_KERNELS_OPS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "core/err.h"
+#include "core/tensor.h"
+
+typedef struct vidi_backend vidi_backend;
+
+/* Rotary embedding, general form. For head dimension D there are D/2 pairs
+ * (i, i + D/2) rotated NeoX-style (rotate_half). Pair i uses the position on
+ * axis pair_axis[i] of its token and the inverse frequency pair_inv_freq[i]:
+ *     angle = (float)pos[t * n_axes + pair_axis[i]] * pair_inv_freq[i]
+ *     x'[i]       = x[i] * cos(angle) - x[i + D/2] * sin(angle)
+ *     x'[i + D/2] = x[i + D/2] * cos(angle) + x[i] * sin(angle)
+ * This one form covers 1-D rope (n_axes 1), the vision tower's 2-D rope
+ * (n_axes 2: row, column; frequencies restart per axis) and the text
+ * model's 3-section M-RoPE (n_axes 3: t, h, w by mrope_section). The
+ * pair tables are host memory, length head_dim / 2. angle is computed in
+ * fp32 and cos/sin of it in fp32, as the reference does. */
+typedef struct vidi_rope_spec {
+    int head_dim;
+    int n_axes;                  /* 1..3 */
+    const int32_t *pair_axis;    /* [head_dim/2] */
+    const float *pair_inv_freq;  /* [head_dim/2] */
+} vidi_rope_spec;
+
+/* Variable-length attention over packed sequences.
+ *   q: [Tq, Hq, D], k and v: [Tk, Hkv, D], out: [Tq, Hq, D]; Hq % Hkv == 0,
+ *   query head h reads kv head h / (Hq / Hkv) (GQA).
+ *   cu_q / cu_k: host arrays of n_seqs + 1 offsets (cu[0] = 0, cu[n] = T).
+ *   Sequence s has queries [cu_q[s], cu_q[s+1]) and keys [cu_k[s], cu_k[s+1]).
+ *   causal: query j of a sequence with Lq queries and Lk keys sits at
+ *   position Lk - Lq + j and sees keys 0..Lk - Lq + j (a KV cache prefix
+ *   followed by the new tokens). Non-causal: sees all Lk keys.
+ *   scale multiplies q·k before the softmax (usually 1/sqrt(D)).
+ *   A query that sees no key gets a zero output. */
+typedef struct vidi_attn_args {
+    const int32_t *cu_q;
+    const int32_t *cu_k;
+    int n_seqs;
+    int causal;
+    float scale;
+} vidi_attn_args;
+
+/* Sampling. temperature <= 0 or top_k == 1 is greedy (argmax, lowest index
+ * on ties). Otherwise: logits / temperature, keep the top_k (0 = all), then
+ * the smallest set whose probability reaches top_p (1 = all), renormalise
+ * and draw with the caller's RNG state (xoshiro-style 64-bit state advanced
+ * by the op; same seed, same draw on every backend). */
+typedef struct vidi_sample_params {
+    float temperature;
+    int top_k;
+    float top_p;
+} vidi_sample_params;
+
+typedef enum vidi_act {
+    VIDI_ACT_GELU_ERF = 0,   /* 0.5 x (1 + erf(x / sqrt 2)), nn.GELU() */
+    VIDI_ACT_GELU_TANH = 1,  /* tanh approximation */
+    VIDI_ACT_QUICK_GELU = 2, /* x * sigmoid(1.702 x) */
+    VIDI_ACT_SILU = 3,       /* x * sigmoid(x) */
+} vidi_act;
+
+typedef struct vidi_backend_ops {
+    /* ---- memory ---- */
+    /* Backend memory of `bytes` bytes (NULL on failure); freed by buf_free. */
+    void *(*buf_alloc)(vidi_backend *be, size_t bytes);
+    void (*buf_free)(vidi_backend *be, void *p);
+    vidi_status (*copy_to_device)(vidi_backend *be, void *dst, const void *host_src, size_t bytes, vidi_err *err);
+    vidi_status (*copy_to_host)(vidi_backend *be, void *host_dst, const void *src, size_t bytes, vidi_err *err);
+    /* device-to-device copy of raw bytes (ranges must not overlap) */
+    vidi_status (*copy)(vidi_backend *be, void *dst, const void *src, size_t bytes, vidi_err *err);
+    vidi_status (*synchronize)(vidi_backend *be, vidi_err *err);
+
+    /* ---- dense algebra ---- */
+    /* y[M,N] = x[M,K] · w[N,K]^T (+ bias[N]); w in any weight dtype, bias
+     * may be NULL. x may have any leading shape (rows = M). */
+    vidi_status (*matmul)(vidi_backend *be, const vidi_tensor *x, const vidi_tensor *w,
+                          const vidi_tensor *bias, vidi_tensor *y, vidi_err *err);
+    /* y = a + b, same shape (y may alias a or b). */
+    vidi_status (*add)(vidi_backend *be, const vidi_tensor *a, const vidi_tensor *b,
+                       vidi_tensor *y, vidi_err *err);
+
+    /* ---- normalisation (per row over the last dimension; y may alias x) ---- */
+    /* y = x / sqrt(mean(x^2) + eps) * w */
+    vidi_status (*rms_norm)(vidi_backend *be, const vidi_tensor *x, const vidi_tensor *w,
+                            float eps, vidi_tensor *y, vidi_err *err);
+    /* y = (x - mean) / sqrt(var + eps) * w + b (biased variance; b may be NULL) */
+    vidi_status (*layer_norm)(vidi_backend *be, const vidi_tensor *x, const vidi_tensor *w,
+                              const vidi_tensor *b, float eps, vidi_tensor *y, vidi_err *err);
+
+    /* ---- activations ---- */
+    /* y = act(x), elementwise (y may alias x). */
+    vidi_status (*act)(vidi_backend *be, vidi_act kind, const vidi_tensor *x, vidi_tensor *y,
+                       vidi_err *err);
+    /* y = act(gate) * up, elementwise; kind is usually SILU (y may alias either). */
+    vidi_status (*act_mul)(vidi_backend *be, vidi_act kind, const vidi_tensor *gate,
+                           const vidi_tensor *up, vidi_tensor *y, vidi_err *err);
+    /* Row-wise softmax over the last dimension (y may alias x). */
+    vidi_status (*softmax)(vidi_backend *be, const vidi_tensor *x, vidi_tensor *y, vidi_err *err);
+
+    /* ---- rotary ---- */
+    /* In place on x: [T, H, D]. pos: backend i32 tensor [T, n_axes]. */
+    vidi_status (*rope)(vidi_backend *be, vidi_tensor *x, const vidi_tensor *pos,
+                        const vidi_rope_spec *spec, vidi_err *err);
+
+    /* ---- attention ---- */
+    vidi_status (*attention)(vidi_backend *be, const vidi_tensor *q, const vidi_tensor *k,
+                             const vidi_tensor *v, vidi_tensor *out, const vidi_attn_args *args,
+                             vidi_err *err);
+
+    /* ---- gather / scatter of rows ---- */
+    /* out[i, :] = table[ids[i], :] for a backend i32 ids [N]; the table may
+     * be a weight (any weight dtype), out has act dtype. Ids out of range
+     * are an error. Used for token embeddings and row permutations. */
+    vidi_status (*gather_rows)(vidi_backend *be, const vidi_tensor *table, const vidi_tensor *ids,
+                               vidi_tensor *out, vidi_err *err);
+    /* dst[idx[i], :] = src[i, :] for a backend i32 idx [N] (vision
+     * embeddings into image/video pad positions). */
+    vidi_status (*scatter_rows)(vidi_backend *be, const vidi_tensor *src, const vidi_tensor *idx,
+                                vidi_tensor *dst, vidi_err *err);
+
+    /* ---- sampling ---- */
+    /* logits: [B, V] act dtype (backend memory); out_tokens: host [B]. One
+     * RNG state per row (host, advanced in place). */
+    vidi_status (*sample)(vidi_backend *be, const vidi_tensor *logits,
+                          const vidi_sample_params *params, uint64_t *rng_state,
+                          int32_t *out_tokens, vidi_err *err);
+
+    void (*destroy)(vidi_backend *be);
+} vidi_backend_ops;
+
+struct vidi_backend {
+    const char *name;        /* "cpu", "cuda" */
+    const vidi_backend_ops *ops;
+    vidi_dtype act_dtype;    /* dtype of activations */
+    void *ctx;               /* backend private state */
+};
+
+/* Seed an RNG state for `sample` (splitmix64 of the seed). */
+uint64_t vidi_rng_seed(uint64_t seed);
+/* Next 64 random bits (xorshift64*), advancing *state. */
+uint64_t vidi_rng_next(uint64_t *state);
+/* Uniform float in [0, 1) with 24 random bits. */
+float vidi_rng_uniform(uint64_t *state);
+
+/* The CPU backend. threads <= 0 uses the default pool. NULL on failure (err
+ * filled). Freed by be->ops->destroy(be). */
+vidi_backend *vidi_backend_cpu_create(int threads, vidi_err *err);
+
+#endif

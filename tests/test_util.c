@@ -1,0 +1,64 @@
+/* tests/test_util.c — see test_util.h. */
+#include "test_util.h"
+
+#include <math.h>
+#include <stdarg.h>
+#include <string.h>
+
+int test_failures;
+int test_checks;
+
+void test_fail(const char *file, int line, const char *fmt, ...) {
+    test_failures++;
+    fprintf(stderr, "FAIL %s:%d: ", file, line);
+    va_list ap;
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fputc('\n', stderr);
+}
+
+int test_main(int argc, char **argv, const test_case *cases, int n) {
+    int passed = 0, failed = 0;
+    for (int i = 0; i < n; i++) {
+        if (argc > 1 && !strstr(cases[i].name, argv[1])) continue;
+        int before = test_failures;
+        cases[i].fn();
+        if (test_failures == before) {
+            passed++;
+            printf("ok   %s\n", cases[i].name);
+        } else {
+            failed++;
+            printf("FAIL %s\n", cases[i].name);
+        }
+    }
+    printf("%d passed, %d failed\n", passed, failed);
+    return failed ? 1 : 0;
+}
+
+const char *test_data_path(const char *rel) {
+    static char buf[4096];
+    snprintf(buf, sizeof buf, "%s/%s", VIDI_TEST_DATA, rel);
+    return buf;
+}
+
+void test_fill_uniform(float *x, long n, float lo, float hi, unsigned long long seed) {
+    unsigned long long s = seed * 0x9E3779B97F4A7C15ull + 1;
+    for (long i = 0; i < n; i++) {
+        s ^= s >> 12;
+        s ^= s << 25;
+        s ^= s >> 27;
+        unsigned long long r = s * 0x2545F4914F6CDD1Dull;
+        x[i] = lo + (hi - lo) * (float)((r >> 40) * (1.0 / 16777216.0));
+    }
+}
+
+double test_max_abs_diff(const float *a, const float *b, long n) {
+    double m = 0;
+    for (long i = 0; i < n; i++) {
+        double d = fabs((double)a[i] - (double)b[i]);
+        if (isnan(d)) return INFINITY;
+        if (d > m) m = d;
+    }
+    return m;
+}
