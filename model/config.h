@@ -88,7 +88,14 @@ typedef struct vidi_generation_config {
 
 /* Parse <dir>/config.json (and generation_config.json for end-of-sequence
  * ids when present). Missing required fields, wrong types, values out of
- * range and an unknown model_type are errors naming the file and field. */
+ * range and an unknown model_type are errors naming the file and field:
+ * VIDI_ERR_NOTFOUND (no config.json), VIDI_ERR_FORMAT (bad JSON, missing
+ * field, wrong type, inconsistent sizes such as heads not dividing hidden or
+ * mrope_section not summing to head_dim/2), VIDI_ERR_RANGE (a number
+ * outside its range), VIDI_ERR_UNSUPPORTED (model_type, activation, rope
+ * type or sliding window we do not run). Text fields are read from
+ * text_config when present, else from the top level; rope settings from
+ * rope_parameters or rope_scaling. */
 vidi_status vidi_model_config_load(const char *model_dir, vidi_model_config *out, vidi_err *err);
 /* Parse <dir>/preprocessor_config.json; a missing file gives the Qwen2-VL
  * defaults (min 3136, max 12845056, CLIP mean/std). */

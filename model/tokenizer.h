@@ -39,6 +39,9 @@ vidi_status vidi_tokenizer_decode(const vidi_tokenizer *tok, const int32_t *ids,
 int32_t vidi_tokenizer_token_id(const vidi_tokenizer *tok, const char *token);
 /* Vocabulary size including added tokens (max id + 1). */
 int32_t vidi_tokenizer_vocab_size(const vidi_tokenizer *tok);
+/* 1 when id is a special token (one that decode drops with skip_special),
+ * 0 otherwise, including for ids out of range. */
+int vidi_tokenizer_is_special(const vidi_tokenizer *tok, int32_t id);
 
 /* Streaming detokenizer: feed ids one at a time, get the text that became
  * complete (never a partial UTF-8 sequence). */
@@ -51,7 +54,10 @@ typedef struct vidi_detok {
 
 void vidi_detok_init(vidi_detok *d, const vidi_tokenizer *tok, int skip_special);
 /* Appends the newly complete text (NUL-terminated) to buf (cap bytes); sets
- * *written to the bytes appended. Too small a buffer is VIDI_ERR_RANGE. */
+ * *written to the bytes appended. Too small a buffer is VIDI_ERR_RANGE. The
+ * text is written from buf[0] on each call (the caller appends it to its
+ * stream); after VIDI_ERR_RANGE the state is unchanged and the same id can
+ * be pushed again. A buffer of 3 * (token bytes + 3) + 1 always fits. */
 vidi_status vidi_detok_push(vidi_detok *d, int32_t id, char *buf, size_t cap, size_t *written,
                             vidi_err *err);
 /* Emit what is still held back (as U+FFFD) at the end of a stream. */
@@ -83,5 +89,11 @@ typedef struct vidi_chat_message {
  * <|im_start|>assistant\n when add_generation_prompt. *out is malloc'd. */
 vidi_status vidi_chat_template_render(const vidi_chat_message *msgs, int n_msgs,
                                       int add_generation_prompt, char **out, vidi_err *err);
+/* As vidi_chat_template_render; add_vision_id prefixes each image with
+ * "Picture N: " and each video with "Video N: " (N counts from 1 over the
+ * whole conversation), as the template's add_vision_id flag does. */
+vidi_status vidi_chat_template_render_ex(const vidi_chat_message *msgs, int n_msgs,
+                                         int add_generation_prompt, int add_vision_id, char **out,
+                                         vidi_err *err);
 
 #endif

@@ -24,7 +24,10 @@
 typedef struct vidi_vision vidi_vision;
 
 /* Bind (and upload) the tower's weights from the checkpoint. Wrong or
- * missing tensors are errors naming the tensor. Freed by vidi_vision_free. */
+ * missing tensors are errors naming the tensor. Freed by vidi_vision_free.
+ * On the "cpu" backend the tower reads the checkpoint's mapping in place,
+ * so close the checkpoint only after vidi_vision_free; other backends get
+ * copies. */
 vidi_status vidi_vision_load(const vidi_model_config *cfg, const vidi_checkpoint *ck,
                              vidi_backend *be, vidi_vision **out, vidi_err *err);
 void vidi_vision_free(vidi_vision *v);
@@ -37,6 +40,10 @@ int64_t vidi_vision_out_rows(const vidi_vision *v, const int32_t (*grids)[3], in
  * backend tensor (act dtype) [vidi_vision_out_rows, out_hidden_size]
  * allocated by the caller. Each item is independent of the others (so items
  * and temporal slices may be encoded separately and concatenated). */
+/* Not thread-safe per tower: activations live in one scratch buffer that
+ * grows to the largest request and is freed with the tower. Returns
+ * VIDI_ERR_INVALID for grids that do not match n_rows or the merge size
+ * and for an output of the wrong shape or dtype. */
 vidi_status vidi_vision_encode(vidi_vision *v, const float *pixels, int64_t n_rows,
                                const int32_t (*grids)[3], int n_items, vidi_tensor *out,
                                vidi_err *err);

@@ -1,11 +1,25 @@
 /* tools/vidi/main.c — the `vidi` command line.
  *
  *   vidi info                 what this build has (backends, devices)
+ *   vidi generate ...         one request in one process: chat template,
+ *                             tokenizer, vision tower, prefill, sampling,
+ *                             streamed text on stdout
  */
+#include <errno.h>
+#include <limits.h>
+#include <math.h>
+#include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "core/log.h"
+#include "core/npy.h"
+#include "kernels/ops.h"
+#include "model/generate.h"
+#include "model/model.h"
+#include "model/tokenizer.h"
 #ifdef VIDI_HAVE_CUDA
 #include "kernels/cuda/cuda_info.h"
 #endif
@@ -31,7 +45,448 @@ static int cmd_info(void) {
 static void usage(FILE *f) {
     fprintf(f, "usage: vidi <command> [options]\n"
                "commands:\n"
-               "  info       what this build has (backends, devices)\n");
+               "  info       what this build has (backends, devices)\n"
+               "  generate   answer one prompt (with images/videos) and stream the text\n"
+               "run 'vidi generate --help' for its options\n");
+}
+
+static void usage_generate(FILE *f) {
+    fprintf(f,
+            "usage: vidi generate --model DIR --prompt TEXT [options]\n"
+            "media (any number, in the order they appear in the user turn, before the text):\n"
+            "  --pixels FILE.npy --grid T,H,W       an image: f32 [T*H*W, patch_dim] patches\n"
+            "  --video-pixels FILE.npy --grid T,H,W [--second-per-grid S]\n"
+            "                                       a video; S = temporal_patch_size / fps\n"
+            "                                       (default temporal_patch_size / 2.0)\n"
+            "options:\n"
+            "  --system TEXT          system turn (default: the template's)\n"
+            "  --max-tokens N         at most N new tokens (default 128)\n"
+            "  --temperature F        0 = greedy (default 0)\n"
+            "  --top-k K              keep the K most likely tokens (0 = all, default)\n"
+            "  --top-p P              nucleus mass in (0, 1] (default 1)\n"
+            "  --seed S               sampling seed (default 0)\n"
+            "  --ignore-eos           do not stop at an end-of-sequence token\n"
+            "  --logits-out FILE.npy  logits of the first generated position, f32 [vocab]\n"
+            "  --ids-out FILE.npy     generated token ids, i32 [n]\n"
+            "  --prompt-ids-out FILE.npy  prompt ids with pads expanded, i32 [L]\n"
+            "  --threads N            CPU threads (default: all)\n"
+            "  --stats                token counts and timings on stderr\n");
+}
+
+/* ---- argument parsing helpers ---- */
+
+static int parse_long(const char *opt, const char *s, long lo, long hi, long *out) {
+    char *end;
+    errno = 0;
+    long v = strtol(s, &end, 10);
+    if (errno || end == s || *end || v < lo || v > hi) {
+        fprintf(stderr, "vidi generate: %s expects an integer in [%ld, %ld], got '%s'\n", opt, lo,
+                hi, s);
+        return -1;
+    }
+    *out = v;
+    return 0;
+}
+
+static int parse_float(const char *opt, const char *s, double lo, double hi, double *out) {
+    char *end;
+    errno = 0;
+    double v = strtod(s, &end);
+    if (errno || end == s || *end || !isfinite(v) || v < lo || v > hi) {
+        fprintf(stderr, "vidi generate: %s expects a number in [%g, %g], got '%s'\n", opt, lo, hi,
+                s);
+        return -1;
+    }
+    *out = v;
+    return 0;
+}
+
+static int parse_grid(const char *s, int32_t g[3]) {
+    long v[3];
+    const char *p = s;
+    for (int i = 0; i < 3; i++) {
+        char *end;
+        errno = 0;
+        v[i] = strtol(p, &end, 10);
+        if (errno || end == p || v[i] <= 0 || v[i] > 1000000 || (i < 2 && *end != ',') ||
+            (i == 2 && *end)) {
+            fprintf(stderr, "vidi generate: --grid expects T,H,W (three positive integers), got "
+                            "'%s'\n", s);
+            return -1;
+        }
+        p = end + 1;
+    }
+    for (int i = 0; i < 3; i++) g[i] = (int32_t)v[i];
+    return 0;
+}
+
+static int file_exists(const char *path) {
+    struct stat st;
+    return stat(path, &st) == 0 && S_ISREG(st.st_mode);
+}
+
+typedef struct cli_media {
+    vidi_media_kind kind;
+    const char *path;
+    int has_grid;
+    int has_spgt;
+    int32_t grid[3];
+    double spgt;
+    vidi_npy npy;
+} cli_media;
+
+typedef struct cli_stream {
+    vidi_detok detok;
+    int failed;
+} cli_stream;
+
+static int cli_on_token(void *user, int32_t token, int index) {
+    cli_stream *s = user;
+    static char buf[1 << 16]; /* far above 3 * (longest token + 3) + 1 */
+    size_t n = 0;
+    vidi_err err;
+    if (s->failed) return 0;
+    if (vidi_detok_push(&s->detok, token, buf, sizeof buf, &n, &err) != VIDI_OK) {
+        fprintf(stderr, "\nvidi generate: decoding token %d (id %d): %s\n", index, token, err.msg);
+        s->failed = 1;
+        return 0;
+    }
+    if (n) {
+        fwrite(buf, 1, n, stdout);
+        fflush(stdout);
+    }
+    return 0;
+}
+
+static int cmd_generate(int argc, char **argv) {
+    const char *model_dir = NULL, *prompt = NULL, *system = NULL;
+    const char *logits_out = NULL, *ids_out = NULL, *prompt_ids_out = NULL;
+    long max_tokens = 128, top_k = 0, threads = 0;
+    double temperature = 0.0, top_p = 1.0;
+    unsigned long long seed = 0;
+    int ignore_eos = 0, stats = 0;
+    cli_media *media = NULL;
+    int n_media = 0;
+    int rc = 1;
+    vidi_err err;
+    vidi_backend *be = NULL;
+    vidi_model *model = NULL;
+    vidi_tokenizer *tok = NULL;
+    char *rendered = NULL;
+    int32_t *ids = NULL, *expanded = NULL;
+    vidi_chat_part *parts = NULL;
+    vidi_media *items = NULL;
+    vidi_generate_result res = {0};
+
+    media = calloc((size_t)argc, sizeof *media);
+    if (!media) {
+        fprintf(stderr, "vidi generate: out of memory\n");
+        return 1;
+    }
+    for (int i = 2; i < argc; i++) {
+        const char *a = argv[i];
+        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
+            usage_generate(stdout);
+            rc = 0;
+            goto done;
+        }
+        if (!strcmp(a, "--ignore-eos")) {
+            ignore_eos = 1;
+            continue;
+        }
+        if (!strcmp(a, "--stats")) {
+            stats = 1;
+            continue;
+        }
+        if (i + 1 >= argc) {
+            fprintf(stderr, "vidi generate: %s needs a value\n", a);
+            goto usage_fail;
+        }
+        const char *v = argv[++i];
+        if (!strcmp(a, "--model")) {
+            model_dir = v;
+        } else if (!strcmp(a, "--prompt")) {
+            prompt = v;
+        } else if (!strcmp(a, "--system")) {
+            system = v;
+        } else if (!strcmp(a, "--pixels") || !strcmp(a, "--video-pixels")) {
+            cli_media *m = &media[n_media++];
+            m->kind = a[2] == 'v' ? VIDI_MEDIA_VIDEO : VIDI_MEDIA_IMAGE;
+            m->path = v;
+        } else if (!strcmp(a, "--grid")) {
+            if (!n_media || media[n_media - 1].has_grid) {
+                fprintf(stderr, "vidi generate: --grid must follow a --pixels or --video-pixels "
+                                "that has no grid yet\n");
+                goto usage_fail;
+            }
+            if (parse_grid(v, media[n_media - 1].grid)) goto usage_fail;
+            media[n_media - 1].has_grid = 1;
+        } else if (!strcmp(a, "--second-per-grid")) {
+            if (!n_media || media[n_media - 1].kind != VIDI_MEDIA_VIDEO ||
+                media[n_media - 1].has_spgt) {
+                fprintf(stderr, "vidi generate: --second-per-grid must follow a --video-pixels "
+                                "(once per video)\n");
+                goto usage_fail;
+            }
+            if (parse_float(a, v, 0.0, 1e6, &media[n_media - 1].spgt)) goto usage_fail;
+            media[n_media - 1].has_spgt = 1;
+        } else if (!strcmp(a, "--max-tokens")) {
+            if (parse_long(a, v, 1, 1 << 20, &max_tokens)) goto usage_fail;
+        } else if (!strcmp(a, "--temperature")) {
+            if (parse_float(a, v, 0.0, 100.0, &temperature)) goto usage_fail;
+        } else if (!strcmp(a, "--top-k")) {
+            if (parse_long(a, v, 0, INT_MAX, &top_k)) goto usage_fail;
+        } else if (!strcmp(a, "--top-p")) {
+            if (parse_float(a, v, 0.0, 1.0, &top_p) || top_p <= 0.0) {
+                if (top_p <= 0.0) fprintf(stderr, "vidi generate: --top-p must be in (0, 1]\n");
+                goto usage_fail;
+            }
+        } else if (!strcmp(a, "--seed")) {
+            char *end;
+            errno = 0;
+            seed = strtoull(v, &end, 10);
+            if (errno || end == v || *end || v[0] == '-') {
+                fprintf(stderr, "vidi generate: --seed expects a non-negative integer, got '%s'\n",
+                        v);
+                goto usage_fail;
+            }
+        } else if (!strcmp(a, "--logits-out")) {
+            logits_out = v;
+        } else if (!strcmp(a, "--ids-out")) {
+            ids_out = v;
+        } else if (!strcmp(a, "--prompt-ids-out")) {
+            prompt_ids_out = v;
+        } else if (!strcmp(a, "--threads")) {
+            if (parse_long(a, v, 0, 4096, &threads)) goto usage_fail;
+        } else {
+            fprintf(stderr, "vidi generate: unknown option '%s'\n", a);
+            goto usage_fail;
+        }
+    }
+    if (!model_dir || !prompt) {
+        fprintf(stderr, "vidi generate: --model and --prompt are required\n");
+        goto usage_fail;
+    }
+
+    /* ---- files first: cheap checks before anything is loaded ---- */
+    char path[4096];
+    snprintf(path, sizeof path, "%s/config.json", model_dir);
+    if (!file_exists(path)) {
+        fprintf(stderr, "vidi generate: %s is not a model folder (no config.json)\n", model_dir);
+        goto done;
+    }
+    char tok_path[4096];
+    snprintf(tok_path, sizeof tok_path, "%s/tokenizer.json", model_dir);
+    if (!file_exists(tok_path)) {
+        fprintf(stderr, "vidi generate: %s has no tokenizer.json\n", model_dir);
+        goto done;
+    }
+    for (int i = 0; i < n_media; i++) {
+        cli_media *m = &media[i];
+        const char *kind = m->kind == VIDI_MEDIA_VIDEO ? "video" : "image";
+        if (!m->has_grid) {
+            fprintf(stderr, "vidi generate: %s %d (%s) has no --grid T,H,W after it\n", kind, i,
+                    m->path);
+            goto done;
+        }
+        if (!file_exists(m->path)) {
+            fprintf(stderr, "vidi generate: %s %d: no such file '%s'\n", kind, i, m->path);
+            goto done;
+        }
+        if (vidi_npy_read(m->path, &m->npy, &err) != VIDI_OK) {
+            fprintf(stderr, "vidi generate: %s %d: %s\n", kind, i, err.msg);
+            goto done;
+        }
+        if (m->npy.dtype != VIDI_DTYPE_F32 || m->npy.ndim != 2) {
+            fprintf(stderr, "vidi generate: %s %d: %s must be a 2-D float array [T*H*W, "
+                            "patch_dim], got %d-D %s\n", kind, i, m->path, m->npy.ndim,
+                    vidi_dtype_name(m->npy.dtype));
+            goto done;
+        }
+    }
+
+    /* ---- model and tokenizer ---- */
+    be = vidi_backend_cpu_create((int)threads, &err);
+    if (!be) {
+        fprintf(stderr, "vidi generate: CPU backend: %s\n", err.msg);
+        goto done;
+    }
+    if (vidi_model_load(model_dir, be, &model, &err) != VIDI_OK) {
+        fprintf(stderr, "vidi generate: %s\n", err.msg);
+        goto done;
+    }
+    const vidi_model_config *cfg = &model->cfg;
+    if (vidi_tokenizer_load(tok_path, &tok, &err) != VIDI_OK) {
+        fprintf(stderr, "vidi generate: %s\n", err.msg);
+        goto done;
+    }
+
+    /* ---- media against the model ---- */
+    int64_t patch_dim = vidi_media_patch_dim(cfg);
+    items = calloc((size_t)(n_media ? n_media : 1), sizeof *items);
+    if (!items) goto oom;
+    for (int i = 0; i < n_media; i++) {
+        cli_media *m = &media[i];
+        const char *kind = m->kind == VIDI_MEDIA_VIDEO ? "video" : "image";
+        if (m->npy.shape[1] != patch_dim) {
+            fprintf(stderr, "vidi generate: %s %d: %s has rows of %lld values but this model "
+                            "takes %lld (channels x temporal patch x patch^2)\n", kind, i, m->path,
+                    (long long)m->npy.shape[1], (long long)patch_dim);
+            goto done;
+        }
+        if (m->kind == VIDI_MEDIA_IMAGE && m->grid[0] != 1)
+            fprintf(stderr, "vidi generate: warning: image %d has grid t = %d (the image "
+                            "processor gives 1)\n", i, m->grid[0]);
+        items[i].kind = m->kind;
+        items[i].pixels = m->npy.data;
+        items[i].n_rows = m->npy.shape[0];
+        memcpy(items[i].grid, m->grid, sizeof m->grid);
+        items[i].second_per_grid_t =
+            (float)(m->has_spgt ? m->spgt : (double)cfg->vision.temporal_patch_size / 2.0);
+        if (vidi_media_check(cfg, &items[i], i, 1, &err) != VIDI_OK) {
+            fprintf(stderr, "vidi generate: %s (%s)\n", err.msg, m->path);
+            goto done;
+        }
+    }
+
+    /* ---- chat template: system?, user = media in order then text ---- */
+    parts = calloc((size_t)n_media + 1, sizeof *parts);
+    if (!parts) goto oom;
+    for (int i = 0; i < n_media; i++)
+        parts[i].kind = media[i].kind == VIDI_MEDIA_VIDEO ? VIDI_CHAT_VIDEO : VIDI_CHAT_IMAGE;
+    parts[n_media].kind = VIDI_CHAT_TEXT;
+    parts[n_media].text = prompt;
+    vidi_chat_part sys_part = {.kind = VIDI_CHAT_TEXT, .text = system};
+    vidi_chat_message msgs[2];
+    int n_msgs = 0;
+    if (system) msgs[n_msgs++] = (vidi_chat_message){.role = "system", .parts = &sys_part, .n_parts = 1};
+    msgs[n_msgs++] = (vidi_chat_message){.role = "user", .parts = parts, .n_parts = n_media + 1};
+    if (vidi_chat_template_render(msgs, n_msgs, 1, &rendered, &err) != VIDI_OK) {
+        fprintf(stderr, "vidi generate: chat template: %s\n", err.msg);
+        goto done;
+    }
+    size_t n_ids = 0;
+    if (vidi_tokenizer_encode(tok, rendered, strlen(rendered), &ids, &n_ids, &err) != VIDI_OK) {
+        fprintf(stderr, "vidi generate: tokenizing the prompt: %s\n", err.msg);
+        goto done;
+    }
+
+    /* ---- expand each pad token to the item's merged token count ---- */
+    vidi_mrope_params mp = vidi_mrope_params_from_config(cfg);
+    int64_t total = 0;
+    int seen = 0;
+    for (size_t i = 0; i < n_ids; i++) {
+        if (ids[i] == cfg->image_token_id || ids[i] == cfg->video_token_id) {
+            if (seen >= n_media) {
+                fprintf(stderr, "vidi generate: the prompt has more image/video pad tokens than "
+                                "media given (a pad written in --prompt?)\n");
+                goto done;
+            }
+            vidi_mrope_item it = {.kind = items[seen].kind};
+            memcpy(it.grid, items[seen].grid, sizeof it.grid);
+            total += vidi_mrope_item_tokens(&mp, &it);
+            seen++;
+        } else {
+            total++;
+        }
+    }
+    if (seen != n_media) {
+        fprintf(stderr, "vidi generate: %d media given but the rendered prompt has %d pad "
+                        "tokens\n", n_media, seen);
+        goto done;
+    }
+    expanded = malloc((size_t)total * sizeof *expanded);
+    if (!expanded) goto oom;
+    int64_t k = 0;
+    seen = 0;
+    for (size_t i = 0; i < n_ids; i++) {
+        if (ids[i] == cfg->image_token_id || ids[i] == cfg->video_token_id) {
+            vidi_mrope_item it = {.kind = items[seen].kind};
+            memcpy(it.grid, items[seen].grid, sizeof it.grid);
+            int64_t c = vidi_mrope_item_tokens(&mp, &it);
+            for (int64_t j = 0; j < c; j++) expanded[k++] = ids[i];
+            seen++;
+        } else {
+            expanded[k++] = ids[i];
+        }
+    }
+    if (prompt_ids_out) {
+        int64_t shape[1] = {total};
+        if (vidi_npy_write(prompt_ids_out, VIDI_DTYPE_I32, 1, shape, expanded, &err) != VIDI_OK) {
+            fprintf(stderr, "vidi generate: %s\n", err.msg);
+            goto done;
+        }
+    }
+
+    /* ---- run, streaming the text ---- */
+    cli_stream stream = {0};
+    vidi_detok_init(&stream.detok, tok, 1);
+    vidi_generate_params gp = vidi_generate_params_default();
+    gp.max_tokens = (int)max_tokens;
+    gp.sample.temperature = (float)temperature;
+    gp.sample.top_k = (int)top_k;
+    gp.sample.top_p = (float)top_p;
+    gp.seed = seed;
+    gp.stop_at_eos = !ignore_eos;
+    gp.want_first_logits = logits_out != NULL;
+    gp.on_token = cli_on_token;
+    gp.user = &stream;
+    if (vidi_generate(model, expanded, total, items, n_media, &gp, &res, &err) != VIDI_OK) {
+        fprintf(stderr, "\nvidi generate: %s\n", err.msg);
+        goto done;
+    }
+    char tail[64];
+    size_t nt = 0;
+    if (vidi_detok_flush(&stream.detok, tail, sizeof tail, &nt, &err) == VIDI_OK && nt)
+        fwrite(tail, 1, nt, stdout);
+    fputc('\n', stdout);
+    fflush(stdout);
+    if (stream.failed) goto done;
+
+    if (logits_out) {
+        int64_t shape[1] = {res.vocab};
+        if (vidi_npy_write(logits_out, VIDI_DTYPE_F32, 1, shape, res.first_logits, &err) != VIDI_OK) {
+            fprintf(stderr, "vidi generate: %s\n", err.msg);
+            goto done;
+        }
+    }
+    if (ids_out) {
+        int64_t shape[1] = {res.n_tokens};
+        if (vidi_npy_write(ids_out, VIDI_DTYPE_I32, 1, shape, res.tokens, &err) != VIDI_OK) {
+            fprintf(stderr, "vidi generate: %s\n", err.msg);
+            goto done;
+        }
+    }
+    if (stats) {
+        static const char *finish[] = {"length", "eos", "callback"};
+        double dec_rate = res.n_tokens > 1 && res.decode_s > 0 ? (res.n_tokens - 1) / res.decode_s : 0;
+        fprintf(stderr, "prompt %lld tokens, generated %d (%s), rope_delta %lld\n"
+                        "encode %.3f s, prefill %.3f s (%.1f tok/s), decode %.3f s (%.1f tok/s)\n",
+                (long long)res.prompt_tokens, res.n_tokens, finish[res.finish],
+                (long long)res.rope_delta, res.encode_s, res.prefill_s,
+                res.prefill_s > 0 ? res.prompt_tokens / res.prefill_s : 0.0, res.decode_s, dec_rate);
+    }
+    rc = 0;
+    goto done;
+oom:
+    fprintf(stderr, "vidi generate: out of memory\n");
+    goto done;
+usage_fail:
+    fprintf(stderr, "run 'vidi generate --help' for usage\n");
+    rc = 2;
+done:
+    vidi_generate_result_free(&res);
+    free(expanded);
+    free(ids);
+    free(rendered);
+    free(parts);
+    free(items);
+    for (int i = 0; i < n_media; i++) vidi_npy_free(&media[i].npy);
+    free(media);
+    vidi_tokenizer_free(tok);
+    vidi_model_free(model);
+    if (be) be->ops->destroy(be);
+    return rc;
 }
 
 int main(int argc, char **argv) {
@@ -40,6 +495,7 @@ int main(int argc, char **argv) {
         return 2;
     }
     if (!strcmp(argv[1], "info")) return cmd_info();
+    if (!strcmp(argv[1], "generate")) return cmd_generate(argc, argv);
     if (!strcmp(argv[1], "-h") || !strcmp(argv[1], "--help") || !strcmp(argv[1], "help")) {
         usage(stdout);
         return 0;

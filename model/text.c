@@ -1,0 +1,468 @@
+/* model/text.c — the Qwen2 decoder over the op interface (see text.h).
+ *
+ * Memory: weights are the checkpoint's mapped tensors on the CPU backend and
+ * uploaded copies elsewhere; activations live in one scratch buffer of
+ * backend memory that grows to the largest forward seen; each KV cache owns
+ * one buffer holding K and V of every layer.
+ */
+#include "model/text.h"
+
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct text_layer {
+    vidi_tensor ln1, wq, bq, wk, bk, wv, bv, wo, ln2, wg, wu, wd;
+} text_layer;
+
+struct vidi_text {
+    vidi_text_config cfg;
+    int32_t image_token_id, video_token_id;
+    vidi_backend *be;
+    int weights_in_place;        /* 1: tensors point into the checkpoint mapping */
+    vidi_tensor embed, norm, lm_head;
+    text_layer *layers;
+    void **owned;                /* uploaded weight buffers (freed with the model) */
+    int n_owned, cap_owned;
+    int32_t *pair_axis;          /* [head_dim / 2] */
+    float *pair_inv_freq;        /* [head_dim / 2] */
+    vidi_rope_spec rope;
+    void *scratch;               /* backend memory */
+    size_t scratch_bytes;
+};
+
+struct vidi_kv_cache {
+    const vidi_text *t;
+    void *buf;                   /* backend: layer l K at l*2*plane, V at (l*2+1)*plane */
+    size_t plane;                /* bytes of one layer's K (capacity * kv_heads * head_dim) */
+    int64_t capacity, len;
+};
+
+/* ---- weights ---- */
+
+static vidi_status text_own(vidi_text *t, void *p, vidi_err *err) {
+    if (t->n_owned == t->cap_owned) {
+        int cap = t->cap_owned ? t->cap_owned * 2 : 64;
+        void **n = realloc(t->owned, (size_t)cap * sizeof *n);
+        if (!n) return vidi_err_set(err, VIDI_ERR_NOMEM, "text: out of memory");
+        t->owned = n;
+        t->cap_owned = cap;
+    }
+    t->owned[t->n_owned++] = p;
+    return VIDI_OK;
+}
+
+/* Look up `name` with the expected shape and make it usable by the backend. */
+static vidi_status text_weight(vidi_text *t, const vidi_checkpoint *ck, const char *name, int ndim,
+                               int64_t d0, int64_t d1, vidi_tensor *out, vidi_err *err) {
+    int64_t shape[2] = {d0, d1};
+    vidi_status rc = vidi_checkpoint_get(ck, name, ndim, shape, out, err);
+    if (rc != VIDI_OK) return rc;
+    if (t->weights_in_place) return VIDI_OK;
+    size_t bytes = vidi_tensor_nbytes(out);
+    void *p = t->be->ops->buf_alloc(t->be, bytes);
+    if (!p) return vidi_err_set(err, VIDI_ERR_NOMEM, "text: cannot allocate %zu bytes of %s memory "
+                                "for %s", bytes, t->be->name, name);
+    rc = text_own(t, p, err);
+    if (rc != VIDI_OK) {
+        t->be->ops->buf_free(t->be, p);
+        return rc;
+    }
+    rc = t->be->ops->copy_to_device(t->be, p, out->data, bytes, err);
+    if (rc != VIDI_OK) return rc;
+    out->data = p;
+    return VIDI_OK;
+}
+
+static vidi_status text_layer_weight(vidi_text *t, const vidi_checkpoint *ck, int layer,
+                                     const char *suffix, int ndim, int64_t d0, int64_t d1,
+                                     vidi_tensor *out, vidi_err *err) {
+    char name[256];
+    snprintf(name, sizeof name, "model.layers.%d.%s", layer, suffix);
+    return text_weight(t, ck, name, ndim, d0, d1, out, err);
+}
+
+static vidi_status text_check_config(const vidi_text_config *c, vidi_err *err) {
+    if (c->hidden_size <= 0 || c->num_heads <= 0 || c->num_kv_heads <= 0 || c->head_dim <= 0 ||
+        c->num_layers <= 0 || c->intermediate_size <= 0 || c->vocab_size <= 0)
+        return vidi_err_set(err, VIDI_ERR_INVALID, "text: configuration has a non-positive size "
+                            "(hidden %d, heads %d, kv heads %d, head_dim %d, layers %d, "
+                            "intermediate %d, vocab %d)", c->hidden_size, c->num_heads,
+                            c->num_kv_heads, c->head_dim, c->num_layers, c->intermediate_size,
+                            c->vocab_size);
+    if (c->num_heads % c->num_kv_heads)
+        return vidi_err_set(err, VIDI_ERR_INVALID, "text: %d attention heads is not a multiple of "
+                            "%d key/value heads", c->num_heads, c->num_kv_heads);
+    if (c->head_dim % 2)
+        return vidi_err_set(err, VIDI_ERR_INVALID, "text: head_dim %d is odd", c->head_dim);
+    int s0 = c->mrope_section[0], s1 = c->mrope_section[1], s2 = c->mrope_section[2];
+    if (s0 < 0 || s1 < 0 || s2 < 0 || s0 + s1 + s2 != c->head_dim / 2)
+        return vidi_err_set(err, VIDI_ERR_INVALID, "text: mrope_section [%d, %d, %d] must sum to "
+                            "head_dim / 2 = %d", s0, s1, s2, c->head_dim / 2);
+    if (!(c->rope_theta > 0))
+        return vidi_err_set(err, VIDI_ERR_INVALID, "text: rope_theta %g is not positive",
+                            c->rope_theta);
+    return VIDI_OK;
+}
+
+vidi_status vidi_text_load(const vidi_model_config *cfg, const vidi_checkpoint *ck,
+                           vidi_backend *be, vidi_text **out, vidi_err *err) {
+    vidi_status rc;
+    vidi_text *t = NULL;
+    *out = NULL;
+    VIDI_TRY(text_check_config(&cfg->text, err));
+    t = calloc(1, sizeof *t);
+    VIDI_CHECK(t, err, VIDI_ERR_NOMEM, "text: out of memory");
+    t->cfg = cfg->text;
+    t->image_token_id = cfg->image_token_id;
+    t->video_token_id = cfg->video_token_id;
+    t->be = be;
+    /* The CPU backend computes on host memory, which the mapping is. */
+    t->weights_in_place = !strcmp(be->name, "cpu");
+
+    const vidi_text_config *c = &t->cfg;
+    int64_t H = c->hidden_size, I = c->intermediate_size, D = c->head_dim;
+    int64_t qd = (int64_t)c->num_heads * D, kvd = (int64_t)c->num_kv_heads * D;
+
+    VIDI_TRY(text_weight(t, ck, "model.embed_tokens.weight", 2, c->vocab_size, H, &t->embed, err));
+    VIDI_TRY(text_weight(t, ck, "model.norm.weight", 1, H, 0, &t->norm, err));
+    if (c->tie_word_embeddings) {
+        t->lm_head = t->embed;
+    } else {
+        VIDI_CHECK(vidi_checkpoint_has(ck, "lm_head.weight"), err, VIDI_ERR_NOTFOUND,
+                   "text: the configuration does not tie the word embeddings "
+                   "(tie_word_embeddings false) but the checkpoint has no lm_head.weight");
+        VIDI_TRY(text_weight(t, ck, "lm_head.weight", 2, c->vocab_size, H, &t->lm_head, err));
+    }
+
+    t->layers = calloc((size_t)c->num_layers, sizeof *t->layers);
+    VIDI_CHECK(t->layers, err, VIDI_ERR_NOMEM, "text: out of memory");
+    for (int l = 0; l < c->num_layers; l++) {
+        text_layer *L = &t->layers[l];
+        VIDI_TRY(text_layer_weight(t, ck, l, "input_layernorm.weight", 1, H, 0, &L->ln1, err));
+        VIDI_TRY(text_layer_weight(t, ck, l, "self_attn.q_proj.weight", 2, qd, H, &L->wq, err));
+        VIDI_TRY(text_layer_weight(t, ck, l, "self_attn.q_proj.bias", 1, qd, 0, &L->bq, err));
+        VIDI_TRY(text_layer_weight(t, ck, l, "self_attn.k_proj.weight", 2, kvd, H, &L->wk, err));
+        VIDI_TRY(text_layer_weight(t, ck, l, "self_attn.k_proj.bias", 1, kvd, 0, &L->bk, err));
+        VIDI_TRY(text_layer_weight(t, ck, l, "self_attn.v_proj.weight", 2, kvd, H, &L->wv, err));
+        VIDI_TRY(text_layer_weight(t, ck, l, "self_attn.v_proj.bias", 1, kvd, 0, &L->bv, err));
+        VIDI_TRY(text_layer_weight(t, ck, l, "self_attn.o_proj.weight", 2, H, qd, &L->wo, err));
+        VIDI_TRY(text_layer_weight(t, ck, l, "post_attention_layernorm.weight", 1, H, 0, &L->ln2,
+                                   err));
+        VIDI_TRY(text_layer_weight(t, ck, l, "mlp.gate_proj.weight", 2, I, H, &L->wg, err));
+        VIDI_TRY(text_layer_weight(t, ck, l, "mlp.up_proj.weight", 2, I, H, &L->wu, err));
+        VIDI_TRY(text_layer_weight(t, ck, l, "mlp.down_proj.weight", 2, H, I, &L->wd, err));
+    }
+
+    /* M-RoPE tables: pair i rotates by axis section(i) at theta^(-2i/D), in
+     * fp32 as the reference computes inv_freq. */
+    int half = (int)(D / 2);
+    t->pair_axis = malloc((size_t)half * sizeof *t->pair_axis);
+    t->pair_inv_freq = malloc((size_t)half * sizeof *t->pair_inv_freq);
+    VIDI_CHECK(t->pair_axis && t->pair_inv_freq, err, VIDI_ERR_NOMEM, "text: out of memory");
+    for (int i = 0; i < half; i++) {
+        int axis = i < c->mrope_section[0] ? 0 : (i < c->mrope_section[0] + c->mrope_section[1] ? 1 : 2);
+        t->pair_axis[i] = axis;
+        float e = (float)(2 * i) / (float)D;
+        t->pair_inv_freq[i] = 1.0f / powf((float)c->rope_theta, e);
+    }
+    t->rope = (vidi_rope_spec){.head_dim = (int)D, .n_axes = 3, .pair_axis = t->pair_axis,
+                               .pair_inv_freq = t->pair_inv_freq};
+    *out = t;
+    return VIDI_OK;
+fail:
+    vidi_err_prefix(err, "loading the text model");
+    vidi_text_free(t);
+    return rc;
+}
+
+void vidi_text_free(vidi_text *t) {
+    if (!t) return;
+    for (int i = 0; i < t->n_owned; i++) t->be->ops->buf_free(t->be, t->owned[i]);
+    if (t->scratch) t->be->ops->buf_free(t->be, t->scratch);
+    free(t->owned);
+    free(t->layers);
+    free(t->pair_axis);
+    free(t->pair_inv_freq);
+    free(t);
+}
+
+int vidi_text_hidden_size(const vidi_text *t) { return t->cfg.hidden_size; }
+int vidi_text_vocab_size(const vidi_text *t) { return t->cfg.vocab_size; }
+
+/* ---- scratch ---- */
+
+#define TEXT_ALIGN 256
+
+static size_t text_align(size_t n) { return (n + TEXT_ALIGN - 1) & ~(size_t)(TEXT_ALIGN - 1); }
+
+/* A scratch buffer of at least `bytes` (contents undefined). */
+static vidi_status text_scratch(vidi_text *t, size_t bytes, vidi_err *err) {
+    if (bytes <= t->scratch_bytes) return VIDI_OK;
+    if (t->scratch) {
+        t->be->ops->buf_free(t->be, t->scratch);
+        t->scratch = NULL;
+        t->scratch_bytes = 0;
+    }
+    size_t want = text_align(bytes + bytes / 4);
+    t->scratch = t->be->ops->buf_alloc(t->be, want);
+    if (!t->scratch)
+        return vidi_err_set(err, VIDI_ERR_NOMEM, "text: cannot allocate %zu bytes of %s scratch "
+                            "memory", want, t->be->name);
+    t->scratch_bytes = want;
+    return VIDI_OK;
+}
+
+/* Carves consecutive aligned pieces out of the scratch buffer. */
+typedef struct text_carver {
+    char *base;
+    size_t off;
+} text_carver;
+
+static void *text_carve(text_carver *c, size_t bytes) {
+    void *p = c->base ? c->base + c->off : NULL;
+    c->off += text_align(bytes);
+    return p;
+}
+
+/* ---- KV cache ---- */
+
+vidi_status vidi_kv_cache_create(const vidi_text *t, int64_t capacity, vidi_kv_cache **out,
+                                 vidi_err *err) {
+    *out = NULL;
+    if (capacity <= 0 || capacity > INT32_MAX)
+        return vidi_err_set(err, VIDI_ERR_INVALID, "kv cache: capacity %lld must be in [1, %d]",
+                            (long long)capacity, INT32_MAX);
+    vidi_kv_cache *kv = calloc(1, sizeof *kv);
+    if (!kv) return vidi_err_set(err, VIDI_ERR_NOMEM, "kv cache: out of memory");
+    kv->t = t;
+    kv->capacity = capacity;
+    kv->plane = (size_t)capacity * (size_t)t->cfg.num_kv_heads * (size_t)t->cfg.head_dim *
+                vidi_dtype_size(t->be->act_dtype);
+    size_t bytes = kv->plane * 2 * (size_t)t->cfg.num_layers;
+    kv->buf = t->be->ops->buf_alloc(t->be, bytes);
+    if (!kv->buf) {
+        free(kv);
+        return vidi_err_set(err, VIDI_ERR_NOMEM, "kv cache: cannot allocate %zu bytes of %s memory "
+                            "for %lld tokens", bytes, t->be->name, (long long)capacity);
+    }
+    *out = kv;
+    return VIDI_OK;
+}
+
+void vidi_kv_cache_free(vidi_kv_cache *kv) {
+    if (!kv) return;
+    kv->t->be->ops->buf_free(kv->t->be, kv->buf);
+    free(kv);
+}
+
+int64_t vidi_kv_cache_len(const vidi_kv_cache *kv) { return kv->len; }
+int64_t vidi_kv_cache_capacity(const vidi_kv_cache *kv) { return kv->capacity; }
+
+vidi_status vidi_kv_cache_truncate(vidi_kv_cache *kv, int64_t len, vidi_err *err) {
+    if (len < 0 || len > kv->len)
+        return vidi_err_set(err, VIDI_ERR_INVALID, "kv cache: cannot truncate %lld tokens to %lld",
+                            (long long)kv->len, (long long)len);
+    kv->len = len;
+    return VIDI_OK;
+}
+
+/* ---- embeddings ---- */
+
+vidi_status vidi_text_embed(vidi_text *t, const int32_t *ids, int64_t n, const vidi_tensor *vision,
+                            vidi_tensor *out, vidi_err *err) {
+    vidi_status rc;
+    vidi_backend *be = t->be;
+    int32_t *idx = NULL;
+    int64_t H = t->cfg.hidden_size;
+    VIDI_CHECK(n > 0 && ids, err, VIDI_ERR_INVALID, "text embed: no tokens");
+    VIDI_CHECK(out && out->dtype == be->act_dtype && vidi_tensor_rows(out) == n &&
+                   vidi_tensor_cols(out) == H, err, VIDI_ERR_INVALID,
+               "text embed: output must be %s [%lld, %lld]", vidi_dtype_name(be->act_dtype),
+               (long long)n, (long long)H);
+    int64_t n_pad = 0;
+    for (int64_t i = 0; i < n; i++) {
+        VIDI_CHECK(ids[i] >= 0 && ids[i] < t->cfg.vocab_size, err, VIDI_ERR_INVALID,
+                   "text embed: token %lld has id %d outside the vocabulary [0, %d)",
+                   (long long)i, ids[i], t->cfg.vocab_size);
+        if (ids[i] == t->image_token_id || ids[i] == t->video_token_id) n_pad++;
+    }
+    int64_t n_vis = vision ? vidi_tensor_rows(vision) : 0;
+    if (vision)
+        VIDI_CHECK(n_pad == n_vis, err, VIDI_ERR_INVALID,
+                   "text embed: %lld image/video pad tokens but %lld vision embedding rows",
+                   (long long)n_pad, (long long)n_vis);
+    if (vision && n_vis > 0)
+        VIDI_CHECK(vidi_tensor_cols(vision) == H && vision->dtype == be->act_dtype, err,
+                   VIDI_ERR_INVALID, "text embed: vision embeddings must be %s [rows, %lld], got "
+                   "%s with %lld columns", vidi_dtype_name(be->act_dtype), (long long)H,
+                   vidi_dtype_name(vision->dtype), (long long)vidi_tensor_cols(vision));
+
+    size_t id_bytes = text_align((size_t)n * sizeof(int32_t));
+    VIDI_TRY(text_scratch(t, id_bytes * 2, err));
+    int32_t *d_ids = t->scratch;
+    int32_t *d_idx = (int32_t *)((char *)t->scratch + id_bytes);
+    VIDI_TRY(be->ops->copy_to_device(be, d_ids, ids, (size_t)n * sizeof(int32_t), err));
+    vidi_tensor tid = vidi_tensor_1d(VIDI_DTYPE_I32, d_ids, n);
+    VIDI_TRY(be->ops->gather_rows(be, &t->embed, &tid, out, err));
+    if (n_vis > 0) {
+        idx = malloc((size_t)n_vis * sizeof *idx);
+        VIDI_CHECK(idx, err, VIDI_ERR_NOMEM, "text embed: out of memory");
+        int64_t k = 0;
+        for (int64_t i = 0; i < n; i++)
+            if (ids[i] == t->image_token_id || ids[i] == t->video_token_id) idx[k++] = (int32_t)i;
+        VIDI_TRY(be->ops->copy_to_device(be, d_idx, idx, (size_t)n_vis * sizeof(int32_t), err));
+        vidi_tensor tidx = vidi_tensor_1d(VIDI_DTYPE_I32, d_idx, n_vis);
+        VIDI_TRY(be->ops->scatter_rows(be, vision, &tidx, out, err));
+        /* The upload above must finish before idx is freed. */
+        VIDI_TRY(be->ops->synchronize(be, err));
+    }
+    free(idx);
+    return VIDI_OK;
+fail:
+    free(idx);
+    return rc;
+}
+
+/* ---- forward ---- */
+
+vidi_status vidi_text_forward(vidi_text *t, vidi_kv_cache *kv, const vidi_tensor *embeds,
+                              const int32_t *pos, const vidi_text_out *out, vidi_err *err) {
+    vidi_status rc;
+    vidi_backend *be = t->be;
+    const vidi_backend_ops *op = be->ops;
+    const vidi_text_config *c = &t->cfg;
+    vidi_dtype adt = be->act_dtype;
+    size_t es = vidi_dtype_size(adt);
+    int64_t H = c->hidden_size, I = c->intermediate_size, D = c->head_dim, V = c->vocab_size;
+    int64_t Hq = c->num_heads, Hkv = c->num_kv_heads;
+    int64_t T = embeds ? vidi_tensor_rows(embeds) : 0;
+
+    VIDI_CHECK(kv && kv->t == t, err, VIDI_ERR_INVALID, "the KV cache belongs to "
+               "another model");
+    VIDI_CHECK(T > 0 && embeds->dtype == adt && vidi_tensor_cols(embeds) == H && pos, err,
+               VIDI_ERR_INVALID, "embeddings must be %s [T > 0, %lld]",
+               vidi_dtype_name(adt), (long long)H);
+    VIDI_CHECK(kv->len + T <= kv->capacity, err, VIDI_ERR_RANGE,
+               "%lld new tokens do not fit in the KV cache (%lld of %lld used)",
+               (long long)T, (long long)kv->len, (long long)kv->capacity);
+    VIDI_CHECK(out, err, VIDI_ERR_INVALID, "no output description");
+
+    int64_t R = 0;
+    switch (out->which) {
+    case VIDI_TEXT_LOGITS_NONE: R = 0; break;
+    case VIDI_TEXT_LOGITS_LAST: R = 1; break;
+    case VIDI_TEXT_LOGITS_ALL: R = T; break;
+    case VIDI_TEXT_LOGITS_ROWS:
+        R = out->n_rows;
+        VIDI_CHECK(R > 0 && out->rows, err, VIDI_ERR_INVALID, "no rows listed");
+        for (int64_t i = 0; i < R; i++)
+            VIDI_CHECK(out->rows[i] >= 0 && out->rows[i] < T, err, VIDI_ERR_INVALID,
+                       "logits row %d is outside [0, %lld)", out->rows[i],
+                       (long long)T);
+        break;
+    default:
+        VIDI_CHECK(0, err, VIDI_ERR_INVALID, "unknown logits selection %d",
+                   (int)out->which);
+    }
+    if (R > 0)
+        VIDI_CHECK(out->logits && out->logits->dtype == adt && vidi_tensor_rows(out->logits) == R &&
+                       vidi_tensor_cols(out->logits) == V, err, VIDI_ERR_INVALID,
+                   "logits must be %s [%lld, %lld]", vidi_dtype_name(adt),
+                   (long long)R, (long long)V);
+
+    /* Scratch layout: first measured with a NULL base, then carved. */
+    void *x, *h, *q, *k, *v, *a, *g, *u, *dpos, *drows, *sel;
+    for (int pass = 0; pass < 2; pass++) {
+        text_carver cv = {pass ? t->scratch : NULL, 0};
+        x = text_carve(&cv, (size_t)(T * H) * es);
+        h = text_carve(&cv, (size_t)(T * H) * es);
+        q = text_carve(&cv, (size_t)(T * Hq * D) * es);
+        k = text_carve(&cv, (size_t)(T * Hkv * D) * es);
+        v = text_carve(&cv, (size_t)(T * Hkv * D) * es);
+        a = text_carve(&cv, (size_t)(T * Hq * D) * es);
+        g = text_carve(&cv, (size_t)(T * I) * es);
+        u = text_carve(&cv, (size_t)(T * I) * es);
+        dpos = text_carve(&cv, (size_t)(T * 3) * sizeof(int32_t));
+        drows = text_carve(&cv, (size_t)(R ? R : 1) * sizeof(int32_t));
+        sel = text_carve(&cv, (size_t)((R ? R : 1) * H) * es);
+        if (!pass) VIDI_TRY(text_scratch(t, cv.off, err));
+    }
+
+    vidi_tensor tx = vidi_tensor_2d(adt, x, T, H);
+    vidi_tensor th = vidi_tensor_2d(adt, h, T, H);
+    vidi_tensor tq = vidi_tensor_3d(adt, q, T, Hq, D);
+    vidi_tensor tk = vidi_tensor_3d(adt, k, T, Hkv, D);
+    vidi_tensor ta = vidi_tensor_3d(adt, a, T, Hq, D);
+    vidi_tensor ta2 = vidi_tensor_2d(adt, a, T, Hq * D);
+    vidi_tensor tq2 = vidi_tensor_2d(adt, q, T, Hq * D);
+    vidi_tensor tk2 = vidi_tensor_2d(adt, k, T, Hkv * D);
+    vidi_tensor tv2 = vidi_tensor_2d(adt, v, T, Hkv * D);
+    vidi_tensor tg = vidi_tensor_2d(adt, g, T, I);
+    vidi_tensor tu = vidi_tensor_2d(adt, u, T, I);
+    vidi_tensor tpos = vidi_tensor_2d(VIDI_DTYPE_I32, dpos, T, 3);
+
+    VIDI_TRY(op->copy(be, x, embeds->data, (size_t)(T * H) * es, err));
+    VIDI_TRY(op->copy_to_device(be, dpos, pos, (size_t)(T * 3) * sizeof(int32_t), err));
+
+    int64_t Lk = kv->len + T;
+    int32_t cu_q[2] = {0, (int32_t)T}, cu_k[2] = {0, (int32_t)Lk};
+    vidi_attn_args attn = {.cu_q = cu_q, .cu_k = cu_k, .n_seqs = 1, .causal = 1,
+                           .scale = 1.0f / sqrtf((float)D)};
+    size_t row_kv = (size_t)(Hkv * D) * es;
+
+    for (int l = 0; l < c->num_layers; l++) {
+        const text_layer *L = &t->layers[l];
+        char *kc = (char *)kv->buf + (size_t)l * 2 * kv->plane;
+        char *vc = kc + kv->plane;
+        vidi_tensor tkc = vidi_tensor_3d(adt, kc, Lk, Hkv, D);
+        vidi_tensor tvc = vidi_tensor_3d(adt, vc, Lk, Hkv, D);
+
+        VIDI_TRY(op->rms_norm(be, &tx, &L->ln1, c->rms_norm_eps, &th, err));
+        VIDI_TRY(op->matmul(be, &th, &L->wq, &L->bq, &tq2, err));
+        VIDI_TRY(op->matmul(be, &th, &L->wk, &L->bk, &tk2, err));
+        VIDI_TRY(op->matmul(be, &th, &L->wv, &L->bv, &tv2, err));
+        VIDI_TRY(op->rope(be, &tq, &tpos, &t->rope, err));
+        VIDI_TRY(op->rope(be, &tk, &tpos, &t->rope, err));
+        VIDI_TRY(op->copy(be, kc + (size_t)kv->len * row_kv, k, (size_t)T * row_kv, err));
+        VIDI_TRY(op->copy(be, vc + (size_t)kv->len * row_kv, v, (size_t)T * row_kv, err));
+        VIDI_TRY(op->attention(be, &tq, &tkc, &tvc, &ta, &attn, err));
+        VIDI_TRY(op->matmul(be, &ta2, &L->wo, NULL, &th, err));
+        VIDI_TRY(op->add(be, &tx, &th, &tx, err));
+
+        VIDI_TRY(op->rms_norm(be, &tx, &L->ln2, c->rms_norm_eps, &th, err));
+        VIDI_TRY(op->matmul(be, &th, &L->wg, NULL, &tg, err));
+        VIDI_TRY(op->matmul(be, &th, &L->wu, NULL, &tu, err));
+        VIDI_TRY(op->act_mul(be, VIDI_ACT_SILU, &tg, &tu, &tg, err));
+        VIDI_TRY(op->matmul(be, &tg, &L->wd, NULL, &th, err));
+        VIDI_TRY(op->add(be, &tx, &th, &tx, err));
+    }
+
+    if (R > 0) {
+        /* The final norm is per row, so only the selected rows need it. */
+        vidi_tensor tsrc = tx;
+        if (out->which == VIDI_TEXT_LOGITS_LAST) {
+            tsrc = vidi_tensor_2d(adt, (char *)x + (size_t)((T - 1) * H) * es, 1, H);
+        } else if (out->which == VIDI_TEXT_LOGITS_ROWS) {
+            VIDI_TRY(op->copy_to_device(be, drows, out->rows, (size_t)R * sizeof(int32_t), err));
+            vidi_tensor trows = vidi_tensor_1d(VIDI_DTYPE_I32, drows, R);
+            tsrc = vidi_tensor_2d(adt, sel, R, H);
+            VIDI_TRY(op->gather_rows(be, &tx, &trows, &tsrc, err));
+        }
+        vidi_tensor tn = vidi_tensor_2d(adt, h, R, H);
+        VIDI_TRY(op->rms_norm(be, &tsrc, &t->norm, c->rms_norm_eps, &tn, err));
+        vidi_tensor tl = vidi_tensor_2d(adt, out->logits->data, R, V);
+        VIDI_TRY(op->matmul(be, &tn, &t->lm_head, NULL, &tl, err));
+    }
+    /* Host inputs (positions, rows) were uploaded by copies that may still be
+     * in flight on asynchronous backends; they must land before we return. */
+    VIDI_TRY(op->synchronize(be, err));
+    kv->len += T;
+    return VIDI_OK;
+fail:
+    vidi_err_prefix(err, "text forward (%lld tokens after %lld)", (long long)T,
+                    kv ? (long long)kv->len : 0LL);
+    return rc;
+}

@@ -1,0 +1,96 @@
+/* model/text.h — the Qwen2 decoder of Qwen2-VL / Qwen2.5-VL, written once
+ * against the op interface (kernels/ops.h).
+ *
+ * Per layer: RMSNorm, q/k/v projections with bias, M-RoPE (3 axes split by
+ * mrope_section), causal GQA attention over a KV cache, o_proj, residual,
+ * RMSNorm, SwiGLU MLP, residual. Then the final RMSNorm and lm_head (the
+ * embedding matrix when the embeddings are tied).
+ *
+ * A forward pass takes input embeddings (text embeddings with the vision
+ * embeddings already scattered in: vidi_text_embed) and positions, appends
+ * the new tokens' keys and values to a KV cache and returns the logits of
+ * the rows asked for. Prefill is one forward over the prompt; decode is one
+ * forward per token.
+ *
+ * Not thread-safe per model: embeddings and forwards share one scratch
+ * buffer of backend memory that grows to the largest call and is freed with
+ * the model. KV caches are per sequence.
+ */
+#ifndef VIDI_MODEL_TEXT_H
+#define VIDI_MODEL_TEXT_H
+
+#include <stdint.h>
+
+#include "core/err.h"
+#include "core/tensor.h"
+#include "kernels/ops.h"
+#include "model/checkpoint.h"
+#include "model/config.h"
+
+typedef struct vidi_text vidi_text;
+typedef struct vidi_kv_cache vidi_kv_cache;
+
+/* Bind the text model's weights ("model.embed_tokens.weight",
+ * "model.layers.N.*", "model.norm.weight", "lm_head.weight" unless tied)
+ * from the checkpoint onto `be`: on the CPU backend the mapped tensors are
+ * used in place, elsewhere they are uploaded. A missing tensor or a shape
+ * that disagrees with cfg is an error naming the tensor. The checkpoint must
+ * outlive the model. Freed by vidi_text_free. */
+vidi_status vidi_text_load(const vidi_model_config *cfg, const vidi_checkpoint *ck,
+                           vidi_backend *be, vidi_text **out, vidi_err *err);
+void vidi_text_free(vidi_text *t);
+
+int vidi_text_hidden_size(const vidi_text *t);
+int vidi_text_vocab_size(const vidi_text *t);  /* rows of lm_head (config vocab_size) */
+
+/* A KV cache for one sequence: per layer, K and V of `capacity` tokens,
+ * contiguous in backend memory (act dtype). Freed by vidi_kv_cache_free. */
+vidi_status vidi_kv_cache_create(const vidi_text *t, int64_t capacity, vidi_kv_cache **out,
+                                 vidi_err *err);
+void vidi_kv_cache_free(vidi_kv_cache *kv);
+/* Tokens held / tokens that fit. */
+int64_t vidi_kv_cache_len(const vidi_kv_cache *kv);
+int64_t vidi_kv_cache_capacity(const vidi_kv_cache *kv);
+/* Forget every token from `len` on (len <= the current length): rolls back
+ * rejected draft tokens or restarts a sequence (len 0). */
+vidi_status vidi_kv_cache_truncate(vidi_kv_cache *kv, int64_t len, vidi_err *err);
+
+/* Input embeddings of n tokens into `out` (backend, act dtype, [n, hidden],
+ * allocated by the caller): the embed_tokens rows of `ids` (host), then,
+ * when `vision` (backend [n_vision, hidden]) is given, its rows written in
+ * order over the tokens equal to the image or video pad id of the
+ * configuration; their number must equal the vision rows (else
+ * VIDI_ERR_INVALID). With vision NULL every token, pad ids included, gets
+ * its embed_tokens row (decode steps). Ids outside the vocabulary are an
+ * error. */
+vidi_status vidi_text_embed(vidi_text *t, const int32_t *ids, int64_t n, const vidi_tensor *vision,
+                            vidi_tensor *out, vidi_err *err);
+
+/* Which rows of the new tokens get logits. */
+typedef enum vidi_text_logits {
+    VIDI_TEXT_LOGITS_NONE = 0, /* none (a prefill chunk that is not the last) */
+    VIDI_TEXT_LOGITS_LAST = 1, /* the last new token: logits [1, V] */
+    VIDI_TEXT_LOGITS_ALL = 2,  /* every new token: logits [T, V] */
+    VIDI_TEXT_LOGITS_ROWS = 3, /* the rows listed in `rows`: logits [n_rows, V] */
+} vidi_text_logits;
+
+typedef struct vidi_text_out {
+    vidi_text_logits which;
+    const int32_t *rows;       /* ROWS only: host indices in [0, T) */
+    int n_rows;                /* ROWS only */
+    vidi_tensor *logits;       /* backend, act dtype, [rows, V], allocated by the caller;
+                                * NULL only with NONE */
+} vidi_text_out;
+
+/* One forward pass over T new tokens.
+ *   embeds: backend [T, hidden] (act dtype), not modified;
+ *   pos: host int32 [T * 3], token-major (t, h, w) as vidi_mrope_positions
+ *        writes them;
+ * appends T tokens to `kv` (VIDI_ERR_RANGE when they do not fit; the cache
+ * is left as it was) and writes the logits asked for in *out. On any error
+ * the cache length is unchanged. Results may still be in flight on
+ * asynchronous backends: copy_to_host waits. */
+vidi_status vidi_text_forward(vidi_text *t, vidi_kv_cache *kv, const vidi_tensor *embeds,
+                              const int32_t *pos, const vidi_text_out *out, vidi_err *err);
+
+#endif
