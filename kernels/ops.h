@@ -153,6 +153,8 @@ struct vidi_backend {
     const char *name;        /* "cpu", "cuda" */
     const vidi_backend_ops *ops;
     vidi_dtype act_dtype;    /* dtype of activations */
+    int host_memory;         /* 1: buffers are host memory, so mapped weights
+                                and host arrays can be used in place */
     void *ctx;               /* backend private state */
 };
 

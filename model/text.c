@@ -120,7 +120,7 @@ vidi_status vidi_text_load(const vidi_model_config *cfg, const vidi_checkpoint *
     t->video_token_id = cfg->video_token_id;
     t->be = be;
     /* The CPU backend computes on host memory, which the mapping is. */
-    t->weights_in_place = !strcmp(be->name, "cpu");
+    t->weights_in_place = be->host_memory;
 
     const vidi_text_config *c = &t->cfg;
     int64_t H = c->hidden_size, I = c->intermediate_size, D = c->head_dim;

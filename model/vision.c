@@ -72,7 +72,7 @@ static vidi_status vision_own(vidi_vision *v, void *p, vidi_err *err) {
  * a copy owned by the tower. */
 static vidi_status vision_upload(vidi_vision *v, vidi_tensor *t, vidi_err *err) {
     vidi_backend *be = v->be;
-    if (strcmp(be->name, "cpu") == 0) return VIDI_OK;
+    if (be->host_memory) return VIDI_OK;
     size_t bytes = vidi_tensor_nbytes(t);
     void *dev = be->ops->buf_alloc(be, bytes ? bytes : 1);
     if (!dev) return vidi_err_set(err, VIDI_ERR_NOMEM, "vision: backend %s: cannot allocate %zu bytes of weights",
@@ -607,7 +607,7 @@ vidi_status vidi_vision_encode(vidi_vision *v, const float *pixels, int64_t n_ro
                vidi_dtype_name(out->dtype), (long long)vidi_tensor_rows(out), (long long)vidi_tensor_cols(out),
                vidi_dtype_name(be->act_dtype), (long long)p.n_cells, c->out_hidden_size);
 
-    int copy_pixels = !(strcmp(be->name, "cpu") == 0 && be->act_dtype == VIDI_DTYPE_F32);
+    int copy_pixels = !(be->host_memory && be->act_dtype == VIDI_DTYPE_F32);
     VIDI_TRY(vision_reserve(v, vision_layout(v, &p, copy_pixels, NULL, &b), err));
     vision_layout(v, &p, copy_pixels, v->scratch, &b);
     VIDI_TRY(be->ops->copy_to_device(be, b.pos, p.pos, (size_t)p.n_rows * 2 * sizeof(int32_t), err));

@@ -1012,6 +1012,7 @@ vidi_backend *vidi_backend_cpu_create(int threads, vidi_err *err) {
         c->own_pool = 1;
     }
     be->name = "cpu";
+    be->host_memory = 1;
     be->ops = &cpu_ops;
     be->act_dtype = VIDI_DTYPE_F32;
     be->ctx = c;

@@ -175,12 +175,13 @@ static void test_bad_grids_are_errors(void) {
 }
 
 /* The path other backends take — weights copied into buffers the tower
- * owns, pixels copied in — run through the CPU ops under another name. */
+ * owns, pixels copied in — run through the CPU ops on a backend that says its memory is not host memory. */
 static void test_copied_weights_path_matches(void) {
     media_item *it = &F.items[0];
     REQUIRE(it->ours, "item 0 was not encoded alone");
     vidi_backend alias = *F.be;
     alias.name = "cpu-as-device";
+    alias.host_memory = 0;
     vidi_vision *vis = NULL;
     vidi_err err = {0};
     REQUIRE(vidi_vision_load(&F.cfg, F.ck, &alias, &vis, &err) == VIDI_OK, "load: %s", err.msg);
