@@ -49,10 +49,12 @@ typedef struct vidi_image {
 void vidi_image_free(vidi_image *img);
 
 /* Decode an image held in memory. The format is sniffed from the bytes
- * (never from a file name). RGBA/LA/palette with transparency are
- * composited on white; grayscale, CMYK (Adobe inverted as Pillow reads it),
- * 16-bit channels are converted to RGB as Pillow's convert("RGB") does.
- * GIF: the first frame. The declared size is checked against `limits`
+ * (never from a file name). As qwen-vl-utils' to_rgb does: an RGBA image is
+ * composited on white; every other mode goes through Pillow's
+ * convert("RGB") — LA and palette transparency are dropped, not composited;
+ * CMYK (Adobe inverted as Pillow reads it) gives (255-C)(255-K)/255; 16-bit
+ * gray is clipped to 255; 16-bit RGB keeps the high byte. GIF: the first
+ * frame. EXIF orientation is not applied (the reference does not). The declared size is checked against `limits`
  * before any pixel is decoded. */
 vidi_status vidi_image_decode(const uint8_t *data, size_t size, const vidi_media_limits *limits,
                               vidi_image *out, vidi_err *err);
@@ -86,6 +88,9 @@ typedef struct vidi_video {
     double sample_fps;          /* n_frames / total_frames * video_fps */
     char codec[32];
     char container[32];
+    int rotation;               /* clockwise degrees applied (0/90/180/270) */
+    int64_t frames_decoded;     /* frames the decoder produced, chosen or not */
+    int seeks;                  /* keyframe seeks made */
 } vidi_video;
 
 void vidi_video_free(vidi_video *v);
@@ -115,6 +120,26 @@ vidi_status vidi_video_decode_file(const char *path, const vidi_video_options *o
  * within [min_pixels, max_pixels], aspect ratio at most 200. */
 vidi_status vidi_smart_resize(int height, int width, int factor, int64_t min_pixels,
                               int64_t max_pixels, int *out_h, int *out_w, vidi_err *err);
+
+/* The two smart_resize variants in use. They differ only at the edges:
+ * qwen-vl-utils clamps the rounded sides to at least `factor` before the
+ * area test; transformers' image processors do not (a side under factor/2
+ * rounds to 0 and takes the min_pixels branch) but clamp the floored sides
+ * of the max_pixels branch to at least `factor` (qwen-vl-utils can floor a
+ * side to 0 there, which it then fails on; vidi clamps it to `factor` and
+ * says so nowhere else). */
+typedef enum vidi_smart_resize_rule {
+    VIDI_SMART_RESIZE_QWEN_VL_UTILS = 0, /* videos, and images sent through qwen-vl-utils */
+    VIDI_SMART_RESIZE_HF = 1,            /* Qwen2VLImageProcessor(Pil).smart_resize: images */
+} vidi_smart_resize_rule;
+
+/* smart_resize with the pixel bounds as doubles (qwen-vl-utils computes
+ * the video max_pixels as a float: total_pixels / nframes * 2) and the
+ * rule chosen. Errors: a side < 1, factor < 1, max < min, aspect ratio
+ * above 200 (VIDI_ERR_INVALID), a result side above 65500 (VIDI_ERR_RANGE). */
+vidi_status vidi_smart_resize_ex(int height, int width, int factor, double min_pixels,
+                                 double max_pixels, vidi_smart_resize_rule rule, int *out_h,
+                                 int *out_w, vidi_err *err);
 
 /* Pillow Image.resize(BICUBIC) on RGB888 (antialiased, fixed point, two
  * passes with uint8 between them, exactly as Pillow's Resample.c does). */
@@ -152,6 +177,21 @@ void vidi_media_item_free(vidi_media_item *it);
 vidi_status vidi_patchify(const uint8_t *frames, int n_frames, int h, int w,
                           const vidi_preproc_config *pp, float *pixels, int32_t grid[3],
                           vidi_err *err);
+
+/* How rescale and normalise round in float32. The image processor
+ * (Qwen2VLImageProcessorPil, numpy) computes f32(x * rescale_factor in
+ * double), then (v - mean) / std in float32; the video processor (torch)
+ * fuses them: (x - f32(mean * 1/rescale_factor)) / f32(std * 1/rescale_factor)
+ * in float32. The two differ by an ulp or so. */
+typedef enum vidi_norm_mode {
+    VIDI_NORM_NUMPY = 0,       /* images (what vidi_patchify uses) */
+    VIDI_NORM_TORCH_FUSED = 1, /* video frames */
+} vidi_norm_mode;
+
+/* vidi_patchify with the normalisation rounding chosen. */
+vidi_status vidi_patchify_ex(const uint8_t *frames, int n_frames, int h, int w,
+                             const vidi_preproc_config *pp, vidi_norm_mode mode, float *pixels,
+                             int32_t grid[3], vidi_err *err);
 
 /* Per-request preprocessing options (0 / negative = the defaults). */
 typedef struct vidi_media_options {

@@ -4,6 +4,8 @@
  *   vidi generate ...         one request in one process: chat template,
  *                             tokenizer, vision tower, prefill, sampling,
  *                             streamed text on stdout
+ *   vidi media FILE...        what the model would be fed for each image or
+ *                             video (tools/vidi/cmd_media.c)
  */
 #include <errno.h>
 #include <limits.h>
@@ -20,6 +22,7 @@
 #include "model/generate.h"
 #include "model/model.h"
 #include "model/tokenizer.h"
+#include "tools/vidi/cmd_media.h"
 #ifdef VIDI_HAVE_CUDA
 #include "kernels/cuda/cuda_info.h"
 #endif
@@ -47,7 +50,8 @@ static void usage(FILE *f) {
                "commands:\n"
                "  info       what this build has (backends, devices)\n"
                "  generate   answer one prompt (with images/videos) and stream the text\n"
-               "run 'vidi generate --help' for its options\n");
+               "  media      what the model would be fed for image/video files\n"
+               "run 'vidi generate --help' or 'vidi media --help' for their options\n");
 }
 
 static void usage_generate(FILE *f) {
@@ -496,6 +500,7 @@ int main(int argc, char **argv) {
     }
     if (!strcmp(argv[1], "info")) return cmd_info();
     if (!strcmp(argv[1], "generate")) return cmd_generate(argc, argv);
+    if (!strcmp(argv[1], "media")) return vidi_cmd_media(argc, argv);
     if (!strcmp(argv[1], "-h") || !strcmp(argv[1], "--help") || !strcmp(argv[1], "help")) {
         usage(stdout);
         return 0;
