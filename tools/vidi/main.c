@@ -19,6 +19,7 @@
 #include "core/log.h"
 #include "core/npy.h"
 #include "kernels/ops.h"
+#include "media/media.h"
 #include "model/generate.h"
 #include "model/model.h"
 #include "model/tokenizer.h"
@@ -62,6 +63,10 @@ static void usage_generate(FILE *f) {
             "  --video-pixels FILE.npy --grid T,H,W [--second-per-grid S]\n"
             "                                       a video; S = temporal_patch_size / fps\n"
             "                                       (default temporal_patch_size / 2.0)\n"
+            "  --image FILE                         an image file (JPEG, PNG, WebP, BMP, GIF,\n"
+            "                                       TIFF), preprocessed by the media stage\n"
+            "  --video FILE [--fps F]               a video file, frames sampled at F per\n"
+            "                                       second (default 2) by the media stage\n"
             "options:\n"
             "  --system TEXT          system turn (default: the template's)\n"
             "  --max-tokens N         at most N new tokens (default 128)\n"
@@ -136,8 +141,51 @@ typedef struct cli_media {
     int has_spgt;
     int32_t grid[3];
     double spgt;
+    int from_file;       /* --image / --video: decoded by the media stage */
+    double fps;          /* --video sampling rate (0 = default) */
     vidi_npy npy;
 } cli_media;
+
+/* Decode and preprocess an --image / --video file with the model's
+ * preprocessor config; the patches land in m->npy (so they are freed with
+ * the .npy inputs) with the grid and seconds per grid step. */
+static int cli_media_from_file(const char *model_dir, cli_media *m, int index) {
+    const char *kind = m->kind == VIDI_MEDIA_VIDEO ? "video" : "image";
+    vidi_err err = {0};
+    vidi_preproc_config pp;
+    vidi_media_limits limits = vidi_media_limits_default();
+    vidi_media_options opt = vidi_media_options_default();
+    vidi_media_item item = {0};
+    uint8_t *data = NULL;
+    size_t size = 0;
+    int ok = 0;
+    if (m->fps > 0) opt.video.fps = m->fps;
+    if (vidi_preproc_config_load(model_dir, &pp, &err) != VIDI_OK ||
+        vidi_media_read_file(m->path, NULL, 0, limits.max_bytes, &data, &size, &err) != VIDI_OK)
+        goto done;
+    vidi_status rc = m->kind == VIDI_MEDIA_VIDEO
+                         ? vidi_media_video_to_item(data, size, &pp, &opt, &limits, &item, &err)
+                         : vidi_media_image_to_item(data, size, &pp, &opt, &limits, &item, &err);
+    if (rc != VIDI_OK) goto done;
+    m->npy.dtype = VIDI_DTYPE_F32;
+    m->npy.ndim = 2;
+    m->npy.shape[0] = item.rows;
+    m->npy.shape[1] = item.cols;
+    m->npy.data = item.pixels; /* ownership moves to m->npy */
+    item.pixels = NULL;
+    memcpy(m->grid, item.grid, sizeof m->grid);
+    m->has_grid = 1;
+    if (m->kind == VIDI_MEDIA_VIDEO) {
+        m->spgt = item.second_per_grid_t;
+        m->has_spgt = 1;
+    }
+    ok = 1;
+done:
+    if (!ok) fprintf(stderr, "vidi generate: %s %d (%s): %s\n", kind, index, m->path, err.msg);
+    vidi_media_item_free(&item);
+    free(data);
+    return ok ? 0 : -1;
+}
 
 typedef struct cli_stream {
     vidi_detok detok;
@@ -217,6 +265,18 @@ static int cmd_generate(int argc, char **argv) {
             cli_media *m = &media[n_media++];
             m->kind = a[2] == 'v' ? VIDI_MEDIA_VIDEO : VIDI_MEDIA_IMAGE;
             m->path = v;
+        } else if (!strcmp(a, "--image") || !strcmp(a, "--video")) {
+            cli_media *m = &media[n_media++];
+            m->kind = a[2] == 'v' ? VIDI_MEDIA_VIDEO : VIDI_MEDIA_IMAGE;
+            m->path = v;
+            m->from_file = 1;
+        } else if (!strcmp(a, "--fps")) {
+            if (!n_media || !media[n_media - 1].from_file ||
+                media[n_media - 1].kind != VIDI_MEDIA_VIDEO || media[n_media - 1].fps > 0) {
+                fprintf(stderr, "vidi generate: --fps must follow a --video (once per video)\n");
+                goto usage_fail;
+            }
+            if (parse_float(a, v, 1e-3, 1000.0, &media[n_media - 1].fps)) goto usage_fail;
         } else if (!strcmp(a, "--grid")) {
             if (!n_media || media[n_media - 1].has_grid) {
                 fprintf(stderr, "vidi generate: --grid must follow a --pixels or --video-pixels "
@@ -288,6 +348,15 @@ static int cmd_generate(int argc, char **argv) {
     for (int i = 0; i < n_media; i++) {
         cli_media *m = &media[i];
         const char *kind = m->kind == VIDI_MEDIA_VIDEO ? "video" : "image";
+        if (m->from_file) {
+            if (m->has_grid) {
+                fprintf(stderr, "vidi generate: %s %d (%s): --grid is for .npy patches; a file "
+                                "gets its grid from the media stage\n", kind, i, m->path);
+                goto done;
+            }
+            if (cli_media_from_file(model_dir, m, i)) goto done;
+            continue;
+        }
         if (!m->has_grid) {
             fprintf(stderr, "vidi generate: %s %d (%s) has no --grid T,H,W after it\n", kind, i,
                     m->path);
