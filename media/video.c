@@ -42,10 +42,12 @@
 #include <libavutil/pixdesc.h>
 #include <libswscale/swscale.h>
 
+#include <errno.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 
 /* Demuxers we accept (names as libavformat spells them). Anything else —
@@ -58,6 +60,7 @@
 #define VIDEO_AVIO_BUFFER 65536
 #define VIDEO_MAX_TABLE 20000000         /* frames in one stream */
 #define VIDEO_SEEK_RETRIES 3
+#define VIDEO_HEAD_BYTES 4096            /* bytes probed to name a refused input */
 
 /* ------------------------------------------------------------ sampling */
 
@@ -206,6 +209,53 @@ static vidi_status video_err_av(video_ctx *c, vidi_err *err, int e, const char *
     return vidi_err_set(err, VIDI_ERR_FORMAT, "%s: %s", what, video_averr(e, b, sizeof b));
 }
 
+/* Up to cap bytes from the start of the input, for naming what it is. */
+static size_t video_head(const video_ctx *c, const char *path, uint8_t *buf, size_t cap) {
+    if (!path) {
+        size_t n = c->mem.size > 0 ? (size_t)c->mem.size : 0;
+        if (n > cap) n = cap;
+        if (n) memcpy(buf, c->mem.data, n);
+        return n;
+    }
+    FILE *f = fopen(path, "rb");
+    if (!f) return 0;
+    size_t n = fread(buf, 1, cap, f);
+    fclose(f);
+    return n;
+}
+
+/* Whether any of the comma-separated names is in VIDEO_FORMAT_WHITELIST. */
+static int video_format_allowed(const char *names) {
+    static const char allowed[] = VIDEO_FORMAT_WHITELIST;
+    const char *p = names;
+    while (*p) {
+        size_t n = strcspn(p, ",");
+        for (const char *q = allowed; *q;) {
+            size_t m = strcspn(q, ",");
+            if (m == n && memcmp(p, q, n) == 0) return 1;
+            q += m + (q[m] == ',');
+        }
+        p += n + (p[n] == ',');
+    }
+    return 0;
+}
+
+/* A declared frame size against the limits; 0x0 (unknown) passes here. */
+static vidi_status video_check_size(const char *codec, int w, int h, const vidi_media_limits *lim,
+                                    vidi_err *err) {
+    vidi_status rc = VIDI_OK;
+    if (w <= 0 || h <= 0) return VIDI_OK;
+    VIDI_CHECK(w <= lim->max_side && h <= lim->max_side, err, VIDI_ERR_RANGE,
+               "%s stream declares %dx%d frames: a side exceeds the limit of %d px", codec, w, h,
+               lim->max_side);
+    VIDI_CHECK((int64_t)w * h <= lim->max_image_pixels, err, VIDI_ERR_RANGE,
+               "%s stream declares %dx%d frames = %lld pixels, over the limit of %lld", codec, w,
+               h, (long long)w * h, (long long)lim->max_image_pixels);
+    return VIDI_OK;
+fail:
+    return rc;
+}
+
 static vidi_status video_open(video_ctx *c, const char *path, const vidi_media_limits *lim,
                               vidi_err *err) {
     vidi_status rc = VIDI_OK;
@@ -237,18 +287,48 @@ static vidi_status video_open(video_ctx *c, const char *path, const vidi_media_l
         c->fmt = NULL;
         char b[AV_ERROR_MAX_STRING_SIZE];
         if (c->clock.expired) return video_err_av(c, err, e, "opening video");
-        if (e == AVERROR_INVALIDDATA)
+        uint8_t head[VIDEO_HEAD_BYTES + AV_INPUT_BUFFER_PADDING_SIZE];
+        size_t nh = video_head(c, path, head, VIDEO_HEAD_BYTES);
+        memset(head + nh, 0, AV_INPUT_BUFFER_PADDING_SIZE);
+        if (e == AVERROR(EINVAL)) {
+            /* format_whitelist refusals come back as EINVAL: name the format */
+            AVProbeData pd = {.filename = "", .buf = head, .buf_size = (int)nh};
+            int score = AVPROBE_SCORE_RETRY;
+            const AVInputFormat *f = nh ? av_probe_input_format2(&pd, 1, &score) : NULL;
+            if (f && !video_format_allowed(f->name))
+                return vidi_err_set(err, VIDI_ERR_UNSUPPORTED,
+                                    "'%s' is not a supported video container (supported: %s)",
+                                    f->name, VIDEO_FORMAT_WHITELIST);
+        }
+        if (e == AVERROR_INVALIDDATA) {
+            if (nh >= 8 && memcmp(head + 4, "ftyp", 4) == 0)
+                return vidi_err_set(err, VIDI_ERR_FORMAT,
+                                    "MP4/MOV file missing its index (moov atom not found or "
+                                    "unreadable): not a playable video");
             return vidi_err_set(err, VIDI_ERR_FORMAT,
                                 "not a video in a supported container (%s)",
                                 video_averr(e, b, sizeof b));
-        if (path && (e == AVERROR(ENOENT) || e == AVERROR(EACCES)))
+        }
+        if (path && (e == AVERROR(ENOENT) || e == AVERROR(ENOTDIR)))
+            return vidi_err_set(err, VIDI_ERR_NOTFOUND, "video file '%s' does not exist", path);
+        if (path && e == AVERROR(EACCES))
             return vidi_err_set(err, VIDI_ERR_IO, "cannot open video '%s': %s", path,
                                 video_averr(e, b, sizeof b));
         return video_err_av(c, err, e, "opening video");
     }
+    /* The sizes the container declares, checked before find_stream_info
+     * probes the codec (which may refuse or zero an absurd size and so hide
+     * it from the check after). */
+    for (unsigned i = 0; i < c->fmt->nb_streams; i++) {
+        const AVStream *st = c->fmt->streams[i];
+        const AVCodecParameters *par = st->codecpar;
+        if (par->codec_type != AVMEDIA_TYPE_VIDEO || (st->disposition & AV_DISPOSITION_ATTACHED_PIC))
+            continue;
+        VIDI_TRY(video_check_size(avcodec_get_name(par->codec_id), par->width, par->height, lim,
+                                  err));
+    }
     e = avformat_find_stream_info(c->fmt, NULL);
     if (e < 0) return video_err_av(c, err, e, "reading the video's stream info");
-    (void)lim;
     return VIDI_OK;
 fail:
     return rc;
@@ -292,13 +372,7 @@ static vidi_status video_pick_stream(video_ctx *c, const vidi_media_limits *lim,
     c->codec = codec->name;
     VIDI_CHECK(par->width > 0 && par->height > 0, err, VIDI_ERR_FORMAT,
                "%s stream declares no picture size (%dx%d)", c->codec, par->width, par->height);
-    VIDI_CHECK(par->width <= lim->max_side && par->height <= lim->max_side, err, VIDI_ERR_RANGE,
-               "%s stream declares %dx%d frames: a side exceeds the limit of %d px", c->codec,
-               par->width, par->height, lim->max_side);
-    VIDI_CHECK((int64_t)par->width * par->height <= lim->max_image_pixels, err, VIDI_ERR_RANGE,
-               "%s stream declares %dx%d frames = %lld pixels, over the limit of %lld", c->codec,
-               par->width, par->height, (long long)par->width * par->height,
-               (long long)lim->max_image_pixels);
+    VIDI_TRY(video_check_size(c->codec, par->width, par->height, lim, err));
     double declared = -1.0;
     if (st->duration > 0 && st->duration != AV_NOPTS_VALUE)
         declared = (double)st->duration * av_q2d(st->time_base);
@@ -369,8 +443,9 @@ static vidi_status video_scan(video_ctx *c, const vidi_media_limits *lim, vidi_e
         av_packet_unref(c->pkt);
     }
     VIDI_CHECK(c->n_pts > 0, err, VIDI_ERR_FORMAT, "%s stream holds no frames", c->codec);
-    qsort(c->pts, (size_t)c->n_pts, sizeof *c->pts, video_cmp_i64);
-    qsort(c->keys, (size_t)c->n_keys, sizeof *c->keys, video_cmp_i64);
+    /* qsort's table must not be NULL, even for 0 elements (no keyframes) */
+    if (c->n_pts > 1) qsort(c->pts, (size_t)c->n_pts, sizeof *c->pts, video_cmp_i64);
+    if (c->n_keys > 1) qsort(c->keys, (size_t)c->n_keys, sizeof *c->keys, video_cmp_i64);
     /* duplicate pts would make two frames indistinguishable: keep one */
     int64_t w = 1;
     for (int64_t i = 1; i < c->n_pts; i++)
@@ -716,6 +791,16 @@ vidi_status vidi_video_decode(const uint8_t *data, size_t size, const vidi_video
 
 vidi_status vidi_video_decode_file(const char *path, const vidi_video_options *opt,
                                    const vidi_media_limits *limits, vidi_video *out, vidi_err *err) {
+    if (out) memset(out, 0, sizeof *out);
     if (!path || !*path) return vidi_err_set(err, VIDI_ERR_INVALID, "video path is empty");
+    struct stat sb;
+    if (stat(path, &sb) != 0) {
+        int e = errno;
+        if (e == ENOENT || e == ENOTDIR)
+            return vidi_err_set(err, VIDI_ERR_NOTFOUND, "video file '%s' does not exist", path);
+        return vidi_err_set(err, VIDI_ERR_IO, "cannot open video '%s': %s", path, strerror(e));
+    }
+    if (S_ISREG(sb.st_mode) && sb.st_size == 0)
+        return vidi_err_set(err, VIDI_ERR_FORMAT, "empty video file '%s' (0 bytes)", path);
     return video_decode_any(path, NULL, 0, opt, limits, out, err);
 }

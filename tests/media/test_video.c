@@ -319,7 +319,7 @@ static void test_refuses_not_a_video(void) {
     CHECK(vidi_video_decode(junk, sizeof junk, &o, NULL, &vid, &err) == VIDI_ERR_FORMAT, "junk accepted");
     CHECK(strstr(err.msg, "not a video") != NULL, "message: %s", err.msg);
     CHECK(vidi_video_decode(junk, 0, &o, NULL, &vid, &err) == VIDI_ERR_FORMAT, "0 bytes accepted");
-    CHECK(vidi_video_decode_file(test_data_path(VID_DIR "no_such.mp4"), &o, NULL, &vid, &err) == VIDI_ERR_IO,
+    CHECK(vidi_video_decode_file(test_data_path(VID_DIR "no_such.mp4"), &o, NULL, &vid, &err) == VIDI_ERR_NOTFOUND,
           "missing file: %s", err.msg);
 }
 
