@@ -33,6 +33,7 @@
 #include "media/sniff.h"
 
 #include <libavcodec/avcodec.h>
+#include <libavutil/crc.h>
 #include <libavutil/error.h>
 #include <libavutil/pixdesc.h>
 #include <stdlib.h>
@@ -156,16 +157,98 @@ typedef struct img_rule {
     const uint8_t *gif_pal;
     int gif_pal_n;
     uint64_t min_size;    /* BMP: bytes the header's uncompressed rows need */
+    int has_key;          /* the reference's leftover colour key (vidi_image) */
+    uint8_t key[3];
 } img_rule;
+
+static void set_key(img_rule *r, unsigned a, unsigned b, unsigned c) {
+    r->has_key = 1;
+    r->key[0] = (uint8_t)a, r->key[1] = (uint8_t)b, r->key[2] = (uint8_t)c;
+}
+
+/* Pillow's colour key after to_rgb (measured with Pillow 12.3 and checked
+ * through transformers' convert_to_rgb):
+ *   mode P, one index i fully transparent and every other entry opaque
+ *           (PNG tRNS of 0xff..0x00..0xff; GIF transparent index): the
+ *           palette colour of i, (0,0,0) past the palette's end; any other
+ *           PNG tRNS (partial alphas, none zero, two zeros) is dropped
+ *   mode L  (PNG gray 2/4/8-bit; GIF whose palette is absent or the
+ *           identity grey ramp): the raw value v (not scaled to the bit
+ *           depth), min(v, 255) on all three channels
+ *   mode 1 and I;16 (PNG gray 1-bit and 16-bit): convert("RGB") keeps the
+ *           int, which RGB->RGBA reads as (v & 255, 0, 0); mode 1 stores
+ *           v as 255 if the tRNS value is non-zero else 0
+ *   mode RGB (PNG RGB 8/16-bit): the low byte of each 16-bit sample
+ *   mode RGBA / LA and every other format: no key. */
+static void png_key(const uint8_t *d, size_t n, int depth, int ctype, img_rule *r) {
+    const uint8_t *plte = NULL, *trns = NULL;
+    size_t plte_n = 0, trns_n = 0;
+    size_t off = 8;
+    while (off + 12 <= n) {
+        uint32_t len = rd_be32(d + off);
+        const uint8_t *type = d + off + 4;
+        if (len > n - off - 12) break;
+        if (memcmp(type, "IDAT", 4) == 0 || memcmp(type, "IEND", 4) == 0) break;
+        if (memcmp(type, "PLTE", 4) == 0) plte = d + off + 8, plte_n = len;
+        if (memcmp(type, "tRNS", 4) == 0) trns = d + off + 8, trns_n = len; /* the last one counts */
+        off += 12 + (size_t)len;
+    }
+    r->has_key = 0;
+    if (!trns) return;
+    if (ctype == 3) {
+        /* ^\xff*\x00\xff*$ */
+        size_t zeros = 0, idx = 0, other = 0;
+        for (size_t i = 0; i < trns_n; i++) {
+            if (trns[i] == 0) zeros++, idx = i;
+            else if (trns[i] != 0xff) other++;
+        }
+        if (zeros != 1 || other) return;
+        if (plte && idx < plte_n / 3) set_key(r, plte[3 * idx], plte[3 * idx + 1], plte[3 * idx + 2]);
+        else set_key(r, 0, 0, 0);
+    } else if (ctype == 0 && trns_n >= 2) {
+        unsigned v = rd_be16(trns);
+        if (depth == 1) set_key(r, v ? 255 : 0, 0, 0);
+        else if (depth == 16) set_key(r, v & 255, 0, 0);
+        else if (v > 255) set_key(r, 255, 255, 255);
+        else set_key(r, v, v, v);
+    } else if (ctype == 2 && trns_n >= 6) {
+        set_key(r, rd_be16(trns) & 255, rd_be16(trns + 2) & 255, rd_be16(trns + 4) & 255);
+    }
+}
+
+/* Pillow verifies the CRC of every chunk it reads while opening a PNG (all
+ * chunks before the first IDAT) and refuses the file on a mismatch; so do
+ * we. A chunk running past the end is left to the decoder's own check. */
+static vidi_status png_check_crcs(const uint8_t *d, size_t n, vidi_err *err) {
+    const AVCRC *table = av_crc_get_table(AV_CRC_32_IEEE_LE);
+    size_t off = 8;
+    while (off + 12 <= n) {
+        uint32_t len = rd_be32(d + off);
+        const uint8_t *type = d + off + 4;
+        if (!memcmp(type, "IDAT", 4) || !memcmp(type, "IEND", 4)) break;
+        if (len > n - off - 12) break;
+        uint32_t stored = rd_be32(d + off + 8 + len);
+        uint32_t computed = av_crc(table, 0xFFFFFFFFu, type, (size_t)len + 4) ^ 0xFFFFFFFFu;
+        if (stored != computed)
+            return vidi_err_set(err, VIDI_ERR_FORMAT,
+                                "corrupt PNG: chunk '%.4s' at byte %zu has a bad crc (stored %08x, computed %08x)",
+                                (const char *)type, off, stored, computed);
+        off += (size_t)len + 12;
+    }
+    return VIDI_OK;
+}
 
 static vidi_status png_header(const uint8_t *d, size_t n, img_rule *r, vidi_err *err) {
     if (n < 8 + 8 + 13 || memcmp(d + 12, "IHDR", 4) != 0)
         return vidi_err_set(err, VIDI_ERR_FORMAT, "PNG without an IHDR chunk (truncated or corrupt header)");
+    vidi_status rc = png_check_crcs(d, n, err);
+    if (rc != VIDI_OK) return rc;
     r->w = rd_be32(d + 16);
     r->h = rd_be32(d + 20);
     int depth = d[24], ctype = d[25];
     r->composite = ctype == 6 || (ctype == 4 && depth == 16);
     r->gray16_clamp = ctype == 0 && depth == 16;
+    png_key(d, n, depth, ctype, r);
     return VIDI_OK;
 }
 
@@ -242,6 +325,18 @@ static vidi_status tiff_header(const uint8_t *d, size_t n, img_rule *r, vidi_err
     return VIDI_OK;
 }
 
+/* The key of a GIF's first frame (transparent index t, the frame's palette:
+ * local if it has one, else global). Pillow opens it as mode L when that
+ * palette is absent or the identity grey ramp, else as P. */
+static void gif_key(img_rule *r, const uint8_t *pal, int pal_n) {
+    int t = r->gif_trns, ramp = 1;
+    for (int i = 0; pal && i < pal_n && ramp; i++)
+        ramp = pal[3 * i] == i && pal[3 * i + 1] == i && pal[3 * i + 2] == i;
+    if (!pal || ramp) set_key(r, (unsigned)t, (unsigned)t, (unsigned)t);
+    else if (t < pal_n) set_key(r, pal[3 * t], pal[3 * t + 1], pal[3 * t + 2]);
+    else set_key(r, 0, 0, 0);
+}
+
 /* Walks a GIF to its first image: screen size, palette, transparent index. */
 static vidi_status gif_header(const uint8_t *d, size_t n, img_rule *r, vidi_err *err) {
     if (n < 13) return vidi_err_set(err, VIDI_ERR_FORMAT, "GIF header truncated");
@@ -249,17 +344,22 @@ static vidi_status gif_header(const uint8_t *d, size_t n, img_rule *r, vidi_err 
     r->h = rd_le16(d + 8);
     r->gif_trns = -1;
     size_t off = 13;
+    const uint8_t *global = NULL;
+    int global_n = 0;
     if (d[10] & 0x80) {
         r->gif_pal_n = 2 << (d[10] & 7);
         r->gif_pal = d + off;
         off += 3 * (size_t)r->gif_pal_n;
+        global = r->gif_pal, global_n = r->gif_pal_n;
     }
     while (off < n) {
         uint8_t b = d[off];
         if (b == 0x21) { /* extension: label, then sub-blocks */
             if (off + 2 > n) break;
-            if (d[off + 1] == 0xF9 && off + 8 <= n && d[off + 2] == 4)
-                r->gif_trns = (d[off + 3] & 1) ? d[off + 6] : -1;
+            /* as Pillow: a graphic control extension without the flag
+             * leaves an earlier transparent index in place */
+            if (d[off + 1] == 0xF9 && off + 7 <= n && d[off + 2] >= 4 && (d[off + 3] & 1))
+                r->gif_trns = d[off + 6];
             off += 2;
             while (off < n && d[off] != 0) off += 1 + (size_t)d[off];
             off++;
@@ -283,6 +383,7 @@ static vidi_status gif_header(const uint8_t *d, size_t n, img_rule *r, vidi_err 
             while (off < n && d[off] != 0) off += 1 + (size_t)d[off];
             if (off >= n)
                 return vidi_err_set(err, VIDI_ERR_FORMAT, "truncated GIF: the first frame's data ends early");
+            if (r->gif_trns >= 0) gif_key(r, (fl & 0x80) ? r->gif_pal : global, (fl & 0x80) ? r->gif_pal_n : global_n);
             return VIDI_OK;
         } else {
             break; /* trailer or junk before any image */
@@ -570,6 +671,8 @@ static vidi_status decode_libav(vidi_media_format fmt, const uint8_t *data, size
     VIDI_TRY(alloc_rgb(out, frame->width, frame->height, err));
     VIDI_TRY(frame_to_rgb(frame, fmt, &r, out->rgb, err));
     if (fmt == VIDI_MEDIA_FORMAT_GIF && frame->format == AV_PIX_FMT_BGRA) gif_fixup(frame, &r, out->rgb);
+    out->has_color_key = r.has_key;
+    memcpy(out->color_key, r.key, 3);
 fail:
     av_frame_free(&frame);
     return rc;

@@ -44,6 +44,17 @@ typedef struct vidi_image {
     int width;
     int height;
     uint8_t *rgb;               /* malloc'd; freed by vidi_image_free */
+    /* The reference's leftover colour key: Pillow's convert("RGB") keeps a
+     * single-colour transparency as info["transparency"] on the RGB image,
+     * resize keeps it, and the transformers processor's convert_to_rgb then
+     * composites every pixel of exactly that colour (after the resize) on
+     * white. Set for PNG palette with one fully transparent entry (its
+     * palette colour), PNG gray 2/4/8-bit (value clipped to 255, grey), PNG
+     * 1-bit gray and 16-bit gray (Pillow keeps an int: (v & 255, 0, 0)),
+     * PNG RGB 8/16-bit (low bytes), GIF first-frame transparent index (its
+     * palette colour); see image.c. */
+    int has_color_key;
+    uint8_t color_key[3];
 } vidi_image;
 
 void vidi_image_free(vidi_image *img);

@@ -4,6 +4,7 @@
  *
  *   image  decode -> smart_resize (qwen-vl-utils rule, min/max pixels from
  *          the request or preprocessor_config.json) -> Pillow bicubic ->
+ *          white where the colour key matches (vidi_image.has_color_key) ->
  *          patchify (numpy rounding), as qwen_vl_utils.fetch_image +
  *          Qwen2VLImageProcessorPil do
  *   video  decode the qwen-vl-utils frame choice -> per-frame pixel budget
@@ -196,6 +197,15 @@ vidi_status vidi_media_image_to_item(const uint8_t *data, size_t size, const vid
     resized = malloc((size_t)rh * rw * 3);
     VIDI_CHECK(resized, err, VIDI_ERR_NOMEM, "image: out of memory for %dx%d resized pixels", rw, rh);
     VIDI_TRY(vidi_resize_pil_bicubic(img.rgb, img.width, img.height, resized, rw, rh, err));
+    if (img.has_color_key) {
+        /* transformers' convert_to_rgb sees the colour key Pillow left on the
+         * resized image and composites every pixel of exactly that colour on
+         * white (see vidi_image) */
+        const uint8_t *k = img.color_key;
+        for (size_t i = 0, n = (size_t)rh * rw * 3; i < n; i += 3)
+            if (resized[i] == k[0] && resized[i + 1] == k[1] && resized[i + 2] == k[2])
+                resized[i] = resized[i + 1] = resized[i + 2] = 255;
+    }
     VIDI_TRY(pp_fill_item(resized, 1, rh, rw, pp, VIDI_NORM_NUMPY, out, err));
     out->is_video = 0;
     out->second_per_grid_t = 0.0;
