@@ -33,6 +33,10 @@ int test_main(int argc, char **argv, const test_case *cases, int n) {
         }
     }
     printf("%d passed, %d failed\n", passed, failed);
+    if (argc > 1 && passed + failed == 0) {
+        printf("no test case matches '%s'\n", argv[1]);
+        return 1;
+    }
     return failed ? 1 : 0;
 }
 

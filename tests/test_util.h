@@ -34,7 +34,8 @@ typedef struct test_case {
     void (*fn)(void);
 } test_case;
 
-/* Runs the cases whose name contains argv[1] (all when absent). */
+/* Runs the cases whose name contains argv[1] (all when absent); a filter
+ * that matches no case is a failure, so a misspelt ctest cannot pass. */
 int test_main(int argc, char **argv, const test_case *cases, int n);
 
 /* Path under tests/data: test_data_path("models/x") -> static buffer. */
