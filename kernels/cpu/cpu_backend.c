@@ -850,36 +850,29 @@ static int32_t sample_greedy(const float *l, int64_t n) {
     return best < 0 ? 0 : (int32_t)best;
 }
 
+/* Restores the heap order of c[0..k) below p (a parent ranks after its
+ * children, so the root is the worst kept). */
+static void sift_down(sample_cand *c, int64_t k, int64_t p) {
+    for (;;) {
+        int64_t w = p, l = 2 * p + 1, r = l + 1;
+        if (l < k && cand_before(&c[w], &c[l])) w = l;
+        if (r < k && cand_before(&c[w], &c[r])) w = r;
+        if (w == p) return;
+        sample_cand t = c[p];
+        c[p] = c[w];
+        c[w] = t;
+        p = w;
+    }
+}
+
 /* Keeps the k best of c[0..n) in c[0..k) (a heap whose root is the worst
  * kept), in no particular order. */
 static void select_top_k(sample_cand *c, int64_t n, int64_t k) {
-    for (int64_t i = k / 2; i-- > 0;) { /* build: parent ranks after its children */
-        int64_t p = i;
-        for (;;) {
-            int64_t w = p, l = 2 * p + 1, r = l + 1;
-            if (l < k && cand_before(&c[w], &c[l])) w = l;
-            if (r < k && cand_before(&c[w], &c[r])) w = r;
-            if (w == p) break;
-            sample_cand t = c[p];
-            c[p] = c[w];
-            c[w] = t;
-            p = w;
-        }
-    }
+    for (int64_t i = k / 2; i-- > 0;) sift_down(c, k, i);
     for (int64_t i = k; i < n; i++) {
         if (!cand_before(&c[i], &c[0])) continue;
         c[0] = c[i];
-        int64_t p = 0;
-        for (;;) {
-            int64_t w = p, l = 2 * p + 1, r = l + 1;
-            if (l < k && cand_before(&c[w], &c[l])) w = l;
-            if (r < k && cand_before(&c[w], &c[r])) w = r;
-            if (w == p) break;
-            sample_cand t = c[p];
-            c[p] = c[w];
-            c[w] = t;
-            p = w;
-        }
+        sift_down(c, k, 0);
     }
 }
 
