@@ -8,6 +8,8 @@
  */
 #include "model/config.h"
 
+#include "core/json.h"
+
 #include <errno.h>
 #include <jansson.h>
 #include <math.h>
@@ -29,20 +31,6 @@ typedef struct cfg_ctx {
     const char *file;
     vidi_err *err;
 } cfg_ctx;
-
-static const char *json_kind(const json_t *j) {
-    switch (json_typeof(j)) {
-    case JSON_OBJECT: return "an object";
-    case JSON_ARRAY: return "an array";
-    case JSON_STRING: return "a string";
-    case JSON_INTEGER: return "an integer";
-    case JSON_REAL: return "a number";
-    case JSON_TRUE:
-    case JSON_FALSE: return "a boolean";
-    case JSON_NULL: return "null";
-    }
-    return "a value";
-}
 
 /* The first non-null `key` among the sources; *prefix says where it was
  * found, or where it was looked for first when absent. */
@@ -85,7 +73,7 @@ static vidi_status cfg_i64(const cfg_ctx *c, const cfg_src *src, int n, const ch
         x = (int64_t)json_real_value(v);
     } else {
         return vidi_err_set(c->err, VIDI_ERR_FORMAT, "%s: field '%s%s' is %s, not an integer", c->file, pre,
-                            key, json_kind(v));
+                            key, vidi_json_kind(v));
     }
     if (x < lo || x > hi)
         return vidi_err_set(c->err, VIDI_ERR_RANGE, "%s: field '%s%s' is %lld, outside [%lld, %lld]", c->file,
@@ -115,7 +103,7 @@ static vidi_status cfg_num(const cfg_ctx *c, const cfg_src *src, int n, const ch
     }
     if (!json_is_number(v))
         return vidi_err_set(c->err, VIDI_ERR_FORMAT, "%s: field '%s%s' is %s, not a number", c->file, pre,
-                            key, json_kind(v));
+                            key, vidi_json_kind(v));
     double x = json_number_value(v);
     if (!(x >= lo && x <= hi))
         return vidi_err_set(c->err, VIDI_ERR_RANGE, "%s: field '%s%s' is %g, outside [%g, %g]", c->file, pre,
@@ -133,7 +121,7 @@ static vidi_status cfg_bool(const cfg_ctx *c, const cfg_src *src, int n, const c
     }
     if (!json_is_boolean(v))
         return vidi_err_set(c->err, VIDI_ERR_FORMAT, "%s: field '%s%s' is %s, not true or false", c->file,
-                            pre, key, json_kind(v));
+                            pre, key, vidi_json_kind(v));
     *out = json_is_true(v);
     return VIDI_OK;
 }
@@ -146,7 +134,7 @@ static vidi_status cfg_str(const cfg_ctx *c, const cfg_src *src, int n, const ch
     if (!v) return VIDI_OK;
     if (!json_is_string(v))
         return vidi_err_set(c->err, VIDI_ERR_FORMAT, "%s: field '%s%s' is %s, not a string", c->file, pre,
-                            key, json_kind(v));
+                            key, vidi_json_kind(v));
     *out = json_string_value(v);
     return VIDI_OK;
 }
@@ -159,7 +147,7 @@ static vidi_status cfg_obj(const cfg_ctx *c, const cfg_src *src, int n, const ch
     if (!v) return VIDI_OK;
     if (!json_is_object(v))
         return vidi_err_set(c->err, VIDI_ERR_FORMAT, "%s: field '%s%s' is %s, not an object", c->file,
-                            *prefix, key, json_kind(v));
+                            *prefix, key, vidi_json_kind(v));
     *out = v;
     return VIDI_OK;
 }
@@ -180,7 +168,7 @@ static vidi_status load_json(const char *path, int optional, json_t **out, vidi_
         return vidi_err_set(err, VIDI_ERR_FORMAT, "%s: not valid JSON: %s (line %d, column %d)", path,
                             je.text, je.line, je.column);
     if (!json_is_object(j)) {
-        vidi_status rc = vidi_err_set(err, VIDI_ERR_FORMAT, "%s: %s, not a JSON object", path, json_kind(j));
+        vidi_status rc = vidi_err_set(err, VIDI_ERR_FORMAT, "%s: %s, not a JSON object", path, vidi_json_kind(j));
         json_decref(j);
         return rc;
     }
@@ -346,7 +334,7 @@ static vidi_status parse_vision(const cfg_ctx *c, vidi_arch arch, json_t *root, 
     VIDI_CHECK(vc && !json_is_null(vc), c->err, VIDI_ERR_FORMAT, "%s: missing field 'vision_config'",
                c->file);
     VIDI_CHECK(json_is_object(vc), c->err, VIDI_ERR_FORMAT, "%s: field 'vision_config' is %s, not an object",
-               c->file, json_kind(vc));
+               c->file, vidi_json_kind(vc));
     cfg_src src[1] = {{vc, "vision_config."}};
     const char *act = NULL;
 
@@ -411,7 +399,7 @@ static vidi_status parse_vision(const cfg_ctx *c, vidi_arch arch, json_t *root, 
         } else {
             VIDI_CHECK(json_is_array(fa), c->err, VIDI_ERR_FORMAT,
                        "%s: field 'vision_config.fullatt_block_indexes' is %s, not a list", c->file,
-                       json_kind(fa));
+                       vidi_json_kind(fa));
             VIDI_CHECK(json_array_size(fa) <= VIDI_MAX_FULLATT, c->err, VIDI_ERR_RANGE,
                        "%s: field 'vision_config.fullatt_block_indexes' has more than %d entries", c->file,
                        VIDI_MAX_FULLATT);
@@ -535,6 +523,8 @@ static vidi_status cfg_rgb(const cfg_ctx *c, json_t *root, const char *key, int 
     }
     return VIDI_OK;
 }
+
+vidi_preproc_config vidi_preproc_config_default(void) { return preproc_defaults; }
 
 vidi_status vidi_preproc_config_load(const char *model_dir, vidi_preproc_config *out, vidi_err *err) {
     vidi_status rc = VIDI_OK;

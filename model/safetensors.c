@@ -2,6 +2,8 @@
  * (see safetensors.h for the format and the checks). */
 #include "model/safetensors.h"
 
+#include "core/json.h"
+
 #include <errno.h>
 #include <fcntl.h>
 #include <jansson.h>
@@ -74,21 +76,6 @@ const char *vidi_st_shape_str(char *buf, size_t cap, int ndim, const int64_t *sh
     return buf;
 }
 
-/* "an integer", "a string", ... for messages. */
-static const char *json_kind(const json_t *j) {
-    switch (json_typeof(j)) {
-    case JSON_OBJECT: return "an object";
-    case JSON_ARRAY: return "an array";
-    case JSON_STRING: return "a string";
-    case JSON_INTEGER: return "an integer";
-    case JSON_REAL: return "a real number";
-    case JSON_TRUE:
-    case JSON_FALSE: return "a boolean";
-    case JSON_NULL: return "null";
-    }
-    return "a value";
-}
-
 static uint64_t read_le64(const unsigned char *p) {
     uint64_t v = 0;
     for (int i = 7; i >= 0; i--) v = (v << 8) | p[i];
@@ -113,14 +100,14 @@ static vidi_status parse_entry(const vidi_st_file *f, const char *name, json_t *
     char sbuf[160];
     if (!json_is_object(v))
         return vidi_err_set(err, VIDI_ERR_FORMAT, "%s: tensor '%s': entry is %s, not an object",
-                            path, name, json_kind(v));
+                            path, name, vidi_json_kind(v));
 
     json_t *jd = json_object_get(v, "dtype");
     if (!jd)
         return vidi_err_set(err, VIDI_ERR_FORMAT, "%s: tensor '%s': missing \"dtype\"", path, name);
     if (!json_is_string(jd))
         return vidi_err_set(err, VIDI_ERR_FORMAT, "%s: tensor '%s': \"dtype\" is %s, not a string",
-                            path, name, json_kind(jd));
+                            path, name, vidi_json_kind(jd));
     if (vidi_st_dtype_parse(json_string_value(jd), &info->dtype) != VIDI_OK)
         return vidi_err_set(err, VIDI_ERR_UNSUPPORTED,
                             "%s: tensor '%s': unknown dtype '%s' (known: BOOL U8 I8 F8_E5M2 F8_E4M3 "
@@ -132,7 +119,7 @@ static vidi_status parse_entry(const vidi_st_file *f, const char *name, json_t *
         return vidi_err_set(err, VIDI_ERR_FORMAT, "%s: tensor '%s': missing \"shape\"", path, name);
     if (!json_is_array(js))
         return vidi_err_set(err, VIDI_ERR_FORMAT, "%s: tensor '%s': \"shape\" is %s, not an array",
-                            path, name, json_kind(js));
+                            path, name, vidi_json_kind(js));
     size_t nd = json_array_size(js);
     if (nd > VIDI_ST_MAX_DIMS)
         return vidi_err_set(err, VIDI_ERR_UNSUPPORTED,
@@ -144,7 +131,7 @@ static vidi_status parse_entry(const vidi_st_file *f, const char *name, json_t *
         if (!json_is_integer(d))
             return vidi_err_set(err, VIDI_ERR_FORMAT,
                                 "%s: tensor '%s': shape[%zu] is %s, not an integer", path, name, i,
-                                json_kind(d));
+                                vidi_json_kind(d));
         if (json_integer_value(d) < 0)
             return vidi_err_set(err, VIDI_ERR_FORMAT, "%s: tensor '%s': shape[%zu] is negative (%lld)",
                                 path, name, i, (long long)json_integer_value(d));
@@ -206,7 +193,7 @@ static vidi_status parse_entry(const vidi_st_file *f, const char *name, json_t *
 static vidi_status parse_metadata(vidi_st_file *f, json_t *m, vidi_err *err) {
     if (!json_is_object(m))
         return vidi_err_set(err, VIDI_ERR_FORMAT, "%s: \"%s\" is %s, not an object", f->path,
-                            META_KEY, json_kind(m));
+                            META_KEY, vidi_json_kind(m));
     size_t n = json_object_size(m);
     f->meta = calloc(2 * n + 1, sizeof *f->meta);
     if (!f->meta) return vidi_err_set(err, VIDI_ERR_NOMEM, "%s: out of memory", f->path);
@@ -215,7 +202,7 @@ static vidi_status parse_metadata(vidi_st_file *f, json_t *m, vidi_err *err) {
     json_object_foreach(m, k, v) {
         if (!json_is_string(v))
             return vidi_err_set(err, VIDI_ERR_FORMAT, "%s: \"%s\" entry '%s' is %s, not a string",
-                                f->path, META_KEY, k, json_kind(v));
+                                f->path, META_KEY, k, vidi_json_kind(v));
         char *ks = strdup(k), *vs = strdup(json_string_value(v));
         f->meta[2 * f->n_meta] = ks;
         f->meta[2 * f->n_meta + 1] = vs;
@@ -270,7 +257,7 @@ static vidi_status parse_header(vidi_st_file *f, const unsigned char *hdr, size_
     VIDI_CHECK(root, err, VIDI_ERR_FORMAT, "%s: header is not valid JSON: %s (line %d, column %d)",
                f->path, jerr.text, jerr.line, jerr.column);
     VIDI_CHECK(json_is_object(root), err, VIDI_ERR_FORMAT,
-               "%s: header is %s, not a JSON object", f->path, json_kind(root));
+               "%s: header is %s, not a JSON object", f->path, vidi_json_kind(root));
 
     size_t n = 0, name_bytes = 0;
     const char *key;
