@@ -97,6 +97,10 @@ typedef struct vidi_generation_config {
  * text_config when present, else from the top level; rope settings from
  * rope_parameters or rope_scaling. */
 vidi_status vidi_model_config_load(const char *model_dir, vidi_model_config *out, vidi_err *err);
+/* The Qwen2-VL processor defaults (min 3136, max 12845056 pixels, patch 14,
+ * merge 2, temporal 2, rescale 1/255, CLIP mean/std), for media without a
+ * model folder. */
+vidi_preproc_config vidi_preproc_config_default(void);
 /* Parse <dir>/preprocessor_config.json; a missing file gives the Qwen2-VL
  * defaults (min 3136, max 12845056, CLIP mean/std). */
 vidi_status vidi_preproc_config_load(const char *model_dir, vidi_preproc_config *out, vidi_err *err);

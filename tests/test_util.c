@@ -1,9 +1,13 @@
 /* tests/test_util.c — see test_util.h. */
 #include "test_util.h"
 
+#include <dirent.h>
 #include <math.h>
 #include <stdarg.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 int test_failures;
 int test_checks;
@@ -16,6 +20,50 @@ void test_fail(const char *file, int line, const char *fmt, ...) {
     vfprintf(stderr, fmt, ap);
     va_end(ap);
     fputc('\n', stderr);
+}
+
+static char g_tmpdir[512];
+
+const char *test_tmpdir(void) {
+    if (!g_tmpdir[0]) {
+        const char *tmp = getenv("TMPDIR");
+        snprintf(g_tmpdir, sizeof g_tmpdir, "%s/vidi-test-XXXXXX", tmp && *tmp ? tmp : "/tmp");
+        if (!mkdtemp(g_tmpdir)) {
+            perror("test_tmpdir: mkdtemp");
+            g_tmpdir[0] = '\0';
+            return NULL;
+        }
+    }
+    return g_tmpdir;
+}
+
+const char *test_tmp_path(const char *rel) {
+    static char buf[8][1024];
+    static int k;
+    k = (k + 1) & 7;
+    const char *dir = test_tmpdir();
+    snprintf(buf[k], sizeof buf[k], "%s/%s", dir ? dir : "/nonexistent", rel);
+    return buf[k];
+}
+
+/* Removes dir and what is below it; links are removed, never followed. */
+static void rm_tree(const char *dir) {
+    DIR *d = opendir(dir);
+    if (d) {
+        struct dirent *de;
+        char path[1024];
+        while ((de = readdir(d))) {
+            if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, "..")) continue;
+            snprintf(path, sizeof path, "%s/%s", dir, de->d_name);
+            struct stat st;
+            if (lstat(path, &st) == 0 && S_ISDIR(st.st_mode))
+                rm_tree(path);
+            else
+                unlink(path);
+        }
+        closedir(d);
+    }
+    rmdir(dir);
 }
 
 int test_main(int argc, char **argv, const test_case *cases, int n) {
@@ -33,6 +81,7 @@ int test_main(int argc, char **argv, const test_case *cases, int n) {
         }
     }
     printf("%d passed, %d failed\n", passed, failed);
+    if (g_tmpdir[0]) rm_tree(g_tmpdir);
     if (argc > 1 && passed + failed == 0) {
         printf("no test case matches '%s'\n", argv[1]);
         return 1;

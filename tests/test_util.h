@@ -41,6 +41,13 @@ int test_main(int argc, char **argv, const test_case *cases, int n);
 /* Path under tests/data: test_data_path("models/x") -> static buffer. */
 const char *test_data_path(const char *rel);
 
+/* A private scratch folder (under $TMPDIR, else /tmp), made on first use;
+ * test_main removes it, and everything below it, when the cases are done.
+ * Returns NULL (after printing why) when it cannot be made. */
+const char *test_tmpdir(void);
+/* test_tmpdir()/rel in one of 8 rotating static buffers. */
+const char *test_tmp_path(const char *rel);
+
 /* Fill with uniform values in [lo, hi) from a fixed-seed generator. */
 void test_fill_uniform(float *x, long n, float lo, float hi, unsigned long long seed);
 /* Largest |a - b| over n values. */

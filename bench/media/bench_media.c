@@ -104,12 +104,7 @@ int main(int argc, char **argv) {
                         "[--nframes N>=2]\n", BENCH_MAX_RUNS);
         return 2;
     }
-    vidi_err err;
-    /* a folder without preprocessor_config.json: the Qwen2-VL defaults */
-    if (vidi_preproc_config_load("/nonexistent", &a.pp, &err) != VIDI_OK) {
-        fprintf(stderr, "bench_media: %s\n", err.msg);
-        return 1;
-    }
+    a.pp = vidi_preproc_config_default();
     a.lim = vidi_media_limits_default();
     for (int c = 0; c < 3; c++)
         if (bench_case(&a, c)) return 1;

@@ -34,7 +34,6 @@
 
 /* ------------------------------------------------------------ helpers */
 
-static char g_tmp[256]; /* a private scratch directory, removed at the end */
 
 static int contains_nocase(const char *hay, const char *needle) {
     size_t n = strlen(needle);
@@ -90,16 +89,8 @@ static uint8_t *fixture(const char *name, size_t *size) {
     return b;
 }
 
-static const char *tmp_path(const char *name) {
-    static char buf[4][512];
-    static int k;
-    k = (k + 1) & 3;
-    snprintf(buf[k], sizeof buf[k], "%s/%s", g_tmp, name);
-    return buf[k];
-}
-
 static const char *write_tmp(const char *name, const void *data, size_t size) {
-    const char *p = tmp_path(name);
+    const char *p = test_tmp_path(name);
     FILE *f = fopen(p, "wb");
     if (!f) return NULL;
     if (size && fwrite(data, 1, size, f) != size) p = NULL;
@@ -228,7 +219,7 @@ static void test_image_zero_bytes(void) {
 
 static void test_image_zero_byte_file(void) {
     const char *p = write_tmp("empty.jpg", NULL, 0);
-    REQUIRE(p, "cannot write %s", tmp_path("empty.jpg"));
+    REQUIRE(p, "cannot write %s", test_tmp_path("empty.jpg"));
     uint8_t *d = NULL;
     size_t n = 0;
     vidi_err e = {0};
@@ -361,9 +352,8 @@ static void test_png_aspect_ratio_over_200_refused_by_smart_resize(void) {
     size_t n;
     uint8_t *d = fixture("wide.png", &n);
     REQUIRE(d, "missing fixture wide.png");
-    vidi_preproc_config pp;
+    vidi_preproc_config pp = vidi_preproc_config_default();
     vidi_err e = {0};
-    REQUIRE(vidi_preproc_config_load(g_tmp, &pp, &e) == VIDI_OK, "preproc defaults: %s", e.msg);
     vidi_media_options o = vidi_media_options_default();
     vidi_media_limits l = limits();
     vidi_media_item it = {0};
@@ -393,8 +383,7 @@ static void test_png_1x1_accepted_as_28x28(void) {
     }
     vidi_image_free(&img);
     /* with min_pixels one patch-merge cell, the picture becomes 28x28 */
-    vidi_preproc_config pp;
-    REQUIRE(vidi_preproc_config_load(g_tmp, &pp, &e) == VIDI_OK, "preproc defaults: %s", e.msg);
+    vidi_preproc_config pp = vidi_preproc_config_default();
     vidi_media_options o = vidi_media_options_default();
     o.min_pixels = 28 * 28;
     vidi_media_item it = {0};
@@ -822,9 +811,8 @@ static void test_min_pixels_above_max_pixels(void) {
     size_t n;
     uint8_t *d = fixture("good.png", &n);
     REQUIRE(d, "missing fixture good.png");
-    vidi_preproc_config pp;
+    vidi_preproc_config pp = vidi_preproc_config_default();
     vidi_err e = {0};
-    REQUIRE(vidi_preproc_config_load(g_tmp, &pp, &e) == VIDI_OK, "preproc defaults: %s", e.msg);
     vidi_media_options o = vidi_media_options_default();
     o.min_pixels = 1000000;
     o.max_pixels = 100000;
@@ -843,7 +831,7 @@ static void test_min_pixels_above_max_pixels(void) {
 /* ------------------------------------------------------------ files */
 
 static vidi_status read_in_root(const char *path, int64_t max_bytes, vidi_err *e) {
-    const char *roots[1] = {tmp_path("root")};
+    const char *roots[1] = {test_tmp_path("root")};
     uint8_t *d = NULL;
     size_t n = 0;
     vidi_status rc = vidi_media_read_file(path, roots, 1, max_bytes, &d, &n, e);
@@ -853,25 +841,25 @@ static vidi_status read_in_root(const char *path, int64_t max_bytes, vidi_err *e
 
 static void test_path_outside_allowed_roots(void) {
     vidi_err e = {0};
-    vidi_status rc = read_in_root(tmp_path("outside/secret.png"), 1 << 20, &e);
+    vidi_status rc = read_in_root(test_tmp_path("outside/secret.png"), 1 << 20, &e);
     EXPECT_ERR(rc, e, VIDI_ERR_INVALID, "outside");
     vidi_err e2 = {0};
-    rc = read_in_root(tmp_path("root/../outside/secret.png"), 1 << 20, &e2);
+    rc = read_in_root(test_tmp_path("root/../outside/secret.png"), 1 << 20, &e2);
     EXPECT_ERR(rc, e2, VIDI_ERR_INVALID, "outside");
     vidi_err e3 = {0}; /* sanity: the same file inside the root is fine */
-    rc = read_in_root(tmp_path("root/inside.png"), 1 << 20, &e3);
+    rc = read_in_root(test_tmp_path("root/inside.png"), 1 << 20, &e3);
     CHECK(rc == VIDI_OK, "a file inside the root was refused: %s", e3.msg);
 }
 
 static void test_symlink_escaping_the_root(void) {
     vidi_err e = {0};
-    vidi_status rc = read_in_root(tmp_path("root/escape.png"), 1 << 20, &e);
+    vidi_status rc = read_in_root(test_tmp_path("root/escape.png"), 1 << 20, &e);
     EXPECT_ERR(rc, e, VIDI_ERR_INVALID, "outside");
 }
 
 static void test_directory_given_as_a_file(void) {
     vidi_err e = {0};
-    vidi_status rc = read_in_root(tmp_path("root/subdir"), 1 << 20, &e);
+    vidi_status rc = read_in_root(test_tmp_path("root/subdir"), 1 << 20, &e);
     EXPECT_ERR(rc, e, VIDI_ERR_INVALID, "is a directory");
 }
 
@@ -887,7 +875,7 @@ static void test_fifo_is_refused_without_blocking(void) {
     signal(SIGALRM, on_alarm);
     alarm(10);
     vidi_err e = {0};
-    vidi_status rc = read_in_root(tmp_path("root/fifo"), 1 << 20, &e);
+    vidi_status rc = read_in_root(test_tmp_path("root/fifo"), 1 << 20, &e);
     alarm(0);
     EXPECT_ERR(rc, e, VIDI_ERR_INVALID, "not a regular file");
 }
@@ -906,19 +894,19 @@ static void test_dev_zero_is_refused(void) {
 
 static void test_file_over_max_bytes(void) {
     vidi_err e = {0};
-    vidi_status rc = read_in_root(tmp_path("root/inside.png"), 100, &e);
+    vidi_status rc = read_in_root(test_tmp_path("root/inside.png"), 100, &e);
     EXPECT_ERR(rc, e, VIDI_ERR_RANGE, "max_bytes");
 }
 
 static void test_missing_file(void) {
     vidi_err e = {0};
-    vidi_status rc = read_in_root(tmp_path("root/nope.png"), 1 << 20, &e);
+    vidi_status rc = read_in_root(test_tmp_path("root/nope.png"), 1 << 20, &e);
     EXPECT_ERR(rc, e, VIDI_ERR_NOTFOUND, "does not exist");
     vidi_video_options o = vidi_video_options_default();
     vidi_media_limits l = limits();
     vidi_video v = {0};
     vidi_err e2 = {0};
-    rc = vidi_video_decode_file(tmp_path("nope.mp4"), &o, &l, &v, &e2);
+    rc = vidi_video_decode_file(test_tmp_path("nope.mp4"), &o, &l, &v, &e2);
     vidi_video_free(&v);
     EXPECT_ERR(rc, e2, VIDI_ERR_NOTFOUND, "nope.mp4");
 }
@@ -926,32 +914,22 @@ static void test_missing_file(void) {
 /* ------------------------------------------------------------ setup */
 
 static int setup_tree(void) {
-    snprintf(g_tmp, sizeof g_tmp, "/tmp/vidi_bad_input_XXXXXX");
-    if (!mkdtemp(g_tmp)) return -1;
+    if (!test_tmpdir()) return -1;
     size_t n;
     uint8_t *png = fixture("good.png", &n);
     if (!png) return -1;
-    int ok = mkdir(tmp_path("root"), 0700) == 0 && mkdir(tmp_path("outside"), 0700) == 0 &&
-             mkdir(tmp_path("root/subdir"), 0700) == 0 &&
+    int ok = mkdir(test_tmp_path("root"), 0700) == 0 && mkdir(test_tmp_path("outside"), 0700) == 0 &&
+             mkdir(test_tmp_path("root/subdir"), 0700) == 0 &&
              write_tmp("outside/secret.png", png, n) && write_tmp("root/inside.png", png, n) &&
-             symlink("../outside/secret.png", tmp_path("root/escape.png")) == 0 &&
-             mkfifo(tmp_path("root/fifo"), 0600) == 0;
+             symlink("../outside/secret.png", test_tmp_path("root/escape.png")) == 0 &&
+             mkfifo(test_tmp_path("root/fifo"), 0600) == 0;
     free(png);
     return ok ? 0 : -1;
 }
 
-static void remove_tree(void) {
-    static const char *const made[] = {
-        "root/inside.png", "root/escape.png", "root/fifo", "root/subdir", "root",
-        "outside/secret.png", "outside", "empty.jpg", "empty.mp4", "really_a_png.mp4",
-    };
-    for (size_t i = 0; i < sizeof made / sizeof made[0]; i++) remove(tmp_path(made[i]));
-    rmdir(g_tmp);
-}
-
 int main(int argc, char **argv) {
     if (setup_tree() != 0) {
-        fprintf(stderr, "test_bad_input: cannot set up %s: %s (fixtures in %s)\n", g_tmp,
+        fprintf(stderr, "test_bad_input: cannot set up %s: %s (fixtures in %s)\n", test_tmp_path(""),
                 strerror(errno), test_data_path("media/bad"));
         return 1;
     }
@@ -1012,6 +990,5 @@ int main(int argc, char **argv) {
         {"missing_file", test_missing_file},
     };
     int rc = test_main(argc, argv, cases, (int)(sizeof cases / sizeof cases[0]));
-    remove_tree();
     return rc;
 }

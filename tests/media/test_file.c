@@ -1,7 +1,7 @@
 /* tests/media/test_file.c — vidi_media_read_file (allowed roots, symlinks,
  * non-regular files, size limit) and vidi_media_sniff (magic numbers).
  *
- * Builds a scratch tree under $TMPDIR (or /tmp) at run time:
+ * Builds a scratch tree in test_tmpdir() at run time:
  *   root/ok.bin, root/sub/deep.bin, root/dir/, root/empty.bin,
  *   root/link_in -> root/ok.bin, root/link_out -> outside/secret.bin,
  *   root/fifo (a FIFO), outside/secret.bin, root2 (a sibling named like root)
@@ -14,9 +14,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-static char g_base[512];
-
-static void path_of(char *out, size_t n, const char *rel) { snprintf(out, n, "%s/%s", g_base, rel); }
+static void path_of(char *out, size_t n, const char *rel) { snprintf(out, n, "%s", test_tmp_path(rel)); }
 
 static void write_file(const char *rel, const char *text) {
     char p[1024];
@@ -28,9 +26,7 @@ static void write_file(const char *rel, const char *text) {
 }
 
 static int setup_tree(void) {
-    const char *tmp = getenv("TMPDIR");
-    snprintf(g_base, sizeof g_base, "%s/vidi_test_file_XXXXXX", tmp && *tmp ? tmp : "/tmp");
-    if (!mkdtemp(g_base)) return 0;
+    if (!test_tmpdir()) return 0;
     char p[1024], q[1024];
     const char *dirs[] = {"root", "root/sub", "root/dir", "outside", "root2"};
     for (size_t i = 0; i < sizeof dirs / sizeof dirs[0]; i++) {
@@ -52,22 +48,6 @@ static int setup_tree(void) {
     if (symlink("/nonexistent/vidi/nothing", q) != 0) return 0;
     path_of(p, sizeof p, "root/fifo");
     return mkfifo(p, 0600) == 0;
-}
-
-static void remove_tree(void) {
-    const char *files[] = {"root/ok.bin", "root/sub/deep.bin", "root/empty.bin", "outside/secret.bin",
-                           "root2/sibling.bin", "root/link_in", "root/link_out", "root/link_dangling",
-                           "root/fifo"};
-    const char *dirs[] = {"root/sub", "root/dir", "root", "outside", "root2", ""};
-    char p[1024];
-    for (size_t i = 0; i < sizeof files / sizeof files[0]; i++) {
-        path_of(p, sizeof p, files[i]);
-        unlink(p);
-    }
-    for (size_t i = 0; i < sizeof dirs / sizeof dirs[0]; i++) {
-        path_of(p, sizeof p, dirs[i]);
-        rmdir(p);
-    }
 }
 
 /* Reads rel with the one root "root"; returns the status, fills msg. */
@@ -209,8 +189,7 @@ static void test_sniff_by_magic(void) {
 
 int main(int argc, char **argv) {
     if (!setup_tree()) {
-        fprintf(stderr, "cannot build the scratch tree under %s\n", g_base);
-        remove_tree();
+        fprintf(stderr, "cannot build the scratch tree under %s\n", test_tmp_path(""));
         return 77;
     }
     static const test_case cases[] = {
@@ -223,6 +202,5 @@ int main(int argc, char **argv) {
         {"sniff_by_magic", test_sniff_by_magic},
     };
     int rc = test_main(argc, argv, cases, (int)(sizeof cases / sizeof cases[0]));
-    remove_tree();
     return rc;
 }

@@ -3,7 +3,6 @@
  * can be wrong (each error names the file and the tensor). Fixtures are
  * written into a temporary directory; the tiny models under
  * tests/data/models are checked when they exist. */
-#include <dirent.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,8 +14,6 @@
 #include "model/safetensors.h"
 #include "test_util.h"
 
-static char g_root[256];
-
 static int msg_has(const char *msg, const char *s) {
     return !s || strstr(msg, s) != NULL;
 }
@@ -24,14 +21,11 @@ static const char *show(const char *s) {
     return s ? s : "";
 }
 
-/* A fresh folder g_root/<name>; returns its path (static, one per call site use). */
+/* A fresh folder <scratch>/<name>; returns its path (a rotating static buffer). */
 static const char *case_dir(const char *name) {
-    static char buf[4][512];
-    static int k;
-    k = (k + 1) % 4;
-    snprintf(buf[k], sizeof buf[k], "%s/%s", g_root, name);
-    mkdir(buf[k], 0700);
-    return buf[k];
+    const char *dir = test_tmp_path(name);
+    mkdir(dir, 0700);
+    return dir;
 }
 
 static void write_text(const char *dir, const char *file, const char *text) {
@@ -276,8 +270,7 @@ static void test_folder_without_weights(void) {
 }
 
 static void test_missing_folder(void) {
-    char dir[512];
-    snprintf(dir, sizeof dir, "%s/nowhere", g_root);
+    const char *dir = test_tmp_path("nowhere");
     vidi_checkpoint *ck = NULL;
     vidi_err e = {0};
     vidi_status rc = vidi_checkpoint_open(dir, &ck, &e);
@@ -407,32 +400,8 @@ static void test_tiny_qwen25vl(void) {
     check_tiny("models/tiny-qwen25vl", VIDI_ARCH_QWEN2_5_VL, VIDI_DTYPE_F32, 0);
 }
 
-/* Remove g_root and the folders and files under it (two levels). */
-static void rm_tree(const char *dir, int depth) {
-    DIR *d = opendir(dir);
-    if (!d) return;
-    struct dirent *de;
-    char path[1024];
-    while ((de = readdir(d))) {
-        if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, "..")) continue;
-        snprintf(path, sizeof path, "%s/%s", dir, de->d_name);
-        struct stat st;
-        if (lstat(path, &st) == 0 && S_ISDIR(st.st_mode) && depth > 0)
-            rm_tree(path, depth - 1);
-        else
-            unlink(path);
-    }
-    closedir(d);
-    rmdir(dir);
-}
-
 int main(int argc, char **argv) {
-    const char *tmp = getenv("TMPDIR");
-    snprintf(g_root, sizeof g_root, "%s/vidi-ck-XXXXXX", tmp && *tmp ? tmp : "/tmp");
-    if (!mkdtemp(g_root)) {
-        perror("mkdtemp");
-        return 1;
-    }
+    if (!test_tmpdir()) return 1;
     static const test_case cases[] = {
         {"single_file_lookup", test_single_file_lookup},
         {"new_names_resolve_from_canonical", test_new_names_resolve_from_canonical},
@@ -455,6 +424,5 @@ int main(int argc, char **argv) {
         {"tiny_qwen25vl", test_tiny_qwen25vl},
     };
     int rc = test_main(argc, argv, cases, (int)(sizeof cases / sizeof cases[0]));
-    rm_tree(g_root, 2);
     return rc;
 }

@@ -4,7 +4,6 @@
  * preprocessor and generation configs, and every refused config naming the
  * file and the field. Fixtures are built with jansson in a temporary
  * directory; the tiny models under tests/data/models are read when present. */
-#include <dirent.h>
 #include <jansson.h>
 #include <math.h>
 #include <stdlib.h>
@@ -14,8 +13,6 @@
 
 #include "model/config.h"
 #include "test_util.h"
-
-static char g_root[256];
 
 static int msg_has(const char *msg, const char *s) {
     return !s || strstr(msg, s) != NULL;
@@ -88,11 +85,10 @@ static json_t *jparse(const char *text) {
     return j;
 }
 
-/* A fresh folder g_root/<name> holding the given files (NULL: absent);
+/* A fresh folder <scratch>/<name> holding the given files (NULL: absent);
  * steals the JSON objects. */
 static const char *write_case(const char *name, json_t *config, json_t *generation, json_t *preproc) {
-    static char dir[512];
-    snprintf(dir, sizeof dir, "%s/%s", g_root, name);
+    const char *dir = test_tmp_path(name);
     mkdir(dir, 0700);
     char path[1024];
     struct {
@@ -708,31 +704,8 @@ static void test_tiny_qwen25vl_config(void) {
     REQUIRE(vidi_generation_config_load(dir, &g, &e) == VIDI_OK, "generation: %s", e.msg);
 }
 
-static void rm_tree(const char *dir, int depth) {
-    DIR *d = opendir(dir);
-    if (!d) return;
-    struct dirent *de;
-    char path[1024];
-    while ((de = readdir(d))) {
-        if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, "..")) continue;
-        snprintf(path, sizeof path, "%s/%s", dir, de->d_name);
-        struct stat st;
-        if (lstat(path, &st) == 0 && S_ISDIR(st.st_mode) && depth > 0)
-            rm_tree(path, depth - 1);
-        else
-            unlink(path);
-    }
-    closedir(d);
-    rmdir(dir);
-}
-
 int main(int argc, char **argv) {
-    const char *tmp = getenv("TMPDIR");
-    snprintf(g_root, sizeof g_root, "%s/vidi-cfg-XXXXXX", tmp && *tmp ? tmp : "/tmp");
-    if (!mkdtemp(g_root)) {
-        perror("mkdtemp");
-        return 1;
-    }
+    if (!test_tmpdir()) return 1;
     static const test_case cases[] = {
         {"flat_qwen2vl", test_flat_qwen2vl},
         {"nested_qwen25vl", test_nested_qwen25vl},
@@ -786,6 +759,5 @@ int main(int argc, char **argv) {
         {"tiny_qwen25vl_config", test_tiny_qwen25vl_config},
     };
     int rc = test_main(argc, argv, cases, (int)(sizeof cases / sizeof cases[0]));
-    rm_tree(g_root, 1);
     return rc;
 }

@@ -2,7 +2,6 @@
  * conversions on reading (<f8, <f2 -> F32; <i8 -> I32), header versions 1
  * to 3, and the refused files (each error naming the file). Fixtures are
  * written into a temporary directory. */
-#include <dirent.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -11,20 +10,10 @@
 #include "core/npy.h"
 #include "test_util.h"
 
-static char g_dir[256];
-
-static const char *tmp_path(const char *name) {
-    static char buf[2][512];
-    static int k;
-    k ^= 1;
-    snprintf(buf[k], sizeof buf[k], "%s/%s", g_dir, name);
-    return buf[k];
-}
-
 /* Write a .npy by hand: magic, version `major`.0, the dict padded with
  * spaces and '\n' to a multiple of 64, then `nbytes` of data. */
 static const char *write_npy(const char *name, int major, const char *dict, const void *data, size_t nbytes) {
-    const char *path = tmp_path(name);
+    const char *path = test_tmp_path(name);
     FILE *fp = fopen(path, "wb");
     if (!fp) return path;
     size_t pre = major == 1 ? 10 : 12, dl = strlen(dict);
@@ -63,7 +52,7 @@ static const char *show(const char *s) {
 
 static void test_f32_roundtrip(void) {
     float x[6] = {1.5f, -2.0f, 3.25f, 0.0f, 1e-30f, -7.0f};
-    const char *path = tmp_path("f32.npy");
+    const char *path = test_tmp_path("f32.npy");
     vidi_err e = {0};
     REQUIRE(vidi_npy_write(path, VIDI_DTYPE_F32, 2, (int64_t[]){2, 3}, x, &e) == VIDI_OK, "write: %s", e.msg);
     vidi_npy a;
@@ -78,7 +67,7 @@ static void test_f32_roundtrip(void) {
 
 static void test_i32_roundtrip_and_header_layout(void) {
     int32_t x[5] = {0, -1, 151655, INT32_MAX, INT32_MIN};
-    const char *path = tmp_path("i32.npy");
+    const char *path = test_tmp_path("i32.npy");
     vidi_err e = {0};
     REQUIRE(vidi_npy_write(path, VIDI_DTYPE_I32, 1, (int64_t[]){5}, x, &e) == VIDI_OK, "write: %s", e.msg);
     FILE *fp = fopen(path, "rb");
@@ -101,13 +90,13 @@ static void test_i32_roundtrip_and_header_layout(void) {
 static void test_scalar_and_empty_arrays(void) {
     float s = 42.0f;
     vidi_err e = {0};
-    const char *path = tmp_path("scalar.npy");
+    const char *path = test_tmp_path("scalar.npy");
     REQUIRE(vidi_npy_write(path, VIDI_DTYPE_F32, 0, NULL, &s, &e) == VIDI_OK, "write scalar: %s", e.msg);
     vidi_npy a;
     REQUIRE(vidi_npy_read(path, &a, &e) == VIDI_OK, "read scalar: %s", e.msg);
     CHECK(a.ndim == 0 && ((float *)a.data)[0] == 42.0f, "scalar");
     vidi_npy_free(&a);
-    path = tmp_path("empty.npy");
+    path = test_tmp_path("empty.npy");
     REQUIRE(vidi_npy_write(path, VIDI_DTYPE_I32, 2, (int64_t[]){0, 7}, NULL, &e) == VIDI_OK,
             "write empty: %s", e.msg);
     REQUIRE(vidi_npy_read(path, &a, &e) == VIDI_OK, "read empty: %s", e.msg);
@@ -236,7 +225,7 @@ static void test_huge_shape_does_not_overflow(void) {
 }
 
 static void test_bad_magic(void) {
-    const char *path = tmp_path("magic.npy");
+    const char *path = test_tmp_path("magic.npy");
     FILE *fp = fopen(path, "wb");
     if (fp) {
         fputs("PK\x03\x04 this is a zip, not an npy", fp);
@@ -246,7 +235,7 @@ static void test_bad_magic(void) {
 }
 
 static void test_truncated_header(void) {
-    const char *path = tmp_path("cut.npy");
+    const char *path = test_tmp_path("cut.npy");
     FILE *fp = fopen(path, "wb");
     if (fp) {
         fwrite("\x93NUMPY\x01\x00\x76\x00{'descr'", 1, 18, fp);
@@ -269,36 +258,19 @@ static void test_header_garbage(void) {
 }
 
 static void test_missing_file(void) {
-    EXPECT_READ_FAILS(tmp_path("nope.npy"), VIDI_ERR_NOTFOUND, NULL);
+    EXPECT_READ_FAILS(test_tmp_path("nope.npy"), VIDI_ERR_NOTFOUND, NULL);
 }
 
 static void test_write_refuses_other_dtypes(void) {
     uint16_t x[2] = {0};
     vidi_err e = {0};
-    const char *path = tmp_path("bf16.npy");
+    const char *path = test_tmp_path("bf16.npy");
     vidi_status rc = vidi_npy_write(path, VIDI_DTYPE_BF16, 1, (int64_t[]){2}, x, &e);
     CHECK(rc == VIDI_ERR_INVALID && msg_has(e.msg, path) && msg_has(e.msg, "bf16"), "%s", e.msg);
 }
 
-static void rm_tmpdir(void) {
-    DIR *d = opendir(g_dir);
-    if (!d) return;
-    struct dirent *de;
-    while ((de = readdir(d))) {
-        if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, "..")) continue;
-        unlink(tmp_path(de->d_name));
-    }
-    closedir(d);
-    rmdir(g_dir);
-}
-
 int main(int argc, char **argv) {
-    const char *tmp = getenv("TMPDIR");
-    snprintf(g_dir, sizeof g_dir, "%s/vidi-npy-XXXXXX", tmp && *tmp ? tmp : "/tmp");
-    if (!mkdtemp(g_dir)) {
-        perror("mkdtemp");
-        return 1;
-    }
+    if (!test_tmpdir()) return 1;
     static const test_case cases[] = {
         {"f32_roundtrip", test_f32_roundtrip},
         {"i32_roundtrip_and_header_layout", test_i32_roundtrip_and_header_layout},
@@ -324,6 +296,5 @@ int main(int argc, char **argv) {
         {"write_refuses_other_dtypes", test_write_refuses_other_dtypes},
     };
     int rc = test_main(argc, argv, cases, (int)(sizeof cases / sizeof cases[0]));
-    rm_tmpdir();
     return rc;
 }

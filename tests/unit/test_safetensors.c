@@ -2,7 +2,6 @@
  * read back, and every kind of damaged file is refused with an error that
  * names the file and the tensor. Fixtures are written at run time into a
  * temporary directory. */
-#include <dirent.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -11,21 +10,11 @@
 #include "model/safetensors.h"
 #include "test_util.h"
 
-static char g_dir[256];
-
-static const char *tmp_path(const char *name) {
-    static char buf[2][512];
-    static int k;
-    k ^= 1;
-    snprintf(buf[k], sizeof buf[k], "%s/%s", g_dir, name);
-    return buf[k];
-}
-
 /* Write `name`: the u64 `hsize` (strlen(header) padded to 8 with spaces
  * when hsize is UINT64_MAX), the header, then `data_len` bytes 0, 1, 2, ...
  * Returns the path. */
 static const char *write_raw(const char *name, uint64_t hsize, const char *header, size_t data_len) {
-    const char *path = tmp_path(name);
+    const char *path = test_tmp_path(name);
     FILE *fp = fopen(path, "wb");
     if (!fp) return path;
     size_t hl = strlen(header), padded = hl;
@@ -121,7 +110,7 @@ static void test_write_then_read_roundtrip(void) {
         {"empty", VIDI_ST_DTYPE_F32, 2, (int64_t[]){0, 5}, NULL},
     };
     const char *meta[] = {"format", "pt", "note", "roundtrip"};
-    const char *path = tmp_path("written.safetensors");
+    const char *path = test_tmp_path("written.safetensors");
     vidi_err e = {0};
     vidi_status rc = vidi_st_write(path, ents, 5, meta, 2, &e);
     REQUIRE(rc == VIDI_OK, "write: %s", e.msg);
@@ -160,7 +149,7 @@ static void test_write_rejects_duplicate_names(void) {
     vidi_st_entry ents[] = {{"w", VIDI_ST_DTYPE_F32, 1, (int64_t[]){1}, w},
                             {"w", VIDI_ST_DTYPE_F32, 1, (int64_t[]){1}, w}};
     vidi_err e = {0};
-    vidi_status rc = vidi_st_write(tmp_path("dup-w.safetensors"), ents, 2, NULL, 0, &e);
+    vidi_status rc = vidi_st_write(test_tmp_path("dup-w.safetensors"), ents, 2, NULL, 0, &e);
     CHECK(rc == VIDI_ERR_INVALID && strstr(e.msg, "'w'"), "duplicate refused: %s", e.msg);
 }
 
@@ -174,18 +163,18 @@ static void test_empty_header_with_no_tensors_is_valid(void) {
 }
 
 static void test_missing_file(void) {
-    EXPECT_OPEN_FAILS(tmp_path("does-not-exist.safetensors"), VIDI_ERR_NOTFOUND, NULL, NULL);
+    EXPECT_OPEN_FAILS(test_tmp_path("does-not-exist.safetensors"), VIDI_ERR_NOTFOUND, NULL, NULL);
 }
 
 static void test_empty_file(void) {
-    const char *path = tmp_path("zero.safetensors");
+    const char *path = test_tmp_path("zero.safetensors");
     FILE *fp = fopen(path, "wb");
     if (fp) fclose(fp);
     EXPECT_OPEN_FAILS(path, VIDI_ERR_FORMAT, "truncated", NULL);
 }
 
 static void test_truncated_in_size_field(void) {
-    const char *path = tmp_path("short.safetensors");
+    const char *path = test_tmp_path("short.safetensors");
     FILE *fp = fopen(path, "wb");
     if (fp) {
         fwrite("\x10\x00\x00", 1, 3, fp);
@@ -197,7 +186,7 @@ static void test_truncated_in_size_field(void) {
 static void test_truncated_in_header(void) {
     /* the size field announces the full header but the file stops halfway */
     size_t hl = strlen(GOOD_HEADER);
-    const char *path = tmp_path("cut-header.safetensors");
+    const char *path = test_tmp_path("cut-header.safetensors");
     FILE *fp = fopen(path, "wb");
     if (fp) {
         for (int i = 0; i < 8; i++)
@@ -407,7 +396,7 @@ static void test_view_unsupported_dtype(void) {
 
 static void test_view_misaligned_data(void) {
     /* a header of 5 bytes puts the F32 data at file offset 13 */
-    const char *path = tmp_path("misaligned.safetensors");
+    const char *path = test_tmp_path("misaligned.safetensors");
     const char *hdr = "{\"x\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]}}";
     FILE *fp = fopen(path, "wb");
     REQUIRE(fp, "create");
@@ -472,25 +461,8 @@ static void test_dtype_names_and_sizes(void) {
     }
 }
 
-static void rm_tmpdir(void) {
-    DIR *d = opendir(g_dir);
-    if (!d) return;
-    struct dirent *de;
-    while ((de = readdir(d))) {
-        if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, "..")) continue;
-        unlink(tmp_path(de->d_name));
-    }
-    closedir(d);
-    rmdir(g_dir);
-}
-
 int main(int argc, char **argv) {
-    const char *tmp = getenv("TMPDIR");
-    snprintf(g_dir, sizeof g_dir, "%s/vidi-st-XXXXXX", tmp && *tmp ? tmp : "/tmp");
-    if (!mkdtemp(g_dir)) {
-        perror("mkdtemp");
-        return 1;
-    }
+    if (!test_tmpdir()) return 1;
     static const test_case cases[] = {
         {"valid_file_opens_and_reads", test_valid_file_opens_and_reads},
         {"write_then_read_roundtrip", test_write_then_read_roundtrip},
@@ -536,6 +508,5 @@ int main(int argc, char **argv) {
         {"dtype_names_and_sizes", test_dtype_names_and_sizes},
     };
     int rc = test_main(argc, argv, cases, (int)(sizeof cases / sizeof cases[0]));
-    rm_tmpdir();
     return rc;
 }

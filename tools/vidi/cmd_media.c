@@ -393,9 +393,9 @@ int vidi_cmd_media(int argc, char **argv) {
         rc = p > 0 ? 0 : 2;
         goto done;
     }
-    /* No --model: a folder with no preprocessor_config.json, which the
-     * loader answers with the built-in Qwen2-VL defaults. */
-    if (vidi_preproc_config_load(a.model_dir ? a.model_dir : "/nonexistent", &pp, &err) != VIDI_OK) {
+    /* No --model: the built-in Qwen2-VL processor defaults. */
+    pp = vidi_preproc_config_default();
+    if (a.model_dir && vidi_preproc_config_load(a.model_dir, &pp, &err) != VIDI_OK) {
         fprintf(stderr, "vidi media: %s\n", err.msg);
         rc = 1;
         goto done;
