@@ -594,7 +594,22 @@ static int64_t video_frame_pts(const AVFrame *f) {
     return f->pkt_dts;
 }
 
-/* Decode the frames whose pts are want[0..n) (ascending) into out->rgb. */
+/* 1 when a packet's frame may be one of want[0..n) (ascending): its pts is
+ * among them, or unknown (then nothing may be skipped). */
+static int video_is_wanted(int64_t pts, const int64_t *want, int n) {
+    if (pts == AV_NOPTS_VALUE) return 1;
+    int lo = 0, hi = n;
+    while (lo < hi) {
+        int mid = lo + (hi - lo) / 2;
+        if (want[mid] < pts) lo = mid + 1;
+        else hi = mid;
+    }
+    return lo < n && want[lo] == pts;
+}
+
+/* Decode the frames whose pts are want[0..n) (ascending) into out->rgb.
+ * Non-reference frames other than the wanted ones are skipped
+ * (AVDISCARD_NONREF), which leaves every decoded picture unchanged. */
 static vidi_status video_decode_chosen(video_ctx *c, const int64_t *want, int n, int theta,
                                        const int64_t *index, vidi_video *out, vidi_err *err) {
     vidi_status rc = VIDI_OK;
@@ -627,6 +642,11 @@ static vidi_status video_decode_chosen(video_ctx *c, const int64_t *want, int n,
                 av_packet_unref(c->pkt);
                 continue;
             } else {
+                /* A frame nothing refers to and that we do not want need not
+                 * be decoded at all: the frames we keep come out the same. */
+                c->dec->skip_frame = video_is_wanted(c->pkt->pts, want + t, n - t)
+                                         ? AVDISCARD_DEFAULT
+                                         : AVDISCARD_NONREF;
                 e = avcodec_send_packet(c->dec, c->pkt);
                 av_packet_unref(c->pkt);
             }
