@@ -16,7 +16,12 @@
  *   choose   qwen-vl-utils' smart_nframes + round(linspace) over the table
  *   decode   for each chosen frame in order: seek to the keyframe at or before
  *            it unless decoding forward from where we are is no longer than
- *            that, then decode forward until the frame with its pts comes out
+ *            that, then decode forward until the frame with its pts comes out,
+ *            skipping non-reference frames that are not chosen. With several
+ *            threads and targets under several keyframes, the targets are
+ *            split into contiguous runs, one per worker, each with its own
+ *            demuxer and single-threaded decoder over the same input (frame
+ *            threading stalls at every seek; separate GOPs do not)
  *   convert  swscale to RGB24 as PyAV's to_ndarray("rgb24") does, then the
  *            rotation of the display matrix as ffmpeg's autorotate applies it
  *
@@ -44,11 +49,13 @@
 
 #include <errno.h>
 #include <math.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 /* Demuxers we accept (names as libavformat spells them). Anything else —
  * playlists, concat lists, image2 sequences, raw data — is refused. */
@@ -61,6 +68,7 @@
 #define VIDEO_MAX_TABLE 20000000         /* frames in one stream */
 #define VIDEO_SEEK_RETRIES 3
 #define VIDEO_HEAD_BYTES 4096            /* bytes probed to name a refused input */
+#define VIDEO_MAX_WORKERS 16             /* parallel demuxer+decoder pairs */
 
 /* ------------------------------------------------------------ sampling */
 
@@ -346,6 +354,32 @@ static int video_theta(const AVStream *st) {
     return t;
 }
 
+/* (Re)open the decoder of c->stream with `threads` threads (0 = auto). */
+static vidi_status video_open_decoder(video_ctx *c, int threads, vidi_err *err) {
+    vidi_status rc = VIDI_OK;
+    AVStream *st = c->fmt->streams[c->stream];
+    const AVCodec *codec = avcodec_find_decoder(st->codecpar->codec_id);
+    VIDI_CHECK(codec, err, VIDI_ERR_UNSUPPORTED, "unsupported video codec '%s' (no decoder in this FFmpeg)",
+               avcodec_get_name(st->codecpar->codec_id));
+    avcodec_free_context(&c->dec);
+    c->dec = avcodec_alloc_context3(codec);
+    VIDI_CHECK(c->dec, err, VIDI_ERR_NOMEM, "video: out of memory");
+    int e = avcodec_parameters_to_context(c->dec, st->codecpar);
+    if (e < 0) return video_err_av(c, err, e, "setting up the video decoder");
+    c->dec->pkt_timebase = st->time_base;
+    c->dec->thread_count = threads;
+    c->dec->thread_type = FF_THREAD_FRAME | FF_THREAD_SLICE;
+    e = avcodec_open2(c->dec, codec, NULL);
+    if (e < 0) {
+        char what[96];
+        snprintf(what, sizeof what, "opening the %s decoder", c->codec);
+        return video_err_av(c, err, e, what);
+    }
+    return VIDI_OK;
+fail:
+    return rc;
+}
+
 static vidi_status video_pick_stream(video_ctx *c, const vidi_media_limits *lim,
                                      const vidi_video_options *opt, vidi_err *err) {
     vidi_status rc = VIDI_OK;
@@ -381,20 +415,7 @@ static vidi_status video_pick_stream(video_ctx *c, const vidi_media_limits *lim,
     VIDI_CHECK(declared <= lim->max_video_seconds, err, VIDI_ERR_RANGE,
                "video declares %.1f s, over the limit of %.0f s", declared, lim->max_video_seconds);
 
-    c->dec = avcodec_alloc_context3(codec);
-    VIDI_CHECK(c->dec, err, VIDI_ERR_NOMEM, "video: out of memory");
-    e = avcodec_parameters_to_context(c->dec, par);
-    if (e < 0) return video_err_av(c, err, e, "setting up the video decoder");
-    c->dec->pkt_timebase = st->time_base;
-    c->dec->thread_count = opt->threads > 0 ? opt->threads : 0;
-    c->dec->thread_type = FF_THREAD_FRAME | FF_THREAD_SLICE;
-    e = avcodec_open2(c->dec, codec, NULL);
-    if (e < 0) {
-        char what[96];
-        snprintf(what, sizeof what, "opening the %s decoder", c->codec);
-        return video_err_av(c, err, e, what);
-    }
-    return VIDI_OK;
+    return video_open_decoder(c, opt->threads > 0 ? opt->threads : 0, err);
 fail:
     return rc;
 }
@@ -711,6 +732,137 @@ fail:
     return rc;
 }
 
+/* ------------------------------------------------------------ parallel decode */
+
+/* One worker's share: a contiguous run of the targets, decoded by its own
+ * demuxer and decoder into its slots of the output. */
+typedef struct video_part {
+    video_ctx *c;
+    const int64_t *want;
+    const int64_t *index;
+    int n;
+    int theta;
+    vidi_video view;   /* the output's geometry; rgb and timestamps point at this run's slots */
+    vidi_status rc;
+    vidi_err err;
+} video_part;
+
+static void *video_part_main(void *arg) {
+    video_part *p = arg;
+    p->rc = video_decode_chosen(p->c, p->want, p->n, p->theta, p->index, &p->view, &p->err);
+    return NULL;
+}
+
+/* Split want[0..n) into at most `threads` (0 = the CPUs online, capped at
+ * VIDEO_MAX_WORKERS) contiguous runs that begin where the targets move on
+ * to a later keyframe, so that no two runs decode the same GOP, balanced by
+ * the frames each run decodes (from a keyframe to the last target under
+ * it). Writes the run starts to bounds[0..w] (bounds[w] = n); returns w. */
+static int video_plan_runs(const video_ctx *c, const int64_t *want, int n, int threads, int *bounds) {
+    if (threads <= 0) {
+        long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+        threads = cpus > 0 ? (int)cpus : 1;
+    }
+    if (threads > VIDEO_MAX_WORKERS) threads = VIDEO_MAX_WORKERS;
+    /* cost of the targets up to and including i, as frames decoded */
+    double total = 0;
+    double *upto = malloc((size_t)n * sizeof *upto);
+    if (!upto) threads = 1;
+    for (int i = 0; upto && i < n; i++) {
+        int64_t k = video_key_before(c, want[i]);
+        int64_t from = k >= 0 ? video_frames_before(c, c->keys[k]) : 0;
+        int group_start = i == 0 || video_key_before(c, want[i - 1]) != k;
+        int64_t prev = group_start ? from : video_frames_before(c, want[i - 1]) + 1;
+        total += (double)(video_frames_before(c, want[i]) + 1 - prev);
+        upto[i] = total;
+    }
+    int w = 1;
+    bounds[0] = 0;
+    for (int i = 1; upto && i < n && w < threads; i++) {
+        if (video_key_before(c, want[i]) == video_key_before(c, want[i - 1])) continue;
+        /* a run may start at i: do so once the runs before hold their share */
+        if (upto[i - 1] >= total * w / threads) bounds[w++] = i;
+    }
+    bounds[w] = n;
+    free(upto);
+    return w;
+}
+
+/* Decode the runs bounds[i]..bounds[i+1] of want with w workers: c (whose decoder is reopened
+ * single-threaded) takes the first run, w - 1 more demuxer+decoder pairs
+ * opened over the same input take the others, sharing c's frame table.
+ * The frames are the same as one worker's (each run starts with a seek to
+ * a keyframe, as a lone decoder does whenever a keyframe lies between
+ * targets); only the work is spread. */
+static vidi_status video_decode_parallel(video_ctx *c, const char *path, const vidi_media_limits *lim,
+                                         const vidi_video_options *opt, const int64_t *want, int theta,
+                                         const int64_t *index, vidi_video *out, int w, const int *bounds,
+                                         vidi_err *err) {
+    vidi_status rc = VIDI_OK;
+    video_ctx ctx[VIDEO_MAX_WORKERS];
+    video_part part[VIDEO_MAX_WORKERS];
+    pthread_t tid[VIDEO_MAX_WORKERS];
+    int started[VIDEO_MAX_WORKERS] = {0};
+    memset(ctx, 0, sizeof ctx);
+    memset(part, 0, sizeof part);
+    vidi_video_options one = *opt;
+    one.threads = 1;
+    size_t fsz = (size_t)out->width * out->height * 3;
+    VIDI_TRY(video_open_decoder(c, 1, err));
+    for (int i = 0; i < w; i++) {
+        video_ctx *x = i == 0 ? c : &ctx[i];
+        if (i > 0) {
+            x->mem = (video_mem){c->mem.data, c->mem.size, 0};
+            x->timeout = c->timeout;
+            x->clock.deadline = c->clock.deadline;
+            x->pkt = av_packet_alloc();
+            x->frame = av_frame_alloc();
+            VIDI_CHECK(x->pkt && x->frame, err, VIDI_ERR_NOMEM, "video: out of memory");
+            VIDI_TRY(video_open(x, path, lim, err));
+            VIDI_TRY(video_pick_stream(x, lim, &one, err));
+            VIDI_CHECK(x->stream == c->stream, err, VIDI_ERR_INTERNAL,
+                       "a second reader of the video picked stream %d, the first %d", x->stream, c->stream);
+            x->pts = c->pts; /* shared, not owned: cleared before closing */
+            x->n_pts = c->n_pts;
+            x->keys = c->keys;
+            x->n_keys = c->n_keys;
+        }
+        int b = bounds[i], e = bounds[i + 1];
+        video_part *p = &part[i];
+        p->c = x;
+        p->want = want + b;
+        p->index = index + b;
+        p->n = e - b;
+        p->theta = theta;
+        p->view = *out;
+        p->view.rgb = out->rgb + (size_t)b * fsz;
+        p->view.timestamps = out->timestamps + b;
+        p->view.frames_decoded = 0;
+        p->view.seeks = 0;
+    }
+    for (int i = 1; i < w; i++) started[i] = pthread_create(&tid[i], NULL, video_part_main, &part[i]) == 0;
+    video_part_main(&part[0]);
+    for (int i = 1; i < w; i++) {
+        if (started[i]) pthread_join(tid[i], NULL);
+        else video_part_main(&part[i]); /* no thread to be had: run it here */
+    }
+    for (int i = 0; i < w; i++) {
+        out->frames_decoded += part[i].view.frames_decoded;
+        out->seeks += part[i].view.seeks;
+        if (rc == VIDI_OK && part[i].rc != VIDI_OK) {
+            rc = part[i].rc;
+            if (err) *err = part[i].err;
+        }
+    }
+fail:
+    for (int i = 1; i < w; i++) {
+        ctx[i].pts = NULL;
+        ctx[i].keys = NULL;
+        video_ctx_close(&ctx[i]);
+    }
+    return rc;
+}
+
 static vidi_status video_decode_any(const char *path, const uint8_t *data, size_t size,
                                     const vidi_video_options *opt_in, const vidi_media_limits *lim_in,
                                     vidi_video *out, vidi_err *err) {
@@ -790,7 +942,13 @@ static vidi_status video_decode_any(const char *path, const uint8_t *data, size_
         out->frame_indices[i] = lo + idx[i];
         want[i] = c.pts[lo + idx[i]];
     }
-    VIDI_TRY(video_decode_chosen(&c, want, n, theta, out->frame_indices, out, err));
+    int bounds[VIDEO_MAX_WORKERS + 1];
+    int workers = video_plan_runs(&c, want, n, opt.threads, bounds);
+    if (workers > 1)
+        VIDI_TRY(video_decode_parallel(&c, path, &lim, &opt, want, theta, out->frame_indices, out, workers,
+                                       bounds, err));
+    else
+        VIDI_TRY(video_decode_chosen(&c, want, n, theta, out->frame_indices, out, err));
 
     free(idx);
     free(want);

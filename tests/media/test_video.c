@@ -266,6 +266,45 @@ static void test_decode_bt709_follows_colour_tags(void) {
 
 /* ------------------------------------------------------------ refusals */
 
+/* Splitting the targets over several demuxer+decoder workers changes who
+ * decodes, never what comes out: one worker and several give the same bytes
+ * (the workers' output is checked against PyAV by check_video). */
+static void test_workers_give_the_same_frames(void) {
+    static const char *const files[] = {"h264_bframes.mp4", "vfr.mp4", "vp9.webm"};
+    for (size_t f = 0; f < sizeof files / sizeof files[0]; f++) {
+        char rel[256];
+        snprintf(rel, sizeof rel, VID_DIR "%s", files[f]);
+        size_t nbytes = 0;
+        uint8_t *bytes = slurp(test_data_path(rel), &nbytes);
+        REQUIRE(bytes, "cannot read %s", rel);
+        vidi_video one, many;
+        vidi_err err = {0};
+        vidi_video_options o = vidi_video_options_default();
+        o.fps = 4.0;
+        o.threads = 1;
+        REQUIRE(vidi_video_decode(bytes, nbytes, &o, NULL, &one, &err) == VIDI_OK, "%s: %s", rel, err.msg);
+        o.threads = 3;
+        REQUIRE(vidi_video_decode(bytes, nbytes, &o, NULL, &many, &err) == VIDI_OK, "%s: %s", rel, err.msg);
+        REQUIRE(one.n_frames == many.n_frames && one.width == many.width && one.height == many.height,
+                "%s: %d vs %d frames", rel, one.n_frames, many.n_frames);
+        size_t fsz = (size_t)one.width * one.height * 3;
+        for (int i = 0; i < one.n_frames; i++) {
+            CHECK(one.frame_indices[i] == many.frame_indices[i] && one.timestamps[i] == many.timestamps[i],
+                  "%s: frame %d index/time differ", rel, i);
+            CHECK(memcmp(one.rgb + (size_t)i * fsz, many.rgb + (size_t)i * fsz, fsz) == 0,
+                  "%s: frame %d (index %lld) differs between 1 and 3 workers", rel, i,
+                  (long long)one.frame_indices[i]);
+        }
+        CHECK(many.frames_decoded <= many.total_frames, "%s: 3 workers decoded %lld frames, more than the %lld "
+              "of the stream", rel, (long long)many.frames_decoded, (long long)many.total_frames);
+        printf("  %-17s 1 worker decoded %lld in %d seeks; 3 workers %lld in %d seeks\n", files[f],
+               (long long)one.frames_decoded, one.seeks, (long long)many.frames_decoded, many.seeks);
+        vidi_video_free(&one);
+        vidi_video_free(&many);
+        free(bytes);
+    }
+}
+
 static void test_refuses_audio_only(void) {
     vidi_video vid;
     vidi_err err = {0};
@@ -350,6 +389,7 @@ int main(int argc, char **argv) {
         {"decode_lying_header_counts_real_frames", test_decode_lying_header_counts_real_frames},
         {"decode_rotated_turns_clockwise", test_decode_rotated_turns_clockwise},
         {"decode_bt709_follows_colour_tags", test_decode_bt709_follows_colour_tags},
+        {"workers_give_the_same_frames", test_workers_give_the_same_frames},
         {"refuses_audio_only", test_refuses_audio_only},
         {"refuses_over_limits_before_decoding", test_refuses_over_limits_before_decoding},
         {"refuses_not_a_video", test_refuses_not_a_video},
