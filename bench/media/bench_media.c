@@ -90,6 +90,11 @@ static int bench_case(const bench_args *a, int which) {
 
 int main(int argc, char **argv) {
     bench_args a = {.threads = 2, .runs = 5, .nframes = 32};
+    int n_cases = 3;
+    if (argc > 1 && !strcmp(argv[argc - 1], "--sample-only")) { /* only the 32-frame sampling case */
+        n_cases = 1;
+        argc--;
+    }
     for (int i = 1; i + 1 < argc; i += 2) {
         if (!strcmp(argv[i], "--clip")) a.clip = argv[i + 1];
         else if (!strcmp(argv[i], "--jpeg")) a.jpeg = argv[i + 1];
@@ -101,12 +106,12 @@ int main(int argc, char **argv) {
     if (!a.clip || !a.jpeg || a.runs < 1 || a.runs > BENCH_MAX_RUNS || a.threads < 0 ||
         a.nframes < 2) {
         fprintf(stderr, "usage: bench_media --clip CLIP --jpeg JPEG [--threads N] [--runs 1..%d] "
-                        "[--nframes N>=2]\n", BENCH_MAX_RUNS);
+                        "[--nframes N>=2] [--sample-only]\n", BENCH_MAX_RUNS);
         return 2;
     }
     a.pp = vidi_preproc_config_default();
     a.lim = vidi_media_limits_default();
-    for (int c = 0; c < 3; c++)
+    for (int c = 0; c < n_cases; c++)
         if (bench_case(&a, c)) return 1;
     return 0;
 }

@@ -44,6 +44,13 @@ if [ ! -s "$CLIP" ]; then
     ffmpeg -v error -y -f lavfi -i testsrc2=size=1920x1080:rate=30:duration=60 \
         -c:v libx264 -preset veryfast -pix_fmt yuv420p "$CLIP"
 fi
+# the same picture with a keyframe every 2 s (x264 -g 60), as phone cameras and
+# streaming encoders write them; the clip above keeps x264's default GOP (250)
+CLIP2=$DATA/clip_gop60.mp4
+if [ ! -s "$CLIP2" ]; then
+    ffmpeg -v error -y -f lavfi -i testsrc2=size=1920x1080:rate=30:duration=60 \
+        -c:v libx264 -preset veryfast -g 60 -pix_fmt yuv420p "$CLIP2"
+fi
 if [ ! -s "$JPEG" ]; then
     ffmpeg -v error -y -f lavfi -i "testsrc2=size=4032x3024:rate=1,noise=alls=24:allf=u" \
         -frames:v 1 "$DATA/photo.png"
@@ -60,6 +67,10 @@ for round in $(seq 1 "$ROUNDS"); do
     "$DATA/bench_media" --clip "$CLIP" --jpeg "$JPEG" --threads "$THREADS" --runs 1 --nframes 32 | tee -a "$RAW" >&2
     "$DATA/decode_all" "$CLIP" --threads "$THREADS" --runs 1 | tee -a "$RAW" >&2
     "$DATA/decode_all" "$CLIP" --threads "$THREADS" --runs 1 --rgb | tee -a "$RAW" >&2
+    { "$DATA/bench_media" --clip "$CLIP2" --jpeg "$JPEG" --threads "$THREADS" --runs 1 --nframes 32 --sample-only
+      "$DATA/decode_all" "$CLIP2" --threads "$THREADS" --runs 1
+      "$DATA/decode_all" "$CLIP2" --threads "$THREADS" --runs 1 --rgb
+    } | sed -E 's/"case":"([a-z_]+)"/"case":"\1_gop60"/' | tee -a "$RAW" >&2
     "$PY" "$REPO/bench/media/py_baselines.py" --clip "$CLIP" --jpeg "$JPEG" --threads "$THREADS" \
         --runs 1 --nframes 32 | tee -a "$RAW" >&2
 done
