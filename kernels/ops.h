@@ -128,6 +128,19 @@ typedef struct vidi_backend_ops {
                              const vidi_tensor *v, vidi_tensor *out, const vidi_attn_args *args,
                              vidi_err *err);
 
+    /* Decode attention over a paged KV cache: one query per sequence.
+     *   q: [B, Hq, D]; k_cache, v_cache: [n_blocks, block_size, Hkv, D];
+     *   block_table: backend i32 [B, max_blocks] (block ids, -1 unused);
+     *   seq_lens: backend i32 [B], keys of each sequence (its new token
+     *   included, already written to the cache); out: [B, Hq, D].
+     *   Key j of sequence b is row j % block_size of block
+     *   block_table[b][j / block_size]. A sequence of 0 keys gives zeros.
+     *   May be NULL in a backend without paged attention. */
+    vidi_status (*attention_paged)(vidi_backend *be, const vidi_tensor *q, const vidi_tensor *k_cache,
+                                   const vidi_tensor *v_cache, const vidi_tensor *block_table,
+                                   const vidi_tensor *seq_lens, float scale, vidi_tensor *out,
+                                   vidi_err *err);
+
     /* ---- gather / scatter of rows ---- */
     /* out[i, :] = table[ids[i], :] for a backend i32 ids [N]; the table may
      * be a weight (any weight dtype), out has act dtype. Ids out of range
@@ -155,6 +168,8 @@ struct vidi_backend {
     vidi_dtype act_dtype;    /* dtype of activations */
     int host_memory;         /* 1: buffers are host memory, so mapped weights
                                 and host arrays can be used in place */
+    vidi_dtype weight_dtype; /* dtype weights are uploaded in when they are
+                                copied (not host_memory): BF16 on CUDA */
     void *ctx;               /* backend private state */
 };
 
@@ -168,5 +183,11 @@ float vidi_rng_uniform(uint64_t *state);
 /* The CPU backend. threads <= 0 uses the default pool. NULL on failure (err
  * filled). Freed by be->ops->destroy(be). */
 vidi_backend *vidi_backend_cpu_create(int threads, vidi_err *err);
+
+/* The CUDA backend on device `device` (kernels/cuda; only in builds with
+ * VIDI_HAVE_CUDA): bf16 activations, bf16 weights, fp32 accumulation. NULL
+ * with err filled when there is no such device or CUDA fails. Freed by
+ * be->ops->destroy(be). */
+vidi_backend *vidi_backend_cuda_create(int device, vidi_err *err);
 
 #endif

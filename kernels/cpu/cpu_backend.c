@@ -1006,6 +1006,7 @@ vidi_backend *vidi_backend_cpu_create(int threads, vidi_err *err) {
     }
     be->name = "cpu";
     be->host_memory = 1;
+    be->weight_dtype = VIDI_DTYPE_F32;
     be->ops = &cpu_ops;
     be->act_dtype = VIDI_DTYPE_F32;
     be->ctx = c;
