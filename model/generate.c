@@ -184,17 +184,8 @@ vidi_status vidi_generate(vidi_model *m, const int32_t *ids, int64_t n_ids, cons
         res->first_logits = malloc((size_t)V * sizeof(float));
         VIDI_CHECK(res->first_logits, err, VIDI_ERR_NOMEM, "generate: out of memory");
         res->vocab = (int)V;
-        if (be->act_dtype == VIDI_DTYPE_F32) {
-            VIDI_TRY(be->ops->copy_to_host(be, res->first_logits, logit_buf, (size_t)V * 4, err));
-        } else {
-            size_t es = vidi_dtype_size(be->act_dtype);
-            void *tmp = malloc((size_t)V * es);
-            VIDI_CHECK(tmp, err, VIDI_ERR_NOMEM, "generate: out of memory");
-            rc = be->ops->copy_to_host(be, tmp, logit_buf, (size_t)V * es, err);
-            if (rc == VIDI_OK) vidi_convert_to_f32(be->act_dtype, tmp, res->first_logits, (size_t)V);
-            free(tmp);
-            VIDI_TRY(rc);
-        }
+        /* act dtype (bf16 on CUDA) read back as f32 */
+        VIDI_TRY(vidi_download_f32(be, res->first_logits, logit_buf, (size_t)V, err));
     }
     double t2 = generate_now();
     res->prefill_s = t2 - t1;

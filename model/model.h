@@ -25,4 +25,26 @@ typedef struct vidi_model {
 vidi_status vidi_model_load(const char *model_dir, vidi_backend *be, vidi_model **out, vidi_err *err);
 void vidi_model_free(vidi_model *m);
 
+/* ---- moving data between the host and any backend ----
+ * The model code is written once for every backend: activations have
+ * be->act_dtype (F32 on CPU, BF16 on CUDA) and, where the backend's memory is
+ * not host memory (be->host_memory 0), weights are copied in be->weight_dtype.
+ * These helpers do the conversions on the host side. */
+
+/* Make the checkpoint view *t usable by `be`. With host memory it is used in
+ * place (nothing is copied; *owned is NULL). Otherwise a backend buffer is
+ * allocated, the values are converted from t->dtype (F32, BF16 or F16) to
+ * be->weight_dtype and copied in, and t is rewritten to point at it with the
+ * new dtype; *owned receives the buffer for the caller to buf_free. The copy
+ * has landed when this returns (the host staging is freed). */
+vidi_status vidi_weight_upload(vidi_backend *be, vidi_tensor *t, void **owned, vidi_err *err);
+
+/* Copy n host floats into backend memory `dst` as be->act_dtype (converted
+ * on the host when that is not F32). Waits for the copy. */
+vidi_status vidi_upload_f32(vidi_backend *be, void *dst, const float *src, size_t n, vidi_err *err);
+
+/* Copy n values of be->act_dtype from backend memory `src` to host floats
+ * (waits for pending work, as copy_to_host does). */
+vidi_status vidi_download_f32(vidi_backend *be, float *dst, const void *src, size_t n, vidi_err *err);
+
 #endif

@@ -1,11 +1,13 @@
 /* model/text.c — the Qwen2 decoder over the op interface (see text.h).
  *
  * Memory: weights are the checkpoint's mapped tensors on the CPU backend and
- * uploaded copies elsewhere; activations live in one scratch buffer of
+ * copies in be->weight_dtype elsewhere (vidi_weight_upload); activations live in one scratch buffer of
  * backend memory that grows to the largest forward seen; each KV cache owns
  * one buffer holding K and V of every layer.
  */
 #include "model/text.h"
+
+#include "model/model.h"
 
 #include <math.h>
 #include <stdint.h>
@@ -61,19 +63,17 @@ static vidi_status text_weight(vidi_text *t, const vidi_checkpoint *ck, const ch
     vidi_status rc = vidi_checkpoint_get(ck, name, ndim, shape, out, err);
     if (rc != VIDI_OK) return rc;
     if (t->weights_in_place) return VIDI_OK;
-    size_t bytes = vidi_tensor_nbytes(out);
-    void *p = t->be->ops->buf_alloc(t->be, bytes);
-    if (!p) return vidi_err_set(err, VIDI_ERR_NOMEM, "text: cannot allocate %zu bytes of %s memory "
-                                "for %s", bytes, t->be->name, name);
-    rc = text_own(t, p, err);
+    /* Uploaded once, converted to the backend's weight dtype (bf16 on CUDA,
+     * whatever the checkpoint holds), norm weights and biases included. */
+    void *p = NULL;
+    rc = vidi_weight_upload(t->be, out, &p, err);
     if (rc != VIDI_OK) {
-        t->be->ops->buf_free(t->be, p);
+        vidi_err_prefix(err, "text: uploading %s", name);
         return rc;
     }
-    rc = t->be->ops->copy_to_device(t->be, p, out->data, bytes, err);
-    if (rc != VIDI_OK) return rc;
-    out->data = p;
-    return VIDI_OK;
+    rc = text_own(t, p, err);
+    if (rc != VIDI_OK) t->be->ops->buf_free(t->be, p);
+    return rc;
 }
 
 static vidi_status text_layer_weight(vidi_text *t, const vidi_checkpoint *ck, int layer,

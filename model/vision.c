@@ -15,6 +15,8 @@
  */
 #include "model/vision.h"
 
+#include "model/model.h"
+
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -68,43 +70,64 @@ static vidi_status vision_own(vidi_vision *v, void *p, vidi_err *err) {
 }
 
 /* A checkpoint tensor as a view in backend memory. The CPU backend uses the
- * mapping directly (so the checkpoint must outlive the tower); others get
- * a copy owned by the tower. */
+ * mapping directly (so the checkpoint must outlive the tower); others get a
+ * copy in be->weight_dtype (bf16 on CUDA, whatever the checkpoint holds),
+ * owned by the tower. */
 static vidi_status vision_upload(vidi_vision *v, vidi_tensor *t, vidi_err *err) {
     vidi_backend *be = v->be;
     if (be->host_memory) return VIDI_OK;
-    size_t bytes = vidi_tensor_nbytes(t);
-    void *dev = be->ops->buf_alloc(be, bytes ? bytes : 1);
-    if (!dev) return vidi_err_set(err, VIDI_ERR_NOMEM, "vision: backend %s: cannot allocate %zu bytes of weights",
-                                  be->name, bytes);
-    vidi_status rc = vision_own(v, dev, err);
+    void *dev = NULL;
+    vidi_status rc = vidi_weight_upload(be, t, &dev, err);
     if (rc != VIDI_OK) {
-        be->ops->buf_free(be, dev);
+        vidi_err_prefix(err, "vision");
         return rc;
     }
-    rc = be->ops->copy_to_device(be, dev, t->data, bytes, err);
-    if (rc != VIDI_OK) return rc;
-    t->data = dev;
-    return VIDI_OK;
+    rc = vision_own(v, dev, err);
+    if (rc != VIDI_OK) be->ops->buf_free(be, dev);
+    return rc;
 }
 
 /* Bind visual.<name> with the expected shape (ndim 1 or 2). */
-static vidi_status vision_bind(vidi_vision *v, const vidi_checkpoint *ck, vidi_tensor *out, int64_t n0,
-                               int64_t n1, vidi_err *err, const char *fmt, ...)
-    __attribute__((format(printf, 7, 8)));
+static vidi_status vision_bind_as(vidi_vision *v, const vidi_checkpoint *ck, int upload, vidi_tensor *out,
+                                  int64_t n0, int64_t n1, vidi_err *err, const char *fmt, va_list ap)
+    __attribute__((format(printf, 8, 0)));
 
-static vidi_status vision_bind(vidi_vision *v, const vidi_checkpoint *ck, vidi_tensor *out, int64_t n0,
-                               int64_t n1, vidi_err *err, const char *fmt, ...) {
+/* Bind visual.<name> with the expected shape (ndim 1 or 2), uploaded or
+ * (upload 0) as the checkpoint's view. */
+static vidi_status vision_bind_as(vidi_vision *v, const vidi_checkpoint *ck, int upload, vidi_tensor *out,
+                                  int64_t n0, int64_t n1, vidi_err *err, const char *fmt, va_list ap) {
     char name[256];
     int off = snprintf(name, sizeof name, "visual.");
-    va_list ap;
-    va_start(ap, fmt);
     vsnprintf(name + off, sizeof name - (size_t)off, fmt, ap);
-    va_end(ap);
     int64_t shape[2] = {n0, n1};
     vidi_status rc = vidi_checkpoint_get(ck, name, n1 > 0 ? 2 : 1, shape, out, err);
     if (rc != VIDI_OK) return rc;
-    return vision_upload(v, out, err);
+    return upload ? vision_upload(v, out, err) : VIDI_OK;
+}
+
+static vidi_status vision_bind(vidi_vision *v, const vidi_checkpoint *ck, vidi_tensor *out, int64_t n0,
+                               int64_t n1, vidi_err *err, const char *fmt, ...)
+    __attribute__((format(printf, 7, 8)));
+static vidi_status vision_bind(vidi_vision *v, const vidi_checkpoint *ck, vidi_tensor *out, int64_t n0,
+                               int64_t n1, vidi_err *err, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    vidi_status rc = vision_bind_as(v, ck, 1, out, n0, n1, err, fmt, ap);
+    va_end(ap);
+    return rc;
+}
+
+/* The checkpoint's view only (its slices are uploaded one by one). */
+static vidi_status vision_bind_mapped(vidi_vision *v, const vidi_checkpoint *ck, vidi_tensor *out, int64_t n0,
+                                      int64_t n1, vidi_err *err, const char *fmt, ...)
+    __attribute__((format(printf, 7, 8)));
+static vidi_status vision_bind_mapped(vidi_vision *v, const vidi_checkpoint *ck, vidi_tensor *out, int64_t n0,
+                                      int64_t n1, vidi_err *err, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    vidi_status rc = vision_bind_as(v, ck, 0, out, n0, n1, err, fmt, ap);
+    va_end(ap);
+    return rc;
 }
 
 /* Rows [r0, r0 + n) of a 2-D weight or elements [r0, r0 + n) of a bias. */
@@ -155,14 +178,18 @@ static vidi_status vision_load_block(vidi_vision *v, const vidi_checkpoint *ck, 
         VIDI_TRY(vision_bind(v, ck, &b->norm1_b, D, 0, err, "blocks.%d.norm1.bias", i));
         VIDI_TRY(vision_bind(v, ck, &b->norm2_b, D, 0, err, "blocks.%d.norm2.bias", i));
     }
-    VIDI_TRY(vision_bind(v, ck, &qkv_w, 3 * D, D, err, "blocks.%d.attn.qkv.weight", i));
-    VIDI_TRY(vision_bind(v, ck, &qkv_b, 3 * D, 0, err, "blocks.%d.attn.qkv.bias", i));
+    /* q, k and v are row slices of the fused qkv; copies are made per slice
+     * so each starts a fresh (aligned) backend buffer */
+    VIDI_TRY(vision_bind_mapped(v, ck, &qkv_w, 3 * D, D, err, "blocks.%d.attn.qkv.weight", i));
+    VIDI_TRY(vision_bind_mapped(v, ck, &qkv_b, 3 * D, 0, err, "blocks.%d.attn.qkv.bias", i));
     b->q_w = vision_slice(&qkv_w, 0, D);
     b->k_w = vision_slice(&qkv_w, D, D);
     b->v_w = vision_slice(&qkv_w, 2 * D, D);
     b->q_b = vision_slice(&qkv_b, 0, D);
     b->k_b = vision_slice(&qkv_b, D, D);
     b->v_b = vision_slice(&qkv_b, 2 * D, D);
+    vidi_tensor *slices[6] = {&b->q_w, &b->k_w, &b->v_w, &b->q_b, &b->k_b, &b->v_b};
+    for (int s = 0; s < 6; s++) VIDI_TRY(vision_upload(v, slices[s], err));
     VIDI_TRY(vision_bind(v, ck, &b->proj_w, D, D, err, "blocks.%d.attn.proj.weight", i));
     VIDI_TRY(vision_bind(v, ck, &b->proj_b, D, 0, err, "blocks.%d.attn.proj.bias", i));
     if (v->arch == VIDI_ARCH_QWEN2_VL) {
@@ -520,18 +547,11 @@ static vidi_status vision_embed(vidi_vision *v, const float *pixels, const visio
     vidi_dtype dt = be->act_dtype;
     int64_t T = p->n_rows, D = v->cfg.hidden_size;
     size_t n = (size_t)T * (size_t)v->patch_dim;
-    void *host = NULL;
     vidi_status rc;
     vidi_tensor px = vidi_tensor_2d(VIDI_DTYPE_F32, (void *)pixels, T, v->patch_dim);
     if (copy_pixels) {
-        const void *src = pixels;
-        if (dt != VIDI_DTYPE_F32) {
-            host = malloc(n * vidi_dtype_size(dt));
-            VIDI_CHECK(host, err, VIDI_ERR_NOMEM, "vision: out of host memory");
-            vidi_convert_from_f32(dt, pixels, host, n);
-            src = host;
-        }
-        VIDI_TRY(be->ops->copy_to_device(be, b->mlp, src, n * vidi_dtype_size(dt), err));
+        /* converted on the host when the activations are not f32; waits */
+        VIDI_TRY(vidi_upload_f32(be, b->mlp, pixels, n, err));
         px = vidi_tensor_2d(dt, b->mlp, T, v->patch_dim);
     }
     if (v->arch == VIDI_ARCH_QWEN2_5_VL) {
@@ -544,14 +564,8 @@ static vidi_status vision_embed(vidi_vision *v, const float *pixels, const visio
         vidi_tensor x = vidi_tensor_2d(dt, b->x, T, D);
         VIDI_TRY(be->ops->matmul(be, &px, &v->patch_w, NULL, &x, err));
     }
-    rc = VIDI_OK;
+    return VIDI_OK;
 fail:
-    /* the copy may still be in flight on an asynchronous backend */
-    if (host) {
-        vidi_err e2;
-        be->ops->synchronize(be, &e2);
-        free(host);
-    }
     return rc;
 }
 

@@ -38,6 +38,9 @@ typedef struct test_case {
  * that matches no case is a failure, so a misspelt ctest cannot pass. */
 int test_main(int argc, char **argv, const test_case *cases, int n);
 
+/* tests/data: $VIDI_TEST_DATA when set (a build run on another host), else
+ * the source tree's folder compiled in. */
+const char *test_data_dir(void);
 /* Path under tests/data: test_data_path("models/x") -> static buffer. */
 const char *test_data_path(const char *rel);
 

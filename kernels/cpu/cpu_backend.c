@@ -25,6 +25,7 @@
 #include <string.h>
 
 #include "core/pool.h"
+#include "kernels/cpu/cpu_paged.h"
 
 typedef struct cpu_ctx {
     vidi_pool *pool; /* NULL runs everything on the caller */
@@ -977,6 +978,7 @@ static const vidi_backend_ops cpu_ops = {
     .softmax = cpu_softmax,
     .rope = cpu_rope,
     .attention = cpu_attention,
+    .attention_paged = vidi_cpu_attention_paged,
     .gather_rows = cpu_gather_rows,
     .scatter_rows = cpu_scatter_rows,
     .sample = cpu_sample,

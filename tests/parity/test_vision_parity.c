@@ -19,6 +19,7 @@
 #include "kernels/ops.h"
 #include "model/checkpoint.h"
 #include "model/config.h"
+#include "model/model.h"
 #include "model/vision.h"
 #include "test_util.h"
 
@@ -57,16 +58,16 @@ static float *encode_rows(const float *pixels, int64_t n_rows, const int32_t (*g
     vidi_err err = {0};
     int64_t rows = vidi_vision_out_rows(F.vis, grids, n);
     int64_t cols = F.cfg.vision.out_hidden_size;
-    size_t bytes = (size_t)(rows * cols) * sizeof(float);
-    float *host = malloc(bytes);
-    void *dev = F.be->ops->buf_alloc(F.be, bytes);
+    size_t count = (size_t)(rows * cols);
+    float *host = malloc(count * sizeof(float));
+    void *dev = F.be->ops->buf_alloc(F.be, count * vidi_dtype_size(F.be->act_dtype));
     if (!host || !dev) {
         test_fail(__FILE__, __LINE__, "out of memory for %lld x %lld outputs", (long long)rows, (long long)cols);
         goto fail;
     }
-    vidi_tensor out = vidi_tensor_2d(VIDI_DTYPE_F32, dev, rows, cols);
+    vidi_tensor out = vidi_tensor_2d(F.be->act_dtype, dev, rows, cols);
     if (vidi_vision_encode(F.vis, pixels, n_rows, grids, n, &out, &err) != VIDI_OK ||
-        F.be->ops->copy_to_host(F.be, host, dev, bytes, &err) != VIDI_OK) {
+        vidi_download_f32(F.be, host, dev, count, &err) != VIDI_OK) {
         test_fail(__FILE__, __LINE__, "encode: %s", err.msg);
         goto fail;
     }
@@ -197,6 +198,46 @@ static void test_copied_weights_path_matches(void) {
     free(y);
 }
 
+/* The path of the CUDA backend's weights: copied (host_memory 0) and
+ * converted to bf16 (weight_dtype BF16, from the f32 checkpoint), norm
+ * weights and biases included; activations stay f32 on the CPU ops. Every
+ * item against the reference within BF16_W_TOL_REL * max|ref| +
+ * BF16_W_TOL_ABS (bf16 keeps 8 significant bits: a relative rounding of
+ * 2^-9 per weight). */
+#define BF16_W_TOL_REL 5e-2
+#define BF16_W_TOL_ABS 2e-2
+static void test_bf16_weights_path_within_tolerance(void) {
+    vidi_backend alias = *F.be;
+    alias.name = "cpu-as-device-bf16";
+    alias.host_memory = 0;
+    alias.weight_dtype = VIDI_DTYPE_BF16;
+    vidi_vision *vis = NULL;
+    vidi_err err = {0};
+    REQUIRE(vidi_vision_load(&F.cfg, F.ck, &alias, &vis, &err) == VIDI_OK, "load: %s", err.msg);
+    vidi_vision *keep = F.vis;
+    F.vis = vis;
+    for (int i = 0; i < F.n_items; i++) {
+        media_item *it = &F.items[i];
+        int64_t rows = 0;
+        float *y = encode_rows(it->pixels.data, it->pixels.shape[0], (const int32_t(*)[3])&it->grid, 1, &rows);
+        CHECK(y, "item %d: no output", i);
+        if (!y) continue;
+        long n = (long)(rows * F.cfg.vision.out_hidden_size);
+        double d = test_max_abs_diff(y, it->embeds.data, n), ref_max = 0;
+        for (long j = 0; j < n; j++) {
+            double a = fabs(((const float *)it->embeds.data)[j]);
+            if (a > ref_max) ref_max = a;
+        }
+        double tol = BF16_W_TOL_REL * ref_max + BF16_W_TOL_ABS;
+        printf("  item %d, bf16 weights: max abs diff %.3g (max|ref| %.3g, tolerance %.3g)\n", i, d, ref_max,
+               tol);
+        CHECK(d <= tol, "item %d: bf16 weights give max abs diff %g above %g", i, d, tol);
+        free(y);
+    }
+    F.vis = keep;
+    vidi_vision_free(vis);
+}
+
 /* A config that disagrees with the checkpoint fails to load, naming the
  * tensor. */
 static void test_mismatched_config_names_the_tensor(void) {
@@ -318,6 +359,7 @@ int main(int argc, char **argv) {
         {"video_slices_equal_whole", test_video_slices_equal_whole},
         {"bad_grids_are_errors", test_bad_grids_are_errors},
         {"copied_weights_path_matches", test_copied_weights_path_matches},
+        {"bf16_weights_path_within_tolerance", test_bf16_weights_path_within_tolerance},
         {"mismatched_config_names_the_tensor", test_mismatched_config_names_the_tensor},
     };
     int rc = test_main(argc - 1, argv + 1, cases, (int)(sizeof cases / sizeof cases[0]));

@@ -78,7 +78,10 @@ static void usage_generate(FILE *f) {
             "  --logits-out FILE.npy  logits of the first generated position, f32 [vocab]\n"
             "  --ids-out FILE.npy     generated token ids, i32 [n]\n"
             "  --prompt-ids-out FILE.npy  prompt ids with pads expanded, i32 [L]\n"
-            "  --threads N            CPU threads (default: all)\n"
+            "  --backend cpu|cuda     where the model runs (default cpu; cuda in builds with\n"
+            "                         the CUDA backend: bf16 weights and activations)\n"
+            "  --device N             CUDA device ordinal for --backend cuda (default 0)\n"
+            "  --threads N            CPU threads for --backend cpu (default: all)\n"
             "  --stats                token counts and timings on stderr\n");
 }
 
@@ -213,7 +216,9 @@ static int cli_on_token(void *user, int32_t token, int index) {
 static int cmd_generate(int argc, char **argv) {
     const char *model_dir = NULL, *prompt = NULL, *system = NULL;
     const char *logits_out = NULL, *ids_out = NULL, *prompt_ids_out = NULL;
-    long max_tokens = 128, top_k = 0, threads = 0;
+    long max_tokens = 128, top_k = 0, threads = 0, device = 0;
+    const char *backend = "cpu";
+    int has_device = 0;
     double temperature = 0.0, top_p = 1.0;
     unsigned long long seed = 0;
     int ignore_eos = 0, stats = 0;
@@ -322,6 +327,15 @@ static int cmd_generate(int argc, char **argv) {
             prompt_ids_out = v;
         } else if (!strcmp(a, "--threads")) {
             if (parse_long(a, v, 0, 4096, &threads)) goto usage_fail;
+        } else if (!strcmp(a, "--backend")) {
+            if (strcmp(v, "cpu") && strcmp(v, "cuda")) {
+                fprintf(stderr, "vidi generate: --backend expects cpu or cuda, got '%s'\n", v);
+                goto usage_fail;
+            }
+            backend = v;
+        } else if (!strcmp(a, "--device")) {
+            if (parse_long(a, v, 0, 1023, &device)) goto usage_fail;
+            has_device = 1;
         } else {
             fprintf(stderr, "vidi generate: unknown option '%s'\n", a);
             goto usage_fail;
@@ -331,6 +345,19 @@ static int cmd_generate(int argc, char **argv) {
         fprintf(stderr, "vidi generate: --model and --prompt are required\n");
         goto usage_fail;
     }
+    int use_cuda = !strcmp(backend, "cuda");
+    if (has_device && !use_cuda) {
+        fprintf(stderr, "vidi generate: --device is for --backend cuda\n");
+        goto usage_fail;
+    }
+#ifndef VIDI_HAVE_CUDA
+    if (use_cuda) {
+        fprintf(stderr, "vidi generate: this vidi was built without the CUDA backend "
+                        "(configure with -DVIDI_CUDA=ON on a machine with nvcc); use --backend "
+                        "cpu\n");
+        goto done;
+    }
+#endif
 
     /* ---- files first: cheap checks before anything is loaded ---- */
     char path[4096];
@@ -379,10 +406,26 @@ static int cmd_generate(int argc, char **argv) {
     }
 
     /* ---- model and tokenizer ---- */
-    be = vidi_backend_cpu_create((int)threads, &err);
-    if (!be) {
-        fprintf(stderr, "vidi generate: CPU backend: %s\n", err.msg);
-        goto done;
+    if (use_cuda) {
+#ifdef VIDI_HAVE_CUDA
+        int n_dev = vidi_cuda_device_count();
+        if (device >= n_dev) {
+            fprintf(stderr, "vidi generate: --device %ld but this machine has %d CUDA device%s "
+                            "(see 'vidi info')\n", device, n_dev, n_dev == 1 ? "" : "s");
+            goto done;
+        }
+        be = vidi_backend_cuda_create((int)device, &err);
+        if (!be) {
+            fprintf(stderr, "vidi generate: CUDA backend on device %ld: %s\n", device, err.msg);
+            goto done;
+        }
+#endif
+    } else {
+        be = vidi_backend_cpu_create((int)threads, &err);
+        if (!be) {
+            fprintf(stderr, "vidi generate: CPU backend: %s\n", err.msg);
+            goto done;
+        }
     }
     if (vidi_model_load(model_dir, be, &model, &err) != VIDI_OK) {
         fprintf(stderr, "vidi generate: %s\n", err.msg);
@@ -538,6 +581,7 @@ static int cmd_generate(int argc, char **argv) {
                 (long long)res.prompt_tokens, res.n_tokens, finish[res.finish],
                 (long long)res.rope_delta, res.encode_s, res.prefill_s,
                 res.prefill_s > 0 ? res.prompt_tokens / res.prefill_s : 0.0, res.decode_s, dec_rate);
+        fprintf(stderr, "backend %s\n", be->name);
     }
     rc = 0;
     goto done;

@@ -1,0 +1,765 @@
+// kernels/cuda/cuda_attention.cu — attention on the GPU: the varlen
+// FlashAttention-style kernel (prefill and the vision tower) and paged decode
+// attention. CPU twins: cpu_attention (kernels/cpu/cpu_backend.c) and
+// vidi_cpu_attention_paged (kernels/cpu/cpu_paged.c).
+//
+// Varlen kernel. One CTA of 4 warps owns 64 query rows of one (sequence,
+// query head); each warp owns 16 rows. Keys and values stream through shared
+// memory in tiles of 64 (V stored transposed so that the tensor-core operand
+// loads are single 32-bit words). S = Q K^T and O += P V run on the tensor
+// cores (mma.sync m16n8k16, bf16 operands, fp32 accumulators); the softmax
+// is the online one in fp32 registers (running max and sum per row, in the
+// log2 domain). Q, K and V are rounded to bf16 on the way in (F32 inputs
+// too), P is rounded to bf16 for the PV product, everything else is fp32.
+// The host builds a CTA -> (sequence, query tile) map, longest causal tiles
+// first, and uploads it with the cu offsets in one copy.
+//
+// Paged decode. One CTA of 4 warps owns (sequence, kv head, up to 8 query
+// heads of that kv head's group, one split of the keys). Lanes work in
+// groups of 2^k that each hold one key: every lane loads 8 elements of K
+// and V, so each key is read from memory once for all query heads of the
+// group. Partial (max, sum, unnormalised output) are merged across lane
+// groups, then warps; with several splits a second kernel merges the splits
+// by log-sum-exp. All arithmetic fp32.
+#include "kernels/cuda/cuda_backend.h"
+
+#include <cuda_bf16.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+namespace {
+
+constexpr float kLog2e = 1.4426950408889634f;
+
+// ---------------------------------------------------------------------------
+// Element loads and stores: 8 consecutive elements as floats.
+
+__device__ __forceinline__ float to_f32(float x) { return x; }
+__device__ __forceinline__ float to_f32(__nv_bfloat16 x) { return __bfloat162float(x); }
+template <typename T> __device__ __forceinline__ T from_f32(float x);
+template <> __device__ __forceinline__ float from_f32<float>(float x) { return x; }
+template <> __device__ __forceinline__ __nv_bfloat16 from_f32<__nv_bfloat16>(float x) {
+    return __float2bfloat16_rn(x);
+}
+
+// 8 elements at p; vec says p is 16-byte aligned.
+__device__ __forceinline__ void load8(const __nv_bfloat16 *p, bool vec, float (&x)[8]) {
+    if (vec) {
+        uint4 u = *reinterpret_cast<const uint4 *>(p);
+        const __nv_bfloat162 *h = reinterpret_cast<const __nv_bfloat162 *>(&u);
+#pragma unroll
+        for (int i = 0; i < 4; i++) {
+            float2 f = __bfloat1622float2(h[i]);
+            x[2 * i] = f.x;
+            x[2 * i + 1] = f.y;
+        }
+    } else {
+#pragma unroll
+        for (int i = 0; i < 8; i++) x[i] = __bfloat162float(p[i]);
+    }
+}
+__device__ __forceinline__ void load8(const float *p, bool vec, float (&x)[8]) {
+    if (vec) {
+        float4 a = reinterpret_cast<const float4 *>(p)[0], b = reinterpret_cast<const float4 *>(p)[1];
+        x[0] = a.x, x[1] = a.y, x[2] = a.z, x[3] = a.w, x[4] = b.x, x[5] = b.y, x[6] = b.z, x[7] = b.w;
+    } else {
+#pragma unroll
+        for (int i = 0; i < 8; i++) x[i] = p[i];
+    }
+}
+
+__device__ __forceinline__ uint32_t pack_bf16(float lo, float hi) {
+    __nv_bfloat162 h = __floats2bfloat162_rn(lo, hi);  // .x (low half) = lo
+    return *reinterpret_cast<uint32_t *>(&h);
+}
+
+// d += a · b, one m16n8k16 tile: a row-major 16x16 bf16, b column-major
+// 16x8 bf16, d 16x8 fp32. Fragment layout (g = lane / 4, t = lane % 4):
+//   a0 (g, 2t..2t+1)  a1 (g+8, 2t..)  a2 (g, 2t+8..)  a3 (g+8, 2t+8..)
+//   b0 (k 2t..2t+1, n g)  b1 (k 2t+8.., n g)
+//   d0,d1 (g, 2t..2t+1)  d2,d3 (g+8, 2t..2t+1)
+__device__ __forceinline__ void mma_bf16(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
+    asm volatile(
+        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 "
+        "{%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+// ---------------------------------------------------------------------------
+// Varlen attention.
+
+constexpr int kBM = 64;        // query rows per CTA
+constexpr int kBN = 64;        // keys per shared-memory tile
+constexpr int kWarps = kBM / 16;
+constexpr int kThreads = kWarps * 32;
+constexpr int kVtPad = 8;      // bf16 padding of a transposed-V row
+
+struct attn_tile {
+    int seq;  // sequence
+    int q0;   // first query row of the tile, within the sequence
+};
+
+struct attn_params {
+    const int32_t *cu_q, *cu_k;  // device, n_seqs + 1
+    const attn_tile *tiles;      // device, gridDim.x
+    int hq, hkv;
+    int causal;
+    float scale_log2;            // scale * log2(e)
+    bool vec;                    // q, k, v, out 16-byte aligned
+};
+
+template <typename T, int D>
+__global__ void __launch_bounds__(kThreads) attn_varlen_kernel(const T *__restrict__ q, const T *__restrict__ k,
+                                                                 const T *__restrict__ v, T *__restrict__ out,
+                                                                 attn_params p) {
+    static_assert(D % 16 == 0, "head dim must be a multiple of 16");
+    constexpr int KP = D + 8;  // padded K row (bf16): 16-byte multiple, conflict-free fragment loads
+    __shared__ __align__(16) __nv_bfloat16 ks[kBN][KP];
+    __shared__ __align__(16) __nv_bfloat16 vt[D][kBN + kVtPad];
+
+    const attn_tile tile = p.tiles[blockIdx.x];
+    const int h = blockIdx.y;
+    const int s = tile.seq;
+    const int q_base = p.cu_q[s], k_base = p.cu_k[s];
+    const int lq = p.cu_q[s + 1] - q_base, lk = p.cu_k[s + 1] - k_base;
+    const int kvh = h / (p.hq / p.hkv);
+    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
+    const int r0 = tile.q0 + warp * 16 + g, r1 = r0 + 8;  // this thread's two rows (in the sequence)
+    const int64_t k_stride = (int64_t)p.hkv * D;
+
+    // Keys this CTA needs: causal row i sees keys [0, lk - lq + i].
+    const int last_row = min(tile.q0 + kBM, lq) - 1;
+    int n_keys = lk;
+    if (p.causal) n_keys = max(0, min(lk, lk - lq + last_row + 1));
+    // Row limits (exclusive) for this thread's rows.
+    const int lim0 = p.causal ? min(lk, lk - lq + r0 + 1) : lk;
+    const int lim1 = p.causal ? min(lk, lk - lq + r1 + 1) : lk;
+
+    // Q fragments straight from global memory, bf16, zero beyond the sequence.
+    uint32_t qf[D / 16][4];
+    {
+        const T *q0p = q + ((int64_t)(q_base + r0) * p.hq + h) * D;
+        const T *q1p = q + ((int64_t)(q_base + r1) * p.hq + h) * D;
+        const bool ok0 = r0 < lq, ok1 = r1 < lq;
+#pragma unroll
+        for (int kk = 0; kk < D / 16; kk++) {
+            const int c = kk * 16 + 2 * t;
+            qf[kk][0] = ok0 ? pack_bf16(to_f32(q0p[c]), to_f32(q0p[c + 1])) : 0u;
+            qf[kk][1] = ok1 ? pack_bf16(to_f32(q1p[c]), to_f32(q1p[c + 1])) : 0u;
+            qf[kk][2] = ok0 ? pack_bf16(to_f32(q0p[c + 8]), to_f32(q0p[c + 9])) : 0u;
+            qf[kk][3] = ok1 ? pack_bf16(to_f32(q1p[c + 8]), to_f32(q1p[c + 9])) : 0u;
+        }
+    }
+
+    float o[D / 8][4];
+#pragma unroll
+    for (int i = 0; i < D / 8; i++) o[i][0] = o[i][1] = o[i][2] = o[i][3] = 0.f;
+    float m0 = -INFINITY, m1 = -INFINITY;  // running max (log2 domain) of rows r0, r1
+    float l0 = 0.f, l1 = 0.f;              // this thread's share of the running sums
+
+    constexpr int kChunks = D / 8;  // 8-element chunks per row
+    for (int kt0 = 0; kt0 < n_keys; kt0 += kBN) {
+        // Stage K (row-major) and V (transposed) of keys kt0 .. kt0 + 63; zeros past lk.
+        for (int idx = threadIdx.x; idx < kBN * kChunks; idx += kThreads) {
+            // consecutive threads take consecutive keys: conflict-free transposed V stores
+            const int r = idx % kBN, c = (idx / kBN) * 8;
+            const int key = kt0 + r;
+            float kx[8], vx[8];
+            if (key < lk) {
+                const int64_t off = (int64_t)(k_base + key) * k_stride + (int64_t)kvh * D + c;
+                load8(k + off, p.vec, kx);
+                load8(v + off, p.vec, vx);
+            } else {
+#pragma unroll
+                for (int i = 0; i < 8; i++) kx[i] = vx[i] = 0.f;
+            }
+            uint4 kv;
+            kv.x = pack_bf16(kx[0], kx[1]);
+            kv.y = pack_bf16(kx[2], kx[3]);
+            kv.z = pack_bf16(kx[4], kx[5]);
+            kv.w = pack_bf16(kx[6], kx[7]);
+            *reinterpret_cast<uint4 *>(&ks[r][c]) = kv;
+#pragma unroll
+            for (int i = 0; i < 8; i++) vt[c + i][r] = __float2bfloat16_rn(vx[i]);
+        }
+        __syncthreads();
+
+        // S = Q K^T for 16 rows x 64 keys.
+        float sc[kBN / 8][4];
+#pragma unroll
+        for (int nt = 0; nt < kBN / 8; nt++) sc[nt][0] = sc[nt][1] = sc[nt][2] = sc[nt][3] = 0.f;
+#pragma unroll
+        for (int kk = 0; kk < D / 16; kk++) {
+#pragma unroll
+            for (int nt = 0; nt < kBN / 8; nt++) {
+                const __nv_bfloat16 *kr = &ks[nt * 8 + g][kk * 16 + 2 * t];
+                const uint32_t b0 = *reinterpret_cast<const uint32_t *>(kr);
+                const uint32_t b1 = *reinterpret_cast<const uint32_t *>(kr + 8);
+                mma_bf16(sc[nt], qf[kk], b0, b1);
+            }
+        }
+
+        // Scale, mask, row max.
+        float tmax0 = -INFINITY, tmax1 = -INFINITY;
+#pragma unroll
+        for (int nt = 0; nt < kBN / 8; nt++) {
+            const int j = kt0 + nt * 8 + 2 * t;
+            sc[nt][0] = j < lim0 ? sc[nt][0] * p.scale_log2 : -INFINITY;
+            sc[nt][1] = j + 1 < lim0 ? sc[nt][1] * p.scale_log2 : -INFINITY;
+            sc[nt][2] = j < lim1 ? sc[nt][2] * p.scale_log2 : -INFINITY;
+            sc[nt][3] = j + 1 < lim1 ? sc[nt][3] * p.scale_log2 : -INFINITY;
+            tmax0 = fmaxf(tmax0, fmaxf(sc[nt][0], sc[nt][1]));
+            tmax1 = fmaxf(tmax1, fmaxf(sc[nt][2], sc[nt][3]));
+        }
+        tmax0 = fmaxf(tmax0, __shfl_xor_sync(0xffffffffu, tmax0, 1));
+        tmax0 = fmaxf(tmax0, __shfl_xor_sync(0xffffffffu, tmax0, 2));
+        tmax1 = fmaxf(tmax1, __shfl_xor_sync(0xffffffffu, tmax1, 1));
+        tmax1 = fmaxf(tmax1, __shfl_xor_sync(0xffffffffu, tmax1, 2));
+        const float mn0 = fmaxf(m0, tmax0), mn1 = fmaxf(m1, tmax1);
+        // A row with no visible key yet keeps max -inf; subtract 0 then so exp2 gives 0, not NaN.
+        const float mu0 = mn0 == -INFINITY ? 0.f : mn0, mu1 = mn1 == -INFINITY ? 0.f : mn1;
+        const float alpha0 = exp2f(m0 - mu0), alpha1 = exp2f(m1 - mu1);
+        m0 = mn0;
+        m1 = mn1;
+
+        // P = exp2(S - max) as bf16 A fragments; the sums use the fp32 values.
+        uint32_t pf[kBN / 16][4];
+        float rs0 = 0.f, rs1 = 0.f;
+#pragma unroll
+        for (int nt = 0; nt < kBN / 8; nt++) {
+            const float p0 = exp2f(sc[nt][0] - mu0), p1 = exp2f(sc[nt][1] - mu0);
+            const float p2 = exp2f(sc[nt][2] - mu1), p3 = exp2f(sc[nt][3] - mu1);
+            rs0 += p0 + p1;
+            rs1 += p2 + p3;
+            pf[nt / 2][(nt % 2) * 2 + 0] = pack_bf16(p0, p1);
+            pf[nt / 2][(nt % 2) * 2 + 1] = pack_bf16(p2, p3);
+        }
+        l0 = l0 * alpha0 + rs0;
+        l1 = l1 * alpha1 + rs1;
+#pragma unroll
+        for (int dt = 0; dt < D / 8; dt++) {
+            o[dt][0] *= alpha0;
+            o[dt][1] *= alpha0;
+            o[dt][2] *= alpha1;
+            o[dt][3] *= alpha1;
+        }
+
+        // O += P V.
+#pragma unroll
+        for (int kk = 0; kk < kBN / 16; kk++) {
+#pragma unroll
+            for (int dt = 0; dt < D / 8; dt++) {
+                const __nv_bfloat16 *vr = &vt[dt * 8 + g][kk * 16 + 2 * t];
+                const uint32_t b0 = *reinterpret_cast<const uint32_t *>(vr);
+                const uint32_t b1 = *reinterpret_cast<const uint32_t *>(vr + 8);
+                mma_bf16(o[dt], pf[kk], b0, b1);
+            }
+        }
+        __syncthreads();  // before the next tile overwrites ks / vt
+    }
+
+    // Finish the sums across the quad and write; rows that saw no key get 0.
+    l0 += __shfl_xor_sync(0xffffffffu, l0, 1);
+    l0 += __shfl_xor_sync(0xffffffffu, l0, 2);
+    l1 += __shfl_xor_sync(0xffffffffu, l1, 1);
+    l1 += __shfl_xor_sync(0xffffffffu, l1, 2);
+    const float inv0 = l0 > 0.f ? 1.f / l0 : 0.f, inv1 = l1 > 0.f ? 1.f / l1 : 0.f;
+    T *o0p = out + ((int64_t)(q_base + r0) * p.hq + h) * D;
+    T *o1p = out + ((int64_t)(q_base + r1) * p.hq + h) * D;
+#pragma unroll
+    for (int dt = 0; dt < D / 8; dt++) {
+        const int c = dt * 8 + 2 * t;
+        if (r0 < lq) {
+            o0p[c] = from_f32<T>(o[dt][0] * inv0);
+            o0p[c + 1] = from_f32<T>(o[dt][1] * inv0);
+        }
+        if (r1 < lq) {
+            o1p[c] = from_f32<T>(o[dt][2] * inv1);
+            o1p[c + 1] = from_f32<T>(o[dt][3] * inv1);
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Paged decode attention.
+
+constexpr int kPgWarps = 4;
+constexpr int kPgThreads = kPgWarps * 32;
+constexpr int kPgMaxGroup = 8;   // query heads per CTA
+constexpr int kPgMinChunk = 128; // fewest keys worth a split of their own
+
+struct paged_params {
+    const int32_t *block_table;  // [B, max_blocks]
+    const int32_t *seq_lens;     // [B]
+    int hq, hkv, group;          // group = hq / hkv
+    int n_hgroups;               // ceil(group / kPgMaxGroup)
+    int max_blocks, block_size, n_blocks;
+    int n_splits;
+    float scale_log2;
+    bool vec;
+    float *part_o;               // [B, hq, n_splits, D] when n_splits > 1
+    float *part_ml;              // [B, hq, n_splits, 2] (max, sum)
+};
+
+// Merge (m2, l2, o2) into (m, l, o); maxima in the log2 domain, -inf = empty.
+__device__ __forceinline__ void lse_merge(float &m, float &l, float (&o)[8], float m2, float l2,
+                                          const float (&o2)[8]) {
+    const float mn = fmaxf(m, m2);
+    if (mn == -INFINITY) return;  // both empty
+    const float a = exp2f(m - mn), b = exp2f(m2 - mn);
+    l = l * a + l2 * b;
+#pragma unroll
+    for (int i = 0; i < 8; i++) o[i] = o[i] * a + o2[i] * b;
+    m = mn;
+}
+
+// LANES lanes (a power of two, >= D / 8) share one key; 32 / LANES keys per
+// warp step. Lane c of a lane group holds elements 8c .. 8c + 7.
+template <typename T, int D, int LANES>
+__global__ void __launch_bounds__(kPgThreads) attn_paged_kernel(const T *__restrict__ q,
+                                                                  const T *__restrict__ kc,
+                                                                  const T *__restrict__ vc, T *__restrict__ out,
+                                                                  paged_params p) {
+    constexpr int kChunks = D / 8;
+    constexpr int kSlots = 32 / LANES;  // keys per warp step
+    static_assert(D % 8 == 0 && LANES >= kChunks && LANES <= 32 && (LANES & (LANES - 1)) == 0, "bad lanes");
+    __shared__ float sm_ml[kPgWarps][kPgMaxGroup][2];
+    __shared__ float sm_o[kPgWarps][kPgMaxGroup][D];
+
+    const int b = blockIdx.x;
+    const int kvh = blockIdx.y / p.n_hgroups, hg = blockIdx.y % p.n_hgroups;
+    const int split = blockIdx.z;
+    const int h0 = kvh * p.group + hg * kPgMaxGroup;           // first query head of this CTA
+    const int nh = min(kPgMaxGroup, p.group - hg * kPgMaxGroup);  // its query heads
+    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    const int slot = lane / LANES, c = lane % LANES;
+    const bool has_chunk = c < kChunks;
+
+    int len = p.seq_lens[b];
+    len = max(0, min(len, p.max_blocks * p.block_size));
+    const int per_split = (len + p.n_splits - 1) / p.n_splits;
+    const int k_begin = min(len, split * per_split), k_end = min(len, k_begin + per_split);
+
+    // This lane's slice of each query head, pre-scaled into the log2 domain.
+    float qv[kPgMaxGroup][8];
+#pragma unroll
+    for (int gi = 0; gi < kPgMaxGroup; gi++) {
+        if (gi < nh && has_chunk) {
+            load8(q + ((int64_t)b * p.hq + h0 + gi) * D + 8 * c, p.vec, qv[gi]);
+#pragma unroll
+            for (int i = 0; i < 8; i++) qv[gi][i] *= p.scale_log2;
+        } else {
+#pragma unroll
+            for (int i = 0; i < 8; i++) qv[gi][i] = 0.f;
+        }
+    }
+
+    float m[kPgMaxGroup], l[kPgMaxGroup], o[kPgMaxGroup][8];
+#pragma unroll
+    for (int gi = 0; gi < kPgMaxGroup; gi++) {
+        m[gi] = -INFINITY;
+        l[gi] = 0.f;
+#pragma unroll
+        for (int i = 0; i < 8; i++) o[gi][i] = 0.f;
+    }
+
+    const int32_t *table = p.block_table + (int64_t)b * p.max_blocks;
+    const int64_t row_stride = (int64_t)p.hkv * D, block_stride = (int64_t)p.block_size * row_stride;
+    for (int j0 = k_begin + (warp * kSlots); j0 < k_end; j0 += kPgWarps * kSlots) {
+        const int j = j0 + slot;
+        // Keys past the range or in a block id outside the cache are skipped
+        // (the host cannot see the table; the CPU twin reports such ids).
+        bool valid = j < k_end;
+        float kx[8], vx[8];
+        if (valid) {
+            const int blk = table[j / p.block_size];
+            valid = blk >= 0 && blk < p.n_blocks;
+            if (valid && has_chunk) {
+                const int64_t off = blk * block_stride + (j % p.block_size) * row_stride + (int64_t)kvh * D + 8 * c;
+                load8(kc + off, p.vec, kx);
+                load8(vc + off, p.vec, vx);
+            }
+        }
+        if (!(valid && has_chunk)) {
+#pragma unroll
+            for (int i = 0; i < 8; i++) kx[i] = vx[i] = 0.f;
+        }
+#pragma unroll
+        for (int gi = 0; gi < kPgMaxGroup; gi++) {
+            if (gi >= nh) break;  // uniform across the CTA
+            float s = 0.f;
+#pragma unroll
+            for (int i = 0; i < 8; i++) s = fmaf(qv[gi][i], kx[i], s);
+#pragma unroll
+            for (int w = LANES / 2; w >= 1; w /= 2) s += __shfl_xor_sync(0xffffffffu, s, w);
+            if (valid) {
+                const float mn = fmaxf(m[gi], s);
+                const float a = exp2f(m[gi] - mn), e = exp2f(s - mn);
+                l[gi] = l[gi] * a + e;
+#pragma unroll
+                for (int i = 0; i < 8; i++) o[gi][i] = o[gi][i] * a + e * vx[i];
+                m[gi] = mn;
+            }
+        }
+    }
+
+    // Merge the slots of the warp (lanes with the same c), then the warps.
+#pragma unroll
+    for (int gi = 0; gi < kPgMaxGroup; gi++) {
+        if (gi >= nh) break;
+#pragma unroll
+        for (int w = LANES; w < 32; w *= 2) {
+            const float m2 = __shfl_xor_sync(0xffffffffu, m[gi], w);
+            const float l2 = __shfl_xor_sync(0xffffffffu, l[gi], w);
+            float o2[8];
+#pragma unroll
+            for (int i = 0; i < 8; i++) o2[i] = __shfl_xor_sync(0xffffffffu, o[gi][i], w);
+            lse_merge(m[gi], l[gi], o[gi], m2, l2, o2);
+        }
+        if (slot == 0) {
+            if (c == 0) {
+                sm_ml[warp][gi][0] = m[gi];
+                sm_ml[warp][gi][1] = l[gi];
+            }
+            if (has_chunk)
+#pragma unroll
+                for (int i = 0; i < 8; i++) sm_o[warp][gi][8 * c + i] = o[gi][i];
+        }
+    }
+    __syncthreads();
+
+    // Thread (gi, d) pairs combine the warps and write.
+    for (int idx = threadIdx.x; idx < nh * D; idx += kPgThreads) {
+        const int gi = idx / D, d = idx % D;
+        float mm = -INFINITY;
+#pragma unroll
+        for (int w = 0; w < kPgWarps; w++) mm = fmaxf(mm, sm_ml[w][gi][0]);
+        float ll = 0.f, oo = 0.f;
+        if (mm != -INFINITY) {
+#pragma unroll
+            for (int w = 0; w < kPgWarps; w++) {
+                const float a = exp2f(sm_ml[w][gi][0] - mm);
+                ll += sm_ml[w][gi][1] * a;
+                oo += sm_o[w][gi][d] * a;
+            }
+        }
+        const int h = h0 + gi;
+        if (p.n_splits == 1) {
+            out[((int64_t)b * p.hq + h) * D + d] = from_f32<T>(ll > 0.f ? oo / ll : 0.f);
+        } else {
+            const int64_t part = ((int64_t)b * p.hq + h) * p.n_splits + split;
+            p.part_o[part * D + d] = oo;
+            if (d == 0) {
+                p.part_ml[part * 2] = mm;
+                p.part_ml[part * 2 + 1] = ll;
+            }
+        }
+    }
+}
+
+// One CTA per (sequence, query head): merge the splits by log-sum-exp.
+template <typename T>
+__global__ void attn_paged_merge_kernel(const float *__restrict__ part_o, const float *__restrict__ part_ml,
+                                        int n_splits, int D, T *__restrict__ out) {
+    const int64_t bh = blockIdx.x;
+    const float *ml = part_ml + bh * n_splits * 2;
+    float mm = -INFINITY;
+    for (int sp = 0; sp < n_splits; sp++) mm = fmaxf(mm, ml[2 * sp]);
+    for (int d = threadIdx.x; d < D; d += blockDim.x) {
+        float ll = 0.f, oo = 0.f;
+        if (mm != -INFINITY)
+            for (int sp = 0; sp < n_splits; sp++) {
+                const float a = exp2f(ml[2 * sp] - mm);
+                ll += ml[2 * sp + 1] * a;
+                oo += part_o[(bh * n_splits + sp) * D + d] * a;
+            }
+        out[bh * D + d] = from_f32<T>(ll > 0.f ? oo / ll : 0.f);
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Host side.
+
+const char *shape_str(const vidi_tensor *t, char *buf, size_t len) {
+    int off = snprintf(buf, len, "[");
+    for (int i = 0; i < t->ndim && i < VIDI_MAX_DIMS && off < (int)len; i++)
+        off += snprintf(buf + off, len - (size_t)off, "%s%lld", i ? ", " : "", (long long)t->shape[i]);
+    if (off < (int)len) snprintf(buf + off, len - (size_t)off, "] %s", vidi_dtype_name(t->dtype));
+    return buf;
+}
+
+vidi_status check_view(const char *op, const char *name, const vidi_tensor *t, int ndim, vidi_err *err) {
+    if (!t) return vidi_err_set(err, VIDI_ERR_INVALID, "%s: %s is NULL", op, name);
+    if (t->ndim != ndim)
+        return vidi_err_set(err, VIDI_ERR_INVALID, "%s: %s has %d dimensions, must have %d", op, name, t->ndim,
+                            ndim);
+    for (int i = 0; i < ndim; i++)
+        if (t->shape[i] < 0) return vidi_err_set(err, VIDI_ERR_INVALID, "%s: %s has a negative dimension", op, name);
+    if (!t->data && vidi_tensor_numel(t) > 0) return vidi_err_set(err, VIDI_ERR_INVALID, "%s: %s has no data", op, name);
+    return VIDI_OK;
+}
+
+bool overlaps(const vidi_tensor *a, const vidi_tensor *b) {
+    const char *pa = (const char *)a->data, *pb = (const char *)b->data;
+    const size_t na = vidi_tensor_nbytes(a), nb = vidi_tensor_nbytes(b);
+    return na && nb && pa < pb + nb && pb < pa + na;
+}
+
+bool aligned16(const void *x) { return ((uintptr_t)x & 15u) == 0; }
+
+vidi_status check_offsets(const int32_t *cu, int n, int64_t total, const char *name, vidi_err *err) {
+    if (cu[0] != 0) return vidi_err_set(err, VIDI_ERR_INVALID, "attention: %s[0] = %d, must be 0", name, (int)cu[0]);
+    for (int s = 0; s < n; s++)
+        if (cu[s + 1] < cu[s])
+            return vidi_err_set(err, VIDI_ERR_INVALID, "attention: %s[%d] = %d is below %s[%d] = %d", name, s + 1,
+                                (int)cu[s + 1], name, s, (int)cu[s]);
+    if (cu[n] != total)
+        return vidi_err_set(err, VIDI_ERR_INVALID, "attention: %s[%d] = %d but the tensor has %lld rows", name, n,
+                            (int)cu[n], (long long)total);
+    return VIDI_OK;
+}
+
+// Device memory for `bytes` of per-call data: a stream-ordered allocation
+// (the device's memory pool makes it cheap after the first call), released
+// by release_scratch once the kernels that use it are queued.
+vidi_status get_scratch(vidi_backend *be, size_t bytes, void **owned, const char *op, vidi_err *err) {
+    *owned = NULL;
+    return vidi_cuda_check(cudaMallocAsync(owned, bytes, vidi_cuda_stream(be)), op, err);
+}
+
+void release_scratch(vidi_backend *be, void *owned) {
+    if (owned) cudaFreeAsync(owned, vidi_cuda_stream(be));
+}
+
+template <typename T, int D>
+vidi_status launch_varlen(const vidi_tensor *q, const vidi_tensor *k, const vidi_tensor *v, vidi_tensor *out,
+                          const attn_params &p, int n_tiles, cudaStream_t st, vidi_err *err) {
+    dim3 grid((unsigned)n_tiles, (unsigned)p.hq);
+    attn_varlen_kernel<T, D><<<grid, kThreads, 0, st>>>((const T *)q->data, (const T *)k->data, (const T *)v->data,
+                                                       (T *)out->data, p);
+    return vidi_cuda_check_launch("attention: kernel launch", err);
+}
+
+template <typename T>
+vidi_status launch_varlen_d(int D, const vidi_tensor *q, const vidi_tensor *k, const vidi_tensor *v,
+                            vidi_tensor *out, const attn_params &p, int n_tiles, cudaStream_t st, vidi_err *err) {
+    switch (D) {
+    case 16: return launch_varlen<T, 16>(q, k, v, out, p, n_tiles, st, err);
+    case 64: return launch_varlen<T, 64>(q, k, v, out, p, n_tiles, st, err);
+    case 80: return launch_varlen<T, 80>(q, k, v, out, p, n_tiles, st, err);
+    case 128: return launch_varlen<T, 128>(q, k, v, out, p, n_tiles, st, err);
+    default: return vidi_err_set(err, VIDI_ERR_UNSUPPORTED, "attention: head dim %d (16, 64, 80, 128 supported)", D);
+    }
+}
+
+template <typename T, int D, int LANES>
+vidi_status launch_paged(const vidi_tensor *q, const vidi_tensor *kc, const vidi_tensor *vc, vidi_tensor *out,
+                         const paged_params &p, int B, cudaStream_t st, vidi_err *err) {
+    dim3 grid((unsigned)B, (unsigned)(p.hkv * p.n_hgroups), (unsigned)p.n_splits);
+    attn_paged_kernel<T, D, LANES><<<grid, kPgThreads, 0, st>>>((const T *)q->data, (const T *)kc->data,
+                                                               (const T *)vc->data, (T *)out->data, p);
+    vidi_status rc = vidi_cuda_check_launch("attention_paged: kernel launch", err);
+    if (rc != VIDI_OK || p.n_splits == 1) return rc;
+    attn_paged_merge_kernel<T><<<(unsigned)(B * p.hq), D < 128 ? D : 128, 0, st>>>(p.part_o, p.part_ml, p.n_splits,
+                                                                                  D, (T *)out->data);
+    return vidi_cuda_check_launch("attention_paged: merge launch", err);
+}
+
+template <typename T>
+vidi_status launch_paged_d(int D, const vidi_tensor *q, const vidi_tensor *kc, const vidi_tensor *vc,
+                           vidi_tensor *out, const paged_params &p, int B, cudaStream_t st, vidi_err *err) {
+    switch (D) {
+    case 16: return launch_paged<T, 16, 2>(q, kc, vc, out, p, B, st, err);
+    case 64: return launch_paged<T, 64, 8>(q, kc, vc, out, p, B, st, err);
+    case 80: return launch_paged<T, 80, 16>(q, kc, vc, out, p, B, st, err);
+    case 128: return launch_paged<T, 128, 16>(q, kc, vc, out, p, B, st, err);
+    default:
+        return vidi_err_set(err, VIDI_ERR_UNSUPPORTED, "attention_paged: head dim %d (16, 64, 80, 128 supported)", D);
+    }
+}
+
+}  // namespace
+
+// Varlen attention (ops.h attention). q, k, v, out: BF16 or F32, all one
+// dtype, device memory; cu_q / cu_k are host arrays. Queues the kernel on the
+// backend's stream; the small offset/tile tables go up in one async copy.
+extern "C" vidi_status vidi_cuda_attention(vidi_backend *be, const vidi_tensor *q, const vidi_tensor *k,
+                                           const vidi_tensor *v, vidi_tensor *out, const vidi_attn_args *args,
+                                           vidi_err *err) {
+    const char *op = "attention";
+    vidi_status rc = VIDI_OK;
+    int32_t *host = NULL;
+    void *owned = NULL;
+    char s1[96], s2[96];
+    VIDI_TRY(check_view(op, "q", q, 3, err));
+    VIDI_TRY(check_view(op, "k", k, 3, err));
+    VIDI_TRY(check_view(op, "v", v, 3, err));
+    VIDI_TRY(check_view(op, "out", out, 3, err));
+    VIDI_CHECK(args && args->cu_q && args->cu_k && args->n_seqs >= 0, err, VIDI_ERR_INVALID,
+               "attention: args with cu_q, cu_k and n_seqs >= 0 must be given");
+    VIDI_CHECK(q->dtype == VIDI_DTYPE_BF16 || q->dtype == VIDI_DTYPE_F32, err, VIDI_ERR_UNSUPPORTED,
+               "attention: q %s must be bf16 or f32", shape_str(q, s1, sizeof s1));
+    VIDI_CHECK(k->dtype == q->dtype && v->dtype == q->dtype && out->dtype == q->dtype, err, VIDI_ERR_INVALID,
+               "attention: q, k, v and out must share one dtype (q is %s)", vidi_dtype_name(q->dtype));
+    for (int i = 0; i < 3; i++) {
+        VIDI_CHECK(k->shape[i] == v->shape[i], err, VIDI_ERR_INVALID, "attention: k %s and v %s differ",
+                   shape_str(k, s1, sizeof s1), shape_str(v, s2, sizeof s2));
+        VIDI_CHECK(q->shape[i] == out->shape[i], err, VIDI_ERR_INVALID, "attention: q %s and out %s differ",
+                   shape_str(q, s1, sizeof s1), shape_str(out, s2, sizeof s2));
+    }
+    {
+        const int64_t hq = q->shape[1], hkv = k->shape[1], D = q->shape[2];
+        VIDI_CHECK(k->shape[2] == D, err, VIDI_ERR_INVALID, "attention: head dims differ: q %s, k %s",
+                   shape_str(q, s1, sizeof s1), shape_str(k, s2, sizeof s2));
+        VIDI_CHECK(hq > 0 && hkv > 0 && hq % hkv == 0 && hq <= 65535, err, VIDI_ERR_INVALID,
+                   "attention: %lld query heads are not a multiple of %lld kv heads", (long long)hq, (long long)hkv);
+        VIDI_CHECK(q->shape[0] <= INT32_MAX && k->shape[0] <= INT32_MAX, err, VIDI_ERR_RANGE,
+                   "attention: more than 2^31 tokens");
+        VIDI_TRY(check_offsets(args->cu_q, args->n_seqs, q->shape[0], "cu_q", err));
+        VIDI_TRY(check_offsets(args->cu_k, args->n_seqs, k->shape[0], "cu_k", err));
+        VIDI_CHECK(!overlaps(out, q) && !overlaps(out, k) && !overlaps(out, v), err, VIDI_ERR_INVALID,
+                   "attention: out overlaps q, k or v");
+        if (D != 16 && D != 64 && D != 80 && D != 128)
+            VIDI_CHECK(0, err, VIDI_ERR_UNSUPPORTED, "attention: head dim %lld (16, 64, 80, 128 supported)",
+                       (long long)D);
+        const int n = args->n_seqs;
+        if (n == 0 || q->shape[0] == 0) goto fail;
+
+        // Host table: cu_q[n + 1], cu_k[n + 1], then tiles (seq, q0), each
+        // sequence's last (causally longest) tile first.
+        int64_t n_tiles = 0;
+        for (int s = 0; s < n; s++) n_tiles += (args->cu_q[s + 1] - args->cu_q[s] + kBM - 1) / kBM;
+        VIDI_CHECK(n_tiles <= INT32_MAX, err, VIDI_ERR_RANGE, "attention: %lld query tiles", (long long)n_tiles);
+        if (n_tiles == 0) goto fail;
+        const size_t n_ints = 2 * (size_t)(n + 1) + 2 * (size_t)n_tiles;
+        host = (int32_t *)malloc(n_ints * sizeof *host);
+        VIDI_CHECK(host, err, VIDI_ERR_NOMEM, "attention: out of memory for %lld tiles", (long long)n_tiles);
+        memcpy(host, args->cu_q, (size_t)(n + 1) * sizeof *host);
+        memcpy(host + n + 1, args->cu_k, (size_t)(n + 1) * sizeof *host);
+        attn_tile *tiles = (attn_tile *)(host + 2 * (n + 1));
+        int64_t ti = 0;
+        for (int s = 0; s < n; s++) {
+            const int lq = args->cu_q[s + 1] - args->cu_q[s];
+            for (int t = (lq + kBM - 1) / kBM - 1; t >= 0; t--) tiles[ti++] = attn_tile{s, t * kBM};
+        }
+        VIDI_TRY(get_scratch(be, n_ints * sizeof *host, &owned, "attention: table", err));
+        const void *dev = owned;
+        cudaStream_t st = vidi_cuda_stream(be);
+        VIDI_TRY(vidi_cuda_check(cudaMemcpyAsync(owned, host, n_ints * sizeof *host, cudaMemcpyHostToDevice, st),
+                                 "attention: table upload", err));
+        attn_params p;
+        p.cu_q = (const int32_t *)dev;
+        p.cu_k = (const int32_t *)dev + n + 1;
+        p.tiles = (const attn_tile *)((const int32_t *)dev + 2 * (n + 1));
+        p.hq = (int)hq;
+        p.hkv = (int)hkv;
+        p.causal = args->causal != 0;
+        p.scale_log2 = args->scale * kLog2e;
+        p.vec = aligned16(q->data) && aligned16(k->data) && aligned16(v->data) && aligned16(out->data);
+        if (q->dtype == VIDI_DTYPE_BF16)
+            VIDI_TRY(launch_varlen_d<__nv_bfloat16>((int)D, q, k, v, out, p, (int)n_tiles, st, err));
+        else
+            VIDI_TRY(launch_varlen_d<float>((int)D, q, k, v, out, p, (int)n_tiles, st, err));
+    }
+fail:
+    release_scratch(be, owned);
+    free(host);  // the pageable upload has been staged when cudaMemcpyAsync returns
+    return rc;
+}
+
+// Paged decode attention (ops.h attention_paged). q, caches, out: BF16 or
+// F32, one dtype; block_table and seq_lens: I32; all device memory. The host
+// cannot see seq_lens or the table, so it picks the split count from the
+// table's capacity; a block id outside the cache makes its keys skipped
+// (not reported: the CPU twin reports it). Partial results of the splits
+// live in scratch for the merge kernel.
+extern "C" vidi_status vidi_cuda_attention_paged(vidi_backend *be, const vidi_tensor *q, const vidi_tensor *k_cache,
+                                                 const vidi_tensor *v_cache, const vidi_tensor *block_table,
+                                                 const vidi_tensor *seq_lens, float scale, vidi_tensor *out,
+                                                 vidi_err *err) {
+    const char *op = "attention_paged";
+    vidi_status rc = VIDI_OK;
+    void *owned = NULL;
+    VIDI_TRY(check_view(op, "q", q, 3, err));
+    VIDI_TRY(check_view(op, "k_cache", k_cache, 4, err));
+    VIDI_TRY(check_view(op, "v_cache", v_cache, 4, err));
+    VIDI_TRY(check_view(op, "block_table", block_table, 2, err));
+    VIDI_TRY(check_view(op, "seq_lens", seq_lens, 1, err));
+    VIDI_TRY(check_view(op, "out", out, 3, err));
+    VIDI_CHECK(q->dtype == VIDI_DTYPE_BF16 || q->dtype == VIDI_DTYPE_F32, err, VIDI_ERR_UNSUPPORTED,
+               "attention_paged: q is %s, must be bf16 or f32", vidi_dtype_name(q->dtype));
+    VIDI_CHECK(k_cache->dtype == q->dtype && v_cache->dtype == q->dtype && out->dtype == q->dtype, err,
+               VIDI_ERR_INVALID, "attention_paged: q, caches and out must share one dtype (q is %s)",
+               vidi_dtype_name(q->dtype));
+    VIDI_CHECK(block_table->dtype == VIDI_DTYPE_I32 && seq_lens->dtype == VIDI_DTYPE_I32, err, VIDI_ERR_INVALID,
+               "attention_paged: block_table and seq_lens must be i32");
+    {
+        const int64_t B = q->shape[0], hq = q->shape[1], D = q->shape[2];
+        const int64_t n_blocks = k_cache->shape[0], bs = k_cache->shape[1], hkv = k_cache->shape[2];
+        const int64_t max_blocks = block_table->shape[1];
+        for (int i = 0; i < 4; i++)
+            VIDI_CHECK(k_cache->shape[i] == v_cache->shape[i], err, VIDI_ERR_INVALID,
+                       "attention_paged: k_cache and v_cache shapes differ in dimension %d", i);
+        VIDI_CHECK(k_cache->shape[3] == D, err, VIDI_ERR_INVALID, "attention_paged: q head dim %lld, cache %lld",
+                   (long long)D, (long long)k_cache->shape[3]);
+        VIDI_CHECK(out->shape[0] == B && out->shape[1] == hq && out->shape[2] == D, err, VIDI_ERR_INVALID,
+                   "attention_paged: out must have q's shape");
+        VIDI_CHECK(block_table->shape[0] == B && seq_lens->shape[0] == B, err, VIDI_ERR_INVALID,
+                   "attention_paged: block_table and seq_lens must have %lld rows", (long long)B);
+        VIDI_CHECK(hq > 0 && hkv > 0 && hq % hkv == 0, err, VIDI_ERR_INVALID,
+                   "attention_paged: %lld query heads are not a multiple of %lld kv heads", (long long)hq,
+                   (long long)hkv);
+        VIDI_CHECK(bs > 0, err, VIDI_ERR_INVALID, "attention_paged: block size is 0");
+        VIDI_CHECK(B <= INT32_MAX && n_blocks <= INT32_MAX && max_blocks * bs <= INT32_MAX && hkv <= 65535, err,
+                   VIDI_ERR_RANGE, "attention_paged: sizes beyond 2^31");
+        VIDI_CHECK(!overlaps(out, q) && !overlaps(out, k_cache) && !overlaps(out, v_cache), err, VIDI_ERR_INVALID,
+                   "attention_paged: out overlaps an input");
+        if (D != 16 && D != 64 && D != 80 && D != 128)
+            VIDI_CHECK(0, err, VIDI_ERR_UNSUPPORTED, "attention_paged: head dim %lld (16, 64, 80, 128 supported)",
+                       (long long)D);
+        if (B == 0) goto fail;
+
+        vidi_cuda_ctx *ctx = (vidi_cuda_ctx *)be->ctx;
+        cudaStream_t st = vidi_cuda_stream(be);
+        paged_params p;
+        p.block_table = (const int32_t *)block_table->data;
+        p.seq_lens = (const int32_t *)seq_lens->data;
+        p.hq = (int)hq;
+        p.hkv = (int)hkv;
+        p.group = (int)(hq / hkv);
+        p.n_hgroups = (p.group + kPgMaxGroup - 1) / kPgMaxGroup;
+        p.max_blocks = (int)max_blocks;
+        p.block_size = (int)bs;
+        p.n_blocks = (int)n_blocks;
+        p.scale_log2 = scale * kLog2e;
+        p.vec = aligned16(q->data) && aligned16(k_cache->data) && aligned16(v_cache->data) && aligned16(out->data);
+        p.part_o = p.part_ml = NULL;
+        // Splits: enough CTAs for two waves, none with fewer than kPgMinChunk
+        // keys at the table's full capacity, at most 64.
+        const int64_t ctas = B * hkv * p.n_hgroups, cap = max_blocks * bs;
+        const int sms = ctx && ctx->num_sms > 0 ? ctx->num_sms : 132;
+        int64_t n_splits = (2 * sms + ctas - 1) / ctas;
+        const int64_t by_len = (cap + kPgMinChunk - 1) / kPgMinChunk;
+        if (n_splits > by_len) n_splits = by_len;
+        if (n_splits > 64) n_splits = 64;
+        if (n_splits < 1) n_splits = 1;
+        p.n_splits = (int)n_splits;
+        if (p.n_splits > 1) {
+            const size_t parts = (size_t)B * (size_t)hq * (size_t)n_splits;
+            const size_t o_bytes = parts * (size_t)D * sizeof(float), ml_bytes = parts * 2 * sizeof(float);
+            VIDI_TRY(get_scratch(be, o_bytes + ml_bytes, &owned, "attention_paged: split scratch", err));
+            p.part_o = (float *)owned;
+            p.part_ml = (float *)((char *)owned + o_bytes);
+        }
+        if (q->dtype == VIDI_DTYPE_BF16)
+            VIDI_TRY(launch_paged_d<__nv_bfloat16>((int)D, q, k_cache, v_cache, out, p, (int)B, st, err));
+        else
+            VIDI_TRY(launch_paged_d<float>((int)D, q, k_cache, v_cache, out, p, (int)B, st, err));
+    }
+fail:
+    release_scratch(be, owned);
+    return rc;
+}

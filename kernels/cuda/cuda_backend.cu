@@ -1,0 +1,982 @@
+// kernels/cuda/cuda_backend.cu — the CUDA backend: memory, cuBLASLt matrix
+// products and the elementwise, normalisation, rotary and row ops of
+// kernels/ops.h. Attention lives in cuda_attention.cu, sampling in
+// cuda_sample.cu; both share cuda_backend.h.
+//
+// Every op mirrors its CPU twin (kernels/cpu/cpu_backend.c): the same
+// argument checks and messages, the same formulas in fp32. Activations may
+// be BF16 (the backend's act dtype) or F32 (so the CPU-twin tests can feed
+// either); weights F32, BF16 or F16. Kernels load any float dtype, compute
+// in fp32 and round once on store. All work is queued on the backend's one
+// stream; only copy_to_host, copy_to_device, synchronize and the id checks
+// of gather_rows / scatter_rows wait for it.
+#include "kernels/cuda/cuda_backend.h"
+
+#include <cublas_v2.h>
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <limits.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define CUDA_LT_WORKSPACE_BYTES ((size_t)32 << 20)
+#define CUDA_EW_THREADS 256   // threads per block of elementwise kernels
+#define CUDA_ROW_THREADS 256  // threads per block of one-row-per-block kernels
+#define CUDA_ROPE_MAX_PAIRS 128
+
+static vidi_cuda_ctx *cuda_ctx(vidi_backend *be) { return (vidi_cuda_ctx *)be->ctx; }
+
+extern "C" cudaStream_t vidi_cuda_stream(vidi_backend *be) { return cuda_ctx(be)->stream; }
+
+extern "C" vidi_status vidi_cuda_check(cudaError_t e, const char *what, vidi_err *err) {
+    if (e == cudaSuccess) return VIDI_OK;
+    return vidi_err_set(err, e == cudaErrorMemoryAllocation ? VIDI_ERR_NOMEM : VIDI_ERR_INTERNAL, "%s: %s (%s)",
+                        what, cudaGetErrorString(e), cudaGetErrorName(e));
+}
+
+extern "C" vidi_status vidi_cuda_check_launch(const char *what, vidi_err *err) {
+    return vidi_cuda_check(cudaGetLastError(), what, err);
+}
+
+static vidi_status lt_check(cublasStatus_t s, const char *what, vidi_err *err) {
+    if (s == CUBLAS_STATUS_SUCCESS) return VIDI_OK;
+    return vidi_err_set(err, s == CUBLAS_STATUS_ALLOC_FAILED ? VIDI_ERR_NOMEM : VIDI_ERR_INTERNAL, "%s: %s", what,
+                        cublasGetStatusName(s));
+}
+
+// ------------------------------------------------------------------------
+// Argument checks, worded as the CPU twin's. Every message starts with the
+// op name.
+
+typedef struct shape_text {
+    char s[128];
+} shape_text;
+
+// "[2, 3, 4] bf16", for messages.
+static shape_text shape_of(const vidi_tensor *t) {
+    shape_text r;
+    int off = snprintf(r.s, sizeof r.s, "[");
+    for (int i = 0; i < t->ndim && i < VIDI_MAX_DIMS; i++)
+        off += snprintf(r.s + off, sizeof r.s - (size_t)off, "%s%lld", i ? ", " : "", (long long)t->shape[i]);
+    snprintf(r.s + off, sizeof r.s - (size_t)off, "] %s", vidi_dtype_name(t->dtype));
+    return r;
+}
+
+static int64_t t_cols(const vidi_tensor *t) { return t->shape[t->ndim - 1]; }
+static int64_t t_rows(const vidi_tensor *t) {
+    int64_t r = 1;
+    for (int i = 0; i < t->ndim - 1; i++) r *= t->shape[i];
+    return r;
+}
+
+static int same_shape(const vidi_tensor *a, const vidi_tensor *b) {
+    if (a->ndim != b->ndim) return 0;
+    for (int i = 0; i < a->ndim; i++)
+        if (a->shape[i] != b->shape[i]) return 0;
+    return 1;
+}
+
+static vidi_status check_tensor(const char *op, const char *name, const vidi_tensor *t, vidi_err *err) {
+    if (!t) return vidi_err_set(err, VIDI_ERR_INVALID, "%s: %s is NULL", op, name);
+    if (t->ndim < 1 || t->ndim > VIDI_MAX_DIMS)
+        return vidi_err_set(err, VIDI_ERR_INVALID, "%s: %s has %d dimensions (1..%d allowed)", op, name, t->ndim,
+                            VIDI_MAX_DIMS);
+    if ((unsigned)t->dtype >= VIDI_DTYPE_COUNT)
+        return vidi_err_set(err, VIDI_ERR_INVALID, "%s: %s has unknown dtype %d", op, name, (int)t->dtype);
+    for (int i = 0; i < t->ndim; i++)
+        if (t->shape[i] < 0)
+            return vidi_err_set(err, VIDI_ERR_INVALID, "%s: %s %s has a negative dimension", op, name,
+                                shape_of(t).s);
+    if (!t->data && vidi_tensor_numel(t) > 0)
+        return vidi_err_set(err, VIDI_ERR_INVALID, "%s: %s %s has no data", op, name, shape_of(t).s);
+    return VIDI_OK;
+}
+
+static vidi_status check_dtype(const char *op, const char *name, const vidi_tensor *t, vidi_dtype want,
+                               vidi_err *err) {
+    vidi_status rc = check_tensor(op, name, t, err);
+    if (rc != VIDI_OK) return rc;
+    if (t->dtype != want)
+        return vidi_err_set(err, VIDI_ERR_INVALID, "%s: %s %s must be %s", op, name, shape_of(t).s,
+                            vidi_dtype_name(want));
+    return VIDI_OK;
+}
+
+// Activations: BF16 (the act dtype) or F32.
+static vidi_status check_act(const char *op, const char *name, const vidi_tensor *t, vidi_err *err) {
+    vidi_status rc = check_tensor(op, name, t, err);
+    if (rc != VIDI_OK) return rc;
+    if (t->dtype != VIDI_DTYPE_BF16 && t->dtype != VIDI_DTYPE_F32)
+        return vidi_err_set(err, VIDI_ERR_INVALID, "%s: %s %s must be bf16 or f32", op, name, shape_of(t).s);
+    return VIDI_OK;
+}
+
+static vidi_status check_weight(const char *op, const char *name, const vidi_tensor *t, vidi_err *err) {
+    vidi_status rc = check_tensor(op, name, t, err);
+    if (rc != VIDI_OK) return rc;
+    if (t->dtype != VIDI_DTYPE_F32 && t->dtype != VIDI_DTYPE_BF16 && t->dtype != VIDI_DTYPE_F16)
+        return vidi_err_set(err, VIDI_ERR_INVALID, "%s: %s %s must be f32, bf16 or f16", op, name, shape_of(t).s);
+    return VIDI_OK;
+}
+
+static int bytes_overlap(const void *a, size_t na, const void *b, size_t nb) {
+    uintptr_t pa = (uintptr_t)a, pb = (uintptr_t)b;
+    return na && nb && pa < pb + nb && pb < pa + na;
+}
+
+// y must not share memory with x, except that with exact_ok it may be the
+// very same tensor (same start, same size). x may be NULL.
+static vidi_status check_alias(const char *op, const char *yname, const vidi_tensor *y, const char *xname,
+                               const vidi_tensor *x, int exact_ok, vidi_err *err) {
+    if (!x) return VIDI_OK;
+    size_t ny = vidi_tensor_nbytes(y), nx = vidi_tensor_nbytes(x);
+    if (!bytes_overlap(y->data, ny, x->data, nx)) return VIDI_OK;
+    if (exact_ok && y->data == x->data && ny == nx) return VIDI_OK;
+    return vidi_err_set(err, VIDI_ERR_INVALID, "%s: %s overlaps %s%s", op, yname, xname,
+                        exact_ok ? " (only exact in-place use is allowed)" : "");
+}
+
+static vidi_status check_act_kind(const char *op, vidi_act kind, vidi_err *err) {
+    if ((unsigned)kind > (unsigned)VIDI_ACT_SILU)
+        return vidi_err_set(err, VIDI_ERR_INVALID, "%s: unknown activation %d", op, (int)kind);
+    return VIDI_OK;
+}
+
+// ------------------------------------------------------------------------
+// Device helpers: any float dtype in, fp32 math, one rounding out.
+
+__device__ __forceinline__ float ld_f(const void *p, int dt, int64_t i) {
+    if (dt == VIDI_DTYPE_BF16) return __bfloat162float(((const __nv_bfloat16 *)p)[i]);
+    if (dt == VIDI_DTYPE_F16) return __half2float(((const __half *)p)[i]);
+    return ((const float *)p)[i];
+}
+
+__device__ __forceinline__ void st_f(void *p, int dt, int64_t i, float v) {
+    if (dt == VIDI_DTYPE_BF16) ((__nv_bfloat16 *)p)[i] = __float2bfloat16_rn(v);
+    else if (dt == VIDI_DTYPE_F16) ((__half *)p)[i] = __float2half_rn(v);
+    else ((float *)p)[i] = v;
+}
+
+// v rounded to dtype dt and widened back (the value a store would keep).
+__device__ __forceinline__ float round_to(int dt, float v) {
+    if (dt == VIDI_DTYPE_BF16) return __bfloat162float(__float2bfloat16_rn(v));
+    if (dt == VIDI_DTYPE_F16) return __half2float(__float2half_rn(v));
+    return v;
+}
+
+// The formulas and operation order of the CPU twin (torch's CPU kernels),
+// with the precise libdevice erff / tanhf / expf.
+__device__ __forceinline__ float act_apply(int kind, float x) {
+    switch (kind) {
+    case VIDI_ACT_GELU_ERF: return x * 0.5f * (1.0f + erff(x * 0.70710678118654752440f));
+    case VIDI_ACT_GELU_TANH: {
+        const float beta = 0.79788456080286535588f, kappa = 0.044715f;  // sqrt(2 / pi)
+        float inner = beta * (x + kappa * x * x * x);
+        return 0.5f * x * (1.0f + tanhf(inner));
+    }
+    case VIDI_ACT_QUICK_GELU: return x * (1.0f / (1.0f + expf(-1.702f * x)));
+    case VIDI_ACT_SILU: return x / (1.0f + expf(-x));
+    }
+    return x;
+}
+
+// Sum / max of v over the block (blockDim.x a multiple of 32, <= 1024); every
+// thread gets the result. red is shared scratch of 32 floats; the function
+// begins and ends with a barrier so red can be reused by the next call.
+__device__ float block_sum(float v, float *red) {
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nw = blockDim.x >> 5;
+    __syncthreads();
+    if (lane == 0) red[warp] = v;
+    __syncthreads();
+    v = lane < nw ? red[lane] : 0.0f;
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    __syncthreads();
+    return v;
+}
+
+__device__ float block_max(float v, float *red) {
+    for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nw = blockDim.x >> 5;
+    __syncthreads();
+    if (lane == 0) red[warp] = v;
+    __syncthreads();
+    v = lane < nw ? red[lane] : -INFINITY;
+    for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+    __syncthreads();
+    return v;
+}
+
+// Blocks for a grid-stride loop over n items.
+static unsigned ew_blocks(vidi_backend *be, int64_t n) {
+    int64_t b = (n + CUDA_EW_THREADS - 1) / CUDA_EW_THREADS, cap = (int64_t)cuda_ctx(be)->num_sms * 16;
+    if (b > cap) b = cap;
+    return (unsigned)(b < 1 ? 1 : b);
+}
+
+// Threads of a one-row-per-block kernel: a multiple of 32 up to CUDA_ROW_THREADS.
+static unsigned row_threads(int64_t cols) {
+    int64_t t = (cols + 31) / 32 * 32;
+    if (t > CUDA_ROW_THREADS) t = CUDA_ROW_THREADS;
+    return (unsigned)(t < 32 ? 32 : t);
+}
+
+// Rows are spread over at most this many blocks (grid-stride over rows).
+static unsigned row_blocks(int64_t rows) { return (unsigned)(rows < 65535 * 16 ? (rows < 1 ? 1 : rows) : 65535 * 16); }
+
+// ------------------------------------------------------------------------
+// Kernels.
+
+__global__ void k_convert(const void *src, int sdt, void *dst, int ddt, int64_t n) {
+    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x)
+        st_f(dst, ddt, i, ld_f(src, sdt, i));
+}
+
+// y[m, :] = bias (or 0 without one) for M rows of N.
+__global__ void k_fill_rows(void *y, int ydt, const void *bias, int bdt, int64_t M, int64_t N) {
+    const int64_t n = M * N;
+    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x)
+        st_f(y, ydt, i, bias ? ld_f(bias, bdt, i % N) : 0.0f);
+}
+
+__global__ void k_add(const void *a, int adt, const void *b, int bdt, void *y, int ydt, int64_t n) {
+    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x)
+        st_f(y, ydt, i, ld_f(a, adt, i) + ld_f(b, bdt, i));
+}
+
+// y = act(x), or act(x) * up when up is given.
+__global__ void k_act(int kind, const void *x, int xdt, const void *up, int udt, void *y, int ydt, int64_t n) {
+    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x) {
+        float v = act_apply(kind, ld_f(x, xdt, i));
+        if (up) v *= ld_f(up, udt, i);
+        st_f(y, ydt, i, v);
+    }
+}
+
+// Qwen2RMSNorm: var = mean(x^2) in fp32, h = x * rsqrt(var + eps) rounded to
+// x's dtype (hidden_states.to(input_dtype)), y = w * h.
+__global__ void k_rms_norm(const void *x, int xdt, const void *w, int wdt, void *y, int ydt, int64_t rows,
+                           int64_t cols, float eps) {
+    __shared__ float red[32];
+    for (int64_t r = blockIdx.x; r < rows; r += gridDim.x) {
+        const int64_t base = r * cols;
+        float ss = 0.0f;
+        for (int64_t c = threadIdx.x; c < cols; c += blockDim.x) {
+            float v = ld_f(x, xdt, base + c);
+            ss += v * v;
+        }
+        ss = block_sum(ss, red);
+        const float rs = 1.0f / sqrtf(ss / (float)cols + eps);
+        for (int64_t c = threadIdx.x; c < cols; c += blockDim.x) {
+            float h = round_to(xdt, ld_f(x, xdt, base + c) * rs);
+            st_f(y, ydt, base + c, ld_f(w, wdt, c) * h);
+        }
+    }
+}
+
+// nn.LayerNorm: mean, then the biased variance of (x - mean), both in fp32.
+__global__ void k_layer_norm(const void *x, int xdt, const void *w, int wdt, const void *b, int bdt, void *y,
+                             int ydt, int64_t rows, int64_t cols, float eps) {
+    __shared__ float red[32];
+    for (int64_t r = blockIdx.x; r < rows; r += gridDim.x) {
+        const int64_t base = r * cols;
+        float s = 0.0f;
+        for (int64_t c = threadIdx.x; c < cols; c += blockDim.x) s += ld_f(x, xdt, base + c);
+        const float mean = block_sum(s, red) / (float)cols;
+        float ss = 0.0f;
+        for (int64_t c = threadIdx.x; c < cols; c += blockDim.x) {
+            float d = ld_f(x, xdt, base + c) - mean;
+            ss += d * d;
+        }
+        const float rstd = 1.0f / sqrtf(block_sum(ss, red) / (float)cols + eps);
+        for (int64_t c = threadIdx.x; c < cols; c += blockDim.x) {
+            float v = (ld_f(x, xdt, base + c) - mean) * rstd * ld_f(w, wdt, c);
+            if (b) v += ld_f(b, bdt, c);
+            st_f(y, ydt, base + c, v);
+        }
+    }
+}
+
+// torch's last-dimension softmax: max, exp(x - max), sum, multiply by 1/sum.
+__global__ void k_softmax(const void *x, int xdt, void *y, int ydt, int64_t rows, int64_t cols) {
+    __shared__ float red[32];
+    for (int64_t r = blockIdx.x; r < rows; r += gridDim.x) {
+        const int64_t base = r * cols;
+        float mx = -INFINITY;
+        for (int64_t c = threadIdx.x; c < cols; c += blockDim.x) mx = fmaxf(mx, ld_f(x, xdt, base + c));
+        mx = block_max(mx, red);
+        float s = 0.0f;
+        for (int64_t c = threadIdx.x; c < cols; c += blockDim.x) s += expf(ld_f(x, xdt, base + c) - mx);
+        const float inv = 1.0f / block_sum(s, red);
+        for (int64_t c = threadIdx.x; c < cols; c += blockDim.x)
+            st_f(y, ydt, base + c, expf(ld_f(x, xdt, base + c) - mx) * inv);
+    }
+}
+
+// The pair tables of a vidi_rope_spec, passed by value.
+typedef struct rope_tables {
+    float inv_freq[CUDA_ROPE_MAX_PAIRS];
+    int8_t axis[CUDA_ROPE_MAX_PAIRS];
+} rope_tables;
+
+// One thread per (token, head, pair): x [T, H, D] in place, pos [T, n_axes].
+__global__ void k_rope(void *x, int xdt, const int32_t *pos, int n_axes, int64_t T, int64_t H, int half,
+                       const rope_tables tab) {
+    const int64_t n = T * H * half;
+    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x) {
+        const int p = (int)(i % half);
+        const int64_t th = i / half, t = th / H;
+        const float angle = (float)pos[t * n_axes + tab.axis[p]] * tab.inv_freq[p];
+        const float c = cosf(angle), s = sinf(angle);
+        const int64_t o = th * 2 * half + p;
+        const float a = ld_f(x, xdt, o), b = ld_f(x, xdt, o + half);
+        st_f(x, xdt, o, a * c - b * s);
+        st_f(x, xdt, o + half, b * c + a * s);
+    }
+}
+
+// flag[0] = the lowest i with ids[i] outside [0, limit) (unchanged if none).
+__global__ void k_check_ids(const int32_t *ids, int64_t n, int64_t limit, unsigned long long *flag) {
+    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x)
+        if (ids[i] < 0 || ids[i] >= limit) atomicMin(flag, (unsigned long long)i);
+}
+
+// out[i, :] = table[ids[i], :], one block per row (grid-stride over rows).
+__global__ void k_gather(const void *table, int tdt, const int32_t *ids, void *out, int odt, int64_t n,
+                         int64_t cols) {
+    for (int64_t r = blockIdx.x; r < n; r += gridDim.x) {
+        const int64_t src = (int64_t)ids[r] * cols, dst = r * cols;
+        for (int64_t c = threadIdx.x; c < cols; c += blockDim.x) st_f(out, odt, dst + c, ld_f(table, tdt, src + c));
+    }
+}
+
+// winner[idx[i]] = the largest i writing that row (the CPU twin writes rows
+// in order, so with a repeated index the last row wins).
+__global__ void k_scatter_winner(const int32_t *idx, int64_t n, int *winner) {
+    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x)
+        atomicMax(&winner[idx[i]], (int)i);
+}
+
+// dst[idx[i], :] = src[i, :] for the rows that win (all when winner is NULL).
+__global__ void k_scatter(const void *src, int sdt, const int32_t *idx, const int *winner, void *dst, int ddt,
+                          int64_t n, int64_t cols) {
+    for (int64_t r = blockIdx.x; r < n; r += gridDim.x) {
+        if (winner && winner[idx[r]] != (int)r) continue;
+        const int64_t d = (int64_t)idx[r] * cols, s = r * cols;
+        for (int64_t c = threadIdx.x; c < cols; c += blockDim.x) st_f(dst, ddt, d + c, ld_f(src, sdt, s + c));
+    }
+}
+
+// ------------------------------------------------------------------------
+// Memory. Buffers come from the device's stream-ordered pool on the
+// backend's stream (cudaMallocAsync), so allocating and freeing between
+// steps costs no device-wide synchronisation.
+
+static void *cuda_buf_alloc(vidi_backend *be, size_t bytes) {
+    if (bytes > SIZE_MAX - 256) return NULL;
+    void *p = NULL;
+    size_t n = ((bytes ? bytes : 1) + 255) & ~(size_t)255;
+    if (cudaMallocAsync(&p, n, cuda_ctx(be)->stream) != cudaSuccess) {
+        cudaGetLastError();
+        return NULL;
+    }
+    return p;
+}
+
+static void cuda_buf_free(vidi_backend *be, void *p) {
+    if (p) cudaFreeAsync(p, cuda_ctx(be)->stream);
+}
+
+static vidi_status copy_args(const char *op, void *dst, const void *src, size_t bytes, vidi_err *err) {
+    if (!dst || !src) return vidi_err_set(err, VIDI_ERR_INVALID, "%s: NULL pointer for %zu bytes", op, bytes);
+    if (bytes_overlap(dst, bytes, src, bytes))
+        return vidi_err_set(err, VIDI_ERR_INVALID, "%s: source and destination ranges overlap", op);
+    return VIDI_OK;
+}
+
+// Waits until the copy is done, so the caller may free or reuse host_src.
+static vidi_status cuda_copy_to_device(vidi_backend *be, void *dst, const void *host_src, size_t bytes,
+                                       vidi_err *err) {
+    if (bytes == 0) return VIDI_OK;
+    vidi_status rc = copy_args("copy_to_device", dst, host_src, bytes, err);
+    if (rc != VIDI_OK) return rc;
+    cudaStream_t s = cuda_ctx(be)->stream;
+    rc = vidi_cuda_check(cudaMemcpyAsync(dst, host_src, bytes, cudaMemcpyHostToDevice, s), "copy_to_device", err);
+    if (rc != VIDI_OK) return rc;
+    return vidi_cuda_check(cudaStreamSynchronize(s), "copy_to_device", err);
+}
+
+static vidi_status cuda_copy_to_host(vidi_backend *be, void *host_dst, const void *src, size_t bytes,
+                                     vidi_err *err) {
+    if (bytes == 0) return VIDI_OK;
+    vidi_status rc = copy_args("copy_to_host", host_dst, src, bytes, err);
+    if (rc != VIDI_OK) return rc;
+    cudaStream_t s = cuda_ctx(be)->stream;
+    rc = vidi_cuda_check(cudaMemcpyAsync(host_dst, src, bytes, cudaMemcpyDeviceToHost, s), "copy_to_host", err);
+    if (rc != VIDI_OK) return rc;
+    return vidi_cuda_check(cudaStreamSynchronize(s), "copy_to_host", err);
+}
+
+static vidi_status cuda_copy(vidi_backend *be, void *dst, const void *src, size_t bytes, vidi_err *err) {
+    if (bytes == 0) return VIDI_OK;
+    vidi_status rc = copy_args("copy", dst, src, bytes, err);
+    if (rc != VIDI_OK) return rc;
+    return vidi_cuda_check(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, cuda_ctx(be)->stream), "copy",
+                           err);
+}
+
+static vidi_status cuda_synchronize(vidi_backend *be, vidi_err *err) {
+    return vidi_cuda_check(cudaStreamSynchronize(cuda_ctx(be)->stream), "synchronize", err);
+}
+
+// Stream-ordered scratch for one op; freed with scratch_free on the stream.
+static vidi_status scratch_alloc(vidi_backend *be, const char *op, size_t bytes, void **p, vidi_err *err) {
+    cudaError_t e = cudaMallocAsync(p, bytes ? bytes : 1, cuda_ctx(be)->stream);
+    if (e == cudaSuccess) return VIDI_OK;
+    *p = NULL;
+    cudaGetLastError();
+    return vidi_err_set(err, VIDI_ERR_NOMEM, "%s: cannot allocate %zu bytes of device scratch: %s", op, bytes,
+                        cudaGetErrorString(e));
+}
+
+static void scratch_free(vidi_backend *be, void *p) {
+    if (p) cudaFreeAsync(p, cuda_ctx(be)->stream);
+}
+
+static vidi_status launch_convert(vidi_backend *be, const char *op, const void *src, vidi_dtype sdt, void *dst,
+                                  vidi_dtype ddt, int64_t n, vidi_err *err) {
+    if (n <= 0) return VIDI_OK;
+    k_convert<<<ew_blocks(be, n), CUDA_EW_THREADS, 0, cuda_ctx(be)->stream>>>(src, sdt, dst, ddt, n);
+    return vidi_cuda_check_launch(op, err);
+}
+
+// ------------------------------------------------------------------------
+// matmul through cuBLASLt. Row-major y[M,N] = x[M,K] · w[N,K]^T is, read
+// column-major, y^T[N,M] = op_T(w as K×N) · (x^T as K×M): A = w with
+// TRANSA = T, B = x, C = D = y with leading dimension N.
+
+static cudaDataType lt_type(vidi_dtype dt) {
+    return dt == VIDI_DTYPE_BF16 ? CUDA_R_16BF : dt == VIDI_DTYPE_F16 ? CUDA_R_16F : CUDA_R_32F;
+}
+
+// Largest power of two (<= 256) that divides the address.
+static uint32_t ptr_align(const void *p) {
+    uintptr_t a = (uintptr_t)p;
+    uint32_t al = 256;
+    while (al > 1 && (a & (al - 1))) al >>= 1;
+    return al;
+}
+
+// D = w·x^T + beta·D with A/B of type ab, D of type cd (column-major view).
+static vidi_status lt_matmul(vidi_backend *be, vidi_dtype ab, vidi_dtype cd, const void *w, const void *x, void *d,
+                             int64_t M, int64_t N, int64_t K, float beta, vidi_err *err) {
+    vidi_cuda_ctx *c = cuda_ctx(be);
+    vidi_status rc = VIDI_OK;
+    cublasLtMatmulDesc_t op = NULL;
+    cublasLtMatrixLayout_t la = NULL, lb = NULL, ld = NULL;
+    cublasLtMatmulPreference_t pref = NULL;
+    const cublasOperation_t ta = CUBLAS_OP_T, tb = CUBLAS_OP_N;
+    const cudaDataType tab = lt_type(ab), tcd = lt_type(cd);
+    const float alpha = 1.0f;
+    const uint32_t al_a = ptr_align(w), al_b = ptr_align(x), al_d = ptr_align(d);
+    cublasLtMatmulHeuristicResult_t heur;
+    int found = 0;
+    memset(&heur, 0, sizeof heur);
+    VIDI_TRY(lt_check(cublasLtMatmulDescCreate(&op, CUBLAS_COMPUTE_32F, CUDA_R_32F), "matmul: cublasLtMatmulDescCreate",
+                      err));
+    VIDI_TRY(lt_check(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof ta),
+                      "matmul: cublasLtMatmulDescSetAttribute(TRANSA)", err));
+    VIDI_TRY(lt_check(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof tb),
+                      "matmul: cublasLtMatmulDescSetAttribute(TRANSB)", err));
+    VIDI_TRY(lt_check(cublasLtMatrixLayoutCreate(&la, tab, (uint64_t)K, (uint64_t)N, K), "matmul: layout of w", err));
+    VIDI_TRY(lt_check(cublasLtMatrixLayoutCreate(&lb, tab, (uint64_t)K, (uint64_t)M, K), "matmul: layout of x", err));
+    VIDI_TRY(lt_check(cublasLtMatrixLayoutCreate(&ld, tcd, (uint64_t)N, (uint64_t)M, N), "matmul: layout of y", err));
+    VIDI_TRY(lt_check(cublasLtMatmulPreferenceCreate(&pref), "matmul: cublasLtMatmulPreferenceCreate", err));
+    VIDI_TRY(lt_check(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
+                                                           &c->lt_workspace_bytes, sizeof c->lt_workspace_bytes),
+                      "matmul: workspace preference", err));
+    VIDI_TRY(lt_check(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, &al_a,
+                                                           sizeof al_a),
+                      "matmul: alignment preference", err));
+    VIDI_TRY(lt_check(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, &al_b,
+                                                           sizeof al_b),
+                      "matmul: alignment preference", err));
+    VIDI_TRY(lt_check(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, &al_d,
+                                                           sizeof al_d),
+                      "matmul: alignment preference", err));
+    VIDI_TRY(lt_check(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &al_d,
+                                                           sizeof al_d),
+                      "matmul: alignment preference", err));
+    VIDI_TRY(lt_check(cublasLtMatmulAlgoGetHeuristic(c->lt, op, la, lb, ld, ld, pref, 1, &heur, &found),
+                      "matmul: cublasLtMatmulAlgoGetHeuristic", err));
+    VIDI_CHECK(found > 0, err, VIDI_ERR_UNSUPPORTED,
+               "matmul: cuBLASLt has no algorithm for M=%lld N=%lld K=%lld (%s x %s -> %s)", (long long)M,
+               (long long)N, (long long)K, vidi_dtype_name(ab), vidi_dtype_name(ab), vidi_dtype_name(cd));
+    VIDI_TRY(lt_check(cublasLtMatmul(c->lt, op, &alpha, w, la, x, lb, &beta, d, ld, d, ld, &heur.algo,
+                                     c->lt_workspace, c->lt_workspace_bytes, c->stream),
+                      "matmul: cublasLtMatmul", err));
+fail:
+    if (pref) cublasLtMatmulPreferenceDestroy(pref);
+    if (ld) cublasLtMatrixLayoutDestroy(ld);
+    if (lb) cublasLtMatrixLayoutDestroy(lb);
+    if (la) cublasLtMatrixLayoutDestroy(la);
+    if (op) cublasLtMatmulDescDestroy(op);
+    return rc;
+}
+
+// Operand types: x and w of one dtype go to cuBLASLt as they are; mixed
+// ones are both widened to f32 in scratch. The product is written straight
+// into y when cuBLASLt has that output type for the inputs (bf16/f16 into
+// their own type or f32, f32 into f32), else into f32 scratch and converted.
+// The bias (or nothing) is stored into the output first and added with
+// beta = 1, as the CPU twin does, so there is one rounding of the sum.
+static vidi_status cuda_matmul(vidi_backend *be, const vidi_tensor *x, const vidi_tensor *w, const vidi_tensor *bias,
+                               vidi_tensor *y, vidi_err *err) {
+    const char *op = "matmul";
+    vidi_status rc = VIDI_OK;
+    void *xs = NULL, *ws = NULL, *ds = NULL;
+    VIDI_TRY(check_act(op, "x", x, err));
+    VIDI_TRY(check_weight(op, "w", w, err));
+    VIDI_TRY(check_act(op, "y", y, err));
+    if (bias) VIDI_TRY(check_weight(op, "bias", bias, err));
+    VIDI_CHECK(w->ndim == 2, err, VIDI_ERR_INVALID, "matmul: w %s must be 2-D [N, K]", shape_of(w).s);
+    {
+        const int64_t M = t_rows(x), K = t_cols(x), N = w->shape[0];
+        VIDI_CHECK(w->shape[1] == K, err, VIDI_ERR_INVALID, "matmul: x %s has %lld columns but w %s has %lld",
+                   shape_of(x).s, (long long)K, shape_of(w).s, (long long)w->shape[1]);
+        VIDI_CHECK(t_rows(y) == M && t_cols(y) == N, err, VIDI_ERR_INVALID,
+                   "matmul: y %s must hold %lld rows of %lld (x %s, w %s)", shape_of(y).s, (long long)M,
+                   (long long)N, shape_of(x).s, shape_of(w).s);
+        VIDI_CHECK(!bias || (bias->ndim == 1 && bias->shape[0] == N), err, VIDI_ERR_INVALID,
+                   "matmul: bias %s must be [%lld]", bias ? shape_of(bias).s : "", (long long)N);
+        VIDI_CHECK(M <= INT_MAX && N <= INT_MAX && K <= INT_MAX, err, VIDI_ERR_UNSUPPORTED,
+                   "matmul: x %s, w %s exceed the BLAS int range", shape_of(x).s, shape_of(w).s);
+        VIDI_TRY(check_alias(op, "y", y, "x", x, 0, err));
+        VIDI_TRY(check_alias(op, "y", y, "w", w, 0, err));
+        VIDI_TRY(check_alias(op, "y", y, "bias", bias, 0, err));
+        if (M == 0 || N == 0) goto fail;
+
+        cudaStream_t s = cuda_ctx(be)->stream;
+        const void *bd = bias ? bias->data : NULL;
+        const int bdt = bias ? (int)bias->dtype : 0;
+        if (K == 0) {  // an empty sum: y = bias or 0
+            k_fill_rows<<<ew_blocks(be, M * N), CUDA_EW_THREADS, 0, s>>>(y->data, y->dtype, bd, bdt, M, N);
+            VIDI_TRY(vidi_cuda_check_launch("matmul: fill", err));
+            goto fail;
+        }
+        vidi_dtype ab = x->dtype;
+        const void *xp = x->data, *wp = w->data;
+        if (x->dtype != w->dtype) {
+            ab = VIDI_DTYPE_F32;
+            if (x->dtype != VIDI_DTYPE_F32) {
+                VIDI_TRY(scratch_alloc(be, op, (size_t)(M * K) * sizeof(float), &xs, err));
+                VIDI_TRY(launch_convert(be, "matmul: widen x", x->data, x->dtype, xs, VIDI_DTYPE_F32, M * K, err));
+                xp = xs;
+            }
+            if (w->dtype != VIDI_DTYPE_F32) {
+                VIDI_TRY(scratch_alloc(be, op, (size_t)(N * K) * sizeof(float), &ws, err));
+                VIDI_TRY(launch_convert(be, "matmul: widen w", w->data, w->dtype, ws, VIDI_DTYPE_F32, N * K, err));
+                wp = ws;
+            }
+        }
+        const int direct = y->dtype == VIDI_DTYPE_F32 || y->dtype == ab;
+        vidi_dtype cd = direct ? y->dtype : VIDI_DTYPE_F32;
+        void *dp = y->data;
+        if (!direct) {
+            VIDI_TRY(scratch_alloc(be, op, (size_t)(M * N) * sizeof(float), &ds, err));
+            dp = ds;
+        }
+        if (bias) {
+            k_fill_rows<<<ew_blocks(be, M * N), CUDA_EW_THREADS, 0, s>>>(dp, cd, bd, bdt, M, N);
+            VIDI_TRY(vidi_cuda_check_launch("matmul: bias", err));
+        }
+        VIDI_TRY(lt_matmul(be, ab, cd, wp, xp, dp, M, N, K, bias ? 1.0f : 0.0f, err));
+        if (!direct) VIDI_TRY(launch_convert(be, "matmul: narrow y", ds, VIDI_DTYPE_F32, y->data, y->dtype, M * N, err));
+    }
+fail:
+    scratch_free(be, xs);
+    scratch_free(be, ws);
+    scratch_free(be, ds);
+    return rc;
+}
+
+// ------------------------------------------------------------------------
+// Elementwise ops.
+
+static vidi_status cuda_add(vidi_backend *be, const vidi_tensor *a, const vidi_tensor *b, vidi_tensor *y,
+                            vidi_err *err) {
+    const char *op = "add";
+    vidi_status rc = VIDI_OK;
+    VIDI_TRY(check_act(op, "a", a, err));
+    VIDI_TRY(check_act(op, "b", b, err));
+    VIDI_TRY(check_act(op, "y", y, err));
+    VIDI_CHECK(same_shape(a, y) && same_shape(b, y), err, VIDI_ERR_INVALID, "add: shapes differ: a %s, b %s, y %s",
+               shape_of(a).s, shape_of(b).s, shape_of(y).s);
+    VIDI_TRY(check_alias(op, "y", y, "a", a, 1, err));
+    VIDI_TRY(check_alias(op, "y", y, "b", b, 1, err));
+    {
+        const int64_t n = vidi_tensor_numel(y);
+        if (n > 0) {
+            k_add<<<ew_blocks(be, n), CUDA_EW_THREADS, 0, cuda_ctx(be)->stream>>>(a->data, a->dtype, b->data,
+                                                                                  b->dtype, y->data, y->dtype, n);
+            VIDI_TRY(vidi_cuda_check_launch(op, err));
+        }
+    }
+fail:
+    return rc;
+}
+
+static vidi_status cuda_act(vidi_backend *be, vidi_act kind, const vidi_tensor *x, vidi_tensor *y, vidi_err *err) {
+    const char *op = "act";
+    vidi_status rc = VIDI_OK;
+    VIDI_TRY(check_act_kind(op, kind, err));
+    VIDI_TRY(check_act(op, "x", x, err));
+    VIDI_TRY(check_act(op, "y", y, err));
+    VIDI_CHECK(same_shape(x, y), err, VIDI_ERR_INVALID, "act: x %s and y %s differ", shape_of(x).s, shape_of(y).s);
+    VIDI_TRY(check_alias(op, "y", y, "x", x, 1, err));
+    {
+        const int64_t n = vidi_tensor_numel(y);
+        if (n > 0) {
+            k_act<<<ew_blocks(be, n), CUDA_EW_THREADS, 0, cuda_ctx(be)->stream>>>((int)kind, x->data, x->dtype,
+                                                                                  NULL, 0, y->data, y->dtype, n);
+            VIDI_TRY(vidi_cuda_check_launch(op, err));
+        }
+    }
+fail:
+    return rc;
+}
+
+static vidi_status cuda_act_mul(vidi_backend *be, vidi_act kind, const vidi_tensor *gate, const vidi_tensor *up,
+                                vidi_tensor *y, vidi_err *err) {
+    const char *op = "act_mul";
+    vidi_status rc = VIDI_OK;
+    VIDI_TRY(check_act_kind(op, kind, err));
+    VIDI_TRY(check_act(op, "gate", gate, err));
+    VIDI_TRY(check_act(op, "up", up, err));
+    VIDI_TRY(check_act(op, "y", y, err));
+    VIDI_CHECK(same_shape(gate, y) && same_shape(up, y), err, VIDI_ERR_INVALID,
+               "act_mul: shapes differ: gate %s, up %s, y %s", shape_of(gate).s, shape_of(up).s, shape_of(y).s);
+    VIDI_TRY(check_alias(op, "y", y, "gate", gate, 1, err));
+    VIDI_TRY(check_alias(op, "y", y, "up", up, 1, err));
+    {
+        const int64_t n = vidi_tensor_numel(y);
+        if (n > 0) {
+            k_act<<<ew_blocks(be, n), CUDA_EW_THREADS, 0, cuda_ctx(be)->stream>>>(
+                (int)kind, gate->data, gate->dtype, up->data, up->dtype, y->data, y->dtype, n);
+            VIDI_TRY(vidi_cuda_check_launch(op, err));
+        }
+    }
+fail:
+    return rc;
+}
+
+// ------------------------------------------------------------------------
+// Normalisation and softmax: one block per row.
+
+// Shared checks of rms_norm / layer_norm: x, y [.., D]; w (and b) [D].
+static vidi_status check_norm(const char *op, const vidi_tensor *x, const vidi_tensor *w, const vidi_tensor *b,
+                              float eps, const vidi_tensor *y, vidi_err *err) {
+    vidi_status rc = VIDI_OK;
+    VIDI_TRY(check_act(op, "x", x, err));
+    VIDI_TRY(check_weight(op, "w", w, err));
+    if (b) VIDI_TRY(check_weight(op, "b", b, err));
+    VIDI_TRY(check_act(op, "y", y, err));
+    VIDI_CHECK(same_shape(x, y), err, VIDI_ERR_INVALID, "%s: x %s and y %s differ", op, shape_of(x).s,
+               shape_of(y).s);
+    VIDI_CHECK(w->ndim == 1 && w->shape[0] == t_cols(x), err, VIDI_ERR_INVALID, "%s: w %s must be [%lld] to match x %s",
+               op, shape_of(w).s, (long long)t_cols(x), shape_of(x).s);
+    VIDI_CHECK(!b || (b->ndim == 1 && b->shape[0] == t_cols(x)), err, VIDI_ERR_INVALID,
+               "%s: b %s must be [%lld] to match x %s", op, b ? shape_of(b).s : "", (long long)t_cols(x),
+               shape_of(x).s);
+    VIDI_CHECK(eps >= 0.0f, err, VIDI_ERR_INVALID, "%s: eps %g must be >= 0", op, (double)eps);
+    VIDI_TRY(check_alias(op, "y", y, "x", x, 1, err));
+    VIDI_TRY(check_alias(op, "y", y, "w", w, 0, err));
+    VIDI_TRY(check_alias(op, "y", y, "b", b, 0, err));
+fail:
+    return rc;
+}
+
+static vidi_status cuda_rms_norm(vidi_backend *be, const vidi_tensor *x, const vidi_tensor *w, float eps,
+                                 vidi_tensor *y, vidi_err *err) {
+    vidi_status rc = VIDI_OK;
+    VIDI_TRY(check_norm("rms_norm", x, w, NULL, eps, y, err));
+    if (t_cols(x) > 0 && t_rows(x) > 0) {
+        k_rms_norm<<<row_blocks(t_rows(x)), row_threads(t_cols(x)), 0, cuda_ctx(be)->stream>>>(
+            x->data, x->dtype, w->data, w->dtype, y->data, y->dtype, t_rows(x), t_cols(x), eps);
+        VIDI_TRY(vidi_cuda_check_launch("rms_norm", err));
+    }
+fail:
+    return rc;
+}
+
+static vidi_status cuda_layer_norm(vidi_backend *be, const vidi_tensor *x, const vidi_tensor *w,
+                                   const vidi_tensor *b, float eps, vidi_tensor *y, vidi_err *err) {
+    vidi_status rc = VIDI_OK;
+    VIDI_TRY(check_norm("layer_norm", x, w, b, eps, y, err));
+    if (t_cols(x) > 0 && t_rows(x) > 0) {
+        k_layer_norm<<<row_blocks(t_rows(x)), row_threads(t_cols(x)), 0, cuda_ctx(be)->stream>>>(
+            x->data, x->dtype, w->data, w->dtype, b ? b->data : NULL, b ? (int)b->dtype : 0, y->data, y->dtype,
+            t_rows(x), t_cols(x), eps);
+        VIDI_TRY(vidi_cuda_check_launch("layer_norm", err));
+    }
+fail:
+    return rc;
+}
+
+static vidi_status cuda_softmax(vidi_backend *be, const vidi_tensor *x, vidi_tensor *y, vidi_err *err) {
+    const char *op = "softmax";
+    vidi_status rc = VIDI_OK;
+    VIDI_TRY(check_act(op, "x", x, err));
+    VIDI_TRY(check_act(op, "y", y, err));
+    VIDI_CHECK(same_shape(x, y), err, VIDI_ERR_INVALID, "softmax: x %s and y %s differ", shape_of(x).s,
+               shape_of(y).s);
+    VIDI_TRY(check_alias(op, "y", y, "x", x, 1, err));
+    if (t_cols(x) > 0 && t_rows(x) > 0) {
+        k_softmax<<<row_blocks(t_rows(x)), row_threads(t_cols(x)), 0, cuda_ctx(be)->stream>>>(
+            x->data, x->dtype, y->data, y->dtype, t_rows(x), t_cols(x));
+        VIDI_TRY(vidi_cuda_check_launch(op, err));
+    }
+fail:
+    return rc;
+}
+
+// ------------------------------------------------------------------------
+// Rotary embedding.
+
+static vidi_status cuda_rope(vidi_backend *be, vidi_tensor *x, const vidi_tensor *pos, const vidi_rope_spec *spec,
+                             vidi_err *err) {
+    const char *op = "rope";
+    vidi_status rc = VIDI_OK;
+    rope_tables tab;
+    VIDI_TRY(check_act(op, "x", x, err));
+    VIDI_TRY(check_dtype(op, "pos", pos, VIDI_DTYPE_I32, err));
+    VIDI_CHECK(spec && spec->pair_axis && spec->pair_inv_freq, err, VIDI_ERR_INVALID,
+               "rope: spec and its pair tables must be given");
+    VIDI_CHECK(x->ndim == 3, err, VIDI_ERR_INVALID, "rope: x %s must be [T, H, D]", shape_of(x).s);
+    VIDI_CHECK(spec->head_dim > 0 && spec->head_dim % 2 == 0 && x->shape[2] == spec->head_dim, err,
+               VIDI_ERR_INVALID, "rope: spec head_dim %d must be even and match x %s", spec->head_dim, shape_of(x).s);
+    VIDI_CHECK(spec->head_dim / 2 <= CUDA_ROPE_MAX_PAIRS, err, VIDI_ERR_UNSUPPORTED,
+               "rope: head_dim %d is above the CUDA backend's %d", spec->head_dim, 2 * CUDA_ROPE_MAX_PAIRS);
+    VIDI_CHECK(spec->n_axes >= 1 && spec->n_axes <= 3, err, VIDI_ERR_INVALID, "rope: n_axes %d must be 1..3",
+               spec->n_axes);
+    {
+        const int64_t T = x->shape[0];
+        VIDI_CHECK((pos->ndim == 2 && pos->shape[0] == T && pos->shape[1] == spec->n_axes) ||
+                       (pos->ndim == 1 && spec->n_axes == 1 && pos->shape[0] == T),
+                   err, VIDI_ERR_INVALID, "rope: pos %s must be [%lld, %d] for x %s", shape_of(pos).s, (long long)T,
+                   spec->n_axes, shape_of(x).s);
+        memset(&tab, 0, sizeof tab);
+        const int half = spec->head_dim / 2;
+        for (int i = 0; i < half; i++) {
+            VIDI_CHECK(spec->pair_axis[i] >= 0 && spec->pair_axis[i] < spec->n_axes, err, VIDI_ERR_INVALID,
+                       "rope: pair_axis[%d] = %d is not an axis of %d", i, (int)spec->pair_axis[i], spec->n_axes);
+            tab.axis[i] = (int8_t)spec->pair_axis[i];
+            tab.inv_freq[i] = spec->pair_inv_freq[i];
+        }
+        VIDI_TRY(check_alias(op, "x", x, "pos", pos, 0, err));
+        const int64_t n = T * x->shape[1] * half;
+        if (n > 0) {
+            k_rope<<<ew_blocks(be, n), CUDA_EW_THREADS, 0, cuda_ctx(be)->stream>>>(
+                x->data, x->dtype, (const int32_t *)pos->data, spec->n_axes, T, x->shape[1], half, tab);
+            VIDI_TRY(vidi_cuda_check_launch(op, err));
+        }
+    }
+fail:
+    return rc;
+}
+
+// ------------------------------------------------------------------------
+// Gather / scatter of rows. The ids are checked on the device first (one
+// small kernel, then a wait for its flag) so that a bad id writes nothing
+// and is named in the message, as the CPU twin does.
+
+static vidi_status check_row_ids(vidi_backend *be, const char *op, const char *name, const vidi_tensor *ids,
+                                 int64_t limit, vidi_err *err) {
+    vidi_cuda_ctx *c = cuda_ctx(be);
+    vidi_status rc = VIDI_OK;
+    const int64_t n = vidi_tensor_numel(ids);
+    if (n == 0) return VIDI_OK;
+    const unsigned long long none = ~0ull;
+    int32_t bad = 0;
+    VIDI_TRY(vidi_cuda_check(cudaMemsetAsync(c->d_flag, 0xff, sizeof *c->d_flag, c->stream), op, err));  // none
+    k_check_ids<<<ew_blocks(be, n), CUDA_EW_THREADS, 0, c->stream>>>((const int32_t *)ids->data, n, limit, c->d_flag);
+    VIDI_TRY(vidi_cuda_check_launch(op, err));
+    VIDI_TRY(vidi_cuda_check(cudaMemcpyAsync(c->h_flag, c->d_flag, sizeof *c->h_flag, cudaMemcpyDeviceToHost, c->stream),
+                             op, err));
+    VIDI_TRY(vidi_cuda_check(cudaStreamSynchronize(c->stream), op, err));
+    if (c->h_flag[0] == none) return VIDI_OK;
+    VIDI_TRY(vidi_cuda_check(cudaMemcpyAsync(&bad, (const int32_t *)ids->data + c->h_flag[0], sizeof bad,
+                                             cudaMemcpyDeviceToHost, c->stream),
+                             op, err));
+    VIDI_TRY(vidi_cuda_check(cudaStreamSynchronize(c->stream), op, err));
+    rc = vidi_err_set(err, VIDI_ERR_INVALID, "%s: %s[%lld] = %d is out of range [0, %lld)", op, name,
+                      (long long)c->h_flag[0], (int)bad, (long long)limit);
+fail:
+    return rc;
+}
+
+static vidi_status cuda_gather_rows(vidi_backend *be, const vidi_tensor *table, const vidi_tensor *ids,
+                                    vidi_tensor *out, vidi_err *err) {
+    const char *op = "gather_rows";
+    vidi_status rc = VIDI_OK;
+    VIDI_TRY(check_weight(op, "table", table, err));
+    VIDI_TRY(check_dtype(op, "ids", ids, VIDI_DTYPE_I32, err));
+    VIDI_TRY(check_act(op, "out", out, err));
+    VIDI_CHECK(table->ndim == 2, err, VIDI_ERR_INVALID, "gather_rows: table %s must be 2-D", shape_of(table).s);
+    {
+        const int64_t n = vidi_tensor_numel(ids), cols = table->shape[1];
+        VIDI_CHECK(t_rows(out) == n && t_cols(out) == cols, err, VIDI_ERR_INVALID,
+                   "gather_rows: out %s must hold %lld rows of %lld (ids %s, table %s)", shape_of(out).s,
+                   (long long)n, (long long)cols, shape_of(ids).s, shape_of(table).s);
+        VIDI_TRY(check_alias(op, "out", out, "table", table, 0, err));
+        VIDI_TRY(check_alias(op, "out", out, "ids", ids, 0, err));
+        VIDI_TRY(check_row_ids(be, op, "ids", ids, table->shape[0], err));
+        if (n > 0 && cols > 0) {
+            k_gather<<<row_blocks(n), row_threads(cols), 0, cuda_ctx(be)->stream>>>(
+                table->data, table->dtype, (const int32_t *)ids->data, out->data, out->dtype, n, cols);
+            VIDI_TRY(vidi_cuda_check_launch(op, err));
+        }
+    }
+fail:
+    return rc;
+}
+
+// With a repeated index the last row wins, as in the CPU twin: a first
+// kernel records the winning row of each destination row.
+static vidi_status cuda_scatter_rows(vidi_backend *be, const vidi_tensor *src, const vidi_tensor *idx,
+                                     vidi_tensor *dst, vidi_err *err) {
+    const char *op = "scatter_rows";
+    vidi_status rc = VIDI_OK;
+    void *winner = NULL;
+    VIDI_TRY(check_act(op, "src", src, err));
+    VIDI_TRY(check_dtype(op, "idx", idx, VIDI_DTYPE_I32, err));
+    VIDI_TRY(check_act(op, "dst", dst, err));
+    {
+        const int64_t n = vidi_tensor_numel(idx), cols = t_cols(dst), rows = t_rows(dst);
+        cudaStream_t s = cuda_ctx(be)->stream;
+        VIDI_CHECK(t_rows(src) == n && t_cols(src) == cols, err, VIDI_ERR_INVALID,
+                   "scatter_rows: src %s must hold %lld rows of %lld (idx %s, dst %s)", shape_of(src).s,
+                   (long long)n, (long long)cols, shape_of(idx).s, shape_of(dst).s);
+        VIDI_CHECK(n <= INT_MAX, err, VIDI_ERR_UNSUPPORTED, "scatter_rows: %lld rows exceed the int range",
+                   (long long)n);
+        VIDI_TRY(check_alias(op, "dst", dst, "src", src, 0, err));
+        VIDI_TRY(check_alias(op, "dst", dst, "idx", idx, 0, err));
+        VIDI_TRY(check_row_ids(be, op, "idx", idx, rows, err));
+        if (n == 0 || cols == 0) goto fail;
+        if (n > 1) {
+            VIDI_TRY(scratch_alloc(be, op, (size_t)rows * sizeof(int), &winner, err));
+            VIDI_TRY(vidi_cuda_check(cudaMemsetAsync(winner, 0xff, (size_t)rows * sizeof(int), s), op, err));  // -1
+            k_scatter_winner<<<ew_blocks(be, n), CUDA_EW_THREADS, 0, s>>>((const int32_t *)idx->data, n,
+                                                                          (int *)winner);
+            VIDI_TRY(vidi_cuda_check_launch(op, err));
+        }
+        k_scatter<<<row_blocks(n), row_threads(cols), 0, s>>>(src->data, src->dtype, (const int32_t *)idx->data,
+                                                              (const int *)winner, dst->data, dst->dtype, n, cols);
+        VIDI_TRY(vidi_cuda_check_launch(op, err));
+    }
+fail:
+    scratch_free(be, winner);
+    return rc;
+}
+
+// ------------------------------------------------------------------------
+// The table.
+
+static void cuda_destroy(vidi_backend *be) {
+    if (!be) return;
+    vidi_cuda_ctx *c = cuda_ctx(be);
+    if (c) {
+        if (c->stream) cudaStreamSynchronize(c->stream);
+        if (c->lt_workspace) cudaFree(c->lt_workspace);
+        if (c->d_flag) cudaFree(c->d_flag);
+        if (c->h_flag) cudaFreeHost(c->h_flag);
+        if (c->lt) cublasLtDestroy(c->lt);
+        if (c->stream) cudaStreamDestroy(c->stream);
+        cudaGetLastError();
+        free(c);
+    }
+    free(be);
+}
+
+static vidi_backend_ops cuda_make_ops(void) {
+    vidi_backend_ops o;
+    memset(&o, 0, sizeof o);
+    o.buf_alloc = cuda_buf_alloc;
+    o.buf_free = cuda_buf_free;
+    o.copy_to_device = cuda_copy_to_device;
+    o.copy_to_host = cuda_copy_to_host;
+    o.copy = cuda_copy;
+    o.synchronize = cuda_synchronize;
+    o.matmul = cuda_matmul;
+    o.add = cuda_add;
+    o.rms_norm = cuda_rms_norm;
+    o.layer_norm = cuda_layer_norm;
+    o.act = cuda_act;
+    o.act_mul = cuda_act_mul;
+    o.softmax = cuda_softmax;
+    o.rope = cuda_rope;
+    o.attention = vidi_cuda_attention;
+    o.attention_paged = vidi_cuda_attention_paged;
+    o.gather_rows = cuda_gather_rows;
+    o.scatter_rows = cuda_scatter_rows;
+    o.sample = vidi_cuda_sample;
+    o.destroy = cuda_destroy;
+    return o;
+}
+
+static const vidi_backend_ops cuda_ops = cuda_make_ops();
+
+extern "C" vidi_backend *vidi_backend_cuda_create(int device, vidi_err *err) {
+    vidi_backend *be = (vidi_backend *)calloc(1, sizeof *be);
+    vidi_cuda_ctx *c = (vidi_cuda_ctx *)calloc(1, sizeof *c);
+    vidi_status rc = VIDI_OK;
+    int n = 0;
+    cudaDeviceProp prop;
+    cudaMemPool_t pool;
+    uint64_t keep = UINT64_MAX;
+    if (!be || !c) {
+        free(be);
+        free(c);
+        vidi_err_set(err, VIDI_ERR_NOMEM, "cuda backend: out of memory");
+        return NULL;
+    }
+    be->ctx = c;
+    if (cudaGetDeviceCount(&n) != cudaSuccess) {
+        cudaGetLastError();
+        n = 0;
+    }
+    VIDI_CHECK(device >= 0 && device < n, err, VIDI_ERR_NOTFOUND, "cuda backend: no CUDA device %d (%d visible)",
+               device, n);
+    c->device = device;
+    VIDI_TRY(vidi_cuda_check(cudaSetDevice(device), "cuda backend: cudaSetDevice", err));
+    VIDI_TRY(vidi_cuda_check(cudaGetDeviceProperties(&prop, device), "cuda backend: cudaGetDeviceProperties", err));
+    c->num_sms = prop.multiProcessorCount;
+    c->smem_optin = prop.sharedMemPerBlockOptin;
+    // Keep freed pool memory for reuse instead of handing it back at each sync.
+    VIDI_TRY(vidi_cuda_check(cudaDeviceGetDefaultMemPool(&pool, device), "cuda backend: cudaDeviceGetDefaultMemPool",
+                             err));
+    VIDI_TRY(vidi_cuda_check(cudaMemPoolSetAttribute(pool, cudaMemPoolAttrReleaseThreshold, &keep),
+                             "cuda backend: cudaMemPoolSetAttribute", err));
+    VIDI_TRY(vidi_cuda_check(cudaStreamCreateWithFlags(&c->stream, cudaStreamNonBlocking),
+                             "cuda backend: cudaStreamCreateWithFlags", err));
+    VIDI_TRY(lt_check(cublasLtCreate(&c->lt), "cuda backend: cublasLtCreate", err));
+    c->lt_workspace_bytes = CUDA_LT_WORKSPACE_BYTES;
+    VIDI_TRY(vidi_cuda_check(cudaMalloc(&c->lt_workspace, c->lt_workspace_bytes),
+                             "cuda backend: cuBLASLt workspace", err));
+    VIDI_TRY(vidi_cuda_check(cudaMalloc((void **)&c->d_flag, VIDI_CUDA_FLAGS * sizeof *c->d_flag),
+                             "cuda backend: flag buffer", err));
+    VIDI_TRY(vidi_cuda_check(cudaMallocHost((void **)&c->h_flag, VIDI_CUDA_FLAGS * sizeof *c->h_flag),
+                             "cuda backend: pinned flag buffer", err));
+    be->name = "cuda";
+    be->ops = &cuda_ops;
+    be->act_dtype = VIDI_DTYPE_BF16;
+    be->weight_dtype = VIDI_DTYPE_BF16;
+    be->host_memory = 0;
+    return be;
+fail:
+    cuda_destroy(be);
+    (void)rc;
+    return NULL;
+}

@@ -1,0 +1,70 @@
+/* kernels/cuda/cuda_backend.h — internal header shared by the CUDA backend's
+ * files (cuda_backend.cu, cuda_attention.cu, cuda_sample.cu, ...). Not part
+ * of the public interface: the rest of vidi sees only kernels/ops.h.
+ *
+ * Every kernel runs on the backend's one stream (vidi_cuda_stream). Entry
+ * points check shapes and dtypes like their CPU twins and return a
+ * vidi_status with a message in *err (vidi_err_set from core/err.h, which
+ * this header brings in with C linkage); CUDA failures are reported with
+ * cudaGetErrorString (vidi_cuda_check). */
+#ifndef VIDI_KERNELS_CUDA_BACKEND_H
+#define VIDI_KERNELS_CUDA_BACKEND_H
+
+#include <cublasLt.h>
+#include <cuda_runtime.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ops.h (and core/err.h, core/tensor.h) have no extern "C" of their own. */
+#include "kernels/ops.h"
+
+/* The backend's private state, be->ctx. Created by vidi_backend_cuda_create,
+ * freed by be->ops->destroy. */
+typedef struct vidi_cuda_ctx {
+    int device;                  /* CUDA device ordinal (made current at create) */
+    cudaStream_t stream;         /* non-blocking stream every op runs on */
+    cublasLtHandle_t lt;         /* cuBLASLt handle */
+    void *lt_workspace;          /* cuBLASLt workspace of lt_workspace_bytes (32 MiB) */
+    size_t lt_workspace_bytes;
+    unsigned long long *d_flag;  /* device scratch of VIDI_CUDA_FLAGS words (id checks) */
+    unsigned long long *h_flag;  /* pinned host copy of the same size */
+    int num_sms;                 /* multiprocessor count */
+    size_t smem_optin;           /* max dynamic shared memory per block after
+                                    cudaFuncSetAttribute (sharedMemPerBlockOptin) */
+} vidi_cuda_ctx;
+
+#define VIDI_CUDA_FLAGS 4
+
+/* The backend's stream (be->ctx's stream). */
+cudaStream_t vidi_cuda_stream(vidi_backend *be);
+
+/* VIDI_OK when e == cudaSuccess; otherwise VIDI_ERR_INTERNAL (VIDI_ERR_NOMEM
+ * for cudaErrorMemoryAllocation) with "<what>: <cudaGetErrorString(e)>". */
+vidi_status vidi_cuda_check(cudaError_t e, const char *what, vidi_err *err);
+
+/* Launch-error check after a kernel launch: vidi_cuda_check(cudaGetLastError(), what, err). */
+vidi_status vidi_cuda_check_launch(const char *what, vidi_err *err);
+
+/* ---- implemented in cuda_attention.cu ---- */
+vidi_status vidi_cuda_attention(vidi_backend *be, const vidi_tensor *q, const vidi_tensor *k,
+                                const vidi_tensor *v, vidi_tensor *out,
+                                const vidi_attn_args *args, vidi_err *err);
+vidi_status vidi_cuda_attention_paged(vidi_backend *be, const vidi_tensor *q,
+                                      const vidi_tensor *k_cache, const vidi_tensor *v_cache,
+                                      const vidi_tensor *block_table, const vidi_tensor *seq_lens,
+                                      float scale, vidi_tensor *out, vidi_err *err);
+
+/* ---- implemented in cuda_sample.cu ---- */
+vidi_status vidi_cuda_sample(vidi_backend *be, const vidi_tensor *logits,
+                             const vidi_sample_params *p, uint64_t *rng_state,
+                             int32_t *out_tokens, vidi_err *err);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif
