@@ -85,6 +85,9 @@ typedef struct vidi_backend_ops {
     /* Backend memory of `bytes` bytes (NULL on failure); freed by buf_free. */
     void *(*buf_alloc)(vidi_backend *be, size_t bytes);
     void (*buf_free)(vidi_backend *be, void *p);
+    /* host_src may be freed or reused as soon as copy_to_device returns (the
+     * backend has copied or staged it); the device copy itself may still be
+     * in flight, ordered before every later op. */
     vidi_status (*copy_to_device)(vidi_backend *be, void *dst, const void *host_src, size_t bytes, vidi_err *err);
     vidi_status (*copy_to_host)(vidi_backend *be, void *host_dst, const void *src, size_t bytes, vidi_err *err);
     /* device-to-device copy of raw bytes (ranges must not overlap) */
@@ -144,11 +147,16 @@ typedef struct vidi_backend_ops {
     /* ---- gather / scatter of rows ---- */
     /* out[i, :] = table[ids[i], :] for a backend i32 ids [N]; the table may
      * be a weight (any weight dtype), out has act dtype. Ids out of range
-     * are an error. Used for token embeddings and row permutations. */
+     * are an error: nothing is written, and the error (VIDI_ERR_INVALID,
+     * message naming gather_rows) is returned either by this call or, on
+     * asynchronous backends (CUDA checks on the device without waiting), by
+     * the next synchronize / copy_to_host / waiting copy_to_device. Used for
+     * token embeddings and row permutations. */
     vidi_status (*gather_rows)(vidi_backend *be, const vidi_tensor *table, const vidi_tensor *ids,
                                vidi_tensor *out, vidi_err *err);
     /* dst[idx[i], :] = src[i, :] for a backend i32 idx [N] (vision
-     * embeddings into image/video pad positions). */
+     * embeddings into image/video pad positions). An idx out of range is
+     * reported as for gather_rows (possibly at the next wait). */
     vidi_status (*scatter_rows)(vidi_backend *be, const vidi_tensor *src, const vidi_tensor *idx,
                                 vidi_tensor *dst, vidi_err *err);
 

@@ -187,6 +187,8 @@ vidi_status vidi_generate(vidi_model *m, const int32_t *ids, int64_t n_ids, cons
         /* act dtype (bf16 on CUDA) read back as f32 */
         VIDI_TRY(vidi_download_f32(be, res->first_logits, logit_buf, (size_t)V, err));
     }
+    /* The forward passes may still be in flight: wait, so prefill_s is their time. */
+    VIDI_TRY(be->ops->synchronize(be, err));
     double t2 = generate_now();
     res->prefill_s = t2 - t1;
 

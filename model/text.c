@@ -456,9 +456,9 @@ vidi_status vidi_text_forward(vidi_text *t, vidi_kv_cache *kv, const vidi_tensor
         vidi_tensor tl = vidi_tensor_2d(adt, out->logits->data, R, V);
         VIDI_TRY(op->matmul(be, &tn, &t->lm_head, NULL, &tl, err));
     }
-    /* Host inputs (positions, rows) were uploaded by copies that may still be
-     * in flight on asynchronous backends; they must land before we return. */
-    VIDI_TRY(op->synchronize(be, err));
+    /* No wait here: copy_to_device has taken its own copy of the host inputs
+     * (positions, rows) when it returns, and results may stay in flight (see
+     * text.h); the caller's next copy_to_host / synchronize / sample waits. */
     kv->len += T;
     return VIDI_OK;
 fail:

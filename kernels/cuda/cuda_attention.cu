@@ -3,16 +3,22 @@
 // attention. CPU twins: cpu_attention (kernels/cpu/cpu_backend.c) and
 // vidi_cpu_attention_paged (kernels/cpu/cpu_paged.c).
 //
-// Varlen kernel. One CTA of 4 warps owns 64 query rows of one (sequence,
-// query head); each warp owns 16 rows. Keys and values stream through shared
-// memory in tiles of 64 (V stored transposed so that the tensor-core operand
-// loads are single 32-bit words). S = Q K^T and O += P V run on the tensor
-// cores (mma.sync m16n8k16, bf16 operands, fp32 accumulators); the softmax
-// is the online one in fp32 registers (running max and sum per row, in the
-// log2 domain). Q, K and V are rounded to bf16 on the way in (F32 inputs
-// too), P is rounded to bf16 for the PV product, everything else is fp32.
-// The host builds a CTA -> (sequence, query tile) map, longest causal tiles
-// first, and uploads it with the cu offsets in one copy.
+// Varlen kernel. One CTA of 8 warps owns 128 query rows of one (sequence,
+// query head); each warp owns 16 rows and keeps its Q fragments in
+// registers. Keys and values stream through shared memory in tiles of 64
+// rows (row-major, rows padded by 16 bytes so ldmatrix is conflict-free),
+// in a 3-stage cp.async pipeline with one barrier per tile: tiles j + 1 and
+// j + 2 load while tile j is used. S = Q K^T and O += P V run on the tensor
+// cores (mma.sync m16n8k16, bf16 operands, fp32 accumulators; B operands by
+// ldmatrix, .trans for V); the softmax is the online one in fp32 registers
+// (running max and sum per row, in the log2 domain, ex2.approx). A warp
+// skips key tiles wholly past its rows' causal limits and masks only the
+// tiles that reach past its first row's limit (the diagonal and the ragged
+// last tile). Q, K and V are rounded to bf16 on the way in (F32 inputs too,
+// converted through registers; so are unaligned bf16 inputs), P is rounded
+// to bf16 for the PV product, everything else is fp32. The host builds a
+// CTA -> (sequence, query tile) map, longest causal tiles first, and
+// uploads it with the cu offsets in one copy.
 //
 // Paged decode. One CTA of 4 warps owns (sequence, kv head, up to 8 query
 // heads of that kv head's group, one split of the keys). Lanes work in
@@ -91,11 +97,28 @@ __device__ __forceinline__ void mma_bf16(float (&d)[4], const uint32_t (&a)[4], 
 // ---------------------------------------------------------------------------
 // Varlen attention.
 
-constexpr int kBM = 64;        // query rows per CTA
-constexpr int kBN = 64;        // keys per shared-memory tile
-constexpr int kWarps = kBM / 16;
+#ifndef VIDI_ATTN_WARPS
+#define VIDI_ATTN_WARPS 8
+#endif
+#ifndef VIDI_ATTN_MINB
+#define VIDI_ATTN_MINB 2
+#endif
+constexpr int kWarps = VIDI_ATTN_WARPS;  // each warp owns 16 query rows
+constexpr int kBM = kWarps * 16;         // query rows per CTA
+constexpr int kBN = 64;                  // keys per shared-memory tile
 constexpr int kThreads = kWarps * 32;
-constexpr int kVtPad = 8;      // bf16 padding of a transposed-V row
+#ifndef VIDI_ATTN_STAGES
+#define VIDI_ATTN_STAGES 3
+#endif
+constexpr int kStages = VIDI_ATTN_STAGES;  // K/V pipeline stages (kStages - 1 tiles in flight)
+
+// Padded row of a K or V tile, in bf16: D + 8 makes the stride an odd
+// multiple of 16 bytes modulo 128, so the 8 row addresses of an ldmatrix
+// (and the 16-byte stores of the loader) fall into distinct banks.
+template <int D> __host__ __device__ constexpr int attn_row() { return D + 8; }
+template <int D> constexpr size_t attn_smem_bytes() {
+    return (size_t)2 * kStages * kBN * attn_row<D>() * sizeof(__nv_bfloat16);
+}
 
 struct attn_tile {
     int seq;  // sequence
@@ -111,14 +134,82 @@ struct attn_params {
     bool vec;                    // q, k, v, out 16-byte aligned
 };
 
+__device__ __forceinline__ uint32_t smem_u32(const void *p) {
+    return (uint32_t)__cvta_generic_to_shared(p);
+}
+// 16 bytes global -> shared, asynchronously; zero-filled when !valid (src
+// must still be a mapped address).
+__device__ __forceinline__ void cp_async16(uint32_t dst, const void *src, bool valid) {
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(valid ? 16 : 0)
+                 : "memory");
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
+template <int N> __device__ __forceinline__ void cp_async_wait() {
+    asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
+}
+__device__ __forceinline__ void ldsm_x4(uint32_t (&r)[4], uint32_t addr) {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(addr));
+}
+__device__ __forceinline__ void ldsm_x4_t(uint32_t (&r)[4], uint32_t addr) {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(addr));
+}
+__device__ __forceinline__ float fast_exp2(float x) {  // ex2.approx: 2^-inf = 0
+    float y;
+    asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(y) : "f"(x));
+    return y;
+}
+
+// Stage keys kt0 .. kt0 + kBN - 1 of K and V (row-major, bf16, zeros past lk)
+// into one pipeline stage. bf16 with 16-byte alignment goes by cp.async;
+// anything else (f32, unaligned) is converted through registers.
 template <typename T, int D>
-__global__ void __launch_bounds__(kThreads) attn_varlen_kernel(const T *__restrict__ q, const T *__restrict__ k,
-                                                                 const T *__restrict__ v, T *__restrict__ out,
-                                                                 attn_params p) {
+__device__ __forceinline__ void attn_load_kv(__nv_bfloat16 *ks, __nv_bfloat16 *vs, const T *__restrict__ k,
+                                             const T *__restrict__ v, int64_t row0, int64_t k_stride, int kt0,
+                                             int lk, bool vec) {
+    constexpr int KP = attn_row<D>(), kChunks = D / 8;
+    constexpr bool kBf16 = sizeof(T) == 2;
+    for (int idx = threadIdx.x; idx < kBN * kChunks; idx += kThreads) {
+        const int r = idx / kChunks, c = (idx % kChunks) * 8;
+        const int key = kt0 + r;
+        const bool ok = key < lk;
+        const int64_t off = (row0 + (ok ? key : 0)) * k_stride + c;
+        if (kBf16 && vec) {
+            cp_async16(smem_u32(ks + r * KP + c), k + off, ok);
+            cp_async16(smem_u32(vs + r * KP + c), v + off, ok);
+        } else {
+            float kx[8], vx[8];
+            if (ok) {
+                load8(k + off, vec, kx);
+                load8(v + off, vec, vx);
+            } else {
+#pragma unroll
+                for (int i = 0; i < 8; i++) kx[i] = vx[i] = 0.f;
+            }
+            uint4 ku, vu;
+            ku.x = pack_bf16(kx[0], kx[1]), ku.y = pack_bf16(kx[2], kx[3]);
+            ku.z = pack_bf16(kx[4], kx[5]), ku.w = pack_bf16(kx[6], kx[7]);
+            vu.x = pack_bf16(vx[0], vx[1]), vu.y = pack_bf16(vx[2], vx[3]);
+            vu.z = pack_bf16(vx[4], vx[5]), vu.w = pack_bf16(vx[6], vx[7]);
+            *reinterpret_cast<uint4 *>(ks + r * KP + c) = ku;
+            *reinterpret_cast<uint4 *>(vs + r * KP + c) = vu;
+        }
+    }
+}
+
+template <typename T, int D>
+__global__ void __launch_bounds__(kThreads, D <= 80 ? VIDI_ATTN_MINB : 1)
+    attn_varlen_kernel(const T *__restrict__ q, const T *__restrict__ k, const T *__restrict__ v,
+                       T *__restrict__ out, attn_params p) {
     static_assert(D % 16 == 0, "head dim must be a multiple of 16");
-    constexpr int KP = D + 8;  // padded K row (bf16): 16-byte multiple, conflict-free fragment loads
-    __shared__ __align__(16) __nv_bfloat16 ks[kBN][KP];
-    __shared__ __align__(16) __nv_bfloat16 vt[D][kBN + kVtPad];
+    constexpr int KP = attn_row<D>();
+    constexpr int kTile = kBN * KP;  // bf16 elements of one K or V stage
+    extern __shared__ __align__(16) unsigned char attn_smem[];
+    __nv_bfloat16 *ks = reinterpret_cast<__nv_bfloat16 *>(attn_smem);  // [kStages][kBN][KP]
+    __nv_bfloat16 *vs = ks + kStages * kTile;                          // [kStages][kBN][KP]
 
     const attn_tile tile = p.tiles[blockIdx.x];
     const int h = blockIdx.y;
@@ -127,16 +218,31 @@ __global__ void __launch_bounds__(kThreads) attn_varlen_kernel(const T *__restri
     const int lq = p.cu_q[s + 1] - q_base, lk = p.cu_k[s + 1] - k_base;
     const int kvh = h / (p.hq / p.hkv);
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
-    const int r0 = tile.q0 + warp * 16 + g, r1 = r0 + 8;  // this thread's two rows (in the sequence)
+    const int w0 = tile.q0 + warp * 16;   // this warp's first row
+    const int r0 = w0 + g, r1 = r0 + 8;   // this thread's two rows (in the sequence)
     const int64_t k_stride = (int64_t)p.hkv * D;
 
     // Keys this CTA needs: causal row i sees keys [0, lk - lq + i].
     const int last_row = min(tile.q0 + kBM, lq) - 1;
     int n_keys = lk;
     if (p.causal) n_keys = max(0, min(lk, lk - lq + last_row + 1));
-    // Row limits (exclusive) for this thread's rows.
+    const int n_kt = (n_keys + kBN - 1) / kBN;
+    // Row limits (exclusive) for this thread's rows, and this warp's range:
+    // tiles at or past w_hi are skipped, tiles past w_lo need the mask.
     const int lim0 = p.causal ? min(lk, lk - lq + r0 + 1) : lk;
     const int lim1 = p.causal ? min(lk, lk - lq + r1 + 1) : lk;
+    const bool w_active = w0 < lq;
+    const int w_lo = p.causal ? min(lk, lk - lq + w0 + 1) : lk;
+    const int w_hi = p.causal ? min(lk, lk - lq + w0 + 16) : lk;
+
+    // Start the first kStages - 1 K/V tiles while Q goes to registers.
+    const T *kh = k + (int64_t)kvh * D, *vh = v + (int64_t)kvh * D;
+#pragma unroll
+    for (int st = 0; st < kStages - 1; st++) {
+        if (st < n_kt)
+            attn_load_kv<T, D>(ks + st * kTile, vs + st * kTile, kh, vh, k_base, k_stride, st * kBN, lk, p.vec);
+        cp_async_commit();
+    }
 
     // Q fragments straight from global memory, bf16, zero beyond the sequence.
     uint32_t qf[D / 16][4];
@@ -159,107 +265,115 @@ __global__ void __launch_bounds__(kThreads) attn_varlen_kernel(const T *__restri
     for (int i = 0; i < D / 8; i++) o[i][0] = o[i][1] = o[i][2] = o[i][3] = 0.f;
     float m0 = -INFINITY, m1 = -INFINITY;  // running max (log2 domain) of rows r0, r1
     float l0 = 0.f, l1 = 0.f;              // this thread's share of the running sums
+    const float sl = p.scale_log2;
 
-    constexpr int kChunks = D / 8;  // 8-element chunks per row
-    for (int kt0 = 0; kt0 < n_keys; kt0 += kBN) {
-        // Stage K (row-major) and V (transposed) of keys kt0 .. kt0 + 63; zeros past lk.
-        for (int idx = threadIdx.x; idx < kBN * kChunks; idx += kThreads) {
-            // consecutive threads take consecutive keys: conflict-free transposed V stores
-            const int r = idx % kBN, c = (idx / kBN) * 8;
-            const int key = kt0 + r;
-            float kx[8], vx[8];
-            if (key < lk) {
-                const int64_t off = (int64_t)(k_base + key) * k_stride + (int64_t)kvh * D + c;
-                load8(k + off, p.vec, kx);
-                load8(v + off, p.vec, vx);
-            } else {
-#pragma unroll
-                for (int i = 0; i < 8; i++) kx[i] = vx[i] = 0.f;
-            }
-            uint4 kv;
-            kv.x = pack_bf16(kx[0], kx[1]);
-            kv.y = pack_bf16(kx[2], kx[3]);
-            kv.z = pack_bf16(kx[4], kx[5]);
-            kv.w = pack_bf16(kx[6], kx[7]);
-            *reinterpret_cast<uint4 *>(&ks[r][c]) = kv;
-#pragma unroll
-            for (int i = 0; i < 8; i++) vt[c + i][r] = __float2bfloat16_rn(vx[i]);
+    // ldmatrix lane offsets (bf16 elements). Matrix i = lane / 8, row lane % 8.
+    // K (non-transposed): matrices (keys +0, d +0) (keys +0, d +8) (keys +8, d +0) (keys +8, d +8).
+    // V (transposed):     matrices (keys +0, d +0) (keys +8, d +0) (keys +0, d +8) (keys +8, d +8).
+    const int mi = lane / 8, mr = lane % 8;
+    const uint32_t k_off = (uint32_t)((((mi >> 1) * 8 + mr) * KP + (mi & 1) * 8) * 2);
+    const uint32_t v_off = (uint32_t)((((mi & 1) * 8 + mr) * KP + (mi >> 1) * 8) * 2);
+    const uint32_t ks_u = smem_u32(ks), vs_u = smem_u32(vs);
+
+    for (int j = 0; j < n_kt; j++) {
+        const int kt0 = j * kBN;
+        cp_async_wait<kStages - 2>();  // tile j has landed (this thread's part)
+        __syncthreads();               // ... and everyone's; and all are done with tile j - 1
+        {
+            // Refill the stage tile j - 1 used with tile j + kStages - 1.
+            const int jn = j + kStages - 1;
+            if (jn < n_kt)
+                attn_load_kv<T, D>(ks + (jn % kStages) * kTile, vs + (jn % kStages) * kTile, kh, vh, k_base,
+                                   k_stride, jn * kBN, lk, p.vec);
+            cp_async_commit();
         }
-        __syncthreads();
 
-        // S = Q K^T for 16 rows x 64 keys.
-        float sc[kBN / 8][4];
+        if (w_active && kt0 < w_hi) {
+            const uint32_t kb = ks_u + (uint32_t)((j % kStages) * kTile * 2) + k_off;
+            const uint32_t vb = vs_u + (uint32_t)((j % kStages) * kTile * 2) + v_off;
+
+            // S = Q K^T for 16 rows x 64 keys.
+            float sc[kBN / 8][4];
 #pragma unroll
-        for (int nt = 0; nt < kBN / 8; nt++) sc[nt][0] = sc[nt][1] = sc[nt][2] = sc[nt][3] = 0.f;
+            for (int nt = 0; nt < kBN / 8; nt++) sc[nt][0] = sc[nt][1] = sc[nt][2] = sc[nt][3] = 0.f;
 #pragma unroll
-        for (int kk = 0; kk < D / 16; kk++) {
+            for (int kk = 0; kk < D / 16; kk++) {
+#pragma unroll
+                for (int np = 0; np < kBN / 16; np++) {
+                    uint32_t b[4];
+                    ldsm_x4(b, kb + (uint32_t)((np * 16 * KP + kk * 16) * 2));
+                    mma_bf16(sc[2 * np], qf[kk], b[0], b[1]);
+                    mma_bf16(sc[2 * np + 1], qf[kk], b[2], b[3]);
+                }
+            }
+
+            // Scale, mask (only tiles that reach past this warp's first row's limit), row max.
 #pragma unroll
             for (int nt = 0; nt < kBN / 8; nt++) {
-                const __nv_bfloat16 *kr = &ks[nt * 8 + g][kk * 16 + 2 * t];
-                const uint32_t b0 = *reinterpret_cast<const uint32_t *>(kr);
-                const uint32_t b1 = *reinterpret_cast<const uint32_t *>(kr + 8);
-                mma_bf16(sc[nt], qf[kk], b0, b1);
+                sc[nt][0] *= sl, sc[nt][1] *= sl, sc[nt][2] *= sl, sc[nt][3] *= sl;
             }
-        }
+            if (kt0 + kBN > w_lo) {
+#pragma unroll
+                for (int nt = 0; nt < kBN / 8; nt++) {
+                    const int jj = kt0 + nt * 8 + 2 * t;
+                    if (jj >= lim0) sc[nt][0] = -INFINITY;
+                    if (jj + 1 >= lim0) sc[nt][1] = -INFINITY;
+                    if (jj >= lim1) sc[nt][2] = -INFINITY;
+                    if (jj + 1 >= lim1) sc[nt][3] = -INFINITY;
+                }
+            }
+            float tmax0 = m0, tmax1 = m1;
+#pragma unroll
+            for (int nt = 0; nt < kBN / 8; nt++) {
+                tmax0 = fmaxf(tmax0, fmaxf(sc[nt][0], sc[nt][1]));
+                tmax1 = fmaxf(tmax1, fmaxf(sc[nt][2], sc[nt][3]));
+            }
+            tmax0 = fmaxf(tmax0, __shfl_xor_sync(0xffffffffu, tmax0, 1));
+            tmax0 = fmaxf(tmax0, __shfl_xor_sync(0xffffffffu, tmax0, 2));
+            tmax1 = fmaxf(tmax1, __shfl_xor_sync(0xffffffffu, tmax1, 1));
+            tmax1 = fmaxf(tmax1, __shfl_xor_sync(0xffffffffu, tmax1, 2));
+            // A row with no visible key yet keeps max -inf; subtract 0 then so exp2 gives 0, not NaN.
+            const float mu0 = tmax0 == -INFINITY ? 0.f : tmax0, mu1 = tmax1 == -INFINITY ? 0.f : tmax1;
+            const float alpha0 = fast_exp2(m0 - mu0), alpha1 = fast_exp2(m1 - mu1);
+            m0 = tmax0;
+            m1 = tmax1;
 
-        // Scale, mask, row max.
-        float tmax0 = -INFINITY, tmax1 = -INFINITY;
+            // P = exp2(S - max) as bf16 A fragments; the sums use the fp32 values.
+            uint32_t pf[kBN / 16][4];
+            float rs0 = 0.f, rs1 = 0.f;
 #pragma unroll
-        for (int nt = 0; nt < kBN / 8; nt++) {
-            const int j = kt0 + nt * 8 + 2 * t;
-            sc[nt][0] = j < lim0 ? sc[nt][0] * p.scale_log2 : -INFINITY;
-            sc[nt][1] = j + 1 < lim0 ? sc[nt][1] * p.scale_log2 : -INFINITY;
-            sc[nt][2] = j < lim1 ? sc[nt][2] * p.scale_log2 : -INFINITY;
-            sc[nt][3] = j + 1 < lim1 ? sc[nt][3] * p.scale_log2 : -INFINITY;
-            tmax0 = fmaxf(tmax0, fmaxf(sc[nt][0], sc[nt][1]));
-            tmax1 = fmaxf(tmax1, fmaxf(sc[nt][2], sc[nt][3]));
-        }
-        tmax0 = fmaxf(tmax0, __shfl_xor_sync(0xffffffffu, tmax0, 1));
-        tmax0 = fmaxf(tmax0, __shfl_xor_sync(0xffffffffu, tmax0, 2));
-        tmax1 = fmaxf(tmax1, __shfl_xor_sync(0xffffffffu, tmax1, 1));
-        tmax1 = fmaxf(tmax1, __shfl_xor_sync(0xffffffffu, tmax1, 2));
-        const float mn0 = fmaxf(m0, tmax0), mn1 = fmaxf(m1, tmax1);
-        // A row with no visible key yet keeps max -inf; subtract 0 then so exp2 gives 0, not NaN.
-        const float mu0 = mn0 == -INFINITY ? 0.f : mn0, mu1 = mn1 == -INFINITY ? 0.f : mn1;
-        const float alpha0 = exp2f(m0 - mu0), alpha1 = exp2f(m1 - mu1);
-        m0 = mn0;
-        m1 = mn1;
-
-        // P = exp2(S - max) as bf16 A fragments; the sums use the fp32 values.
-        uint32_t pf[kBN / 16][4];
-        float rs0 = 0.f, rs1 = 0.f;
-#pragma unroll
-        for (int nt = 0; nt < kBN / 8; nt++) {
-            const float p0 = exp2f(sc[nt][0] - mu0), p1 = exp2f(sc[nt][1] - mu0);
-            const float p2 = exp2f(sc[nt][2] - mu1), p3 = exp2f(sc[nt][3] - mu1);
-            rs0 += p0 + p1;
-            rs1 += p2 + p3;
-            pf[nt / 2][(nt % 2) * 2 + 0] = pack_bf16(p0, p1);
-            pf[nt / 2][(nt % 2) * 2 + 1] = pack_bf16(p2, p3);
-        }
-        l0 = l0 * alpha0 + rs0;
-        l1 = l1 * alpha1 + rs1;
-#pragma unroll
-        for (int dt = 0; dt < D / 8; dt++) {
-            o[dt][0] *= alpha0;
-            o[dt][1] *= alpha0;
-            o[dt][2] *= alpha1;
-            o[dt][3] *= alpha1;
-        }
-
-        // O += P V.
-#pragma unroll
-        for (int kk = 0; kk < kBN / 16; kk++) {
+            for (int nt = 0; nt < kBN / 8; nt++) {
+                const float p0 = fast_exp2(sc[nt][0] - mu0), p1 = fast_exp2(sc[nt][1] - mu0);
+                const float p2 = fast_exp2(sc[nt][2] - mu1), p3 = fast_exp2(sc[nt][3] - mu1);
+                rs0 += p0 + p1;
+                rs1 += p2 + p3;
+                pf[nt / 2][(nt % 2) * 2 + 0] = pack_bf16(p0, p1);
+                pf[nt / 2][(nt % 2) * 2 + 1] = pack_bf16(p2, p3);
+            }
+            l0 = l0 * alpha0 + rs0;
+            l1 = l1 * alpha1 + rs1;
 #pragma unroll
             for (int dt = 0; dt < D / 8; dt++) {
-                const __nv_bfloat16 *vr = &vt[dt * 8 + g][kk * 16 + 2 * t];
-                const uint32_t b0 = *reinterpret_cast<const uint32_t *>(vr);
-                const uint32_t b1 = *reinterpret_cast<const uint32_t *>(vr + 8);
-                mma_bf16(o[dt], pf[kk], b0, b1);
+                o[dt][0] *= alpha0;
+                o[dt][1] *= alpha0;
+                o[dt][2] *= alpha1;
+                o[dt][3] *= alpha1;
+            }
+
+            // O += P V.
+#pragma unroll
+            for (int kk = 0; kk < kBN / 16; kk++) {
+#pragma unroll
+                for (int dp = 0; dp < D / 16; dp++) {
+                    uint32_t b[4];
+                    ldsm_x4_t(b, vb + (uint32_t)((kk * 16 * KP + dp * 16) * 2));
+                    mma_bf16(o[2 * dp], pf[kk], b[0], b[1]);
+                    mma_bf16(o[2 * dp + 1], pf[kk], b[2], b[3]);
+                }
             }
         }
-        __syncthreads();  // before the next tile overwrites ks / vt
     }
+    cp_async_wait<0>();
 
     // Finish the sums across the quad and write; rows that saw no key get 0.
     l0 += __shfl_xor_sync(0xffffffffu, l0, 1);
@@ -537,8 +651,17 @@ void release_scratch(vidi_backend *be, void *owned) {
 template <typename T, int D>
 vidi_status launch_varlen(const vidi_tensor *q, const vidi_tensor *k, const vidi_tensor *v, vidi_tensor *out,
                           const attn_params &p, int n_tiles, cudaStream_t st, vidi_err *err) {
+    constexpr size_t smem = attn_smem_bytes<D>();
+    static bool attr_set = false;  // once per instantiation (a repeated set is harmless)
+    if (smem > 48 * 1024 && !attr_set) {
+        vidi_status rc = vidi_cuda_check(
+            cudaFuncSetAttribute(attn_varlen_kernel<T, D>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem),
+            "attention: shared memory size", err);
+        if (rc != VIDI_OK) return rc;
+        attr_set = true;
+    }
     dim3 grid((unsigned)n_tiles, (unsigned)p.hq);
-    attn_varlen_kernel<T, D><<<grid, kThreads, 0, st>>>((const T *)q->data, (const T *)k->data, (const T *)v->data,
+    attn_varlen_kernel<T, D><<<grid, kThreads, smem, st>>>((const T *)q->data, (const T *)k->data, (const T *)v->data,
                                                        (T *)out->data, p);
     return vidi_cuda_check_launch("attention: kernel launch", err);
 }

@@ -8,8 +8,9 @@
 // be BF16 (the backend's act dtype) or F32 (so the CPU-twin tests can feed
 // either); weights F32, BF16 or F16. Kernels load any float dtype, compute
 // in fp32 and round once on store. All work is queued on the backend's one
-// stream; only copy_to_host, copy_to_device, synchronize and the id checks
-// of gather_rows / scatter_rows wait for it.
+// stream; only copy_to_host, synchronize and copy_to_device of more than
+// VIDI_CUDA_STAGE_BYTES wait for it (and sample, in cuda_sample.cu). Bad ids
+// of gather_rows / scatter_rows are reported at the next of those waits.
 #include "kernels/cuda/cuda_backend.h"
 
 #include <cublas_v2.h>
@@ -337,6 +338,37 @@ __global__ void k_rope(void *x, int xdt, const int32_t *pos, int n_axes, int64_t
     }
 }
 
+// Id checks of gather_rows / scatter_rows run on the device and report late:
+// flag[0] = the lowest bad i of the op being queued (reset before each big
+// check); flag[1..3] = the first bad id since the host last looked: index,
+// value, limit << 1 | op (0 gather, 1 scatter), flag[1] = ~0 when none. An op
+// with a bad id writes nothing; the host reports flag[1..3] at its next wait.
+#define CUDA_ID_NONE (~0ull)
+#define CUDA_ID_SELF_MAX 256  // up to this many ids each block scans them itself
+
+// Whether the ids of this op are bad (same answer in every block): from
+// flag[0] (self == 0, set by k_check_ids) or by scanning them (self == 1).
+// Block 0 records the first bad id in flag[1..3] if nothing is recorded yet.
+// Every thread of the block must call it.
+__device__ bool ids_rejected(const int32_t *ids, int64_t n, int64_t limit, unsigned long long *flag, int self,
+                             int opcode) {
+    __shared__ unsigned long long first;
+    if (threadIdx.x == 0) first = self ? CUDA_ID_NONE : flag[0];
+    __syncthreads();
+    if (self) {
+        for (int64_t i = threadIdx.x; i < n; i += blockDim.x)
+            if (ids[i] < 0 || ids[i] >= limit) atomicMin(&first, (unsigned long long)i);
+        __syncthreads();
+    }
+    const unsigned long long f = first;
+    if (f != CUDA_ID_NONE && blockIdx.x == 0 && threadIdx.x == 0 && flag[1] == CUDA_ID_NONE) {
+        flag[1] = f;
+        flag[2] = (unsigned long long)(uint32_t)ids[f];
+        flag[3] = ((unsigned long long)limit << 1) | (unsigned long long)opcode;
+    }
+    return f != CUDA_ID_NONE;
+}
+
 // flag[0] = the lowest i with ids[i] outside [0, limit) (unchanged if none).
 __global__ void k_check_ids(const int32_t *ids, int64_t n, int64_t limit, unsigned long long *flag) {
     for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x)
@@ -345,7 +377,8 @@ __global__ void k_check_ids(const int32_t *ids, int64_t n, int64_t limit, unsign
 
 // out[i, :] = table[ids[i], :], one block per row (grid-stride over rows).
 __global__ void k_gather(const void *table, int tdt, const int32_t *ids, void *out, int odt, int64_t n,
-                         int64_t cols) {
+                         int64_t cols, int64_t limit, unsigned long long *flag, int self) {
+    if (ids_rejected(ids, n, limit, flag, self, 0)) return;
     for (int64_t r = blockIdx.x; r < n; r += gridDim.x) {
         const int64_t src = (int64_t)ids[r] * cols, dst = r * cols;
         for (int64_t c = threadIdx.x; c < cols; c += blockDim.x) st_f(out, odt, dst + c, ld_f(table, tdt, src + c));
@@ -354,14 +387,16 @@ __global__ void k_gather(const void *table, int tdt, const int32_t *ids, void *o
 
 // winner[idx[i]] = the largest i writing that row (the CPU twin writes rows
 // in order, so with a repeated index the last row wins).
-__global__ void k_scatter_winner(const int32_t *idx, int64_t n, int *winner) {
+__global__ void k_scatter_winner(const int32_t *idx, int64_t n, int *winner, const unsigned long long *flag) {
+    if (flag[0] != CUDA_ID_NONE) return;
     for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x)
         atomicMax(&winner[idx[i]], (int)i);
 }
 
 // dst[idx[i], :] = src[i, :] for the rows that win (all when winner is NULL).
 __global__ void k_scatter(const void *src, int sdt, const int32_t *idx, const int *winner, void *dst, int ddt,
-                          int64_t n, int64_t cols) {
+                          int64_t n, int64_t cols, int64_t limit, unsigned long long *flag) {
+    if (ids_rejected(idx, n, limit, flag, 0, 1)) return;
     for (int64_t r = blockIdx.x; r < n; r += gridDim.x) {
         if (winner && winner[idx[r]] != (int)r) continue;
         const int64_t d = (int64_t)idx[r] * cols, s = r * cols;
@@ -396,16 +431,61 @@ static vidi_status copy_args(const char *op, void *dst, const void *src, size_t 
     return VIDI_OK;
 }
 
-// Waits until the copy is done, so the caller may free or reuse host_src.
+// Waits for the stream; first queues a read of the id-check record when
+// gather_rows / scatter_rows ran since the last wait, and reports a bad id
+// found there (VIDI_ERR_INVALID, the record then cleared).
+static vidi_status cuda_wait(vidi_backend *be, const char *what, vidi_err *err) {
+    vidi_cuda_ctx *c = cuda_ctx(be);
+    vidi_status rc = VIDI_OK;
+    const int look = c->id_pending;
+    if (look)
+        VIDI_TRY(vidi_cuda_check(cudaMemcpyAsync(c->h_flag + 1, c->d_flag + 1, 3 * sizeof *c->h_flag,
+                                                 cudaMemcpyDeviceToHost, c->stream),
+                                 what, err));
+    VIDI_TRY(vidi_cuda_check(cudaStreamSynchronize(c->stream), what, err));
+    if (!look) return VIDI_OK;
+    c->id_pending = 0;
+    if (c->h_flag[1] == CUDA_ID_NONE) return VIDI_OK;
+    {
+        const int scatter = (int)(c->h_flag[3] & 1);
+        const long long index = (long long)c->h_flag[1], limit = (long long)(c->h_flag[3] >> 1);
+        const int bad = (int)(uint32_t)c->h_flag[2];
+        c->h_flag[1] = CUDA_ID_NONE;
+        VIDI_TRY(vidi_cuda_check(cudaMemsetAsync(c->d_flag + 1, 0xff, sizeof *c->d_flag, c->stream), what, err));
+        rc = vidi_err_set(err, VIDI_ERR_INVALID, "%s: %s[%lld] = %d is out of range [0, %lld) (reported at %s)",
+                          scatter ? "scatter_rows" : "gather_rows", scatter ? "idx" : "ids", index, bad, limit, what);
+    }
+fail:
+    return rc;
+}
+
+// Small copies go through a ring of pinned staging slots and do not wait:
+// host_src is copied into the slot before this returns, so the caller may
+// free or reuse it at once (a slot is reused only after its earlier copy
+// has run). Larger copies wait until they are done.
 static vidi_status cuda_copy_to_device(vidi_backend *be, void *dst, const void *host_src, size_t bytes,
                                        vidi_err *err) {
     if (bytes == 0) return VIDI_OK;
     vidi_status rc = copy_args("copy_to_device", dst, host_src, bytes, err);
     if (rc != VIDI_OK) return rc;
-    cudaStream_t s = cuda_ctx(be)->stream;
+    vidi_cuda_ctx *c = cuda_ctx(be);
+    cudaStream_t s = c->stream;
+    if (bytes <= VIDI_CUDA_STAGE_BYTES && c->h_stage) {
+        const int k = c->stage_next;
+        char *slot = (char *)c->h_stage + (size_t)k * VIDI_CUDA_STAGE_BYTES;
+        VIDI_TRY(vidi_cuda_check(cudaEventSynchronize(c->stage_ev[k]), "copy_to_device", err));
+        memcpy(slot, host_src, bytes);
+        VIDI_TRY(vidi_cuda_check(cudaMemcpyAsync(dst, slot, bytes, cudaMemcpyHostToDevice, s), "copy_to_device",
+                                 err));
+        VIDI_TRY(vidi_cuda_check(cudaEventRecord(c->stage_ev[k], s), "copy_to_device", err));
+        c->stage_next = (k + 1) % VIDI_CUDA_STAGE_SLOTS;
+        return VIDI_OK;
+    }
     rc = vidi_cuda_check(cudaMemcpyAsync(dst, host_src, bytes, cudaMemcpyHostToDevice, s), "copy_to_device", err);
     if (rc != VIDI_OK) return rc;
-    return vidi_cuda_check(cudaStreamSynchronize(s), "copy_to_device", err);
+    return cuda_wait(be, "copy_to_device", err);
+fail:
+    return rc;
 }
 
 static vidi_status cuda_copy_to_host(vidi_backend *be, void *host_dst, const void *src, size_t bytes,
@@ -416,7 +496,7 @@ static vidi_status cuda_copy_to_host(vidi_backend *be, void *host_dst, const voi
     cudaStream_t s = cuda_ctx(be)->stream;
     rc = vidi_cuda_check(cudaMemcpyAsync(host_dst, src, bytes, cudaMemcpyDeviceToHost, s), "copy_to_host", err);
     if (rc != VIDI_OK) return rc;
-    return vidi_cuda_check(cudaStreamSynchronize(s), "copy_to_host", err);
+    return cuda_wait(be, "copy_to_host", err);
 }
 
 static vidi_status cuda_copy(vidi_backend *be, void *dst, const void *src, size_t bytes, vidi_err *err) {
@@ -428,7 +508,7 @@ static vidi_status cuda_copy(vidi_backend *be, void *dst, const void *src, size_
 }
 
 static vidi_status cuda_synchronize(vidi_backend *be, vidi_err *err) {
-    return vidi_cuda_check(cudaStreamSynchronize(cuda_ctx(be)->stream), "synchronize", err);
+    return cuda_wait(be, "synchronize", err);
 }
 
 // Stream-ordered scratch for one op; freed with scratch_free on the stream.
@@ -469,61 +549,125 @@ static uint32_t ptr_align(const void *p) {
     return al;
 }
 
-// D = w·x^T + beta·D with A/B of type ab, D of type cd (column-major view).
-static vidi_status lt_matmul(vidi_backend *be, vidi_dtype ab, vidi_dtype cd, const void *w, const void *x, void *d,
-                             int64_t M, int64_t N, int64_t K, float beta, vidi_err *err) {
-    vidi_cuda_ctx *c = cuda_ctx(be);
+// A cached plan: the descriptors and the algorithm the heuristic chose for
+// one (M, N, K, types, pointer alignments). The heuristic does not see beta
+// (bias or not), so one plan serves both.
+struct lt_plan {
+    int64_t M, N, K;
+    vidi_dtype ab, cd;
+    uint32_t al_a, al_b, al_d;
+    uint64_t used;  // LRU stamp; 0 = empty slot
+    cublasLtMatmulDesc_t op;
+    cublasLtMatrixLayout_t la, lb, ld;
+    cublasLtMatmulAlgo_t algo;
+};
+
+static void lt_plan_clear(lt_plan *p) {
+    if (p->ld) cublasLtMatrixLayoutDestroy(p->ld);
+    if (p->lb) cublasLtMatrixLayoutDestroy(p->lb);
+    if (p->la) cublasLtMatrixLayoutDestroy(p->la);
+    if (p->op) cublasLtMatmulDescDestroy(p->op);
+    memset(p, 0, sizeof *p);
+}
+
+extern "C" void vidi_cuda_plans_free(vidi_cuda_ctx *c) {
+    if (!c->lt_plans) return;
+    for (int i = 0; i < VIDI_CUDA_LT_PLANS; i++) lt_plan_clear(&c->lt_plans[i]);
+    free(c->lt_plans);
+    c->lt_plans = NULL;
+}
+
+// Builds a plan into *p (cleared on failure).
+static vidi_status lt_plan_build(vidi_cuda_ctx *c, lt_plan *p, vidi_err *err) {
     vidi_status rc = VIDI_OK;
-    cublasLtMatmulDesc_t op = NULL;
-    cublasLtMatrixLayout_t la = NULL, lb = NULL, ld = NULL;
     cublasLtMatmulPreference_t pref = NULL;
     const cublasOperation_t ta = CUBLAS_OP_T, tb = CUBLAS_OP_N;
-    const cudaDataType tab = lt_type(ab), tcd = lt_type(cd);
-    const float alpha = 1.0f;
-    const uint32_t al_a = ptr_align(w), al_b = ptr_align(x), al_d = ptr_align(d);
+    const cudaDataType tab = lt_type(p->ab), tcd = lt_type(p->cd);
+    const int64_t M = p->M, N = p->N, K = p->K;
     cublasLtMatmulHeuristicResult_t heur;
     int found = 0;
     memset(&heur, 0, sizeof heur);
-    VIDI_TRY(lt_check(cublasLtMatmulDescCreate(&op, CUBLAS_COMPUTE_32F, CUDA_R_32F), "matmul: cublasLtMatmulDescCreate",
-                      err));
-    VIDI_TRY(lt_check(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof ta),
+    VIDI_TRY(lt_check(cublasLtMatmulDescCreate(&p->op, CUBLAS_COMPUTE_32F, CUDA_R_32F),
+                      "matmul: cublasLtMatmulDescCreate", err));
+    VIDI_TRY(lt_check(cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof ta),
                       "matmul: cublasLtMatmulDescSetAttribute(TRANSA)", err));
-    VIDI_TRY(lt_check(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof tb),
+    VIDI_TRY(lt_check(cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof tb),
                       "matmul: cublasLtMatmulDescSetAttribute(TRANSB)", err));
-    VIDI_TRY(lt_check(cublasLtMatrixLayoutCreate(&la, tab, (uint64_t)K, (uint64_t)N, K), "matmul: layout of w", err));
-    VIDI_TRY(lt_check(cublasLtMatrixLayoutCreate(&lb, tab, (uint64_t)K, (uint64_t)M, K), "matmul: layout of x", err));
-    VIDI_TRY(lt_check(cublasLtMatrixLayoutCreate(&ld, tcd, (uint64_t)N, (uint64_t)M, N), "matmul: layout of y", err));
+    VIDI_TRY(lt_check(cublasLtMatrixLayoutCreate(&p->la, tab, (uint64_t)K, (uint64_t)N, K), "matmul: layout of w",
+                      err));
+    VIDI_TRY(lt_check(cublasLtMatrixLayoutCreate(&p->lb, tab, (uint64_t)K, (uint64_t)M, K), "matmul: layout of x",
+                      err));
+    VIDI_TRY(lt_check(cublasLtMatrixLayoutCreate(&p->ld, tcd, (uint64_t)N, (uint64_t)M, N), "matmul: layout of y",
+                      err));
     VIDI_TRY(lt_check(cublasLtMatmulPreferenceCreate(&pref), "matmul: cublasLtMatmulPreferenceCreate", err));
     VIDI_TRY(lt_check(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
                                                            &c->lt_workspace_bytes, sizeof c->lt_workspace_bytes),
                       "matmul: workspace preference", err));
-    VIDI_TRY(lt_check(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, &al_a,
-                                                           sizeof al_a),
+    VIDI_TRY(lt_check(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, &p->al_a,
+                                                           sizeof p->al_a),
                       "matmul: alignment preference", err));
-    VIDI_TRY(lt_check(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, &al_b,
-                                                           sizeof al_b),
+    VIDI_TRY(lt_check(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, &p->al_b,
+                                                           sizeof p->al_b),
                       "matmul: alignment preference", err));
-    VIDI_TRY(lt_check(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, &al_d,
-                                                           sizeof al_d),
+    VIDI_TRY(lt_check(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, &p->al_d,
+                                                           sizeof p->al_d),
                       "matmul: alignment preference", err));
-    VIDI_TRY(lt_check(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &al_d,
-                                                           sizeof al_d),
+    VIDI_TRY(lt_check(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &p->al_d,
+                                                           sizeof p->al_d),
                       "matmul: alignment preference", err));
-    VIDI_TRY(lt_check(cublasLtMatmulAlgoGetHeuristic(c->lt, op, la, lb, ld, ld, pref, 1, &heur, &found),
+    VIDI_TRY(lt_check(cublasLtMatmulAlgoGetHeuristic(c->lt, p->op, p->la, p->lb, p->ld, p->ld, pref, 1, &heur, &found),
                       "matmul: cublasLtMatmulAlgoGetHeuristic", err));
     VIDI_CHECK(found > 0, err, VIDI_ERR_UNSUPPORTED,
                "matmul: cuBLASLt has no algorithm for M=%lld N=%lld K=%lld (%s x %s -> %s)", (long long)M,
-               (long long)N, (long long)K, vidi_dtype_name(ab), vidi_dtype_name(ab), vidi_dtype_name(cd));
-    VIDI_TRY(lt_check(cublasLtMatmul(c->lt, op, &alpha, w, la, x, lb, &beta, d, ld, d, ld, &heur.algo,
-                                     c->lt_workspace, c->lt_workspace_bytes, c->stream),
-                      "matmul: cublasLtMatmul", err));
+               (long long)N, (long long)K, vidi_dtype_name(p->ab), vidi_dtype_name(p->ab), vidi_dtype_name(p->cd));
+    p->algo = heur.algo;
 fail:
     if (pref) cublasLtMatmulPreferenceDestroy(pref);
-    if (ld) cublasLtMatrixLayoutDestroy(ld);
-    if (lb) cublasLtMatrixLayoutDestroy(lb);
-    if (la) cublasLtMatrixLayoutDestroy(la);
-    if (op) cublasLtMatmulDescDestroy(op);
+    if (rc != VIDI_OK) lt_plan_clear(p);
     return rc;
+}
+
+// The plan for this product: from the cache, else built into the least
+// recently used slot.
+static vidi_status lt_plan_get(vidi_cuda_ctx *c, vidi_dtype ab, vidi_dtype cd, int64_t M, int64_t N, int64_t K,
+                               uint32_t al_a, uint32_t al_b, uint32_t al_d, const lt_plan **out, vidi_err *err) {
+    lt_plan *victim = NULL;
+    if (!c->lt_plans) {
+        c->lt_plans = (lt_plan *)calloc(VIDI_CUDA_LT_PLANS, sizeof(lt_plan));
+        if (!c->lt_plans) return vidi_err_set(err, VIDI_ERR_NOMEM, "matmul: out of memory for the plan cache");
+    }
+    for (int i = 0; i < VIDI_CUDA_LT_PLANS; i++) {
+        lt_plan *p = &c->lt_plans[i];
+        if (p->used && p->M == M && p->N == N && p->K == K && p->ab == ab && p->cd == cd && p->al_a == al_a &&
+            p->al_b == al_b && p->al_d == al_d) {
+            p->used = ++c->lt_clock;
+            *out = p;
+            return VIDI_OK;
+        }
+        if (!victim || p->used < victim->used) victim = p;
+    }
+    lt_plan_clear(victim);
+    victim->M = M, victim->N = N, victim->K = K;
+    victim->ab = ab, victim->cd = cd;
+    victim->al_a = al_a, victim->al_b = al_b, victim->al_d = al_d;
+    vidi_status rc = lt_plan_build(c, victim, err);
+    if (rc != VIDI_OK) return rc;
+    victim->used = ++c->lt_clock;
+    *out = victim;
+    return VIDI_OK;
+}
+
+// D = w·x^T + beta·D with A/B of type ab, D of type cd (column-major view).
+static vidi_status lt_matmul(vidi_backend *be, vidi_dtype ab, vidi_dtype cd, const void *w, const void *x, void *d,
+                             int64_t M, int64_t N, int64_t K, float beta, vidi_err *err) {
+    vidi_cuda_ctx *c = cuda_ctx(be);
+    const float alpha = 1.0f;
+    const lt_plan *p = NULL;
+    vidi_status rc = lt_plan_get(c, ab, cd, M, N, K, ptr_align(w), ptr_align(x), ptr_align(d), &p, err);
+    if (rc != VIDI_OK) return rc;
+    return lt_check(cublasLtMatmul(c->lt, p->op, &alpha, w, p->la, x, p->lb, &beta, d, p->ld, d, p->ld, &p->algo,
+                                   c->lt_workspace, c->lt_workspace_bytes, c->stream),
+                    "matmul: cublasLtMatmul", err);
 }
 
 // Operand types: x and w of one dtype go to cuBLASLt as they are; mixed
@@ -788,31 +932,25 @@ fail:
 }
 
 // ------------------------------------------------------------------------
-// Gather / scatter of rows. The ids are checked on the device first (one
-// small kernel, then a wait for its flag) so that a bad id writes nothing
-// and is named in the message, as the CPU twin does.
+// Gather / scatter of rows. The ids are checked on the device without a
+// wait (see ids_rejected): an op with a bad id writes nothing, and the error
+// is returned by the next synchronize / copy_to_host (or waiting
+// copy_to_device), naming the op, the position and the id, as the CPU twin's
+// message does. Up to CUDA_ID_SELF_MAX ids the gather kernel checks them
+// itself; more are checked by k_check_ids into flag[0] first.
 
-static vidi_status check_row_ids(vidi_backend *be, const char *op, const char *name, const vidi_tensor *ids,
-                                 int64_t limit, vidi_err *err) {
+// Queues the separate check of flag[0] (large id counts, scatter).
+static vidi_status queue_row_id_check(vidi_backend *be, const char *op, const vidi_tensor *ids, int64_t limit,
+                                      vidi_err *err) {
     vidi_cuda_ctx *c = cuda_ctx(be);
     vidi_status rc = VIDI_OK;
     const int64_t n = vidi_tensor_numel(ids);
-    if (n == 0) return VIDI_OK;
-    const unsigned long long none = ~0ull;
-    int32_t bad = 0;
     VIDI_TRY(vidi_cuda_check(cudaMemsetAsync(c->d_flag, 0xff, sizeof *c->d_flag, c->stream), op, err));  // none
-    k_check_ids<<<ew_blocks(be, n), CUDA_EW_THREADS, 0, c->stream>>>((const int32_t *)ids->data, n, limit, c->d_flag);
-    VIDI_TRY(vidi_cuda_check_launch(op, err));
-    VIDI_TRY(vidi_cuda_check(cudaMemcpyAsync(c->h_flag, c->d_flag, sizeof *c->h_flag, cudaMemcpyDeviceToHost, c->stream),
-                             op, err));
-    VIDI_TRY(vidi_cuda_check(cudaStreamSynchronize(c->stream), op, err));
-    if (c->h_flag[0] == none) return VIDI_OK;
-    VIDI_TRY(vidi_cuda_check(cudaMemcpyAsync(&bad, (const int32_t *)ids->data + c->h_flag[0], sizeof bad,
-                                             cudaMemcpyDeviceToHost, c->stream),
-                             op, err));
-    VIDI_TRY(vidi_cuda_check(cudaStreamSynchronize(c->stream), op, err));
-    rc = vidi_err_set(err, VIDI_ERR_INVALID, "%s: %s[%lld] = %d is out of range [0, %lld)", op, name,
-                      (long long)c->h_flag[0], (int)bad, (long long)limit);
+    if (n > 0) {
+        k_check_ids<<<ew_blocks(be, n), CUDA_EW_THREADS, 0, c->stream>>>((const int32_t *)ids->data, n, limit,
+                                                                          c->d_flag);
+        VIDI_TRY(vidi_cuda_check_launch(op, err));
+    }
 fail:
     return rc;
 }
@@ -832,11 +970,16 @@ static vidi_status cuda_gather_rows(vidi_backend *be, const vidi_tensor *table, 
                    (long long)n, (long long)cols, shape_of(ids).s, shape_of(table).s);
         VIDI_TRY(check_alias(op, "out", out, "table", table, 0, err));
         VIDI_TRY(check_alias(op, "out", out, "ids", ids, 0, err));
-        VIDI_TRY(check_row_ids(be, op, "ids", ids, table->shape[0], err));
-        if (n > 0 && cols > 0) {
-            k_gather<<<row_blocks(n), row_threads(cols), 0, cuda_ctx(be)->stream>>>(
-                table->data, table->dtype, (const int32_t *)ids->data, out->data, out->dtype, n, cols);
+        if (n > 0) {  // checked even with no columns to copy
+            vidi_cuda_ctx *c = cuda_ctx(be);
+            const int self = n <= CUDA_ID_SELF_MAX;
+            if (!self) VIDI_TRY(queue_row_id_check(be, op, ids, table->shape[0], err));
+            k_gather<<<row_blocks(n), row_threads(cols), 0, c->stream>>>(table->data, table->dtype,
+                                                                        (const int32_t *)ids->data, out->data,
+                                                                        out->dtype, n, cols, table->shape[0],
+                                                                        c->d_flag, self);
             VIDI_TRY(vidi_cuda_check_launch(op, err));
+            c->id_pending = 1;
         }
     }
 fail:
@@ -863,18 +1006,20 @@ static vidi_status cuda_scatter_rows(vidi_backend *be, const vidi_tensor *src, c
                    (long long)n);
         VIDI_TRY(check_alias(op, "dst", dst, "src", src, 0, err));
         VIDI_TRY(check_alias(op, "dst", dst, "idx", idx, 0, err));
-        VIDI_TRY(check_row_ids(be, op, "idx", idx, rows, err));
-        if (n == 0 || cols == 0) goto fail;
+        if (n == 0) goto fail;
+        VIDI_TRY(queue_row_id_check(be, op, idx, rows, err));
         if (n > 1) {
             VIDI_TRY(scratch_alloc(be, op, (size_t)rows * sizeof(int), &winner, err));
             VIDI_TRY(vidi_cuda_check(cudaMemsetAsync(winner, 0xff, (size_t)rows * sizeof(int), s), op, err));  // -1
             k_scatter_winner<<<ew_blocks(be, n), CUDA_EW_THREADS, 0, s>>>((const int32_t *)idx->data, n,
-                                                                          (int *)winner);
+                                                                          (int *)winner, cuda_ctx(be)->d_flag);
             VIDI_TRY(vidi_cuda_check_launch(op, err));
         }
         k_scatter<<<row_blocks(n), row_threads(cols), 0, s>>>(src->data, src->dtype, (const int32_t *)idx->data,
-                                                              (const int *)winner, dst->data, dst->dtype, n, cols);
+                                                              (const int *)winner, dst->data, dst->dtype, n, cols,
+                                                              rows, cuda_ctx(be)->d_flag);
         VIDI_TRY(vidi_cuda_check_launch(op, err));
+        cuda_ctx(be)->id_pending = 1;
     }
 fail:
     scratch_free(be, winner);
@@ -889,9 +1034,13 @@ static void cuda_destroy(vidi_backend *be) {
     vidi_cuda_ctx *c = cuda_ctx(be);
     if (c) {
         if (c->stream) cudaStreamSynchronize(c->stream);
+        vidi_cuda_plans_free(c);
         if (c->lt_workspace) cudaFree(c->lt_workspace);
         if (c->d_flag) cudaFree(c->d_flag);
         if (c->h_flag) cudaFreeHost(c->h_flag);
+        for (int i = 0; i < VIDI_CUDA_STAGE_SLOTS; i++)
+            if (c->stage_ev[i]) cudaEventDestroy(c->stage_ev[i]);
+        if (c->h_stage) cudaFreeHost(c->h_stage);
         if (c->lt) cublasLtDestroy(c->lt);
         if (c->stream) cudaStreamDestroy(c->stream);
         cudaGetLastError();
@@ -969,6 +1118,13 @@ extern "C" vidi_backend *vidi_backend_cuda_create(int device, vidi_err *err) {
                              "cuda backend: flag buffer", err));
     VIDI_TRY(vidi_cuda_check(cudaMallocHost((void **)&c->h_flag, VIDI_CUDA_FLAGS * sizeof *c->h_flag),
                              "cuda backend: pinned flag buffer", err));
+    VIDI_TRY(vidi_cuda_check(cudaMemset(c->d_flag, 0xff, VIDI_CUDA_FLAGS * sizeof *c->d_flag),
+                             "cuda backend: flag buffer", err));  // no bad id recorded
+    for (int i = 0; i < VIDI_CUDA_STAGE_SLOTS; i++)
+        VIDI_TRY(vidi_cuda_check(cudaEventCreateWithFlags(&c->stage_ev[i], cudaEventDisableTiming),
+                                 "cuda backend: staging event", err));
+    VIDI_TRY(vidi_cuda_check(cudaMallocHost(&c->h_stage, (size_t)VIDI_CUDA_STAGE_SLOTS * VIDI_CUDA_STAGE_BYTES),
+                             "cuda backend: pinned staging buffer", err));
     be->name = "cuda";
     be->ops = &cuda_ops;
     be->act_dtype = VIDI_DTYPE_BF16;

@@ -30,7 +30,17 @@ typedef struct vidi_cuda_ctx {
     cublasLtHandle_t lt;         /* cuBLASLt handle */
     void *lt_workspace;          /* cuBLASLt workspace of lt_workspace_bytes (32 MiB) */
     size_t lt_workspace_bytes;
-    unsigned long long *d_flag;  /* device scratch of VIDI_CUDA_FLAGS words (id checks) */
+    struct lt_plan *lt_plans;    /* cuBLASLt plan cache of VIDI_CUDA_LT_PLANS slots (LRU,
+                                    allocated on first use, freed at destroy) */
+    uint64_t lt_clock;           /* LRU stamp of the last plan used */
+    int id_pending;              /* gather_rows / scatter_rows ran since the last wait:
+                                    the next wait reads d_flag[1..3] (a bad id's record) */
+    void *h_stage;               /* pinned staging ring for small copy_to_device:
+                                    VIDI_CUDA_STAGE_SLOTS slots of VIDI_CUDA_STAGE_BYTES */
+    cudaEvent_t stage_ev[16];    /* recorded after each slot's upload (VIDI_CUDA_STAGE_SLOTS) */
+    int stage_next;              /* next slot to use */
+    unsigned long long *d_flag;  /* device words of the id checks: [0] this op's first bad
+                                    index, [1..3] first bad id since the last wait */
     unsigned long long *h_flag;  /* pinned host copy of the same size */
     int num_sms;                 /* multiprocessor count */
     size_t smem_optin;           /* max dynamic shared memory per block after
@@ -38,6 +48,12 @@ typedef struct vidi_cuda_ctx {
 } vidi_cuda_ctx;
 
 #define VIDI_CUDA_FLAGS 4
+#define VIDI_CUDA_LT_PLANS 64
+#define VIDI_CUDA_STAGE_SLOTS 16          /* = the size of stage_ev */
+#define VIDI_CUDA_STAGE_BYTES ((size_t)64 << 10)
+
+/* Frees the cuBLASLt plan cache (cuda_destroy). */
+void vidi_cuda_plans_free(vidi_cuda_ctx *c);
 
 /* The backend's stream (be->ctx's stream). */
 cudaStream_t vidi_cuda_stream(vidi_backend *be);
