@@ -131,6 +131,15 @@ typedef struct vidi_backend_ops {
                              const vidi_tensor *v, vidi_tensor *out, const vidi_attn_args *args,
                              vidi_err *err);
 
+    /* Optional (NULL where absent; backends with graphs have it): attention
+     * with n_seqs 1 whose key count is read at run time from k_len_dev
+     * (backend i32 [1], clamped to [0, k's rows]), so that a recorded graph
+     * stays valid as a KV cache grows; cu_k[1] (= k's rows) only bounds it.
+     * Otherwise exactly `attention` (same kernel). */
+    vidi_status (*attention_klen)(vidi_backend *be, const vidi_tensor *q, const vidi_tensor *k,
+                                  const vidi_tensor *v, vidi_tensor *out, const vidi_attn_args *args,
+                                  const int32_t *k_len_dev, vidi_err *err);
+
     /* Decode attention over a paged KV cache: one query per sequence.
      *   q: [B, Hq, D]; k_cache, v_cache: [n_blocks, block_size, Hkv, D];
      *   block_table: backend i32 [B, max_blocks] (block ids, -1 unused);
@@ -166,6 +175,21 @@ typedef struct vidi_backend_ops {
     vidi_status (*sample)(vidi_backend *be, const vidi_tensor *logits,
                           const vidi_sample_params *params, uint64_t *rng_state,
                           int32_t *out_tokens, vidi_err *err);
+
+    /* ---- graphs (optional: NULL where the backend has none, e.g. CPU) ----
+     * graph_begin starts recording the ops queued after it (nothing runs);
+     * graph_end stops and returns an executable graph in *graph (on failure
+     * recording is still ended and *graph is NULL); graph_launch replays it
+     * on the backend's stream, ordered after earlier ops, with the device
+     * pointers and sizes it was recorded with: inputs that change between
+     * replays must be read by the recorded ops from device memory (written
+     * e.g. by copy_to_device before the launch). Ops queued while recording
+     * must not wait (no copy_to_host, synchronize, sample) nor upload from
+     * the host. graph_free releases a graph (NULL is fine). */
+    vidi_status (*graph_begin)(vidi_backend *be, vidi_err *err);
+    vidi_status (*graph_end)(vidi_backend *be, void **graph, vidi_err *err);
+    vidi_status (*graph_launch)(vidi_backend *be, void *graph, vidi_err *err);
+    void (*graph_free)(vidi_backend *be, void *graph);
 
     void (*destroy)(vidi_backend *be);
 } vidi_backend_ops;

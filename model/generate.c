@@ -24,6 +24,7 @@ vidi_generate_params vidi_generate_params_default(void) {
         .on_token = NULL,
         .user = NULL,
         .vision_embeds = NULL,
+        .no_graphs = 0,
     };
     return p;
 }
@@ -91,7 +92,7 @@ vidi_status vidi_generate(vidi_model *m, const int32_t *ids, int64_t n_ids, cons
     vidi_backend *be = m ? m->be : NULL;
     vidi_mrope_item *items = NULL;
     int32_t *pos = NULL;
-    void *vis_buf = NULL, *emb_buf = NULL, *step_buf = NULL, *logit_buf = NULL;
+    void *vis_buf = NULL, *emb_buf = NULL, *logit_buf = NULL;
     vidi_kv_cache *kv = NULL;
     memset(res, 0, sizeof *res);
 
@@ -195,9 +196,10 @@ vidi_status vidi_generate(vidi_model *m, const int32_t *ids, int64_t n_ids, cons
     /* ---- sampling loop ---- */
     res->tokens = malloc((size_t)params->max_tokens * sizeof *res->tokens);
     VIDI_CHECK(res->tokens, err, VIDI_ERR_NOMEM, "generate: out of memory");
-    vidi_tensor step;
-    VIDI_TRY(generate_alloc(be, 1, H, &step_buf, &step, err));
     uint64_t rng = vidi_rng_seed(params->seed);
+    /* VIDI_NO_GRAPHS=1 in the environment turns graphs off too (timing the plain path). */
+    const char *ng = getenv("VIDI_NO_GRAPHS");
+    int use_graph = !params->no_graphs && !(ng && *ng && strcmp(ng, "0"));
     res->finish = VIDI_FINISH_LENGTH;
     for (;;) {
         int32_t tok;
@@ -216,9 +218,7 @@ vidi_status vidi_generate(vidi_model *m, const int32_t *ids, int64_t n_ids, cons
         if (res->n_tokens >= params->max_tokens) break;
         int32_t p3[3];
         vidi_mrope_decode_position(vidi_kv_cache_len(kv), res->rope_delta, p3);
-        VIDI_TRY(vidi_text_embed(m->text, &tok, 1, NULL, &step, err));
-        vidi_text_out o = {.which = VIDI_TEXT_LOGITS_LAST, .logits = &logits};
-        VIDI_TRY(vidi_text_forward(m->text, kv, &step, p3, &o, err));
+        VIDI_TRY(vidi_text_decode_step(m->text, kv, tok, p3, &logits, use_graph, err));
     }
     res->decode_s = generate_now() - t2;
     rc = VIDI_OK;
@@ -229,7 +229,6 @@ done:
     if (be) {
         if (vis_buf) be->ops->buf_free(be, vis_buf);
         if (emb_buf) be->ops->buf_free(be, emb_buf);
-        if (step_buf) be->ops->buf_free(be, step_buf);
         if (logit_buf) be->ops->buf_free(be, logit_buf);
     }
     vidi_kv_cache_free(kv);

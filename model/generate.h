@@ -43,10 +43,13 @@ typedef struct vidi_generate_params {
      * in prompt order. When given, the vision tower is not run and the
      * items' pixels may be NULL (grids are still needed for positions). */
     const vidi_tensor *vision_embeds;
+    /* 1: decode without graphs even where the backend has them (the plain
+     * path, for checks); the results are the same either way. */
+    int no_graphs;
 } vidi_generate_params;
 
 /* max_tokens 128, greedy, seed 0, stop at eos, whole-prompt prefill, no
- * first logits, no callback, vision computed from pixels. */
+ * first logits, no callback, vision computed from pixels, graphs on. */
 vidi_generate_params vidi_generate_params_default(void);
 
 typedef enum vidi_finish {

@@ -40,6 +40,12 @@ struct vidi_kv_cache {
     void *buf;                   /* backend: layer l K at l*2*plane, V at (l*2+1)*plane */
     size_t plane;                /* bytes of one layer's K (capacity * kv_heads * head_dim) */
     int64_t capacity, len;
+    /* vidi_text_decode_step: backend buffers of one token (step inputs,
+     * then activations), allocated on first use, and the recorded step. */
+    void *dec;
+    void *graph;                 /* backend graph of one decode step, or NULL */
+    void *graph_logits;          /* the logits buffer the graph writes */
+    int dec_eager;               /* steps run eagerly so far (the first is not recorded) */
 };
 
 /* ---- weights ---- */
@@ -254,6 +260,9 @@ vidi_status vidi_kv_cache_create(const vidi_text *t, int64_t capacity, vidi_kv_c
 
 void vidi_kv_cache_free(vidi_kv_cache *kv) {
     if (!kv) return;
+    vidi_backend *be = kv->t->be;
+    if (kv->graph) be->ops->graph_free(be, kv->graph);
+    if (kv->dec) be->ops->buf_free(be, kv->dec);
     kv->t->be->ops->buf_free(kv->t->be, kv->buf);
     free(kv);
 }
@@ -328,6 +337,81 @@ fail:
 
 /* ---- forward ---- */
 
+/* Activation buffers of T tokens (backend memory). */
+typedef struct text_act {
+    void *x, *h, *q, *k, *v, *a, *g, *u;
+} text_act;
+
+/* The decoder layers over T new tokens in b->x (updated in place), with
+ * positions tpos and the keys of the first Lk cache rows (the new ones
+ * included) as attn describes. The new keys and values go to cache rows
+ * kv->len.. by a copy or, with kv_at (backend i32 [1], T = 1), to row
+ * *kv_at read at run time; k_len (backend i32 [1] or NULL) is then the key
+ * count read at run time (attention_klen), Lk only its bound. */
+static vidi_status text_layers(vidi_text *t, vidi_kv_cache *kv, int64_t T, const text_act *b,
+                               const vidi_tensor *tpos, int64_t Lk, const vidi_attn_args *attn,
+                               const vidi_tensor *kv_at, const int32_t *k_len, vidi_err *err) {
+    vidi_status rc = VIDI_OK;
+    vidi_backend *be = t->be;
+    const vidi_backend_ops *op = be->ops;
+    const vidi_text_config *c = &t->cfg;
+    vidi_dtype adt = be->act_dtype;
+    int64_t H = c->hidden_size, I = c->intermediate_size, D = c->head_dim;
+    int64_t Hq = c->num_heads, Hkv = c->num_kv_heads;
+    size_t row_kv = (size_t)(Hkv * D) * vidi_dtype_size(adt);
+
+    vidi_tensor tx = vidi_tensor_2d(adt, b->x, T, H);
+    vidi_tensor th = vidi_tensor_2d(adt, b->h, T, H);
+    vidi_tensor tq = vidi_tensor_3d(adt, b->q, T, Hq, D);
+    vidi_tensor tk = vidi_tensor_3d(adt, b->k, T, Hkv, D);
+    vidi_tensor ta = vidi_tensor_3d(adt, b->a, T, Hq, D);
+    vidi_tensor ta2 = vidi_tensor_2d(adt, b->a, T, Hq * D);
+    vidi_tensor tq2 = vidi_tensor_2d(adt, b->q, T, Hq * D);
+    vidi_tensor tk2 = vidi_tensor_2d(adt, b->k, T, Hkv * D);
+    vidi_tensor tv2 = vidi_tensor_2d(adt, b->v, T, Hkv * D);
+    vidi_tensor tg = vidi_tensor_2d(adt, b->g, T, I);
+    vidi_tensor tu = vidi_tensor_2d(adt, b->u, T, I);
+
+    for (int l = 0; l < c->num_layers; l++) {
+        const text_layer *L = &t->layers[l];
+        char *kc = (char *)kv->buf + (size_t)l * 2 * kv->plane;
+        char *vc = kc + kv->plane;
+        vidi_tensor tkc = vidi_tensor_3d(adt, kc, Lk, Hkv, D);
+        vidi_tensor tvc = vidi_tensor_3d(adt, vc, Lk, Hkv, D);
+
+        VIDI_TRY(op->rms_norm(be, &tx, &L->ln1, c->rms_norm_eps, &th, err));
+        VIDI_TRY(op->matmul(be, &th, &L->wq, &L->bq, &tq2, err));
+        VIDI_TRY(op->matmul(be, &th, &L->wk, &L->bk, &tk2, err));
+        VIDI_TRY(op->matmul(be, &th, &L->wv, &L->bv, &tv2, err));
+        VIDI_TRY(op->rope(be, &tq, tpos, &t->rope, err));
+        VIDI_TRY(op->rope(be, &tk, tpos, &t->rope, err));
+        if (kv_at) {
+            vidi_tensor kc2 = vidi_tensor_2d(adt, kc, Lk, Hkv * D);
+            vidi_tensor vc2 = vidi_tensor_2d(adt, vc, Lk, Hkv * D);
+            VIDI_TRY(op->scatter_rows(be, &tk2, kv_at, &kc2, err));
+            VIDI_TRY(op->scatter_rows(be, &tv2, kv_at, &vc2, err));
+        } else {
+            VIDI_TRY(op->copy(be, kc + (size_t)kv->len * row_kv, b->k, (size_t)T * row_kv, err));
+            VIDI_TRY(op->copy(be, vc + (size_t)kv->len * row_kv, b->v, (size_t)T * row_kv, err));
+        }
+        if (k_len)
+            VIDI_TRY(op->attention_klen(be, &tq, &tkc, &tvc, &ta, attn, k_len, err));
+        else
+            VIDI_TRY(op->attention(be, &tq, &tkc, &tvc, &ta, attn, err));
+        VIDI_TRY(op->matmul(be, &ta2, &L->wo, NULL, &th, err));
+        VIDI_TRY(op->add(be, &tx, &th, &tx, err));
+
+        VIDI_TRY(op->rms_norm(be, &tx, &L->ln2, c->rms_norm_eps, &th, err));
+        VIDI_TRY(op->matmul(be, &th, &L->wg, NULL, &tg, err));
+        VIDI_TRY(op->matmul(be, &th, &L->wu, NULL, &tu, err));
+        VIDI_TRY(op->act_mul(be, VIDI_ACT_SILU, &tg, &tu, &tg, err));
+        VIDI_TRY(op->matmul(be, &tg, &L->wd, NULL, &th, err));
+        VIDI_TRY(op->add(be, &tx, &th, &tx, err));
+    }
+fail:
+    return rc;
+}
+
 vidi_status vidi_text_forward(vidi_text *t, vidi_kv_cache *kv, const vidi_tensor *embeds,
                               const int32_t *pos, const vidi_text_out *out, vidi_err *err) {
     vidi_status rc;
@@ -392,16 +476,6 @@ vidi_status vidi_text_forward(vidi_text *t, vidi_kv_cache *kv, const vidi_tensor
     }
 
     vidi_tensor tx = vidi_tensor_2d(adt, x, T, H);
-    vidi_tensor th = vidi_tensor_2d(adt, h, T, H);
-    vidi_tensor tq = vidi_tensor_3d(adt, q, T, Hq, D);
-    vidi_tensor tk = vidi_tensor_3d(adt, k, T, Hkv, D);
-    vidi_tensor ta = vidi_tensor_3d(adt, a, T, Hq, D);
-    vidi_tensor ta2 = vidi_tensor_2d(adt, a, T, Hq * D);
-    vidi_tensor tq2 = vidi_tensor_2d(adt, q, T, Hq * D);
-    vidi_tensor tk2 = vidi_tensor_2d(adt, k, T, Hkv * D);
-    vidi_tensor tv2 = vidi_tensor_2d(adt, v, T, Hkv * D);
-    vidi_tensor tg = vidi_tensor_2d(adt, g, T, I);
-    vidi_tensor tu = vidi_tensor_2d(adt, u, T, I);
     vidi_tensor tpos = vidi_tensor_2d(VIDI_DTYPE_I32, dpos, T, 3);
 
     VIDI_TRY(op->copy(be, x, embeds->data, (size_t)(T * H) * es, err));
@@ -411,34 +485,8 @@ vidi_status vidi_text_forward(vidi_text *t, vidi_kv_cache *kv, const vidi_tensor
     int32_t cu_q[2] = {0, (int32_t)T}, cu_k[2] = {0, (int32_t)Lk};
     vidi_attn_args attn = {.cu_q = cu_q, .cu_k = cu_k, .n_seqs = 1, .causal = 1,
                            .scale = 1.0f / sqrtf((float)D)};
-    size_t row_kv = (size_t)(Hkv * D) * es;
-
-    for (int l = 0; l < c->num_layers; l++) {
-        const text_layer *L = &t->layers[l];
-        char *kc = (char *)kv->buf + (size_t)l * 2 * kv->plane;
-        char *vc = kc + kv->plane;
-        vidi_tensor tkc = vidi_tensor_3d(adt, kc, Lk, Hkv, D);
-        vidi_tensor tvc = vidi_tensor_3d(adt, vc, Lk, Hkv, D);
-
-        VIDI_TRY(op->rms_norm(be, &tx, &L->ln1, c->rms_norm_eps, &th, err));
-        VIDI_TRY(op->matmul(be, &th, &L->wq, &L->bq, &tq2, err));
-        VIDI_TRY(op->matmul(be, &th, &L->wk, &L->bk, &tk2, err));
-        VIDI_TRY(op->matmul(be, &th, &L->wv, &L->bv, &tv2, err));
-        VIDI_TRY(op->rope(be, &tq, &tpos, &t->rope, err));
-        VIDI_TRY(op->rope(be, &tk, &tpos, &t->rope, err));
-        VIDI_TRY(op->copy(be, kc + (size_t)kv->len * row_kv, k, (size_t)T * row_kv, err));
-        VIDI_TRY(op->copy(be, vc + (size_t)kv->len * row_kv, v, (size_t)T * row_kv, err));
-        VIDI_TRY(op->attention(be, &tq, &tkc, &tvc, &ta, &attn, err));
-        VIDI_TRY(op->matmul(be, &ta2, &L->wo, NULL, &th, err));
-        VIDI_TRY(op->add(be, &tx, &th, &tx, err));
-
-        VIDI_TRY(op->rms_norm(be, &tx, &L->ln2, c->rms_norm_eps, &th, err));
-        VIDI_TRY(op->matmul(be, &th, &L->wg, NULL, &tg, err));
-        VIDI_TRY(op->matmul(be, &th, &L->wu, NULL, &tu, err));
-        VIDI_TRY(op->act_mul(be, VIDI_ACT_SILU, &tg, &tu, &tg, err));
-        VIDI_TRY(op->matmul(be, &tg, &L->wd, NULL, &th, err));
-        VIDI_TRY(op->add(be, &tx, &th, &tx, err));
-    }
+    text_act act = {x, h, q, k, v, a, g, u};
+    VIDI_TRY(text_layers(t, kv, T, &act, &tpos, Lk, &attn, NULL, NULL, err));
 
     if (R > 0) {
         /* The final norm is per row, so only the selected rows need it. */
@@ -464,5 +512,129 @@ vidi_status vidi_text_forward(vidi_text *t, vidi_kv_cache *kv, const vidi_tensor
 fail:
     vidi_err_prefix(err, "text forward (%lld tokens after %lld)", (long long)T,
                     kv ? (long long)kv->len : 0LL);
+    return rc;
+}
+
+/* ---- one decode step ---- */
+
+/* Step inputs at the start of kv->dec (i32): the token id, its 3 positions,
+ * the cache row it goes to and the key count after it. */
+enum { DEC_ID = 0, DEC_POS = 1, DEC_ROW = 4, DEC_LK = 5, DEC_INTS = 8 };
+
+/* kv->dec: the step ints, then the activations of one token. */
+static vidi_status text_dec_bufs(vidi_text *t, vidi_kv_cache *kv, text_act *b, vidi_err *err) {
+    const vidi_text_config *c = &t->cfg;
+    size_t es = vidi_dtype_size(t->be->act_dtype);
+    int64_t H = c->hidden_size, I = c->intermediate_size, D = c->head_dim;
+    int64_t Hq = c->num_heads, Hkv = c->num_kv_heads;
+    for (int pass = 0; pass < 2; pass++) {
+        text_carver cv = {pass ? kv->dec : NULL, 0};
+        text_carve(&cv, DEC_INTS * sizeof(int32_t));
+        b->x = text_carve(&cv, (size_t)H * es);
+        b->h = text_carve(&cv, (size_t)H * es);
+        b->q = text_carve(&cv, (size_t)(Hq * D) * es);
+        b->k = text_carve(&cv, (size_t)(Hkv * D) * es);
+        b->v = text_carve(&cv, (size_t)(Hkv * D) * es);
+        b->a = text_carve(&cv, (size_t)(Hq * D) * es);
+        b->g = text_carve(&cv, (size_t)I * es);
+        b->u = text_carve(&cv, (size_t)I * es);
+        if (!pass && !kv->dec) {
+            kv->dec = t->be->ops->buf_alloc(t->be, cv.off);
+            if (!kv->dec)
+                return vidi_err_set(err, VIDI_ERR_NOMEM, "decode step: cannot allocate %zu bytes of "
+                                    "%s memory", cv.off, t->be->name);
+        }
+    }
+    return VIDI_OK;
+}
+
+/* The step's ops, all inputs read from kv->dec (recordable): embedding of
+ * the id, the layers with the cache row and key count from device memory,
+ * the final norm and lm_head into `logits`. */
+static vidi_status text_dec_body(vidi_text *t, vidi_kv_cache *kv, const text_act *b,
+                                 vidi_tensor *logits, vidi_err *err) {
+    vidi_status rc = VIDI_OK;
+    vidi_backend *be = t->be;
+    const vidi_text_config *c = &t->cfg;
+    vidi_dtype adt = be->act_dtype;
+    int32_t *ints = kv->dec;
+    vidi_tensor tid = vidi_tensor_1d(VIDI_DTYPE_I32, ints + DEC_ID, 1);
+    vidi_tensor tpos = vidi_tensor_2d(VIDI_DTYPE_I32, ints + DEC_POS, 1, 3);
+    vidi_tensor trow = vidi_tensor_1d(VIDI_DTYPE_I32, ints + DEC_ROW, 1);
+    vidi_tensor tx = vidi_tensor_2d(adt, b->x, 1, c->hidden_size);
+    vidi_tensor tn = vidi_tensor_2d(adt, b->h, 1, c->hidden_size);
+    /* The whole cache is the key view; the key count comes from ints[DEC_LK]. */
+    int32_t cu_q[2] = {0, 1}, cu_k[2] = {0, (int32_t)kv->capacity};
+    vidi_attn_args attn = {.cu_q = cu_q, .cu_k = cu_k, .n_seqs = 1, .causal = 1,
+                           .scale = 1.0f / sqrtf((float)c->head_dim)};
+    VIDI_TRY(be->ops->gather_rows(be, &t->embed, &tid, &tx, err));
+    VIDI_TRY(text_layers(t, kv, 1, b, &tpos, kv->capacity, &attn, &trow, ints + DEC_LK, err));
+    VIDI_TRY(be->ops->rms_norm(be, &tx, &t->norm, c->rms_norm_eps, &tn, err));
+    VIDI_TRY(be->ops->matmul(be, &tn, &t->lm_head, NULL, logits, err));
+fail:
+    return rc;
+}
+
+vidi_status vidi_text_decode_step(vidi_text *t, vidi_kv_cache *kv, int32_t id, const int32_t pos[3],
+                                  vidi_tensor *logits, int use_graph, vidi_err *err) {
+    vidi_status rc;
+    vidi_backend *be = t->be;
+    const vidi_backend_ops *op = be->ops;
+    int64_t V = t->cfg.vocab_size, H = t->cfg.hidden_size;
+    VIDI_CHECK(kv && kv->t == t, err, VIDI_ERR_INVALID, "the KV cache belongs to another model");
+    VIDI_CHECK(kv->len + 1 <= kv->capacity, err, VIDI_ERR_RANGE,
+               "1 new token does not fit in the KV cache (%lld of %lld used)", (long long)kv->len,
+               (long long)kv->capacity);
+    VIDI_CHECK(id >= 0 && id < t->cfg.vocab_size, err, VIDI_ERR_INVALID,
+               "token id %d is outside the vocabulary [0, %d)", id, t->cfg.vocab_size);
+    VIDI_CHECK(pos, err, VIDI_ERR_INVALID, "no positions");
+    VIDI_CHECK(logits && logits->dtype == be->act_dtype && vidi_tensor_rows(logits) == 1 &&
+                   vidi_tensor_cols(logits) == V, err, VIDI_ERR_INVALID,
+               "logits must be %s [1, %lld]", vidi_dtype_name(be->act_dtype), (long long)V);
+    int graphs = use_graph && op->graph_begin && op->graph_end && op->graph_launch && op->graph_free &&
+                 op->attention_klen;
+    text_act b;
+    VIDI_TRY(text_dec_bufs(t, kv, &b, err));
+    if (!graphs) {
+        /* The plain path: embed, then the general forward of one token. */
+        vidi_tensor emb = vidi_tensor_2d(be->act_dtype, b.x, 1, H);
+        VIDI_TRY(vidi_text_embed(t, &id, 1, NULL, &emb, err));
+        vidi_text_out o = {.which = VIDI_TEXT_LOGITS_LAST, .logits = logits};
+        return vidi_text_forward(t, kv, &emb, pos, &o, err);
+    }
+    int32_t ints[DEC_INTS] = {id, pos[0], pos[1], pos[2], (int32_t)kv->len, (int32_t)(kv->len + 1), 0, 0};
+    VIDI_TRY(op->copy_to_device(be, kv->dec, ints, sizeof ints, err));
+    if (kv->graph && kv->graph_logits != logits->data) {
+        op->graph_free(be, kv->graph);
+        kv->graph = NULL;
+        kv->dec_eager = 0;
+    }
+    if (!kv->graph && kv->dec_eager == 0) {
+        /* The first step runs eagerly: one-time set-up of the ops (GEMM plans,
+         * kernel attributes) happens outside the recording. */
+        VIDI_TRY(text_dec_body(t, kv, &b, logits, err));
+        kv->dec_eager = 1;
+    } else {
+        if (!kv->graph) {
+            VIDI_TRY(op->graph_begin(be, err));
+            vidi_status brc = text_dec_body(t, kv, &b, logits, err);
+            vidi_err e2;
+            void *g = NULL;
+            vidi_status erc = op->graph_end(be, &g, brc == VIDI_OK ? err : &e2);
+            if (brc != VIDI_OK) {
+                if (g) op->graph_free(be, g);
+                rc = brc;
+                goto fail;
+            }
+            VIDI_TRY(erc);
+            kv->graph = g;
+            kv->graph_logits = logits->data;
+        }
+        VIDI_TRY(op->graph_launch(be, kv->graph, err));
+    }
+    kv->len += 1;
+    return VIDI_OK;
+fail:
+    vidi_err_prefix(err, "decode step (after %lld tokens)", kv ? (long long)kv->len : 0LL);
     return rc;
 }

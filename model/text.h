@@ -93,4 +93,15 @@ typedef struct vidi_text_out {
 vidi_status vidi_text_forward(vidi_text *t, vidi_kv_cache *kv, const vidi_tensor *embeds,
                               const int32_t *pos, const vidi_text_out *out, vidi_err *err);
 
+/* One decode step: the token `id` at positions pos (host [3], t h w) is
+ * appended to `kv` and its logits written to `logits` (backend, act dtype,
+ * [1, V]); equal to vidi_text_embed of the id followed by
+ * vidi_text_forward of it with VIDI_TEXT_LOGITS_LAST, kernel for kernel.
+ * With use_graph on a backend with graphs (ops.h graph_*), the step reads
+ * its inputs from device buffers owned by the cache: the first step runs
+ * eagerly, the second records a graph of the step that later steps replay
+ * (recorded again when `logits` moves). Results may still be in flight. */
+vidi_status vidi_text_decode_step(vidi_text *t, vidi_kv_cache *kv, int32_t id, const int32_t pos[3],
+                                  vidi_tensor *logits, int use_graph, vidi_err *err);
+
 #endif

@@ -126,8 +126,14 @@ struct attn_tile {
 };
 
 struct attn_params {
-    const int32_t *cu_q, *cu_k;  // device, n_seqs + 1
-    const attn_tile *tiles;      // device, gridDim.x
+    const int32_t *cu_q, *cu_k;  // device, n_seqs + 1 (NULL: one sequence, see below)
+    const attn_tile *tiles;      // device, gridDim.x (NULL: one sequence, see below)
+    // One sequence (tiles NULL): no tables. lq1 queries, lk1 keys or, when
+    // lk_dev is set, *lk_dev keys read at run time (a graph records the
+    // pointer, not the count); CTA x takes tile gridDim.x - 1 - x (the
+    // causally longest first, as the table would order them).
+    const int32_t *lk_dev;
+    int lq1, lk1;
     int hq, hkv;
     int causal;
     float scale_log2;            // scale * log2(e)
@@ -211,11 +217,19 @@ __global__ void __launch_bounds__(kThreads, D <= 80 ? VIDI_ATTN_MINB : 1)
     __nv_bfloat16 *ks = reinterpret_cast<__nv_bfloat16 *>(attn_smem);  // [kStages][kBN][KP]
     __nv_bfloat16 *vs = ks + kStages * kTile;                          // [kStages][kBN][KP]
 
-    const attn_tile tile = p.tiles[blockIdx.x];
+    attn_tile tile;
+    int q_base, k_base, lq, lk;
+    if (p.tiles) {
+        tile = p.tiles[blockIdx.x];
+        const int s = tile.seq;
+        q_base = p.cu_q[s], k_base = p.cu_k[s];
+        lq = p.cu_q[s + 1] - q_base, lk = p.cu_k[s + 1] - k_base;
+    } else {
+        tile = attn_tile{0, (int)(gridDim.x - 1 - blockIdx.x) * kBM};
+        q_base = 0, k_base = 0, lq = p.lq1;
+        lk = p.lk_dev ? min(max(*p.lk_dev, 0), p.lk1) : p.lk1;
+    }
     const int h = blockIdx.y;
-    const int s = tile.seq;
-    const int q_base = p.cu_q[s], k_base = p.cu_k[s];
-    const int lq = p.cu_q[s + 1] - q_base, lk = p.cu_k[s + 1] - k_base;
     const int kvh = h / (p.hq / p.hkv);
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
     const int w0 = tile.q0 + warp * 16;   // this warp's first row
@@ -709,9 +723,9 @@ vidi_status launch_paged_d(int D, const vidi_tensor *q, const vidi_tensor *kc, c
 // Varlen attention (ops.h attention). q, k, v, out: BF16 or F32, all one
 // dtype, device memory; cu_q / cu_k are host arrays. Queues the kernel on the
 // backend's stream; the small offset/tile tables go up in one async copy.
-extern "C" vidi_status vidi_cuda_attention(vidi_backend *be, const vidi_tensor *q, const vidi_tensor *k,
-                                           const vidi_tensor *v, vidi_tensor *out, const vidi_attn_args *args,
-                                           vidi_err *err) {
+static vidi_status attention_impl(vidi_backend *be, const vidi_tensor *q, const vidi_tensor *k, const vidi_tensor *v,
+                                  vidi_tensor *out, const vidi_attn_args *args, const int32_t *k_len_dev,
+                                  vidi_err *err) {
     const char *op = "attention";
     vidi_status rc = VIDI_OK;
     int32_t *host = NULL;
@@ -749,7 +763,34 @@ extern "C" vidi_status vidi_cuda_attention(vidi_backend *be, const vidi_tensor *
             VIDI_CHECK(0, err, VIDI_ERR_UNSUPPORTED, "attention: head dim %lld (16, 64, 80, 128 supported)",
                        (long long)D);
         const int n = args->n_seqs;
+        VIDI_CHECK(!k_len_dev || n == 1, err, VIDI_ERR_INVALID,
+                   "attention: a run-time key count needs exactly one sequence (n_seqs %d)", n);
         if (n == 0 || q->shape[0] == 0) goto fail;
+        cudaStream_t st = vidi_cuda_stream(be);
+        attn_params p;
+        p.hq = (int)hq;
+        p.hkv = (int)hkv;
+        p.causal = args->causal != 0;
+        p.scale_log2 = args->scale * kLog2e;
+        p.vec = aligned16(q->data) && aligned16(k->data) && aligned16(v->data) && aligned16(out->data);
+        p.lk_dev = k_len_dev;
+        p.lq1 = p.lk1 = 0;
+        if (n == 1) {
+            // One sequence (decode, a single prompt): sizes go by value and
+            // the tile order follows from blockIdx, so nothing is uploaded or
+            // allocated and the launch can be recorded into a graph.
+            p.cu_q = p.cu_k = NULL;
+            p.tiles = NULL;
+            p.lq1 = args->cu_q[1];
+            p.lk1 = args->cu_k[1];
+            const int64_t n1 = ((int64_t)p.lq1 + kBM - 1) / kBM;
+            if (n1 == 0) goto fail;
+            if (q->dtype == VIDI_DTYPE_BF16)
+                VIDI_TRY(launch_varlen_d<__nv_bfloat16>((int)D, q, k, v, out, p, (int)n1, st, err));
+            else
+                VIDI_TRY(launch_varlen_d<float>((int)D, q, k, v, out, p, (int)n1, st, err));
+            goto fail;
+        }
 
         // Host table: cu_q[n + 1], cu_k[n + 1], then tiles (seq, q0), each
         // sequence's last (causally longest) tile first.
@@ -770,18 +811,11 @@ extern "C" vidi_status vidi_cuda_attention(vidi_backend *be, const vidi_tensor *
         }
         VIDI_TRY(get_scratch(be, n_ints * sizeof *host, &owned, "attention: table", err));
         const void *dev = owned;
-        cudaStream_t st = vidi_cuda_stream(be);
         VIDI_TRY(vidi_cuda_check(cudaMemcpyAsync(owned, host, n_ints * sizeof *host, cudaMemcpyHostToDevice, st),
                                  "attention: table upload", err));
-        attn_params p;
         p.cu_q = (const int32_t *)dev;
         p.cu_k = (const int32_t *)dev + n + 1;
         p.tiles = (const attn_tile *)((const int32_t *)dev + 2 * (n + 1));
-        p.hq = (int)hq;
-        p.hkv = (int)hkv;
-        p.causal = args->causal != 0;
-        p.scale_log2 = args->scale * kLog2e;
-        p.vec = aligned16(q->data) && aligned16(k->data) && aligned16(v->data) && aligned16(out->data);
         if (q->dtype == VIDI_DTYPE_BF16)
             VIDI_TRY(launch_varlen_d<__nv_bfloat16>((int)D, q, k, v, out, p, (int)n_tiles, st, err));
         else
@@ -791,6 +825,20 @@ fail:
     release_scratch(be, owned);
     free(host);  // the pageable upload has been staged when cudaMemcpyAsync returns
     return rc;
+}
+
+extern "C" vidi_status vidi_cuda_attention(vidi_backend *be, const vidi_tensor *q, const vidi_tensor *k,
+                                           const vidi_tensor *v, vidi_tensor *out, const vidi_attn_args *args,
+                                           vidi_err *err) {
+    return attention_impl(be, q, k, v, out, args, NULL, err);
+}
+
+// ops.h attention_klen: one sequence, its key count read on the device.
+extern "C" vidi_status vidi_cuda_attention_klen(vidi_backend *be, const vidi_tensor *q, const vidi_tensor *k,
+                                                const vidi_tensor *v, vidi_tensor *out, const vidi_attn_args *args,
+                                                const int32_t *k_len_dev, vidi_err *err) {
+    if (!k_len_dev) return vidi_err_set(err, VIDI_ERR_INVALID, "attention_klen: no key count");
+    return attention_impl(be, q, k, v, out, args, k_len_dev, err);
 }
 
 // Paged decode attention (ops.h attention_paged). q, caches, out: BF16 or

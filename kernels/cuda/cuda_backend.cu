@@ -1339,6 +1339,11 @@ static vidi_backend_ops cuda_make_ops(void) {
     o.gather_rows = cuda_gather_rows;
     o.scatter_rows = cuda_scatter_rows;
     o.sample = vidi_cuda_sample;
+    o.attention_klen = vidi_cuda_attention_klen;
+    o.graph_begin = vidi_cuda_graph_begin;
+    o.graph_end = vidi_cuda_graph_end;
+    o.graph_launch = vidi_cuda_graph_launch;
+    o.graph_free = vidi_cuda_graph_free;
     o.destroy = cuda_destroy;
     return o;
 }

@@ -79,6 +79,17 @@ vidi_status vidi_cuda_sample(vidi_backend *be, const vidi_tensor *logits,
                              const vidi_sample_params *p, uint64_t *rng_state,
                              int32_t *out_tokens, vidi_err *err);
 
+/* ---- implemented in cuda_attention.cu (ops.h attention_klen) ---- */
+vidi_status vidi_cuda_attention_klen(vidi_backend *be, const vidi_tensor *q, const vidi_tensor *k,
+                                     const vidi_tensor *v, vidi_tensor *out, const vidi_attn_args *args,
+                                     const int32_t *k_len_dev, vidi_err *err);
+
+/* ---- implemented in cuda_graph.cu (ops.h graph_*) ---- */
+vidi_status vidi_cuda_graph_begin(vidi_backend *be, vidi_err *err);
+vidi_status vidi_cuda_graph_end(vidi_backend *be, void **graph, vidi_err *err);
+vidi_status vidi_cuda_graph_launch(vidi_backend *be, void *graph, vidi_err *err);
+void vidi_cuda_graph_free(vidi_backend *be, void *graph);
+
 #ifdef __cplusplus
 }
 #endif
