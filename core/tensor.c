@@ -59,8 +59,9 @@ int64_t vidi_tensor_cols(const vidi_tensor *t) {
 }
 
 int64_t vidi_tensor_rows(const vidi_tensor *t) {
-    int64_t c = vidi_tensor_cols(t);
-    return c ? vidi_tensor_numel(t) / c : 0;
+    int64_t r = 1; /* a product, so rows stay right when the last dimension is 0 */
+    for (int i = 0; i < t->ndim - 1; i++) r *= t->shape[i];
+    return r;
 }
 
 uint16_t vidi_f32_to_bf16(float f) {

@@ -14,6 +14,7 @@
  * Nothing is cached between calls; all scratch is allocated per call, so
  * ops may be called from several threads at once.
  */
+#include "kernels/check.h"
 #include "kernels/ops.h"
 
 #include <cblas.h>
@@ -48,90 +49,8 @@ static int64_t grain_rows(int64_t cols) {
 /* ------------------------------------------------------------------------ */
 /* Argument checks. Every message starts with the op name.                  */
 
-typedef struct shape_text {
-    char s[128];
-} shape_text;
-
-/* "[2, 3, 4] f32", for messages. */
-static shape_text shape_of(const vidi_tensor *t) {
-    shape_text r;
-    int off = snprintf(r.s, sizeof r.s, "[");
-    for (int i = 0; i < t->ndim && i < VIDI_MAX_DIMS; i++)
-        off += snprintf(r.s + off, sizeof r.s - (size_t)off, "%s%lld", i ? ", " : "",
-                        (long long)t->shape[i]);
-    snprintf(r.s + off, sizeof r.s - (size_t)off, "] %s", vidi_dtype_name(t->dtype));
-    return r;
-}
-
-/* Rows and columns as ops.h defines them; rows stay right when cols is 0. */
-static int64_t t_cols(const vidi_tensor *t) { return t->shape[t->ndim - 1]; }
-static int64_t t_rows(const vidi_tensor *t) {
-    int64_t r = 1;
-    for (int i = 0; i < t->ndim - 1; i++) r *= t->shape[i];
-    return r;
-}
-
-static int same_shape(const vidi_tensor *a, const vidi_tensor *b) {
-    if (a->ndim != b->ndim) return 0;
-    for (int i = 0; i < a->ndim; i++)
-        if (a->shape[i] != b->shape[i]) return 0;
-    return 1;
-}
-
-static vidi_status check_tensor(const char *op, const char *name, const vidi_tensor *t, vidi_err *err) {
-    if (!t) return vidi_err_set(err, VIDI_ERR_INVALID, "%s: %s is NULL", op, name);
-    if (t->ndim < 1 || t->ndim > VIDI_MAX_DIMS)
-        return vidi_err_set(err, VIDI_ERR_INVALID, "%s: %s has %d dimensions (1..%d allowed)", op, name,
-                            t->ndim, VIDI_MAX_DIMS);
-    if ((unsigned)t->dtype >= VIDI_DTYPE_COUNT)
-        return vidi_err_set(err, VIDI_ERR_INVALID, "%s: %s has unknown dtype %d", op, name, (int)t->dtype);
-    for (int i = 0; i < t->ndim; i++)
-        if (t->shape[i] < 0)
-            return vidi_err_set(err, VIDI_ERR_INVALID, "%s: %s %s has a negative dimension", op, name,
-                                shape_of(t).s);
-    if (!t->data && vidi_tensor_numel(t) > 0)
-        return vidi_err_set(err, VIDI_ERR_INVALID, "%s: %s %s has no data", op, name, shape_of(t).s);
-    return VIDI_OK;
-}
-
-static vidi_status check_dtype(const char *op, const char *name, const vidi_tensor *t, vidi_dtype want,
-                               vidi_err *err) {
-    vidi_status rc = check_tensor(op, name, t, err);
-    if (rc != VIDI_OK) return rc;
-    if (t->dtype != want)
-        return vidi_err_set(err, VIDI_ERR_INVALID, "%s: %s %s must be %s", op, name, shape_of(t).s,
-                            vidi_dtype_name(want));
-    return VIDI_OK;
-}
-
 static vidi_status check_act(const char *op, const char *name, const vidi_tensor *t, vidi_err *err) {
-    return check_dtype(op, name, t, VIDI_DTYPE_F32, err);
-}
-
-static vidi_status check_weight(const char *op, const char *name, const vidi_tensor *t, vidi_err *err) {
-    vidi_status rc = check_tensor(op, name, t, err);
-    if (rc != VIDI_OK) return rc;
-    if (t->dtype != VIDI_DTYPE_F32 && t->dtype != VIDI_DTYPE_BF16 && t->dtype != VIDI_DTYPE_F16)
-        return vidi_err_set(err, VIDI_ERR_INVALID, "%s: %s %s must be f32, bf16 or f16", op, name,
-                            shape_of(t).s);
-    return VIDI_OK;
-}
-
-static int bytes_overlap(const void *a, size_t na, const void *b, size_t nb) {
-    uintptr_t pa = (uintptr_t)a, pb = (uintptr_t)b;
-    return na && nb && pa < pb + nb && pb < pa + na;
-}
-
-/* y must not share memory with x, except that with exact_ok it may be the
- * very same tensor (same start, same size). x may be NULL. */
-static vidi_status check_alias(const char *op, const char *yname, const vidi_tensor *y, const char *xname,
-                               const vidi_tensor *x, int exact_ok, vidi_err *err) {
-    if (!x) return VIDI_OK;
-    size_t ny = vidi_tensor_nbytes(y), nx = vidi_tensor_nbytes(x);
-    if (!bytes_overlap(y->data, ny, x->data, nx)) return VIDI_OK;
-    if (exact_ok && y->data == x->data && ny == nx) return VIDI_OK;
-    return vidi_err_set(err, VIDI_ERR_INVALID, "%s: %s overlaps %s%s", op, yname, xname,
-                        exact_ok ? " (only exact in-place use is allowed)" : "");
+    return vidi_check_dtype(op, name, t, VIDI_DTYPE_F32, err);
 }
 
 /* A float view of a small weight vector: its data for F32, else a widened
@@ -202,7 +121,7 @@ static void cpu_buf_free(vidi_backend *be, void *p) { free(p); }
 static vidi_status cpu_copy_bytes(const char *op, void *dst, const void *src, size_t bytes, vidi_err *err) {
     if (bytes == 0) return VIDI_OK;
     if (!dst || !src) return vidi_err_set(err, VIDI_ERR_INVALID, "%s: NULL pointer for %zu bytes", op, bytes);
-    if (bytes_overlap(dst, bytes, src, bytes))
+    if (vidi_bytes_overlap(dst, bytes, src, bytes))
         return vidi_err_set(err, VIDI_ERR_INVALID, "%s: source and destination ranges overlap", op);
     memcpy(dst, src, bytes);
     return VIDI_OK;
@@ -252,23 +171,23 @@ static vidi_status cpu_matmul(vidi_backend *be, const vidi_tensor *x, const vidi
     float *wbuf = NULL, *bias_owned = NULL;
     const float *bf = NULL;
     VIDI_TRY(check_act(op, "x", x, err));
-    VIDI_TRY(check_weight(op, "w", w, err));
+    VIDI_TRY(vidi_check_weight(op, "w", w, err));
     VIDI_TRY(check_act(op, "y", y, err));
-    if (bias) VIDI_TRY(check_weight(op, "bias", bias, err));
-    VIDI_CHECK(w->ndim == 2, err, VIDI_ERR_INVALID, "matmul: w %s must be 2-D [N, K]", shape_of(w).s);
-    const int64_t M = t_rows(x), K = t_cols(x), N = w->shape[0];
+    if (bias) VIDI_TRY(vidi_check_weight(op, "bias", bias, err));
+    VIDI_CHECK(w->ndim == 2, err, VIDI_ERR_INVALID, "matmul: w %s must be 2-D [N, K]", vidi_shape_of(w).s);
+    const int64_t M = vidi_tensor_rows(x), K = vidi_tensor_cols(x), N = w->shape[0];
     VIDI_CHECK(w->shape[1] == K, err, VIDI_ERR_INVALID, "matmul: x %s has %lld columns but w %s has %lld",
-               shape_of(x).s, (long long)K, shape_of(w).s, (long long)w->shape[1]);
-    VIDI_CHECK(t_rows(y) == M && t_cols(y) == N, err, VIDI_ERR_INVALID,
-               "matmul: y %s must hold %lld rows of %lld (x %s, w %s)", shape_of(y).s, (long long)M,
-               (long long)N, shape_of(x).s, shape_of(w).s);
+               vidi_shape_of(x).s, (long long)K, vidi_shape_of(w).s, (long long)w->shape[1]);
+    VIDI_CHECK(vidi_tensor_rows(y) == M && vidi_tensor_cols(y) == N, err, VIDI_ERR_INVALID,
+               "matmul: y %s must hold %lld rows of %lld (x %s, w %s)", vidi_shape_of(y).s, (long long)M,
+               (long long)N, vidi_shape_of(x).s, vidi_shape_of(w).s);
     VIDI_CHECK(!bias || (bias->ndim == 1 && bias->shape[0] == N), err, VIDI_ERR_INVALID,
-               "matmul: bias %s must be [%lld]", bias ? shape_of(bias).s : "", (long long)N);
+               "matmul: bias %s must be [%lld]", bias ? vidi_shape_of(bias).s : "", (long long)N);
     VIDI_CHECK(M <= INT_MAX && N <= INT_MAX && K <= INT_MAX, err, VIDI_ERR_UNSUPPORTED,
-               "matmul: x %s, w %s exceed the BLAS int range", shape_of(x).s, shape_of(w).s);
-    VIDI_TRY(check_alias(op, "y", y, "x", x, 0, err));
-    VIDI_TRY(check_alias(op, "y", y, "w", w, 0, err));
-    VIDI_TRY(check_alias(op, "y", y, "bias", bias, 0, err));
+               "matmul: x %s, w %s exceed the BLAS int range", vidi_shape_of(x).s, vidi_shape_of(w).s);
+    VIDI_TRY(vidi_check_alias(op, "y", y, "x", x, 0, err));
+    VIDI_TRY(vidi_check_alias(op, "y", y, "w", w, 0, err));
+    VIDI_TRY(vidi_check_alias(op, "y", y, "bias", bias, 0, err));
 
     float *yd = y->data;
     if (M > 0 && N > 0) {
@@ -324,10 +243,10 @@ static vidi_status cpu_add(vidi_backend *be, const vidi_tensor *a, const vidi_te
     VIDI_TRY(check_act(op, "a", a, err));
     VIDI_TRY(check_act(op, "b", b, err));
     VIDI_TRY(check_act(op, "y", y, err));
-    VIDI_CHECK(same_shape(a, y) && same_shape(b, y), err, VIDI_ERR_INVALID,
-               "add: shapes differ: a %s, b %s, y %s", shape_of(a).s, shape_of(b).s, shape_of(y).s);
-    VIDI_TRY(check_alias(op, "y", y, "a", a, 1, err));
-    VIDI_TRY(check_alias(op, "y", y, "b", b, 1, err));
+    VIDI_CHECK(vidi_same_shape(a, y) && vidi_same_shape(b, y), err, VIDI_ERR_INVALID,
+               "add: shapes differ: a %s, b %s, y %s", vidi_shape_of(a).s, vidi_shape_of(b).s, vidi_shape_of(y).s);
+    VIDI_TRY(vidi_check_alias(op, "y", y, "a", a, 1, err));
+    VIDI_TRY(vidi_check_alias(op, "y", y, "b", b, 1, err));
     ew_job job = {.a = a->data, .b = b->data, .y = y->data};
     vidi_pool_for(cpu_pool(be), vidi_tensor_numel(y), CPU_GRAIN_ELEMS, add_task, &job);
 fail:
@@ -393,20 +312,20 @@ static vidi_status check_norm(const char *op, const vidi_tensor *x, const vidi_t
                               float eps, const vidi_tensor *y, vidi_err *err) {
     vidi_status rc = VIDI_OK;
     VIDI_TRY(check_act(op, "x", x, err));
-    VIDI_TRY(check_weight(op, "w", w, err));
-    if (b) VIDI_TRY(check_weight(op, "b", b, err));
+    VIDI_TRY(vidi_check_weight(op, "w", w, err));
+    if (b) VIDI_TRY(vidi_check_weight(op, "b", b, err));
     VIDI_TRY(check_act(op, "y", y, err));
-    VIDI_CHECK(same_shape(x, y), err, VIDI_ERR_INVALID, "%s: x %s and y %s differ", op, shape_of(x).s,
-               shape_of(y).s);
-    VIDI_CHECK(w->ndim == 1 && w->shape[0] == t_cols(x), err, VIDI_ERR_INVALID,
-               "%s: w %s must be [%lld] to match x %s", op, shape_of(w).s, (long long)t_cols(x), shape_of(x).s);
-    VIDI_CHECK(!b || (b->ndim == 1 && b->shape[0] == t_cols(x)), err, VIDI_ERR_INVALID,
-               "%s: b %s must be [%lld] to match x %s", op, b ? shape_of(b).s : "", (long long)t_cols(x),
-               shape_of(x).s);
+    VIDI_CHECK(vidi_same_shape(x, y), err, VIDI_ERR_INVALID, "%s: x %s and y %s differ", op, vidi_shape_of(x).s,
+               vidi_shape_of(y).s);
+    VIDI_CHECK(w->ndim == 1 && w->shape[0] == vidi_tensor_cols(x), err, VIDI_ERR_INVALID,
+               "%s: w %s must be [%lld] to match x %s", op, vidi_shape_of(w).s, (long long)vidi_tensor_cols(x), vidi_shape_of(x).s);
+    VIDI_CHECK(!b || (b->ndim == 1 && b->shape[0] == vidi_tensor_cols(x)), err, VIDI_ERR_INVALID,
+               "%s: b %s must be [%lld] to match x %s", op, b ? vidi_shape_of(b).s : "", (long long)vidi_tensor_cols(x),
+               vidi_shape_of(x).s);
     VIDI_CHECK(eps >= 0.0f, err, VIDI_ERR_INVALID, "%s: eps %g must be >= 0", op, (double)eps);
-    VIDI_TRY(check_alias(op, "y", y, "x", x, 1, err));
-    VIDI_TRY(check_alias(op, "y", y, "w", w, 0, err));
-    VIDI_TRY(check_alias(op, "y", y, "b", b, 0, err));
+    VIDI_TRY(vidi_check_alias(op, "y", y, "x", x, 1, err));
+    VIDI_TRY(vidi_check_alias(op, "y", y, "w", w, 0, err));
+    VIDI_TRY(vidi_check_alias(op, "y", y, "b", b, 0, err));
 fail:
     return rc;
 }
@@ -417,10 +336,10 @@ static vidi_status cpu_rms_norm(vidi_backend *be, const vidi_tensor *x, const vi
     float *w_owned = NULL;
     const float *wf = NULL;
     VIDI_TRY(check_norm("rms_norm", x, w, NULL, eps, y, err));
-    if (t_cols(x) > 0 && t_rows(x) > 0) {
+    if (vidi_tensor_cols(x) > 0 && vidi_tensor_rows(x) > 0) {
         VIDI_TRY(widen_vector("rms_norm", w, &wf, &w_owned, err));
-        norm_job job = {x->data, y->data, wf, NULL, t_cols(x), eps};
-        vidi_pool_for(cpu_pool(be), t_rows(x), grain_rows(t_cols(x)), rms_norm_task, &job);
+        norm_job job = {x->data, y->data, wf, NULL, vidi_tensor_cols(x), eps};
+        vidi_pool_for(cpu_pool(be), vidi_tensor_rows(x), grain_rows(vidi_tensor_cols(x)), rms_norm_task, &job);
     }
 fail:
     free(w_owned);
@@ -433,11 +352,11 @@ static vidi_status cpu_layer_norm(vidi_backend *be, const vidi_tensor *x, const 
     float *w_owned = NULL, *b_owned = NULL;
     const float *wf = NULL, *bf = NULL;
     VIDI_TRY(check_norm("layer_norm", x, w, b, eps, y, err));
-    if (t_cols(x) > 0 && t_rows(x) > 0) {
+    if (vidi_tensor_cols(x) > 0 && vidi_tensor_rows(x) > 0) {
         VIDI_TRY(widen_vector("layer_norm", w, &wf, &w_owned, err));
         if (b) VIDI_TRY(widen_vector("layer_norm", b, &bf, &b_owned, err));
-        norm_job job = {x->data, y->data, wf, bf, t_cols(x), eps};
-        vidi_pool_for(cpu_pool(be), t_rows(x), grain_rows(t_cols(x)), layer_norm_task, &job);
+        norm_job job = {x->data, y->data, wf, bf, vidi_tensor_cols(x), eps};
+        vidi_pool_for(cpu_pool(be), vidi_tensor_rows(x), grain_rows(vidi_tensor_cols(x)), layer_norm_task, &job);
     }
 fail:
     free(w_owned);
@@ -473,22 +392,16 @@ static void act_mul_task(void *ctx, int64_t i0, int64_t i1) {
     for (int64_t i = i0; i < i1; i++) j->y[i] = act_apply(j->kind, j->a[i]) * j->b[i];
 }
 
-static vidi_status check_act_kind(const char *op, vidi_act kind, vidi_err *err) {
-    if ((unsigned)kind > (unsigned)VIDI_ACT_SILU)
-        return vidi_err_set(err, VIDI_ERR_INVALID, "%s: unknown activation %d", op, (int)kind);
-    return VIDI_OK;
-}
-
 static vidi_status cpu_act(vidi_backend *be, vidi_act kind, const vidi_tensor *x, vidi_tensor *y,
                            vidi_err *err) {
     const char *op = "act";
     vidi_status rc = VIDI_OK;
-    VIDI_TRY(check_act_kind(op, kind, err));
+    VIDI_TRY(vidi_check_act_kind(op, kind, err));
     VIDI_TRY(check_act(op, "x", x, err));
     VIDI_TRY(check_act(op, "y", y, err));
-    VIDI_CHECK(same_shape(x, y), err, VIDI_ERR_INVALID, "act: x %s and y %s differ", shape_of(x).s,
-               shape_of(y).s);
-    VIDI_TRY(check_alias(op, "y", y, "x", x, 1, err));
+    VIDI_CHECK(vidi_same_shape(x, y), err, VIDI_ERR_INVALID, "act: x %s and y %s differ", vidi_shape_of(x).s,
+               vidi_shape_of(y).s);
+    VIDI_TRY(vidi_check_alias(op, "y", y, "x", x, 1, err));
     ew_job job = {.a = x->data, .y = y->data, .kind = kind};
     vidi_pool_for(cpu_pool(be), vidi_tensor_numel(y), CPU_GRAIN_ELEMS / 8, act_task, &job);
 fail:
@@ -499,14 +412,14 @@ static vidi_status cpu_act_mul(vidi_backend *be, vidi_act kind, const vidi_tenso
                                vidi_tensor *y, vidi_err *err) {
     const char *op = "act_mul";
     vidi_status rc = VIDI_OK;
-    VIDI_TRY(check_act_kind(op, kind, err));
+    VIDI_TRY(vidi_check_act_kind(op, kind, err));
     VIDI_TRY(check_act(op, "gate", gate, err));
     VIDI_TRY(check_act(op, "up", up, err));
     VIDI_TRY(check_act(op, "y", y, err));
-    VIDI_CHECK(same_shape(gate, y) && same_shape(up, y), err, VIDI_ERR_INVALID,
-               "act_mul: shapes differ: gate %s, up %s, y %s", shape_of(gate).s, shape_of(up).s, shape_of(y).s);
-    VIDI_TRY(check_alias(op, "y", y, "gate", gate, 1, err));
-    VIDI_TRY(check_alias(op, "y", y, "up", up, 1, err));
+    VIDI_CHECK(vidi_same_shape(gate, y) && vidi_same_shape(up, y), err, VIDI_ERR_INVALID,
+               "act_mul: shapes differ: gate %s, up %s, y %s", vidi_shape_of(gate).s, vidi_shape_of(up).s, vidi_shape_of(y).s);
+    VIDI_TRY(vidi_check_alias(op, "y", y, "gate", gate, 1, err));
+    VIDI_TRY(vidi_check_alias(op, "y", y, "up", up, 1, err));
     ew_job job = {.a = gate->data, .b = up->data, .y = y->data, .kind = kind};
     vidi_pool_for(cpu_pool(be), vidi_tensor_numel(y), CPU_GRAIN_ELEMS / 8, act_mul_task, &job);
 fail:
@@ -537,12 +450,12 @@ static vidi_status cpu_softmax(vidi_backend *be, const vidi_tensor *x, vidi_tens
     vidi_status rc = VIDI_OK;
     VIDI_TRY(check_act(op, "x", x, err));
     VIDI_TRY(check_act(op, "y", y, err));
-    VIDI_CHECK(same_shape(x, y), err, VIDI_ERR_INVALID, "softmax: x %s and y %s differ", shape_of(x).s,
-               shape_of(y).s);
-    VIDI_TRY(check_alias(op, "y", y, "x", x, 1, err));
-    if (t_cols(x) > 0) {
-        norm_job job = {x->data, y->data, NULL, NULL, t_cols(x), 0.0f};
-        vidi_pool_for(cpu_pool(be), t_rows(x), grain_rows(t_cols(x)) / 4 + 1, softmax_task, &job);
+    VIDI_CHECK(vidi_same_shape(x, y), err, VIDI_ERR_INVALID, "softmax: x %s and y %s differ", vidi_shape_of(x).s,
+               vidi_shape_of(y).s);
+    VIDI_TRY(vidi_check_alias(op, "y", y, "x", x, 1, err));
+    if (vidi_tensor_cols(x) > 0) {
+        norm_job job = {x->data, y->data, NULL, NULL, vidi_tensor_cols(x), 0.0f};
+        vidi_pool_for(cpu_pool(be), vidi_tensor_rows(x), grain_rows(vidi_tensor_cols(x)) / 4 + 1, softmax_task, &job);
     }
 fail:
     return rc;
@@ -582,24 +495,24 @@ static vidi_status cpu_rope(vidi_backend *be, vidi_tensor *x, const vidi_tensor 
     const char *op = "rope";
     vidi_status rc = VIDI_OK;
     VIDI_TRY(check_act(op, "x", x, err));
-    VIDI_TRY(check_dtype(op, "pos", pos, VIDI_DTYPE_I32, err));
+    VIDI_TRY(vidi_check_dtype(op, "pos", pos, VIDI_DTYPE_I32, err));
     VIDI_CHECK(spec && spec->pair_axis && spec->pair_inv_freq, err, VIDI_ERR_INVALID,
                "rope: spec and its pair tables must be given");
-    VIDI_CHECK(x->ndim == 3, err, VIDI_ERR_INVALID, "rope: x %s must be [T, H, D]", shape_of(x).s);
+    VIDI_CHECK(x->ndim == 3, err, VIDI_ERR_INVALID, "rope: x %s must be [T, H, D]", vidi_shape_of(x).s);
     const int64_t T = x->shape[0];
     VIDI_CHECK(spec->head_dim > 0 && spec->head_dim % 2 == 0 && x->shape[2] == spec->head_dim, err,
                VIDI_ERR_INVALID, "rope: spec head_dim %d must be even and match x %s", spec->head_dim,
-               shape_of(x).s);
+               vidi_shape_of(x).s);
     VIDI_CHECK(spec->n_axes >= 1 && spec->n_axes <= 3, err, VIDI_ERR_INVALID, "rope: n_axes %d must be 1..3",
                spec->n_axes);
     VIDI_CHECK((pos->ndim == 2 && pos->shape[0] == T && pos->shape[1] == spec->n_axes) ||
                    (pos->ndim == 1 && spec->n_axes == 1 && pos->shape[0] == T),
-               err, VIDI_ERR_INVALID, "rope: pos %s must be [%lld, %d] for x %s", shape_of(pos).s, (long long)T,
-               spec->n_axes, shape_of(x).s);
+               err, VIDI_ERR_INVALID, "rope: pos %s must be [%lld, %d] for x %s", vidi_shape_of(pos).s, (long long)T,
+               spec->n_axes, vidi_shape_of(x).s);
     for (int i = 0; i < spec->head_dim / 2; i++)
         VIDI_CHECK(spec->pair_axis[i] >= 0 && spec->pair_axis[i] < spec->n_axes, err, VIDI_ERR_INVALID,
                    "rope: pair_axis[%d] = %d is not an axis of %d", i, (int)spec->pair_axis[i], spec->n_axes);
-    VIDI_TRY(check_alias(op, "x", x, "pos", pos, 0, err));
+    VIDI_TRY(vidi_check_alias(op, "x", x, "pos", pos, 0, err));
     rope_job job = {x->data, pos->data, spec, x->shape[1]};
     vidi_pool_for(cpu_pool(be), T, grain_rows(x->shape[1] * x->shape[2]) / 4 + 1, rope_task, &job);
 fail:
@@ -730,21 +643,21 @@ static vidi_status cpu_attention(vidi_backend *be, const vidi_tensor *q, const v
     VIDI_CHECK(args && args->cu_q && args->cu_k && args->n_seqs >= 0, err, VIDI_ERR_INVALID,
                "attention: args with cu_q, cu_k and n_seqs >= 0 must be given");
     VIDI_CHECK(q->ndim == 3 && k->ndim == 3, err, VIDI_ERR_INVALID,
-               "attention: q %s and k %s must be [T, H, D]", shape_of(q).s, shape_of(k).s);
-    VIDI_CHECK(same_shape(k, v), err, VIDI_ERR_INVALID, "attention: k %s and v %s differ", shape_of(k).s,
-               shape_of(v).s);
-    VIDI_CHECK(same_shape(q, out), err, VIDI_ERR_INVALID, "attention: q %s and out %s differ", shape_of(q).s,
-               shape_of(out).s);
+               "attention: q %s and k %s must be [T, H, D]", vidi_shape_of(q).s, vidi_shape_of(k).s);
+    VIDI_CHECK(vidi_same_shape(k, v), err, VIDI_ERR_INVALID, "attention: k %s and v %s differ", vidi_shape_of(k).s,
+               vidi_shape_of(v).s);
+    VIDI_CHECK(vidi_same_shape(q, out), err, VIDI_ERR_INVALID, "attention: q %s and out %s differ", vidi_shape_of(q).s,
+               vidi_shape_of(out).s);
     const int64_t hq = q->shape[1], hkv = k->shape[1], D = q->shape[2];
-    VIDI_CHECK(k->shape[2] == D, err, VIDI_ERR_INVALID, "attention: head dims differ: q %s, k %s", shape_of(q).s,
-               shape_of(k).s);
+    VIDI_CHECK(k->shape[2] == D, err, VIDI_ERR_INVALID, "attention: head dims differ: q %s, k %s", vidi_shape_of(q).s,
+               vidi_shape_of(k).s);
     VIDI_CHECK(hq > 0 && hkv > 0 && hq % hkv == 0, err, VIDI_ERR_INVALID,
                "attention: %lld query heads are not a multiple of %lld kv heads", (long long)hq, (long long)hkv);
     VIDI_TRY(check_offsets("cu_q", args->cu_q, args->n_seqs, q->shape[0], err));
     VIDI_TRY(check_offsets("cu_k", args->cu_k, args->n_seqs, k->shape[0], err));
-    VIDI_TRY(check_alias(op, "out", out, "q", q, 0, err));
-    VIDI_TRY(check_alias(op, "out", out, "k", k, 0, err));
-    VIDI_TRY(check_alias(op, "out", out, "v", v, 0, err));
+    VIDI_TRY(vidi_check_alias(op, "out", out, "q", q, 0, err));
+    VIDI_TRY(vidi_check_alias(op, "out", out, "k", k, 0, err));
+    VIDI_TRY(vidi_check_alias(op, "out", out, "v", v, 0, err));
     if (args->n_seqs > 0 && q->shape[0] > 0 && D > 0) VIDI_TRY(attn_run(be, q, k, v, out, args, err));
 fail:
     return rc;
@@ -784,16 +697,16 @@ static vidi_status cpu_gather_rows(vidi_backend *be, const vidi_tensor *table, c
                                    vidi_tensor *out, vidi_err *err) {
     const char *op = "gather_rows";
     vidi_status rc = VIDI_OK;
-    VIDI_TRY(check_weight(op, "table", table, err));
-    VIDI_TRY(check_dtype(op, "ids", ids, VIDI_DTYPE_I32, err));
+    VIDI_TRY(vidi_check_weight(op, "table", table, err));
+    VIDI_TRY(vidi_check_dtype(op, "ids", ids, VIDI_DTYPE_I32, err));
     VIDI_TRY(check_act(op, "out", out, err));
-    VIDI_CHECK(table->ndim == 2, err, VIDI_ERR_INVALID, "gather_rows: table %s must be 2-D", shape_of(table).s);
+    VIDI_CHECK(table->ndim == 2, err, VIDI_ERR_INVALID, "gather_rows: table %s must be 2-D", vidi_shape_of(table).s);
     const int64_t n = vidi_tensor_numel(ids), cols = table->shape[1];
-    VIDI_CHECK(t_rows(out) == n && t_cols(out) == cols, err, VIDI_ERR_INVALID,
-               "gather_rows: out %s must hold %lld rows of %lld (ids %s, table %s)", shape_of(out).s,
-               (long long)n, (long long)cols, shape_of(ids).s, shape_of(table).s);
-    VIDI_TRY(check_alias(op, "out", out, "table", table, 0, err));
-    VIDI_TRY(check_alias(op, "out", out, "ids", ids, 0, err));
+    VIDI_CHECK(vidi_tensor_rows(out) == n && vidi_tensor_cols(out) == cols, err, VIDI_ERR_INVALID,
+               "gather_rows: out %s must hold %lld rows of %lld (ids %s, table %s)", vidi_shape_of(out).s,
+               (long long)n, (long long)cols, vidi_shape_of(ids).s, vidi_shape_of(table).s);
+    VIDI_TRY(vidi_check_alias(op, "out", out, "table", table, 0, err));
+    VIDI_TRY(vidi_check_alias(op, "out", out, "ids", ids, 0, err));
     VIDI_TRY(check_row_ids(op, "ids", ids, table->shape[0], err));
     gather_job job = {table->dtype, table->data, ids->data, out->data, cols};
     vidi_pool_for(cpu_pool(be), n, grain_rows(cols), gather_task, &job);
@@ -807,15 +720,15 @@ static vidi_status cpu_scatter_rows(vidi_backend *be, const vidi_tensor *src, co
     const char *op = "scatter_rows";
     vidi_status rc = VIDI_OK;
     VIDI_TRY(check_act(op, "src", src, err));
-    VIDI_TRY(check_dtype(op, "idx", idx, VIDI_DTYPE_I32, err));
+    VIDI_TRY(vidi_check_dtype(op, "idx", idx, VIDI_DTYPE_I32, err));
     VIDI_TRY(check_act(op, "dst", dst, err));
-    const int64_t n = vidi_tensor_numel(idx), cols = t_cols(dst);
-    VIDI_CHECK(t_rows(src) == n && t_cols(src) == cols, err, VIDI_ERR_INVALID,
-               "scatter_rows: src %s must hold %lld rows of %lld (idx %s, dst %s)", shape_of(src).s,
-               (long long)n, (long long)cols, shape_of(idx).s, shape_of(dst).s);
-    VIDI_TRY(check_alias(op, "dst", dst, "src", src, 0, err));
-    VIDI_TRY(check_alias(op, "dst", dst, "idx", idx, 0, err));
-    VIDI_TRY(check_row_ids(op, "idx", idx, t_rows(dst), err));
+    const int64_t n = vidi_tensor_numel(idx), cols = vidi_tensor_cols(dst);
+    VIDI_CHECK(vidi_tensor_rows(src) == n && vidi_tensor_cols(src) == cols, err, VIDI_ERR_INVALID,
+               "scatter_rows: src %s must hold %lld rows of %lld (idx %s, dst %s)", vidi_shape_of(src).s,
+               (long long)n, (long long)cols, vidi_shape_of(idx).s, vidi_shape_of(dst).s);
+    VIDI_TRY(vidi_check_alias(op, "dst", dst, "src", src, 0, err));
+    VIDI_TRY(vidi_check_alias(op, "dst", dst, "idx", idx, 0, err));
+    VIDI_TRY(check_row_ids(op, "idx", idx, vidi_tensor_rows(dst), err));
     const int32_t *id = idx->data;
     const float *s = src->data;
     float *d = dst->data;
@@ -927,9 +840,9 @@ static vidi_status cpu_sample(vidi_backend *be, const vidi_tensor *logits, const
     double *wgt = NULL;
     VIDI_TRY(check_act(op, "logits", logits, err));
     VIDI_CHECK(params, err, VIDI_ERR_INVALID, "sample: params must be given");
-    const int64_t B = t_rows(logits), V = t_cols(logits);
+    const int64_t B = vidi_tensor_rows(logits), V = vidi_tensor_cols(logits);
     VIDI_CHECK(V >= 1 && V <= INT32_MAX, err, VIDI_ERR_INVALID, "sample: logits %s need 1..2^31-1 columns",
-               shape_of(logits).s);
+               vidi_shape_of(logits).s);
     VIDI_CHECK(params->top_k >= 0, err, VIDI_ERR_INVALID, "sample: top_k %d must be >= 0", params->top_k);
     VIDI_CHECK(!isnan(params->top_p), err, VIDI_ERR_INVALID, "sample: top_p is NaN");
     VIDI_CHECK(out_tokens || B == 0, err, VIDI_ERR_INVALID, "sample: out_tokens must be given");

@@ -12,6 +12,7 @@
 // VIDI_CUDA_STAGE_BYTES wait for it (and sample, in cuda_sample.cu). Bad ids
 // of gather_rows / scatter_rows are reported at the next of those waits.
 #include "kernels/cuda/cuda_backend.h"
+#include "kernels/check.h"
 
 #include <cublas_v2.h>
 #include <cuda_bf16.h>
@@ -51,97 +52,12 @@ static vidi_status lt_check(cublasStatus_t s, const char *what, vidi_err *err) {
 // Argument checks, worded as the CPU twin's. Every message starts with the
 // op name.
 
-typedef struct shape_text {
-    char s[128];
-} shape_text;
-
-// "[2, 3, 4] bf16", for messages.
-static shape_text shape_of(const vidi_tensor *t) {
-    shape_text r;
-    int off = snprintf(r.s, sizeof r.s, "[");
-    for (int i = 0; i < t->ndim && i < VIDI_MAX_DIMS; i++)
-        off += snprintf(r.s + off, sizeof r.s - (size_t)off, "%s%lld", i ? ", " : "", (long long)t->shape[i]);
-    snprintf(r.s + off, sizeof r.s - (size_t)off, "] %s", vidi_dtype_name(t->dtype));
-    return r;
-}
-
-static int64_t t_cols(const vidi_tensor *t) { return t->shape[t->ndim - 1]; }
-static int64_t t_rows(const vidi_tensor *t) {
-    int64_t r = 1;
-    for (int i = 0; i < t->ndim - 1; i++) r *= t->shape[i];
-    return r;
-}
-
-static int same_shape(const vidi_tensor *a, const vidi_tensor *b) {
-    if (a->ndim != b->ndim) return 0;
-    for (int i = 0; i < a->ndim; i++)
-        if (a->shape[i] != b->shape[i]) return 0;
-    return 1;
-}
-
-static vidi_status check_tensor(const char *op, const char *name, const vidi_tensor *t, vidi_err *err) {
-    if (!t) return vidi_err_set(err, VIDI_ERR_INVALID, "%s: %s is NULL", op, name);
-    if (t->ndim < 1 || t->ndim > VIDI_MAX_DIMS)
-        return vidi_err_set(err, VIDI_ERR_INVALID, "%s: %s has %d dimensions (1..%d allowed)", op, name, t->ndim,
-                            VIDI_MAX_DIMS);
-    if ((unsigned)t->dtype >= VIDI_DTYPE_COUNT)
-        return vidi_err_set(err, VIDI_ERR_INVALID, "%s: %s has unknown dtype %d", op, name, (int)t->dtype);
-    for (int i = 0; i < t->ndim; i++)
-        if (t->shape[i] < 0)
-            return vidi_err_set(err, VIDI_ERR_INVALID, "%s: %s %s has a negative dimension", op, name,
-                                shape_of(t).s);
-    if (!t->data && vidi_tensor_numel(t) > 0)
-        return vidi_err_set(err, VIDI_ERR_INVALID, "%s: %s %s has no data", op, name, shape_of(t).s);
-    return VIDI_OK;
-}
-
-static vidi_status check_dtype(const char *op, const char *name, const vidi_tensor *t, vidi_dtype want,
-                               vidi_err *err) {
-    vidi_status rc = check_tensor(op, name, t, err);
-    if (rc != VIDI_OK) return rc;
-    if (t->dtype != want)
-        return vidi_err_set(err, VIDI_ERR_INVALID, "%s: %s %s must be %s", op, name, shape_of(t).s,
-                            vidi_dtype_name(want));
-    return VIDI_OK;
-}
-
 // Activations: BF16 (the act dtype) or F32.
 static vidi_status check_act(const char *op, const char *name, const vidi_tensor *t, vidi_err *err) {
-    vidi_status rc = check_tensor(op, name, t, err);
+    vidi_status rc = vidi_check_tensor(op, name, t, err);
     if (rc != VIDI_OK) return rc;
     if (t->dtype != VIDI_DTYPE_BF16 && t->dtype != VIDI_DTYPE_F32)
-        return vidi_err_set(err, VIDI_ERR_INVALID, "%s: %s %s must be bf16 or f32", op, name, shape_of(t).s);
-    return VIDI_OK;
-}
-
-static vidi_status check_weight(const char *op, const char *name, const vidi_tensor *t, vidi_err *err) {
-    vidi_status rc = check_tensor(op, name, t, err);
-    if (rc != VIDI_OK) return rc;
-    if (t->dtype != VIDI_DTYPE_F32 && t->dtype != VIDI_DTYPE_BF16 && t->dtype != VIDI_DTYPE_F16)
-        return vidi_err_set(err, VIDI_ERR_INVALID, "%s: %s %s must be f32, bf16 or f16", op, name, shape_of(t).s);
-    return VIDI_OK;
-}
-
-static int bytes_overlap(const void *a, size_t na, const void *b, size_t nb) {
-    uintptr_t pa = (uintptr_t)a, pb = (uintptr_t)b;
-    return na && nb && pa < pb + nb && pb < pa + na;
-}
-
-// y must not share memory with x, except that with exact_ok it may be the
-// very same tensor (same start, same size). x may be NULL.
-static vidi_status check_alias(const char *op, const char *yname, const vidi_tensor *y, const char *xname,
-                               const vidi_tensor *x, int exact_ok, vidi_err *err) {
-    if (!x) return VIDI_OK;
-    size_t ny = vidi_tensor_nbytes(y), nx = vidi_tensor_nbytes(x);
-    if (!bytes_overlap(y->data, ny, x->data, nx)) return VIDI_OK;
-    if (exact_ok && y->data == x->data && ny == nx) return VIDI_OK;
-    return vidi_err_set(err, VIDI_ERR_INVALID, "%s: %s overlaps %s%s", op, yname, xname,
-                        exact_ok ? " (only exact in-place use is allowed)" : "");
-}
-
-static vidi_status check_act_kind(const char *op, vidi_act kind, vidi_err *err) {
-    if ((unsigned)kind > (unsigned)VIDI_ACT_SILU)
-        return vidi_err_set(err, VIDI_ERR_INVALID, "%s: unknown activation %d", op, (int)kind);
+        return vidi_err_set(err, VIDI_ERR_INVALID, "%s: %s %s must be bf16 or f32", op, name, vidi_shape_of(t).s);
     return VIDI_OK;
 }
 
@@ -599,7 +515,7 @@ static void cuda_buf_free(vidi_backend *be, void *p) {
 
 static vidi_status copy_args(const char *op, void *dst, const void *src, size_t bytes, vidi_err *err) {
     if (!dst || !src) return vidi_err_set(err, VIDI_ERR_INVALID, "%s: NULL pointer for %zu bytes", op, bytes);
-    if (bytes_overlap(dst, bytes, src, bytes))
+    if (vidi_bytes_overlap(dst, bytes, src, bytes))
         return vidi_err_set(err, VIDI_ERR_INVALID, "%s: source and destination ranges overlap", op);
     return VIDI_OK;
 }
@@ -869,24 +785,24 @@ static vidi_status cuda_matmul(vidi_backend *be, const vidi_tensor *x, const vid
     vidi_status rc = VIDI_OK;
     void *xs = NULL, *ws = NULL, *ds = NULL;
     VIDI_TRY(check_act(op, "x", x, err));
-    VIDI_TRY(check_weight(op, "w", w, err));
+    VIDI_TRY(vidi_check_weight(op, "w", w, err));
     VIDI_TRY(check_act(op, "y", y, err));
-    if (bias) VIDI_TRY(check_weight(op, "bias", bias, err));
-    VIDI_CHECK(w->ndim == 2, err, VIDI_ERR_INVALID, "matmul: w %s must be 2-D [N, K]", shape_of(w).s);
+    if (bias) VIDI_TRY(vidi_check_weight(op, "bias", bias, err));
+    VIDI_CHECK(w->ndim == 2, err, VIDI_ERR_INVALID, "matmul: w %s must be 2-D [N, K]", vidi_shape_of(w).s);
     {
-        const int64_t M = t_rows(x), K = t_cols(x), N = w->shape[0];
+        const int64_t M = vidi_tensor_rows(x), K = vidi_tensor_cols(x), N = w->shape[0];
         VIDI_CHECK(w->shape[1] == K, err, VIDI_ERR_INVALID, "matmul: x %s has %lld columns but w %s has %lld",
-                   shape_of(x).s, (long long)K, shape_of(w).s, (long long)w->shape[1]);
-        VIDI_CHECK(t_rows(y) == M && t_cols(y) == N, err, VIDI_ERR_INVALID,
-                   "matmul: y %s must hold %lld rows of %lld (x %s, w %s)", shape_of(y).s, (long long)M,
-                   (long long)N, shape_of(x).s, shape_of(w).s);
+                   vidi_shape_of(x).s, (long long)K, vidi_shape_of(w).s, (long long)w->shape[1]);
+        VIDI_CHECK(vidi_tensor_rows(y) == M && vidi_tensor_cols(y) == N, err, VIDI_ERR_INVALID,
+                   "matmul: y %s must hold %lld rows of %lld (x %s, w %s)", vidi_shape_of(y).s, (long long)M,
+                   (long long)N, vidi_shape_of(x).s, vidi_shape_of(w).s);
         VIDI_CHECK(!bias || (bias->ndim == 1 && bias->shape[0] == N), err, VIDI_ERR_INVALID,
-                   "matmul: bias %s must be [%lld]", bias ? shape_of(bias).s : "", (long long)N);
+                   "matmul: bias %s must be [%lld]", bias ? vidi_shape_of(bias).s : "", (long long)N);
         VIDI_CHECK(M <= INT_MAX && N <= INT_MAX && K <= INT_MAX, err, VIDI_ERR_UNSUPPORTED,
-                   "matmul: x %s, w %s exceed the BLAS int range", shape_of(x).s, shape_of(w).s);
-        VIDI_TRY(check_alias(op, "y", y, "x", x, 0, err));
-        VIDI_TRY(check_alias(op, "y", y, "w", w, 0, err));
-        VIDI_TRY(check_alias(op, "y", y, "bias", bias, 0, err));
+                   "matmul: x %s, w %s exceed the BLAS int range", vidi_shape_of(x).s, vidi_shape_of(w).s);
+        VIDI_TRY(vidi_check_alias(op, "y", y, "x", x, 0, err));
+        VIDI_TRY(vidi_check_alias(op, "y", y, "w", w, 0, err));
+        VIDI_TRY(vidi_check_alias(op, "y", y, "bias", bias, 0, err));
         if (M == 0 || N == 0) goto fail;
 
         cudaStream_t s = cuda_ctx(be)->stream;
@@ -954,10 +870,10 @@ static vidi_status cuda_add(vidi_backend *be, const vidi_tensor *a, const vidi_t
     VIDI_TRY(check_act(op, "a", a, err));
     VIDI_TRY(check_act(op, "b", b, err));
     VIDI_TRY(check_act(op, "y", y, err));
-    VIDI_CHECK(same_shape(a, y) && same_shape(b, y), err, VIDI_ERR_INVALID, "add: shapes differ: a %s, b %s, y %s",
-               shape_of(a).s, shape_of(b).s, shape_of(y).s);
-    VIDI_TRY(check_alias(op, "y", y, "a", a, 1, err));
-    VIDI_TRY(check_alias(op, "y", y, "b", b, 1, err));
+    VIDI_CHECK(vidi_same_shape(a, y) && vidi_same_shape(b, y), err, VIDI_ERR_INVALID, "add: shapes differ: a %s, b %s, y %s",
+               vidi_shape_of(a).s, vidi_shape_of(b).s, vidi_shape_of(y).s);
+    VIDI_TRY(vidi_check_alias(op, "y", y, "a", a, 1, err));
+    VIDI_TRY(vidi_check_alias(op, "y", y, "b", b, 1, err));
     {
         const int64_t n = vidi_tensor_numel(y);
         if (n > 0) {
@@ -993,11 +909,11 @@ static void launch_act8(vidi_backend *be, vidi_act kind, const void *x, const vo
 static vidi_status cuda_act(vidi_backend *be, vidi_act kind, const vidi_tensor *x, vidi_tensor *y, vidi_err *err) {
     const char *op = "act";
     vidi_status rc = VIDI_OK;
-    VIDI_TRY(check_act_kind(op, kind, err));
+    VIDI_TRY(vidi_check_act_kind(op, kind, err));
     VIDI_TRY(check_act(op, "x", x, err));
     VIDI_TRY(check_act(op, "y", y, err));
-    VIDI_CHECK(same_shape(x, y), err, VIDI_ERR_INVALID, "act: x %s and y %s differ", shape_of(x).s, shape_of(y).s);
-    VIDI_TRY(check_alias(op, "y", y, "x", x, 1, err));
+    VIDI_CHECK(vidi_same_shape(x, y), err, VIDI_ERR_INVALID, "act: x %s and y %s differ", vidi_shape_of(x).s, vidi_shape_of(y).s);
+    VIDI_TRY(vidi_check_alias(op, "y", y, "x", x, 1, err));
     {
         const int64_t n = vidi_tensor_numel(y);
         if (n > 0) {
@@ -1017,14 +933,14 @@ static vidi_status cuda_act_mul(vidi_backend *be, vidi_act kind, const vidi_tens
                                 vidi_tensor *y, vidi_err *err) {
     const char *op = "act_mul";
     vidi_status rc = VIDI_OK;
-    VIDI_TRY(check_act_kind(op, kind, err));
+    VIDI_TRY(vidi_check_act_kind(op, kind, err));
     VIDI_TRY(check_act(op, "gate", gate, err));
     VIDI_TRY(check_act(op, "up", up, err));
     VIDI_TRY(check_act(op, "y", y, err));
-    VIDI_CHECK(same_shape(gate, y) && same_shape(up, y), err, VIDI_ERR_INVALID,
-               "act_mul: shapes differ: gate %s, up %s, y %s", shape_of(gate).s, shape_of(up).s, shape_of(y).s);
-    VIDI_TRY(check_alias(op, "y", y, "gate", gate, 1, err));
-    VIDI_TRY(check_alias(op, "y", y, "up", up, 1, err));
+    VIDI_CHECK(vidi_same_shape(gate, y) && vidi_same_shape(up, y), err, VIDI_ERR_INVALID,
+               "act_mul: shapes differ: gate %s, up %s, y %s", vidi_shape_of(gate).s, vidi_shape_of(up).s, vidi_shape_of(y).s);
+    VIDI_TRY(vidi_check_alias(op, "y", y, "gate", gate, 1, err));
+    VIDI_TRY(vidi_check_alias(op, "y", y, "up", up, 1, err));
     {
         const int64_t n = vidi_tensor_numel(y);
         if (n > 0) {
@@ -1049,20 +965,20 @@ static vidi_status check_norm(const char *op, const vidi_tensor *x, const vidi_t
                               float eps, const vidi_tensor *y, vidi_err *err) {
     vidi_status rc = VIDI_OK;
     VIDI_TRY(check_act(op, "x", x, err));
-    VIDI_TRY(check_weight(op, "w", w, err));
-    if (b) VIDI_TRY(check_weight(op, "b", b, err));
+    VIDI_TRY(vidi_check_weight(op, "w", w, err));
+    if (b) VIDI_TRY(vidi_check_weight(op, "b", b, err));
     VIDI_TRY(check_act(op, "y", y, err));
-    VIDI_CHECK(same_shape(x, y), err, VIDI_ERR_INVALID, "%s: x %s and y %s differ", op, shape_of(x).s,
-               shape_of(y).s);
-    VIDI_CHECK(w->ndim == 1 && w->shape[0] == t_cols(x), err, VIDI_ERR_INVALID, "%s: w %s must be [%lld] to match x %s",
-               op, shape_of(w).s, (long long)t_cols(x), shape_of(x).s);
-    VIDI_CHECK(!b || (b->ndim == 1 && b->shape[0] == t_cols(x)), err, VIDI_ERR_INVALID,
-               "%s: b %s must be [%lld] to match x %s", op, b ? shape_of(b).s : "", (long long)t_cols(x),
-               shape_of(x).s);
+    VIDI_CHECK(vidi_same_shape(x, y), err, VIDI_ERR_INVALID, "%s: x %s and y %s differ", op, vidi_shape_of(x).s,
+               vidi_shape_of(y).s);
+    VIDI_CHECK(w->ndim == 1 && w->shape[0] == vidi_tensor_cols(x), err, VIDI_ERR_INVALID, "%s: w %s must be [%lld] to match x %s",
+               op, vidi_shape_of(w).s, (long long)vidi_tensor_cols(x), vidi_shape_of(x).s);
+    VIDI_CHECK(!b || (b->ndim == 1 && b->shape[0] == vidi_tensor_cols(x)), err, VIDI_ERR_INVALID,
+               "%s: b %s must be [%lld] to match x %s", op, b ? vidi_shape_of(b).s : "", (long long)vidi_tensor_cols(x),
+               vidi_shape_of(x).s);
     VIDI_CHECK(eps >= 0.0f, err, VIDI_ERR_INVALID, "%s: eps %g must be >= 0", op, (double)eps);
-    VIDI_TRY(check_alias(op, "y", y, "x", x, 1, err));
-    VIDI_TRY(check_alias(op, "y", y, "w", w, 0, err));
-    VIDI_TRY(check_alias(op, "y", y, "b", b, 0, err));
+    VIDI_TRY(vidi_check_alias(op, "y", y, "x", x, 1, err));
+    VIDI_TRY(vidi_check_alias(op, "y", y, "w", w, 0, err));
+    VIDI_TRY(vidi_check_alias(op, "y", y, "b", b, 0, err));
 fail:
     return rc;
 }
@@ -1080,22 +996,22 @@ static vidi_status cuda_rms_norm(vidi_backend *be, const vidi_tensor *x, const v
                                  vidi_tensor *y, vidi_err *err) {
     vidi_status rc = VIDI_OK;
     VIDI_TRY(check_norm("rms_norm", x, w, NULL, eps, y, err));
-    if (t_cols(x) > 0 && t_rows(x) > 0) {
+    if (vidi_tensor_cols(x) > 0 && vidi_tensor_rows(x) > 0) {
         unsigned th = 0;
-        const int nv = norm8_plan(t_cols(x), &th);
-        const int64_t rows = t_rows(x);
-        const int c8 = (int)(t_cols(x) / 8);
+        const int nv = norm8_plan(vidi_tensor_cols(x), &th);
+        const int64_t rows = vidi_tensor_rows(x);
+        const int c8 = (int)(vidi_tensor_cols(x) / 8);
         cudaStream_t s = cuda_ctx(be)->stream;
         if (x->dtype == VIDI_DTYPE_BF16 && w->dtype == VIDI_DTYPE_BF16 && y->dtype == VIDI_DTYPE_BF16 && nv &&
-            vec8_ok(t_cols(x), x->data, w->data, y->data)) {
+            vec8_ok(vidi_tensor_cols(x), x->data, w->data, y->data)) {
             const uint4 *xp = (const uint4 *)x->data, *wp = (const uint4 *)w->data;
             uint4 *yp = (uint4 *)y->data;
             if (nv == 1) k_rms_norm8<1><<<row_blocks(rows), th, 0, s>>>(xp, wp, yp, rows, c8, eps);
             else if (nv == 2) k_rms_norm8<2><<<row_blocks(rows), th, 0, s>>>(xp, wp, yp, rows, c8, eps);
             else k_rms_norm8<4><<<row_blocks(rows), th, 0, s>>>(xp, wp, yp, rows, c8, eps);
         } else {
-            k_rms_norm<<<row_blocks(rows), row_threads(t_cols(x)), 0, s>>>(x->data, x->dtype, w->data, w->dtype,
-                                                                           y->data, y->dtype, rows, t_cols(x), eps);
+            k_rms_norm<<<row_blocks(rows), row_threads(vidi_tensor_cols(x)), 0, s>>>(x->data, x->dtype, w->data, w->dtype,
+                                                                           y->data, y->dtype, rows, vidi_tensor_cols(x), eps);
         }
         VIDI_TRY(vidi_cuda_check_launch("rms_norm", err));
     }
@@ -1107,15 +1023,15 @@ static vidi_status cuda_layer_norm(vidi_backend *be, const vidi_tensor *x, const
                                    const vidi_tensor *b, float eps, vidi_tensor *y, vidi_err *err) {
     vidi_status rc = VIDI_OK;
     VIDI_TRY(check_norm("layer_norm", x, w, b, eps, y, err));
-    if (t_cols(x) > 0 && t_rows(x) > 0) {
+    if (vidi_tensor_cols(x) > 0 && vidi_tensor_rows(x) > 0) {
         unsigned th = 0;
-        const int nv = norm8_plan(t_cols(x), &th);
-        const int64_t rows = t_rows(x);
-        const int c8 = (int)(t_cols(x) / 8);
+        const int nv = norm8_plan(vidi_tensor_cols(x), &th);
+        const int64_t rows = vidi_tensor_rows(x);
+        const int c8 = (int)(vidi_tensor_cols(x) / 8);
         cudaStream_t s = cuda_ctx(be)->stream;
         if (x->dtype == VIDI_DTYPE_BF16 && w->dtype == VIDI_DTYPE_BF16 && y->dtype == VIDI_DTYPE_BF16 &&
             (!b || b->dtype == VIDI_DTYPE_BF16) && nv &&
-            vec8_ok(t_cols(x), x->data, w->data, y->data, b ? b->data : NULL)) {
+            vec8_ok(vidi_tensor_cols(x), x->data, w->data, y->data, b ? b->data : NULL)) {
             const uint4 *xp = (const uint4 *)x->data, *wp = (const uint4 *)w->data;
             const uint4 *bp = b ? (const uint4 *)b->data : NULL;
             uint4 *yp = (uint4 *)y->data;
@@ -1123,9 +1039,9 @@ static vidi_status cuda_layer_norm(vidi_backend *be, const vidi_tensor *x, const
             else if (nv == 2) k_layer_norm8<2><<<row_blocks(rows), th, 0, s>>>(xp, wp, bp, yp, rows, c8, eps);
             else k_layer_norm8<4><<<row_blocks(rows), th, 0, s>>>(xp, wp, bp, yp, rows, c8, eps);
         } else {
-            k_layer_norm<<<row_blocks(rows), row_threads(t_cols(x)), 0, s>>>(
+            k_layer_norm<<<row_blocks(rows), row_threads(vidi_tensor_cols(x)), 0, s>>>(
                 x->data, x->dtype, w->data, w->dtype, b ? b->data : NULL, b ? (int)b->dtype : 0, y->data, y->dtype,
-                rows, t_cols(x), eps);
+                rows, vidi_tensor_cols(x), eps);
         }
         VIDI_TRY(vidi_cuda_check_launch("layer_norm", err));
     }
@@ -1138,12 +1054,12 @@ static vidi_status cuda_softmax(vidi_backend *be, const vidi_tensor *x, vidi_ten
     vidi_status rc = VIDI_OK;
     VIDI_TRY(check_act(op, "x", x, err));
     VIDI_TRY(check_act(op, "y", y, err));
-    VIDI_CHECK(same_shape(x, y), err, VIDI_ERR_INVALID, "softmax: x %s and y %s differ", shape_of(x).s,
-               shape_of(y).s);
-    VIDI_TRY(check_alias(op, "y", y, "x", x, 1, err));
-    if (t_cols(x) > 0 && t_rows(x) > 0) {
-        k_softmax<<<row_blocks(t_rows(x)), row_threads(t_cols(x)), 0, cuda_ctx(be)->stream>>>(
-            x->data, x->dtype, y->data, y->dtype, t_rows(x), t_cols(x));
+    VIDI_CHECK(vidi_same_shape(x, y), err, VIDI_ERR_INVALID, "softmax: x %s and y %s differ", vidi_shape_of(x).s,
+               vidi_shape_of(y).s);
+    VIDI_TRY(vidi_check_alias(op, "y", y, "x", x, 1, err));
+    if (vidi_tensor_cols(x) > 0 && vidi_tensor_rows(x) > 0) {
+        k_softmax<<<row_blocks(vidi_tensor_rows(x)), row_threads(vidi_tensor_cols(x)), 0, cuda_ctx(be)->stream>>>(
+            x->data, x->dtype, y->data, y->dtype, vidi_tensor_rows(x), vidi_tensor_cols(x));
         VIDI_TRY(vidi_cuda_check_launch(op, err));
     }
 fail:
@@ -1159,12 +1075,12 @@ static vidi_status cuda_rope(vidi_backend *be, vidi_tensor *x, const vidi_tensor
     vidi_status rc = VIDI_OK;
     rope_tables tab;
     VIDI_TRY(check_act(op, "x", x, err));
-    VIDI_TRY(check_dtype(op, "pos", pos, VIDI_DTYPE_I32, err));
+    VIDI_TRY(vidi_check_dtype(op, "pos", pos, VIDI_DTYPE_I32, err));
     VIDI_CHECK(spec && spec->pair_axis && spec->pair_inv_freq, err, VIDI_ERR_INVALID,
                "rope: spec and its pair tables must be given");
-    VIDI_CHECK(x->ndim == 3, err, VIDI_ERR_INVALID, "rope: x %s must be [T, H, D]", shape_of(x).s);
+    VIDI_CHECK(x->ndim == 3, err, VIDI_ERR_INVALID, "rope: x %s must be [T, H, D]", vidi_shape_of(x).s);
     VIDI_CHECK(spec->head_dim > 0 && spec->head_dim % 2 == 0 && x->shape[2] == spec->head_dim, err,
-               VIDI_ERR_INVALID, "rope: spec head_dim %d must be even and match x %s", spec->head_dim, shape_of(x).s);
+               VIDI_ERR_INVALID, "rope: spec head_dim %d must be even and match x %s", spec->head_dim, vidi_shape_of(x).s);
     VIDI_CHECK(spec->head_dim / 2 <= CUDA_ROPE_MAX_PAIRS, err, VIDI_ERR_UNSUPPORTED,
                "rope: head_dim %d is above the CUDA backend's %d", spec->head_dim, 2 * CUDA_ROPE_MAX_PAIRS);
     VIDI_CHECK(spec->n_axes >= 1 && spec->n_axes <= 3, err, VIDI_ERR_INVALID, "rope: n_axes %d must be 1..3",
@@ -1173,8 +1089,8 @@ static vidi_status cuda_rope(vidi_backend *be, vidi_tensor *x, const vidi_tensor
         const int64_t T = x->shape[0];
         VIDI_CHECK((pos->ndim == 2 && pos->shape[0] == T && pos->shape[1] == spec->n_axes) ||
                        (pos->ndim == 1 && spec->n_axes == 1 && pos->shape[0] == T),
-                   err, VIDI_ERR_INVALID, "rope: pos %s must be [%lld, %d] for x %s", shape_of(pos).s, (long long)T,
-                   spec->n_axes, shape_of(x).s);
+                   err, VIDI_ERR_INVALID, "rope: pos %s must be [%lld, %d] for x %s", vidi_shape_of(pos).s, (long long)T,
+                   spec->n_axes, vidi_shape_of(x).s);
         memset(&tab, 0, sizeof tab);
         const int half = spec->head_dim / 2;
         for (int i = 0; i < half; i++) {
@@ -1183,7 +1099,7 @@ static vidi_status cuda_rope(vidi_backend *be, vidi_tensor *x, const vidi_tensor
             tab.axis[i] = (int8_t)spec->pair_axis[i];
             tab.inv_freq[i] = spec->pair_inv_freq[i];
         }
-        VIDI_TRY(check_alias(op, "x", x, "pos", pos, 0, err));
+        VIDI_TRY(vidi_check_alias(op, "x", x, "pos", pos, 0, err));
         const int64_t n = T * x->shape[1] * half;
         if (n > 0) {
             if (x->dtype == VIDI_DTYPE_BF16 && half % 8 == 0 && vec8_ok(8, x->data))
@@ -1227,17 +1143,17 @@ static vidi_status cuda_gather_rows(vidi_backend *be, const vidi_tensor *table, 
                                     vidi_tensor *out, vidi_err *err) {
     const char *op = "gather_rows";
     vidi_status rc = VIDI_OK;
-    VIDI_TRY(check_weight(op, "table", table, err));
-    VIDI_TRY(check_dtype(op, "ids", ids, VIDI_DTYPE_I32, err));
+    VIDI_TRY(vidi_check_weight(op, "table", table, err));
+    VIDI_TRY(vidi_check_dtype(op, "ids", ids, VIDI_DTYPE_I32, err));
     VIDI_TRY(check_act(op, "out", out, err));
-    VIDI_CHECK(table->ndim == 2, err, VIDI_ERR_INVALID, "gather_rows: table %s must be 2-D", shape_of(table).s);
+    VIDI_CHECK(table->ndim == 2, err, VIDI_ERR_INVALID, "gather_rows: table %s must be 2-D", vidi_shape_of(table).s);
     {
         const int64_t n = vidi_tensor_numel(ids), cols = table->shape[1];
-        VIDI_CHECK(t_rows(out) == n && t_cols(out) == cols, err, VIDI_ERR_INVALID,
-                   "gather_rows: out %s must hold %lld rows of %lld (ids %s, table %s)", shape_of(out).s,
-                   (long long)n, (long long)cols, shape_of(ids).s, shape_of(table).s);
-        VIDI_TRY(check_alias(op, "out", out, "table", table, 0, err));
-        VIDI_TRY(check_alias(op, "out", out, "ids", ids, 0, err));
+        VIDI_CHECK(vidi_tensor_rows(out) == n && vidi_tensor_cols(out) == cols, err, VIDI_ERR_INVALID,
+                   "gather_rows: out %s must hold %lld rows of %lld (ids %s, table %s)", vidi_shape_of(out).s,
+                   (long long)n, (long long)cols, vidi_shape_of(ids).s, vidi_shape_of(table).s);
+        VIDI_TRY(vidi_check_alias(op, "out", out, "table", table, 0, err));
+        VIDI_TRY(vidi_check_alias(op, "out", out, "ids", ids, 0, err));
         if (n > 0) {  // checked even with no columns to copy
             vidi_cuda_ctx *c = cuda_ctx(be);
             const int self = n <= CUDA_ID_SELF_MAX;
@@ -1262,18 +1178,18 @@ static vidi_status cuda_scatter_rows(vidi_backend *be, const vidi_tensor *src, c
     vidi_status rc = VIDI_OK;
     void *winner = NULL;
     VIDI_TRY(check_act(op, "src", src, err));
-    VIDI_TRY(check_dtype(op, "idx", idx, VIDI_DTYPE_I32, err));
+    VIDI_TRY(vidi_check_dtype(op, "idx", idx, VIDI_DTYPE_I32, err));
     VIDI_TRY(check_act(op, "dst", dst, err));
     {
-        const int64_t n = vidi_tensor_numel(idx), cols = t_cols(dst), rows = t_rows(dst);
+        const int64_t n = vidi_tensor_numel(idx), cols = vidi_tensor_cols(dst), rows = vidi_tensor_rows(dst);
         cudaStream_t s = cuda_ctx(be)->stream;
-        VIDI_CHECK(t_rows(src) == n && t_cols(src) == cols, err, VIDI_ERR_INVALID,
-                   "scatter_rows: src %s must hold %lld rows of %lld (idx %s, dst %s)", shape_of(src).s,
-                   (long long)n, (long long)cols, shape_of(idx).s, shape_of(dst).s);
+        VIDI_CHECK(vidi_tensor_rows(src) == n && vidi_tensor_cols(src) == cols, err, VIDI_ERR_INVALID,
+                   "scatter_rows: src %s must hold %lld rows of %lld (idx %s, dst %s)", vidi_shape_of(src).s,
+                   (long long)n, (long long)cols, vidi_shape_of(idx).s, vidi_shape_of(dst).s);
         VIDI_CHECK(n <= INT_MAX, err, VIDI_ERR_UNSUPPORTED, "scatter_rows: %lld rows exceed the int range",
                    (long long)n);
-        VIDI_TRY(check_alias(op, "dst", dst, "src", src, 0, err));
-        VIDI_TRY(check_alias(op, "dst", dst, "idx", idx, 0, err));
+        VIDI_TRY(vidi_check_alias(op, "dst", dst, "src", src, 0, err));
+        VIDI_TRY(vidi_check_alias(op, "dst", dst, "idx", idx, 0, err));
         if (n == 0) goto fail;
         VIDI_TRY(queue_row_id_check(be, op, idx, rows, err));
         if (n > 1) {

@@ -1,0 +1,44 @@
+/* kernels/check.h — argument checks shared by every backend's ops, so that
+ * the CPU and CUDA twins refuse the same inputs with the same words. Every
+ * message starts with the op name. */
+#ifndef VIDI_KERNELS_CHECK_H
+#define VIDI_KERNELS_CHECK_H
+
+#include "core/err.h"
+#include "core/tensor.h"
+#include "kernels/ops.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct vidi_shape_text {
+    char s[128];
+} vidi_shape_text;
+
+/* "[2, 3, 4] f32", for messages. */
+vidi_shape_text vidi_shape_of(const vidi_tensor *t);
+int vidi_same_shape(const vidi_tensor *a, const vidi_tensor *b);
+/* 1 when [a, a + na) and [b, b + nb) share a byte (addresses only). */
+int vidi_bytes_overlap(const void *a, size_t na, const void *b, size_t nb);
+
+/* Non-NULL, 1..VIDI_MAX_DIMS dimensions, a known dtype, no negative
+ * dimension, data unless empty. */
+vidi_status vidi_check_tensor(const char *op, const char *name, const vidi_tensor *t, vidi_err *err);
+/* vidi_check_tensor and dtype == want. */
+vidi_status vidi_check_dtype(const char *op, const char *name, const vidi_tensor *t, vidi_dtype want,
+                             vidi_err *err);
+/* vidi_check_tensor and a weight dtype (f32, bf16, f16). */
+vidi_status vidi_check_weight(const char *op, const char *name, const vidi_tensor *t, vidi_err *err);
+/* y must not share memory with x, except that with exact_ok it may be the
+ * very same tensor (same start, same size). x may be NULL. Pointers are
+ * compared as addresses, so this works for device memory too. */
+vidi_status vidi_check_alias(const char *op, const char *yname, const vidi_tensor *y, const char *xname,
+                             const vidi_tensor *x, int exact_ok, vidi_err *err);
+vidi_status vidi_check_act_kind(const char *op, vidi_act kind, vidi_err *err);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif
