@@ -1,8 +1,10 @@
 /* kernels/check.c — argument checks shared by the backends (check.h). */
 #include "kernels/check.h"
 
+#include <limits.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <string.h>
 
 vidi_shape_text vidi_shape_of(const vidi_tensor *t) {
     vidi_shape_text r;
@@ -75,4 +77,65 @@ vidi_status vidi_check_act_kind(const char *op, vidi_act kind, vidi_err *err) {
     if ((unsigned)kind > (unsigned)VIDI_ACT_SILU)
         return vidi_err_set(err, VIDI_ERR_INVALID, "%s: unknown activation %d", op, (int)kind);
     return VIDI_OK;
+}
+
+vidi_status vidi_check_act(const char *op, const char *name, const vidi_tensor *t, unsigned acts, vidi_err *err) {
+    vidi_status rc = vidi_check_tensor(op, name, t, err);
+    if (rc != VIDI_OK) return rc;
+    if (acts & VIDI_ACTS(t->dtype)) return VIDI_OK;
+    char want[64] = "";
+    static const vidi_dtype order[] = {VIDI_DTYPE_BF16, VIDI_DTYPE_F16, VIDI_DTYPE_F32};
+    for (size_t i = 0; i < sizeof order / sizeof order[0]; i++)
+        if (acts & VIDI_ACTS(order[i]))
+            snprintf(want + strlen(want), sizeof want - strlen(want), "%s%s", want[0] ? " or " : "",
+                     vidi_dtype_name(order[i]));
+    return vidi_err_set(err, VIDI_ERR_INVALID, "%s: %s %s must be %s", op, name, vidi_shape_of(t).s, want);
+}
+
+vidi_status vidi_check_matmul(const char *op, unsigned acts, const vidi_tensor *x, const vidi_tensor *w,
+                              const vidi_tensor *bias, const vidi_tensor *y, vidi_err *err) {
+    vidi_status rc = VIDI_OK;
+    VIDI_TRY(vidi_check_act(op, "x", x, acts, err));
+    VIDI_TRY(vidi_check_weight(op, "w", w, err));
+    VIDI_TRY(vidi_check_act(op, "y", y, acts, err));
+    if (bias) VIDI_TRY(vidi_check_weight(op, "bias", bias, err));
+    VIDI_CHECK(w->ndim == 2, err, VIDI_ERR_INVALID, "%s: w %s must be 2-D [N, K]", op, vidi_shape_of(w).s);
+    const int64_t M = vidi_tensor_rows(x), K = vidi_tensor_cols(x), N = w->shape[0];
+    VIDI_CHECK(w->shape[1] == K, err, VIDI_ERR_INVALID, "%s: x %s has %lld columns but w %s has %lld",
+               op, vidi_shape_of(x).s, (long long)K, vidi_shape_of(w).s, (long long)w->shape[1]);
+    VIDI_CHECK(vidi_tensor_rows(y) == M && vidi_tensor_cols(y) == N, err, VIDI_ERR_INVALID,
+               "%s: y %s must hold %lld rows of %lld (x %s, w %s)", op, vidi_shape_of(y).s, (long long)M,
+               (long long)N, vidi_shape_of(x).s, vidi_shape_of(w).s);
+    VIDI_CHECK(!bias || (bias->ndim == 1 && bias->shape[0] == N), err, VIDI_ERR_INVALID,
+               "%s: bias %s must be [%lld]", op, bias ? vidi_shape_of(bias).s : "", (long long)N);
+    VIDI_CHECK(M <= INT_MAX && N <= INT_MAX && K <= INT_MAX, err, VIDI_ERR_UNSUPPORTED,
+               "%s: x %s, w %s exceed the BLAS int range", op, vidi_shape_of(x).s, vidi_shape_of(w).s);
+    VIDI_TRY(vidi_check_alias(op, "y", y, "x", x, 0, err));
+    VIDI_TRY(vidi_check_alias(op, "y", y, "w", w, 0, err));
+    VIDI_TRY(vidi_check_alias(op, "y", y, "bias", bias, 0, err));
+fail:
+    return rc;
+}
+
+vidi_status vidi_check_norm(const char *op, unsigned acts, const vidi_tensor *x, const vidi_tensor *w,
+                            const vidi_tensor *b, float eps, const vidi_tensor *y, vidi_err *err) {
+    vidi_status rc = VIDI_OK;
+    VIDI_TRY(vidi_check_act(op, "x", x, acts, err));
+    VIDI_TRY(vidi_check_weight(op, "w", w, err));
+    if (b) VIDI_TRY(vidi_check_weight(op, "b", b, err));
+    VIDI_TRY(vidi_check_act(op, "y", y, acts, err));
+    VIDI_CHECK(vidi_same_shape(x, y), err, VIDI_ERR_INVALID, "%s: x %s and y %s differ", op, vidi_shape_of(x).s,
+               vidi_shape_of(y).s);
+    VIDI_CHECK(w->ndim == 1 && w->shape[0] == vidi_tensor_cols(x), err, VIDI_ERR_INVALID,
+               "%s: w %s must be [%lld] to match x %s", op, vidi_shape_of(w).s, (long long)vidi_tensor_cols(x),
+               vidi_shape_of(x).s);
+    VIDI_CHECK(!b || (b->ndim == 1 && b->shape[0] == vidi_tensor_cols(x)), err, VIDI_ERR_INVALID,
+               "%s: b %s must be [%lld] to match x %s", op, b ? vidi_shape_of(b).s : "", (long long)vidi_tensor_cols(x),
+               vidi_shape_of(x).s);
+    VIDI_CHECK(eps >= 0.0f, err, VIDI_ERR_INVALID, "%s: eps %g must be >= 0", op, (double)eps);
+    VIDI_TRY(vidi_check_alias(op, "y", y, "x", x, 1, err));
+    VIDI_TRY(vidi_check_alias(op, "y", y, "w", w, 0, err));
+    VIDI_TRY(vidi_check_alias(op, "y", y, "b", b, 0, err));
+fail:
+    return rc;
 }

@@ -37,6 +37,19 @@ vidi_status vidi_check_alias(const char *op, const char *yname, const vidi_tenso
                              const vidi_tensor *x, int exact_ok, vidi_err *err);
 vidi_status vidi_check_act_kind(const char *op, vidi_act kind, vidi_err *err);
 
+/* Activation dtypes a backend's ops take, as a mask of (1u << vidi_dtype). */
+#define VIDI_ACTS(dt) (1u << (unsigned)(dt))
+/* vidi_check_tensor and a dtype in `acts`. */
+vidi_status vidi_check_act(const char *op, const char *name, const vidi_tensor *t, unsigned acts, vidi_err *err);
+/* The arguments of ops->matmul: x [M, K] and y [M, N] activations, w [N, K]
+ * and bias [N] weights, y overlapping none of them, sizes in int range. */
+vidi_status vidi_check_matmul(const char *op, unsigned acts, const vidi_tensor *x, const vidi_tensor *w,
+                              const vidi_tensor *bias, const vidi_tensor *y, vidi_err *err);
+/* The arguments of ops->rms_norm / layer_norm: y shaped as x (in place
+ * allowed), w and b (may be NULL) [cols], eps >= 0. */
+vidi_status vidi_check_norm(const char *op, unsigned acts, const vidi_tensor *x, const vidi_tensor *w,
+                            const vidi_tensor *b, float eps, const vidi_tensor *y, vidi_err *err);
+
 #ifdef __cplusplus
 }
 #endif

@@ -49,8 +49,10 @@ static int64_t grain_rows(int64_t cols) {
 /* ------------------------------------------------------------------------ */
 /* Argument checks. Every message starts with the op name.                  */
 
+#define BACKEND_ACTS VIDI_ACTS(VIDI_DTYPE_F32)
+
 static vidi_status check_act(const char *op, const char *name, const vidi_tensor *t, vidi_err *err) {
-    return vidi_check_dtype(op, name, t, VIDI_DTYPE_F32, err);
+    return vidi_check_act(op, name, t, BACKEND_ACTS, err);
 }
 
 /* A float view of a small weight vector: its data for F32, else a widened
@@ -170,24 +172,8 @@ static vidi_status cpu_matmul(vidi_backend *be, const vidi_tensor *x, const vidi
     vidi_status rc = VIDI_OK;
     float *wbuf = NULL, *bias_owned = NULL;
     const float *bf = NULL;
-    VIDI_TRY(check_act(op, "x", x, err));
-    VIDI_TRY(vidi_check_weight(op, "w", w, err));
-    VIDI_TRY(check_act(op, "y", y, err));
-    if (bias) VIDI_TRY(vidi_check_weight(op, "bias", bias, err));
-    VIDI_CHECK(w->ndim == 2, err, VIDI_ERR_INVALID, "matmul: w %s must be 2-D [N, K]", vidi_shape_of(w).s);
+    VIDI_TRY(vidi_check_matmul(op, BACKEND_ACTS, x, w, bias, y, err));
     const int64_t M = vidi_tensor_rows(x), K = vidi_tensor_cols(x), N = w->shape[0];
-    VIDI_CHECK(w->shape[1] == K, err, VIDI_ERR_INVALID, "matmul: x %s has %lld columns but w %s has %lld",
-               vidi_shape_of(x).s, (long long)K, vidi_shape_of(w).s, (long long)w->shape[1]);
-    VIDI_CHECK(vidi_tensor_rows(y) == M && vidi_tensor_cols(y) == N, err, VIDI_ERR_INVALID,
-               "matmul: y %s must hold %lld rows of %lld (x %s, w %s)", vidi_shape_of(y).s, (long long)M,
-               (long long)N, vidi_shape_of(x).s, vidi_shape_of(w).s);
-    VIDI_CHECK(!bias || (bias->ndim == 1 && bias->shape[0] == N), err, VIDI_ERR_INVALID,
-               "matmul: bias %s must be [%lld]", bias ? vidi_shape_of(bias).s : "", (long long)N);
-    VIDI_CHECK(M <= INT_MAX && N <= INT_MAX && K <= INT_MAX, err, VIDI_ERR_UNSUPPORTED,
-               "matmul: x %s, w %s exceed the BLAS int range", vidi_shape_of(x).s, vidi_shape_of(w).s);
-    VIDI_TRY(vidi_check_alias(op, "y", y, "x", x, 0, err));
-    VIDI_TRY(vidi_check_alias(op, "y", y, "w", w, 0, err));
-    VIDI_TRY(vidi_check_alias(op, "y", y, "bias", bias, 0, err));
 
     float *yd = y->data;
     if (M > 0 && N > 0) {
@@ -308,34 +294,12 @@ static void layer_norm_task(void *ctx, int64_t r0, int64_t r1) {
 }
 
 /* Shared checks of rms_norm / layer_norm: x, y [.., D] f32; w (and b) [D]. */
-static vidi_status check_norm(const char *op, const vidi_tensor *x, const vidi_tensor *w, const vidi_tensor *b,
-                              float eps, const vidi_tensor *y, vidi_err *err) {
-    vidi_status rc = VIDI_OK;
-    VIDI_TRY(check_act(op, "x", x, err));
-    VIDI_TRY(vidi_check_weight(op, "w", w, err));
-    if (b) VIDI_TRY(vidi_check_weight(op, "b", b, err));
-    VIDI_TRY(check_act(op, "y", y, err));
-    VIDI_CHECK(vidi_same_shape(x, y), err, VIDI_ERR_INVALID, "%s: x %s and y %s differ", op, vidi_shape_of(x).s,
-               vidi_shape_of(y).s);
-    VIDI_CHECK(w->ndim == 1 && w->shape[0] == vidi_tensor_cols(x), err, VIDI_ERR_INVALID,
-               "%s: w %s must be [%lld] to match x %s", op, vidi_shape_of(w).s, (long long)vidi_tensor_cols(x), vidi_shape_of(x).s);
-    VIDI_CHECK(!b || (b->ndim == 1 && b->shape[0] == vidi_tensor_cols(x)), err, VIDI_ERR_INVALID,
-               "%s: b %s must be [%lld] to match x %s", op, b ? vidi_shape_of(b).s : "", (long long)vidi_tensor_cols(x),
-               vidi_shape_of(x).s);
-    VIDI_CHECK(eps >= 0.0f, err, VIDI_ERR_INVALID, "%s: eps %g must be >= 0", op, (double)eps);
-    VIDI_TRY(vidi_check_alias(op, "y", y, "x", x, 1, err));
-    VIDI_TRY(vidi_check_alias(op, "y", y, "w", w, 0, err));
-    VIDI_TRY(vidi_check_alias(op, "y", y, "b", b, 0, err));
-fail:
-    return rc;
-}
-
 static vidi_status cpu_rms_norm(vidi_backend *be, const vidi_tensor *x, const vidi_tensor *w, float eps,
                                 vidi_tensor *y, vidi_err *err) {
     vidi_status rc = VIDI_OK;
     float *w_owned = NULL;
     const float *wf = NULL;
-    VIDI_TRY(check_norm("rms_norm", x, w, NULL, eps, y, err));
+    VIDI_TRY(vidi_check_norm("rms_norm", BACKEND_ACTS, x, w, NULL, eps, y, err));
     if (vidi_tensor_cols(x) > 0 && vidi_tensor_rows(x) > 0) {
         VIDI_TRY(widen_vector("rms_norm", w, &wf, &w_owned, err));
         norm_job job = {x->data, y->data, wf, NULL, vidi_tensor_cols(x), eps};
@@ -351,7 +315,7 @@ static vidi_status cpu_layer_norm(vidi_backend *be, const vidi_tensor *x, const 
     vidi_status rc = VIDI_OK;
     float *w_owned = NULL, *b_owned = NULL;
     const float *wf = NULL, *bf = NULL;
-    VIDI_TRY(check_norm("layer_norm", x, w, b, eps, y, err));
+    VIDI_TRY(vidi_check_norm("layer_norm", BACKEND_ACTS, x, w, b, eps, y, err));
     if (vidi_tensor_cols(x) > 0 && vidi_tensor_rows(x) > 0) {
         VIDI_TRY(widen_vector("layer_norm", w, &wf, &w_owned, err));
         if (b) VIDI_TRY(widen_vector("layer_norm", b, &bf, &b_owned, err));

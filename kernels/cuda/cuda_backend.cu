@@ -53,12 +53,10 @@ static vidi_status lt_check(cublasStatus_t s, const char *what, vidi_err *err) {
 // op name.
 
 // Activations: BF16 (the act dtype) or F32.
+#define BACKEND_ACTS (VIDI_ACTS(VIDI_DTYPE_BF16) | VIDI_ACTS(VIDI_DTYPE_F32))
+
 static vidi_status check_act(const char *op, const char *name, const vidi_tensor *t, vidi_err *err) {
-    vidi_status rc = vidi_check_tensor(op, name, t, err);
-    if (rc != VIDI_OK) return rc;
-    if (t->dtype != VIDI_DTYPE_BF16 && t->dtype != VIDI_DTYPE_F32)
-        return vidi_err_set(err, VIDI_ERR_INVALID, "%s: %s %s must be bf16 or f32", op, name, vidi_shape_of(t).s);
-    return VIDI_OK;
+    return vidi_check_act(op, name, t, BACKEND_ACTS, err);
 }
 
 // ------------------------------------------------------------------------
@@ -784,25 +782,9 @@ static vidi_status cuda_matmul(vidi_backend *be, const vidi_tensor *x, const vid
     const char *op = "matmul";
     vidi_status rc = VIDI_OK;
     void *xs = NULL, *ws = NULL, *ds = NULL;
-    VIDI_TRY(check_act(op, "x", x, err));
-    VIDI_TRY(vidi_check_weight(op, "w", w, err));
-    VIDI_TRY(check_act(op, "y", y, err));
-    if (bias) VIDI_TRY(vidi_check_weight(op, "bias", bias, err));
-    VIDI_CHECK(w->ndim == 2, err, VIDI_ERR_INVALID, "matmul: w %s must be 2-D [N, K]", vidi_shape_of(w).s);
+    VIDI_TRY(vidi_check_matmul(op, BACKEND_ACTS, x, w, bias, y, err));
     {
         const int64_t M = vidi_tensor_rows(x), K = vidi_tensor_cols(x), N = w->shape[0];
-        VIDI_CHECK(w->shape[1] == K, err, VIDI_ERR_INVALID, "matmul: x %s has %lld columns but w %s has %lld",
-                   vidi_shape_of(x).s, (long long)K, vidi_shape_of(w).s, (long long)w->shape[1]);
-        VIDI_CHECK(vidi_tensor_rows(y) == M && vidi_tensor_cols(y) == N, err, VIDI_ERR_INVALID,
-                   "matmul: y %s must hold %lld rows of %lld (x %s, w %s)", vidi_shape_of(y).s, (long long)M,
-                   (long long)N, vidi_shape_of(x).s, vidi_shape_of(w).s);
-        VIDI_CHECK(!bias || (bias->ndim == 1 && bias->shape[0] == N), err, VIDI_ERR_INVALID,
-                   "matmul: bias %s must be [%lld]", bias ? vidi_shape_of(bias).s : "", (long long)N);
-        VIDI_CHECK(M <= INT_MAX && N <= INT_MAX && K <= INT_MAX, err, VIDI_ERR_UNSUPPORTED,
-                   "matmul: x %s, w %s exceed the BLAS int range", vidi_shape_of(x).s, vidi_shape_of(w).s);
-        VIDI_TRY(vidi_check_alias(op, "y", y, "x", x, 0, err));
-        VIDI_TRY(vidi_check_alias(op, "y", y, "w", w, 0, err));
-        VIDI_TRY(vidi_check_alias(op, "y", y, "bias", bias, 0, err));
         if (M == 0 || N == 0) goto fail;
 
         cudaStream_t s = cuda_ctx(be)->stream;
@@ -961,28 +943,6 @@ fail:
 // Normalisation and softmax: one block per row.
 
 // Shared checks of rms_norm / layer_norm: x, y [.., D]; w (and b) [D].
-static vidi_status check_norm(const char *op, const vidi_tensor *x, const vidi_tensor *w, const vidi_tensor *b,
-                              float eps, const vidi_tensor *y, vidi_err *err) {
-    vidi_status rc = VIDI_OK;
-    VIDI_TRY(check_act(op, "x", x, err));
-    VIDI_TRY(vidi_check_weight(op, "w", w, err));
-    if (b) VIDI_TRY(vidi_check_weight(op, "b", b, err));
-    VIDI_TRY(check_act(op, "y", y, err));
-    VIDI_CHECK(vidi_same_shape(x, y), err, VIDI_ERR_INVALID, "%s: x %s and y %s differ", op, vidi_shape_of(x).s,
-               vidi_shape_of(y).s);
-    VIDI_CHECK(w->ndim == 1 && w->shape[0] == vidi_tensor_cols(x), err, VIDI_ERR_INVALID, "%s: w %s must be [%lld] to match x %s",
-               op, vidi_shape_of(w).s, (long long)vidi_tensor_cols(x), vidi_shape_of(x).s);
-    VIDI_CHECK(!b || (b->ndim == 1 && b->shape[0] == vidi_tensor_cols(x)), err, VIDI_ERR_INVALID,
-               "%s: b %s must be [%lld] to match x %s", op, b ? vidi_shape_of(b).s : "", (long long)vidi_tensor_cols(x),
-               vidi_shape_of(x).s);
-    VIDI_CHECK(eps >= 0.0f, err, VIDI_ERR_INVALID, "%s: eps %g must be >= 0", op, (double)eps);
-    VIDI_TRY(vidi_check_alias(op, "y", y, "x", x, 1, err));
-    VIDI_TRY(vidi_check_alias(op, "y", y, "w", w, 0, err));
-    VIDI_TRY(vidi_check_alias(op, "y", y, "b", b, 0, err));
-fail:
-    return rc;
-}
-
 // Threads and vectors per thread of the 8-wide row kernels for cols
 // values; 0 when cols is too wide (more than 4 vectors a thread).
 static int norm8_plan(int64_t cols, unsigned *threads) {
@@ -995,7 +955,7 @@ static int norm8_plan(int64_t cols, unsigned *threads) {
 static vidi_status cuda_rms_norm(vidi_backend *be, const vidi_tensor *x, const vidi_tensor *w, float eps,
                                  vidi_tensor *y, vidi_err *err) {
     vidi_status rc = VIDI_OK;
-    VIDI_TRY(check_norm("rms_norm", x, w, NULL, eps, y, err));
+    VIDI_TRY(vidi_check_norm("rms_norm", BACKEND_ACTS, x, w, NULL, eps, y, err));
     if (vidi_tensor_cols(x) > 0 && vidi_tensor_rows(x) > 0) {
         unsigned th = 0;
         const int nv = norm8_plan(vidi_tensor_cols(x), &th);
@@ -1022,7 +982,7 @@ fail:
 static vidi_status cuda_layer_norm(vidi_backend *be, const vidi_tensor *x, const vidi_tensor *w,
                                    const vidi_tensor *b, float eps, vidi_tensor *y, vidi_err *err) {
     vidi_status rc = VIDI_OK;
-    VIDI_TRY(check_norm("layer_norm", x, w, b, eps, y, err));
+    VIDI_TRY(vidi_check_norm("layer_norm", BACKEND_ACTS, x, w, b, eps, y, err));
     if (vidi_tensor_cols(x) > 0 && vidi_tensor_rows(x) > 0) {
         unsigned th = 0;
         const int nv = norm8_plan(vidi_tensor_cols(x), &th);
