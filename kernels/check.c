@@ -139,3 +139,30 @@ vidi_status vidi_check_norm(const char *op, unsigned acts, const vidi_tensor *x,
 fail:
     return rc;
 }
+
+vidi_status vidi_check_unary(const char *op, unsigned acts, const vidi_tensor *x, const vidi_tensor *y,
+                             vidi_err *err) {
+    vidi_status rc = VIDI_OK;
+    VIDI_TRY(vidi_check_act(op, "x", x, acts, err));
+    VIDI_TRY(vidi_check_act(op, "y", y, acts, err));
+    VIDI_CHECK(vidi_same_shape(x, y), err, VIDI_ERR_INVALID, "%s: x %s and y %s differ", op, vidi_shape_of(x).s,
+               vidi_shape_of(y).s);
+    VIDI_TRY(vidi_check_alias(op, "y", y, "x", x, 1, err));
+fail:
+    return rc;
+}
+
+vidi_status vidi_check_binary(const char *op, unsigned acts, const char *aname, const vidi_tensor *a,
+                              const char *bname, const vidi_tensor *b, const vidi_tensor *y, vidi_err *err) {
+    vidi_status rc = VIDI_OK;
+    VIDI_TRY(vidi_check_act(op, aname, a, acts, err));
+    VIDI_TRY(vidi_check_act(op, bname, b, acts, err));
+    VIDI_TRY(vidi_check_act(op, "y", y, acts, err));
+    VIDI_CHECK(vidi_same_shape(a, y) && vidi_same_shape(b, y), err, VIDI_ERR_INVALID,
+               "%s: shapes differ: %s %s, %s %s, y %s", op, aname, vidi_shape_of(a).s, bname, vidi_shape_of(b).s,
+               vidi_shape_of(y).s);
+    VIDI_TRY(vidi_check_alias(op, "y", y, aname, a, 1, err));
+    VIDI_TRY(vidi_check_alias(op, "y", y, bname, b, 1, err));
+fail:
+    return rc;
+}

@@ -41,6 +41,14 @@ vidi_status vidi_check_act_kind(const char *op, vidi_act kind, vidi_err *err);
 #define VIDI_ACTS(dt) (1u << (unsigned)(dt))
 /* vidi_check_tensor and a dtype in `acts`. */
 vidi_status vidi_check_act(const char *op, const char *name, const vidi_tensor *t, unsigned acts, vidi_err *err);
+/* y = f(x) elementwise or by rows: x and y activations of one shape, y
+ * either x itself or apart from it. */
+vidi_status vidi_check_unary(const char *op, unsigned acts, const vidi_tensor *x, const vidi_tensor *y,
+                             vidi_err *err);
+/* y = f(a, b) elementwise: three activations of one shape, y either one of
+ * the inputs or apart from both. */
+vidi_status vidi_check_binary(const char *op, unsigned acts, const char *aname, const vidi_tensor *a,
+                              const char *bname, const vidi_tensor *b, const vidi_tensor *y, vidi_err *err);
 /* The arguments of ops->matmul: x [M, K] and y [M, N] activations, w [N, K]
  * and bias [N] weights, y overlapping none of them, sizes in int range. */
 vidi_status vidi_check_matmul(const char *op, unsigned acts, const vidi_tensor *x, const vidi_tensor *w,

@@ -226,13 +226,7 @@ static vidi_status cpu_add(vidi_backend *be, const vidi_tensor *a, const vidi_te
                            vidi_err *err) {
     const char *op = "add";
     vidi_status rc = VIDI_OK;
-    VIDI_TRY(check_act(op, "a", a, err));
-    VIDI_TRY(check_act(op, "b", b, err));
-    VIDI_TRY(check_act(op, "y", y, err));
-    VIDI_CHECK(vidi_same_shape(a, y) && vidi_same_shape(b, y), err, VIDI_ERR_INVALID,
-               "add: shapes differ: a %s, b %s, y %s", vidi_shape_of(a).s, vidi_shape_of(b).s, vidi_shape_of(y).s);
-    VIDI_TRY(vidi_check_alias(op, "y", y, "a", a, 1, err));
-    VIDI_TRY(vidi_check_alias(op, "y", y, "b", b, 1, err));
+    VIDI_TRY(vidi_check_binary(op, BACKEND_ACTS, "a", a, "b", b, y, err));
     ew_job job = {.a = a->data, .b = b->data, .y = y->data};
     vidi_pool_for(cpu_pool(be), vidi_tensor_numel(y), CPU_GRAIN_ELEMS, add_task, &job);
 fail:
@@ -361,11 +355,7 @@ static vidi_status cpu_act(vidi_backend *be, vidi_act kind, const vidi_tensor *x
     const char *op = "act";
     vidi_status rc = VIDI_OK;
     VIDI_TRY(vidi_check_act_kind(op, kind, err));
-    VIDI_TRY(check_act(op, "x", x, err));
-    VIDI_TRY(check_act(op, "y", y, err));
-    VIDI_CHECK(vidi_same_shape(x, y), err, VIDI_ERR_INVALID, "act: x %s and y %s differ", vidi_shape_of(x).s,
-               vidi_shape_of(y).s);
-    VIDI_TRY(vidi_check_alias(op, "y", y, "x", x, 1, err));
+    VIDI_TRY(vidi_check_unary(op, BACKEND_ACTS, x, y, err));
     ew_job job = {.a = x->data, .y = y->data, .kind = kind};
     vidi_pool_for(cpu_pool(be), vidi_tensor_numel(y), CPU_GRAIN_ELEMS / 8, act_task, &job);
 fail:
@@ -377,13 +367,7 @@ static vidi_status cpu_act_mul(vidi_backend *be, vidi_act kind, const vidi_tenso
     const char *op = "act_mul";
     vidi_status rc = VIDI_OK;
     VIDI_TRY(vidi_check_act_kind(op, kind, err));
-    VIDI_TRY(check_act(op, "gate", gate, err));
-    VIDI_TRY(check_act(op, "up", up, err));
-    VIDI_TRY(check_act(op, "y", y, err));
-    VIDI_CHECK(vidi_same_shape(gate, y) && vidi_same_shape(up, y), err, VIDI_ERR_INVALID,
-               "act_mul: shapes differ: gate %s, up %s, y %s", vidi_shape_of(gate).s, vidi_shape_of(up).s, vidi_shape_of(y).s);
-    VIDI_TRY(vidi_check_alias(op, "y", y, "gate", gate, 1, err));
-    VIDI_TRY(vidi_check_alias(op, "y", y, "up", up, 1, err));
+    VIDI_TRY(vidi_check_binary(op, BACKEND_ACTS, "gate", gate, "up", up, y, err));
     ew_job job = {.a = gate->data, .b = up->data, .y = y->data, .kind = kind};
     vidi_pool_for(cpu_pool(be), vidi_tensor_numel(y), CPU_GRAIN_ELEMS / 8, act_mul_task, &job);
 fail:
@@ -412,11 +396,7 @@ static void softmax_task(void *ctx, int64_t r0, int64_t r1) {
 static vidi_status cpu_softmax(vidi_backend *be, const vidi_tensor *x, vidi_tensor *y, vidi_err *err) {
     const char *op = "softmax";
     vidi_status rc = VIDI_OK;
-    VIDI_TRY(check_act(op, "x", x, err));
-    VIDI_TRY(check_act(op, "y", y, err));
-    VIDI_CHECK(vidi_same_shape(x, y), err, VIDI_ERR_INVALID, "softmax: x %s and y %s differ", vidi_shape_of(x).s,
-               vidi_shape_of(y).s);
-    VIDI_TRY(vidi_check_alias(op, "y", y, "x", x, 1, err));
+    VIDI_TRY(vidi_check_unary(op, BACKEND_ACTS, x, y, err));
     if (vidi_tensor_cols(x) > 0) {
         norm_job job = {x->data, y->data, NULL, NULL, vidi_tensor_cols(x), 0.0f};
         vidi_pool_for(cpu_pool(be), vidi_tensor_rows(x), grain_rows(vidi_tensor_cols(x)) / 4 + 1, softmax_task, &job);

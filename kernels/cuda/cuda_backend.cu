@@ -849,13 +849,7 @@ static vidi_status cuda_add(vidi_backend *be, const vidi_tensor *a, const vidi_t
                             vidi_err *err) {
     const char *op = "add";
     vidi_status rc = VIDI_OK;
-    VIDI_TRY(check_act(op, "a", a, err));
-    VIDI_TRY(check_act(op, "b", b, err));
-    VIDI_TRY(check_act(op, "y", y, err));
-    VIDI_CHECK(vidi_same_shape(a, y) && vidi_same_shape(b, y), err, VIDI_ERR_INVALID, "add: shapes differ: a %s, b %s, y %s",
-               vidi_shape_of(a).s, vidi_shape_of(b).s, vidi_shape_of(y).s);
-    VIDI_TRY(vidi_check_alias(op, "y", y, "a", a, 1, err));
-    VIDI_TRY(vidi_check_alias(op, "y", y, "b", b, 1, err));
+    VIDI_TRY(vidi_check_binary(op, BACKEND_ACTS, "a", a, "b", b, y, err));
     {
         const int64_t n = vidi_tensor_numel(y);
         if (n > 0) {
@@ -892,10 +886,7 @@ static vidi_status cuda_act(vidi_backend *be, vidi_act kind, const vidi_tensor *
     const char *op = "act";
     vidi_status rc = VIDI_OK;
     VIDI_TRY(vidi_check_act_kind(op, kind, err));
-    VIDI_TRY(check_act(op, "x", x, err));
-    VIDI_TRY(check_act(op, "y", y, err));
-    VIDI_CHECK(vidi_same_shape(x, y), err, VIDI_ERR_INVALID, "act: x %s and y %s differ", vidi_shape_of(x).s, vidi_shape_of(y).s);
-    VIDI_TRY(vidi_check_alias(op, "y", y, "x", x, 1, err));
+    VIDI_TRY(vidi_check_unary(op, BACKEND_ACTS, x, y, err));
     {
         const int64_t n = vidi_tensor_numel(y);
         if (n > 0) {
@@ -916,13 +907,7 @@ static vidi_status cuda_act_mul(vidi_backend *be, vidi_act kind, const vidi_tens
     const char *op = "act_mul";
     vidi_status rc = VIDI_OK;
     VIDI_TRY(vidi_check_act_kind(op, kind, err));
-    VIDI_TRY(check_act(op, "gate", gate, err));
-    VIDI_TRY(check_act(op, "up", up, err));
-    VIDI_TRY(check_act(op, "y", y, err));
-    VIDI_CHECK(vidi_same_shape(gate, y) && vidi_same_shape(up, y), err, VIDI_ERR_INVALID,
-               "act_mul: shapes differ: gate %s, up %s, y %s", vidi_shape_of(gate).s, vidi_shape_of(up).s, vidi_shape_of(y).s);
-    VIDI_TRY(vidi_check_alias(op, "y", y, "gate", gate, 1, err));
-    VIDI_TRY(vidi_check_alias(op, "y", y, "up", up, 1, err));
+    VIDI_TRY(vidi_check_binary(op, BACKEND_ACTS, "gate", gate, "up", up, y, err));
     {
         const int64_t n = vidi_tensor_numel(y);
         if (n > 0) {
@@ -1012,11 +997,7 @@ fail:
 static vidi_status cuda_softmax(vidi_backend *be, const vidi_tensor *x, vidi_tensor *y, vidi_err *err) {
     const char *op = "softmax";
     vidi_status rc = VIDI_OK;
-    VIDI_TRY(check_act(op, "x", x, err));
-    VIDI_TRY(check_act(op, "y", y, err));
-    VIDI_CHECK(vidi_same_shape(x, y), err, VIDI_ERR_INVALID, "softmax: x %s and y %s differ", vidi_shape_of(x).s,
-               vidi_shape_of(y).s);
-    VIDI_TRY(vidi_check_alias(op, "y", y, "x", x, 1, err));
+    VIDI_TRY(vidi_check_unary(op, BACKEND_ACTS, x, y, err));
     if (vidi_tensor_cols(x) > 0 && vidi_tensor_rows(x) > 0) {
         k_softmax<<<row_blocks(vidi_tensor_rows(x)), row_threads(vidi_tensor_cols(x)), 0, cuda_ctx(be)->stream>>>(
             x->data, x->dtype, y->data, y->dtype, vidi_tensor_rows(x), vidi_tensor_cols(x));
