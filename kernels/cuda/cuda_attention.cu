@@ -767,6 +767,28 @@ static vidi_status attention_impl(vidi_backend *be, const vidi_tensor *q, const 
                    "attention: a run-time key count needs exactly one sequence (n_seqs %d)", n);
         if (n == 0 || q->shape[0] == 0) goto fail;
         cudaStream_t st = vidi_cuda_stream(be);
+        {
+            // cuDNN's fused attention first (opt-in: VIDI_CUDNN=1): bf16, aligned, sequences of one
+            // length (a causal one square), key count known on the host, and
+            // not while a graph is being captured (plans build outside one).
+            cudaStreamCaptureStatus cap = cudaStreamCaptureStatusNone;
+            const int lq = args->cu_q[1] - args->cu_q[0], lk = args->cu_k[1] - args->cu_k[0];
+            bool uniform = q->dtype == VIDI_DTYPE_BF16 && !k_len_dev && args->cu_q[0] == 0 && args->cu_k[0] == 0 &&
+                           lq > 0 && lk > 0 && aligned16(q->data) && aligned16(k->data) && aligned16(v->data) &&
+                           aligned16(out->data) && cudaStreamIsCapturing(st, &cap) == cudaSuccess &&
+                           cap == cudaStreamCaptureStatusNone;
+            for (int s = 1; uniform && s < n; s++)
+                uniform = args->cu_q[s + 1] - args->cu_q[s] == lq && args->cu_k[s + 1] - args->cu_k[s] == lk;
+            size_t ws = 0;
+            vidi_cudnn_sdpa shape = {n, hq, hkv, lq, lk, D, args->causal != 0};
+            vidi_cudnn_plan *plan = uniform ? vidi_cudnn_sdpa_plan(&shape, &ws) : NULL;
+            if (plan) {
+                if (ws) VIDI_TRY(get_scratch(be, ws, &owned, "attention: cuDNN workspace", err));
+                VIDI_TRY(vidi_cudnn_sdpa_run(plan, st, q->data, k->data, v->data, out->data, args->scale, owned,
+                                             err));
+                goto fail;
+            }
+        }
         attn_params p;
         p.hq = (int)hq;
         p.hkv = (int)hkv;

@@ -90,6 +90,22 @@ vidi_status vidi_cuda_graph_end(vidi_backend *be, void **graph, vidi_err *err);
 vidi_status vidi_cuda_graph_launch(vidi_backend *be, void *graph, vidi_err *err);
 void vidi_cuda_graph_free(vidi_backend *be, void *graph);
 
+/* ---- implemented in cuda_cudnn.cu (fused attention through cuDNN) ---- */
+/* One attention shape: b sequences of sq queries / skv keys laid end to end
+ * in [T, H, D] bf16 rows; hq a multiple of hkv. */
+typedef struct vidi_cudnn_sdpa {
+    int64_t b, hq, hkv, sq, skv, d;
+    int causal; /* needs sq == skv */
+} vidi_cudnn_sdpa;
+typedef struct vidi_cudnn_plan vidi_cudnn_plan;
+/* The cached plan for s (built on first use), or NULL when cuDNN has none
+ * (or is off: unless VIDI_CUDNN=1, or absent at build time). *workspace: the device
+ * bytes vidi_cudnn_sdpa_run needs. */
+vidi_cudnn_plan *vidi_cudnn_sdpa_plan(const vidi_cudnn_sdpa *s, size_t *workspace);
+/* Queues the attention on st; workspace (16-byte aligned) as asked. */
+vidi_status vidi_cudnn_sdpa_run(vidi_cudnn_plan *p, cudaStream_t st, const void *q, const void *k,
+                                const void *v, void *o, float scale, void *workspace, vidi_err *err);
+
 #ifdef __cplusplus
 }
 #endif
