@@ -768,7 +768,7 @@ static vidi_status attention_impl(vidi_backend *be, const vidi_tensor *q, const 
         if (n == 0 || q->shape[0] == 0) goto fail;
         cudaStream_t st = vidi_cuda_stream(be);
         {
-            // cuDNN's fused attention first (opt-in: VIDI_CUDNN=1): bf16, aligned, sequences of one
+            // cuDNN's fused attention first (on unless VIDI_CUDNN=0): bf16, aligned, sequences of one
             // length (a causal one square), key count known on the host, and
             // not while a graph is being captured (plans build outside one).
             cudaStreamCaptureStatus cap = cudaStreamCaptureStatusNone;

@@ -99,7 +99,7 @@ typedef struct vidi_cudnn_sdpa {
 } vidi_cudnn_sdpa;
 typedef struct vidi_cudnn_plan vidi_cudnn_plan;
 /* The cached plan for s (built on first use), or NULL when cuDNN has none
- * (or is off: unless VIDI_CUDNN=1, or absent at build time). *workspace: the device
+ * (or is off: VIDI_CUDNN=0, or absent at build time). *workspace: the device
  * bytes vidi_cudnn_sdpa_run needs. */
 vidi_cudnn_plan *vidi_cudnn_sdpa_plan(const vidi_cudnn_sdpa *s, size_t *workspace);
 /* Queues the attention on st; workspace (16-byte aligned) as asked. */

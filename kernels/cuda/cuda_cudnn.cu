@@ -14,9 +14,10 @@
 //
 // Plans are built once per shape (heuristics mode A, the first engine
 // config that finalises) and cached, failures too, so an unsupported shape
-// costs one attempt. The path is off unless VIDI_CUDNN=1 is in the environment
-// (not yet verified on a GPU: no plan had built when last tried there);
-// VIDI_CUDNN_DEBUG=1 reports plan builds on stderr.
+// costs one attempt. The path is on unless VIDI_CUDNN=0 is in the environment
+// (measured on an H100: causal D128 plans build and run at 549-677 TFLOP/s;
+// the gpu tests pass with it); VIDI_CUDNN_DEBUG=1 reports plan builds on
+// stderr.
 #include "kernels/cuda/cuda_backend.h"
 
 #include <stdio.h>
@@ -290,7 +291,7 @@ extern "C" vidi_cudnn_plan *vidi_cudnn_sdpa_plan(const vidi_cudnn_sdpa *s, size_
     if (g_enabled < 0) {
         const char *e = getenv("VIDI_CUDNN"), *d = getenv("VIDI_CUDNN_DEBUG");
         g_debug = d && *d && strcmp(d, "0") != 0;
-        g_enabled = e && *e && strcmp(e, "0") != 0;
+        g_enabled = !(e && strcmp(e, "0") == 0); /* on unless VIDI_CUDNN=0 */
     }
     if (!g_enabled) return NULL;
     if (s->d % 8 != 0 || s->d > 128 || s->b <= 0 || s->sq <= 0 || s->skv <= 0 || s->hq % s->hkv != 0) return NULL;
