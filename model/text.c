@@ -8,32 +8,13 @@
 #include "model/text.h"
 
 #include "model/model.h"
+#include "model/text_impl.h"
 
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-typedef struct text_layer {
-    vidi_tensor ln1, wq, bq, wk, bk, wv, bv, wo, ln2, wg, wu, wd;
-} text_layer;
-
-struct vidi_text {
-    vidi_text_config cfg;
-    int32_t image_token_id, video_token_id;
-    vidi_backend *be;
-    int weights_in_place;        /* 1: tensors point into the checkpoint mapping */
-    vidi_tensor embed, norm, lm_head;
-    text_layer *layers;
-    void **owned;                /* uploaded weight buffers (freed with the model) */
-    int n_owned, cap_owned;
-    int32_t *pair_axis;          /* [head_dim / 2] */
-    float *pair_inv_freq;        /* [head_dim / 2] */
-    vidi_rope_spec rope;
-    void *scratch;               /* backend memory */
-    size_t scratch_bytes;
-};
 
 struct vidi_kv_cache {
     const vidi_text *t;
@@ -200,12 +181,7 @@ int vidi_text_vocab_size(const vidi_text *t) { return t->cfg.vocab_size; }
 
 /* ---- scratch ---- */
 
-#define TEXT_ALIGN 256
-
-static size_t text_align(size_t n) { return (n + TEXT_ALIGN - 1) & ~(size_t)(TEXT_ALIGN - 1); }
-
-/* A scratch buffer of at least `bytes` (contents undefined). */
-static vidi_status text_scratch(vidi_text *t, size_t bytes, vidi_err *err) {
+vidi_status text_scratch(vidi_text *t, size_t bytes, vidi_err *err) {
     if (bytes <= t->scratch_bytes) return VIDI_OK;
     if (t->scratch) {
         t->be->ops->buf_free(t->be, t->scratch);
@@ -219,18 +195,6 @@ static vidi_status text_scratch(vidi_text *t, size_t bytes, vidi_err *err) {
                             "memory", want, t->be->name);
     t->scratch_bytes = want;
     return VIDI_OK;
-}
-
-/* Carves consecutive aligned pieces out of the scratch buffer. */
-typedef struct text_carver {
-    char *base;
-    size_t off;
-} text_carver;
-
-static void *text_carve(text_carver *c, size_t bytes) {
-    void *p = c->base ? c->base + c->off : NULL;
-    c->off += text_align(bytes);
-    return p;
 }
 
 /* ---- KV cache ---- */
@@ -337,20 +301,67 @@ fail:
 
 /* ---- forward ---- */
 
-/* Activation buffers of T tokens (backend memory). */
-typedef struct text_act {
-    void *x, *h, *q, *k, *v, *a, *g, *u;
-} text_act;
+/* Layer l: the new keys and values into the cache, then attention into
+ * b->a (see text_kv_io). */
+static vidi_status text_attend(vidi_text *t, int l, int64_t T, const text_act *b, const text_kv_io *io,
+                               vidi_err *err) {
+    vidi_status rc = VIDI_OK;
+    vidi_backend *be = t->be;
+    const vidi_backend_ops *op = be->ops;
+    const vidi_text_config *c = &t->cfg;
+    vidi_dtype adt = be->act_dtype;
+    int64_t D = c->head_dim, Hq = c->num_heads, Hkv = c->num_kv_heads;
+    size_t row_kv = (size_t)(Hkv * D) * vidi_dtype_size(adt);
+    char *kc = io->base + (size_t)l * 2 * io->plane;
+    char *vc = kc + io->plane;
+    vidi_tensor tq = vidi_tensor_3d(adt, b->q, T, Hq, D);
+    vidi_tensor ta = vidi_tensor_3d(adt, b->a, T, Hq, D);
 
-/* The decoder layers over T new tokens in b->x (updated in place), with
- * positions tpos and the keys of the first Lk cache rows (the new ones
- * included) as attn describes. The new keys and values go to cache rows
- * kv->len.. by a copy or, with kv_at (backend i32 [1], T = 1), to row
- * *kv_at read at run time; k_len (backend i32 [1] or NULL) is then the key
- * count read at run time (attention_klen), Lk only its bound. */
-static vidi_status text_layers(vidi_text *t, vidi_kv_cache *kv, int64_t T, const text_act *b,
-                               const vidi_tensor *tpos, int64_t Lk, const vidi_attn_args *attn,
-                               const vidi_tensor *kv_at, const int32_t *k_len, vidi_err *err) {
+    if (io->at) {
+        vidi_tensor tk2 = vidi_tensor_2d(adt, b->k, T, Hkv * D);
+        vidi_tensor tv2 = vidi_tensor_2d(adt, b->v, T, Hkv * D);
+        vidi_tensor kc2 = vidi_tensor_2d(adt, kc, io->rows, Hkv * D);
+        vidi_tensor vc2 = vidi_tensor_2d(adt, vc, io->rows, Hkv * D);
+        VIDI_TRY(op->scatter_rows(be, &tk2, io->at, &kc2, err));
+        VIDI_TRY(op->scatter_rows(be, &tv2, io->at, &vc2, err));
+    } else {
+        VIDI_TRY(op->copy(be, kc + (size_t)io->append_at * row_kv, b->k, (size_t)T * row_kv, err));
+        VIDI_TRY(op->copy(be, vc + (size_t)io->append_at * row_kv, b->v, (size_t)T * row_kv, err));
+    }
+
+    if (io->block_size > 0) {
+        int64_t nb = io->rows / io->block_size;
+        vidi_tensor k4 = {.dtype = adt, .ndim = 4, .shape = {nb, io->block_size, Hkv, D}, .data = kc};
+        vidi_tensor v4 = {.dtype = adt, .ndim = 4, .shape = {nb, io->block_size, Hkv, D}, .data = vc};
+        VIDI_TRY(op->attention_paged(be, &tq, &k4, &v4, io->table, io->lens, io->scale, &ta, err));
+        return VIDI_OK;
+    }
+    void *kp = kc, *vp = vc;
+    if (io->keys_new) {
+        kp = b->k;
+        vp = b->v;
+    } else if (io->gather) {
+        vidi_tensor kc2 = vidi_tensor_2d(adt, kc, io->rows, Hkv * D);
+        vidi_tensor vc2 = vidi_tensor_2d(adt, vc, io->rows, Hkv * D);
+        vidi_tensor gk2 = vidi_tensor_2d(adt, io->gk, io->Lk, Hkv * D);
+        vidi_tensor gv2 = vidi_tensor_2d(adt, io->gv, io->Lk, Hkv * D);
+        VIDI_TRY(op->gather_rows(be, &kc2, io->gather, &gk2, err));
+        VIDI_TRY(op->gather_rows(be, &vc2, io->gather, &gv2, err));
+        kp = io->gk;
+        vp = io->gv;
+    }
+    vidi_tensor tkc = vidi_tensor_3d(adt, kp, io->Lk, Hkv, D);
+    vidi_tensor tvc = vidi_tensor_3d(adt, vp, io->Lk, Hkv, D);
+    if (io->k_len)
+        VIDI_TRY(op->attention_klen(be, &tq, &tkc, &tvc, &ta, io->attn, io->k_len, err));
+    else
+        VIDI_TRY(op->attention(be, &tq, &tkc, &tvc, &ta, io->attn, err));
+fail:
+    return rc;
+}
+
+vidi_status text_layers(vidi_text *t, int64_t T, const text_act *b, const vidi_tensor *tpos,
+                        const text_kv_io *io, vidi_err *err) {
     vidi_status rc = VIDI_OK;
     vidi_backend *be = t->be;
     const vidi_backend_ops *op = be->ops;
@@ -358,13 +369,11 @@ static vidi_status text_layers(vidi_text *t, vidi_kv_cache *kv, int64_t T, const
     vidi_dtype adt = be->act_dtype;
     int64_t H = c->hidden_size, I = c->intermediate_size, D = c->head_dim;
     int64_t Hq = c->num_heads, Hkv = c->num_kv_heads;
-    size_t row_kv = (size_t)(Hkv * D) * vidi_dtype_size(adt);
 
     vidi_tensor tx = vidi_tensor_2d(adt, b->x, T, H);
     vidi_tensor th = vidi_tensor_2d(adt, b->h, T, H);
     vidi_tensor tq = vidi_tensor_3d(adt, b->q, T, Hq, D);
     vidi_tensor tk = vidi_tensor_3d(adt, b->k, T, Hkv, D);
-    vidi_tensor ta = vidi_tensor_3d(adt, b->a, T, Hq, D);
     vidi_tensor ta2 = vidi_tensor_2d(adt, b->a, T, Hq * D);
     vidi_tensor tq2 = vidi_tensor_2d(adt, b->q, T, Hq * D);
     vidi_tensor tk2 = vidi_tensor_2d(adt, b->k, T, Hkv * D);
@@ -374,30 +383,13 @@ static vidi_status text_layers(vidi_text *t, vidi_kv_cache *kv, int64_t T, const
 
     for (int l = 0; l < c->num_layers; l++) {
         const text_layer *L = &t->layers[l];
-        char *kc = (char *)kv->buf + (size_t)l * 2 * kv->plane;
-        char *vc = kc + kv->plane;
-        vidi_tensor tkc = vidi_tensor_3d(adt, kc, Lk, Hkv, D);
-        vidi_tensor tvc = vidi_tensor_3d(adt, vc, Lk, Hkv, D);
-
         VIDI_TRY(op->rms_norm(be, &tx, &L->ln1, c->rms_norm_eps, &th, err));
         VIDI_TRY(op->matmul(be, &th, &L->wq, &L->bq, &tq2, err));
         VIDI_TRY(op->matmul(be, &th, &L->wk, &L->bk, &tk2, err));
         VIDI_TRY(op->matmul(be, &th, &L->wv, &L->bv, &tv2, err));
         VIDI_TRY(op->rope(be, &tq, tpos, &t->rope, err));
         VIDI_TRY(op->rope(be, &tk, tpos, &t->rope, err));
-        if (kv_at) {
-            vidi_tensor kc2 = vidi_tensor_2d(adt, kc, Lk, Hkv * D);
-            vidi_tensor vc2 = vidi_tensor_2d(adt, vc, Lk, Hkv * D);
-            VIDI_TRY(op->scatter_rows(be, &tk2, kv_at, &kc2, err));
-            VIDI_TRY(op->scatter_rows(be, &tv2, kv_at, &vc2, err));
-        } else {
-            VIDI_TRY(op->copy(be, kc + (size_t)kv->len * row_kv, b->k, (size_t)T * row_kv, err));
-            VIDI_TRY(op->copy(be, vc + (size_t)kv->len * row_kv, b->v, (size_t)T * row_kv, err));
-        }
-        if (k_len)
-            VIDI_TRY(op->attention_klen(be, &tq, &tkc, &tvc, &ta, attn, k_len, err));
-        else
-            VIDI_TRY(op->attention(be, &tq, &tkc, &tvc, &ta, attn, err));
+        VIDI_TRY(text_attend(t, l, T, b, io, err));
         VIDI_TRY(op->matmul(be, &ta2, &L->wo, NULL, &th, err));
         VIDI_TRY(op->add(be, &tx, &th, &tx, err));
 
@@ -412,6 +404,63 @@ fail:
     return rc;
 }
 
+vidi_status text_out_rows(const vidi_text *t, const vidi_text_out *out, int64_t T, int64_t *R_out,
+                          vidi_err *err) {
+    vidi_status rc = VIDI_OK;
+    vidi_dtype adt = t->be->act_dtype;
+    int64_t V = t->cfg.vocab_size, R = 0;
+    VIDI_CHECK(out, err, VIDI_ERR_INVALID, "no output description");
+    switch (out->which) {
+    case VIDI_TEXT_LOGITS_NONE: R = 0; break;
+    case VIDI_TEXT_LOGITS_LAST: R = 1; break;
+    case VIDI_TEXT_LOGITS_ALL: R = T; break;
+    case VIDI_TEXT_LOGITS_ROWS:
+        R = out->n_rows;
+        VIDI_CHECK(R > 0 && out->rows, err, VIDI_ERR_INVALID, "no rows listed");
+        for (int64_t i = 0; i < R; i++)
+            VIDI_CHECK(out->rows[i] >= 0 && out->rows[i] < T, err, VIDI_ERR_INVALID,
+                       "logits row %d is outside [0, %lld)", out->rows[i], (long long)T);
+        break;
+    default:
+        VIDI_CHECK(0, err, VIDI_ERR_INVALID, "unknown logits selection %d", (int)out->which);
+    }
+    if (R > 0)
+        VIDI_CHECK(out->logits && out->logits->dtype == adt && vidi_tensor_rows(out->logits) == R &&
+                       vidi_tensor_cols(out->logits) == V, err, VIDI_ERR_INVALID,
+                   "logits must be %s [%lld, %lld]", vidi_dtype_name(adt), (long long)R, (long long)V);
+    *R_out = R;
+fail:
+    return rc;
+}
+
+vidi_status text_head(vidi_text *t, void *x, int64_t T, const vidi_text_out *out, int64_t R, void *h,
+                      void *drows, void *sel, vidi_err *err) {
+    vidi_status rc = VIDI_OK;
+    vidi_backend *be = t->be;
+    const vidi_backend_ops *op = be->ops;
+    vidi_dtype adt = be->act_dtype;
+    size_t es = vidi_dtype_size(adt);
+    int64_t H = t->cfg.hidden_size, V = t->cfg.vocab_size;
+    if (R == 0) return VIDI_OK;
+    /* The final norm is per row, so only the selected rows need it. */
+    vidi_tensor tx = vidi_tensor_2d(adt, x, T, H);
+    vidi_tensor tsrc = tx;
+    if (out->which == VIDI_TEXT_LOGITS_LAST) {
+        tsrc = vidi_tensor_2d(adt, (char *)x + (size_t)((T - 1) * H) * es, 1, H);
+    } else if (out->which == VIDI_TEXT_LOGITS_ROWS) {
+        VIDI_TRY(op->copy_to_device(be, drows, out->rows, (size_t)R * sizeof(int32_t), err));
+        vidi_tensor trows = vidi_tensor_1d(VIDI_DTYPE_I32, drows, R);
+        tsrc = vidi_tensor_2d(adt, sel, R, H);
+        VIDI_TRY(op->gather_rows(be, &tx, &trows, &tsrc, err));
+    }
+    vidi_tensor tn = vidi_tensor_2d(adt, h, R, H);
+    VIDI_TRY(op->rms_norm(be, &tsrc, &t->norm, t->cfg.rms_norm_eps, &tn, err));
+    vidi_tensor tl = vidi_tensor_2d(adt, out->logits->data, R, V);
+    VIDI_TRY(op->matmul(be, &tn, &t->lm_head, NULL, &tl, err));
+fail:
+    return rc;
+}
+
 vidi_status vidi_text_forward(vidi_text *t, vidi_kv_cache *kv, const vidi_tensor *embeds,
                               const int32_t *pos, const vidi_text_out *out, vidi_err *err) {
     vidi_status rc;
@@ -420,7 +469,7 @@ vidi_status vidi_text_forward(vidi_text *t, vidi_kv_cache *kv, const vidi_tensor
     const vidi_text_config *c = &t->cfg;
     vidi_dtype adt = be->act_dtype;
     size_t es = vidi_dtype_size(adt);
-    int64_t H = c->hidden_size, I = c->intermediate_size, D = c->head_dim, V = c->vocab_size;
+    int64_t H = c->hidden_size, I = c->intermediate_size, D = c->head_dim;
     int64_t Hq = c->num_heads, Hkv = c->num_kv_heads;
     int64_t T = embeds ? vidi_tensor_rows(embeds) : 0;
 
@@ -432,30 +481,8 @@ vidi_status vidi_text_forward(vidi_text *t, vidi_kv_cache *kv, const vidi_tensor
     VIDI_CHECK(kv->len + T <= kv->capacity, err, VIDI_ERR_RANGE,
                "%lld new tokens do not fit in the KV cache (%lld of %lld used)",
                (long long)T, (long long)kv->len, (long long)kv->capacity);
-    VIDI_CHECK(out, err, VIDI_ERR_INVALID, "no output description");
-
     int64_t R = 0;
-    switch (out->which) {
-    case VIDI_TEXT_LOGITS_NONE: R = 0; break;
-    case VIDI_TEXT_LOGITS_LAST: R = 1; break;
-    case VIDI_TEXT_LOGITS_ALL: R = T; break;
-    case VIDI_TEXT_LOGITS_ROWS:
-        R = out->n_rows;
-        VIDI_CHECK(R > 0 && out->rows, err, VIDI_ERR_INVALID, "no rows listed");
-        for (int64_t i = 0; i < R; i++)
-            VIDI_CHECK(out->rows[i] >= 0 && out->rows[i] < T, err, VIDI_ERR_INVALID,
-                       "logits row %d is outside [0, %lld)", out->rows[i],
-                       (long long)T);
-        break;
-    default:
-        VIDI_CHECK(0, err, VIDI_ERR_INVALID, "unknown logits selection %d",
-                   (int)out->which);
-    }
-    if (R > 0)
-        VIDI_CHECK(out->logits && out->logits->dtype == adt && vidi_tensor_rows(out->logits) == R &&
-                       vidi_tensor_cols(out->logits) == V, err, VIDI_ERR_INVALID,
-                   "logits must be %s [%lld, %lld]", vidi_dtype_name(adt),
-                   (long long)R, (long long)V);
+    VIDI_TRY(text_out_rows(t, out, T, &R, err));
 
     /* Scratch layout: first measured with a NULL base, then carved. */
     void *x, *h, *q, *k, *v, *a, *g, *u, *dpos, *drows, *sel;
@@ -475,7 +502,6 @@ vidi_status vidi_text_forward(vidi_text *t, vidi_kv_cache *kv, const vidi_tensor
         if (!pass) VIDI_TRY(text_scratch(t, cv.off, err));
     }
 
-    vidi_tensor tx = vidi_tensor_2d(adt, x, T, H);
     vidi_tensor tpos = vidi_tensor_2d(VIDI_DTYPE_I32, dpos, T, 3);
 
     VIDI_TRY(op->copy(be, x, embeds->data, (size_t)(T * H) * es, err));
@@ -486,24 +512,11 @@ vidi_status vidi_text_forward(vidi_text *t, vidi_kv_cache *kv, const vidi_tensor
     vidi_attn_args attn = {.cu_q = cu_q, .cu_k = cu_k, .n_seqs = 1, .causal = 1,
                            .scale = 1.0f / sqrtf((float)D)};
     text_act act = {x, h, q, k, v, a, g, u};
-    VIDI_TRY(text_layers(t, kv, T, &act, &tpos, Lk, &attn, NULL, NULL, err));
+    text_kv_io io = {.base = kv->buf, .plane = kv->plane, .rows = kv->capacity, .append_at = kv->len,
+                     .attn = &attn, .Lk = Lk};
+    VIDI_TRY(text_layers(t, T, &act, &tpos, &io, err));
 
-    if (R > 0) {
-        /* The final norm is per row, so only the selected rows need it. */
-        vidi_tensor tsrc = tx;
-        if (out->which == VIDI_TEXT_LOGITS_LAST) {
-            tsrc = vidi_tensor_2d(adt, (char *)x + (size_t)((T - 1) * H) * es, 1, H);
-        } else if (out->which == VIDI_TEXT_LOGITS_ROWS) {
-            VIDI_TRY(op->copy_to_device(be, drows, out->rows, (size_t)R * sizeof(int32_t), err));
-            vidi_tensor trows = vidi_tensor_1d(VIDI_DTYPE_I32, drows, R);
-            tsrc = vidi_tensor_2d(adt, sel, R, H);
-            VIDI_TRY(op->gather_rows(be, &tx, &trows, &tsrc, err));
-        }
-        vidi_tensor tn = vidi_tensor_2d(adt, h, R, H);
-        VIDI_TRY(op->rms_norm(be, &tsrc, &t->norm, c->rms_norm_eps, &tn, err));
-        vidi_tensor tl = vidi_tensor_2d(adt, out->logits->data, R, V);
-        VIDI_TRY(op->matmul(be, &tn, &t->lm_head, NULL, &tl, err));
-    }
+    VIDI_TRY(text_head(t, x, T, out, R, h, drows, sel, err));
     /* No wait here: copy_to_device has taken its own copy of the host inputs
      * (positions, rows) when it returns, and results may stay in flight (see
      * text.h); the caller's next copy_to_host / synchronize / sample waits. */
@@ -568,7 +581,9 @@ static vidi_status text_dec_body(vidi_text *t, vidi_kv_cache *kv, const text_act
     vidi_attn_args attn = {.cu_q = cu_q, .cu_k = cu_k, .n_seqs = 1, .causal = 1,
                            .scale = 1.0f / sqrtf((float)c->head_dim)};
     VIDI_TRY(be->ops->gather_rows(be, &t->embed, &tid, &tx, err));
-    VIDI_TRY(text_layers(t, kv, 1, b, &tpos, kv->capacity, &attn, &trow, ints + DEC_LK, err));
+    text_kv_io io = {.base = kv->buf, .plane = kv->plane, .rows = kv->capacity, .at = &trow,
+                     .attn = &attn, .Lk = kv->capacity, .k_len = ints + DEC_LK};
+    VIDI_TRY(text_layers(t, 1, b, &tpos, &io, err));
     VIDI_TRY(be->ops->rms_norm(be, &tx, &t->norm, c->rms_norm_eps, &tn, err));
     VIDI_TRY(be->ops->matmul(be, &tn, &t->lm_head, NULL, logits, err));
 fail:
