@@ -104,4 +104,58 @@ vidi_status vidi_text_forward(vidi_text *t, vidi_kv_cache *kv, const vidi_tensor
 vidi_status vidi_text_decode_step(vidi_text *t, vidi_kv_cache *kv, int32_t id, const int32_t pos[3],
                                   vidi_tensor *logits, int use_graph, vidi_err *err);
 
+/* ---- paged KV cache: many sequences, continuous batching ----
+ *
+ * A pool holds, per layer, K and V planes of n_blocks blocks of block_size
+ * tokens (backend memory, act dtype). A sequence owns a list of blocks
+ * (its block table) that grows as tokens are appended and shrinks when it
+ * is truncated or freed; blocks are handed out from a host free list, so a
+ * sequence never holds more than ceil(len / block_size) blocks plus what the
+ * last failed append reserved. Not thread-safe: one thread drives a pool. */
+typedef struct vidi_kv_pool vidi_kv_pool;
+typedef struct vidi_kv_seq vidi_kv_seq;
+
+typedef struct vidi_kv_pool_params {
+    int block_size;        /* tokens per block (> 0; 16 is usual) */
+    int64_t n_blocks;      /* blocks in the pool */
+    int64_t max_seq_len;   /* tokens one sequence may hold (the block table's width) */
+    int max_batch;         /* sequences one vidi_text_decode_batch may take */
+} vidi_kv_pool_params;
+
+/* Allocates the planes and the decode-step buffers. The model must outlive
+ * the pool. Freed by vidi_kv_pool_free (sequences first). */
+vidi_status vidi_kv_pool_create(vidi_text *t, const vidi_kv_pool_params *p, vidi_kv_pool **out,
+                                vidi_err *err);
+void vidi_kv_pool_free(vidi_kv_pool *pool);
+int64_t vidi_kv_pool_free_blocks(const vidi_kv_pool *pool);
+/* Blocks a sequence of `tokens` tokens holds. */
+int64_t vidi_kv_pool_blocks_for(const vidi_kv_pool *pool, int64_t tokens);
+
+/* An empty sequence in the pool; vidi_kv_seq_free gives its blocks back. */
+vidi_status vidi_kv_seq_create(vidi_kv_pool *pool, vidi_kv_seq **out, vidi_err *err);
+void vidi_kv_seq_free(vidi_kv_seq *s);
+int64_t vidi_kv_seq_len(const vidi_kv_seq *s);
+/* Forget every token from `len` on (len <= the current length) and give
+ * back the blocks no longer needed. */
+vidi_status vidi_kv_seq_truncate(vidi_kv_seq *s, int64_t len, vidi_err *err);
+
+/* vidi_text_forward for a sequence of a pool: T new tokens (a prompt or a
+ * chunk of one) appended to `s`, logits as `out` asks. Blocks are taken
+ * from the pool first: VIDI_ERR_RANGE when the pool has too few free blocks
+ * or the sequence would pass max_seq_len (nothing is appended). */
+vidi_status vidi_text_forward_paged(vidi_text *t, vidi_kv_seq *s, const vidi_tensor *embeds,
+                                    const int32_t *pos, const vidi_text_out *out, vidi_err *err);
+
+/* One decode step of B sequences of one pool (1 <= B <= max_batch, each
+ * sequence at most once): token ids[b] at positions pos[3b .. 3b+2] (t, h, w)
+ * is appended to seqs[b], and its logits are row b of `logits` (backend,
+ * act dtype, [B, V]). Each sequence's new block, when it needs one, is taken
+ * first; VIDI_ERR_RANGE when the pool runs out (no sequence is appended to;
+ * blocks taken stay with their sequences). With use_graph on a backend with
+ * graphs, the step is recorded once per batch size (and `logits` buffer)
+ * after one eager step, and replayed. Results may still be in flight. */
+vidi_status vidi_text_decode_batch(vidi_text *t, vidi_kv_pool *pool, int B, vidi_kv_seq *const *seqs,
+                                   const int32_t *ids, const int32_t *pos, vidi_tensor *logits,
+                                   int use_graph, vidi_err *err);
+
 #endif

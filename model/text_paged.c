@@ -1,0 +1,409 @@
+/* model/text_paged.c — the decoder over a paged KV pool (see text.h): many
+ * sequences share one pool of fixed-size blocks, prompts are appended by
+ * vidi_text_forward_paged and the running sequences step together through
+ * vidi_text_decode_batch (continuous batching).
+ *
+ * Rows of a layer's K (or V) plane are numbered block * block_size + offset
+ * ("slots"); token j of a sequence lives in slot
+ * blocks[j / block_size] * block_size + j % block_size. New keys and values
+ * are scattered to their slots; a prompt with nothing before it attends to
+ * its own new rows, a chunk after a prefix gathers the sequence's slots into
+ * contiguous scratch first, and a decode step reads the blocks in place
+ * through attention_paged.
+ */
+#include "model/text.h"
+
+#include "model/text_impl.h"
+
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct vidi_kv_seq {
+    vidi_kv_pool *pool;
+    int32_t *blocks;             /* block ids, n_blocks of them */
+    int64_t n_blocks, cap;
+    int64_t len;                 /* tokens held */
+};
+
+/* Step inputs in pool->dec, i32, max_batch of each. */
+enum { PG_IDS = 0, PG_POS = 1, PG_SLOTS = 4, PG_LENS = 5, PG_INTS = 6 };
+
+struct vidi_kv_pool {
+    vidi_text *t;
+    int block_size, max_batch, max_blocks;
+    int64_t n_blocks, max_seq_len, rows;
+    void *buf;                   /* layer l K at l*2*plane, V at (l*2+1)*plane */
+    size_t plane;
+    int32_t *free_list;          /* free block ids; the next one handed out is the last */
+    int64_t n_free;
+    /* decode steps */
+    void *dec;                   /* backend: ints [PG_INTS * max_batch], table, activations */
+    int32_t *d_ints, *d_table;
+    text_act act;
+    int32_t *h_ints, *h_table;   /* host staging of the same */
+    void **graphs;               /* [max_batch + 1], by batch size */
+    void **graph_logits;         /* the logits buffer each graph writes */
+    unsigned char *eager;        /* eager steps run so far, by batch size */
+};
+
+/* ---- pool ---- */
+
+vidi_status vidi_kv_pool_create(vidi_text *t, const vidi_kv_pool_params *p, vidi_kv_pool **out,
+                                vidi_err *err) {
+    vidi_status rc = VIDI_OK;
+    vidi_kv_pool *pool = NULL;
+    *out = NULL;
+    VIDI_CHECK(t && p, err, VIDI_ERR_INVALID, "kv pool: no model or no parameters");
+    VIDI_CHECK(p->block_size > 0 && p->block_size <= 4096, err, VIDI_ERR_INVALID,
+               "kv pool: block size %d must be in [1, 4096]", p->block_size);
+    VIDI_CHECK(p->n_blocks > 0 && p->n_blocks <= INT32_MAX / p->block_size, err, VIDI_ERR_INVALID,
+               "kv pool: %lld blocks of %d tokens: the count must be positive and the tokens below 2^31",
+               (long long)p->n_blocks, p->block_size);
+    VIDI_CHECK(p->max_seq_len > 0 && p->max_seq_len <= INT32_MAX, err, VIDI_ERR_INVALID,
+               "kv pool: max_seq_len %lld must be in [1, 2^31)", (long long)p->max_seq_len);
+    VIDI_CHECK(p->max_batch > 0 && p->max_batch <= 65536, err, VIDI_ERR_INVALID,
+               "kv pool: max_batch %d must be in [1, 65536]", p->max_batch);
+
+    const vidi_text_config *c = &t->cfg;
+    vidi_backend *be = t->be;
+    size_t es = vidi_dtype_size(be->act_dtype);
+    pool = calloc(1, sizeof *pool);
+    VIDI_CHECK(pool, err, VIDI_ERR_NOMEM, "kv pool: out of memory");
+    pool->t = t;
+    pool->block_size = p->block_size;
+    pool->n_blocks = p->n_blocks;
+    pool->max_seq_len = p->max_seq_len;
+    pool->max_batch = p->max_batch;
+    pool->max_blocks = (int)((p->max_seq_len + p->block_size - 1) / p->block_size);
+    pool->rows = p->n_blocks * p->block_size;
+    pool->plane = (size_t)pool->rows * (size_t)c->num_kv_heads * (size_t)c->head_dim * es;
+    size_t bytes = pool->plane * 2 * (size_t)c->num_layers;
+    pool->buf = be->ops->buf_alloc(be, bytes);
+    VIDI_CHECK(pool->buf, err, VIDI_ERR_NOMEM, "kv pool: cannot allocate %zu bytes of %s memory for %lld "
+               "blocks of %d tokens", bytes, be->name, (long long)p->n_blocks, p->block_size);
+
+    pool->free_list = malloc((size_t)p->n_blocks * sizeof *pool->free_list);
+    VIDI_CHECK(pool->free_list, err, VIDI_ERR_NOMEM, "kv pool: out of memory");
+    for (int64_t i = 0; i < p->n_blocks; i++) pool->free_list[i] = (int32_t)(p->n_blocks - 1 - i);
+    pool->n_free = p->n_blocks;
+
+    /* Decode-step buffers for max_batch rows. */
+    int64_t Bm = p->max_batch, H = c->hidden_size, I = c->intermediate_size, D = c->head_dim;
+    int64_t Hq = c->num_heads, Hkv = c->num_kv_heads;
+    size_t table_ints = (size_t)Bm * (size_t)pool->max_blocks;
+    void *d_ints = NULL, *d_table = NULL;
+    for (int pass = 0; pass < 2; pass++) {
+        text_carver cv = {pass ? pool->dec : NULL, 0};
+        d_ints = text_carve(&cv, (size_t)(PG_INTS * Bm) * sizeof(int32_t));
+        d_table = text_carve(&cv, table_ints * sizeof(int32_t));
+        pool->act.x = text_carve(&cv, (size_t)(Bm * H) * es);
+        pool->act.h = text_carve(&cv, (size_t)(Bm * H) * es);
+        pool->act.q = text_carve(&cv, (size_t)(Bm * Hq * D) * es);
+        pool->act.k = text_carve(&cv, (size_t)(Bm * Hkv * D) * es);
+        pool->act.v = text_carve(&cv, (size_t)(Bm * Hkv * D) * es);
+        pool->act.a = text_carve(&cv, (size_t)(Bm * Hq * D) * es);
+        pool->act.g = text_carve(&cv, (size_t)(Bm * I) * es);
+        pool->act.u = text_carve(&cv, (size_t)(Bm * I) * es);
+        if (!pass) {
+            pool->dec = be->ops->buf_alloc(be, cv.off);
+            VIDI_CHECK(pool->dec, err, VIDI_ERR_NOMEM, "kv pool: cannot allocate %zu bytes of %s memory for "
+                       "decode steps of %d sequences", cv.off, be->name, p->max_batch);
+        }
+    }
+    pool->d_ints = d_ints;
+    pool->d_table = d_table;
+    pool->h_ints = calloc((size_t)(PG_INTS * Bm), sizeof(int32_t));
+    pool->h_table = malloc(table_ints * sizeof(int32_t));
+    pool->graphs = calloc((size_t)Bm + 1, sizeof *pool->graphs);
+    pool->graph_logits = calloc((size_t)Bm + 1, sizeof *pool->graph_logits);
+    pool->eager = calloc((size_t)Bm + 1, 1);
+    VIDI_CHECK(pool->h_ints && pool->h_table && pool->graphs && pool->graph_logits && pool->eager, err,
+               VIDI_ERR_NOMEM, "kv pool: out of memory");
+    *out = pool;
+    return VIDI_OK;
+fail:
+    vidi_kv_pool_free(pool);
+    return rc;
+}
+
+void vidi_kv_pool_free(vidi_kv_pool *pool) {
+    if (!pool) return;
+    vidi_backend *be = pool->t->be;
+    if (pool->graphs)
+        for (int b = 0; b <= pool->max_batch; b++)
+            if (pool->graphs[b]) be->ops->graph_free(be, pool->graphs[b]);
+    if (pool->dec) be->ops->buf_free(be, pool->dec);
+    if (pool->buf) be->ops->buf_free(be, pool->buf);
+    free(pool->free_list);
+    free(pool->h_ints);
+    free(pool->h_table);
+    free(pool->graphs);
+    free(pool->graph_logits);
+    free(pool->eager);
+    free(pool);
+}
+
+int64_t vidi_kv_pool_free_blocks(const vidi_kv_pool *pool) { return pool->n_free; }
+
+int64_t vidi_kv_pool_blocks_for(const vidi_kv_pool *pool, int64_t tokens) {
+    return tokens <= 0 ? 0 : (tokens + pool->block_size - 1) / pool->block_size;
+}
+
+/* ---- sequences ---- */
+
+vidi_status vidi_kv_seq_create(vidi_kv_pool *pool, vidi_kv_seq **out, vidi_err *err) {
+    *out = NULL;
+    if (!pool) return vidi_err_set(err, VIDI_ERR_INVALID, "kv sequence: no pool");
+    vidi_kv_seq *s = calloc(1, sizeof *s);
+    if (!s) return vidi_err_set(err, VIDI_ERR_NOMEM, "kv sequence: out of memory");
+    s->pool = pool;
+    *out = s;
+    return VIDI_OK;
+}
+
+/* Give back the blocks from index `keep` on. */
+static void seq_release(vidi_kv_seq *s, int64_t keep) {
+    vidi_kv_pool *pool = s->pool;
+    while (s->n_blocks > keep) pool->free_list[pool->n_free++] = s->blocks[--s->n_blocks];
+}
+
+void vidi_kv_seq_free(vidi_kv_seq *s) {
+    if (!s) return;
+    seq_release(s, 0);
+    free(s->blocks);
+    free(s);
+}
+
+int64_t vidi_kv_seq_len(const vidi_kv_seq *s) { return s->len; }
+
+vidi_status vidi_kv_seq_truncate(vidi_kv_seq *s, int64_t len, vidi_err *err) {
+    if (!s || len < 0 || len > s->len)
+        return vidi_err_set(err, VIDI_ERR_INVALID, "kv sequence: cannot truncate %lld tokens to %lld",
+                            s ? (long long)s->len : 0LL, (long long)len);
+    s->len = len;
+    seq_release(s, vidi_kv_pool_blocks_for(s->pool, len));
+    return VIDI_OK;
+}
+
+/* Make room for `tokens` tokens in all: take the blocks missing. */
+static vidi_status seq_reserve(vidi_kv_seq *s, int64_t tokens, vidi_err *err) {
+    vidi_kv_pool *pool = s->pool;
+    if (tokens > pool->max_seq_len)
+        return vidi_err_set(err, VIDI_ERR_RANGE, "kv sequence: %lld tokens pass the pool's max_seq_len %lld",
+                            (long long)tokens, (long long)pool->max_seq_len);
+    int64_t need = vidi_kv_pool_blocks_for(pool, tokens);
+    if (need <= s->n_blocks) return VIDI_OK;
+    if (need - s->n_blocks > pool->n_free)
+        return vidi_err_set(err, VIDI_ERR_RANGE, "kv pool exhausted: %lld more blocks wanted, %lld free of %lld",
+                            (long long)(need - s->n_blocks), (long long)pool->n_free,
+                            (long long)pool->n_blocks);
+    if (need > s->cap) {
+        int64_t cap = s->cap ? s->cap : 8;
+        while (cap < need) cap *= 2;
+        if (cap > pool->max_blocks) cap = pool->max_blocks;
+        int32_t *n = realloc(s->blocks, (size_t)cap * sizeof *n);
+        if (!n) return vidi_err_set(err, VIDI_ERR_NOMEM, "kv sequence: out of memory");
+        s->blocks = n;
+        s->cap = cap;
+    }
+    while (s->n_blocks < need) s->blocks[s->n_blocks++] = pool->free_list[--pool->n_free];
+    return VIDI_OK;
+}
+
+static int32_t seq_slot(const vidi_kv_seq *s, int64_t j) {
+    int bs = s->pool->block_size;
+    return s->blocks[j / bs] * bs + (int32_t)(j % bs);
+}
+
+/* ---- prompts ---- */
+
+vidi_status vidi_text_forward_paged(vidi_text *t, vidi_kv_seq *s, const vidi_tensor *embeds,
+                                    const int32_t *pos, const vidi_text_out *out, vidi_err *err) {
+    vidi_status rc = VIDI_OK;
+    int32_t *h_slots = NULL;
+    vidi_backend *be = t->be;
+    const vidi_backend_ops *op = be->ops;
+    const vidi_text_config *c = &t->cfg;
+    vidi_dtype adt = be->act_dtype;
+    size_t es = vidi_dtype_size(adt);
+    int64_t H = c->hidden_size, I = c->intermediate_size, D = c->head_dim;
+    int64_t Hq = c->num_heads, Hkv = c->num_kv_heads;
+    int64_t T = embeds ? vidi_tensor_rows(embeds) : 0;
+
+    VIDI_CHECK(s && s->pool->t == t, err, VIDI_ERR_INVALID, "the sequence's pool belongs to another model");
+    VIDI_CHECK(T > 0 && embeds->dtype == adt && vidi_tensor_cols(embeds) == H && pos, err, VIDI_ERR_INVALID,
+               "embeddings must be %s [T > 0, %lld]", vidi_dtype_name(adt), (long long)H);
+    int64_t R = 0;
+    VIDI_TRY(text_out_rows(t, out, T, &R, err));
+    VIDI_TRY(seq_reserve(s, s->len + T, err));
+
+    int64_t L0 = s->len, Lk = L0 + T;
+    /* Host slots: the new tokens' [T], then (after a prefix) all Lk keys'. */
+    h_slots = malloc((size_t)(T + (L0 ? Lk : 0)) * sizeof *h_slots);
+    VIDI_CHECK(h_slots, err, VIDI_ERR_NOMEM, "out of memory");
+    for (int64_t j = 0; j < T; j++) h_slots[j] = seq_slot(s, L0 + j);
+    if (L0)
+        for (int64_t j = 0; j < Lk; j++) h_slots[T + j] = seq_slot(s, j);
+
+    void *x, *h, *q, *k, *v, *a, *g, *u, *dpos, *dslots, *dgather, *gk, *gv, *drows, *sel;
+    size_t kv_rows = L0 ? (size_t)Lk : 1;
+    for (int pass = 0; pass < 2; pass++) {
+        text_carver cv = {pass ? t->scratch : NULL, 0};
+        x = text_carve(&cv, (size_t)(T * H) * es);
+        h = text_carve(&cv, (size_t)(T * H) * es);
+        q = text_carve(&cv, (size_t)(T * Hq * D) * es);
+        k = text_carve(&cv, (size_t)(T * Hkv * D) * es);
+        v = text_carve(&cv, (size_t)(T * Hkv * D) * es);
+        a = text_carve(&cv, (size_t)(T * Hq * D) * es);
+        g = text_carve(&cv, (size_t)(T * I) * es);
+        u = text_carve(&cv, (size_t)(T * I) * es);
+        dpos = text_carve(&cv, (size_t)(T * 3) * sizeof(int32_t));
+        dslots = text_carve(&cv, (size_t)T * sizeof(int32_t));
+        dgather = text_carve(&cv, kv_rows * sizeof(int32_t));
+        gk = text_carve(&cv, kv_rows * (size_t)(Hkv * D) * es);
+        gv = text_carve(&cv, kv_rows * (size_t)(Hkv * D) * es);
+        drows = text_carve(&cv, (size_t)(R ? R : 1) * sizeof(int32_t));
+        sel = text_carve(&cv, (size_t)((R ? R : 1) * H) * es);
+        if (!pass) VIDI_TRY(text_scratch(t, cv.off, err));
+    }
+    VIDI_TRY(op->copy(be, x, embeds->data, (size_t)(T * H) * es, err));
+    VIDI_TRY(op->copy_to_device(be, dpos, pos, (size_t)(T * 3) * sizeof(int32_t), err));
+    VIDI_TRY(op->copy_to_device(be, dslots, h_slots, (size_t)T * sizeof(int32_t), err));
+    if (L0) VIDI_TRY(op->copy_to_device(be, dgather, h_slots + T, (size_t)Lk * sizeof(int32_t), err));
+
+    vidi_tensor tpos = vidi_tensor_2d(VIDI_DTYPE_I32, dpos, T, 3);
+    vidi_tensor tslots = vidi_tensor_1d(VIDI_DTYPE_I32, dslots, T);
+    vidi_tensor tgather = vidi_tensor_1d(VIDI_DTYPE_I32, dgather, Lk);
+    int32_t cu_q[2] = {0, (int32_t)T}, cu_k[2] = {0, (int32_t)Lk};
+    vidi_attn_args attn = {.cu_q = cu_q, .cu_k = cu_k, .n_seqs = 1, .causal = 1,
+                           .scale = 1.0f / sqrtf((float)D)};
+    text_act act = {x, h, q, k, v, a, g, u};
+    text_kv_io io = {.base = s->pool->buf, .plane = s->pool->plane, .rows = s->pool->rows, .at = &tslots,
+                     .attn = &attn, .Lk = Lk, .keys_new = L0 == 0, .gather = L0 ? &tgather : NULL,
+                     .gk = gk, .gv = gv};
+    VIDI_TRY(text_layers(t, T, &act, &tpos, &io, err));
+    VIDI_TRY(text_head(t, x, T, out, R, h, drows, sel, err));
+    s->len = Lk;
+    free(h_slots);
+    return VIDI_OK;
+fail:
+    free(h_slots);
+    vidi_err_prefix(err, "paged text forward (%lld tokens after %lld)", (long long)T,
+                    s ? (long long)s->len : 0LL);
+    return rc;
+}
+
+/* ---- decode steps ---- */
+
+/* The step's ops for B sequences, every input read from pool->dec. */
+static vidi_status dec_body(vidi_text *t, vidi_kv_pool *pool, int B, vidi_tensor *logits, vidi_err *err) {
+    vidi_status rc = VIDI_OK;
+    vidi_backend *be = t->be;
+    const vidi_text_config *c = &t->cfg;
+    vidi_dtype adt = be->act_dtype;
+    int Bm = pool->max_batch;
+    int32_t *ints = pool->d_ints;
+    vidi_tensor tid = vidi_tensor_1d(VIDI_DTYPE_I32, ints + PG_IDS * Bm, B);
+    vidi_tensor tpos = vidi_tensor_2d(VIDI_DTYPE_I32, ints + PG_POS * Bm, B, 3);
+    vidi_tensor tslots = vidi_tensor_1d(VIDI_DTYPE_I32, ints + PG_SLOTS * Bm, B);
+    vidi_tensor tlens = vidi_tensor_1d(VIDI_DTYPE_I32, ints + PG_LENS * Bm, B);
+    vidi_tensor ttable = vidi_tensor_2d(VIDI_DTYPE_I32, pool->d_table, B, pool->max_blocks);
+    vidi_tensor tx = vidi_tensor_2d(adt, pool->act.x, B, c->hidden_size);
+    vidi_tensor tn = vidi_tensor_2d(adt, pool->act.h, B, c->hidden_size);
+    text_kv_io io = {.base = pool->buf, .plane = pool->plane, .rows = pool->rows, .at = &tslots,
+                     .block_size = pool->block_size, .table = &ttable, .lens = &tlens,
+                     .scale = 1.0f / sqrtf((float)c->head_dim)};
+    VIDI_TRY(be->ops->gather_rows(be, &t->embed, &tid, &tx, err));
+    VIDI_TRY(text_layers(t, B, &pool->act, &tpos, &io, err));
+    VIDI_TRY(be->ops->rms_norm(be, &tx, &t->norm, c->rms_norm_eps, &tn, err));
+    VIDI_TRY(be->ops->matmul(be, &tn, &t->lm_head, NULL, logits, err));
+fail:
+    return rc;
+}
+
+vidi_status vidi_text_decode_batch(vidi_text *t, vidi_kv_pool *pool, int B, vidi_kv_seq *const *seqs,
+                                   const int32_t *ids, const int32_t *pos, vidi_tensor *logits,
+                                   int use_graph, vidi_err *err) {
+    vidi_status rc = VIDI_OK;
+    vidi_backend *be = t->be;
+    const vidi_backend_ops *op = be->ops;
+    int64_t V = t->cfg.vocab_size;
+    VIDI_CHECK(pool && pool->t == t, err, VIDI_ERR_INVALID, "the pool belongs to another model");
+    VIDI_CHECK(B >= 1 && B <= pool->max_batch, err, VIDI_ERR_INVALID,
+               "%d sequences: a step takes 1 to %d (the pool's max_batch)", B, pool->max_batch);
+    VIDI_CHECK(seqs && ids && pos, err, VIDI_ERR_INVALID, "no sequences, ids or positions");
+    VIDI_CHECK(logits && logits->dtype == be->act_dtype && vidi_tensor_rows(logits) == B &&
+                   vidi_tensor_cols(logits) == V, err, VIDI_ERR_INVALID, "logits must be %s [%d, %lld]",
+               vidi_dtype_name(be->act_dtype), B, (long long)V);
+    for (int b = 0; b < B; b++) {
+        VIDI_CHECK(seqs[b] && seqs[b]->pool == pool, err, VIDI_ERR_INVALID,
+                   "sequence %d is missing or belongs to another pool", b);
+        VIDI_CHECK(ids[b] >= 0 && ids[b] < V, err, VIDI_ERR_INVALID,
+                   "sequence %d: token id %d is outside the vocabulary [0, %lld)", b, ids[b], (long long)V);
+        for (int j = 0; j < b; j++)
+            VIDI_CHECK(seqs[j] != seqs[b], err, VIDI_ERR_INVALID, "sequences %d and %d are the same", j, b);
+    }
+    for (int b = 0; b < B; b++) {
+        rc = seq_reserve(seqs[b], seqs[b]->len + 1, err);
+        if (rc != VIDI_OK) {
+            vidi_err_prefix(err, "sequence %d", b);
+            goto fail;
+        }
+    }
+
+    int Bm = pool->max_batch, mb = pool->max_blocks;
+    int32_t *hi = pool->h_ints;
+    for (int b = 0; b < B; b++) {
+        const vidi_kv_seq *s = seqs[b];
+        hi[PG_IDS * Bm + b] = ids[b];
+        for (int a = 0; a < 3; a++) hi[PG_POS * Bm + 3 * b + a] = pos[3 * b + a];
+        hi[PG_SLOTS * Bm + b] = seq_slot(s, s->len);
+        hi[PG_LENS * Bm + b] = (int32_t)(s->len + 1);
+        int32_t *row = pool->h_table + (size_t)b * mb;
+        memcpy(row, s->blocks, (size_t)s->n_blocks * sizeof *row);
+        for (int64_t j = s->n_blocks; j < mb; j++) row[j] = -1;
+    }
+    VIDI_TRY(op->copy_to_device(be, pool->d_ints, hi, (size_t)(PG_INTS * Bm) * sizeof(int32_t), err));
+    VIDI_TRY(op->copy_to_device(be, pool->d_table, pool->h_table, (size_t)B * mb * sizeof(int32_t), err));
+
+    int graphs = use_graph && op->graph_begin && op->graph_end && op->graph_launch && op->graph_free;
+    if (!graphs) {
+        VIDI_TRY(dec_body(t, pool, B, logits, err));
+    } else {
+        if (pool->graphs[B] && pool->graph_logits[B] != logits->data) {
+            op->graph_free(be, pool->graphs[B]);
+            pool->graphs[B] = NULL;
+            pool->eager[B] = 0;
+        }
+        if (!pool->graphs[B] && !pool->eager[B]) {
+            /* One eager step first: one-time set-up (GEMM plans, kernel
+             * attributes) stays outside the recording. */
+            VIDI_TRY(dec_body(t, pool, B, logits, err));
+            pool->eager[B] = 1;
+        } else {
+            if (!pool->graphs[B]) {
+                VIDI_TRY(op->graph_begin(be, err));
+                vidi_status brc = dec_body(t, pool, B, logits, err);
+                vidi_err e2;
+                void *g = NULL;
+                vidi_status erc = op->graph_end(be, &g, brc == VIDI_OK ? err : &e2);
+                if (brc != VIDI_OK) {
+                    if (g) op->graph_free(be, g);
+                    rc = brc;
+                    goto fail;
+                }
+                VIDI_TRY(erc);
+                pool->graphs[B] = g;
+                pool->graph_logits[B] = logits->data;
+            }
+            VIDI_TRY(op->graph_launch(be, pool->graphs[B], err));
+        }
+    }
+    for (int b = 0; b < B; b++) seqs[b]->len += 1;
+    return VIDI_OK;
+fail:
+    vidi_err_prefix(err, "decode step of %d sequences", B);
+    return rc;
+}

@@ -1,0 +1,302 @@
+/* tests/unit/test_text_paged.c — the decoder over a paged KV pool against
+ * the one-sequence path with a contiguous KV cache (model/text.h), on the
+ * tiny parity checkpoints.
+ *
+ * The backend is the CPU, or CUDA when VIDI_TEST_BACKEND=cuda (the ctest
+ * gpu_text_paged; exit 77 without a device). For each model: three prompts
+ * of different lengths (one appended in two chunks, so a chunk attends to a
+ * gathered prefix), then 20 batched decode steps fed the tokens the
+ * contiguous path chose (teacher forcing, so a near-tie cannot make the
+ * paths part), the third sequence leaving the batch after 10 steps. Every
+ * logits row must match the contiguous path's: CPU max|diff| <= 1e-4 *
+ * max|ref| + 1e-5 (fp32; only summation order differs), CUDA <= 5e-2 *
+ * max|ref| + 2e-2 (bf16 activations, different kernels). Block accounting
+ * (truncate, free), an exhausted pool and bad arguments are checked too.
+ */
+#include "test_util.h"
+
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "kernels/ops.h"
+#include "model/model.h"
+#include "model/text.h"
+
+enum { N_SEQ = 3, STEPS = 20, LEAVE_AT = 10 };
+
+static vidi_backend *g_be;
+static int g_cuda;
+
+static double tol_of(double ref_max) { return g_cuda ? 5e-2 * ref_max + 2e-2 : 1e-4 * ref_max + 1e-5; }
+
+static int compare(const char *what, const float *got, const float *ref, int64_t n) {
+    double mx = 0, d = 0;
+    for (int64_t i = 0; i < n; i++) {
+        if (fabs(ref[i]) > mx) mx = fabs(ref[i]);
+        double e = fabs((double)got[i] - ref[i]);
+        if (!(e <= d)) d = e;  /* NaN propagates */
+    }
+    int ok = d <= tol_of(mx);
+    CHECK(ok, "%s: max|diff| %.3g > tolerance %.3g (max|ref| %.3g)", what, d, tol_of(mx), mx);
+    return ok;
+}
+
+static int argmax(const float *x, int64_t n) {
+    int64_t b = 0;
+    for (int64_t i = 1; i < n; i++)
+        if (x[i] > x[b]) b = i;
+    return (int)b;
+}
+
+static void text_pos(int32_t *pos, int64_t start, int64_t n) {
+    for (int64_t i = 0; i < n; i++)
+        for (int a = 0; a < 3; a++) pos[3 * i + a] = (int32_t)(start + i);
+}
+
+static void run_model(const char *rel) {
+    vidi_err err;
+    vidi_model *m = NULL;
+    vidi_kv_pool *pool = NULL;
+    vidi_kv_seq *seq[N_SEQ] = {0};
+    vidi_kv_cache *kv[N_SEQ] = {0};
+    void *emb = NULL, *lg = NULL;
+    float *ref = NULL, *got = NULL;
+    int32_t *ids = NULL, *pos = NULL;
+    const int64_t plen[N_SEQ] = {5, 21, 37};
+    int32_t toks[N_SEQ][STEPS + 1];
+    vidi_backend *be = g_be;
+
+    REQUIRE(vidi_model_load(test_data_path(rel), be, &m, &err) == VIDI_OK, "%s: load: %s", rel, err.msg);
+    vidi_text *t = m->text;
+    int64_t H = vidi_text_hidden_size(t), V = vidi_text_vocab_size(t);
+    size_t es = vidi_dtype_size(be->act_dtype);
+    const int64_t maxp = 40;
+    emb = be->ops->buf_alloc(be, (size_t)(maxp * H) * es);
+    lg = be->ops->buf_alloc(be, (size_t)(N_SEQ * V) * es);
+    ref = malloc((size_t)(N_SEQ * (STEPS + 1) * V) * sizeof *ref);
+    got = malloc((size_t)(N_SEQ * V) * sizeof *got);
+    ids = malloc((size_t)maxp * sizeof *ids);
+    pos = malloc((size_t)maxp * 3 * sizeof *pos);
+    if (!emb || !lg || !ref || !got || !ids || !pos) {
+        CHECK(0, "out of memory");
+        goto done;
+    }
+
+    /* The reference: each sequence alone on a contiguous cache, greedy. */
+    unsigned long long rs = 12345;
+    int64_t embed_vocab = V < 200 ? V : 200;  /* plain byte-level ids */
+    for (int s = 0; s < N_SEQ; s++) {
+        if (vidi_kv_cache_create(t, plen[s] + STEPS + 1, &kv[s], &err) != VIDI_OK) {
+            CHECK(0, "kv cache: %s", err.msg);
+            goto done;
+        }
+        for (int64_t i = 0; i < plen[s]; i++) {
+            rs = rs * 6364136223846793005ULL + 1442695040888963407ULL;
+            ids[i] = (int32_t)((rs >> 33) % (unsigned long long)embed_vocab);
+        }
+        vidi_tensor te = vidi_tensor_2d(be->act_dtype, emb, plen[s], H);
+        vidi_tensor tl = vidi_tensor_2d(be->act_dtype, lg, 1, V);
+        vidi_text_out o = {.which = VIDI_TEXT_LOGITS_LAST, .logits = &tl};
+        text_pos(pos, 0, plen[s]);
+        if (vidi_text_embed(t, ids, plen[s], NULL, &te, &err) || vidi_text_forward(t, kv[s], &te, pos, &o, &err)) {
+            CHECK(0, "reference prefill: %s", err.msg);
+            goto done;
+        }
+        /* Paged sequences get the same prompt now: seq 1 in two chunks. */
+        if (!pool) {
+            vidi_kv_pool_params pp = {.block_size = 4, .n_blocks = 64, .max_seq_len = 64, .max_batch = 4};
+            if (vidi_kv_pool_create(t, &pp, &pool, &err) != VIDI_OK) {
+                CHECK(0, "pool: %s", err.msg);
+                goto done;
+            }
+        }
+        float *r = ref + (size_t)(s * (STEPS + 1)) * V;
+        if (vidi_download_f32(be, r, lg, (size_t)V, &err) != VIDI_OK) {
+            CHECK(0, "download: %s", err.msg);
+            goto done;
+        }
+        toks[s][0] = argmax(r, V);
+        if (vidi_kv_seq_create(pool, &seq[s], &err) != VIDI_OK) {
+            CHECK(0, "seq: %s", err.msg);
+            goto done;
+        }
+        int64_t cut = s == 1 ? 13 : plen[s];
+        for (int64_t at = 0; at < plen[s]; at = cut, cut = plen[s]) {
+            vidi_tensor tc = vidi_tensor_2d(be->act_dtype, (char *)emb + (size_t)(at * H) * es, cut - at, H);
+            vidi_text_out po = {.which = cut == plen[s] ? VIDI_TEXT_LOGITS_LAST : VIDI_TEXT_LOGITS_NONE,
+                                .logits = &tl};
+            if (vidi_text_forward_paged(t, seq[s], &tc, pos + 3 * at, &po, &err) != VIDI_OK) {
+                CHECK(0, "paged prefill of sequence %d: %s", s, err.msg);
+                goto done;
+            }
+        }
+        CHECK(vidi_kv_seq_len(seq[s]) == plen[s], "sequence %d holds %lld tokens", s,
+              (long long)vidi_kv_seq_len(seq[s]));
+        if (vidi_download_f32(be, got, lg, (size_t)V, &err) != VIDI_OK) {
+            CHECK(0, "download: %s", err.msg);
+            goto done;
+        }
+        char what[64];
+        snprintf(what, sizeof what, "%s prompt %d logits", rel, s);
+        compare(what, got, r, V);
+        for (int k = 1; k <= STEPS; k++) {
+            int32_t p3[3];
+            text_pos(p3, plen[s] + k - 1, 1);
+            if (vidi_text_decode_step(t, kv[s], toks[s][k - 1], p3, &tl, 0, &err) != VIDI_OK) {
+                CHECK(0, "reference decode: %s", err.msg);
+                goto done;
+            }
+            float *rk = ref + (size_t)(s * (STEPS + 1) + k) * V;
+            if (vidi_download_f32(be, rk, lg, (size_t)V, &err) != VIDI_OK) {
+                CHECK(0, "download: %s", err.msg);
+                goto done;
+            }
+            toks[s][k] = argmax(rk, V);
+        }
+    }
+
+    /* Batched steps, teacher-forced with the reference's tokens. */
+    for (int k = 1; k <= STEPS; k++) {
+        int B = k <= LEAVE_AT ? N_SEQ : N_SEQ - 1;
+        int32_t bid[N_SEQ], bpos[3 * N_SEQ];
+        for (int b = 0; b < B; b++) {
+            bid[b] = toks[b][k - 1];
+            text_pos(bpos + 3 * b, plen[b] + k - 1, 1);
+        }
+        vidi_tensor tl = vidi_tensor_2d(be->act_dtype, lg, B, V);
+        if (vidi_text_decode_batch(t, pool, B, seq, bid, bpos, &tl, 1, &err) != VIDI_OK) {
+            CHECK(0, "decode batch, step %d: %s", k, err.msg);
+            goto done;
+        }
+        if (vidi_download_f32(be, got, lg, (size_t)(B * V), &err) != VIDI_OK) {
+            CHECK(0, "download: %s", err.msg);
+            goto done;
+        }
+        for (int b = 0; b < B; b++) {
+            char what[80];
+            snprintf(what, sizeof what, "%s step %d sequence %d", rel, k, b);
+            if (!compare(what, got + (size_t)b * V, ref + (size_t)(b * (STEPS + 1) + k) * V, V)) goto done;
+        }
+    }
+    for (int s = 0; s < N_SEQ; s++) {
+        int64_t want = plen[s] + (s < N_SEQ - 1 ? STEPS : LEAVE_AT);
+        CHECK(vidi_kv_seq_len(seq[s]) == want, "sequence %d: %lld tokens, want %lld", s,
+              (long long)vidi_kv_seq_len(seq[s]), (long long)want);
+    }
+
+    /* Accounting: blocks held are exactly ceil(len / 4); truncate and free
+     * give them back. */
+    int64_t held = 0;
+    for (int s = 0; s < N_SEQ; s++) held += vidi_kv_pool_blocks_for(pool, vidi_kv_seq_len(seq[s]));
+    CHECK(vidi_kv_pool_free_blocks(pool) == 64 - held, "free blocks %lld, want %lld",
+          (long long)vidi_kv_pool_free_blocks(pool), (long long)(64 - held));
+    int64_t before = vidi_kv_pool_free_blocks(pool);
+    CHECK(vidi_kv_seq_truncate(seq[2], 8, &err) == VIDI_OK, "truncate: %s", err.msg);
+    CHECK(vidi_kv_pool_free_blocks(pool) == before + vidi_kv_pool_blocks_for(pool, plen[2] + LEAVE_AT) - 2,
+          "truncate to 8 tokens kept %lld free blocks", (long long)vidi_kv_pool_free_blocks(pool));
+    CHECK(vidi_kv_seq_truncate(seq[2], 9, &err) == VIDI_ERR_INVALID, "truncate past the end accepted");
+
+    /* Bad arguments leave every sequence as it was. */
+    {
+        vidi_tensor tl = vidi_tensor_2d(be->act_dtype, lg, 2, V);
+        int32_t bid[2] = {1, 2}, bpos[6] = {0};
+        vidi_kv_seq *dup[2] = {seq[0], seq[0]};
+        int64_t l0 = vidi_kv_seq_len(seq[0]);
+        CHECK(vidi_text_decode_batch(t, pool, 2, dup, bid, bpos, &tl, 1, &err) == VIDI_ERR_INVALID,
+              "a sequence twice in one step accepted");
+        CHECK(vidi_text_decode_batch(t, pool, 0, seq, bid, bpos, &tl, 1, &err) == VIDI_ERR_INVALID,
+              "an empty step accepted");
+        CHECK(vidi_text_decode_batch(t, pool, 5, seq, bid, bpos, &tl, 1, &err) == VIDI_ERR_INVALID,
+              "a step over max_batch accepted");
+        bid[1] = (int32_t)V;
+        CHECK(vidi_text_decode_batch(t, pool, 2, seq, bid, bpos, &tl, 1, &err) == VIDI_ERR_INVALID &&
+                  strstr(err.msg, "vocabulary"), "a token outside the vocabulary: %s", err.msg);
+        CHECK(vidi_kv_seq_len(seq[0]) == l0, "a refused step changed a sequence");
+    }
+    for (int s = 0; s < N_SEQ; s++) {
+        vidi_kv_seq_free(seq[s]);
+        seq[s] = NULL;
+    }
+    CHECK(vidi_kv_pool_free_blocks(pool) == 64, "blocks lost: %lld of 64 free after every sequence",
+          (long long)vidi_kv_pool_free_blocks(pool));
+
+    /* An exhausted pool: 64 tokens fit (16 blocks of 4), the pool's cap. */
+    {
+        vidi_kv_seq *a = NULL, *b = NULL;
+        vidi_kv_pool *small = NULL;
+        vidi_kv_pool_params pp = {.block_size = 4, .n_blocks = 5, .max_seq_len = 64, .max_batch = 2};
+        if (vidi_kv_pool_create(t, &pp, &small, &err) != VIDI_OK || vidi_kv_seq_create(small, &a, &err) ||
+            vidi_kv_seq_create(small, &b, &err)) {
+            CHECK(0, "small pool: %s", err.msg);
+        } else {
+            vidi_tensor te = vidi_tensor_2d(be->act_dtype, emb, 21, H);
+            vidi_text_out none = {.which = VIDI_TEXT_LOGITS_NONE};
+            text_pos(pos, 0, 21);
+            CHECK(vidi_text_forward_paged(t, a, &te, pos, &none, &err) == VIDI_ERR_RANGE &&
+                      strstr(err.msg, "exhausted"), "21 tokens in 20 slots: %s", err.msg);
+            CHECK(vidi_kv_seq_len(a) == 0 && vidi_kv_pool_free_blocks(small) == 5,
+                  "a refused prompt took tokens or blocks");
+            te.shape[0] = 20;
+            CHECK(vidi_text_forward_paged(t, a, &te, pos, &none, &err) == VIDI_OK, "20 tokens: %s", err.msg);
+            vidi_tensor tl = vidi_tensor_2d(be->act_dtype, lg, 2, V);
+            int32_t bid[2] = {1, 2}, bpos[6] = {20, 20, 20, 0, 0, 0};
+            vidi_kv_seq *both[2] = {a, b};
+            CHECK(vidi_text_decode_batch(t, small, 2, both, bid, bpos, &tl, 1, &err) == VIDI_ERR_RANGE,
+                  "a step with no free block accepted");
+            CHECK(vidi_kv_seq_len(a) == 20 && vidi_kv_seq_len(b) == 0, "a refused step appended tokens");
+        }
+        vidi_kv_seq_free(a);
+        vidi_kv_seq_free(b);
+        vidi_kv_pool_free(small);
+    }
+
+done:
+    for (int s = 0; s < N_SEQ; s++) {
+        vidi_kv_seq_free(seq[s]);
+        vidi_kv_cache_free(kv[s]);
+    }
+    vidi_kv_pool_free(pool);
+    if (emb) be->ops->buf_free(be, emb);
+    if (lg) be->ops->buf_free(be, lg);
+    free(ref);
+    free(got);
+    free(ids);
+    free(pos);
+    vidi_model_free(m);
+}
+
+static void test_qwen2vl(void) { run_model("models/tiny-qwen2vl"); }
+static void test_qwen25vl(void) { run_model("models/tiny-qwen25vl"); }
+
+int main(int argc, char **argv) {
+    vidi_err err;
+    const char *want = getenv("VIDI_TEST_BACKEND");
+    if (want && !strcmp(want, "cuda")) {
+#ifdef VIDI_HAVE_CUDA
+        g_be = vidi_backend_cuda_create(0, &err);
+        if (!g_be) {
+            printf("skipped: no CUDA device (%s)\n", err.msg);
+            return 77;
+        }
+        g_cuda = 1;
+#else
+        printf("skipped: built without CUDA\n");
+        return 77;
+#endif
+    } else {
+        g_be = vidi_backend_cpu_create(0, &err);
+        if (!g_be) {
+            printf("cpu backend: %s\n", err.msg);
+            return 1;
+        }
+    }
+    static const test_case cases[] = {
+        {"qwen2vl", test_qwen2vl},
+        {"qwen25vl", test_qwen25vl},
+    };
+    int rc = test_main(argc, argv, cases, (int)(sizeof cases / sizeof cases[0]));
+    g_be->ops->destroy(g_be);
+    return rc;
+}
