@@ -34,7 +34,9 @@
  *                     backend's weight dtype; FLOPs 2*M*N*K
  *   decode_b1         vidi_generate greedy, 16 random prompt ids, no stop at
  *                     eos; tokens/s = (N-1) / (t(N new) - t(1 new))
- *   decode_b64        not run: the engine has no batched decode yet (issue 6)
+ *   decode_b1_paged   the same over a paged KV pool: vidi_text_forward_paged, then
+ *                     vidi_text_decode_batch steps of one sequence (graphs)
+ *   decode_b64        64 such sequences stepping together (continuous batching)
  */
 #include <math.h>
 #include <stdint.h>
@@ -401,6 +403,94 @@ fail:
     emit_error(kase, o->name, &err);
 }
 
+/* B sequences of 16 random prompt ids over a paged KV pool: each prompt
+ * prefilled (vidi_text_forward_paged), then greedy steps of the whole batch
+ * (vidi_text_decode_batch with graphs + sample on the GPU) until each has
+ * `new_tokens`. Timed as the transformers baseline is: (run of N tokens -
+ * run of 1 token) gives B * (N - 1) tokens. The kase name says "paged" for
+ * batch 1, to tell it from decode_b1 (vidi_generate, contiguous cache). */
+static void case_decode_batch(vidi_model *m, const opts *o, int B) {
+    vidi_err err = {0};
+    char kase[64];
+    if (B == 1)
+        snprintf(kase, sizeof kase, "decode_b1_paged");
+    else
+        snprintf(kase, sizeof kase, "decode_b%d", B);
+    vidi_backend *be = g_be;
+    vidi_text *t = m->text;
+    const int P = 16, N = o->decode_tokens;
+    int64_t H = vidi_text_hidden_size(t), V = vidi_text_vocab_size(t);
+    size_t es = vidi_dtype_size(be->act_dtype);
+    vidi_kv_pool *pool = NULL;
+    vidi_kv_seq **seqs = calloc((size_t)B, sizeof *seqs);
+    int32_t *ids = malloc((size_t)B * P * sizeof *ids), *tok = malloc((size_t)B * sizeof *tok);
+    int32_t *pos = malloc((size_t)(P > B ? P : B) * 3 * sizeof *pos);
+    uint64_t *rng = calloc((size_t)B, sizeof *rng);
+    void *emb = be->ops->buf_alloc(be, (size_t)(P * H) * es), *lg = be->ops->buf_alloc(be, (size_t)(B * V) * es);
+    double t1[MAX_RUNS], tn[MAX_RUNS];
+    if (!seqs || !ids || !tok || !pos || !rng || !emb || !lg) {
+        vidi_err_set(&err, VIDI_ERR_NOMEM, "out of memory");
+        goto fail;
+    }
+    random_ids(ids, B * P);
+    vidi_kv_pool_params pp = {.block_size = 16, .max_seq_len = P + N + 1, .max_batch = B};
+    pp.n_blocks = (int64_t)B * ((pp.max_seq_len + 15) / 16);
+    if (vidi_kv_pool_create(t, &pp, &pool, &err)) goto fail;
+    vidi_sample_params sp = {.temperature = 0.0f, .top_k = 0, .top_p = 1.0f};
+    for (int pass = 0; pass < 2; pass++) {
+        int n_new = pass == 0 ? 1 : N;
+        double *dst = pass == 0 ? t1 : tn;
+        for (int r = -1; r < o->runs; r++) {
+            if (sync_be(&err)) goto fail;
+            double t0 = now_ms();
+            for (int b = 0; b < B; b++) {
+                if (vidi_kv_seq_create(pool, &seqs[b], &err)) goto fail;
+                vidi_tensor te = vidi_tensor_2d(be->act_dtype, emb, P, H);
+                vidi_tensor tl = vidi_tensor_2d(be->act_dtype, (char *)lg + (size_t)(b * V) * es, 1, V);
+                vidi_text_out out = {.which = VIDI_TEXT_LOGITS_LAST, .logits = &tl};
+                for (int i = 0; i < P; i++) pos[3 * i] = pos[3 * i + 1] = pos[3 * i + 2] = i;
+                if (vidi_text_embed(t, ids + b * P, P, NULL, &te, &err) ||
+                    vidi_text_forward_paged(t, seqs[b], &te, pos, &out, &err))
+                    goto fail;
+            }
+            vidi_tensor tl = vidi_tensor_2d(be->act_dtype, lg, B, V);
+            if (be->ops->sample(be, &tl, &sp, rng, tok, &err)) goto fail;
+            for (int k = 1; k < n_new; k++) {
+                for (int b = 0; b < B; b++) pos[3 * b] = pos[3 * b + 1] = pos[3 * b + 2] = P + k - 1;
+                if (vidi_text_decode_batch(t, pool, B, seqs, tok, pos, &tl, 1, &err)) goto fail;
+                if (be->ops->sample(be, &tl, &sp, rng, tok, &err)) goto fail;
+            }
+            if (sync_be(&err)) goto fail;
+            double dt = now_ms() - t0;
+            for (int b = 0; b < B; b++) {
+                vidi_kv_seq_free(seqs[b]);
+                seqs[b] = NULL;
+            }
+            if (r >= 0) dst[r] = dt;
+        }
+    }
+    double d = median(tn, o->runs) - median(t1, o->runs);
+    line_begin(kase, o->name);
+    printf(",\"batch\":%d,\"prompt\":%d,\"new_tokens\":%d,\"t1_ms\":%.3f,\"tn_ms\":%.3f,\"tokens_per_s\":%.3f",
+           B, P, N, median(t1, o->runs), median(tn, o->runs), (double)B * (N - 1) / (d / 1e3));
+    line_runs(tn, o->runs);
+    line_end();
+    goto done;
+fail:
+    emit_error(kase, o->name, &err);
+done:
+    if (seqs)
+        for (int b = 0; b < B; b++) vidi_kv_seq_free(seqs[b]);
+    vidi_kv_pool_free(pool);
+    if (emb) be->ops->buf_free(be, emb);
+    if (lg) be->ops->buf_free(be, lg);
+    free(seqs);
+    free(ids);
+    free(tok);
+    free(pos);
+    free(rng);
+}
+
 static void case_attention(const opts *o, int64_t S) {
     vidi_err err = {0};
     char kase[64];
@@ -636,10 +726,10 @@ int main(int argc, char **argv) {
             if (has_case(o.cases, "decode")) {
                 fprintf(stderr, "bench_gpu: decode batch 1\n");
                 case_decode(m, &o);
-                line_begin("decode_b64", o.name);
-                printf(",\"unsupported\":\"vidi has no batched decode yet (issue 6): one sequence per "
-                       "vidi_generate, so batch 64 is not measured\"");
-                line_end();
+                fprintf(stderr, "bench_gpu: decode batch 1, paged\n");
+                case_decode_batch(m, &o, 1);
+                fprintf(stderr, "bench_gpu: decode batch 64\n");
+                case_decode_batch(m, &o, 64);
             }
             vidi_model_free(m);
         }
