@@ -236,3 +236,76 @@ done:
     free(items);
     return rc;
 }
+
+vidi_status vidi_prompt_build(const vidi_model_config *cfg, const vidi_tokenizer *tok, const char *system,
+                              const char *text, const vidi_media *media, int n_media, int32_t **ids_out,
+                              int64_t *n_out, vidi_err *err) {
+    vidi_status rc = VIDI_OK;
+    vidi_chat_part *parts = NULL;
+    char *rendered = NULL;
+    int32_t *ids = NULL, *expanded = NULL;
+    *ids_out = NULL;
+    *n_out = 0;
+    VIDI_CHECK(cfg && tok && text && n_media >= 0 && (media || n_media == 0), err, VIDI_ERR_INVALID,
+               "prompt: no configuration, tokenizer or text");
+    parts = calloc((size_t)n_media + 1, sizeof *parts);
+    VIDI_CHECK(parts, err, VIDI_ERR_NOMEM, "prompt: out of memory");
+    for (int i = 0; i < n_media; i++) {
+        VIDI_CHECK(media[i].kind == VIDI_MEDIA_IMAGE || media[i].kind == VIDI_MEDIA_VIDEO, err,
+                   VIDI_ERR_INVALID, "prompt: media %d is neither an image nor a video", i);
+        parts[i].kind = media[i].kind == VIDI_MEDIA_VIDEO ? VIDI_CHAT_VIDEO : VIDI_CHAT_IMAGE;
+    }
+    parts[n_media].kind = VIDI_CHAT_TEXT;
+    parts[n_media].text = text;
+    vidi_chat_part sys_part = {.kind = VIDI_CHAT_TEXT, .text = system};
+    vidi_chat_message msgs[2];
+    int n_msgs = 0;
+    if (system) msgs[n_msgs++] = (vidi_chat_message){.role = "system", .parts = &sys_part, .n_parts = 1};
+    msgs[n_msgs++] = (vidi_chat_message){.role = "user", .parts = parts, .n_parts = n_media + 1};
+    VIDI_TRY(vidi_chat_template_render(msgs, n_msgs, 1, &rendered, err));
+    size_t n_ids = 0;
+    VIDI_TRY(vidi_tokenizer_encode(tok, rendered, strlen(rendered), &ids, &n_ids, err));
+
+    /* Each pad token becomes its item's merged token count. */
+    vidi_mrope_params mp = vidi_mrope_params_from_config(cfg);
+    int64_t total = 0;
+    int seen = 0;
+    for (int pass = 0; pass < 2; pass++) {
+        int64_t k = 0;
+        seen = 0;
+        for (size_t i = 0; i < n_ids; i++) {
+            if (ids[i] != cfg->image_token_id && ids[i] != cfg->video_token_id) {
+                if (pass) expanded[k] = ids[i];
+                k++;
+                continue;
+            }
+            VIDI_CHECK(seen < n_media, err, VIDI_ERR_INVALID,
+                       "prompt: more image/video pad tokens than the %d media given (a pad written in the "
+                       "text?)", n_media);
+            vidi_mrope_item it = {.kind = media[seen].kind};
+            memcpy(it.grid, media[seen].grid, sizeof it.grid);
+            int64_t c = vidi_mrope_item_tokens(&mp, &it);
+            VIDI_CHECK(c > 0, err, VIDI_ERR_INVALID, "prompt: media %d has an empty grid", seen);
+            if (pass)
+                for (int64_t j = 0; j < c; j++) expanded[k + j] = ids[i];
+            k += c;
+            seen++;
+        }
+        VIDI_CHECK(seen == n_media, err, VIDI_ERR_INVALID, "prompt: %d media given but the rendered prompt "
+                   "has %d pad tokens", n_media, seen);
+        if (!pass) {
+            total = k;
+            expanded = malloc((size_t)total * sizeof *expanded);
+            VIDI_CHECK(expanded, err, VIDI_ERR_NOMEM, "prompt: out of memory");
+        }
+    }
+    *ids_out = expanded;
+    *n_out = total;
+    expanded = NULL;
+fail:
+    free(expanded);
+    free(ids);
+    free(rendered);
+    free(parts);
+    return rc;
+}

@@ -14,6 +14,7 @@
 #include "kernels/ops.h"
 #include "model/model.h"
 #include "model/mrope.h"
+#include "model/tokenizer.h"
 
 /* One image or video, preprocessed (media/ or the reference processor). */
 typedef struct vidi_media {
@@ -88,5 +89,16 @@ int64_t vidi_media_patch_dim(const vidi_model_config *cfg);
  * with n_rows == t*h*w. */
 vidi_status vidi_media_check(const vidi_model_config *cfg, const vidi_media *item, int index,
                              int need_pixels, vidi_err *err);
+
+/* The prompt of one chat turn as the reference processor builds it: the
+ * chat template rendered with an optional system message and one user
+ * message holding the n_media items (images and videos, in order) and then
+ * `text`, with the generation prompt added; tokenized; each image/video pad
+ * repeated t*h*w / merge^2 times for its item. *ids is malloc'd (free it).
+ * A pad written inside `text` or `system` makes the pad count disagree with
+ * the media: an error saying so. */
+vidi_status vidi_prompt_build(const vidi_model_config *cfg, const vidi_tokenizer *tok, const char *system,
+                              const char *text, const vidi_media *media, int n_media, int32_t **ids,
+                              int64_t *n_ids, vidi_err *err);
 
 #endif

@@ -229,9 +229,7 @@ static int cmd_generate(int argc, char **argv) {
     vidi_backend *be = NULL;
     vidi_model *model = NULL;
     vidi_tokenizer *tok = NULL;
-    char *rendered = NULL;
-    int32_t *ids = NULL, *expanded = NULL;
-    vidi_chat_part *parts = NULL;
+    int32_t *expanded = NULL;
     vidi_media *items = NULL;
     vidi_generate_result res = {0};
 
@@ -465,66 +463,11 @@ static int cmd_generate(int argc, char **argv) {
         }
     }
 
-    /* ---- chat template: system?, user = media in order then text ---- */
-    parts = calloc((size_t)n_media + 1, sizeof *parts);
-    if (!parts) goto oom;
-    for (int i = 0; i < n_media; i++)
-        parts[i].kind = media[i].kind == VIDI_MEDIA_VIDEO ? VIDI_CHAT_VIDEO : VIDI_CHAT_IMAGE;
-    parts[n_media].kind = VIDI_CHAT_TEXT;
-    parts[n_media].text = prompt;
-    vidi_chat_part sys_part = {.kind = VIDI_CHAT_TEXT, .text = system};
-    vidi_chat_message msgs[2];
-    int n_msgs = 0;
-    if (system) msgs[n_msgs++] = (vidi_chat_message){.role = "system", .parts = &sys_part, .n_parts = 1};
-    msgs[n_msgs++] = (vidi_chat_message){.role = "user", .parts = parts, .n_parts = n_media + 1};
-    if (vidi_chat_template_render(msgs, n_msgs, 1, &rendered, &err) != VIDI_OK) {
-        fprintf(stderr, "vidi generate: chat template: %s\n", err.msg);
-        goto done;
-    }
-    size_t n_ids = 0;
-    if (vidi_tokenizer_encode(tok, rendered, strlen(rendered), &ids, &n_ids, &err) != VIDI_OK) {
-        fprintf(stderr, "vidi generate: tokenizing the prompt: %s\n", err.msg);
-        goto done;
-    }
-
-    /* ---- expand each pad token to the item's merged token count ---- */
-    vidi_mrope_params mp = vidi_mrope_params_from_config(cfg);
+    /* ---- the prompt: chat template, media in order then text, pads expanded ---- */
     int64_t total = 0;
-    int seen = 0;
-    for (size_t i = 0; i < n_ids; i++) {
-        if (ids[i] == cfg->image_token_id || ids[i] == cfg->video_token_id) {
-            if (seen >= n_media) {
-                fprintf(stderr, "vidi generate: the prompt has more image/video pad tokens than "
-                                "media given (a pad written in --prompt?)\n");
-                goto done;
-            }
-            vidi_mrope_item it = {.kind = items[seen].kind};
-            memcpy(it.grid, items[seen].grid, sizeof it.grid);
-            total += vidi_mrope_item_tokens(&mp, &it);
-            seen++;
-        } else {
-            total++;
-        }
-    }
-    if (seen != n_media) {
-        fprintf(stderr, "vidi generate: %d media given but the rendered prompt has %d pad "
-                        "tokens\n", n_media, seen);
+    if (vidi_prompt_build(cfg, tok, system, prompt, items, n_media, &expanded, &total, &err) != VIDI_OK) {
+        fprintf(stderr, "vidi generate: %s\n", err.msg);
         goto done;
-    }
-    expanded = malloc((size_t)total * sizeof *expanded);
-    if (!expanded) goto oom;
-    int64_t k = 0;
-    seen = 0;
-    for (size_t i = 0; i < n_ids; i++) {
-        if (ids[i] == cfg->image_token_id || ids[i] == cfg->video_token_id) {
-            vidi_mrope_item it = {.kind = items[seen].kind};
-            memcpy(it.grid, items[seen].grid, sizeof it.grid);
-            int64_t c = vidi_mrope_item_tokens(&mp, &it);
-            for (int64_t j = 0; j < c; j++) expanded[k++] = ids[i];
-            seen++;
-        } else {
-            expanded[k++] = ids[i];
-        }
     }
     if (prompt_ids_out) {
         int64_t shape[1] = {total};
@@ -594,9 +537,6 @@ usage_fail:
 done:
     vidi_generate_result_free(&res);
     free(expanded);
-    free(ids);
-    free(rendered);
-    free(parts);
     free(items);
     for (int i = 0; i < n_media; i++) vidi_npy_free(&media[i].npy);
     free(media);
