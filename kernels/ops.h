@@ -99,6 +99,11 @@ typedef struct vidi_backend_ops {
      * may be NULL. x may have any leading shape (rows = M). */
     vidi_status (*matmul)(vidi_backend *be, const vidi_tensor *x, const vidi_tensor *w,
                           const vidi_tensor *bias, vidi_tensor *y, vidi_err *err);
+    /* y[M,N] += x[M,K] · w[N,K]^T (+ bias[N]): a residual add fused into
+     * the product (y must not alias x, w or bias). Optional: NULL where
+     * absent (callers then use matmul and add). */
+    vidi_status (*matmul_acc)(vidi_backend *be, const vidi_tensor *x, const vidi_tensor *w,
+                              const vidi_tensor *bias, vidi_tensor *y, vidi_err *err);
     /* y = a + b, same shape (y may alias a or b). */
     vidi_status (*add)(vidi_backend *be, const vidi_tensor *a, const vidi_tensor *b,
                        vidi_tensor *y, vidi_err *err);
@@ -204,6 +209,16 @@ struct vidi_backend {
                                 copied (not host_memory): BF16 on CUDA */
     void *ctx;               /* backend private state */
 };
+
+/* res += x · w^T (+ bias): the backend's matmul_acc where it has one, else
+ * matmul into tmp (shaped like res) and add. */
+static inline vidi_status vidi_matmul_residual(vidi_backend *be, const vidi_tensor *x, const vidi_tensor *w,
+                                               const vidi_tensor *bias, vidi_tensor *res, vidi_tensor *tmp,
+                                               vidi_err *err) {
+    if (be->ops->matmul_acc) return be->ops->matmul_acc(be, x, w, bias, res, err);
+    vidi_status rc = be->ops->matmul(be, x, w, bias, tmp, err);
+    return rc != VIDI_OK ? rc : be->ops->add(be, res, tmp, res, err);
+}
 
 /* Seed an RNG state for `sample` (splitmix64 of the seed). */
 uint64_t vidi_rng_seed(uint64_t seed);

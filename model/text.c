@@ -390,15 +390,13 @@ vidi_status text_layers(vidi_text *t, int64_t T, const text_act *b, const vidi_t
         VIDI_TRY(op->rope(be, &tq, tpos, &t->rope, err));
         VIDI_TRY(op->rope(be, &tk, tpos, &t->rope, err));
         VIDI_TRY(text_attend(t, l, T, b, io, err));
-        VIDI_TRY(op->matmul(be, &ta2, &L->wo, NULL, &th, err));
-        VIDI_TRY(op->add(be, &tx, &th, &tx, err));
+        VIDI_TRY(vidi_matmul_residual(be, &ta2, &L->wo, NULL, &tx, &th, err));
 
         VIDI_TRY(op->rms_norm(be, &tx, &L->ln2, c->rms_norm_eps, &th, err));
         VIDI_TRY(op->matmul(be, &th, &L->wg, NULL, &tg, err));
         VIDI_TRY(op->matmul(be, &th, &L->wu, NULL, &tu, err));
         VIDI_TRY(op->act_mul(be, VIDI_ACT_SILU, &tg, &tu, &tg, err));
-        VIDI_TRY(op->matmul(be, &tg, &L->wd, NULL, &th, err));
-        VIDI_TRY(op->add(be, &tx, &th, &tx, err));
+        VIDI_TRY(vidi_matmul_residual(be, &tg, &L->wd, NULL, &tx, &th, err));
     }
 fail:
     return rc;

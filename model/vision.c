@@ -515,8 +515,7 @@ static vidi_status vision_block_forward(vidi_vision *v, const vision_block *blk,
     VIDI_TRY(ops->rope(be, &q, &pos, &rope, err));
     VIDI_TRY(ops->rope(be, &k, &pos, &rope, err));
     VIDI_TRY(ops->attention(be, &q, &k, &val, &out, &attn, err));
-    VIDI_TRY(ops->matmul(be, &h, &blk->proj_w, &blk->proj_b, &y, err));
-    VIDI_TRY(ops->add(be, &x, &y, &x, err));
+    VIDI_TRY(vidi_matmul_residual(be, &h, &blk->proj_w, &blk->proj_b, &x, &y, err));
 
     if (layer_norm) VIDI_TRY(ops->layer_norm(be, &x, &blk->norm2_w, &blk->norm2_b, c->norm_eps, &h, err));
     else VIDI_TRY(ops->rms_norm(be, &x, &blk->norm2_w, c->norm_eps, &h, err));
@@ -524,15 +523,14 @@ static vidi_status vision_block_forward(vidi_vision *v, const vision_block *blk,
     if (v->arch == VIDI_ARCH_QWEN2_VL) {
         VIDI_TRY(ops->matmul(be, &h, &blk->fc1_w, &blk->fc1_b, &m1, err));
         VIDI_TRY(ops->act(be, c->hidden_act, &m1, &m1, err));
-        VIDI_TRY(ops->matmul(be, &m1, &blk->fc2_w, &blk->fc2_b, &y, err));
+        VIDI_TRY(vidi_matmul_residual(be, &m1, &blk->fc2_w, &blk->fc2_b, &x, &y, err));
     } else {
         vidi_tensor m2 = vidi_tensor_2d(dt, (char *)b->mlp + (size_t)(T * I) * vidi_dtype_size(dt), T, I);
         VIDI_TRY(ops->matmul(be, &h, &blk->gate_w, &blk->gate_b, &m1, err));
         VIDI_TRY(ops->matmul(be, &h, &blk->up_w, &blk->up_b, &m2, err));
         VIDI_TRY(ops->act_mul(be, c->hidden_act, &m1, &m2, &m1, err));
-        VIDI_TRY(ops->matmul(be, &m1, &blk->down_w, &blk->down_b, &y, err));
+        VIDI_TRY(vidi_matmul_residual(be, &m1, &blk->down_w, &blk->down_b, &x, &y, err));
     }
-    VIDI_TRY(ops->add(be, &x, &y, &x, err));
     return VIDI_OK;
 fail:
     return rc;

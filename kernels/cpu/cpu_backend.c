@@ -166,9 +166,9 @@ static void widen_rows_task(void *ctx, int64_t r0, int64_t r1) {
  * product with beta = 1, as torch's addmm does. F32 weights go to one
  * sgemm; BF16/F16 weights are widened a block of rows at a time into
  * scratch and each block is one sgemm into its columns of y. */
-static vidi_status cpu_matmul(vidi_backend *be, const vidi_tensor *x, const vidi_tensor *w,
-                              const vidi_tensor *bias, vidi_tensor *y, vidi_err *err) {
-    const char *op = "matmul";
+/* y = x·w^T (+ bias), or y += x·w^T with acc. */
+static vidi_status cpu_matmul_impl(vidi_backend *be, const char *op, const vidi_tensor *x, const vidi_tensor *w,
+                                   const vidi_tensor *bias, vidi_tensor *y, int acc, vidi_err *err) {
     vidi_status rc = VIDI_OK;
     float *wbuf = NULL, *bias_owned = NULL;
     const float *bf = NULL;
@@ -179,11 +179,16 @@ static vidi_status cpu_matmul(vidi_backend *be, const vidi_tensor *x, const vidi
     if (M > 0 && N > 0) {
         if (bias) {
             VIDI_TRY(widen_vector(op, bias, &bf, &bias_owned, err));
-            for (int64_t m = 0; m < M; m++) memcpy(yd + m * N, bf, (size_t)N * sizeof *yd);
+            for (int64_t m = 0; m < M; m++) {
+                if (acc)
+                    for (int64_t n = 0; n < N; n++) yd[m * N + n] += bf[n];
+                else
+                    memcpy(yd + m * N, bf, (size_t)N * sizeof *yd);
+            }
         }
-        const float beta = bias ? 1.0f : 0.0f;
+        const float beta = bias || acc ? 1.0f : 0.0f;
         if (K == 0) {
-            if (!bias) memset(yd, 0, (size_t)(M * N) * sizeof *yd);
+            if (!bias && !acc) memset(yd, 0, (size_t)(M * N) * sizeof *yd);
         } else if (w->dtype == VIDI_DTYPE_F32) {
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)M, (int)N, (int)K, 1.0f, x->data, (int)K,
                         w->data, (int)K, beta, yd, (int)N);
@@ -208,6 +213,16 @@ fail:
     free(wbuf);
     free(bias_owned);
     return rc;
+}
+
+static vidi_status cpu_matmul(vidi_backend *be, const vidi_tensor *x, const vidi_tensor *w,
+                              const vidi_tensor *bias, vidi_tensor *y, vidi_err *err) {
+    return cpu_matmul_impl(be, "matmul", x, w, bias, y, 0, err);
+}
+
+static vidi_status cpu_matmul_acc(vidi_backend *be, const vidi_tensor *x, const vidi_tensor *w,
+                                  const vidi_tensor *bias, vidi_tensor *y, vidi_err *err) {
+    return cpu_matmul_impl(be, "matmul_acc", x, w, bias, y, 1, err);
 }
 
 /* One job shape for every elementwise op: y = f(a, b); kind for act ops. */
@@ -827,6 +842,7 @@ static const vidi_backend_ops cpu_ops = {
     .copy = cpu_copy,
     .synchronize = cpu_synchronize,
     .matmul = cpu_matmul,
+    .matmul_acc = cpu_matmul_acc,
     .add = cpu_add,
     .rms_norm = cpu_rms_norm,
     .layer_norm = cpu_layer_norm,

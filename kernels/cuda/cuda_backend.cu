@@ -163,6 +163,13 @@ __global__ void k_fill_rows(void *y, int ydt, const void *bias, int bdt, int64_t
         st_f(y, ydt, i, bias ? ld_f(bias, bdt, i % N) : 0.0f);
 }
 
+// y[m, :] += bias for M rows of N.
+__global__ void k_add_rows(void *y, int ydt, const void *bias, int bdt, int64_t M, int64_t N) {
+    const int64_t n = M * N;
+    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x)
+        st_f(y, ydt, i, ld_f(y, ydt, i) + ld_f(bias, bdt, i % N));
+}
+
 __global__ void k_add(const void *a, int adt, const void *b, int bdt, void *y, int ydt, int64_t n) {
     for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x)
         st_f(y, ydt, i, ld_f(a, adt, i) + ld_f(b, bdt, i));
@@ -777,9 +784,10 @@ static vidi_status lt_matmul(vidi_backend *be, vidi_dtype ab, vidi_dtype cd, con
 // their own type or f32, f32 into f32), else into f32 scratch and converted.
 // The bias (or nothing) is stored into the output first and added with
 // beta = 1, as the CPU twin does, so there is one rounding of the sum.
-static vidi_status cuda_matmul(vidi_backend *be, const vidi_tensor *x, const vidi_tensor *w, const vidi_tensor *bias,
-                               vidi_tensor *y, vidi_err *err) {
-    const char *op = "matmul";
+// With acc the product is added to y (beta = 1, no bias): y is the input of
+// the sum, widened to f32 scratch first when y is not written directly.
+static vidi_status cuda_matmul_impl(vidi_backend *be, const char *op, const vidi_tensor *x, const vidi_tensor *w,
+                                    const vidi_tensor *bias, vidi_tensor *y, int acc, vidi_err *err) {
     vidi_status rc = VIDI_OK;
     void *xs = NULL, *ws = NULL, *ds = NULL;
     VIDI_TRY(vidi_check_matmul(op, BACKEND_ACTS, x, w, bias, y, err));
@@ -790,8 +798,11 @@ static vidi_status cuda_matmul(vidi_backend *be, const vidi_tensor *x, const vid
         cudaStream_t s = cuda_ctx(be)->stream;
         const void *bd = bias ? bias->data : NULL;
         const int bdt = bias ? (int)bias->dtype : 0;
-        if (K == 0) {  // an empty sum: y = bias or 0
-            k_fill_rows<<<ew_blocks(be, M * N), CUDA_EW_THREADS, 0, s>>>(y->data, y->dtype, bd, bdt, M, N);
+        if (K == 0) {  // an empty sum: y = bias or 0 (acc: y += bias or nothing)
+            if (acc && bias)
+                k_add_rows<<<ew_blocks(be, M * N), CUDA_EW_THREADS, 0, s>>>(y->data, y->dtype, bd, bdt, M, N);
+            else if (!acc)
+                k_fill_rows<<<ew_blocks(be, M * N), CUDA_EW_THREADS, 0, s>>>(y->data, y->dtype, bd, bdt, M, N);
             VIDI_TRY(vidi_cuda_check_launch("matmul: fill", err));
             goto fail;
         }
@@ -816,6 +827,27 @@ static vidi_status cuda_matmul(vidi_backend *be, const vidi_tensor *x, const vid
         if (!direct) {
             VIDI_TRY(scratch_alloc(be, op, (size_t)(M * N) * sizeof(float), &ds, err));
             dp = ds;
+            if (acc) VIDI_TRY(launch_convert(be, "matmul: widen y", y->data, y->dtype, ds, VIDI_DTYPE_F32, M * N, err));
+        }
+        if (acc) {
+            // y + bias + x·w^T: the bias through the BIAS epilogue where it
+            // fits (as for matmul), else added to y by a pass first.
+            int fused_bias = 0;
+            if (bias && direct && cd == ab && cd != VIDI_DTYPE_F32 && bias->dtype == cd && ptr_align(bd) >= 16) {
+                vidi_err e2;
+                memset(&e2, 0, sizeof e2);
+                fused_bias = lt_matmul(be, ab, cd, wp, xp, dp, M, N, K, 1.0f, bd, &e2) == VIDI_OK;
+            }
+            if (!fused_bias) {
+                if (bias) {
+                    k_add_rows<<<ew_blocks(be, M * N), CUDA_EW_THREADS, 0, s>>>(dp, cd, bd, bdt, M, N);
+                    VIDI_TRY(vidi_cuda_check_launch("matmul: bias", err));
+                }
+                VIDI_TRY(lt_matmul(be, ab, cd, wp, xp, dp, M, N, K, 1.0f, NULL, err));
+            }
+            if (!direct)
+                VIDI_TRY(launch_convert(be, "matmul: narrow y", ds, VIDI_DTYPE_F32, y->data, y->dtype, M * N, err));
+            goto fail;
         }
         // A bf16 / f16 bias of the output's type goes in through the BIAS
         // epilogue (no separate pass; the same one rounding of the sum);
@@ -840,6 +872,16 @@ fail:
     scratch_free(be, ws);
     scratch_free(be, ds);
     return rc;
+}
+
+static vidi_status cuda_matmul(vidi_backend *be, const vidi_tensor *x, const vidi_tensor *w, const vidi_tensor *bias,
+                               vidi_tensor *y, vidi_err *err) {
+    return cuda_matmul_impl(be, "matmul", x, w, bias, y, 0, err);
+}
+
+static vidi_status cuda_matmul_acc(vidi_backend *be, const vidi_tensor *x, const vidi_tensor *w,
+                                   const vidi_tensor *bias, vidi_tensor *y, vidi_err *err) {
+    return cuda_matmul_impl(be, "matmul_acc", x, w, bias, y, 1, err);
 }
 
 // ------------------------------------------------------------------------
@@ -1184,6 +1226,7 @@ static vidi_backend_ops cuda_make_ops(void) {
     o.copy = cuda_copy;
     o.synchronize = cuda_synchronize;
     o.matmul = cuda_matmul;
+    o.matmul_acc = cuda_matmul_acc;
     o.add = cuda_add;
     o.rms_norm = cuda_rms_norm;
     o.layer_norm = cuda_layer_norm;

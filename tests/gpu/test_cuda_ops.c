@@ -148,14 +148,15 @@ static void check_equal(const char *what, const float *got, const float *ref, lo
 
 /* ---- matmul ---- */
 
-static void run_matmul(long M, long K, long N, int with_bias) {
+/* acc: y starts as r and matmul_acc adds the product. */
+static void run_matmul_acc(long M, long K, long N, int with_bias, int acc) {
     char what[96];
-    snprintf(what, sizeof what, "matmul M=%ld K=%ld N=%ld%s", M, K, N, with_bias ? " +bias" : "");
+    snprintf(what, sizeof what, "matmul%s M=%ld K=%ld N=%ld%s", acc ? "_acc" : "", M, K, N, with_bias ? " +bias" : "");
     float *x = rnd_act(M * K, -1, 1, 11 + (unsigned long long)M), *w = rnd(N * K, -1, 1, 12 + (unsigned long long)K);
     float *b = rnd(N, -1, 1, 13);
     round_to(VIDI_DTYPE_BF16, w, N * K);
     round_to(VIDI_DTYPE_BF16, b, N);
-    float *out[2] = {zeros(M * N), zeros(M * N)};
+    float *out[2] = {acc ? rnd_act(M * N, -2, 2, 14) : zeros(M * N), acc ? rnd_act(M * N, -2, 2, 14) : zeros(M * N)};
     vidi_backend *bes[2] = {g_cpu, g_gpu};
     for (int i = 0; i < 2; i++) {
         vidi_backend *be = bes[i];
@@ -164,13 +165,26 @@ static void run_matmul(long M, long K, long N, int with_bias) {
         vidi_tensor tx = vidi_tensor_2d(be->act_dtype, dx, M, K), tw = vidi_tensor_2d(VIDI_DTYPE_BF16, dw, N, K);
         vidi_tensor tb = vidi_tensor_1d(VIDI_DTYPE_BF16, db, N), ty = vidi_tensor_2d(be->act_dtype, dy, M, N);
         if (dx && dw && db && dy) {
-            OK_ON(be, be->ops->matmul(be, &tx, &tw, with_bias ? &tb : NULL, &ty, ERR_ARG), what);
+            if (acc)
+                OK_ON(be, be->ops->matmul_acc(be, &tx, &tw, with_bias ? &tb : NULL, &ty, ERR_ARG), what);
+            else
+                OK_ON(be, be->ops->matmul(be, &tx, &tw, with_bias ? &tb : NULL, &ty, ERR_ARG), what);
             down_act(be, dy, M * N, out[i]);
         }
         release(be, dx), release(be, dw), release(be, db), release(be, dy);
     }
     check_near(what, out[1], out[0], M * N, TOL_REL, TOL_MAX);
     free(x), free(w), free(b), free(out[0]), free(out[1]);
+}
+
+static void run_matmul(long M, long K, long N, int with_bias) { run_matmul_acc(M, K, N, with_bias, 0); }
+
+static void test_matmul_acc(void) {
+    static const long ms[] = {1, 7, 64, 300};
+    for (int i = 0; i < 4; i++) {
+        run_matmul_acc(ms[i], 1536, 256, 0, 1);
+        run_matmul_acc(ms[i], 1280, 200, 1, 1);
+    }
 }
 
 static void test_matmul(void) {
@@ -680,6 +694,7 @@ static void test_sample_topk_topp(void) {
 
 static const test_case cases[] = {
     {"matmul", test_matmul},
+    {"matmul_acc", test_matmul_acc},
     {"add", test_add},
     {"rms_norm", test_rms_norm},
     {"layer_norm", test_layer_norm},

@@ -68,7 +68,8 @@ static void ref_matmul(const float *x, const float *wf, const float *bias, long 
         }
 }
 
-static void run_matmul_case(vidi_dtype wdt, long M, long K, long N, int with_bias, unsigned seed) {
+/* acc: y starts random and matmul_acc adds the product to it. */
+static void run_matmul_case_acc(vidi_dtype wdt, long M, long K, long N, int with_bias, int acc, unsigned seed) {
     float *x = rnd(M * K, -1, 1, seed), *wf = rnd(N * K, -1, 1, seed + 1), *b = rnd(N, -1, 1, seed + 2);
     float *y = malloc((size_t)(M * N + 1) * sizeof *y);
     double *ref = malloc((size_t)(M * N + 1) * sizeof *ref), *mag = malloc((size_t)(M * N + 1) * sizeof *mag);
@@ -83,18 +84,47 @@ static void run_matmul_case(vidi_dtype wdt, long M, long K, long N, int with_bia
         bdata = bh;
     }
     ref_matmul(x, wf, with_bias ? b : NULL, M, K, N, ref, mag);
+    if (acc) {
+        float *r = rnd(M * N, -2, 2, seed + 3);
+        for (long i = 0; i < M * N; i++) {
+            y[i] = r[i];
+            ref[i] += r[i];
+            mag[i] += fabs((double)r[i]);
+        }
+        free(r);
+    }
     /* x as [2, M/2, K] when M is even, to exercise leading shapes */
     vidi_tensor xt = M % 2 == 0 && M > 0 ? vidi_tensor_3d(VIDI_DTYPE_F32, x, 2, M / 2, K)
                                          : vidi_tensor_2d(VIDI_DTYPE_F32, x, M, K);
     vidi_tensor wt = vidi_tensor_2d(wdt, wdata, N, K), bt = vidi_tensor_1d(wdt, bdata, N);
     vidi_tensor yt = vidi_tensor_2d(VIDI_DTYPE_F32, y, M, N);
     vidi_err err = {0};
-    vidi_status rc = g_be->ops->matmul(g_be, &xt, &wt, with_bias ? &bt : NULL, &yt, &err);
-    CHECK(rc == VIDI_OK, "matmul %s %ldx%ldx%ld: %s", vidi_dtype_name(wdt), M, K, N, err.msg);
+    vidi_status rc = acc ? g_be->ops->matmul_acc(g_be, &xt, &wt, with_bias ? &bt : NULL, &yt, &err)
+                         : g_be->ops->matmul(g_be, &xt, &wt, with_bias ? &bt : NULL, &yt, &err);
+    CHECK(rc == VIDI_OK, "matmul%s %s %ldx%ldx%ld: %s", acc ? "_acc" : "", vidi_dtype_name(wdt), M, K, N, err.msg);
     char what[96];
-    snprintf(what, sizeof what, "matmul %s M=%ld K=%ld N=%ld bias=%d", vidi_dtype_name(wdt), M, K, N, with_bias);
+    snprintf(what, sizeof what, "matmul%s %s M=%ld K=%ld N=%ld bias=%d", acc ? "_acc" : "", vidi_dtype_name(wdt), M,
+             K, N, with_bias);
     if (rc == VIDI_OK) check_close(what, y, ref, mag, M * N, 1e-6, 1e-5);
     free(x), free(wf), free(b), free(y), free(ref), free(mag), free(wh), free(bh);
+}
+
+static void run_matmul_case(vidi_dtype wdt, long M, long K, long N, int with_bias, unsigned seed) {
+    run_matmul_case_acc(wdt, M, K, N, with_bias, 0, seed);
+}
+
+static void test_matmul_acc(void) {
+    static const long shapes[][3] = {{1, 1, 1}, {3, 5, 7}, {17, 33, 65}, {1, 4864, 37}, {6, 0, 3}};
+    for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++)
+        for (int bias = 0; bias < 2; bias++) {
+            run_matmul_case_acc(VIDI_DTYPE_F32, shapes[i][0], shapes[i][1], shapes[i][2], bias, 1, 400 + (unsigned)i);
+            run_matmul_case_acc(VIDI_DTYPE_BF16, shapes[i][0], shapes[i][1], shapes[i][2], bias, 1, 500 + (unsigned)i);
+        }
+    /* y aliasing x is refused */
+    float buf[12] = {0}, w[4] = {1, 0, 0, 1};
+    vidi_tensor xt = vidi_tensor_2d(VIDI_DTYPE_F32, buf, 3, 2), wt = vidi_tensor_2d(VIDI_DTYPE_F32, w, 2, 2);
+    vidi_err err = {0};
+    CHECK(g_be->ops->matmul_acc(g_be, &xt, &wt, NULL, &xt, &err) == VIDI_ERR_INVALID, "matmul_acc with y = x accepted");
 }
 
 static void test_matmul_f32_shapes(void) {
@@ -780,6 +810,7 @@ int main(int argc, char **argv) {
     static const test_case cases[] = {
         {"matmul_f32_shapes", test_matmul_f32_shapes},
         {"matmul_half_weights", test_matmul_half_weights},
+        {"matmul_acc", test_matmul_acc},
         {"add_in_place", test_add_in_place},
         {"rms_norm", test_rms_norm},
         {"layer_norm", test_layer_norm},
