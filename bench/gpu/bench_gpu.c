@@ -591,6 +591,7 @@ done:
 static void usage(void) {
     fprintf(stderr,
             "usage: bench_gpu --model DIR [--name NAME] [--cases vision,prefill,video,attention,gemm,decode]\n"
+            "       (decode = decode_b1,decode_b1_paged,decode_b64, each also on its own)\n"
             "       [--runs 3] [--quick] [--backend cuda|cpu] [--vision-images 32] [--prefill 8192,32768]\n"
             "       [--video-frames 64] [--attn 8192,32768,131072] [--gemm-m 8192] [--decode-tokens 128]\n");
     exit(2);
@@ -699,7 +700,8 @@ int main(int argc, char **argv) {
     }
 
     int need_model = has_case(o.cases, "vision") || has_case(o.cases, "prefill") || has_case(o.cases, "video") ||
-                     has_case(o.cases, "decode");
+                     has_case(o.cases, "decode") || has_case(o.cases, "decode_b1") ||
+                     has_case(o.cases, "decode_b1_paged") || has_case(o.cases, "decode_b64");
     if (need_model) {
         vidi_model *m = NULL;
         fprintf(stderr, "bench_gpu: loading %s\n", o.model_dir);
@@ -723,11 +725,16 @@ int main(int argc, char **argv) {
                 fprintf(stderr, "bench_gpu: video prompt\n");
                 case_video(m, &o);
             }
-            if (has_case(o.cases, "decode")) {
+            int all_dec = has_case(o.cases, "decode");
+            if (all_dec || has_case(o.cases, "decode_b1")) {
                 fprintf(stderr, "bench_gpu: decode batch 1\n");
                 case_decode(m, &o);
+            }
+            if (all_dec || has_case(o.cases, "decode_b1_paged")) {
                 fprintf(stderr, "bench_gpu: decode batch 1, paged\n");
                 case_decode_batch(m, &o, 1);
+            }
+            if (all_dec || has_case(o.cases, "decode_b64")) {
                 fprintf(stderr, "bench_gpu: decode batch 64\n");
                 case_decode_batch(m, &o, 64);
             }
