@@ -1,0 +1,149 @@
+"""tools/train/media.py — scene pixels to model inputs, as vidi's media stage makes them.
+
+The path a served file takes in vidi (and in qwen-vl-utils + transformers):
+  video: decode -> sample frames (fps 2, qwen_rules.smart_nframes / frame_indices)
+         -> resize every frame to qwen_rules.video_resized_size (torchvision bicubic,
+            antialias, on uint8: float math, then clamp and round to uint8)
+         -> rescale 1/255, normalise (CLIP mean/std) -> patchify (HF Qwen2-VL layout)
+  image: decode -> smart_resize with the model's min/max_pixels (Pillow bicubic)
+         -> rescale, normalise -> patchify (the frame repeated over the temporal patch)
+
+Training renders a scene only at the frames that would be sampled, at the file's size
+(in the data-loader workers), then on the GPU optionally degrades it the way lossy codecs
+do (codec_augment), resizes and patchifies with torch. Images use torch's bicubic
+instead of Pillow's: the two differ by about one uint8 step at shape edges, which the
+augmentation covers.
+
+    video_raw(scene) / image_raw(scene) -> (uint8 (T, 3, H, W) at file size, (rh, rw))
+    augment_params(rng, kind)          -> codec degradation parameters or None
+    model_frames(raw, size, aug)       -> uint8 (T, 3, rh, rw): degrade, then resize
+    video_frames / image_frames(scene, rng, augment)  all of the above on the CPU
+    resize_uint8(x, rh, rw)            torchvision-equal bicubic antialias resize of uint8 TCHW
+    patchify(frames_uint8)             -> (float32 patches (t*h*w, 1176), grid (t, h, w))
+All of these run on any device.
+check.py compares resize_uint8 with torchvision and patchify with transformers' processors.
+"""
+
+import os
+import sys
+
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from shapes import qwen_rules as qr  # noqa: E402
+from shapes import render  # noqa: E402
+
+import model_config  # noqa: E402
+
+PATCH = 14
+MERGE = 2
+TEMPORAL = 2
+MEAN = torch.tensor(model_config.CLIP_MEAN).view(1, 3, 1, 1)
+STD = torch.tensor(model_config.CLIP_STD).view(1, 3, 1, 1)
+
+
+def resize_uint8(x, rh, rw):
+    """x: uint8 (T, 3, H, W) -> uint8 (T, 3, rh, rw), as torchvision's resize(BICUBIC,
+    antialias=True) computes it for uint8 tensors (bit-equal on the CPU; on CUDA a rare
+    pixel may round the other way)."""
+    if x.shape[-2:] == (rh, rw):
+        return x.clone()
+    y = F.interpolate(x.float(), size=(rh, rw), mode="bicubic", antialias=True, align_corners=False)
+    return y.clamp_(0, 255).round_().to(torch.uint8)
+
+
+def patchify(frames):
+    """uint8 (T, 3, H, W), H and W multiples of 28 -> (patches f32 (gt*gh*gw, 3*2*14*14), grid).
+    An odd frame count repeats the last frame (a single image becomes two equal frames)."""
+    x = frames.float() * (1.0 / 255.0)
+    x = (x - MEAN.to(x.device)) / STD.to(x.device)
+    t, c, h, w = x.shape
+    if t % TEMPORAL:
+        x = torch.cat([x, x[-1:].expand(TEMPORAL - t % TEMPORAL, -1, -1, -1)], 0)
+        t = x.shape[0]
+    gt, gh, gw = t // TEMPORAL, h // PATCH, w // PATCH
+    x = x.view(gt, TEMPORAL, c, gh // MERGE, MERGE, PATCH, gw // MERGE, MERGE, PATCH)
+    x = x.permute(0, 3, 6, 4, 7, 2, 1, 5, 8)
+    return x.reshape(gt * gh * gw, c * TEMPORAL * PATCH * PATCH), (gt, gh, gw)
+
+
+def augment_params(rng, kind):
+    """Random codec-like degradation for one example (None: leave it clean). Videos are
+    always lossy (H.264 / VP9, 4:2:0); images are jpg about half of the time."""
+    if kind == "image" and rng.random() >= 0.6:
+        return None
+    return {"chroma": bool(rng.random() < (0.8 if kind == "image" else 0.7)),
+            "blur": bool(rng.random() < (0.15 if kind == "image" else 0.25)),
+            "sigma": float(rng.uniform(0.0, 2.5 if kind == "image" else 3.0)),
+            "seed": int(rng.integers(2 ** 62))}
+
+
+def codec_augment(x, p):
+    """Degrade uint8 (T, 3, H, W) frames roughly as JPEG / H.264 / VP9 at good quality do:
+    4:2:0 chroma (2x2 averaged, repeated back), luma noise, sometimes a slight [1 2 1] blur.
+    Runs on x's device; the noise comes from a generator seeded by p["seed"]."""
+    f = x.float()
+    r, g, b = f[:, 0], f[:, 1], f[:, 2]
+    y = 0.299 * r + 0.587 * g + 0.114 * b
+    cb = -0.168736 * r - 0.331264 * g + 0.5 * b
+    cr = 0.5 * r - 0.418688 * g - 0.081312 * b
+    t, h, w = y.shape
+    if p["chroma"] and h >= 2 and w >= 2:
+        hh, ww = h - h % 2, w - w % 2
+        c2 = torch.stack([cb, cr], 1)
+        q = F.avg_pool2d(c2[:, :, :hh, :ww], 2)
+        c2 = c2.clone()
+        c2[:, :, :hh, :ww] = q.repeat_interleave(2, 2).repeat_interleave(2, 3)
+        cb, cr = c2[:, 0], c2[:, 1]
+    if p["blur"]:
+        k = torch.tensor([0.25, 0.5, 0.25], device=x.device)
+        yy = F.pad(y[:, None], (1, 1, 1, 1), mode="replicate")
+        yy = F.conv2d(yy, k.view(1, 1, 1, 3))
+        y = F.conv2d(yy, k.view(1, 1, 3, 1))[:, 0]
+    if p["sigma"] > 0:
+        gen = torch.Generator(device=x.device).manual_seed(p["seed"])
+        y = y + p["sigma"] * torch.randn(y.shape, generator=gen, device=x.device)
+    out = torch.stack([y + 1.402 * cr, y - 0.344136 * cb - 0.714136 * cr, y + 1.772 * cb], 1)
+    return out.clamp_(0, 255).round_().to(torch.uint8)
+
+
+def model_frames(raw, size, aug=None):
+    """Raw uint8 (T, 3, H, W) frames at file size -> optional codec degradation -> resized
+    uint8 (T, 3, rh, rw). Device-agnostic: train.py runs it on the GPU."""
+    x = codec_augment(raw, aug) if aug is not None else raw
+    return resize_uint8(x, *size)
+
+
+def video_raw(scene):
+    """The sampled frames at file size, uint8 (T, 3, H, W), and the model's frame size."""
+    frames = render.render_frames(scene, scene["sample_idx"])
+    size = qr.video_resized_size(scene["height"], scene["width"], len(scene["sample_idx"]))
+    return torch.from_numpy(frames).permute(0, 3, 1, 2).contiguous(), size
+
+
+def image_raw(scene, min_pixels=None, max_pixels=None):
+    frame = render.render_frame(scene, 0)[None]
+    size = qr.smart_resize(scene["height"], scene["width"], min_pixels or model_config.IMAGE_MIN_PIXELS,
+                           max_pixels or model_config.IMAGE_MAX_PIXELS)
+    return torch.from_numpy(frame).permute(0, 3, 1, 2).contiguous(), size
+
+
+def video_frames(scene, rng=None, augment=False):
+    raw, size = video_raw(scene)
+    return model_frames(raw, size, augment_params(rng, "video") if augment else None)
+
+
+def image_frames(scene, rng=None, augment=False):
+    raw, size = image_raw(scene)
+    return model_frames(raw, size, augment_params(rng, "image") if augment else None)
+
+
+def grid_of(frames):
+    t, _, h, w = frames.shape
+    return grid_for(t, (h, w))
+
+
+def grid_for(n_frames, size):
+    return ((n_frames + TEMPORAL - 1) // TEMPORAL, size[0] // PATCH, size[1] // PATCH)
