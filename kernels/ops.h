@@ -93,6 +93,13 @@ typedef struct vidi_backend_ops {
     /* device-to-device copy of raw bytes (ranges must not overlap) */
     vidi_status (*copy)(vidi_backend *be, void *dst, const void *src, size_t bytes, vidi_err *err);
     vidi_status (*synchronize)(vidi_backend *be, vidi_err *err);
+    /* Optional (NULL where absent: callers convert on the host and use
+     * copy_to_device): n host values of src_dtype into backend memory dst
+     * as dst_dtype (both float dtypes: F32, BF16, F16), converted on the
+     * way. The host source may be reused when this returns; the copy may
+     * still be in flight, ordered before later ops like copy_to_device. */
+    vidi_status (*upload_convert)(vidi_backend *be, void *dst, vidi_dtype dst_dtype, const void *src,
+                                  vidi_dtype src_dtype, size_t n, vidi_err *err);
 
     /* ---- dense algebra ---- */
     /* y[M,N] = x[M,K] · w[N,K]^T (+ bias[N]); w in any weight dtype, bias

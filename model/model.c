@@ -51,6 +51,12 @@ static vidi_status model_upload_convert(vidi_backend *be, void *dst, vidi_dtype 
                                         vidi_dtype from, size_t n, vidi_err *err) {
     vidi_status rc;
     size_t es_to = vidi_dtype_size(to), es_from = vidi_dtype_size(from);
+    if (be->ops->upload_convert) {
+        /* converted into the backend's pinned staging (host threads), copies
+         * overlapped; waited for, as the callers promise a landed copy */
+        VIDI_TRY(be->ops->upload_convert(be, dst, to, src, from, n, err));
+        return be->ops->synchronize(be, err);
+    }
     if (from == to) {
         VIDI_TRY(be->ops->copy_to_device(be, dst, src, n * es_to, err));
         return be->ops->synchronize(be, err);

@@ -13,6 +13,9 @@
 // of gather_rows / scatter_rows are reported at the next of those waits.
 #include "kernels/cuda/cuda_backend.h"
 #include "kernels/check.h"
+extern "C" {
+#include "core/pool.h"
+}
 
 #include <cublas_v2.h>
 #include <cuda_bf16.h>
@@ -578,6 +581,73 @@ static vidi_status cuda_copy_to_device(vidi_backend *be, void *dst, const void *
     rc = vidi_cuda_check(cudaMemcpyAsync(dst, host_src, bytes, cudaMemcpyHostToDevice, s), "copy_to_device", err);
     if (rc != VIDI_OK) return rc;
     return cuda_wait(be, "copy_to_device", err);
+fail:
+    return rc;
+}
+
+// upload_convert: the source is converted by the host's thread pool
+// straight into one of two pinned slots while the other slot's copy runs.
+typedef struct upconv_job {
+    const char *src;
+    vidi_dtype sdt, ddt;
+    char *dst;
+} upconv_job;
+
+static void upconv_task(void *ctx, int64_t i0, int64_t i1) {
+    const upconv_job *j = (const upconv_job *)ctx;
+    const size_t ss = vidi_dtype_size(j->sdt), ds = vidi_dtype_size(j->ddt);
+    if (j->sdt == j->ddt) {
+        memcpy(j->dst + (size_t)i0 * ds, j->src + (size_t)i0 * ss, (size_t)(i1 - i0) * ds);
+        return;
+    }
+    float tmp[1024];
+    for (int64_t i = i0; i < i1; i += 1024) {
+        const size_t m = (size_t)(i1 - i < 1024 ? i1 - i : 1024);
+        const float *f = (const float *)(j->src + (size_t)i * ss);
+        if (j->sdt != VIDI_DTYPE_F32) {
+            vidi_convert_to_f32(j->sdt, j->src + (size_t)i * ss, tmp, m);
+            f = tmp;
+        }
+        vidi_convert_from_f32(j->ddt, f, j->dst + (size_t)i * ds, m);
+    }
+}
+
+static int float_dtype(vidi_dtype dt) {
+    return dt == VIDI_DTYPE_F32 || dt == VIDI_DTYPE_BF16 || dt == VIDI_DTYPE_F16;
+}
+
+static vidi_status cuda_upload_convert(vidi_backend *be, void *dst, vidi_dtype ddt, const void *src, vidi_dtype sdt,
+                                       size_t n, vidi_err *err) {
+    vidi_status rc = VIDI_OK;
+    vidi_cuda_ctx *c = cuda_ctx(be);
+    if (!float_dtype(ddt) || !float_dtype(sdt))
+        return vidi_err_set(err, VIDI_ERR_INVALID, "upload_convert: %s to %s (float dtypes only)",
+                            vidi_dtype_name(sdt), vidi_dtype_name(ddt));
+    if (n == 0) return VIDI_OK;
+    if (!dst || !src) return vidi_err_set(err, VIDI_ERR_INVALID, "upload_convert: NULL pointer");
+    for (int k = 0; k < 2; k++)
+        if (!c->h_big[k]) {
+            VIDI_TRY(vidi_cuda_check(cudaMallocHost(&c->h_big[k], VIDI_CUDA_BIG_STAGE_BYTES),
+                                     "upload_convert: pinned staging", err));
+            VIDI_TRY(vidi_cuda_check(cudaEventCreateWithFlags(&c->big_ev[k], cudaEventDisableTiming),
+                                     "upload_convert: staging event", err));
+        }
+    {
+        const size_t ds = vidi_dtype_size(ddt), ss = vidi_dtype_size(sdt);
+        const size_t chunk = VIDI_CUDA_BIG_STAGE_BYTES / ds;
+        for (size_t i = 0; i < n; i += chunk) {
+            const size_t m = n - i < chunk ? n - i : chunk;
+            const int k = c->big_next;
+            VIDI_TRY(vidi_cuda_check(cudaEventSynchronize(c->big_ev[k]), "upload_convert", err));
+            upconv_job job = {(const char *)src + i * ss, sdt, ddt, (char *)c->h_big[k]};
+            vidi_pool_for(vidi_pool_default(), (int64_t)m, 1 << 16, upconv_task, &job);
+            VIDI_TRY(vidi_cuda_check(cudaMemcpyAsync((char *)dst + i * ds, c->h_big[k], m * ds,
+                                                     cudaMemcpyHostToDevice, c->stream),
+                                     "upload_convert", err));
+            VIDI_TRY(vidi_cuda_check(cudaEventRecord(c->big_ev[k], c->stream), "upload_convert", err));
+            c->big_next = 1 - k;
+        }
+    }
 fail:
     return rc;
 }
@@ -1208,6 +1278,10 @@ static void cuda_destroy(vidi_backend *be) {
         for (int i = 0; i < VIDI_CUDA_STAGE_SLOTS; i++)
             if (c->stage_ev[i]) cudaEventDestroy(c->stage_ev[i]);
         if (c->h_stage) cudaFreeHost(c->h_stage);
+        for (int k = 0; k < 2; k++) {
+            if (c->h_big[k]) cudaFreeHost(c->h_big[k]);
+            if (c->big_ev[k]) cudaEventDestroy(c->big_ev[k]);
+        }
         if (c->lt) cublasLtDestroy(c->lt);
         if (c->stream) cudaStreamDestroy(c->stream);
         cudaGetLastError();
@@ -1225,6 +1299,7 @@ static vidi_backend_ops cuda_make_ops(void) {
     o.copy_to_host = cuda_copy_to_host;
     o.copy = cuda_copy;
     o.synchronize = cuda_synchronize;
+    o.upload_convert = cuda_upload_convert;
     o.matmul = cuda_matmul;
     o.matmul_acc = cuda_matmul_acc;
     o.add = cuda_add;

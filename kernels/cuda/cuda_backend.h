@@ -42,6 +42,10 @@ typedef struct vidi_cuda_ctx {
     unsigned long long *d_flag;  /* device words of the id checks: [0] this op's first bad
                                     index, [1..3] first bad id since the last wait */
     unsigned long long *h_flag;  /* pinned host copy of the same size */
+    void *h_big[2];              /* pinned slots of VIDI_CUDA_BIG_STAGE_BYTES for upload_convert
+                                    (allocated on first use) */
+    cudaEvent_t big_ev[2];       /* recorded after each big slot's upload */
+    int big_next;
     int num_sms;                 /* multiprocessor count */
     size_t smem_optin;           /* max dynamic shared memory per block after
                                     cudaFuncSetAttribute (sharedMemPerBlockOptin) */
@@ -51,6 +55,7 @@ typedef struct vidi_cuda_ctx {
 #define VIDI_CUDA_LT_PLANS 64
 #define VIDI_CUDA_STAGE_SLOTS 16          /* = the size of stage_ev */
 #define VIDI_CUDA_STAGE_BYTES ((size_t)64 << 10)
+#define VIDI_CUDA_BIG_STAGE_BYTES ((size_t)16 << 20)
 
 /* Frees the cuBLASLt plan cache (cuda_destroy). */
 void vidi_cuda_plans_free(vidi_cuda_ctx *c);

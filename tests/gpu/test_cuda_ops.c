@@ -416,6 +416,50 @@ static void test_gather_rows(void) {
 
 /* An id out of range is VIDI_ERR_INVALID with a message, and the backend
  * keeps working afterwards. */
+/* upload_convert: f32 -> bf16 over three staging chunks, f16 -> f32 and
+ * bf16 -> bf16, each bit-equal to the host's conversion. */
+static void test_upload_convert(void) {
+    vidi_backend *be = g_gpu;
+    vidi_err err = {0};
+    const long n = 8L * 1024 * 1024 * 2 + 12345; /* > two 16 MiB slots of bf16 */
+    float *x = rnd(n, -100, 100, 77);
+    uint16_t *want = malloc((size_t)n * 2), *got = malloc((size_t)n * 4);
+    void *d = be->ops->buf_alloc(be, (size_t)n * 4);
+    REQUIRE(x && want && got && d, "out of memory");
+    REQUIRE(be->ops->upload_convert, "the CUDA backend has no upload_convert");
+    struct { vidi_dtype from, to; } cases[] = {{VIDI_DTYPE_F32, VIDI_DTYPE_BF16},
+                                               {VIDI_DTYPE_F16, VIDI_DTYPE_F32},
+                                               {VIDI_DTYPE_BF16, VIDI_DTYPE_BF16}};
+    for (int c = 0; c < 3; c++) {
+        vidi_dtype from = cases[c].from, to = cases[c].to;
+        size_t es_to = vidi_dtype_size(to);
+        void *src = x;
+        uint16_t *half = NULL;
+        if (from != VIDI_DTYPE_F32) {
+            half = malloc((size_t)n * 2);
+            vidi_convert_from_f32(from, x, half, (size_t)n);
+            src = half;
+        }
+        /* the host's conversion, the reference */
+        float *f = malloc((size_t)n * 4);
+        vidi_convert_to_f32(from, src, f, (size_t)n);
+        void *ref = to == VIDI_DTYPE_F32 ? (void *)f : (void *)want;
+        if (to != VIDI_DTYPE_F32) vidi_convert_from_f32(to, f, want, (size_t)n);
+        CHECK(be->ops->upload_convert(be, d, to, src, from, (size_t)n, &err) == VIDI_OK, "upload_convert: %s",
+              err.msg);
+        if (half) memset(half, 0, (size_t)n * 2); /* the source may be reused at once */
+        CHECK(be->ops->copy_to_host(be, got, d, (size_t)n * es_to, &err) == VIDI_OK, "copy back: %s", err.msg);
+        CHECK(memcmp(got, ref, (size_t)n * es_to) == 0, "upload_convert %s -> %s differs from the host's conversion",
+              vidi_dtype_name(from), vidi_dtype_name(to));
+        free(half);
+        free(f);
+    }
+    CHECK(be->ops->upload_convert(be, d, VIDI_DTYPE_I32, x, VIDI_DTYPE_F32, 4, &err) == VIDI_ERR_INVALID,
+          "an i32 destination accepted");
+    release(be, d);
+    free(x), free(want), free(got);
+}
+
 static void test_gather_bad_id(void) {
     const long rows = 50, cols = 8, n = 6;
     float *table = rnd(rows * cols, -1, 1, 72);
@@ -695,6 +739,7 @@ static void test_sample_topk_topp(void) {
 static const test_case cases[] = {
     {"matmul", test_matmul},
     {"matmul_acc", test_matmul_acc},
+    {"upload_convert", test_upload_convert},
     {"add", test_add},
     {"rms_norm", test_rms_norm},
     {"layer_norm", test_layer_norm},
