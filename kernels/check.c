@@ -166,3 +166,55 @@ vidi_status vidi_check_binary(const char *op, unsigned acts, const char *aname, 
 fail:
     return rc;
 }
+
+vidi_status vidi_check_qkv_rope_store(const char *op, unsigned acts, const vidi_tensor *qkv, const vidi_tensor *pos,
+                                      const vidi_rope_spec *spec, const vidi_tensor *q_out,
+                                      const vidi_tensor *slots, const vidi_tensor *k_cache,
+                                      const vidi_tensor *v_cache, int64_t *hq, int64_t *hkv, vidi_err *err) {
+    vidi_status rc = VIDI_OK;
+    VIDI_TRY(vidi_check_act(op, "qkv", qkv, acts, err));
+    VIDI_TRY(vidi_check_act(op, "q_out", q_out, acts, err));
+    VIDI_TRY(vidi_check_act(op, "k_cache", k_cache, acts, err));
+    VIDI_TRY(vidi_check_act(op, "v_cache", v_cache, acts, err));
+    VIDI_TRY(vidi_check_dtype(op, "pos", pos, VIDI_DTYPE_I32, err));
+    VIDI_TRY(vidi_check_dtype(op, "slots", slots, VIDI_DTYPE_I32, err));
+    VIDI_CHECK(spec && spec->pair_axis && spec->pair_inv_freq && spec->head_dim > 0 && spec->head_dim % 2 == 0 &&
+                   spec->n_axes >= 1 && spec->n_axes <= 3, err, VIDI_ERR_INVALID,
+               "%s: a rope spec with an even head_dim, 1..3 axes and its pair tables must be given", op);
+    for (int i = 0; i < spec->head_dim / 2; i++)
+        VIDI_CHECK(spec->pair_axis[i] >= 0 && spec->pair_axis[i] < spec->n_axes, err, VIDI_ERR_INVALID,
+                   "%s: pair_axis[%d] = %d is not an axis of %d", op, i, (int)spec->pair_axis[i], spec->n_axes);
+    {
+        const int64_t D = spec->head_dim;
+        VIDI_CHECK(qkv->ndim == 2 && q_out->ndim == 3 && q_out->shape[2] == D && k_cache->ndim == 2 &&
+                       v_cache->ndim == 2 && vidi_same_shape(k_cache, v_cache) && k_cache->shape[1] % D == 0 &&
+                       k_cache->shape[1] > 0,
+                   err, VIDI_ERR_INVALID,
+                   "%s: qkv %s must be [T, C], q_out %s [T, Hq, %lld], k_cache %s and v_cache %s one shape [R, Hkv*%lld]",
+                   op, vidi_shape_of(qkv).s, vidi_shape_of(q_out).s, (long long)D, vidi_shape_of(k_cache).s,
+                   vidi_shape_of(v_cache).s, (long long)D);
+        const int64_t T = qkv->shape[0], Hq = q_out->shape[1], Hkv = k_cache->shape[1] / D;
+        VIDI_CHECK(q_out->shape[0] == T && qkv->shape[1] == (Hq + 2 * Hkv) * D, err, VIDI_ERR_INVALID,
+                   "%s: qkv %s must be [%lld, (%lld + 2 * %lld) * %lld] for q_out %s and k_cache %s", op,
+                   vidi_shape_of(qkv).s, (long long)T, (long long)Hq, (long long)Hkv, (long long)D,
+                   vidi_shape_of(q_out).s, vidi_shape_of(k_cache).s);
+        VIDI_CHECK((pos->ndim == 2 && pos->shape[0] == T && pos->shape[1] == spec->n_axes) ||
+                       (pos->ndim == 1 && spec->n_axes == 1 && pos->shape[0] == T),
+                   err, VIDI_ERR_INVALID, "%s: pos %s must be [%lld, %d]", op, vidi_shape_of(pos).s, (long long)T,
+                   spec->n_axes);
+        VIDI_CHECK(slots->ndim == 1 && slots->shape[0] == T, err, VIDI_ERR_INVALID, "%s: slots %s must be [%lld]",
+                   op, vidi_shape_of(slots).s, (long long)T);
+        VIDI_CHECK(k_cache->shape[0] <= INT32_MAX && T <= INT32_MAX, err, VIDI_ERR_UNSUPPORTED,
+                   "%s: sizes beyond 2^31", op);
+        VIDI_TRY(vidi_check_alias(op, "q_out", q_out, "qkv", qkv, 0, err));
+        VIDI_TRY(vidi_check_alias(op, "k_cache", k_cache, "qkv", qkv, 0, err));
+        VIDI_TRY(vidi_check_alias(op, "v_cache", v_cache, "qkv", qkv, 0, err));
+        VIDI_TRY(vidi_check_alias(op, "k_cache", k_cache, "v_cache", v_cache, 0, err));
+        VIDI_TRY(vidi_check_alias(op, "q_out", q_out, "k_cache", k_cache, 0, err));
+        VIDI_TRY(vidi_check_alias(op, "q_out", q_out, "v_cache", v_cache, 0, err));
+        *hq = Hq;
+        *hkv = Hkv;
+    }
+fail:
+    return rc;
+}

@@ -58,6 +58,13 @@ vidi_status vidi_check_matmul(const char *op, unsigned acts, const vidi_tensor *
 vidi_status vidi_check_norm(const char *op, unsigned acts, const vidi_tensor *x, const vidi_tensor *w,
                             const vidi_tensor *b, float eps, const vidi_tensor *y, vidi_err *err);
 
+/* qkv_rope_store's arguments (ops.h) against a backend's activation
+ * dtypes; *hq, *hkv get the head counts. Slot values are not read. */
+vidi_status vidi_check_qkv_rope_store(const char *op, unsigned acts, const vidi_tensor *qkv, const vidi_tensor *pos,
+                                      const vidi_rope_spec *spec, const vidi_tensor *q_out,
+                                      const vidi_tensor *slots, const vidi_tensor *k_cache,
+                                      const vidi_tensor *v_cache, int64_t *hq, int64_t *hkv, vidi_err *err);
+
 #ifdef __cplusplus
 }
 #endif

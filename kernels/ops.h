@@ -138,6 +138,20 @@ typedef struct vidi_backend_ops {
     vidi_status (*rope)(vidi_backend *be, vidi_tensor *x, const vidi_tensor *pos,
                         const vidi_rope_spec *spec, vidi_err *err);
 
+    /* Optional (NULL where absent): the attention inputs of one layer from
+     * a fused q/k/v projection, in one pass (decode steps).
+     *   qkv: [T, (Hq + 2 Hkv) * D], each row the q heads, then the k heads,
+     *        then the v heads; pos: backend i32 [T, spec->n_axes];
+     *   q_out: [T, Hq, D] gets the q heads rotated (as rope does);
+     *   k_cache, v_cache: [R, Hkv * D]; slots: backend i32 [T], distinct:
+     *   row slots[t] of k_cache gets token t's k heads rotated, of v_cache
+     *   its v heads as they are.
+     * A slot outside [0, R) is an error reported as for scatter_rows (on
+     * CUDA at the next wait): no cache row is written (q_out may be). */
+    vidi_status (*qkv_rope_store)(vidi_backend *be, const vidi_tensor *qkv, const vidi_tensor *pos,
+                                  const vidi_rope_spec *spec, vidi_tensor *q_out, const vidi_tensor *slots,
+                                  vidi_tensor *k_cache, vidi_tensor *v_cache, vidi_err *err);
+
     /* ---- attention ---- */
     vidi_status (*attention)(vidi_backend *be, const vidi_tensor *q, const vidi_tensor *k,
                              const vidi_tensor *v, vidi_tensor *out, const vidi_attn_args *args,

@@ -478,6 +478,57 @@ fail:
     return rc;
 }
 
+/* qkv_rope_store: per token, the q and k heads rotated as rope_task does,
+ * q into q_out, k and v into their cache rows. */
+typedef struct qkv_store_job {
+    const float *qkv;
+    const int32_t *pos, *slots;
+    const vidi_rope_spec *spec;
+    float *q, *kc, *vc;
+    int64_t hq, hkv;
+} qkv_store_job;
+
+static void qkv_store_task(void *ctx, int64_t t0, int64_t t1) {
+    const qkv_store_job *j = ctx;
+    const int D = j->spec->head_dim, half = D / 2, n_axes = j->spec->n_axes;
+    const int64_t row = (j->hq + 2 * j->hkv) * D, kvd = j->hkv * D;
+    for (int64_t t = t0; t < t1; t++) {
+        const float *src = j->qkv + t * row;
+        const int32_t *pt = j->pos + t * n_axes;
+        float *qd = j->q + t * j->hq * D, *kd = j->kc + (int64_t)j->slots[t] * kvd;
+        for (int64_t h = 0; h < j->hq + j->hkv; h++) {
+            const float *xh = src + h * D;
+            float *yh = h < j->hq ? qd + h * D : kd + (h - j->hq) * D;
+            for (int i = 0; i < half; i++) {
+                const float angle = (float)pt[j->spec->pair_axis[i]] * j->spec->pair_inv_freq[i];
+                const float c = cosf(angle), s = sinf(angle);
+                const float a = xh[i], b = xh[i + half];
+                yh[i] = a * c - b * s;
+                yh[i + half] = b * c + a * s;
+            }
+        }
+        memcpy(j->vc + (int64_t)j->slots[t] * kvd, src + (j->hq + j->hkv) * D, (size_t)kvd * sizeof(float));
+    }
+}
+
+static vidi_status check_row_ids(const char *op, const char *name, const vidi_tensor *ids, int64_t limit,
+                                 vidi_err *err);
+
+static vidi_status cpu_qkv_rope_store(vidi_backend *be, const vidi_tensor *qkv, const vidi_tensor *pos,
+                                      const vidi_rope_spec *spec, vidi_tensor *q_out, const vidi_tensor *slots,
+                                      vidi_tensor *k_cache, vidi_tensor *v_cache, vidi_err *err) {
+    const char *op = "qkv_rope_store";
+    vidi_status rc = VIDI_OK;
+    int64_t hq = 0, hkv = 0;
+    VIDI_TRY(vidi_check_qkv_rope_store(op, BACKEND_ACTS, qkv, pos, spec, q_out, slots, k_cache, v_cache, &hq, &hkv,
+                                       err));
+    VIDI_TRY(check_row_ids(op, "slots", slots, k_cache->shape[0], err));
+    qkv_store_job job = {qkv->data, pos->data, slots->data, spec, q_out->data, k_cache->data, v_cache->data, hq, hkv};
+    vidi_pool_for(cpu_pool(be), qkv->shape[0], 1, qkv_store_task, &job);
+fail:
+    return rc;
+}
+
 /* ------------------------------------------------------------------------ */
 /* Attention. Work items are (sequence, query head, block of queries), in   */
 /* that order; item_off[s] is the first item of sequence s.                 */
@@ -843,6 +894,7 @@ static const vidi_backend_ops cpu_ops = {
     .synchronize = cpu_synchronize,
     .matmul = cpu_matmul,
     .matmul_acc = cpu_matmul_acc,
+    .qkv_rope_store = cpu_qkv_rope_store,
     .add = cpu_add,
     .rms_norm = cpu_rms_norm,
     .layer_norm = cpu_layer_norm,

@@ -438,7 +438,7 @@ __global__ void k_rope8(__nv_bfloat16 *x, const int32_t *pos, int n_axes, int64_
 // Id checks of gather_rows / scatter_rows run on the device and report late:
 // flag[0] = the lowest bad i of the op being queued (reset before each big
 // check); flag[1..3] = the first bad id since the host last looked: index,
-// value, limit << 1 | op (0 gather, 1 scatter), flag[1] = ~0 when none. An op
+// value, limit << 2 | op (0 gather, 1 scatter, 2 qkv_rope_store), flag[1] = ~0 when none. An op
 // with a bad id writes nothing; the host reports flag[1..3] at its next wait.
 #define CUDA_ID_NONE (~0ull)
 #define CUDA_ID_SELF_MAX 256  // up to this many ids each block scans them itself
@@ -461,7 +461,7 @@ __device__ bool ids_rejected(const int32_t *ids, int64_t n, int64_t limit, unsig
     if (f != CUDA_ID_NONE && blockIdx.x == 0 && threadIdx.x == 0 && flag[1] == CUDA_ID_NONE) {
         flag[1] = f;
         flag[2] = (unsigned long long)(uint32_t)ids[f];
-        flag[3] = ((unsigned long long)limit << 1) | (unsigned long long)opcode;
+        flag[3] = ((unsigned long long)limit << 2) | (unsigned long long)opcode;
     }
     return f != CUDA_ID_NONE;
 }
@@ -498,6 +498,47 @@ __global__ void k_scatter(const void *src, int sdt, const int32_t *idx, const in
         if (winner && winner[idx[r]] != (int)r) continue;
         const int64_t d = (int64_t)idx[r] * cols, s = r * cols;
         for (int64_t c = threadIdx.x; c < cols; c += blockDim.x) st_f(dst, ddt, d + c, ld_f(src, sdt, s + c));
+    }
+}
+
+// qkv_rope_store: one block per token (grid-stride). Every block first
+// scans all T slots; with a bad one no cache row is written (q still is)
+// and block 0 records the first bad slot for the next wait.
+__global__ void k_qkv_rope_store(const void *qkv, int dt, const int32_t *pos, int n_axes, const int32_t *slots,
+                                 int64_t T, int64_t R, int hq, int hkv, int half, const rope_tables tab, void *q,
+                                 void *kc, void *vc, unsigned long long *flag) {
+    __shared__ unsigned long long first;
+    if (threadIdx.x == 0) first = CUDA_ID_NONE;
+    __syncthreads();
+    for (int64_t i = threadIdx.x; i < T; i += blockDim.x)
+        if (slots[i] < 0 || slots[i] >= R) atomicMin(&first, (unsigned long long)i);
+    __syncthreads();
+    const bool bad = first != CUDA_ID_NONE;
+    if (bad && blockIdx.x == 0 && threadIdx.x == 0 &&
+        atomicCAS(&flag[1], CUDA_ID_NONE, first) == CUDA_ID_NONE) {
+        flag[2] = (unsigned long long)(uint32_t)slots[first];
+        flag[3] = ((unsigned long long)R << 2) | 2ull;
+    }
+    const int D = 2 * half;
+    const int64_t row = (int64_t)(hq + 2 * hkv) * D, kvd = (int64_t)hkv * D;
+    for (int64_t t = blockIdx.x; t < T; t += gridDim.x) {
+        const int64_t src = t * row;
+        const int64_t slot = bad ? 0 : slots[t];
+        const int n_rot = (hq + hkv) * half;
+        for (int idx = threadIdx.x; idx < n_rot; idx += blockDim.x) {
+            const int h = idx / half, p = idx % half;
+            if (h >= hq && bad) continue;
+            const float angle = (float)pos[t * n_axes + tab.axis[p]] * tab.inv_freq[p];
+            const float c = cosf(angle), s = sinf(angle);
+            const float a = ld_f(qkv, dt, src + (int64_t)h * D + p), b = ld_f(qkv, dt, src + (int64_t)h * D + p + half);
+            void *dst = h < hq ? q : kc;
+            const int64_t o = h < hq ? (t * hq + h) * D : slot * kvd + (int64_t)(h - hq) * D;
+            st_f(dst, dt, o + p, a * c - b * s);
+            st_f(dst, dt, o + p + half, b * c + a * s);
+        }
+        if (!bad)
+            for (int64_t i = threadIdx.x; i < kvd; i += blockDim.x)
+                st_f(vc, dt, slot * kvd + i, ld_f(qkv, dt, src + (int64_t)(hq + hkv) * D + i));
     }
 }
 
@@ -544,13 +585,15 @@ static vidi_status cuda_wait(vidi_backend *be, const char *what, vidi_err *err) 
     c->id_pending = 0;
     if (c->h_flag[1] == CUDA_ID_NONE) return VIDI_OK;
     {
-        const int scatter = (int)(c->h_flag[3] & 1);
-        const long long index = (long long)c->h_flag[1], limit = (long long)(c->h_flag[3] >> 1);
+        const int opcode = (int)(c->h_flag[3] & 3);
+        const long long index = (long long)c->h_flag[1], limit = (long long)(c->h_flag[3] >> 2);
+        static const char *const ops[] = {"gather_rows", "scatter_rows", "qkv_rope_store", "?"};
+        static const char *const args[] = {"ids", "idx", "slots", "?"};
         const int bad = (int)(uint32_t)c->h_flag[2];
         c->h_flag[1] = CUDA_ID_NONE;
         VIDI_TRY(vidi_cuda_check(cudaMemsetAsync(c->d_flag + 1, 0xff, sizeof *c->d_flag, c->stream), what, err));
         rc = vidi_err_set(err, VIDI_ERR_INVALID, "%s: %s[%lld] = %d is out of range [0, %lld) (reported at %s)",
-                          scatter ? "scatter_rows" : "gather_rows", scatter ? "idx" : "ids", index, bad, limit, what);
+                          ops[opcode], args[opcode], index, bad, limit, what);
     }
 fail:
     return rc;
@@ -1168,6 +1211,41 @@ fail:
     return rc;
 }
 
+static vidi_status cuda_qkv_rope_store(vidi_backend *be, const vidi_tensor *qkv, const vidi_tensor *pos,
+                                       const vidi_rope_spec *spec, vidi_tensor *q_out, const vidi_tensor *slots,
+                                       vidi_tensor *k_cache, vidi_tensor *v_cache, vidi_err *err) {
+    const char *op = "qkv_rope_store";
+    vidi_status rc = VIDI_OK;
+    int64_t hq = 0, hkv = 0;
+    rope_tables tab;
+    VIDI_TRY(vidi_check_qkv_rope_store(op, BACKEND_ACTS, qkv, pos, spec, q_out, slots, k_cache, v_cache, &hq, &hkv,
+                                       err));
+    VIDI_CHECK(spec->head_dim / 2 <= CUDA_ROPE_MAX_PAIRS, err, VIDI_ERR_UNSUPPORTED,
+               "%s: head_dim %d is above the CUDA backend's %d", op, spec->head_dim, 2 * CUDA_ROPE_MAX_PAIRS);
+    VIDI_CHECK(qkv->dtype == q_out->dtype && qkv->dtype == k_cache->dtype && qkv->dtype == v_cache->dtype, err,
+               VIDI_ERR_INVALID, "%s: qkv, q_out and the caches must share one dtype", op);
+    {
+        const int64_t T = qkv->shape[0];
+        if (T == 0) goto fail;
+        memset(&tab, 0, sizeof tab);
+        const int half = spec->head_dim / 2;
+        for (int i = 0; i < half; i++) {
+            tab.axis[i] = (int8_t)spec->pair_axis[i];
+            tab.inv_freq[i] = spec->pair_inv_freq[i];
+        }
+        vidi_cuda_ctx *c = cuda_ctx(be);
+        const unsigned blocks = (unsigned)(T < 4096 ? T : 4096);
+        k_qkv_rope_store<<<blocks, 128, 0, c->stream>>>(qkv->data, qkv->dtype, (const int32_t *)pos->data, spec->n_axes,
+                                                      (const int32_t *)slots->data, T, k_cache->shape[0], (int)hq,
+                                                      (int)hkv, half, tab, q_out->data, k_cache->data, v_cache->data,
+                                                      c->d_flag);
+        VIDI_TRY(vidi_cuda_check_launch(op, err));
+        c->id_pending = 1;
+    }
+fail:
+    return rc;
+}
+
 // ------------------------------------------------------------------------
 // Gather / scatter of rows. The ids are checked on the device without a
 // wait (see ids_rejected): an op with a bad id writes nothing, and the error
@@ -1302,6 +1380,7 @@ static vidi_backend_ops cuda_make_ops(void) {
     o.upload_convert = cuda_upload_convert;
     o.matmul = cuda_matmul;
     o.matmul_acc = cuda_matmul_acc;
+    o.qkv_rope_store = cuda_qkv_rope_store;
     o.add = cuda_add;
     o.rms_norm = cuda_rms_norm;
     o.layer_norm = cuda_layer_norm;

@@ -386,6 +386,70 @@ static void test_rope_mrope(void) {
     run_rope("M-RoPE D=128 [16,24,24]", 128, 3, axis, inv, 211, 12);
 }
 
+/* qkv_rope_store against the CPU twin: T tokens of 2B-like heads (12 q, 2
+ * kv, D 128, M-RoPE), slots spread over a cache; then a bad slot is
+ * reported at the next wait and no cache row is written. */
+static void run_qkv_rope_store(long T) {
+    enum { HQ = 12, HKV = 2, D = 128, R = 600, NA = 3 };
+    const long C = (HQ + 2 * HKV) * D, KV = (long)HKV * D;
+    char what[64];
+    snprintf(what, sizeof what, "qkv_rope_store T=%ld", T);
+    static const int sections[3] = {16, 24, 24};
+    int32_t axis[64];
+    float inv[64];
+    for (int a = 0, i = 0; a < 3; a++)
+        for (int j = 0; j < sections[a]; j++, i++) axis[i] = a, inv[i] = (float)pow(1000000.0, -2.0 * i / 128);
+    vidi_rope_spec spec = {D, NA, axis, inv};
+    float *qkv = rnd_act(T * C, -1, 1, 401), *cache0 = rnd_act(R * KV, -1, 1, 402);
+    int32_t *pos = malloc(sizeof(int32_t) * T * NA), *slots = malloc(sizeof(int32_t) * T);
+    for (long i = 0; i < T * NA; i++) pos[i] = (int32_t)((i * 7919 + 13) % 4096);
+    for (long t = 0; t < T; t++) slots[t] = (int32_t)((t * 37 + 11) % R); /* distinct for T <= R */
+    float *q[2] = {zeros(T * HQ * D), zeros(T * HQ * D)}, *k[2] = {zeros(R * KV), zeros(R * KV)};
+    float *v[2] = {zeros(R * KV), zeros(R * KV)};
+    vidi_backend *bes[2] = {g_cpu, g_gpu};
+    for (int i = 0; i < 2; i++) {
+        vidi_backend *be = bes[i];
+        void *dqkv = up_act(be, qkv, T * C), *dp = up(be, VIDI_DTYPE_I32, pos, T * NA);
+        void *ds = up(be, VIDI_DTYPE_I32, slots, T), *dq = up_act(be, q[i], T * HQ * D);
+        void *dk = up_act(be, cache0, R * KV), *dv = up_act(be, cache0, R * KV);
+        vidi_tensor tqkv = vidi_tensor_2d(be->act_dtype, dqkv, T, C), tp = vidi_tensor_2d(VIDI_DTYPE_I32, dp, T, NA);
+        vidi_tensor ts = vidi_tensor_1d(VIDI_DTYPE_I32, ds, T), tq = vidi_tensor_3d(be->act_dtype, dq, T, HQ, D);
+        vidi_tensor tk = vidi_tensor_2d(be->act_dtype, dk, R, KV), tv = vidi_tensor_2d(be->act_dtype, dv, R, KV);
+        if (dqkv && dp && ds && dq && dk && dv) {
+            OK_ON(be, be->ops->qkv_rope_store(be, &tqkv, &tp, &spec, &tq, &ts, &tk, &tv, ERR_ARG), what);
+            down_act(be, dq, T * HQ * D, q[i]);
+            down_act(be, dk, R * KV, k[i]);
+            down_act(be, dv, R * KV, v[i]);
+            if (i == 1) {
+                /* a bad slot: reported at the next wait, the caches untouched */
+                int32_t bad = R + 5;
+                vidi_err e = {0};
+                CHECK(be->ops->copy_to_device(be, (int32_t *)ds + T - 1, &bad, sizeof bad, &e) == VIDI_OK, "%s", e.msg);
+                vidi_status st = be->ops->qkv_rope_store(be, &tqkv, &tp, &spec, &tq, &ts, &tk, &tv, &e);
+                if (st == VIDI_OK) st = be->ops->synchronize(be, &e);
+                CHECK(st == VIDI_ERR_INVALID && strstr(e.msg, "qkv_rope_store") && strstr(e.msg, "slots"),
+                      "%s: a bad slot gave %d: %s", what, (int)st, e.msg);
+                float *k2 = zeros(R * KV);
+                down_act(be, dk, R * KV, k2);
+                check_equal("qkv_rope_store: cache after a refused store", k2, k[1], R * KV);
+                free(k2);
+            }
+        }
+        release(be, dqkv), release(be, dp), release(be, ds), release(be, dq), release(be, dk), release(be, dv);
+    }
+    check_near(what, q[1], q[0], T * HQ * D, TOL_REL, TOL_MAX);
+    check_near(what, k[1], k[0], R * KV, TOL_REL, TOL_MAX);
+    check_equal("qkv_rope_store v", v[1], v[0], R * KV);
+    free(qkv), free(cache0), free(pos), free(slots);
+    for (int i = 0; i < 2; i++) free(q[i]), free(k[i]), free(v[i]);
+}
+
+static void test_qkv_rope_store(void) {
+    run_qkv_rope_store(1);
+    run_qkv_rope_store(64);
+    run_qkv_rope_store(300);
+}
+
 /* ---- gather / scatter ---- */
 
 static void test_gather_rows(void) {
@@ -749,6 +813,7 @@ static const test_case cases[] = {
     {"rope_1d", test_rope_1d},
     {"rope_vision_2d", test_rope_vision_2d},
     {"rope_mrope", test_rope_mrope},
+    {"qkv_rope_store", test_qkv_rope_store},
     {"gather_rows", test_gather_rows},
     {"gather_bad_id", test_gather_bad_id},
     {"scatter_rows", test_scatter_rows},

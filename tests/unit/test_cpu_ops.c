@@ -348,6 +348,65 @@ static void run_rope_case(const char *what, int D, int n_axes, const int32_t *ax
     free(x), free(pos), free(ref);
 }
 
+/* qkv_rope_store: q and k heads of the fused rows rotated as ref_rope does,
+ * q into q_out, k and v into the cache rows of their slots; a bad slot
+ * writes no cache row. */
+static void test_qkv_rope_store(void) {
+    enum { T = 5, HQ = 6, HKV = 2, D = 16, R = 40, NA = 3 };
+    const long C = (HQ + 2 * HKV) * D;
+    int32_t axis[D / 2];
+    float inv[D / 2];
+    for (int i = 0; i < D / 2; i++) axis[i] = i < 2 ? 0 : (i < 5 ? 1 : 2), inv[i] = (float)pow(10000.0, -2.0 * i / D);
+    float *qkv = rnd(T * C, -1, 1, 901), *q = malloc(sizeof(float) * T * HQ * D);
+    float *kc = rnd(R * HKV * D, -1, 1, 902), *vc = rnd(R * HKV * D, -1, 1, 903);
+    float *kc0 = malloc(sizeof(float) * R * HKV * D), *vc0 = malloc(sizeof(float) * R * HKV * D);
+    memcpy(kc0, kc, sizeof(float) * R * HKV * D);
+    memcpy(vc0, vc, sizeof(float) * R * HKV * D);
+    int32_t pos[T * NA], slots[T] = {7, 0, 39, 12, 3};
+    for (int i = 0; i < T * NA; i++) pos[i] = (i * 37 + 5) % 900;
+    /* the reference: split, rotate with ref_rope */
+    float *xq = malloc(sizeof(float) * T * HQ * D), *xk = malloc(sizeof(float) * T * HKV * D);
+    double *rq = malloc(sizeof(double) * T * HQ * D), *rk = malloc(sizeof(double) * T * HKV * D);
+    for (int t = 0; t < T; t++) {
+        memcpy(xq + t * HQ * D, qkv + t * C, sizeof(float) * HQ * D);
+        memcpy(xk + t * HKV * D, qkv + t * C + HQ * D, sizeof(float) * HKV * D);
+    }
+    ref_rope(xq, pos, T, HQ, D, NA, axis, inv, rq);
+    ref_rope(xk, pos, T, HKV, D, NA, axis, inv, rk);
+    vidi_rope_spec spec = {D, NA, axis, inv};
+    vidi_tensor tqkv = vidi_tensor_2d(VIDI_DTYPE_F32, qkv, T, C), tpos = vidi_tensor_2d(VIDI_DTYPE_I32, pos, T, NA);
+    vidi_tensor tq = vidi_tensor_3d(VIDI_DTYPE_F32, q, T, HQ, D), ts = vidi_tensor_1d(VIDI_DTYPE_I32, slots, T);
+    vidi_tensor tk = vidi_tensor_2d(VIDI_DTYPE_F32, kc, R, HKV * D), tv = vidi_tensor_2d(VIDI_DTYPE_F32, vc, R, HKV * D);
+    vidi_err err = {0};
+    REQUIRE(g_be->ops->qkv_rope_store(g_be, &tqkv, &tpos, &spec, &tq, &ts, &tk, &tv, &err) == VIDI_OK, "%s", err.msg);
+    check_close("qkv_rope_store q", q, rq, NULL, T * HQ * D, 1e-6, 2e-6);
+    for (int t = 0; t < T; t++) {
+        check_close("qkv_rope_store k", kc + slots[t] * HKV * D, rk + t * HKV * D, NULL, HKV * D, 1e-6, 2e-6);
+        CHECK(!memcmp(vc + slots[t] * HKV * D, qkv + t * C + (HQ + HKV) * D, sizeof(float) * HKV * D),
+              "v of token %d not copied to slot %d", t, slots[t]);
+    }
+    int untouched = 1;
+    for (int r = 0; r < R; r++) {
+        int used = 0;
+        for (int t = 0; t < T; t++) used |= slots[t] == r;
+        if (!used) untouched &= !memcmp(kc + r * HKV * D, kc0 + r * HKV * D, sizeof(float) * HKV * D) &&
+                                !memcmp(vc + r * HKV * D, vc0 + r * HKV * D, sizeof(float) * HKV * D);
+    }
+    CHECK(untouched, "qkv_rope_store wrote a cache row no slot names");
+    /* a bad slot: an error naming it, no cache row written */
+    memcpy(kc0, kc, sizeof(float) * R * HKV * D);
+    slots[2] = R;
+    CHECK(g_be->ops->qkv_rope_store(g_be, &tqkv, &tpos, &spec, &tq, &ts, &tk, &tv, &err) == VIDI_ERR_INVALID &&
+              strstr(err.msg, "slots"), "a slot out of range: %s", err.msg);
+    CHECK(!memcmp(kc, kc0, sizeof(float) * R * HKV * D), "a refused store wrote the cache");
+    /* shapes that disagree */
+    vidi_tensor tbad = vidi_tensor_2d(VIDI_DTYPE_F32, qkv, T, C - D);
+    slots[2] = 39;
+    CHECK(g_be->ops->qkv_rope_store(g_be, &tbad, &tpos, &spec, &tq, &ts, &tk, &tv, &err) == VIDI_ERR_INVALID,
+          "a qkv row of the wrong width accepted");
+    free(qkv), free(q), free(kc), free(vc), free(kc0), free(vc0), free(xq), free(xk), free(rq), free(rk);
+}
+
 static void test_rope_1d(void) {
     for (int D = 16; D <= 128; D *= 8) {
         int32_t axis[64];
@@ -811,6 +870,7 @@ int main(int argc, char **argv) {
         {"matmul_f32_shapes", test_matmul_f32_shapes},
         {"matmul_half_weights", test_matmul_half_weights},
         {"matmul_acc", test_matmul_acc},
+        {"qkv_rope_store", test_qkv_rope_store},
         {"add_in_place", test_add_in_place},
         {"rms_norm", test_rms_norm},
         {"layer_norm", test_layer_norm},
