@@ -93,6 +93,22 @@ fail:
     return rc;
 }
 
+vidi_status vidi_weight_upload_to(vidi_backend *be, vidi_tensor *t, void *dst, vidi_err *err) {
+    vidi_dtype to = be->weight_dtype;
+    if (be->host_memory)
+        return vidi_err_set(err, VIDI_ERR_UNSUPPORTED, "weight upload into a buffer: the %s backend uses "
+                            "weights in place", be->name);
+    if (!model_float_dtype(t->dtype) || !model_float_dtype(to))
+        return vidi_err_set(err, VIDI_ERR_UNSUPPORTED, "a %s weight cannot be uploaded as %s to the "
+                            "%s backend", vidi_dtype_name(t->dtype), vidi_dtype_name(to), be->name);
+    size_t n = (size_t)vidi_tensor_numel(t);
+    vidi_status rc = model_upload_convert(be, dst, to, t->data, t->dtype, n, err);
+    if (rc != VIDI_OK) return rc;
+    t->data = dst;
+    t->dtype = to;
+    return VIDI_OK;
+}
+
 vidi_status vidi_weight_upload(vidi_backend *be, vidi_tensor *t, void **owned, vidi_err *err) {
     *owned = NULL;
     if (be->host_memory) return VIDI_OK;

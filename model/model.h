@@ -39,6 +39,11 @@ void vidi_model_free(vidi_model *m);
  * has landed when this returns (the host staging is freed). */
 vidi_status vidi_weight_upload(vidi_backend *be, vidi_tensor *t, void **owned, vidi_err *err);
 
+/* As vidi_weight_upload into caller-owned backend memory `dst` (room for
+ * the tensor in be->weight_dtype), e.g. one part of a fused weight; *t is
+ * rewritten to point at it. Not for host-memory backends. */
+vidi_status vidi_weight_upload_to(vidi_backend *be, vidi_tensor *t, void *dst, vidi_err *err);
+
 /* Copy n host floats into backend memory `dst` as be->act_dtype (converted
  * on the host when that is not F32). Waits for the copy. */
 vidi_status vidi_upload_f32(vidi_backend *be, void *dst, const float *src, size_t n, vidi_err *err);

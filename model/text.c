@@ -71,6 +71,47 @@ static vidi_status text_layer_weight(vidi_text *t, const vidi_checkpoint *ck, in
     return text_weight(t, ck, name, ndim, d0, d1, out, err);
 }
 
+/* Upload layer l's q/k/v projections into one weight and one bias buffer
+ * (rows q, then k, then v), wq..bv pointing at their row blocks. */
+static vidi_status text_qkv_upload(vidi_text *t, const vidi_checkpoint *ck, int l, vidi_err *err) {
+    vidi_status rc = VIDI_OK;
+    const vidi_text_config *c = &t->cfg;
+    text_layer *L = &t->layers[l];
+    vidi_backend *be = t->be;
+    const int64_t H = c->hidden_size, qd = (int64_t)c->num_heads * c->head_dim;
+    const int64_t kvd = (int64_t)c->num_kv_heads * c->head_dim, N = qd + 2 * kvd;
+    const size_t es = vidi_dtype_size(be->weight_dtype);
+    void *w = be->ops->buf_alloc(be, (size_t)(N * H) * es), *b = NULL;
+    VIDI_CHECK(w, err, VIDI_ERR_NOMEM, "text: cannot allocate %lld bytes of %s memory for layer %d's q/k/v",
+               (long long)(N * H) * (long long)es, be->name, l);
+    VIDI_TRY(text_own(t, w, err));
+    b = be->ops->buf_alloc(be, (size_t)N * es);
+    VIDI_CHECK(b, err, VIDI_ERR_NOMEM, "text: out of %s memory for layer %d's q/k/v bias", be->name, l);
+    VIDI_TRY(text_own(t, b, err));
+    static const char *const names[3][2] = {{"self_attn.q_proj.weight", "self_attn.q_proj.bias"},
+                                            {"self_attn.k_proj.weight", "self_attn.k_proj.bias"},
+                                            {"self_attn.v_proj.weight", "self_attn.v_proj.bias"}};
+    vidi_tensor *dst[3][2] = {{&L->wq, &L->bq}, {&L->wk, &L->bk}, {&L->wv, &L->bv}};
+    const int64_t rows[3] = {qd, kvd, kvd};
+    int64_t at = 0;
+    for (int i = 0; i < 3; i++) {
+        char name[256];
+        int64_t ws[2] = {rows[i], H}, bs[2] = {rows[i], 0};
+        snprintf(name, sizeof name, "model.layers.%d.%s", l, names[i][0]);
+        VIDI_TRY(vidi_checkpoint_get(ck, name, 2, ws, dst[i][0], err));
+        VIDI_TRY(vidi_weight_upload_to(be, dst[i][0], (char *)w + (size_t)(at * H) * es, err));
+        snprintf(name, sizeof name, "model.layers.%d.%s", l, names[i][1]);
+        VIDI_TRY(vidi_checkpoint_get(ck, name, 1, bs, dst[i][1], err));
+        VIDI_TRY(vidi_weight_upload_to(be, dst[i][1], (char *)b + (size_t)at * es, err));
+        at += rows[i];
+    }
+    L->wqkv = vidi_tensor_2d(be->weight_dtype, w, N, H);
+    L->bqkv = vidi_tensor_1d(be->weight_dtype, b, N);
+fail:
+    if (rc != VIDI_OK) vidi_err_prefix(err, "text: layer %d q/k/v", l);
+    return rc;
+}
+
 static vidi_status text_check_config(const vidi_text_config *c, vidi_err *err) {
     if (c->hidden_size <= 0 || c->num_heads <= 0 || c->num_kv_heads <= 0 || c->head_dim <= 0 ||
         c->num_layers <= 0 || c->intermediate_size <= 0 || c->vocab_size <= 0)
@@ -129,12 +170,16 @@ vidi_status vidi_text_load(const vidi_model_config *cfg, const vidi_checkpoint *
     for (int l = 0; l < c->num_layers; l++) {
         text_layer *L = &t->layers[l];
         VIDI_TRY(text_layer_weight(t, ck, l, "input_layernorm.weight", 1, H, 0, &L->ln1, err));
-        VIDI_TRY(text_layer_weight(t, ck, l, "self_attn.q_proj.weight", 2, qd, H, &L->wq, err));
-        VIDI_TRY(text_layer_weight(t, ck, l, "self_attn.q_proj.bias", 1, qd, 0, &L->bq, err));
-        VIDI_TRY(text_layer_weight(t, ck, l, "self_attn.k_proj.weight", 2, kvd, H, &L->wk, err));
-        VIDI_TRY(text_layer_weight(t, ck, l, "self_attn.k_proj.bias", 1, kvd, 0, &L->bk, err));
-        VIDI_TRY(text_layer_weight(t, ck, l, "self_attn.v_proj.weight", 2, kvd, H, &L->wv, err));
-        VIDI_TRY(text_layer_weight(t, ck, l, "self_attn.v_proj.bias", 1, kvd, 0, &L->bv, err));
+        if (t->weights_in_place) {
+            VIDI_TRY(text_layer_weight(t, ck, l, "self_attn.q_proj.weight", 2, qd, H, &L->wq, err));
+            VIDI_TRY(text_layer_weight(t, ck, l, "self_attn.q_proj.bias", 1, qd, 0, &L->bq, err));
+            VIDI_TRY(text_layer_weight(t, ck, l, "self_attn.k_proj.weight", 2, kvd, H, &L->wk, err));
+            VIDI_TRY(text_layer_weight(t, ck, l, "self_attn.k_proj.bias", 1, kvd, 0, &L->bk, err));
+            VIDI_TRY(text_layer_weight(t, ck, l, "self_attn.v_proj.weight", 2, kvd, H, &L->wv, err));
+            VIDI_TRY(text_layer_weight(t, ck, l, "self_attn.v_proj.bias", 1, kvd, 0, &L->bv, err));
+        } else {
+            VIDI_TRY(text_qkv_upload(t, ck, l, err));
+        }
         VIDI_TRY(text_layer_weight(t, ck, l, "self_attn.o_proj.weight", 2, H, qd, &L->wo, err));
         VIDI_TRY(text_layer_weight(t, ck, l, "post_attention_layernorm.weight", 1, H, 0, &L->ln2,
                                    err));
@@ -301,10 +346,10 @@ fail:
 
 /* ---- forward ---- */
 
-/* Layer l: the new keys and values into the cache, then attention into
- * b->a (see text_kv_io). */
+/* Layer l: the new keys and values into the cache (unless `write` is 0:
+ * already there), then attention into b->a (see text_kv_io). */
 static vidi_status text_attend(vidi_text *t, int l, int64_t T, const text_act *b, const text_kv_io *io,
-                               vidi_err *err) {
+                               int write, vidi_err *err) {
     vidi_status rc = VIDI_OK;
     vidi_backend *be = t->be;
     const vidi_backend_ops *op = be->ops;
@@ -317,7 +362,9 @@ static vidi_status text_attend(vidi_text *t, int l, int64_t T, const text_act *b
     vidi_tensor tq = vidi_tensor_3d(adt, b->q, T, Hq, D);
     vidi_tensor ta = vidi_tensor_3d(adt, b->a, T, Hq, D);
 
-    if (io->at) {
+    if (!write) {
+        /* the keys and values are in the cache already (qkv_rope_store) */
+    } else if (io->at) {
         vidi_tensor tk2 = vidi_tensor_2d(adt, b->k, T, Hkv * D);
         vidi_tensor tv2 = vidi_tensor_2d(adt, b->v, T, Hkv * D);
         vidi_tensor kc2 = vidi_tensor_2d(adt, kc, io->rows, Hkv * D);
@@ -381,15 +428,31 @@ vidi_status text_layers(vidi_text *t, int64_t T, const text_act *b, const vidi_t
     vidi_tensor tg = vidi_tensor_2d(adt, b->g, T, I);
     vidi_tensor tu = vidi_tensor_2d(adt, b->u, T, I);
 
+    /* Forwards that scatter their keys and read them back from the cache use
+     * the fused q/k/v weight where there is one: one product, then
+     * qkv_rope_store rotates q into b->q and writes k and v to their cache
+     * rows (b->g holds the fused rows). */
+    const int64_t qkvd = (Hq + 2 * Hkv) * D;
+    const int fused = io->at && !io->keys_new && op->qkv_rope_store && t->layers[0].wqkv.data && qkvd <= I;
+    vidi_tensor tqkv = vidi_tensor_2d(adt, b->g, T, qkvd);
     for (int l = 0; l < c->num_layers; l++) {
         const text_layer *L = &t->layers[l];
         VIDI_TRY(op->rms_norm(be, &tx, &L->ln1, c->rms_norm_eps, &th, err));
-        VIDI_TRY(op->matmul(be, &th, &L->wq, &L->bq, &tq2, err));
-        VIDI_TRY(op->matmul(be, &th, &L->wk, &L->bk, &tk2, err));
-        VIDI_TRY(op->matmul(be, &th, &L->wv, &L->bv, &tv2, err));
-        VIDI_TRY(op->rope(be, &tq, tpos, &t->rope, err));
-        VIDI_TRY(op->rope(be, &tk, tpos, &t->rope, err));
-        VIDI_TRY(text_attend(t, l, T, b, io, err));
+        if (fused) {
+            char *kc = io->base + (size_t)l * 2 * io->plane;
+            vidi_tensor kc2 = vidi_tensor_2d(adt, kc, io->rows, Hkv * D);
+            vidi_tensor vc2 = vidi_tensor_2d(adt, kc + io->plane, io->rows, Hkv * D);
+            VIDI_TRY(op->matmul(be, &th, &L->wqkv, &L->bqkv, &tqkv, err));
+            VIDI_TRY(op->qkv_rope_store(be, &tqkv, tpos, &t->rope, &tq, io->at, &kc2, &vc2, err));
+            VIDI_TRY(text_attend(t, l, T, b, io, 0, err));
+        } else {
+            VIDI_TRY(op->matmul(be, &th, &L->wq, &L->bq, &tq2, err));
+            VIDI_TRY(op->matmul(be, &th, &L->wk, &L->bk, &tk2, err));
+            VIDI_TRY(op->matmul(be, &th, &L->wv, &L->bv, &tv2, err));
+            VIDI_TRY(op->rope(be, &tq, tpos, &t->rope, err));
+            VIDI_TRY(op->rope(be, &tk, tpos, &t->rope, err));
+            VIDI_TRY(text_attend(t, l, T, b, io, 1, err));
+        }
         VIDI_TRY(vidi_matmul_residual(be, &ta2, &L->wo, NULL, &tx, &th, err));
 
         VIDI_TRY(op->rms_norm(be, &tx, &L->ln2, c->rms_norm_eps, &th, err));

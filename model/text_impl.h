@@ -13,6 +13,10 @@
 
 typedef struct text_layer {
     vidi_tensor ln1, wq, bq, wk, bk, wv, bv, wo, ln2, wg, wu, wd;
+    /* Where weights are uploaded: q, k and v in one buffer ([Hq*D + 2*Hkv*D,
+     * H] and its bias), wq/wk/wv and their biases being row blocks of it;
+     * data NULL on backends that use the checkpoint in place. */
+    vidi_tensor wqkv, bqkv;
 } text_layer;
 
 struct vidi_text {

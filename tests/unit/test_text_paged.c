@@ -12,6 +12,8 @@
  * max|ref| + 1e-5 (fp32; only summation order differs), CUDA <= 5e-2 *
  * max|ref| + 2e-2 (bf16 activations, different kernels). Block accounting
  * (truncate, free), an exhausted pool and bad arguments are checked too.
+ * The *_copied cases run the CPU backend with copied weights, so that the
+ * fused q/k/v path of GPU builds (qkv_rope_store) runs here too.
  */
 #include "test_util.h"
 
@@ -270,6 +272,22 @@ done:
 static void test_qwen2vl(void) { run_model("models/tiny-qwen2vl"); }
 static void test_qwen25vl(void) { run_model("models/tiny-qwen25vl"); }
 
+/* The CPU backend told its memory is not the host's: weights are copied at
+ * load as on a GPU, so the text model fuses q/k/v (qkv_rope_store) in its
+ * decode steps and chunked prefill, checked against the same references. */
+static void run_copied(const char *rel) {
+    if (g_cuda) {
+        printf("  (the CUDA backend copies weights anyway)\n");
+        return;
+    }
+    g_be->host_memory = 0;
+    g_be->weight_dtype = VIDI_DTYPE_F32;
+    run_model(rel);
+    g_be->host_memory = 1;
+}
+static void test_qwen2vl_copied(void) { run_copied("models/tiny-qwen2vl"); }
+static void test_qwen25vl_copied(void) { run_copied("models/tiny-qwen25vl"); }
+
 int main(int argc, char **argv) {
     vidi_err err;
     const char *want = getenv("VIDI_TEST_BACKEND");
@@ -295,6 +313,8 @@ int main(int argc, char **argv) {
     static const test_case cases[] = {
         {"qwen2vl", test_qwen2vl},
         {"qwen25vl", test_qwen25vl},
+        {"qwen2vl_copied", test_qwen2vl_copied},
+        {"qwen25vl_copied", test_qwen25vl_copied},
     };
     int rc = test_main(argc, argv, cases, (int)(sizeof cases / sizeof cases[0]));
     g_be->ops->destroy(g_be);
