@@ -501,44 +501,47 @@ __global__ void k_scatter(const void *src, int sdt, const int32_t *idx, const in
     }
 }
 
-// qkv_rope_store: one block per token (grid-stride). Every block first
-// scans all T slots; with a bad one no cache row is written (q still is)
-// and block 0 records the first bad slot for the next wait.
+// qkv_rope_store: block (t, h) handles head h of token t, one thread per
+// rotated pair (v heads: two values per thread). With self set, every block
+// first scans all T slots (small T); else k_check_ids has put the lowest bad
+// index in flag[0]. With a bad slot no cache row is written (q still is) and
+// block (0, 0) records it for the next wait.
 __global__ void k_qkv_rope_store(const void *qkv, int dt, const int32_t *pos, int n_axes, const int32_t *slots,
                                  int64_t T, int64_t R, int hq, int hkv, int half, const rope_tables tab, void *q,
-                                 void *kc, void *vc, unsigned long long *flag) {
+                                 void *kc, void *vc, unsigned long long *flag, int self) {
     __shared__ unsigned long long first;
-    if (threadIdx.x == 0) first = CUDA_ID_NONE;
+    if (threadIdx.x == 0) first = self ? CUDA_ID_NONE : flag[0];
     __syncthreads();
-    for (int64_t i = threadIdx.x; i < T; i += blockDim.x)
-        if (slots[i] < 0 || slots[i] >= R) atomicMin(&first, (unsigned long long)i);
-    __syncthreads();
+    if (self) {
+        for (int64_t i = threadIdx.x; i < T; i += blockDim.x)
+            if (slots[i] < 0 || slots[i] >= R) atomicMin(&first, (unsigned long long)i);
+        __syncthreads();
+    }
     const bool bad = first != CUDA_ID_NONE;
-    if (bad && blockIdx.x == 0 && threadIdx.x == 0 &&
+    if (bad && blockIdx.x == 0 && blockIdx.y == 0 && threadIdx.x == 0 &&
         atomicCAS(&flag[1], CUDA_ID_NONE, first) == CUDA_ID_NONE) {
         flag[2] = (unsigned long long)(uint32_t)slots[first];
         flag[3] = ((unsigned long long)R << 2) | 2ull;
     }
-    const int D = 2 * half;
+    const int h = blockIdx.y, D = 2 * half;
+    if (h >= hq && bad) return;
     const int64_t row = (int64_t)(hq + 2 * hkv) * D, kvd = (int64_t)hkv * D;
     for (int64_t t = blockIdx.x; t < T; t += gridDim.x) {
-        const int64_t src = t * row;
-        const int64_t slot = bad ? 0 : slots[t];
-        const int n_rot = (hq + hkv) * half;
-        for (int idx = threadIdx.x; idx < n_rot; idx += blockDim.x) {
-            const int h = idx / half, p = idx % half;
-            if (h >= hq && bad) continue;
+        const int64_t src = t * row + (int64_t)h * D;
+        if (h >= hq + hkv) {  // a v head: copied
+            const int64_t o = (int64_t)slots[t] * kvd + (int64_t)(h - hq - hkv) * D;
+            for (int i = threadIdx.x; i < D; i += blockDim.x) st_f(vc, dt, o + i, ld_f(qkv, dt, src + i));
+            continue;
+        }
+        void *dst = h < hq ? q : kc;
+        const int64_t o = h < hq ? (t * hq + h) * D : (int64_t)slots[t] * kvd + (int64_t)(h - hq) * D;
+        for (int p = threadIdx.x; p < half; p += blockDim.x) {
             const float angle = (float)pos[t * n_axes + tab.axis[p]] * tab.inv_freq[p];
             const float c = cosf(angle), s = sinf(angle);
-            const float a = ld_f(qkv, dt, src + (int64_t)h * D + p), b = ld_f(qkv, dt, src + (int64_t)h * D + p + half);
-            void *dst = h < hq ? q : kc;
-            const int64_t o = h < hq ? (t * hq + h) * D : slot * kvd + (int64_t)(h - hq) * D;
+            const float a = ld_f(qkv, dt, src + p), b = ld_f(qkv, dt, src + p + half);
             st_f(dst, dt, o + p, a * c - b * s);
             st_f(dst, dt, o + p + half, b * c + a * s);
         }
-        if (!bad)
-            for (int64_t i = threadIdx.x; i < kvd; i += blockDim.x)
-                st_f(vc, dt, slot * kvd + i, ld_f(qkv, dt, src + (int64_t)(hq + hkv) * D + i));
     }
 }
 
@@ -1211,6 +1214,9 @@ fail:
     return rc;
 }
 
+static vidi_status queue_row_id_check(vidi_backend *be, const char *op, const vidi_tensor *ids, int64_t limit,
+                                      vidi_err *err);
+
 static vidi_status cuda_qkv_rope_store(vidi_backend *be, const vidi_tensor *qkv, const vidi_tensor *pos,
                                        const vidi_rope_spec *spec, vidi_tensor *q_out, const vidi_tensor *slots,
                                        vidi_tensor *k_cache, vidi_tensor *v_cache, vidi_err *err) {
@@ -1234,11 +1240,14 @@ static vidi_status cuda_qkv_rope_store(vidi_backend *be, const vidi_tensor *qkv,
             tab.inv_freq[i] = spec->pair_inv_freq[i];
         }
         vidi_cuda_ctx *c = cuda_ctx(be);
-        const unsigned blocks = (unsigned)(T < 4096 ? T : 4096);
-        k_qkv_rope_store<<<blocks, 128, 0, c->stream>>>(qkv->data, qkv->dtype, (const int32_t *)pos->data, spec->n_axes,
-                                                      (const int32_t *)slots->data, T, k_cache->shape[0], (int)hq,
-                                                      (int)hkv, half, tab, q_out->data, k_cache->data, v_cache->data,
-                                                      c->d_flag);
+        const int self = T <= CUDA_ID_SELF_MAX;
+        if (!self) VIDI_TRY(queue_row_id_check(be, op, slots, k_cache->shape[0], err));
+        const dim3 grid((unsigned)(T < 65535 ? T : 65535), (unsigned)(hq + 2 * hkv));
+        const unsigned threads = (unsigned)(half < 32 ? 32 : half > 128 ? 128 : half);
+        k_qkv_rope_store<<<grid, threads, 0, c->stream>>>(qkv->data, qkv->dtype, (const int32_t *)pos->data,
+                                                         spec->n_axes, (const int32_t *)slots->data, T,
+                                                         k_cache->shape[0], (int)hq, (int)hkv, half, tab, q_out->data,
+                                                         k_cache->data, v_cache->data, c->d_flag, self);
         VIDI_TRY(vidi_cuda_check_launch(op, err));
         c->id_pending = 1;
     }
