@@ -84,11 +84,15 @@ def _canvas(rng, kind):
             return w, h
 
 
-def _video_timing(rng):
-    """(fps, total frames, sampled indices) with 8..64 frames and 4..16 sampled."""
+def _video_timing(rng, n_sampled=None):
+    """(fps, total frames, sampled indices) with 8..64 frames and 4..16 sampled (exactly
+    n_sampled when given: training draws its frame counts itself, see make_scene)."""
     while True:
         fps = VIDEO_FPS[int(rng.integers(len(VIDEO_FPS)))]
-        n = VIDEO_NFRAMES[_choice(rng, len(VIDEO_NFRAMES), VIDEO_NFRAMES_P)]
+        if n_sampled is None:
+            n = VIDEO_NFRAMES[_choice(rng, len(VIDEO_NFRAMES), VIDEO_NFRAMES_P)]
+        else:
+            n = int(n_sampled)
         # total/fps*2 in [n, n+2)  <=>  total in [n*fps/2, (n+2)*fps/2)
         lo = max(8, int(np.ceil(n * fps / 2)))
         hi = min(64, int(np.ceil((n + 2) * fps / 2)) - 1)
@@ -246,10 +250,17 @@ def _pairs(rng, n):
     return out
 
 
-def make_scene(seed, kind):
-    """The scene of (seed, kind). kind is "image" or "video"."""
+def make_scene(seed, kind, n_sampled=None):
+    """The scene of (seed, kind). kind is "image" or "video". n_sampled (videos only, one
+    of VIDEO_NFRAMES): make a video whose sampled frame count is n_sampled instead of
+    drawing it from VIDEO_NFRAMES_P (tools/train batches videos of equal length); the
+    scene of (seed, kind) without it is unchanged, and one with it is a different scene."""
     assert kind in ("image", "video"), kind
-    rng = np.random.default_rng([int(seed), 0 if kind == "image" else 1])
+    assert n_sampled is None or (kind == "video" and n_sampled in VIDEO_NFRAMES), n_sampled
+    if n_sampled is None:
+        rng = np.random.default_rng([int(seed), 0 if kind == "image" else 1])
+    else:
+        rng = np.random.default_rng([int(seed), 2, int(n_sampled)])
     w, h = _canvas(rng, kind)
     tint = rng.integers(-12, 13, 3)
     grey = int(rng.integers(95, 156))
@@ -257,7 +268,7 @@ def make_scene(seed, kind):
     scene = {"seed": int(seed), "kind": kind, "width": w, "height": h, "background": bg,
              "fps": 0, "n_frames": 1, "sample_idx": [0], "objects": []}
     if kind == "video":
-        fps, total, idx = _video_timing(rng)
+        fps, total, idx = _video_timing(rng, n_sampled)
         scene.update(fps=fps, n_frames=total, sample_idx=idx)
 
     n_obj = 1 + _choice(rng, 5, N_OBJECTS_P)

@@ -19,7 +19,13 @@ Checks (each prints one line; the script stops at the first failure):
   tokenizer   prompt + answer tokenizes as prompt ids + answer ids; AutoTokenizer agrees
   greedy      batched left-padded greedy == one-at-a-time greedy (random weights)
   fastvision  fast_vision's batched vision attention == transformers' loop (outputs, grads)
-  resume      (--resume-test) 6 steps == 3 steps + --resume 3 steps, bit for bit (CPU)
+  trainstep   train.py's forward (precomputed vision inputs, no attention mask) == transformers'
+              forward with the padding mask: loss and gradients, incl. a heavily padded batch
+  nanguard    padded batches and masked vision groups stay finite; a non-finite loss skips
+              the AdamW step (weights and moments unchanged) and training goes on
+  initfolder  export_folder (bf16) -> load_folder round trip
+  resume      (--resume-test) 6 steps == 3 steps + --resume 3 steps, bit for bit (CPU);
+              then --init-from the exported models.tgz trains on from the next batch
   files       (--files) training pixels vs what qwen-vl-utils reads from the written files
   engine      (--model, --files, --vidi) first-token logits of `vidi generate` vs transformers
 """
@@ -81,7 +87,22 @@ def check_generator(n=300):
                 assert vis.any()
         if seed < 40:
             assert np.array_equal(render.render(a), render.render(b))
-    ok("generator", f"{2 * n} scenes deterministic, {n_q} answers within the answer sets")
+    n_forced = 0
+    for seed in range(n // 3):                      # training's videos of a given length
+        for nf in scn.VIDEO_NFRAMES:
+            a = scn.make_scene(10 ** 9 + seed, "video", nf)
+            assert json.dumps(a) == json.dumps(scn.make_scene(10 ** 9 + seed, "video", nf))
+            idx = a["sample_idx"]
+            assert len(idx) == nf and 8 <= a["n_frames"] <= 64 and qr.smart_nframes(a["n_frames"], a["fps"]) == nf
+            assert a["width"] % 2 == 0 and a["height"] % 2 == 0
+            for o in a["objects"]:
+                vis = scn.visible(o, np.array(idx))
+                assert (vis.reshape(-1, 2)[:, 0] == vis.reshape(-1, 2)[:, 1]).all() and vis.any()
+            for q in qs.all_questions(a):
+                assert q["answer"] in answers[q["type"]], q
+            n_forced += 1
+    ok("generator", f"{2 * n} scenes deterministic, {n_q} answers within the answer sets; "
+       f"{n_forced} videos of a forced frame count keep the rules")
 
 
 def check_rules():
@@ -278,6 +299,161 @@ def check_fast_vision(tok):
        f"max relative grad diff {d_grad:.2g}")
 
 
+def _train_batches(tok):
+    """Batches for the step checks: a video bucket, an image batch with chunk lengths from 128
+    to 576 patches (masked fast_vision groups), and extreme padding: one 16-frame video with
+    three 4-frame ones (about 1150 against 300 tokens)."""
+    ds = examples.TrainBatches(vocab.tokenizer_json(tok), 3)
+    pad = ds.text().pad_id
+    vid = [ds.example(10 + i, "video", 6) for i in range(3)]
+    imgs = [ds.example(40 + i, "image") for i in range(40)]
+    imgs = sorted(imgs, key=lambda e: e["vis_len"])
+    imgs = [imgs[0], imgs[len(imgs) // 2], imgs[-1]]
+    mixed = [ds.example(70, "video", 16)] + [ds.example(71 + i, "video", 4) for i in range(3)]
+    shared = ds.scene_examples(80, "video", 4, 3) + ds.scene_examples(81, "video", 4, 3)
+    return {"video": examples.collate(vid, pad), "image": examples.collate(imgs, pad),
+            "padded": examples.collate(mixed, pad), "shared": examples.collate(shared, pad, [0, 0, 0, 1, 1, 1])}
+
+
+def _grads(m):
+    return {n: p.grad.clone() for n, p in m.named_parameters() if p.grad is not None}
+
+
+def check_train_step(tok):
+    """train.py's forward (precomputed vision inputs, fast_vision plan, no attention mask,
+    answer_loss) == transformers' forward with the padding mask (compute_loss): loss and
+    gradients, on a video batch, an image batch, a heavily padded one and one whose scenes
+    are shared by three sequences each (vision output computed once, gathered)."""
+    from transformers.vision_utils import get_vision_cu_seqlens, get_vision_position_ids
+
+    import train
+
+    ids = vocab.special_ids(tok)
+    vs = model_config.padded_vocab(tok.get_vocab_size())
+    dev = torch.device("cpu")
+    worst_l = worst_g = 0.0
+    info = []
+    for name in ("vidi-shapes-draft", "vidi-shapes"):
+        cfg = model_config.flat_config(name, ids, vs)
+        torch.manual_seed(0)
+        ref = model_config.make_model(cfg)
+        fast = fast_vision.install(model_config.make_model(cfg))
+        fast.load_state_dict(ref.state_dict())
+        for tag, batch in _train_batches(tok).items():
+            g = batch["grid"]
+            assert torch.equal(batch["vpos"], get_vision_position_ids(g, 2)), "vision position ids"
+            assert torch.equal(batch["cu"], get_vision_cu_seqlens(g)), "cu_seqlens"
+            b = train.to_device(batch, dev)
+            b["labels"] = batch["labels"]
+            ref_pv = torch.cat([media.patchify(media.resize_uint8(batch["frames"][o:o + int(np.prod(sh))].view(sh),
+                                                                  *sz))[0]
+                                for o, sh, sz in zip(np.cumsum([0] + [int(np.prod(x)) for x in batch["shapes"]]),
+                                                     batch["shapes"], batch["sizes"])])
+            assert torch.equal(ref_pv, b["pixel_values"]), "batch_patches != patchify(resize_uint8)"
+            vis = train.vision_inputs(batch, dev)     # one copy of the patches per sequence
+            ref.zero_grad(set_to_none=True)
+            fast.zero_grad(set_to_none=True)
+            l_ref, tf_ref = train.compute_loss(ref, b, vis)
+            l_ref.backward()
+            made = fast_vision._plan_cache["made"]
+            l_new, tf_new = train.step_loss(fast, b)
+            l_new.backward()
+            assert fast_vision._plan_cache["made"] == made, "the seeded plan was not used"
+            assert torch.isfinite(l_new) and all(torch.isfinite(v).all() for v in _grads(fast).values()), tag
+            dl = abs(float((l_ref - l_new).detach()))
+            gr, gn = _grads(ref), _grads(fast)
+            assert gr.keys() == gn.keys()
+            dg = max(float((gr[k] - gn[k]).abs().max() / (gr[k].abs().max() + 1e-12)) for k in gr)
+            worst_l, worst_g = max(worst_l, dl), max(worst_g, dg)
+            assert dl < 1e-5 and dg < 2e-4 and float(tf_ref) == float(tf_new), (name, tag, dl, dg)
+            info.append(f"{tag} {tuple(batch['ids'].shape)}")
+    ok("trainstep", f"train.py's forward == transformers' with the padding mask ({', '.join(info[:4])}; both "
+       f"models): max |loss diff| {worst_l:.2g}, max relative grad diff {worst_g:.2g}")
+
+
+def check_nan_guard(tok):
+    """NaN robustness. (1) The heavily padded batch and masked vision groups give finite
+    outputs, loss and gradients in both forwards (no attention row is fully masked: padded
+    text rows see the real tokens before them, padded vision rows their chunk's keys); left
+    padding through transformers' mask (fully masked pad rows) stays finite too. (2) A
+    non-finite loss skips that model's AdamW step: weights, moments and step count stay as
+    they were, the guard counts it, and the next finite step trains again."""
+    import train
+
+    ids = vocab.special_ids(tok)
+    cfg = model_config.flat_config("vidi-shapes-draft", ids, model_config.padded_vocab(tok.get_vocab_size()))
+    dev = torch.device("cpu")
+    batches = _train_batches(tok)
+    for tag, batch in batches.items():
+        plan = batch["plan"]
+        for idx, sel, mask in plan["groups"]:
+            assert mask is None or bool(mask.any(-1).all()), "a fully masked vision attention row"
+        n_real = batch["attn"].sum(1)
+        assert int(n_real.min()) >= 1
+    torch.manual_seed(0)
+    m = fast_vision.install(model_config.make_model(cfg))
+    b = train.to_device(batches["padded"], dev)
+    h = train.forward_hidden(m, b)
+    assert torch.isfinite(h).all(), "non-finite hidden states (padded rows included)"
+    # transformers' masked path with left padding (the evaluation's layout): the pad rows'
+    # attention is fully masked; outputs and gradients stay finite
+    x = torch.randn(2, 12, cfg["hidden_size"], requires_grad=True)
+    am = torch.ones(2, 12, dtype=torch.long)
+    am[0, :7] = 0
+    hl = m.model.language_model(inputs_embeds=x, attention_mask=am, position_ids=torch.arange(12).expand(3, 2, 12),
+                                use_cache=False).last_hidden_state
+    hl[0, 7:].sum().backward()
+    assert torch.isfinite(hl).all() and torch.isfinite(x.grad).all(), "left padding: non-finite"
+    m.zero_grad(set_to_none=True)
+    opt = train.make_optimizer(m, 1e-3, 0.05, dev)
+    guard = train.Guard(opt, dev)
+    params = list(m.parameters())
+    amp = __import__("contextlib").nullcontext
+    lrs = {"vidi-shapes-draft": 1e-3}
+    train.train_step({"vidi-shapes-draft": m}, {"vidi-shapes-draft": opt}, {"vidi-shapes-draft": guard},
+                     {"vidi-shapes-draft": params}, b, lrs, 1.0, 1.0, amp)
+    before = {k: v.clone() for k, v in m.state_dict().items()}
+    st_before = {k: (v["exp_avg"].clone(), v["step"].clone()) for k, v in
+                 ((id(p), opt.state[p]) for p in params)}
+    bad = dict(b)
+    bad["pixel_values"] = b["pixel_values"].clone()
+    bad["pixel_values"][0, 0] = float("nan")                 # a NaN pixel: NaN loss and gradients
+    out = train.train_step({"vidi-shapes-draft": m}, {"vidi-shapes-draft": opt}, {"vidi-shapes-draft": guard},
+                           {"vidi-shapes-draft": params}, bad, lrs, 1.0, 1.0, amp)
+    assert not torch.isfinite(out["vidi-shapes-draft"][0])
+    after = m.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before), "a skipped step changed the weights"
+    for p in params:
+        ea, stp = st_before[id(p)]
+        assert torch.equal(opt.state[p]["exp_avg"], ea) and torch.equal(opt.state[p]["step"], stp)
+    assert int(guard.total) == 1 and int(guard.run) == 1
+    train.train_step({"vidi-shapes-draft": m}, {"vidi-shapes-draft": opt}, {"vidi-shapes-draft": guard},
+                     {"vidi-shapes-draft": params}, b, lrs, 1.0, 1.0, amp)
+    assert int(guard.run) == 0 and int(guard.total) == 1
+    assert not all(torch.equal(before[k], v) for k, v in m.state_dict().items()), "no step after a skipped one"
+    assert all(torch.isfinite(v).all() for v in m.state_dict().values())
+    groups = sum(len(x["plan"]["groups"]) for x in batches.values())
+    ok("nanguard", f"padded batch {tuple(batches['padded']['ids'].shape)} and {groups} "
+       f"vision groups finite; a NaN step is skipped ({'fused AdamW found_inf' if guard.fused else 'host check'}) "
+       f"and training goes on")
+
+
+def check_init_folder(tok):
+    """export_folder (bf16) -> load_folder: the bf16-rounded weights, tied lm_head, same logits."""
+    ids = vocab.special_ids(tok)
+    cfg = model_config.flat_config("vidi-shapes-draft", ids, model_config.padded_vocab(tok.get_vocab_size()))
+    torch.manual_seed(0)
+    m = model_config.make_model(cfg)
+    with tempfile.TemporaryDirectory() as td:
+        model_config.export_folder(m, cfg, vocab.tokenizer_json(tok), ids, td)
+        cfg2, tj, m2 = model_config.load_folder(td)
+    assert cfg2 == json.loads(json.dumps(cfg)) and tj == vocab.tokenizer_json(tok)
+    ref = heldout.bf16_copy(m)
+    sd, sd2 = ref.state_dict(), m2.state_dict()
+    assert sd.keys() == sd2.keys() and all(torch.equal(sd[k], sd2[k]) for k in sd)
+    ok("initfolder", f"export (bf16) -> load_folder gives the bf16-rounded weights ({len(sd)} tensors, lm_head tied)")
+
+
 def check_resume(repo):
     """Train 6 steps in one run and 3 + 3 steps in two runs (--resume): same weights."""
     import shutil
@@ -296,8 +472,24 @@ def check_resume(repo):
         for n in ca["models"]:
             for k in ca["models"][n]:
                 assert torch.equal(ca["models"][n][k], cb["models"][n][k]), (n, k)
+        # export (needs an evaluation), then a fresh run from the exported models.tgz
+        c, d = os.path.join(td, "c"), os.path.join(td, "d")
+        ev = ["--eval-scenes", "2"]
+        subprocess.run([py, script, "--out", c, "--steps", "2"] + common + ev, check=True, capture_output=True)
+        tgz = os.path.join(c, "models.tgz")
+        assert os.path.exists(tgz), "no models.tgz"
+        r = subprocess.run([py, script, "--out", d, "--steps", "2", "--init-from", tgz] + common + ev, check=True,
+                           capture_output=True, text=True)
+        cc = torch.load(os.path.join(c, "ckpt", "last.pt"), weights_only=False)
+        cd = torch.load(os.path.join(d, "ckpt", "last.pt"), weights_only=False)
+        assert cd["next_batch"] == cc["next_batch"] + 2 and cd["step"] == cc["step"] + 2, (cc["step"], cd["step"])
+        assert cd["tok_json"] == cc["tok_json"] and cd["init_from"]["step"] == cc["step"]
+        assert cd["sched_start"] == cc["step"]
+        assert all(torch.isfinite(v).all() for m in cd["models"].values() for v in m.values())
+        assert "[init]" in r.stdout
         shutil.rmtree(td, ignore_errors=True)
-    ok("resume", "6 steps == 3 steps + resume + 3 steps, every weight bit for bit")
+    ok("resume", "6 steps == 3 steps + resume + 3 steps, every weight bit for bit; --init-from models.tgz "
+       "continues the data stream with the exported tokenizer")
 
 
 def check_files(files):
@@ -381,6 +573,9 @@ def main():
     check_tokenizer(tok, args.model)
     check_greedy(tok)
     check_fast_vision(tok)
+    check_train_step(tok)
+    check_nan_guard(tok)
+    check_init_folder(tok)
     if args.resume_test:
         check_resume(REPO)
     if args.files:

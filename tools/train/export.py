@@ -33,6 +33,20 @@ def readme_text(name, cfg, counts, nbytes, info, result):
            f"\nCaptions, exact match with the reference caption: {result['caption_exact']:.3f} "
            f"(N={result['n_caption']}).\n")
     a = info["args"]
+    examples = info.get("examples") or info["step"] * (a.get("batch_size") or 0)
+    batches = (f"batches of {a['batch_size']} examples of one kind" if a.get("batch_size") else
+               f"batches of about {a.get('batch_tokens')} tokens of one kind (images, or videos of one length; "
+               f"videos {a['p_video']} of the examples, frame counts 4-16 in the shares {a.get('nframes_p')})")
+    types = a.get("type_weights") or "tools/train/examples.py TYPE_WEIGHTS"
+    init = ""
+    if info.get("init_from"):
+        init = (f" (the last run started from exported bf16 weights after step {info['init_from'].get('step')}, "
+                f"fresh optimizer, warmup {a['warmup']} steps, new cosine)")
+    s0 = info.get("sched_start") or 0
+    sched = (f"{info['total_steps']} steps" if not s0 else
+             f"{(info['total_steps'] or s0) - s0} steps from step {s0}")
+    note = info.get("eval_note") or ("held-out scenes, alternating video / image, rendered without codec "
+                                     "artefacts), exported bf16 weights in float32 arithmetic")
     return f"""# {name}
 
 A tiny Qwen2-VL-architecture vision-language model trained on synthetic scenes of coloured
@@ -58,22 +72,21 @@ checked against the scenes' ground truth. See {other} for the other model of the
 `python tools/train/train.py` (tools/train/train.py documents the command).
 - data: scenes from tools/shapes, training seeds from {info['train_seed_base']:,} up (the
   held-out range, below {info['heldout_seed_limit']:,}, is never trained on); data seed {a['data_seed']};
-  batches of {a['batch_size']} examples of one kind, video with probability {a['p_video']};
-  captions with probability {a['p_caption']}; codec-like augmentation {'on' if not a['no_augment'] else 'off'}
+  {batches}; captions with probability {a['p_caption']}, question types weighted by {types};
+  codec-like augmentation {'on' if not a['no_augment'] else 'off'}
 - loss on the answer tokens and `<|im_end|>`, averaged per example; M-RoPE positions by the
   original Qwen2-VL rule (tools/train/mrope.py)
 - AdamW (betas 0.9/0.95, weight decay {a['weight_decay']}), lr {info['lr'][name]}, warmup {a['warmup']} steps,
-  cosine to {a['min_lr_ratio']} x lr over {info['total_steps']} steps; grad clip {a['clip']};
+  cosine to {a['min_lr_ratio']} x lr over {sched}; grad clip {a['clip']};
   {'bf16 autocast' if info['device'] == 'cuda' else 'float32'} on {info['device_name']}; init seed {a['seed']}
-- trained {info['step']} steps ({info['step'] * a['batch_size']:,} examples) in
-  {info['train_seconds'] / 60:.1f} min over {info['runs']} run(s); transformers {info['transformers']},
+- trained {info['step']} steps ({examples:,} examples) in
+  {info['train_seconds'] / 60:.1f} min over {info['runs']} run(s){init}; transformers {info['transformers']},
   torch {info['torch']}
 
 ## Held-out accuracy
 
 Greedy decoding, exact match, {result['n']} questions on {info['eval_scenes']} held-out scenes
-(seeds {info['eval_seed_base']}..{info['eval_seed_base'] + info['eval_scenes'] - 1}, alternating video / image,
-rendered without codec artefacts), exported bf16 weights in float32 arithmetic:
+(seeds {info['eval_seed_base']}..{info['eval_seed_base'] + info['eval_scenes'] - 1}; {note}:
 **{result['overall']:.3f}**
 
 | type | accuracy | N |

@@ -8,9 +8,9 @@ The path a served file takes in vidi (and in qwen-vl-utils + transformers):
   image: decode -> smart_resize with the model's min/max_pixels (Pillow bicubic)
          -> rescale, normalise -> patchify (the frame repeated over the temporal patch)
 
-Training renders a scene only at the frames that would be sampled, at the file's size
-(in the data-loader workers), then on the GPU optionally degrades it the way lossy codecs
-do (codec_augment), resizes and patchifies with torch. Images use torch's bicubic
+Training renders a scene only at the frames that would be sampled, at the file's size,
+and optionally degrades it the way lossy codecs do (codec_augment), in the data-loader
+workers; then resizes and patchifies it with torch on the GPU. Images use torch's bicubic
 instead of Pillow's: the two differ by about one uint8 step at shape edges, which the
 augmentation covers.
 
@@ -20,7 +20,10 @@ augmentation covers.
     video_frames / image_frames(scene, rng, augment)  all of the above on the CPU
     resize_uint8(x, rh, rw)            torchvision-equal bicubic antialias resize of uint8 TCHW
     patchify(frames_uint8)             -> (float32 patches (t*h*w, 1176), grid (t, h, w))
-All of these run on any device.
+    batch_patches(flat, shapes, sizes) a training batch's frames -> pixel values (resize,
+                                       patch_layout, normalize_patches: patchify split up)
+All of these run on any device. train.py degrades frames in the data-loader workers (CPU)
+and resizes / patchifies the batch on the GPU.
 check.py compares resize_uint8 with torchvision and patchify with transformers' processors.
 """
 
@@ -80,38 +83,116 @@ def augment_params(rng, kind):
             "seed": int(rng.integers(2 ** 62))}
 
 
+NOISE_BANK = 1 << 22        # luma noise values shared by all examples (per process and device)
+_NOISE = {}
+
+
+def _noise(n, seed, device):
+    """n standard normal values for one example: a slice at a seed-chosen offset of a fixed
+    bank (drawing fresh ones per example was a third of the worker's time)."""
+    if n > NOISE_BANK // 2:
+        gen = torch.Generator(device=device).manual_seed(seed)
+        return torch.randn(n, generator=gen, device=device)
+    key = str(device)
+    if key not in _NOISE:
+        gen = torch.Generator(device=device).manual_seed(20_250_505)
+        _NOISE[key] = torch.randn(NOISE_BANK, generator=gen, device=device)
+    off = seed % (NOISE_BANK - n + 1)
+    return _NOISE[key][off:off + n]
+
+
 def codec_augment(x, p):
     """Degrade uint8 (T, 3, H, W) frames roughly as JPEG / H.264 / VP9 at good quality do:
     4:2:0 chroma (2x2 averaged, repeated back), luma noise, sometimes a slight [1 2 1] blur.
-    Runs on x's device; the noise comes from a generator seeded by p["seed"]."""
+    Runs on x's device (train.py: in the data-loader workers); the noise is chosen by
+    p["seed"]."""
     f = x.float()
-    r, g, b = f[:, 0], f[:, 1], f[:, 2]
-    y = 0.299 * r + 0.587 * g + 0.114 * b
-    cb = -0.168736 * r - 0.331264 * g + 0.5 * b
-    cr = 0.5 * r - 0.418688 * g - 0.081312 * b
+    r, g, b = f.unbind(1)
+    y = r * 0.299
+    y.add_(g, alpha=0.587).add_(b, alpha=0.114)
     t, h, w = y.shape
+    c2 = torch.empty((t, 2, h, w), device=x.device)
+    torch.mul(r, -0.168736, out=c2[:, 0])
+    c2[:, 0].add_(g, alpha=-0.331264).add_(b, alpha=0.5)
+    torch.mul(r, 0.5, out=c2[:, 1])
+    c2[:, 1].add_(g, alpha=-0.418688).add_(b, alpha=-0.081312)
     if p["chroma"] and h >= 2 and w >= 2:
         hh, ww = h - h % 2, w - w % 2
-        c2 = torch.stack([cb, cr], 1)
-        q = F.avg_pool2d(c2[:, :, :hh, :ww], 2)
-        c2 = c2.clone()
-        c2[:, :, :hh, :ww] = q.repeat_interleave(2, 2).repeat_interleave(2, 3)
-        cb, cr = c2[:, 0], c2[:, 1]
-    if p["blur"]:
-        k = torch.tensor([0.25, 0.5, 0.25], device=x.device)
-        yy = F.pad(y[:, None], (1, 1, 1, 1), mode="replicate")
-        yy = F.conv2d(yy, k.view(1, 1, 1, 3))
-        y = F.conv2d(yy, k.view(1, 1, 3, 1))[:, 0]
+        q = c2[:, :, 0:hh:2, 0:ww:2] + c2[:, :, 0:hh:2, 1:ww:2]
+        q.add_(c2[:, :, 1:hh:2, 0:ww:2]).add_(c2[:, :, 1:hh:2, 1:ww:2]).mul_(0.25)
+        for dy in (0, 1):
+            for dx in (0, 1):
+                c2[:, :, dy:hh:2, dx:ww:2] = q
+    cb, cr = c2[:, 0], c2[:, 1]
+    if p["blur"]:                        # [1 2 1] / 4 along x, then y; edges replicated
+        yy = F.pad(y[:, None], (1, 1, 1, 1), mode="replicate")[:, 0]
+        yy = 0.25 * yy[:, :, :-2] + 0.5 * yy[:, :, 1:-1] + 0.25 * yy[:, :, 2:]
+        y = 0.25 * yy[:, :-2] + 0.5 * yy[:, 1:-1] + 0.25 * yy[:, 2:]
     if p["sigma"] > 0:
-        gen = torch.Generator(device=x.device).manual_seed(p["seed"])
-        y = y + p["sigma"] * torch.randn(y.shape, generator=gen, device=x.device)
-    out = torch.stack([y + 1.402 * cr, y - 0.344136 * cb - 0.714136 * cr, y + 1.772 * cb], 1)
+        y.add_(_noise(y.numel(), p["seed"], x.device).view(y.shape), alpha=p["sigma"])
+    out = f                              # reuse the float frames' memory
+    torch.add(y, cr, alpha=1.402, out=out[:, 0])
+    torch.add(y, cb, alpha=-0.344136, out=out[:, 1])
+    out[:, 1].add_(cr, alpha=-0.714136)
+    torch.add(y, cb, alpha=1.772, out=out[:, 2])
     return out.clamp_(0, 255).round_().to(torch.uint8)
+
+
+def resize_float(x, size):
+    """resize_uint8 without the final uint8 cast: float32 (T, 3, rh, rw) holding the same
+    integer values (x: uint8 or float32 holding integers)."""
+    rh, rw = size
+    if x.shape[-2:] == (rh, rw):
+        return x.float()
+    y = F.interpolate(x.float(), size=(rh, rw), mode="bicubic", antialias=True, align_corners=False)
+    return y.clamp_(0, 255).round_()
+
+
+def patch_layout(x):
+    """(T, 3, H, W) -> (gt*gh*gw, 3*2*14*14) in patchify's order, values unchanged (no
+    normalisation); an odd frame count repeats the last frame."""
+    t, c, h, w = x.shape
+    if t % TEMPORAL:
+        x = torch.cat([x, x[-1:].expand(TEMPORAL - t % TEMPORAL, -1, -1, -1)], 0)
+        t = x.shape[0]
+    gt, gh, gw = t // TEMPORAL, h // PATCH, w // PATCH
+    x = x.view(gt, TEMPORAL, c, gh // MERGE, MERGE, PATCH, gw // MERGE, MERGE, PATCH)
+    x = x.permute(0, 3, 6, 4, 7, 2, 1, 5, 8)
+    return x.reshape(gt * gh * gw, c * TEMPORAL * PATCH * PATCH)
+
+
+_COL = {}
+
+
+def normalize_patches(x):
+    """Float patches holding 0..255 (patch_layout) -> model input: the same arithmetic as
+    patchify, per column (the channel of column k is k // 392), so bit-equal to it."""
+    key = x.device
+    if key not in _COL:
+        ch = torch.arange(3 * TEMPORAL * PATCH * PATCH) // (TEMPORAL * PATCH * PATCH)
+        _COL[key] = (MEAN.view(3)[ch].to(x.device), STD.view(3)[ch].to(x.device))
+    mean, std = _COL[key]
+    return (x * (1.0 / 255.0) - mean) / std
+
+
+def batch_patches(flat, shapes, sizes):
+    """A training batch's raw frames (one flat uint8 buffer, per-example (T, 3, H, W) shapes
+    and target sizes; already degraded by the data-loader worker) -> resized, patchified,
+    normalised pixel values of all examples, concatenated: per example only a resize and a
+    copy, so a batch costs a few hundred small kernels on a GPU. Equal to
+    cat([patchify(resize_uint8(x, *size))[0] for each example])."""
+    flat = flat.float()
+    out, o = [], 0
+    for shp, size in zip(shapes, sizes):
+        n = shp[0] * shp[1] * shp[2] * shp[3]
+        out.append(patch_layout(resize_float(flat[o:o + n].view(shp), size)))
+        o += n
+    return normalize_patches(torch.cat(out) if len(out) > 1 else out[0])
 
 
 def model_frames(raw, size, aug=None):
     """Raw uint8 (T, 3, H, W) frames at file size -> optional codec degradation -> resized
-    uint8 (T, 3, rh, rw). Device-agnostic: train.py runs it on the GPU."""
+    uint8 (T, 3, rh, rw). Device-agnostic (held-out items and checks run it on the CPU)."""
     x = codec_augment(raw, aug) if aug is not None else raw
     return resize_uint8(x, *size)
 

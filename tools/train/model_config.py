@@ -22,6 +22,8 @@ CUDA attention kernels take (16/64/80/128), not only cuDNN's.
                                     preprocessor_config.json, model.safetensors (bf16, the
                                     old weight names "model.*" / "visual.*", no lm_head since
                                     it is tied), README.md
+    load_folder(dir)                (config, tokenizer.json text, float32 model) from such
+                                    a folder (train.py --init-from)
 """
 
 import copy
@@ -162,6 +164,36 @@ def old_name(k):
     if k.startswith(("model.", "visual.", "lm_head.")):   # already old (older transformers)
         return k
     raise KeyError(k)
+
+
+def new_name(k):
+    """The released checkpoints' names -> transformers 5 state-dict names (old_name inverted)."""
+    if k.startswith("model.language_model.") or k.startswith("model.visual.") or k.startswith("lm_head."):
+        return k
+    if k.startswith("visual."):
+        return "model.visual." + k[len("visual."):]
+    if k.startswith("model."):
+        return "model.language_model." + k[len("model."):]
+    raise KeyError(k)
+
+
+def load_folder(folder):
+    """An exported folder -> (config dict, tokenizer.json text, float32 model): the inverse of
+    export_folder (the weights are the bf16 ones it wrote)."""
+    with open(os.path.join(folder, "config.json"), encoding="utf-8") as f:
+        cfg = json.load(f)
+    with open(os.path.join(folder, "tokenizer.json"), encoding="utf-8") as f:
+        tok_json = f.read()
+    model = make_model(cfg)
+    tensors = safetensors.torch.load_file(os.path.join(folder, "model.safetensors"))
+    sd = {new_name(k): v.float() for k, v in tensors.items()}
+    missing, unexpected = model.load_state_dict(sd, strict=False)
+    assert not unexpected, f"{folder}: unexpected tensors {unexpected[:5]}"
+    assert set(missing) <= {"lm_head.weight"}, f"{folder}: missing tensors {missing[:5]}"
+    assert model.lm_head.weight is model.model.language_model.embed_tokens.weight, "lm_head not tied"
+    bad = [k for k, v in sd.items() if not torch.isfinite(v).all()]
+    assert not bad, f"{folder}: non-finite weights in {bad[:5]} (a diverged export cannot be trained on)"
+    return cfg, tok_json, model
 
 
 def state_tensors(model):
