@@ -24,9 +24,7 @@ struct vidi_kv_cache {
     /* vidi_text_decode_step: backend buffers of one token (step inputs,
      * then activations), allocated on first use, and the recorded step. */
     void *dec;
-    void *graph;                 /* backend graph of one decode step, or NULL */
-    void *graph_logits;          /* the logits buffer the graph writes */
-    int dec_eager;               /* steps run eagerly so far (the first is not recorded) */
+    text_graph dg;               /* the recorded step (text_graph_step) */
 };
 
 /* ---- weights ---- */
@@ -242,6 +240,54 @@ vidi_status text_scratch(vidi_text *t, size_t bytes, vidi_err *err) {
     return VIDI_OK;
 }
 
+void text_carve_act(text_carver *cv, const vidi_text_config *c, int64_t T, size_t es, text_act *b) {
+    const int64_t H = c->hidden_size, I = c->intermediate_size, D = c->head_dim;
+    const int64_t Hq = c->num_heads, Hkv = c->num_kv_heads;
+    b->x = text_carve(cv, (size_t)(T * H) * es);
+    b->h = text_carve(cv, (size_t)(T * H) * es);
+    b->q = text_carve(cv, (size_t)(T * Hq * D) * es);
+    b->k = text_carve(cv, (size_t)(T * Hkv * D) * es);
+    b->v = text_carve(cv, (size_t)(T * Hkv * D) * es);
+    b->a = text_carve(cv, (size_t)(T * Hq * D) * es);
+    b->g = text_carve(cv, (size_t)(T * I) * es);
+    b->u = text_carve(cv, (size_t)(T * I) * es);
+}
+
+/* ---- recorded decode steps ---- */
+
+void text_graph_free(vidi_backend *be, text_graph *g) {
+    if (g->graph) be->ops->graph_free(be, g->graph);
+    g->graph = NULL;
+    g->eager = 0;
+}
+
+vidi_status text_graph_step(vidi_backend *be, text_graph *g, vidi_status (*body)(void *ctx, vidi_err *err),
+                            void *ctx, const vidi_tensor *logits, vidi_err *err) {
+    const vidi_backend_ops *op = be->ops;
+    if (g->graph && g->logits != logits->data) text_graph_free(be, g);
+    if (!g->graph && !g->eager) {
+        vidi_status rc = body(ctx, err);
+        if (rc == VIDI_OK) g->eager = 1;
+        return rc;
+    }
+    if (!g->graph) {
+        vidi_status rc = op->graph_begin(be, err);
+        if (rc != VIDI_OK) return rc;
+        vidi_status brc = body(ctx, err);
+        vidi_err e2;
+        void *graph = NULL;
+        vidi_status erc = op->graph_end(be, &graph, brc == VIDI_OK ? err : &e2);
+        if (brc != VIDI_OK) {
+            if (graph) op->graph_free(be, graph);
+            return brc;
+        }
+        if (erc != VIDI_OK) return erc;
+        g->graph = graph;
+        g->logits = logits->data;
+    }
+    return op->graph_launch(be, g->graph, err);
+}
+
 /* ---- KV cache ---- */
 
 vidi_status vidi_kv_cache_create(const vidi_text *t, int64_t capacity, vidi_kv_cache **out,
@@ -270,7 +316,7 @@ vidi_status vidi_kv_cache_create(const vidi_text *t, int64_t capacity, vidi_kv_c
 void vidi_kv_cache_free(vidi_kv_cache *kv) {
     if (!kv) return;
     vidi_backend *be = kv->t->be;
-    if (kv->graph) be->ops->graph_free(be, kv->graph);
+    text_graph_free(be, &kv->dg);
     if (kv->dec) be->ops->buf_free(be, kv->dec);
     kv->t->be->ops->buf_free(kv->t->be, kv->buf);
     free(kv);
@@ -530,8 +576,7 @@ vidi_status vidi_text_forward(vidi_text *t, vidi_kv_cache *kv, const vidi_tensor
     const vidi_text_config *c = &t->cfg;
     vidi_dtype adt = be->act_dtype;
     size_t es = vidi_dtype_size(adt);
-    int64_t H = c->hidden_size, I = c->intermediate_size, D = c->head_dim;
-    int64_t Hq = c->num_heads, Hkv = c->num_kv_heads;
+    int64_t H = c->hidden_size, D = c->head_dim;
     int64_t T = embeds ? vidi_tensor_rows(embeds) : 0;
 
     VIDI_CHECK(kv && kv->t == t, err, VIDI_ERR_INVALID, "the KV cache belongs to "
@@ -546,17 +591,11 @@ vidi_status vidi_text_forward(vidi_text *t, vidi_kv_cache *kv, const vidi_tensor
     VIDI_TRY(text_out_rows(t, out, T, &R, err));
 
     /* Scratch layout: first measured with a NULL base, then carved. */
-    void *x, *h, *q, *k, *v, *a, *g, *u, *dpos, *drows, *sel;
+    text_act act;
+    void *dpos, *drows, *sel;
     for (int pass = 0; pass < 2; pass++) {
         text_carver cv = {pass ? t->scratch : NULL, 0};
-        x = text_carve(&cv, (size_t)(T * H) * es);
-        h = text_carve(&cv, (size_t)(T * H) * es);
-        q = text_carve(&cv, (size_t)(T * Hq * D) * es);
-        k = text_carve(&cv, (size_t)(T * Hkv * D) * es);
-        v = text_carve(&cv, (size_t)(T * Hkv * D) * es);
-        a = text_carve(&cv, (size_t)(T * Hq * D) * es);
-        g = text_carve(&cv, (size_t)(T * I) * es);
-        u = text_carve(&cv, (size_t)(T * I) * es);
+        text_carve_act(&cv, c, T, es, &act);
         dpos = text_carve(&cv, (size_t)(T * 3) * sizeof(int32_t));
         drows = text_carve(&cv, (size_t)(R ? R : 1) * sizeof(int32_t));
         sel = text_carve(&cv, (size_t)((R ? R : 1) * H) * es);
@@ -565,19 +604,18 @@ vidi_status vidi_text_forward(vidi_text *t, vidi_kv_cache *kv, const vidi_tensor
 
     vidi_tensor tpos = vidi_tensor_2d(VIDI_DTYPE_I32, dpos, T, 3);
 
-    VIDI_TRY(op->copy(be, x, embeds->data, (size_t)(T * H) * es, err));
+    VIDI_TRY(op->copy(be, act.x, embeds->data, (size_t)(T * H) * es, err));
     VIDI_TRY(op->copy_to_device(be, dpos, pos, (size_t)(T * 3) * sizeof(int32_t), err));
 
     int64_t Lk = kv->len + T;
     int32_t cu_q[2] = {0, (int32_t)T}, cu_k[2] = {0, (int32_t)Lk};
     vidi_attn_args attn = {.cu_q = cu_q, .cu_k = cu_k, .n_seqs = 1, .causal = 1,
                            .scale = 1.0f / sqrtf((float)D)};
-    text_act act = {x, h, q, k, v, a, g, u};
     text_kv_io io = {.base = kv->buf, .plane = kv->plane, .rows = kv->capacity, .append_at = kv->len,
                      .attn = &attn, .Lk = Lk};
     VIDI_TRY(text_layers(t, T, &act, &tpos, &io, err));
 
-    VIDI_TRY(text_head(t, x, T, out, R, h, drows, sel, err));
+    VIDI_TRY(text_head(t, act.x, T, out, R, act.h, drows, sel, err));
     /* No wait here: copy_to_device has taken its own copy of the host inputs
      * (positions, rows) when it returns, and results may stay in flight (see
      * text.h); the caller's next copy_to_host / synchronize / sample waits. */
@@ -599,19 +637,10 @@ enum { DEC_ID = 0, DEC_POS = 1, DEC_ROW = 4, DEC_LK = 5, DEC_INTS = 8 };
 static vidi_status text_dec_bufs(vidi_text *t, vidi_kv_cache *kv, text_act *b, vidi_err *err) {
     const vidi_text_config *c = &t->cfg;
     size_t es = vidi_dtype_size(t->be->act_dtype);
-    int64_t H = c->hidden_size, I = c->intermediate_size, D = c->head_dim;
-    int64_t Hq = c->num_heads, Hkv = c->num_kv_heads;
     for (int pass = 0; pass < 2; pass++) {
         text_carver cv = {pass ? kv->dec : NULL, 0};
         text_carve(&cv, DEC_INTS * sizeof(int32_t));
-        b->x = text_carve(&cv, (size_t)H * es);
-        b->h = text_carve(&cv, (size_t)H * es);
-        b->q = text_carve(&cv, (size_t)(Hq * D) * es);
-        b->k = text_carve(&cv, (size_t)(Hkv * D) * es);
-        b->v = text_carve(&cv, (size_t)(Hkv * D) * es);
-        b->a = text_carve(&cv, (size_t)(Hq * D) * es);
-        b->g = text_carve(&cv, (size_t)I * es);
-        b->u = text_carve(&cv, (size_t)I * es);
+        text_carve_act(&cv, c, 1, es, b);
         if (!pass && !kv->dec) {
             kv->dec = t->be->ops->buf_alloc(t->be, cv.off);
             if (!kv->dec)
@@ -651,6 +680,18 @@ fail:
     return rc;
 }
 
+typedef struct text_dec_ctx {
+    vidi_text *t;
+    vidi_kv_cache *kv;
+    const text_act *b;
+    vidi_tensor *logits;
+} text_dec_ctx;
+
+static vidi_status text_dec_run(void *ctx, vidi_err *err) {
+    text_dec_ctx *c = ctx;
+    return text_dec_body(c->t, c->kv, c->b, c->logits, err);
+}
+
 vidi_status vidi_text_decode_step(vidi_text *t, vidi_kv_cache *kv, int32_t id, const int32_t pos[3],
                                   vidi_tensor *logits, int use_graph, vidi_err *err) {
     vidi_status rc;
@@ -680,34 +721,8 @@ vidi_status vidi_text_decode_step(vidi_text *t, vidi_kv_cache *kv, int32_t id, c
     }
     int32_t ints[DEC_INTS] = {id, pos[0], pos[1], pos[2], (int32_t)kv->len, (int32_t)(kv->len + 1), 0, 0};
     VIDI_TRY(op->copy_to_device(be, kv->dec, ints, sizeof ints, err));
-    if (kv->graph && kv->graph_logits != logits->data) {
-        op->graph_free(be, kv->graph);
-        kv->graph = NULL;
-        kv->dec_eager = 0;
-    }
-    if (!kv->graph && kv->dec_eager == 0) {
-        /* The first step runs eagerly: one-time set-up of the ops (GEMM plans,
-         * kernel attributes) happens outside the recording. */
-        VIDI_TRY(text_dec_body(t, kv, &b, logits, err));
-        kv->dec_eager = 1;
-    } else {
-        if (!kv->graph) {
-            VIDI_TRY(op->graph_begin(be, err));
-            vidi_status brc = text_dec_body(t, kv, &b, logits, err);
-            vidi_err e2;
-            void *g = NULL;
-            vidi_status erc = op->graph_end(be, &g, brc == VIDI_OK ? err : &e2);
-            if (brc != VIDI_OK) {
-                if (g) op->graph_free(be, g);
-                rc = brc;
-                goto fail;
-            }
-            VIDI_TRY(erc);
-            kv->graph = g;
-            kv->graph_logits = logits->data;
-        }
-        VIDI_TRY(op->graph_launch(be, kv->graph, err));
-    }
+    text_dec_ctx ctx = {t, kv, &b, logits};
+    VIDI_TRY(text_graph_step(be, &kv->dg, text_dec_run, &ctx, logits, err));
     kv->len += 1;
     return VIDI_OK;
 fail:

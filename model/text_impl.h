@@ -62,6 +62,26 @@ typedef struct text_act {
     void *x, *h, *q, *k, *v, *a, *g, *u;
 } text_act;
 
+/* Carve the activation buffers of T rows (x, h, q, k, v, a, g, u) for the
+ * model's shapes, es bytes a value. */
+void text_carve_act(text_carver *cv, const vidi_text_config *c, int64_t T, size_t es, text_act *b);
+
+/* A recorded decode step: its graph, the logits buffer it writes, and
+ * whether the eager first run has happened. */
+typedef struct text_graph {
+    void *graph;
+    void *logits;
+    int eager;
+} text_graph;
+
+/* Run a decode step's ops through *g: the first run eagerly (one-time
+ * set-up such as GEMM plans stays outside any recording), the next one
+ * recorded, later ones replayed; recorded again when `logits` moves. The
+ * backend must have the graph ops. */
+vidi_status text_graph_step(vidi_backend *be, text_graph *g, vidi_status (*body)(void *ctx, vidi_err *err),
+                            void *ctx, const vidi_tensor *logits, vidi_err *err);
+void text_graph_free(vidi_backend *be, text_graph *g);
+
 /* Where the decoder layers put the new tokens' keys and values and which
  * keys their attention reads. Layer l's K plane starts at
  * base + l * 2 * plane and its V plane one plane later; a plane holds `rows`

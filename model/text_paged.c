@@ -43,9 +43,7 @@ struct vidi_kv_pool {
     int32_t *d_ints, *d_table;
     text_act act;
     int32_t *h_ints, *h_table;   /* host staging of the same */
-    void **graphs;               /* [max_batch + 1], by batch size */
-    void **graph_logits;         /* the logits buffer each graph writes */
-    unsigned char *eager;        /* eager steps run so far, by batch size */
+    text_graph *graphs;          /* [max_batch + 1], the recorded step of each batch size */
 };
 
 /* ---- pool ---- */
@@ -90,22 +88,14 @@ vidi_status vidi_kv_pool_create(vidi_text *t, const vidi_kv_pool_params *p, vidi
     pool->n_free = p->n_blocks;
 
     /* Decode-step buffers for max_batch rows. */
-    int64_t Bm = p->max_batch, H = c->hidden_size, I = c->intermediate_size, D = c->head_dim;
-    int64_t Hq = c->num_heads, Hkv = c->num_kv_heads;
+    int64_t Bm = p->max_batch;
     size_t table_ints = (size_t)Bm * (size_t)pool->max_blocks;
     void *d_ints = NULL, *d_table = NULL;
     for (int pass = 0; pass < 2; pass++) {
         text_carver cv = {pass ? pool->dec : NULL, 0};
         d_ints = text_carve(&cv, (size_t)(PG_INTS * Bm) * sizeof(int32_t));
         d_table = text_carve(&cv, table_ints * sizeof(int32_t));
-        pool->act.x = text_carve(&cv, (size_t)(Bm * H) * es);
-        pool->act.h = text_carve(&cv, (size_t)(Bm * H) * es);
-        pool->act.q = text_carve(&cv, (size_t)(Bm * Hq * D) * es);
-        pool->act.k = text_carve(&cv, (size_t)(Bm * Hkv * D) * es);
-        pool->act.v = text_carve(&cv, (size_t)(Bm * Hkv * D) * es);
-        pool->act.a = text_carve(&cv, (size_t)(Bm * Hq * D) * es);
-        pool->act.g = text_carve(&cv, (size_t)(Bm * I) * es);
-        pool->act.u = text_carve(&cv, (size_t)(Bm * I) * es);
+        text_carve_act(&cv, c, Bm, es, &pool->act);
         if (!pass) {
             pool->dec = be->ops->buf_alloc(be, cv.off);
             VIDI_CHECK(pool->dec, err, VIDI_ERR_NOMEM, "kv pool: cannot allocate %zu bytes of %s memory for "
@@ -117,9 +107,7 @@ vidi_status vidi_kv_pool_create(vidi_text *t, const vidi_kv_pool_params *p, vidi
     pool->h_ints = calloc((size_t)(PG_INTS * Bm), sizeof(int32_t));
     pool->h_table = malloc(table_ints * sizeof(int32_t));
     pool->graphs = calloc((size_t)Bm + 1, sizeof *pool->graphs);
-    pool->graph_logits = calloc((size_t)Bm + 1, sizeof *pool->graph_logits);
-    pool->eager = calloc((size_t)Bm + 1, 1);
-    VIDI_CHECK(pool->h_ints && pool->h_table && pool->graphs && pool->graph_logits && pool->eager, err,
+    VIDI_CHECK(pool->h_ints && pool->h_table && pool->graphs, err,
                VIDI_ERR_NOMEM, "kv pool: out of memory");
     *out = pool;
     return VIDI_OK;
@@ -133,15 +121,13 @@ void vidi_kv_pool_free(vidi_kv_pool *pool) {
     vidi_backend *be = pool->t->be;
     if (pool->graphs)
         for (int b = 0; b <= pool->max_batch; b++)
-            if (pool->graphs[b]) be->ops->graph_free(be, pool->graphs[b]);
+            text_graph_free(be, &pool->graphs[b]);
     if (pool->dec) be->ops->buf_free(be, pool->dec);
     if (pool->buf) be->ops->buf_free(be, pool->buf);
     free(pool->free_list);
     free(pool->h_ints);
     free(pool->h_table);
     free(pool->graphs);
-    free(pool->graph_logits);
-    free(pool->eager);
     free(pool);
 }
 
@@ -228,8 +214,7 @@ vidi_status vidi_text_forward_paged(vidi_text *t, vidi_kv_seq *s, const vidi_ten
     const vidi_text_config *c = &t->cfg;
     vidi_dtype adt = be->act_dtype;
     size_t es = vidi_dtype_size(adt);
-    int64_t H = c->hidden_size, I = c->intermediate_size, D = c->head_dim;
-    int64_t Hq = c->num_heads, Hkv = c->num_kv_heads;
+    int64_t H = c->hidden_size, D = c->head_dim, Hkv = c->num_kv_heads;
     int64_t T = embeds ? vidi_tensor_rows(embeds) : 0;
 
     VIDI_CHECK(s && s->pool->t == t, err, VIDI_ERR_INVALID, "the sequence's pool belongs to another model");
@@ -247,18 +232,12 @@ vidi_status vidi_text_forward_paged(vidi_text *t, vidi_kv_seq *s, const vidi_ten
     if (L0)
         for (int64_t j = 0; j < Lk; j++) h_slots[T + j] = seq_slot(s, j);
 
-    void *x, *h, *q, *k, *v, *a, *g, *u, *dpos, *dslots, *dgather, *gk, *gv, *drows, *sel;
+    text_act act;
+    void *dpos, *dslots, *dgather, *gk, *gv, *drows, *sel;
     size_t kv_rows = L0 ? (size_t)Lk : 1;
     for (int pass = 0; pass < 2; pass++) {
         text_carver cv = {pass ? t->scratch : NULL, 0};
-        x = text_carve(&cv, (size_t)(T * H) * es);
-        h = text_carve(&cv, (size_t)(T * H) * es);
-        q = text_carve(&cv, (size_t)(T * Hq * D) * es);
-        k = text_carve(&cv, (size_t)(T * Hkv * D) * es);
-        v = text_carve(&cv, (size_t)(T * Hkv * D) * es);
-        a = text_carve(&cv, (size_t)(T * Hq * D) * es);
-        g = text_carve(&cv, (size_t)(T * I) * es);
-        u = text_carve(&cv, (size_t)(T * I) * es);
+        text_carve_act(&cv, c, T, es, &act);
         dpos = text_carve(&cv, (size_t)(T * 3) * sizeof(int32_t));
         dslots = text_carve(&cv, (size_t)T * sizeof(int32_t));
         dgather = text_carve(&cv, kv_rows * sizeof(int32_t));
@@ -268,7 +247,7 @@ vidi_status vidi_text_forward_paged(vidi_text *t, vidi_kv_seq *s, const vidi_ten
         sel = text_carve(&cv, (size_t)((R ? R : 1) * H) * es);
         if (!pass) VIDI_TRY(text_scratch(t, cv.off, err));
     }
-    VIDI_TRY(op->copy(be, x, embeds->data, (size_t)(T * H) * es, err));
+    VIDI_TRY(op->copy(be, act.x, embeds->data, (size_t)(T * H) * es, err));
     VIDI_TRY(op->copy_to_device(be, dpos, pos, (size_t)(T * 3) * sizeof(int32_t), err));
     VIDI_TRY(op->copy_to_device(be, dslots, h_slots, (size_t)T * sizeof(int32_t), err));
     if (L0) VIDI_TRY(op->copy_to_device(be, dgather, h_slots + T, (size_t)Lk * sizeof(int32_t), err));
@@ -279,12 +258,11 @@ vidi_status vidi_text_forward_paged(vidi_text *t, vidi_kv_seq *s, const vidi_ten
     int32_t cu_q[2] = {0, (int32_t)T}, cu_k[2] = {0, (int32_t)Lk};
     vidi_attn_args attn = {.cu_q = cu_q, .cu_k = cu_k, .n_seqs = 1, .causal = 1,
                            .scale = 1.0f / sqrtf((float)D)};
-    text_act act = {x, h, q, k, v, a, g, u};
     text_kv_io io = {.base = s->pool->buf, .plane = s->pool->plane, .rows = s->pool->rows, .at = &tslots,
                      .attn = &attn, .Lk = Lk, .keys_new = L0 == 0, .gather = L0 ? &tgather : NULL,
                      .gk = gk, .gv = gv};
     VIDI_TRY(text_layers(t, T, &act, &tpos, &io, err));
-    VIDI_TRY(text_head(t, x, T, out, R, h, drows, sel, err));
+    VIDI_TRY(text_head(t, act.x, T, out, R, act.h, drows, sel, err));
     s->len = Lk;
     free(h_slots);
     return VIDI_OK;
@@ -321,6 +299,18 @@ static vidi_status dec_body(vidi_text *t, vidi_kv_pool *pool, int B, vidi_tensor
     VIDI_TRY(be->ops->matmul(be, &tn, &t->lm_head, NULL, logits, err));
 fail:
     return rc;
+}
+
+typedef struct dec_ctx {
+    vidi_text *t;
+    vidi_kv_pool *pool;
+    int B;
+    vidi_tensor *logits;
+} dec_ctx;
+
+static vidi_status dec_run(void *ctx, vidi_err *err) {
+    dec_ctx *c = ctx;
+    return dec_body(c->t, c->pool, c->B, c->logits, err);
 }
 
 vidi_status vidi_text_decode_batch(vidi_text *t, vidi_kv_pool *pool, int B, vidi_kv_seq *const *seqs,
@@ -372,34 +362,8 @@ vidi_status vidi_text_decode_batch(vidi_text *t, vidi_kv_pool *pool, int B, vidi
     if (!graphs) {
         VIDI_TRY(dec_body(t, pool, B, logits, err));
     } else {
-        if (pool->graphs[B] && pool->graph_logits[B] != logits->data) {
-            op->graph_free(be, pool->graphs[B]);
-            pool->graphs[B] = NULL;
-            pool->eager[B] = 0;
-        }
-        if (!pool->graphs[B] && !pool->eager[B]) {
-            /* One eager step first: one-time set-up (GEMM plans, kernel
-             * attributes) stays outside the recording. */
-            VIDI_TRY(dec_body(t, pool, B, logits, err));
-            pool->eager[B] = 1;
-        } else {
-            if (!pool->graphs[B]) {
-                VIDI_TRY(op->graph_begin(be, err));
-                vidi_status brc = dec_body(t, pool, B, logits, err);
-                vidi_err e2;
-                void *g = NULL;
-                vidi_status erc = op->graph_end(be, &g, brc == VIDI_OK ? err : &e2);
-                if (brc != VIDI_OK) {
-                    if (g) op->graph_free(be, g);
-                    rc = brc;
-                    goto fail;
-                }
-                VIDI_TRY(erc);
-                pool->graphs[B] = g;
-                pool->graph_logits[B] = logits->data;
-            }
-            VIDI_TRY(op->graph_launch(be, pool->graphs[B], err));
-        }
+        dec_ctx ctx = {t, pool, B, logits};
+        VIDI_TRY(text_graph_step(be, &pool->graphs[B], dec_run, &ctx, logits, err));
     }
     for (int b = 0; b < B; b++) seqs[b]->len += 1;
     return VIDI_OK;
