@@ -51,6 +51,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from shapes import questions as qs  # noqa: E402
 from shapes import scene as scn  # noqa: E402
 
+import aux  # noqa: E402
 import fast_vision  # noqa: E402
 import media  # noqa: E402
 import mrope  # noqa: E402
@@ -253,8 +254,9 @@ class TrainBatches(torch.utils.data.Dataset):
         exs = [make_example(self.text(), s, q, a, t, grid) for q, a, t in tasks]
         if aug is not None:
             raw = media.codec_augment(raw, aug)
+        labels = torch.from_numpy(aux.token_labels(s, size, s["sample_idx"]))
         for ex in exs:
-            ex.update(raw=raw, size=size, aug=aug)
+            ex.update(raw=raw, size=size, aug=aug, aux=labels)
         return exs
 
     def example(self, j, kind, n_frames=None):
@@ -313,6 +315,8 @@ def collate(exs, pad_id, scene_of=None):
     flat = torch.cat([e["raw"].reshape(-1) for e in reps])
     grids = [tuple(int(x) for x in e["grid"]) for e in reps]
     cat = (lambda xs: torch.from_numpy(np.concatenate(xs).astype(np.int64)))
+    aux_rows = [e["aux"] if "aux" in e else torch.full((e["vis_len"], 3), aux.IGNORE, dtype=torch.long)
+                for e in reps]
     vis_src = None
     if scene_of != list(range(n)):
         off = np.concatenate([[0], np.cumsum([e["vis_len"] for e in reps])])
@@ -324,7 +328,8 @@ def collate(exs, pad_id, scene_of=None):
             "vpos": fast_vision.vision_position_ids(grids), "cu": fast_vision.cu_seqlens(grids),
             "plan": fast_vision.make_plan(fast_vision.chunk_lengths(grids)),
             "vis_idx": cat(vis_idx), "tgt_idx": cat(tgt_idx), "tgt": cat(tgt), "tgt_row": cat(tgt_row),
-            "tgt_n": torch.tensor(tgt_n, dtype=torch.float32), "n_tokens": int(attn.sum())}
+            "tgt_n": torch.tensor(tgt_n, dtype=torch.float32), "n_tokens": int(attn.sum()),
+            "aux": torch.cat(aux_rows)}
 
 
 def heldout_items(n_scenes, seed0=EVAL_SEED_BASE, captions=True):

@@ -61,6 +61,7 @@ import torch.nn.functional as F  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+import aux  # noqa: E402
 import examples  # noqa: E402
 import export  # noqa: E402
 import fast_vision  # noqa: E402
@@ -72,7 +73,7 @@ import vocab  # noqa: E402
 NAMES = ["vidi-shapes", "vidi-shapes-draft"]
 PREFETCH = 2          # batches prefetched per data-loader worker
 # options that define the data stream (a resumed run keeps the checkpoint's)
-DATA_ARGS = ("batch_size", "batch_tokens", "data_seed", "p_video", "p_caption", "nframes_p", "type_weights",
+DATA_ARGS = ("aux_weight", "batch_size", "batch_tokens", "data_seed", "p_video", "p_caption", "nframes_p", "type_weights",
              "questions_per_scene", "no_augment")
 
 
@@ -112,6 +113,8 @@ def parse_args(argv=None):
                     help="examples per scene in a batch: different questions on the same frames, whose vision "
                          "tower output is computed once and shared (1: every example its own scene)")
     ap.add_argument("--no-augment", action="store_true")
+    ap.add_argument("--aux-weight", type=float, default=0.5,
+                    help="weight of the vision tower's dense auxiliary loss (aux.py; 0: off)")
     ap.add_argument("--seed", type=int, default=1234, help="weight initialisation seed")
     ap.add_argument("--data-seed", type=int, default=0)
     ap.add_argument("--models", default=",".join(NAMES), help="which models to train")
@@ -267,7 +270,8 @@ def to_device(batch, device):
     """The batch's tensors on the device, and its pixel values (resize + patches there)."""
     nb = device.type == "cuda"
     b = {k: batch[k].to(device, non_blocking=nb)
-         for k in ("ids", "attn", "pos", "grid", "vpos", "cu", "vis_idx", "tgt_idx", "tgt", "tgt_row", "tgt_n")}
+         for k in ("ids", "attn", "pos", "grid", "vpos", "cu", "vis_idx", "tgt_idx", "tgt", "tgt_row", "tgt_n",
+                   "aux")}
     b["plan"] = fast_vision.plan_to(batch["plan"], device, nb)
     b["vis_src"] = None if batch["vis_src"] is None else batch["vis_src"].to(device, non_blocking=nb)
     b["pixel_values"] = media.batch_patches(batch["frames"].to(device, non_blocking=nb), batch["shapes"],
@@ -279,17 +283,19 @@ def to_device(batch, device):
 def forward_hidden(model, b):
     """Last hidden states (n, L, D) of the batch: Qwen2VLModel.forward's computation with the
     per-forward work precomputed (examples.collate) and no attention mask (see the module
-    docstring); equal to transformers' forward with the padding mask on every real token."""
+    docstring); equal to transformers' forward with the padding mask on every real token.
+    Also the vision tower's output, one row per scene token (aux.py's labels)."""
     inner = model.model
     vis = inner.visual(b["pixel_values"], grid_thw=b["grid"], position_ids=b["vpos"],
                        cu_seqlens=b["cu"]).pooler_output
+    per_scene = vis
     if b.get("vis_src") is not None:          # scenes shared by several sequences
         vis = vis.index_select(0, b["vis_src"])
     lm = inner.language_model
     emb = lm.embed_tokens(b["ids"])
     n, L, D = emb.shape
     emb = emb.reshape(n * L, D).index_copy(0, b["vis_idx"], vis.to(emb.dtype)).view(n, L, D)
-    return lm(inputs_embeds=emb, position_ids=b["pos"], use_cache=False).last_hidden_state
+    return lm(inputs_embeds=emb, position_ids=b["pos"], use_cache=False).last_hidden_state, per_scene
 
 
 def answer_loss(model, h, b):
@@ -304,9 +310,17 @@ def answer_loss(model, h, b):
     return (s / b["tgt_n"]).mean(), (wrong == 0).float().mean()
 
 
-def step_loss(model, b):
+def step_loss(model, b, head=None, aux_weight=0.0):
+    """(loss, teacher-forced exact fraction, aux loss, aux shape accuracy): the answer loss
+    plus aux_weight times the vision tower's auxiliary loss when a head is given."""
     fast_vision.seed_plan(b["cu"], b["plan"])
-    return answer_loss(model, forward_hidden(model, b), b)
+    h, vis = forward_hidden(model, b)
+    loss, tf = answer_loss(model, h, b)
+    if head is None or not aux_weight:
+        zero = torch.zeros((), device=loss.device)
+        return loss, tf, zero, zero
+    al, acc = aux.loss(head, vis, b["aux"])
+    return loss + aux_weight * al, tf, al, acc
 
 
 def vision_inputs(batch, device):
@@ -364,17 +378,25 @@ class Guard:
         self.opt.zero_grad(set_to_none=True)
 
 
-def train_step(models, opts, guards, params, b, lrs, f, clip, amp, hf_forward=False, vis=None):
+def train_step(models, opts, guards, params, b, lrs, f, clip, amp, hf_forward=False, vis=None, heads=None,
+               aux_weight=0.0):
+    """One optimizer step of every model -> {name: (answer loss, tf, grad norm, aux loss, aux shape
+    acc)} (device tensors)."""
     out = {}
     for n, m in models.items():
         for g in opts[n].param_groups:
             g["lr"] = lrs[n] * f
         with amp():
-            loss, tf = compute_loss(m, b, vis) if hf_forward else step_loss(m, b)
+            if hf_forward:
+                loss, tf = compute_loss(m, b, vis)
+                al = acc = torch.zeros((), device=loss.device)
+            else:
+                loss, tf, al, acc = step_loss(m, b, (heads or {}).get(n), aux_weight)
         loss.backward()
         gnorm = torch.nn.utils.clip_grad_norm_(params[n], clip)
         guards[n].step(loss.detach(), gnorm)
-        out[n] = (loss.detach(), tf.detach(), gnorm.detach())
+        # the answer loss alone is reported (the optimised one adds aux_weight * aux loss)
+        out[n] = ((loss - aux_weight * al).detach(), tf.detach(), gnorm.detach(), al.detach(), acc.detach())
     return out
 
 
@@ -526,15 +548,27 @@ def main(argv=None):
     text = examples.Text(tok)
 
     models = build_models(cfgs, names, args.seed, device, fast=not args.hf_vision_attn)
+    if args.aux_weight and args.hf_forward:
+        sys.exit("--hf-forward has no auxiliary loss: pass --aux-weight 0 with it")
+    heads = {}
+    if args.aux_weight:
+        for k, n in enumerate(names):
+            torch.manual_seed(args.seed + 100 + k)
+            heads[n] = aux.Head(cfgs[n]["hidden_size"]).to(device)
     lrs = {NAMES[0]: args.lr, NAMES[1]: args.lr_draft}
     opts = {n: make_optimizer(m, lrs[n], args.weight_decay, device) for n, m in models.items()}
-    params = {n: [p for p in m.parameters()] for n, m in models.items()}
+    for n, hd in heads.items():
+        opts[n].add_param_group({"params": list(hd.parameters()), "weight_decay": 0.0})
+    params = {n: [p for p in m.parameters()] + ([p for p in heads[n].parameters()] if n in heads else [])
+              for n, m in models.items()}
     state = {"step": 0, "next_batch": 0, "total_steps": args.total_steps or None, "train_seconds": 0.0,
              "runs": 0, "evals": [], "sched_start": 0, "sched_seconds0": 0.0, "examples": 0,
              "bad_steps": {n: 0 for n in names}, "init_from": None}
     if ck is not None:
         for n in names:
             models[n].load_state_dict(ck["models"][n])
+            if n in heads:
+                heads[n].load_state_dict(ck["aux_heads"][n])
             opts[n].load_state_dict(ck["opts"][n])
         for k in ("step", "next_batch", "total_steps", "train_seconds", "runs", "evals", "sched_start",
                   "sched_seconds0", "examples", "bad_steps", "init_from"):
@@ -605,6 +639,7 @@ def main(argv=None):
         read_bad()
         save_checkpoint(ckpt_path, {
             "models": {n: m.state_dict() for n, m in models.items()},
+            "aux_heads": {n: hd.state_dict() for n, hd in heads.items()},
             "opts": {n: o.state_dict() for n, o in opts.items()},
             "cfgs": cfgs, "tok_json": tok_json, "args": vars(args), "rng": rng_state(),
             **{k: state[k] for k in ("step", "next_batch", "total_steps", "train_seconds", "runs", "evals",
@@ -670,7 +705,8 @@ def main(argv=None):
         total = state["total_steps"] or 0
         f = lr_factor(state["step"] - state["sched_start"], args.warmup, total - state["sched_start"],
                       args.min_lr_ratio)
-        losses = train_step(models, opts, guards, params, b, lrs, f, args.clip, amp, args.hf_forward, vis)
+        losses = train_step(models, opts, guards, params, b, lrs, f, args.clip, amp, args.hf_forward, vis,
+                            heads, args.aux_weight)
         n_ex = int(batch["ids"].shape[0])
         state["step"] += 1
         state["next_batch"] += 1
@@ -698,17 +734,19 @@ def main(argv=None):
         if state["step"] % args.log_every == 0 or run_steps == 1:
             dt = time.time() - t_log
             short = {NAMES[0]: "T", NAMES[1]: "D"}
-            vals = {n: (lo.item(), a.item(), g.item()) for n, (lo, a, g) in losses.items()}
+            vals = {n: tuple(x.item() for x in v) for n, v in losses.items()}
             runs = {n: int(guards[n].run.item()) for n in names}
             read_bad()
-            parts = " ".join(f"{short[n]}:loss={v[0]:.4f},tf={v[1]:.2f},gn={v[2]:.2f}" for n, v in vals.items())
+            parts = " ".join(f"{short[n]}:loss={v[0]:.4f},tf={v[1]:.2f},gn={v[2]:.2f}"
+                             + (f",aux={v[3]:.3f},aux_shape={v[4]:.2f}" if heads else "") for n, v in vals.items())
             bad = " ".join(f"{short[n]}:skipped={state['bad_steps'][n]}" for n in names if state["bad_steps"][n])
             rec = {"event": "step", "step": state["step"], "elapsed": round(time.time() - START, 1),
                    "steps_per_s": steps_log / dt, "examples_per_s": ex_log / dt, "tokens_per_s": tok_log / dt,
                    "data_wait": wait_log / dt, "lr_factor": f, "kind": batch["kind"],
                    "len": int(batch["ids"].shape[1]), "batch": n_ex, "examples": state["examples"],
                    "bad_steps": dict(state["bad_steps"]),
-                   **{n: {"loss": v[0], "tf_exact": v[1], "grad_norm": v[2]} for n, v in vals.items()}}
+                   **{n: {"loss": v[0], "tf_exact": v[1], "grad_norm": v[2], "aux_loss": v[3],
+                          "aux_shape_acc": v[4]} for n, v in vals.items()}}
             log.write(json.dumps(rec) + "\n")
             log.flush()
             mem = f" mem {torch.cuda.max_memory_allocated(device) / 2**30:.1f}G" if device.type == "cuda" else ""
