@@ -1,10 +1,12 @@
-/* tests/model/test_shapes.c MODEL_DIR DATA_DIR — vidi-shapes answering
- * questions about real files, on the CPU backend (ctest label model).
+/* tests/model/test_shapes.c MODEL_DIR DATA_DIR REFERENCE MIN_ACCURACY —
+ * vidi-shapes answering questions about real files, on the CPU backend
+ * (ctest label model).
  *
  * DATA_DIR holds manifest.json (tools/shapes/write_files.py: held-out scenes
- * rendered to .png/.jpg/.mp4/.webm, each with questions and exact answers)
- * and reference_answers.json (tools/train/evaluate.py: transformers' greedy
- * answers to the same questions on the same files). For every scene the
+ * rendered to .png/.jpg/.mp4/.webm, each with questions and exact answers);
+ * REFERENCE (a file name in DATA_DIR) holds tools/train/evaluate.py's
+ * transformers greedy answers of the same model to the same questions on the
+ * same files. For every scene the
  * file is decoded and preprocessed by media/, the vision tower runs once,
  * and each question is a chat prompt (vidi_prompt_build) answered greedily
  * (at most 24 tokens, stop at <|im_end|>) with those vision embeddings. The
@@ -12,8 +14,10 @@
  * the scene's truth and with transformers' answer.
  *
  * Prints per-type accuracy and the line `shapes accuracy: 0.NN (N=...)`.
- * Passes when the overall exact-answer accuracy is >= 0.90 and the engine's
- * answers equal transformers' for >= 99 % of the questions.
+ * Passes when the overall exact-answer accuracy is >= MIN_ACCURACY and the
+ * engine's answers equal transformers' for >= 99 % of the questions. Issue 5
+ * asks 0.90 of vidi-shapes; tests/CMakeLists.txt says which floor each
+ * shipped model is held to and why.
  * VIDI_SHAPES_LIMIT=N runs the first N scenes only (a quick look; the
  * thresholds still apply).
  */
@@ -94,11 +98,17 @@ static int read_file(const char *path, uint8_t **data, size_t *size) {
 }
 
 int main(int argc, char **argv) {
-    if (argc != 3) {
-        fprintf(stderr, "usage: test_shapes MODEL_DIR DATA_DIR\n");
+    if (argc != 5) {
+        fprintf(stderr, "usage: test_shapes MODEL_DIR DATA_DIR REFERENCE_JSON MIN_ACCURACY\n");
         return 2;
     }
-    const char *model_dir = argv[1], *data_dir = argv[2];
+    const char *model_dir = argv[1], *data_dir = argv[2], *ref_name = argv[3];
+    char *end = NULL;
+    double min_acc = strtod(argv[4], &end);
+    if (end == argv[4] || *end || !(min_acc >= 0.0 && min_acc <= 1.0)) {
+        fprintf(stderr, "test_shapes: MIN_ACCURACY must be a number in [0, 1], not '%s'\n", argv[4]);
+        return 2;
+    }
     char path[4096];
     vidi_err err;
     json_error_t jerr;
@@ -108,13 +118,12 @@ int main(int argc, char **argv) {
 
     snprintf(path, sizeof path, "%s/manifest.json", data_dir);
     json_t *man = json_load_file(path, 0, &jerr);
-    snprintf(path, sizeof path, "%s/reference_answers.json", data_dir);
+    snprintf(path, sizeof path, "%s/%s", data_dir, ref_name);
     json_t *refs = json_load_file(path, 0, &jerr);
     json_t *scenes = man ? json_object_get(man, "scenes") : NULL;
     json_t *answers = refs ? json_object_get(refs, "answers") : NULL;
     if (!json_is_array(scenes) || !json_is_array(answers)) {
-        fprintf(stderr, "test_shapes: %s: no manifest.json with scenes or reference_answers.json with answers\n",
-                data_dir);
+        fprintf(stderr, "test_shapes: %s: no manifest.json with scenes or %s with answers\n", data_dir, ref_name);
         return 1;
     }
 
@@ -247,9 +256,10 @@ int main(int argc, char **argv) {
         printf("\nshapes accuracy: %.2f (N=%d)\n", acc, n_q);
         printf("agreement with transformers: %.4f (%d of %d questions); %d scenes in %.1f s\n", agree, n_agree,
                n_ref, n_scenes, dt);
-        int ok = n_q > 0 && acc >= 0.90 && n_ref == n_q && agree >= 0.99;
+        int ok = n_q > 0 && acc >= min_acc && n_ref == n_q && agree >= 0.99;
         if (n_ref != n_q) printf("FAIL: %d questions have no transformers answer\n", n_q - n_ref);
-        if (acc < 0.90) printf("FAIL: accuracy %.3f < 0.90\n", acc);
+        if (acc < min_acc) printf("FAIL: accuracy %.3f < %.2f\n", acc, min_acc);
+        if (acc < 0.90) printf("note: below issue 5's goal of 0.90\n");
         if (agree < 0.99) printf("FAIL: agreement %.4f < 0.99\n", agree);
         rc = ok ? 0 : 1;
     }

@@ -39,6 +39,10 @@ def readme_text(name, cfg, counts, nbytes, info, result):
                f"videos {a['p_video']} of the examples, frame counts 4-16 in the shares {a.get('nframes_p')})")
     types = a.get("type_weights") or "tools/train/examples.py TYPE_WEIGHTS"
     init = ""
+    aux_line = ""
+    if a.get("aux_weight"):
+        aux_line = (f"; plus {a['aux_weight']} x the vision tower's dense auxiliary loss (per-token shape, "
+                    f"colour and motion labels, tools/train/aux.py; its head is not exported)")
     if info.get("init_from"):
         init = (f" (the last run started from exported bf16 weights after step {info['init_from'].get('step')}, "
                 f"fresh optimizer, warmup {a['warmup']} steps, new cosine)")
@@ -75,7 +79,7 @@ checked against the scenes' ground truth. See {other} for the other model of the
   {batches}; captions with probability {a['p_caption']}, question types weighted by {types};
   codec-like augmentation {'on' if not a['no_augment'] else 'off'}
 - loss on the answer tokens and `<|im_end|>`, averaged per example; M-RoPE positions by the
-  original Qwen2-VL rule (tools/train/mrope.py)
+  original Qwen2-VL rule (tools/train/mrope.py){aux_line}
 - AdamW (betas 0.9/0.95, weight decay {a['weight_decay']}), lr {info['lr'][name]}, warmup {a['warmup']} steps,
   cosine to {a['min_lr_ratio']} x lr over {sched}; grad clip {a['clip']};
   {'bf16 autocast' if info['device'] == 'cuda' else 'float32'} on {info['device_name']}; init seed {a['seed']}

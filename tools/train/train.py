@@ -87,6 +87,9 @@ def parse_args(argv=None):
     ap.add_argument("--init-from", default=None,
                     help="start from exported folders: a directory holding vidi-shapes/ and vidi-shapes-draft/ "
                          "(or models/ with them), or a models.tgz; fresh optimizer, new schedule")
+    ap.add_argument("--reinit", default="",
+                    help="with --init-from: these models (comma-separated) start from fresh weights; only the "
+                         "tokenizer, the configuration and the data position come from the exported folders")
     ap.add_argument("--minutes", type=float, default=18.0, help="wall-clock limit of this run")
     ap.add_argument("--budget-minutes", type=float, default=None,
                     help="training time planned for the schedule (default --minutes; with --init-from: this run's)")
@@ -580,8 +583,12 @@ def main(argv=None):
         print(f"[resume] step {state['step']}, batch {state['next_batch']}, schedule {state['total_steps']}, "
               f"{state['train_seconds'] / 60:.1f} min trained in {state['runs']} run(s)", flush=True)
     elif init is not None:
+        fresh = [n for n in args.reinit.split(",") if n]
         for n in names:
-            models[n].load_state_dict(init[n].state_dict())
+            if n not in fresh:
+                models[n].load_state_dict(init[n].state_dict())
+        if fresh:
+            print(f"[init] fresh weights (seed {args.seed}) for {', '.join(fresh)}", flush=True)
         del init
         st = init_state
         # the data stream continues after the exporting run's last batch (or far from the start)
