@@ -18,7 +18,8 @@ GPU host (needs only torch, transformers, tokenizers, safetensors, numpy):
   exactly from OUT/ckpt/last.pt: same batches, same optimizer and schedule state.
   --init-from DIR|TGZ starts from exported folders (bf16 weights, their tokenizer) with a
   fresh optimizer, a short warmup and a new schedule over --budget-minutes; the data stream
-  continues where the exporting run stopped (models/train_state.json).
+  continues where the exporting run stopped (models/train_state.json). --reinit NAME with
+  it starts that model from fresh weights (tokenizer and data position kept).
 
 CPU smoke run (seconds):
 
@@ -35,7 +36,9 @@ patches on the device -> both models (same batch): vision tower with precomputed
 positions, chunk boundaries and attention plan, vision embeddings put in place of the pad
 tokens, text model with original-rule M-RoPE positions and plain causal attention (the
 batch is right-padded, so no real token sees a pad) -> loss on the answer tokens (mean per
-example, then over the batch) -> gradient clipping -> AdamW, skipped for a model whose loss
+example, then over the batch), plus --aux-weight times the vision tower's dense auxiliary
+loss (aux.py: per-token shape / colour / motion labels through a linear head that is not
+exported) -> gradient clipping -> AdamW, skipped for a model whose loss
 or gradient norm is not finite. No host sync between log points. Output under --out:
 tokenizer.json, log.jsonl (step and evaluation records), ckpt/last.pt (and ckpt/prev.pt),
 models/, models.tgz.
