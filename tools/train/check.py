@@ -21,6 +21,9 @@ Checks (each prints one line; the script stops at the first failure):
   fastvision  fast_vision's batched vision attention == transformers' loop (outputs, grads)
   trainstep   train.py's forward (precomputed vision inputs, no attention mask) == transformers'
               forward with the padding mask: loss and gradients, incl. a heavily padded batch
+  aux         aux.token_labels against the rendered, resized frames: background tokens are
+              all background pixels, a labelled token's most frequent non-background pixel
+              colour is its object's colour, and the rows line up with the tower's output
   nanguard    padded batches and masked vision groups stay finite; a non-finite loss skips
               the AdamW step (weights and moments unchanged) and training goes on
   initfolder  export_folder (bf16) -> load_folder round trip
@@ -49,6 +52,7 @@ from shapes import questions as qs  # noqa: E402
 from shapes import render  # noqa: E402
 from shapes import scene as scn  # noqa: E402
 
+import aux  # noqa: E402
 import examples  # noqa: E402
 import fast_vision  # noqa: E402
 import heldout  # noqa: E402
@@ -438,6 +442,37 @@ def check_nan_guard(tok):
        f"and training goes on")
 
 
+def check_aux(n=40):
+    """aux.token_labels on clean renders (images and videos): labels agree with the pixels."""
+    checked = 0
+    for seed in range(n):
+        kind = "video" if seed % 2 else "image"
+        s = scn.make_scene(700_000 + seed, kind)
+        frames = media.video_frames(s) if kind == "video" else media.image_frames(s)
+        t, _, rh, rw = frames.shape
+        lab = aux.token_labels(s, (rh, rw), s["sample_idx"])
+        gt, gh, gw = media.grid_of(frames)
+        assert lab.shape == (gt * (gh // 2) * (gw // 2), 3), (lab.shape, (gt, gh, gw))
+        bg = np.asarray(s["background"], np.int64)
+        blocks = frames[0::2].permute(0, 2, 3, 1).numpy().astype(np.int64)     # (pairs, rh, rw, 3)
+        blocks = blocks.reshape(len(blocks), rh // 28, 28, rw // 28, 28, 3).transpose(0, 1, 3, 2, 4, 5)
+        blocks = blocks.reshape(-1, 28 * 28, 3)
+        for row, px in zip(lab, blocks):
+            shape_l, colour_l, motion_l = (int(v) for v in row)
+            if shape_l == 0:
+                # bicubic resize rings reach a pixel or two past an outline: allow small deviations
+                far = np.abs(px - bg).max(1) > 40
+                assert far.mean() < 0.05, (s["seed"], "background token with object pixels")
+                assert motion_l == aux.IGNORE
+            elif shape_l > 0:
+                want = np.asarray(scn.COLOURS[scn.COLOUR_NAMES[colour_l - 1]], np.int64)
+                d_want = np.abs(px - want).max(1)
+                assert (d_want <= 40).mean() >= 0.5 * aux.MIN_COVER, (s["seed"], "object colour missing")
+                assert (motion_l == aux.IGNORE) == (kind == "image")
+                checked += 1
+    ok("aux", f"{checked} labelled object tokens in {n} scenes agree with the rendered pixels")
+
+
 def check_init_folder(tok):
     """export_folder (bf16) -> load_folder: the bf16-rounded weights, tied lm_head, same logits."""
     ids = vocab.special_ids(tok)
@@ -575,6 +610,7 @@ def main():
     check_fast_vision(tok)
     check_train_step(tok)
     check_nan_guard(tok)
+    check_aux()
     check_init_folder(tok)
     if args.resume_test:
         check_resume(REPO)
