@@ -218,3 +218,36 @@ vidi_status vidi_check_qkv_rope_store(const char *op, unsigned acts, const vidi_
 fail:
     return rc;
 }
+
+vidi_status vidi_check_gather_rows(const char *op, unsigned acts, const vidi_tensor *table, const vidi_tensor *ids,
+                                   const vidi_tensor *out, vidi_err *err) {
+    vidi_status rc = VIDI_OK;
+    VIDI_TRY(vidi_check_weight(op, "table", table, err));
+    VIDI_TRY(vidi_check_dtype(op, "ids", ids, VIDI_DTYPE_I32, err));
+    VIDI_TRY(vidi_check_act(op, "out", out, acts, err));
+    VIDI_CHECK(table->ndim == 2, err, VIDI_ERR_INVALID, "%s: table %s must be 2-D", op, vidi_shape_of(table).s);
+    const int64_t n = vidi_tensor_numel(ids), cols = table->shape[1];
+    VIDI_CHECK(vidi_tensor_rows(out) == n && vidi_tensor_cols(out) == cols, err, VIDI_ERR_INVALID,
+               "%s: out %s must hold %lld rows of %lld (ids %s, table %s)", op, vidi_shape_of(out).s, (long long)n,
+               (long long)cols, vidi_shape_of(ids).s, vidi_shape_of(table).s);
+    VIDI_TRY(vidi_check_alias(op, "out", out, "table", table, 0, err));
+    VIDI_TRY(vidi_check_alias(op, "out", out, "ids", ids, 0, err));
+fail:
+    return rc;
+}
+
+vidi_status vidi_check_scatter_rows(const char *op, unsigned acts, const vidi_tensor *src, const vidi_tensor *idx,
+                                    const vidi_tensor *dst, vidi_err *err) {
+    vidi_status rc = VIDI_OK;
+    VIDI_TRY(vidi_check_act(op, "src", src, acts, err));
+    VIDI_TRY(vidi_check_dtype(op, "idx", idx, VIDI_DTYPE_I32, err));
+    VIDI_TRY(vidi_check_act(op, "dst", dst, acts, err));
+    const int64_t n = vidi_tensor_numel(idx), cols = vidi_tensor_cols(dst);
+    VIDI_CHECK(vidi_tensor_rows(src) == n && vidi_tensor_cols(src) == cols, err, VIDI_ERR_INVALID,
+               "%s: src %s must hold %lld rows of %lld (idx %s, dst %s)", op, vidi_shape_of(src).s, (long long)n,
+               (long long)cols, vidi_shape_of(idx).s, vidi_shape_of(dst).s);
+    VIDI_TRY(vidi_check_alias(op, "dst", dst, "src", src, 0, err));
+    VIDI_TRY(vidi_check_alias(op, "dst", dst, "idx", idx, 0, err));
+fail:
+    return rc;
+}

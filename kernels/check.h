@@ -65,6 +65,16 @@ vidi_status vidi_check_qkv_rope_store(const char *op, unsigned acts, const vidi_
                                       const vidi_tensor *slots, const vidi_tensor *k_cache,
                                       const vidi_tensor *v_cache, int64_t *hq, int64_t *hkv, vidi_err *err);
 
+/* gather_rows' arguments (ops.h): a 2-D weight table, i32 ids, out holding
+ * numel(ids) rows of the table's width in one of `acts`, no aliasing. The
+ * index values are not read: each backend checks them where they live. */
+vidi_status vidi_check_gather_rows(const char *op, unsigned acts, const vidi_tensor *table, const vidi_tensor *ids,
+                                   const vidi_tensor *out, vidi_err *err);
+/* scatter_rows' arguments: src holding numel(idx) rows of dst's width, i32
+ * idx, src and dst in `acts`, no aliasing; index values not read. */
+vidi_status vidi_check_scatter_rows(const char *op, unsigned acts, const vidi_tensor *src, const vidi_tensor *idx,
+                                    const vidi_tensor *dst, vidi_err *err);
+
 #ifdef __cplusplus
 }
 #endif

@@ -707,16 +707,8 @@ static vidi_status cpu_gather_rows(vidi_backend *be, const vidi_tensor *table, c
                                    vidi_tensor *out, vidi_err *err) {
     const char *op = "gather_rows";
     vidi_status rc = VIDI_OK;
-    VIDI_TRY(vidi_check_weight(op, "table", table, err));
-    VIDI_TRY(vidi_check_dtype(op, "ids", ids, VIDI_DTYPE_I32, err));
-    VIDI_TRY(check_act(op, "out", out, err));
-    VIDI_CHECK(table->ndim == 2, err, VIDI_ERR_INVALID, "gather_rows: table %s must be 2-D", vidi_shape_of(table).s);
+    VIDI_TRY(vidi_check_gather_rows(op, BACKEND_ACTS, table, ids, out, err));
     const int64_t n = vidi_tensor_numel(ids), cols = table->shape[1];
-    VIDI_CHECK(vidi_tensor_rows(out) == n && vidi_tensor_cols(out) == cols, err, VIDI_ERR_INVALID,
-               "gather_rows: out %s must hold %lld rows of %lld (ids %s, table %s)", vidi_shape_of(out).s,
-               (long long)n, (long long)cols, vidi_shape_of(ids).s, vidi_shape_of(table).s);
-    VIDI_TRY(vidi_check_alias(op, "out", out, "table", table, 0, err));
-    VIDI_TRY(vidi_check_alias(op, "out", out, "ids", ids, 0, err));
     VIDI_TRY(check_row_ids(op, "ids", ids, table->shape[0], err));
     gather_job job = {table->dtype, table->data, ids->data, out->data, cols};
     vidi_pool_for(cpu_pool(be), n, grain_rows(cols), gather_task, &job);
@@ -729,15 +721,8 @@ static vidi_status cpu_scatter_rows(vidi_backend *be, const vidi_tensor *src, co
                                     vidi_tensor *dst, vidi_err *err) {
     const char *op = "scatter_rows";
     vidi_status rc = VIDI_OK;
-    VIDI_TRY(check_act(op, "src", src, err));
-    VIDI_TRY(vidi_check_dtype(op, "idx", idx, VIDI_DTYPE_I32, err));
-    VIDI_TRY(check_act(op, "dst", dst, err));
+    VIDI_TRY(vidi_check_scatter_rows(op, BACKEND_ACTS, src, idx, dst, err));
     const int64_t n = vidi_tensor_numel(idx), cols = vidi_tensor_cols(dst);
-    VIDI_CHECK(vidi_tensor_rows(src) == n && vidi_tensor_cols(src) == cols, err, VIDI_ERR_INVALID,
-               "scatter_rows: src %s must hold %lld rows of %lld (idx %s, dst %s)", vidi_shape_of(src).s,
-               (long long)n, (long long)cols, vidi_shape_of(idx).s, vidi_shape_of(dst).s);
-    VIDI_TRY(vidi_check_alias(op, "dst", dst, "src", src, 0, err));
-    VIDI_TRY(vidi_check_alias(op, "dst", dst, "idx", idx, 0, err));
     VIDI_TRY(check_row_ids(op, "idx", idx, vidi_tensor_rows(dst), err));
     const int32_t *id = idx->data;
     const float *s = src->data;

@@ -1283,17 +1283,9 @@ static vidi_status cuda_gather_rows(vidi_backend *be, const vidi_tensor *table, 
                                     vidi_tensor *out, vidi_err *err) {
     const char *op = "gather_rows";
     vidi_status rc = VIDI_OK;
-    VIDI_TRY(vidi_check_weight(op, "table", table, err));
-    VIDI_TRY(vidi_check_dtype(op, "ids", ids, VIDI_DTYPE_I32, err));
-    VIDI_TRY(check_act(op, "out", out, err));
-    VIDI_CHECK(table->ndim == 2, err, VIDI_ERR_INVALID, "gather_rows: table %s must be 2-D", vidi_shape_of(table).s);
+    VIDI_TRY(vidi_check_gather_rows(op, BACKEND_ACTS, table, ids, out, err));
     {
         const int64_t n = vidi_tensor_numel(ids), cols = table->shape[1];
-        VIDI_CHECK(vidi_tensor_rows(out) == n && vidi_tensor_cols(out) == cols, err, VIDI_ERR_INVALID,
-                   "gather_rows: out %s must hold %lld rows of %lld (ids %s, table %s)", vidi_shape_of(out).s,
-                   (long long)n, (long long)cols, vidi_shape_of(ids).s, vidi_shape_of(table).s);
-        VIDI_TRY(vidi_check_alias(op, "out", out, "table", table, 0, err));
-        VIDI_TRY(vidi_check_alias(op, "out", out, "ids", ids, 0, err));
         if (n > 0) {  // checked even with no columns to copy
             vidi_cuda_ctx *c = cuda_ctx(be);
             const int self = n <= CUDA_ID_SELF_MAX;
@@ -1317,19 +1309,12 @@ static vidi_status cuda_scatter_rows(vidi_backend *be, const vidi_tensor *src, c
     const char *op = "scatter_rows";
     vidi_status rc = VIDI_OK;
     void *winner = NULL;
-    VIDI_TRY(check_act(op, "src", src, err));
-    VIDI_TRY(vidi_check_dtype(op, "idx", idx, VIDI_DTYPE_I32, err));
-    VIDI_TRY(check_act(op, "dst", dst, err));
+    VIDI_TRY(vidi_check_scatter_rows(op, BACKEND_ACTS, src, idx, dst, err));
     {
         const int64_t n = vidi_tensor_numel(idx), cols = vidi_tensor_cols(dst), rows = vidi_tensor_rows(dst);
         cudaStream_t s = cuda_ctx(be)->stream;
-        VIDI_CHECK(vidi_tensor_rows(src) == n && vidi_tensor_cols(src) == cols, err, VIDI_ERR_INVALID,
-                   "scatter_rows: src %s must hold %lld rows of %lld (idx %s, dst %s)", vidi_shape_of(src).s,
-                   (long long)n, (long long)cols, vidi_shape_of(idx).s, vidi_shape_of(dst).s);
         VIDI_CHECK(n <= INT_MAX, err, VIDI_ERR_UNSUPPORTED, "scatter_rows: %lld rows exceed the int range",
                    (long long)n);
-        VIDI_TRY(vidi_check_alias(op, "dst", dst, "src", src, 0, err));
-        VIDI_TRY(vidi_check_alias(op, "dst", dst, "idx", idx, 0, err));
         if (n == 0) goto fail;
         VIDI_TRY(queue_row_id_check(be, op, idx, rows, err));
         if (n > 1) {
