@@ -360,7 +360,7 @@ def check_train_step(tok):
             l_ref, tf_ref = train.compute_loss(ref, b, vis)
             l_ref.backward()
             made = fast_vision._plan_cache["made"]
-            l_new, tf_new = train.step_loss(fast, b)
+            l_new, tf_new, _, _ = train.step_loss(fast, b)
             l_new.backward()
             assert fast_vision._plan_cache["made"] == made, "the seeded plan was not used"
             assert torch.isfinite(l_new) and all(torch.isfinite(v).all() for v in _grads(fast).values()), tag
@@ -371,6 +371,16 @@ def check_train_step(tok):
             worst_l, worst_g = max(worst_l, dl), max(worst_g, dg)
             assert dl < 1e-5 and dg < 2e-4 and float(tf_ref) == float(tf_new), (name, tag, dl, dg)
             info.append(f"{tag} {tuple(batch['ids'].shape)}")
+            # the auxiliary loss: one label row per vision-tower output row, added with its weight
+            torch.manual_seed(1)
+            head = aux.Head(cfg["hidden_size"])
+            fast.zero_grad(set_to_none=True)
+            l_aux, _, al, _ = train.step_loss(fast, b, head, 0.5)
+            assert b["aux"].shape[0] == int((g[:, 0] * g[:, 1] * g[:, 2]).sum()) // 4, (tag, b["aux"].shape)
+            d_aux = float((l_aux - l_new - 0.5 * al).detach())
+            assert abs(d_aux) < 1e-5 and float(al.detach()) > 0, (tag, d_aux)
+            l_aux.backward()
+            assert head.proj.weight.grad is not None and torch.isfinite(head.proj.weight.grad).all(), tag
     ok("trainstep", f"train.py's forward == transformers' with the padding mask ({', '.join(info[:4])}; both "
        f"models): max |loss diff| {worst_l:.2g}, max relative grad diff {worst_g:.2g}")
 
@@ -397,7 +407,7 @@ def check_nan_guard(tok):
     torch.manual_seed(0)
     m = fast_vision.install(model_config.make_model(cfg))
     b = train.to_device(batches["padded"], dev)
-    h = train.forward_hidden(m, b)
+    h, _ = train.forward_hidden(m, b)
     assert torch.isfinite(h).all(), "non-finite hidden states (padded rows included)"
     # transformers' masked path with left padding (the evaluation's layout): the pad rows'
     # attention is fully masked; outputs and gradients stay finite
