@@ -68,6 +68,8 @@ MAX_BATCH = 4096                  # examples per batch at most (example j = b * 
 # types; the long ones stay frequent enough for their positions.
 TRAIN_NFRAMES_P = [0.38, 0.27, 0.19, 0.07, 0.05, 0.04]
 # question type weights among the types a scene allows (uniform was 1 each)
+# every task an example can be (type_idx in a batch indexes this)
+TASK_TYPES = list(qs.Q_TYPES) + ["caption"]
 TYPE_WEIGHTS = {"colour": 0.75, "shape": 2.0, "count": 1.25, "direction": 1.5, "moves": 1.5,
                 "appears": 2.0, "disappears": 2.0}
 
@@ -286,7 +288,9 @@ def collate(exs, pad_id, scene_of=None):
       them, its row of the vision tower's output (None when every sequence has its own
       scene); tgt_idx / tgt / tgt_row: for every answer token, the flat position of the
       hidden state that predicts it, the token and its example; tgt_n (n,) float answer
-      tokens per example."""
+      tokens per example; aux (vision rows, 3): aux.token_labels of the scenes, in the rows
+      of the vision tower's output (aux.IGNORE for examples without labels); type_idx (n,):
+      each example's task as an index into TASK_TYPES."""
     n = len(exs)
     scene_of = list(range(n)) if scene_of is None else list(scene_of)
     first = {}
@@ -329,7 +333,8 @@ def collate(exs, pad_id, scene_of=None):
             "plan": fast_vision.make_plan(fast_vision.chunk_lengths(grids)),
             "vis_idx": cat(vis_idx), "tgt_idx": cat(tgt_idx), "tgt": cat(tgt), "tgt_row": cat(tgt_row),
             "tgt_n": torch.tensor(tgt_n, dtype=torch.float32), "n_tokens": int(attn.sum()),
-            "aux": torch.cat(aux_rows)}
+            "aux": torch.cat(aux_rows),
+            "type_idx": torch.tensor([TASK_TYPES.index(e["type"]) for e in exs], dtype=torch.long)}
 
 
 def heldout_items(n_scenes, seed0=EVAL_SEED_BASE, captions=True):

@@ -277,7 +277,7 @@ def to_device(batch, device):
     nb = device.type == "cuda"
     b = {k: batch[k].to(device, non_blocking=nb)
          for k in ("ids", "attn", "pos", "grid", "vpos", "cu", "vis_idx", "tgt_idx", "tgt", "tgt_row", "tgt_n",
-                   "aux")}
+                   "aux", "type_idx")}
     b["plan"] = fast_vision.plan_to(batch["plan"], device, nb)
     b["vis_src"] = None if batch["vis_src"] is None else batch["vis_src"].to(device, non_blocking=nb)
     b["pixel_values"] = media.batch_patches(batch["frames"].to(device, non_blocking=nb), batch["shapes"],
@@ -304,24 +304,33 @@ def forward_hidden(model, b):
     return lm(inputs_embeds=emb, position_ids=b["pos"], use_cache=False).last_hidden_state, per_scene
 
 
-def answer_loss(model, h, b):
+def answer_loss(model, h, b, per_example=False):
     """Mean over examples of the mean cross-entropy over each example's answer tokens;
-    also the fraction of examples whose answer tokens are all argmax (teacher forced)."""
+    also the fraction of examples whose answer tokens are all argmax (teacher forced);
+    with per_example, also each example's loss (n,)."""
     hs = h.reshape(-1, h.shape[-1]).index_select(0, b["tgt_idx"])
     logits = model.lm_head(hs).float()
     ce = F.cross_entropy(logits, b["tgt"], reduction="none")
     n = b["tgt_n"].shape[0]
     s = torch.zeros(n, device=ce.device).index_add_(0, b["tgt_row"], ce)
     wrong = torch.zeros(n, device=ce.device).index_add_(0, b["tgt_row"], (logits.argmax(-1) != b["tgt"]).float())
-    return (s / b["tgt_n"]).mean(), (wrong == 0).float().mean()
+    ex = s / b["tgt_n"]
+    if per_example:
+        return ex.mean(), (wrong == 0).float().mean(), ex
+    return ex.mean(), (wrong == 0).float().mean()
 
 
-def step_loss(model, b, head=None, aux_weight=0.0):
+def step_loss(model, b, head=None, aux_weight=0.0, by_type=None):
     """(loss, teacher-forced exact fraction, aux loss, aux shape accuracy): the answer loss
-    plus aux_weight times the vision tower's auxiliary loss when a head is given."""
+    plus aux_weight times the vision tower's auxiliary loss when a head is given. by_type:
+    (sums, counts) device tensors over TASK_TYPES that the examples' answer losses are
+    added to (no host sync)."""
     fast_vision.seed_plan(b["cu"], b["plan"])
     h, vis = forward_hidden(model, b)
-    loss, tf = answer_loss(model, h, b)
+    loss, tf, ex = answer_loss(model, h, b, per_example=True)
+    if by_type is not None:
+        by_type[0].index_add_(0, b["type_idx"], ex.detach().float())
+        by_type[1].index_add_(0, b["type_idx"], torch.ones_like(ex, dtype=torch.float32))
     if head is None or not aux_weight:
         zero = torch.zeros((), device=loss.device)
         return loss, tf, zero, zero
@@ -385,7 +394,7 @@ class Guard:
 
 
 def train_step(models, opts, guards, params, b, lrs, f, clip, amp, hf_forward=False, vis=None, heads=None,
-               aux_weight=0.0):
+               aux_weight=0.0, by_type=None):
     """One optimizer step of every model -> {name: (answer loss, tf, grad norm, aux loss, aux shape
     acc)} (device tensors)."""
     out = {}
@@ -397,7 +406,7 @@ def train_step(models, opts, guards, params, b, lrs, f, clip, amp, hf_forward=Fa
                 loss, tf = compute_loss(m, b, vis)
                 al = acc = torch.zeros((), device=loss.device)
             else:
-                loss, tf, al, acc = step_loss(m, b, (heads or {}).get(n), aux_weight)
+                loss, tf, al, acc = step_loss(m, b, (heads or {}).get(n), aux_weight, (by_type or {}).get(n))
         loss.backward()
         gnorm = torch.nn.utils.clip_grad_norm_(params[n], clip)
         guards[n].step(loss.detach(), gnorm)
@@ -619,6 +628,9 @@ def main(argv=None):
         print(f"[model] {n}: {c['total']:,} parameters (vision {c['vision']:,}, text {c['text']:,}), "
               f"{c['total'] * 2 / 1e6:.2f} MB bf16", flush=True)
     guards = {n: Guard(opts[n], device) for n in names}
+    # answer loss per task type between log points (device sums and counts)
+    by_type = {n: (torch.zeros(len(examples.TASK_TYPES), device=device),
+                   torch.zeros(len(examples.TASK_TYPES), device=device)) for n in names}
 
     items = examples.heldout_items(args.eval_scenes)
     # periodic evaluations use the first half of the held-out scenes, the final one all
@@ -716,7 +728,7 @@ def main(argv=None):
         f = lr_factor(state["step"] - state["sched_start"], args.warmup, total - state["sched_start"],
                       args.min_lr_ratio)
         losses = train_step(models, opts, guards, params, b, lrs, f, args.clip, amp, args.hf_forward, vis,
-                            heads, args.aux_weight)
+                            heads, args.aux_weight, None if args.hf_forward else by_type)
         n_ex = int(batch["ids"].shape[0])
         state["step"] += 1
         state["next_batch"] += 1
@@ -745,6 +757,12 @@ def main(argv=None):
             dt = time.time() - t_log
             short = {NAMES[0]: "T", NAMES[1]: "D"}
             vals = {n: tuple(x.item() for x in v) for n, v in losses.items()}
+            per_type = {}
+            for n, (ts, tc) in by_type.items():
+                sums, cnts = ts.tolist(), tc.tolist()
+                per_type[n] = {t: round(sv / cv, 4) for t, sv, cv in zip(examples.TASK_TYPES, sums, cnts) if cv}
+                ts.zero_()
+                tc.zero_()
             runs = {n: int(guards[n].run.item()) for n in names}
             read_bad()
             parts = " ".join(f"{short[n]}:loss={v[0]:.4f},tf={v[1]:.2f},gn={v[2]:.2f}"
@@ -756,7 +774,7 @@ def main(argv=None):
                    "len": int(batch["ids"].shape[1]), "batch": n_ex, "examples": state["examples"],
                    "bad_steps": dict(state["bad_steps"]),
                    **{n: {"loss": v[0], "tf_exact": v[1], "grad_norm": v[2], "aux_loss": v[3],
-                          "aux_shape_acc": v[4]} for n, v in vals.items()}}
+                          "aux_shape_acc": v[4], "loss_by_type": per_type.get(n, {})} for n, v in vals.items()}}
             log.write(json.dumps(rec) + "\n")
             log.flush()
             mem = f" mem {torch.cuda.max_memory_allocated(device) / 2**30:.1f}G" if device.type == "cuda" else ""
@@ -764,6 +782,9 @@ def main(argv=None):
                   f"{ex_log / dt:.0f} ex/s {tok_log / dt / 1e3:.0f}k tok/s wait {100 * wait_log / dt:.0f}% "
                   f"{batch['kind'][0]}{n_ex}x{batch['ids'].shape[1]}{mem} {bad} t={time.time() - START:.0f}s",
                   flush=True)
+            for n, pt in per_type.items():
+                print(f"       {short[n]}: answer loss by type " + " ".join(f"{t}={v:.3f}" for t, v in pt.items()),
+                      flush=True)
             t_log, ex_log, tok_log, wait_log, steps_log = time.time(), 0, 0, 0.0, 0
             worst = max(runs, key=runs.get)
             if runs[worst] >= args.max_bad_steps:
