@@ -219,6 +219,20 @@ fail:
     return rc;
 }
 
+/* t holds numel(ids) rows of cols (the row count a gather writes or a
+ * scatter reads); other is named in the message. */
+static vidi_status check_rows_for_ids(const char *op, const char *tname, const vidi_tensor *t, const char *iname,
+                                      const vidi_tensor *ids, const char *oname, const vidi_tensor *other,
+                                      int64_t cols, vidi_err *err) {
+    vidi_status rc = VIDI_OK;
+    const int64_t n = vidi_tensor_numel(ids);
+    VIDI_CHECK(vidi_tensor_rows(t) == n && vidi_tensor_cols(t) == cols, err, VIDI_ERR_INVALID,
+               "%s: %s %s must hold %lld rows of %lld (%s %s, %s %s)", op, tname, vidi_shape_of(t).s, (long long)n,
+               (long long)cols, iname, vidi_shape_of(ids).s, oname, vidi_shape_of(other).s);
+fail:
+    return rc;
+}
+
 vidi_status vidi_check_gather_rows(const char *op, unsigned acts, const vidi_tensor *table, const vidi_tensor *ids,
                                    const vidi_tensor *out, vidi_err *err) {
     vidi_status rc = VIDI_OK;
@@ -226,10 +240,7 @@ vidi_status vidi_check_gather_rows(const char *op, unsigned acts, const vidi_ten
     VIDI_TRY(vidi_check_dtype(op, "ids", ids, VIDI_DTYPE_I32, err));
     VIDI_TRY(vidi_check_act(op, "out", out, acts, err));
     VIDI_CHECK(table->ndim == 2, err, VIDI_ERR_INVALID, "%s: table %s must be 2-D", op, vidi_shape_of(table).s);
-    const int64_t n = vidi_tensor_numel(ids), cols = table->shape[1];
-    VIDI_CHECK(vidi_tensor_rows(out) == n && vidi_tensor_cols(out) == cols, err, VIDI_ERR_INVALID,
-               "%s: out %s must hold %lld rows of %lld (ids %s, table %s)", op, vidi_shape_of(out).s, (long long)n,
-               (long long)cols, vidi_shape_of(ids).s, vidi_shape_of(table).s);
+    VIDI_TRY(check_rows_for_ids(op, "out", out, "ids", ids, "table", table, table->shape[1], err));
     VIDI_TRY(vidi_check_alias(op, "out", out, "table", table, 0, err));
     VIDI_TRY(vidi_check_alias(op, "out", out, "ids", ids, 0, err));
 fail:
@@ -242,10 +253,7 @@ vidi_status vidi_check_scatter_rows(const char *op, unsigned acts, const vidi_te
     VIDI_TRY(vidi_check_act(op, "src", src, acts, err));
     VIDI_TRY(vidi_check_dtype(op, "idx", idx, VIDI_DTYPE_I32, err));
     VIDI_TRY(vidi_check_act(op, "dst", dst, acts, err));
-    const int64_t n = vidi_tensor_numel(idx), cols = vidi_tensor_cols(dst);
-    VIDI_CHECK(vidi_tensor_rows(src) == n && vidi_tensor_cols(src) == cols, err, VIDI_ERR_INVALID,
-               "%s: src %s must hold %lld rows of %lld (idx %s, dst %s)", op, vidi_shape_of(src).s, (long long)n,
-               (long long)cols, vidi_shape_of(idx).s, vidi_shape_of(dst).s);
+    VIDI_TRY(check_rows_for_ids(op, "src", src, "idx", idx, "dst", dst, vidi_tensor_cols(dst), err));
     VIDI_TRY(vidi_check_alias(op, "dst", dst, "src", src, 0, err));
     VIDI_TRY(vidi_check_alias(op, "dst", dst, "idx", idx, 0, err));
 fail:
