@@ -529,6 +529,7 @@ def main(argv=None):
         if not os.path.exists(ckpt_path):
             sys.exit(f"--resume: no checkpoint at {ckpt_path}")
         ck = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+        ck["args"].setdefault("aux_weight", 0.0)      # checkpoints from before aux.py trained without it
         for k in DATA_ARGS + ("models", "seed", "warmup"):
             if k in ck["args"] and getattr(args, k) != ck["args"][k]:
                 if getattr(args, k) is None:              # not given: silently the checkpoint's
