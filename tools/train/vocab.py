@@ -49,25 +49,12 @@ SPECIAL_TOKENS = [
 NONSPECIAL_ADDED = ["<tool_call>", "</tool_call>"]
 SYSTEM_PROMPT = "You are a helpful assistant."
 
-# The Qwen2-VL chat template, as in the released checkpoints and tools/golden/generate.py.
-CHAT_TEMPLATE = (
-    "{% set image_count = namespace(value=0) %}{% set video_count = namespace(value=0) %}"
-    "{% for message in messages %}{% if loop.first and message['role'] != 'system' %}"
-    "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n{% endif %}"
-    "<|im_start|>{{ message['role'] }}\n"
-    "{% if message['content'] is string %}{{ message['content'] }}<|im_end|>\n"
-    "{% else %}{% for content in message['content'] %}"
-    "{% if content['type'] == 'image' or 'image' in content or 'image_url' in content %}"
-    "{% set image_count.value = image_count.value + 1 %}"
-    "{% if add_vision_id %}Picture {{ image_count.value }}: {% endif %}"
-    "<|vision_start|><|image_pad|><|vision_end|>"
-    "{% elif content['type'] == 'video' or 'video' in content %}"
-    "{% set video_count.value = video_count.value + 1 %}"
-    "{% if add_vision_id %}Video {{ video_count.value }}: {% endif %}"
-    "<|vision_start|><|video_pad|><|vision_end|>"
-    "{% elif 'text' in content %}{{ content['text'] }}{% endif %}{% endfor %}<|im_end|>\n"
-    "{% endif %}{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
-)
+# The Qwen2-VL chat template, as in the released checkpoints: read from the reference test
+# checkpoint that tools/golden/generate.py writes (one copy of it in the repository).
+_TEMPLATE_FILE = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
+                              "tests", "data", "models", "tiny-qwen2vl", "chat_template.json")
+with open(_TEMPLATE_FILE, encoding="utf-8") as _f:
+    CHAT_TEMPLATE = json.load(_f)["chat_template"]
 
 GENERAL_TEXT = [
     "You are a helpful assistant.",
