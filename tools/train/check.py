@@ -70,6 +70,12 @@ def ok(name, msg):
     print(f"ok  {name:10s} {msg}", flush=True)
 
 
+def _config(tok, name="vidi-shapes-draft"):
+    """(special ids, flat config) of model `name` with this tokenizer."""
+    ids = vocab.special_ids(tok)
+    return ids, model_config.flat_config(name, ids, model_config.padded_vocab(tok.get_vocab_size()))
+
+
 def check_generator(n=300):
     answers = qs.answer_sets()
     n_q = 0
@@ -255,8 +261,7 @@ def check_tokenizer(tok, folder=None):
 
 def check_greedy(tok):
     text = examples.Text(tok)
-    ids = vocab.special_ids(tok)
-    cfg = model_config.flat_config("vidi-shapes-draft", ids, model_config.padded_vocab(tok.get_vocab_size()))
+    ids, cfg = _config(tok)
     torch.manual_seed(0)
     m = model_config.make_model(cfg).eval()
     with torch.no_grad():
@@ -277,8 +282,7 @@ def check_greedy(tok):
 
 
 def check_fast_vision(tok):
-    ids = vocab.special_ids(tok)
-    cfg = model_config.flat_config("vidi-shapes-draft", ids, model_config.padded_vocab(tok.get_vocab_size()))
+    ids, cfg = _config(tok)
     torch.manual_seed(0)
     ref = model_config.make_model(cfg)
     fast = fast_vision.install(model_config.make_model(cfg))
@@ -332,13 +336,11 @@ def check_train_step(tok):
 
     import train
 
-    ids = vocab.special_ids(tok)
-    vs = model_config.padded_vocab(tok.get_vocab_size())
     dev = torch.device("cpu")
     worst_l = worst_g = 0.0
     info = []
     for name in ("vidi-shapes-draft", "vidi-shapes"):
-        cfg = model_config.flat_config(name, ids, vs)
+        _, cfg = _config(tok, name)
         torch.manual_seed(0)
         ref = model_config.make_model(cfg)
         fast = fast_vision.install(model_config.make_model(cfg))
@@ -394,8 +396,7 @@ def check_nan_guard(tok):
     they were, the guard counts it, and the next finite step trains again."""
     import train
 
-    ids = vocab.special_ids(tok)
-    cfg = model_config.flat_config("vidi-shapes-draft", ids, model_config.padded_vocab(tok.get_vocab_size()))
+    ids, cfg = _config(tok)
     dev = torch.device("cpu")
     batches = _train_batches(tok)
     for tag, batch in batches.items():
@@ -485,8 +486,7 @@ def check_aux(n=40):
 
 def check_init_folder(tok):
     """export_folder (bf16) -> load_folder: the bf16-rounded weights, tied lm_head, same logits."""
-    ids = vocab.special_ids(tok)
-    cfg = model_config.flat_config("vidi-shapes-draft", ids, model_config.padded_vocab(tok.get_vocab_size()))
+    ids, cfg = _config(tok)
     torch.manual_seed(0)
     m = model_config.make_model(cfg)
     with tempfile.TemporaryDirectory() as td:

@@ -62,14 +62,7 @@ def patchify(frames):
     An odd frame count repeats the last frame (a single image becomes two equal frames)."""
     x = frames.float() * (1.0 / 255.0)
     x = (x - MEAN.to(x.device)) / STD.to(x.device)
-    t, c, h, w = x.shape
-    if t % TEMPORAL:
-        x = torch.cat([x, x[-1:].expand(TEMPORAL - t % TEMPORAL, -1, -1, -1)], 0)
-        t = x.shape[0]
-    gt, gh, gw = t // TEMPORAL, h // PATCH, w // PATCH
-    x = x.view(gt, TEMPORAL, c, gh // MERGE, MERGE, PATCH, gw // MERGE, MERGE, PATCH)
-    x = x.permute(0, 3, 6, 4, 7, 2, 1, 5, 8)
-    return x.reshape(gt * gh * gw, c * TEMPORAL * PATCH * PATCH), (gt, gh, gw)
+    return patch_layout(x), grid_of(frames)
 
 
 def augment_params(rng, kind):
