@@ -121,6 +121,10 @@ def parse_args(argv=None):
     ap.add_argument("--no-augment", action="store_true")
     ap.add_argument("--aux-weight", type=float, default=0.5,
                     help="weight of the vision tower's dense auxiliary loss (aux.py; 0: off)")
+    ap.add_argument("--aux-head-steps", type=int, default=0,
+                    help="for the first N steps of this run the aux loss trains only its head (a fresh "
+                         "head on a trained tower, e.g. after --init-from: its first gradients would "
+                         "otherwise push the tower around)")
     ap.add_argument("--seed", type=int, default=1234, help="weight initialisation seed")
     ap.add_argument("--data-seed", type=int, default=0)
     ap.add_argument("--models", default=",".join(NAMES), help="which models to train")
@@ -320,11 +324,11 @@ def answer_loss(model, h, b, per_example=False):
     return ex.mean(), (wrong == 0).float().mean()
 
 
-def step_loss(model, b, head=None, aux_weight=0.0, by_type=None):
+def step_loss(model, b, head=None, aux_weight=0.0, by_type=None, head_only=False):
     """(loss, teacher-forced exact fraction, aux loss, aux shape accuracy): the answer loss
-    plus aux_weight times the vision tower's auxiliary loss when a head is given. by_type:
-    (sums, counts) device tensors over TASK_TYPES that the examples' answer losses are
-    added to (no host sync)."""
+    plus aux_weight times the vision tower's auxiliary loss when a head is given (head_only:
+    the aux loss trains the head alone, not the tower). by_type: (sums, counts) device
+    tensors over TASK_TYPES that the examples' answer losses are added to (no host sync)."""
     fast_vision.seed_plan(b["cu"], b["plan"])
     h, vis = forward_hidden(model, b)
     loss, tf, ex = answer_loss(model, h, b, per_example=True)
@@ -334,7 +338,7 @@ def step_loss(model, b, head=None, aux_weight=0.0, by_type=None):
     if head is None or not aux_weight:
         zero = torch.zeros((), device=loss.device)
         return loss, tf, zero, zero
-    al, acc = aux.loss(head, vis, b["aux"])
+    al, acc = aux.loss(head, vis.detach() if head_only else vis, b["aux"])
     return loss + aux_weight * al, tf, al, acc
 
 
@@ -394,9 +398,9 @@ class Guard:
 
 
 def train_step(models, opts, guards, params, b, lrs, f, clip, amp, hf_forward=False, vis=None, heads=None,
-               aux_weight=0.0, by_type=None):
+               aux_weight=0.0, by_type=None, aux_head_only=False):
     """One optimizer step of every model -> {name: (answer loss, tf, grad norm, aux loss, aux shape
-    acc)} (device tensors)."""
+    acc)} (device tensors). aux_head_only: the aux loss trains the heads, not the towers."""
     out = {}
     for n, m in models.items():
         for g in opts[n].param_groups:
@@ -406,7 +410,8 @@ def train_step(models, opts, guards, params, b, lrs, f, clip, amp, hf_forward=Fa
                 loss, tf = compute_loss(m, b, vis)
                 al = acc = torch.zeros((), device=loss.device)
             else:
-                loss, tf, al, acc = step_loss(m, b, (heads or {}).get(n), aux_weight, (by_type or {}).get(n))
+                loss, tf, al, acc = step_loss(m, b, (heads or {}).get(n), aux_weight, (by_type or {}).get(n),
+                                                 aux_head_only)
         loss.backward()
         gnorm = torch.nn.utils.clip_grad_norm_(params[n], clip)
         guards[n].step(loss.detach(), gnorm)
@@ -729,7 +734,8 @@ def main(argv=None):
         f = lr_factor(state["step"] - state["sched_start"], args.warmup, total - state["sched_start"],
                       args.min_lr_ratio)
         losses = train_step(models, opts, guards, params, b, lrs, f, args.clip, amp, args.hf_forward, vis,
-                            heads, args.aux_weight, None if args.hf_forward else by_type)
+                            heads, args.aux_weight, None if args.hf_forward else by_type,
+                            run_steps < args.aux_head_steps)
         n_ex = int(batch["ids"].shape[0])
         state["step"] += 1
         state["next_batch"] += 1
