@@ -27,6 +27,8 @@ Checks (each prints one line; the script stops at the first failure):
   nanguard    padded batches and masked vision groups stay finite; a non-finite loss skips
               the AdamW step (weights and moments unchanged) and training goes on
   initfolder  export_folder (bf16) -> load_folder round trip
+  grow        grow.py: a random draft (random norms and biases too) grown to the vidi-shapes
+              config computes the draft's logits (float32), and the grown config is SPECS'
   resume      (--resume-test) 6 steps == 3 steps + --resume 3 steps, bit for bit (CPU);
               then --init-from the exported models.tgz trains on from the next batch
   files       (--files) training pixels vs what qwen-vl-utils reads from the written files
@@ -499,6 +501,28 @@ def check_init_folder(tok):
     ok("initfolder", f"export (bf16) -> load_folder gives the bf16-rounded weights ({len(sd)} tensors, lm_head tied)")
 
 
+@torch.no_grad()
+def check_grow(tok):
+    """grow.py keeps the draft's outputs and lands on vidi-shapes' configuration."""
+    import grow
+
+    ids, cfg = _config(tok)
+    torch.manual_seed(1)
+    src = model_config.make_model(cfg)
+    for k, v in src.state_dict().items():        # nothing left at its trivial init (norms 1, biases 0)
+        if v.dim() == 1:
+            v.add_(0.1 * torch.randn_like(v))
+    t = model_config.SPECS["vidi-shapes"]["text"]
+    dcfg = grow.grown_config(cfg, t["num_hidden_layers"], t["hidden_size"], t["num_attention_heads"],
+                             t["num_key_value_heads"], t["intermediate_size"],
+                             model_config.SPECS["vidi-shapes"]["vision"]["depth"])
+    assert dcfg == _config(tok, "vidi-shapes")[1], "the grown config is not SPECS['vidi-shapes']"
+    dst = grow.grow(src, cfg, dcfg, 7)
+    diff, scale, same = grow.check(src, dst, dcfg, ids)
+    assert diff < 5e-3 * max(1.0, scale) and same == 1.0, (diff, scale, same)   # RMSNorm eps: not exact
+    ok("grow", f"draft -> vidi-shapes config: logits differ by {diff:.1e} (largest {scale:.1f}), same argmax")
+
+
 def check_resume(repo):
     """Train 6 steps in one run and 3 + 3 steps in two runs (--resume): same weights."""
     import shutil
@@ -622,6 +646,7 @@ def main():
     check_nan_guard(tok)
     check_aux()
     check_init_folder(tok)
+    check_grow(tok)
     if args.resume_test:
         check_resume(REPO)
     if args.files:

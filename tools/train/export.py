@@ -24,7 +24,11 @@ import model_config  # noqa: E402
 
 
 def readme_text(name, cfg, counts, nbytes, info, result):
-    t = model_config.SPECS[name]
+    # the architecture as the folder's config.json has it (a grown model differs from SPECS)
+    t = {"vision": cfg["vision_config"],
+         "text": dict({k: cfg[k] for k in ("num_hidden_layers", "hidden_size", "num_attention_heads",
+                                            "num_key_value_heads", "intermediate_size")},
+                      mrope_section=cfg["rope_scaling"]["mrope_section"])}
     other = "vidi-shapes-draft" if name == "vidi-shapes" else "vidi-shapes"
     role = ("the target model" if name == "vidi-shapes" else
             "the draft model for speculative decoding (same tokenizer as vidi-shapes)")

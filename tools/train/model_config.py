@@ -4,7 +4,7 @@ and writing a model as a Hugging Face folder the C engine loads.
 Both models are Qwen2VLForConditionalGeneration with tied embeddings:
 
                  vision tower                          text model
-  vidi-shapes    depth 6, embed 192, 3 heads (64)      6 layers, hidden 256, 4 heads (64), 2 kv,
+  vidi-shapes    depth 6, embed 128, 2 heads (64)      6 layers, hidden 256, 4 heads (64), 2 kv,
                  mlp 4x, quick_gelu, patch 14,          intermediate 768, M-RoPE [8, 12, 12],
                  merge 2, temporal patch 2              rope_theta 10000
   ...-draft      depth 2, embed 128, 2 heads (64)      2 layers, hidden 128, 2 heads (64), 1 kv,
@@ -46,7 +46,8 @@ SPECS = {
     "vidi-shapes": {
         "text": {"hidden_size": 256, "num_hidden_layers": 6, "num_attention_heads": 4,
                  "num_key_value_heads": 2, "intermediate_size": 768, "mrope_section": [8, 12, 12]},
-        "vision": {"depth": 6, "embed_dim": 192, "num_heads": 3, "mlp_ratio": 4},
+        # the draft's width: vidi-shapes is grown from the draft (grow.py), which keeps it
+        "vision": {"depth": 6, "embed_dim": 128, "num_heads": 2, "mlp_ratio": 4},
     },
     "vidi-shapes-draft": {
         "text": {"hidden_size": 128, "num_hidden_layers": 2, "num_attention_heads": 2,
