@@ -1,0 +1,88 @@
+/* decode/decode.h — the decode role, without sockets: continuous batching
+ * of many sequences over one paged KV pool.
+ *
+ * A sequence joins after prefill (here or in another process: its KV is
+ * then imported into a sequence of this pool first) with the token that
+ * prefill sampled, which is not yet in its KV. Every vidi_decoder_step runs
+ * one batched forward over all running sequences (vidi_text_decode_batch),
+ * samples each one's next token with its own parameters and RNG, and
+ * reports the tokens; a sequence that ends (end-of-sequence id, a stop id,
+ * max_tokens) leaves the batch and its blocks go back to the pool. Given the
+ * same prefill, seed and parameters, a sequence produces the tokens
+ * vidi_generate produces.
+ *
+ * When the pool runs out of blocks, the youngest sequence is preempted: it
+ * leaves the batch with VIDI_DECODE_PREEMPTED and its blocks are freed; the
+ * caller recomputes it (a new prefill) later. Single-threaded.
+ */
+#ifndef VIDI_DECODE_DECODE_H
+#define VIDI_DECODE_DECODE_H
+
+#include <stdint.h>
+
+#include "core/err.h"
+#include "kernels/ops.h"
+#include "model/model.h"
+#include "model/text.h"
+
+#define VIDI_DECODE_MAX_STOP_IDS 16
+
+typedef struct vidi_decode_params {
+    vidi_sample_params sample;
+    int max_tokens;          /* tokens in all, the prefill's first one included */
+    int stop_at_eos;         /* the configuration's end-of-sequence ids end it */
+    int n_stop_ids;
+    int32_t stop_ids[VIDI_DECODE_MAX_STOP_IDS];
+} vidi_decode_params;
+
+typedef enum vidi_decode_state {
+    VIDI_DECODE_RUNNING = 0,
+    VIDI_DECODE_STOP = 1,      /* an end-of-sequence or stop id (it is the last token) */
+    VIDI_DECODE_LENGTH = 2,    /* max_tokens reached */
+    VIDI_DECODE_PREEMPTED = 3, /* the pool ran out of blocks: recompute it */
+} vidi_decode_state;
+
+typedef struct vidi_decode_event {
+    uint64_t tag;            /* the caller's name for the sequence */
+    int32_t token;           /* the new token (not for PREEMPTED) */
+    int index;               /* its position in the output (0 is prefill's token) */
+    vidi_decode_state state; /* RUNNING, or why the sequence left the batch */
+} vidi_decode_event;
+
+typedef struct vidi_decoder vidi_decoder;
+
+/* A decoder over `pool` (not owned; the model and pool outlive it),
+ * batching up to max_batch sequences (<= the pool's max_batch). */
+vidi_status vidi_decoder_create(vidi_model *m, vidi_kv_pool *pool, int max_batch, vidi_decoder **out, vidi_err *err);
+/* Frees the decoder and every sequence still in it. */
+void vidi_decoder_free(vidi_decoder *d);
+
+/* Add a prefilled sequence (ownership of seq passes to the decoder, on
+ * failure too). last_token: the token sampled after the sequence's KV (not in
+ * it yet); n_out: tokens generated so far, last_token included; rng: the
+ * RNG state after sampling it. A sequence that is already done (last_token
+ * stops it, or n_out >= max_tokens) is refused with VIDI_ERR_INVALID: the
+ * caller finishes it without the decoder. VIDI_ERR_RANGE when the batch is
+ * full. */
+vidi_status vidi_decoder_add(vidi_decoder *d, uint64_t tag, vidi_kv_seq *seq, int32_t last_token, int n_out,
+                             int64_t rope_delta, uint64_t rng, const vidi_decode_params *p, vidi_err *err);
+
+/* Does params end the output after `token`, the n_out-th token? (STOP,
+ * LENGTH or RUNNING; what the decoder applies after every token, for a
+ * caller deciding about prefill's token.) */
+vidi_decode_state vidi_decode_check(const vidi_model_config *cfg, const vidi_decode_params *p, int32_t token,
+                                    int n_out);
+
+int vidi_decoder_running(const vidi_decoder *d);
+int vidi_decoder_capacity(const vidi_decoder *d);
+
+/* One step of every running sequence. ev must hold vidi_decoder_running(d)
+ * events; *n_ev receives how many were written (one per sequence that ran
+ * or was preempted). */
+vidi_status vidi_decoder_step(vidi_decoder *d, vidi_decode_event *ev, int *n_ev, vidi_err *err);
+
+/* Remove a sequence (cancelled, or its client went away): 1 if it was
+ * there. */
+int vidi_decoder_cancel(vidi_decoder *d, uint64_t tag);
+
+#endif

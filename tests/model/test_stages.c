@@ -1,0 +1,208 @@
+/* tests/model/test_stages.c MODEL_DIR EXAMPLES_DIR — the EPD stages without
+ * sockets give vidi_generate's answers (label model).
+ *
+ * For questions about the sample files in examples/ (media decoded by
+ * media/), the tokens of vidi_generate in one process are compared with:
+ * the router's prompt (one pad per item) expanded by prefill, vision
+ * embeddings computed per item and per temporal slice (two halves of a
+ * video encoded apart and concatenated, as two encode workers would),
+ * vidi_prefill_run into a paged sequence, and all sequences decoded
+ * together by one vidi_decoder (continuous batching, joining at different
+ * steps). Greedy and seeded sampling both.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "decode/decode.h"
+#include "kernels/ops.h"
+#include "media/media.h"
+#include "model/generate.h"
+#include "model/model.h"
+#include "model/tokenizer.h"
+#include "prefill/prefill.h"
+#include "test_util.h"
+
+static const char *g_model, *g_examples;
+
+typedef struct q_case {
+    const char *file;
+    int video;
+    const char *question;
+    float temperature;
+} q_case;
+
+static const q_case k_cases[] = {
+    {"video_500016.mp4", 1, "Describe the video.", 0.0f},
+    {"image_500001.png", 0, "What colour is the square?", 0.0f},
+    {"video_500018.webm", 1, "Which shape moves?", 0.0f},
+    {"image_500003.jpg", 0, "Describe the image.", 0.8f},
+    {"video_500016.mp4", 1, "What appears?", 0.7f},
+};
+#define N_CASES ((int)(sizeof k_cases / sizeof k_cases[0]))
+
+static void test_stages_equal_generate(void) {
+    vidi_err err = {0};
+    vidi_backend *be = vidi_backend_cpu_create(0, &err);
+    REQUIRE(be, "cpu backend: %s", err.msg);
+    vidi_model *m = NULL;
+    vidi_tokenizer *tok = NULL;
+    vidi_preproc_config pp;
+    char path[4096];
+    snprintf(path, sizeof path, "%s/tokenizer.json", g_model);
+    int ok = vidi_model_load(g_model, be, &m, &err) == VIDI_OK && vidi_preproc_config_load(g_model, &pp, &err) == VIDI_OK &&
+             vidi_tokenizer_load(path, &tok, &err) == VIDI_OK;
+    if (!ok) {
+        CHECK(0, "load %s: %s", g_model, err.msg);
+        goto out;
+    }
+    const vidi_model_config *cfg = &m->cfg;
+    int64_t H = cfg->text.hidden_size;
+    vidi_kv_pool_params kp = {.block_size = 16, .n_blocks = 512, .max_seq_len = 4096, .max_batch = 8};
+    vidi_kv_pool *pool = NULL;
+    vidi_decoder *dec = NULL;
+    REQUIRE(vidi_kv_pool_create(m->text, &kp, &pool, &err) == VIDI_OK, "pool: %s", err.msg);
+    REQUIRE(vidi_decoder_create(m, pool, 8, &dec, &err) == VIDI_OK, "decoder: %s", err.msg);
+
+    int32_t *want[N_CASES] = {0}, *got[N_CASES] = {0};
+    int n_want[N_CASES] = {0}, n_got[N_CASES] = {0}, done[N_CASES] = {0};
+    const int max_tokens = 40;
+    for (int c = 0; c < N_CASES; c++) {
+        want[c] = calloc(max_tokens, sizeof(int32_t));
+        got[c] = calloc(max_tokens, sizeof(int32_t));
+    }
+    int step = 0, joined = 0;
+    vidi_decode_event ev[8];
+    /* requests join the running batch one per step */
+    while (joined < N_CASES || vidi_decoder_running(dec) > 0) {
+        if (joined < N_CASES) {
+            const q_case *q = &k_cases[joined];
+            int c = joined++;
+            uint8_t *data = NULL;
+            size_t size = 0;
+            vidi_media_item item = {0};
+            vidi_media_options opt = vidi_media_options_default();
+            vidi_media_limits lim = vidi_media_limits_default();
+            snprintf(path, sizeof path, "%s/%s", g_examples, q->file);
+            REQUIRE(vidi_media_read_file(path, NULL, 0, lim.max_bytes, &data, &size, &err) == VIDI_OK, "%s: %s", path,
+                    err.msg);
+            vidi_status st = q->video ? vidi_media_video_to_item(data, size, &pp, &opt, &lim, &item, &err)
+                                      : vidi_media_image_to_item(data, size, &pp, &opt, &lim, &item, &err);
+            free(data);
+            REQUIRE(st == VIDI_OK, "%s: %s", path, err.msg);
+            vidi_media md = {.kind = q->video ? VIDI_MEDIA_VIDEO : VIDI_MEDIA_IMAGE, .pixels = item.pixels,
+                             .n_rows = item.rows, .second_per_grid_t = (float)item.second_per_grid_t};
+            memcpy(md.grid, item.grid, sizeof md.grid);
+
+            /* one process */
+            int32_t *ids = NULL;
+            int64_t n_ids = 0;
+            REQUIRE(vidi_prompt_build(cfg, tok, NULL, q->question, &md, 1, &ids, &n_ids, &err) == VIDI_OK, "%s",
+                    err.msg);
+            vidi_generate_params gp = vidi_generate_params_default();
+            gp.max_tokens = max_tokens;
+            gp.sample.temperature = q->temperature;
+            gp.seed = 1000 + (uint64_t)c;
+            vidi_generate_result res;
+            REQUIRE(vidi_generate(m, ids, n_ids, &md, 1, &gp, &res, &err) == VIDI_OK, "generate: %s", err.msg);
+            memcpy(want[c], res.tokens, (size_t)res.n_tokens * sizeof(int32_t));
+            n_want[c] = res.n_tokens;
+            vidi_generate_result_free(&res);
+
+            /* the stages: the router's prompt has one pad */
+            vidi_media one = md;
+            one.grid[0] = 1;
+            one.grid[1] = one.grid[2] = cfg->vision.spatial_merge_size;
+            int32_t *short_ids = NULL, *exp_ids = NULL;
+            int64_t n_short = 0, n_exp = 0;
+            REQUIRE(vidi_prompt_build(cfg, tok, NULL, q->question, &one, 1, &short_ids, &n_short, &err) == VIDI_OK,
+                    "%s", err.msg);
+            vidi_prefill_item pi = {.kind = md.kind, .second_per_grid_t = md.second_per_grid_t};
+            memcpy(pi.grid, md.grid, sizeof pi.grid);
+            REQUIRE(vidi_prefill_expand_pads(cfg, short_ids, n_short, &pi, 1, &exp_ids, &n_exp, &err) == VIDI_OK,
+                    "expand: %s", err.msg);
+            CHECK(n_exp == n_ids && !memcmp(exp_ids, ids, (size_t)n_ids * sizeof *ids),
+                  "case %d: expanded prompt differs from vidi_prompt_build's", c);
+            /* vision: videos in two temporal slices, as two encoders would */
+            int64_t rows = vidi_prefill_item_rows(cfg, &pi);
+            float *vis = calloc((size_t)(rows * H), sizeof(float));
+            int T = md.grid[0], t0 = q->video && T > 1 ? T / 2 : T;
+            int64_t per_t = (int64_t)md.grid[1] * md.grid[2];
+            int64_t out_per_t = rows / T;
+            for (int s = 0, t = 0; t < T; s++) {
+                int tn = s == 0 ? t0 : T - t0;
+                int32_t g[1][3] = {{tn, md.grid[1], md.grid[2]}};
+                vidi_tensor part = vidi_tensor_2d(VIDI_DTYPE_F32, vis + (size_t)(t * out_per_t * H), tn * out_per_t, H);
+                REQUIRE(vidi_vision_encode(m->vision, md.pixels + (size_t)(t * per_t * item.cols), tn * per_t, g, 1,
+                                           &part, &err) == VIDI_OK,
+                        "encode slice: %s", err.msg);
+                t += tn;
+            }
+            vidi_tensor vt = vidi_tensor_2d(VIDI_DTYPE_F32, vis, rows, H);
+            vidi_kv_seq *seq = NULL;
+            REQUIRE(vidi_kv_seq_create(pool, &seq, &err) == VIDI_OK, "%s", err.msg);
+            uint64_t rng = vidi_rng_seed(1000 + (uint64_t)c);
+            vidi_sample_params sp = {.temperature = q->temperature, .top_k = 0, .top_p = 1.0f};
+            vidi_prefill_result pr;
+            REQUIRE(vidi_prefill_run(m, seq, exp_ids, n_exp, &pi, 1, &vt, &sp, &rng, &pr, &err) == VIDI_OK,
+                    "prefill: %s", err.msg);
+            got[c][n_got[c]++] = pr.first_token;
+            vidi_decode_params dp = {.sample = sp, .max_tokens = max_tokens, .stop_at_eos = 1};
+            if (vidi_decode_check(cfg, &dp, pr.first_token, 1) != VIDI_DECODE_RUNNING) {
+                done[c] = 1;
+                vidi_kv_seq_free(seq);
+            } else {
+                REQUIRE(vidi_decoder_add(dec, (uint64_t)c, seq, pr.first_token, 1, pr.rope_delta, rng, &dp, &err) ==
+                            VIDI_OK,
+                        "add: %s", err.msg);
+            }
+            free(vis);
+            free(ids);
+            free(short_ids);
+            free(exp_ids);
+            vidi_media_item_free(&item);
+        }
+        int n_ev = 0;
+        REQUIRE(vidi_decoder_step(dec, ev, &n_ev, &err) == VIDI_OK, "step %d: %s", step, err.msg);
+        for (int e = 0; e < n_ev; e++) {
+            int c = (int)ev[e].tag;
+            CHECK(ev[e].state != VIDI_DECODE_PREEMPTED, "case %d preempted with a large pool", c);
+            CHECK(ev[e].index == n_got[c], "case %d: event index %d, expected %d", c, ev[e].index, n_got[c]);
+            if (n_got[c] < max_tokens) got[c][n_got[c]++] = ev[e].token;
+            if (ev[e].state != VIDI_DECODE_RUNNING) done[c] = 1;
+        }
+        step++;
+    }
+    for (int c = 0; c < N_CASES; c++) {
+        CHECK(done[c], "case %d never finished", c);
+        CHECK(n_got[c] == n_want[c] && !memcmp(got[c], want[c], (size_t)n_want[c] * sizeof(int32_t)),
+              "case %d (%s, %s, T=%.1f): stages gave %d tokens, vidi_generate %d (first differing at %d)", c,
+              k_cases[c].file, k_cases[c].question, k_cases[c].temperature, n_got[c], n_want[c],
+              ({
+                  int d = 0;
+                  while (d < n_got[c] && d < n_want[c] && got[c][d] == want[c][d]) d++;
+                  d;
+              }));
+        free(want[c]);
+        free(got[c]);
+    }
+    printf("%d requests through prefill + batched decode in %d steps: equal to vidi_generate\n", N_CASES, step);
+    vidi_decoder_free(dec);
+    vidi_kv_pool_free(pool);
+out:
+    vidi_tokenizer_free(tok);
+    vidi_model_free(m);
+    be->ops->destroy(be);
+}
+
+int main(int argc, char **argv) {
+    if (argc < 3) {
+        fprintf(stderr, "usage: test_stages MODEL_DIR EXAMPLES_DIR [case]\n");
+        return 2;
+    }
+    g_model = argv[1];
+    g_examples = argv[2];
+    static const test_case cases[] = {{"stages_equal_generate", test_stages_equal_generate}};
+    char *sub[] = {argv[0], argc > 3 ? argv[3] : NULL};
+    return test_main(argc > 3 ? 2 : 1, sub, cases, 1);
+}
