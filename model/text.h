@@ -158,4 +158,49 @@ vidi_status vidi_text_decode_batch(vidi_text *t, vidi_kv_pool *pool, int B, vidi
                                    const int32_t *ids, const int32_t *pos, vidi_tensor *logits,
                                    int use_graph, vidi_err *err);
 
+/* ---- KV hand-off between pools ----
+ *
+ * A sequence's keys and values leave one pool and enter another (a prefill
+ * worker's and a decode worker's, possibly in another process, with another
+ * block size, block table or max_batch) through a host buffer of one layout.
+ * For n tokens, row-major, no padding, in vidi_kv_pool_dtype:
+ *     for layer l = 0 .. layers - 1:
+ *         K of layer l: [n, kv_heads, head_dim]
+ *         V of layer l: [n, kv_heads, head_dim]
+ * that is vidi_kv_seq_export_bytes(pool, n) = layers * 2 * n * kv_heads *
+ * head_dim * dtype size bytes. K is stored as the cache holds it, rotary
+ * embedding applied: the tokens keep the positions they were computed at,
+ * and the receiver must go on with the positions that follow (for M-RoPE
+ * the next t position is the sender's, not the token count). The values
+ * only make sense to a pool of the same model weights; a receiver checks
+ * at least that dtype and layout agree before importing. */
+
+/* The dtype of the pool's keys and values: the backend's act dtype (F32 on
+ * the CPU, BF16 on CUDA). */
+vidi_dtype vidi_kv_pool_dtype(const vidi_kv_pool *pool);
+/* The pool's layers, kv heads and head dim (any pointer may be NULL). */
+void vidi_kv_pool_layout(const vidi_kv_pool *pool, int *layers, int *kv_heads, int *head_dim);
+/* Bytes of n tokens in the hand-off layout (0 when n <= 0). */
+size_t vidi_kv_seq_export_bytes(const vidi_kv_pool *pool, int64_t n);
+
+/* Copy tokens [start, start + n) of `s`, every layer's K and V, into `host`
+ * (host memory of host_bytes = vidi_kv_seq_export_bytes(pool, n) bytes) in
+ * the layout above; complete when this returns. n = 0 copies nothing.
+ * VIDI_ERR_INVALID when the range is not within the sequence's length or
+ * host_bytes differs; the sequence is never changed. Uses the model's
+ * scratch buffer (not while another call on the model runs). */
+vidi_status vidi_kv_seq_export(const vidi_kv_seq *s, int64_t start, int64_t n, void *host, size_t host_bytes,
+                               vidi_err *err);
+
+/* Append n tokens given in the layout above (`host`, host_bytes =
+ * vidi_kv_seq_export_bytes(pool, n)) to the end of `s`; afterwards the
+ * sequence continues (vidi_text_forward_paged, vidi_text_decode_batch)
+ * exactly as if the tokens had been computed into it. Blocks are taken from
+ * the pool first: VIDI_ERR_RANGE when it has too few free blocks or the
+ * sequence would pass max_seq_len; VIDI_ERR_INVALID when host_bytes
+ * differs. On any error nothing is appended and no block is kept. `host`
+ * may be reused when this returns; the copies may still be in flight,
+ * ordered before later ops. Uses the model's scratch buffer. */
+vidi_status vidi_kv_seq_import(vidi_kv_seq *s, const void *host, size_t host_bytes, int64_t n, vidi_err *err);
+
 #endif

@@ -371,3 +371,111 @@ fail:
     vidi_err_prefix(err, "decode step of %d sequences", B);
     return rc;
 }
+
+/* ---- KV hand-off ---- */
+
+vidi_dtype vidi_kv_pool_dtype(const vidi_kv_pool *pool) { return pool->t->be->act_dtype; }
+
+void vidi_kv_pool_layout(const vidi_kv_pool *pool, int *layers, int *kv_heads, int *head_dim) {
+    const vidi_text_config *c = &pool->t->cfg;
+    if (layers) *layers = c->num_layers;
+    if (kv_heads) *kv_heads = c->num_kv_heads;
+    if (head_dim) *head_dim = c->head_dim;
+}
+
+/* Bytes of one token's K (or V) in one layer: a plane row. */
+static size_t kv_row_bytes(const vidi_kv_pool *pool) {
+    const vidi_text_config *c = &pool->t->cfg;
+    return (size_t)c->num_kv_heads * (size_t)c->head_dim * vidi_dtype_size(pool->t->be->act_dtype);
+}
+
+size_t vidi_kv_seq_export_bytes(const vidi_kv_pool *pool, int64_t n) {
+    if (!pool || n <= 0) return 0;
+    return (size_t)n * 2 * (size_t)pool->t->cfg.num_layers * kv_row_bytes(pool);
+}
+
+/* Tokens [start, start + n) of s (n > 0, their blocks held) between the
+ * pool's planes and the host in the hand-off layout. Plane p = 2l (K of
+ * layer l) or 2l + 1 (V) is the layout's p-th piece of n rows: its rows
+ * are gathered by slot into scratch and copied to `out` (export), or
+ * copied from `in` and scattered to their slots (import). */
+static vidi_status seq_transfer(const vidi_kv_seq *s, int64_t start, int64_t n, void *out, const void *in,
+                                vidi_err *err) {
+    vidi_status rc = VIDI_OK;
+    vidi_kv_pool *pool = s->pool;
+    vidi_text *t = pool->t;
+    vidi_backend *be = t->be;
+    const vidi_backend_ops *op = be->ops;
+    vidi_dtype adt = be->act_dtype;
+    int64_t cols = (int64_t)t->cfg.num_kv_heads * t->cfg.head_dim;
+    size_t bytes = (size_t)n * kv_row_bytes(pool);
+    int32_t *h_slots = malloc((size_t)n * sizeof *h_slots);
+    VIDI_CHECK(h_slots, err, VIDI_ERR_NOMEM, "out of memory for %lld slots", (long long)n);
+    for (int64_t j = 0; j < n; j++) h_slots[j] = seq_slot(s, start + j);
+
+    void *dslots = NULL, *drows = NULL;
+    for (int pass = 0; pass < 2; pass++) {
+        text_carver cv = {pass ? t->scratch : NULL, 0};
+        dslots = text_carve(&cv, (size_t)n * sizeof(int32_t));
+        drows = text_carve(&cv, bytes);
+        if (!pass) VIDI_TRY(text_scratch(t, cv.off, err));
+    }
+    VIDI_TRY(op->copy_to_device(be, dslots, h_slots, (size_t)n * sizeof(int32_t), err));
+    vidi_tensor tslots = vidi_tensor_1d(VIDI_DTYPE_I32, dslots, n);
+    vidi_tensor trows = vidi_tensor_2d(adt, drows, n, cols);
+    for (int64_t p = 0; p < 2 * (int64_t)t->cfg.num_layers; p++) {
+        vidi_tensor plane = vidi_tensor_2d(adt, (char *)pool->buf + (size_t)p * pool->plane, pool->rows, cols);
+        if (out) {
+            VIDI_TRY(op->gather_rows(be, &plane, &tslots, &trows, err));
+            VIDI_TRY(op->copy_to_host(be, (char *)out + (size_t)p * bytes, drows, bytes, err));
+        } else {
+            VIDI_TRY(op->copy_to_device(be, drows, (const char *)in + (size_t)p * bytes, bytes, err));
+            VIDI_TRY(op->scatter_rows(be, &trows, &tslots, &plane, err));
+        }
+    }
+fail:
+    free(h_slots);
+    return rc;
+}
+
+vidi_status vidi_kv_seq_export(const vidi_kv_seq *s, int64_t start, int64_t n, void *host, size_t host_bytes,
+                               vidi_err *err) {
+    vidi_status rc = VIDI_OK;
+    VIDI_CHECK(s, err, VIDI_ERR_INVALID, "no sequence");
+    VIDI_CHECK(start >= 0 && n >= 0 && start <= s->len && n <= s->len - start, err, VIDI_ERR_INVALID,
+               "tokens [%lld, %lld + %lld) are not within the sequence's %lld", (long long)start, (long long)start,
+               (long long)n, (long long)s->len);
+    size_t want = vidi_kv_seq_export_bytes(s->pool, n);
+    VIDI_CHECK(host_bytes == want && (host || !n), err, VIDI_ERR_INVALID,
+               "the host buffer has %zu bytes%s, %lld tokens take %zu", host_bytes, host ? "" : " (NULL)",
+               (long long)n, want);
+    if (n > 0) VIDI_TRY(seq_transfer(s, start, n, host, NULL, err));
+    return VIDI_OK;
+fail:
+    vidi_err_prefix(err, "kv export");
+    return rc;
+}
+
+vidi_status vidi_kv_seq_import(vidi_kv_seq *s, const void *host, size_t host_bytes, int64_t n, vidi_err *err) {
+    vidi_status rc = VIDI_OK;
+    int64_t L0 = s ? s->len : 0, keep = s ? s->n_blocks : 0;
+    VIDI_CHECK(s, err, VIDI_ERR_INVALID, "no sequence");
+    VIDI_CHECK(n >= 0 && n <= INT32_MAX, err, VIDI_ERR_INVALID, "%lld tokens: must be in [0, 2^31)", (long long)n);
+    size_t want = vidi_kv_seq_export_bytes(s->pool, n);
+    VIDI_CHECK(host_bytes == want && (host || !n), err, VIDI_ERR_INVALID,
+               "the host buffer has %zu bytes%s, %lld tokens take %zu (layers %d, kv heads %d, head dim %d, %s)",
+               host_bytes, host ? "" : " (NULL)", (long long)n, want, s->pool->t->cfg.num_layers,
+               s->pool->t->cfg.num_kv_heads, s->pool->t->cfg.head_dim, vidi_dtype_name(vidi_kv_pool_dtype(s->pool)));
+    if (n == 0) return VIDI_OK;
+    VIDI_TRY(seq_reserve(s, L0 + n, err));
+    rc = seq_transfer(s, L0, n, NULL, host, err);
+    if (rc != VIDI_OK) {
+        seq_release(s, keep);
+        goto fail;
+    }
+    s->len = L0 + n;
+    return VIDI_OK;
+fail:
+    vidi_err_prefix(err, "kv import (%lld tokens after %lld)", (long long)n, (long long)L0);
+    return rc;
+}
