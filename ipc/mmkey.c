@@ -12,15 +12,15 @@ static void s_put_le(uint8_t *p, uint64_t v) {
 }
 
 void vidi_mm_key(const void *bytes, size_t n, const vidi_mm_params *p, uint8_t key[16]) {
-    /* "vidimk1" + kind, fps bits, nframes, min/max pixels, slice: 8 + 7 * 8 bytes */
-    uint8_t tail[8 + 7 * 8];
+    /* "vidimk1" + kind, fps bits, nframes, min/max pixels, slice range and count: 8 + 8 * 8 bytes */
+    uint8_t tail[8 + 8 * 8];
     memcpy(tail, "vidimk1", 8);
     uint64_t fps_bits;
     double fps = p->fps;
     memcpy(&fps_bits, &fps, sizeof fps_bits);
-    uint64_t v[7] = {(uint64_t)p->kind, fps_bits, (uint64_t)p->nframes, (uint64_t)p->min_pixels,
-                     (uint64_t)p->max_pixels, (uint64_t)p->slice_t0, (uint64_t)p->slice_t1};
-    for (int i = 0; i < 7; i++) s_put_le(tail + 8 + 8 * i, v[i]);
+    uint64_t v[8] = {(uint64_t)p->kind, fps_bits, (uint64_t)p->nframes, (uint64_t)p->min_pixels,
+                     (uint64_t)p->max_pixels, (uint64_t)p->slice_t0, (uint64_t)p->slice_t1, (uint64_t)p->n_slices};
+    for (int i = 0; i < 8; i++) s_put_le(tail + 8 + 8 * i, v[i]);
     XXH3_state_t st;
     XXH3_128bits_reset(&st);
     XXH3_128bits_update(&st, bytes, n);

@@ -15,7 +15,8 @@ typedef struct vidi_mm_params {
     double fps;            /* 0: the default */
     int64_t nframes;       /* 0: by fps */
     int64_t min_pixels, max_pixels; /* 0: the model's */
-    int64_t slice_t0, slice_t1;     /* a video's temporal-grid slice [t0, t1); 0, 0: the whole item */
+    int64_t slice_t0, slice_t1;     /* a slice's temporal-grid range [t0, t1) ... */
+    int64_t n_slices;               /* ... of n_slices; all 0 for an item's own key */
 } vidi_mm_params;
 
 /* key = XXH3-128 of (bytes, then the parameters in a fixed little-endian

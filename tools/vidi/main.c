@@ -24,6 +24,7 @@
 #include "model/model.h"
 #include "model/tokenizer.h"
 #include "tools/vidi/cmd_media.h"
+#include "tools/vidi/cmd_worker.h"
 #ifdef VIDI_HAVE_CUDA
 #include "kernels/cuda/cuda_info.h"
 #endif
@@ -554,6 +555,7 @@ int main(int argc, char **argv) {
     if (!strcmp(argv[1], "info")) return cmd_info();
     if (!strcmp(argv[1], "generate")) return cmd_generate(argc, argv);
     if (!strcmp(argv[1], "media")) return vidi_cmd_media(argc, argv);
+    if (!strcmp(argv[1], "worker")) return vidi_cmd_worker(argc, argv);
     if (!strcmp(argv[1], "-h") || !strcmp(argv[1], "--help") || !strcmp(argv[1], "help")) {
         usage(stdout);
         return 0;

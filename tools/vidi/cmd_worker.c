@@ -1,0 +1,1369 @@
+/* tools/vidi/cmd_worker.c — `vidi worker`: one process holding one or more
+ * of the roles media, encode, prefill and decode (ipc/PROTOCOL.md §5.3).
+ *
+ * It connects a DEALER to the router's back socket and binds a ROUTER data
+ * socket that other workers send work to. One thread runs a poll loop over
+ * both: messages are handled as they come, and while sequences are being
+ * decoded the loop runs one batched decode step between polls. Stage logic
+ * lives in media/, encoder/, prefill/ and decode/; this file moves messages.
+ *
+ * A message for this worker's own data endpoint (a worker with several
+ * roles routing to itself) is handled in place, without a socket; a
+ * sequence prefilled here for a decode role here stays in the same pool.
+ * Tensor frames to other workers are sent zero-copy from buffers freed when
+ * ZeroMQ is done with them.
+ */
+#include "tools/vidi/cmd_worker.h"
+
+#include <errno.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <zmq.h>
+
+#include "decode/decode.h"
+#include "encoder/mmcache.h"
+#include "ipc/fields.h"
+#include "ipc/mmkey.h"
+#include "ipc/msg.h"
+#include "ipc/sock.h"
+#include "kernels/ops.h"
+#include "media/media.h"
+#include "model/generate.h"
+#include "model/model.h"
+#include "prefill/prefill.h"
+
+enum { ROLE_MEDIA = 1, ROLE_ENCODE = 2, ROLE_PREFILL = 4, ROLE_DECODE = 8, ROLE_ALL = 15 };
+static const char *const k_role_names[] = {"media", "encode", "prefill", "decode"};
+
+#define EP_MAX 256
+#define MAX_PEERS 64
+#define MAX_PEND 256
+#define MAX_ITEMS 64
+
+static volatile sig_atomic_t g_stop;
+static void s_on_signal(int sig) {
+    (void)sig;
+    g_stop = 1;
+}
+
+/* ---- shared frame buffers: one malloc'd buffer, several zero-copy frames ---- */
+
+typedef struct shared_buf {
+    atomic_int refs;
+    void *data;
+} shared_buf;
+
+static void s_shared_release(void *data, void *hint) {
+    (void)data;
+    shared_buf *b = hint;
+    if (atomic_fetch_sub(&b->refs, 1) == 1) {
+        free(b->data);
+        free(b);
+    }
+}
+
+static void s_free_frame(void *data, void *hint) {
+    (void)hint;
+    free(data);
+}
+
+/* ---- state ---- */
+
+typedef struct slice_in {
+    int have;
+    vidi_prefill_item item;  /* the slice's grid */
+    int64_t rows;
+    void *data;              /* host, act dtype [rows, hidden] */
+} slice_in;
+
+typedef struct pend {
+    int used;
+    uint64_t req, attempt;
+    int64_t since_ms;
+    int have_work;
+    int32_t *ids;
+    int64_t n_ids;
+    int n_items;
+    vidi_media_kind kinds[MAX_ITEMS];
+    int n_slices[MAX_ITEMS];        /* 0: not known yet */
+    slice_in *slices[MAX_ITEMS];
+    vidi_wire_sampling samp;
+    char decode_ep[EP_MAX];
+} pend;
+
+typedef struct dec_meta {
+    int used;
+    uint64_t req, attempt;
+    int64_t prompt_tokens;
+} dec_meta;
+
+typedef struct worker {
+    /* options */
+    const char *router_ep, *model_dir, *name_opt;
+    char data_ep[EP_MAX];
+    int roles;
+    int use_cuda, device;
+    int64_t heartbeat_ms;
+    int liveness;
+    uint64_t mm_budget;
+    int64_t kv_blocks;
+    int max_batch;
+    /* sockets */
+    void *ctx, *back, *data;
+    struct {
+        char ep[EP_MAX];
+        void *sock;
+    } peers[MAX_PEERS];
+    int n_peers;
+    vidi_liveness live;
+    vidi_backoff backoff;
+    char name[128];
+    /* engine */
+    vidi_backend *be;
+    vidi_model *m;
+    vidi_preproc_config pp;
+    vidi_mmcache *cache;
+    vidi_kv_pool *pool;
+    vidi_decoder *dec;
+    pend pends[MAX_PEND];
+    dec_meta metas[512];
+    /* counters */
+    uint64_t n_media, n_encode, n_encode_cached, n_prefill, n_decode_in, n_tokens, n_errors, n_bad_msgs;
+} worker;
+
+static int64_t s_act_bytes(const worker *w, int64_t rows) {
+    return rows * w->m->cfg.text.hidden_size * (int64_t)vidi_dtype_size(w->be->act_dtype);
+}
+
+/* ---- sending ---- */
+
+static void s_handle(worker *w, vidi_msg *m, int from_back);
+
+static void *s_peer(worker *w, const char *ep, vidi_err *err) {
+    for (int i = 0; i < w->n_peers; i++)
+        if (!strcmp(w->peers[i].ep, ep)) return w->peers[i].sock;
+    if (w->n_peers == MAX_PEERS) {
+        zmq_close(w->peers[0].sock);
+        memmove(&w->peers[0], &w->peers[1], sizeof w->peers[0] * (MAX_PEERS - 1));
+        w->n_peers--;
+    }
+    void *s = vidi_sock_open(w->ctx, VIDI_SOCK_PEER, ep, 0, NULL, 0, err);
+    if (!s) return NULL;
+    snprintf(w->peers[w->n_peers].ep, EP_MAX, "%s", ep);
+    w->peers[w->n_peers++].sock = s;
+    return s;
+}
+
+/* Send o to the data endpoint `ep`: handled here when it is ours. */
+static vidi_status s_deliver(worker *w, const char *ep, vidi_cmd cmd, vidi_msg_out *o, vidi_err *err) {
+    if (strcmp(ep, w->data_ep) != 0) {
+        void *s = s_peer(w, ep, err);
+        vidi_status rc = s ? vidi_msg_send(s, NULL, 0, cmd, o, err) : VIDI_ERR_IO;
+        vidi_msg_out_free(o);
+        return rc;
+    }
+    if (o->sbuf.size == 0) msgpack_pack_map(&o->pk, 0);
+    int n = 3 + o->n_frames;
+    const void **bufs = calloc((size_t)n, sizeof *bufs);
+    size_t *lens = calloc((size_t)n, sizeof *lens);
+    uint8_t version[VIDI_PROTO_VERSION_LEN] = {'V', 'I', 'D', 'I', VIDI_PROTO_MAJOR, VIDI_PROTO_MINOR};
+    uint8_t c = (uint8_t)cmd;
+    vidi_status rc = VIDI_ERR_NOMEM;
+    if (bufs && lens) {
+        bufs[0] = version, lens[0] = sizeof version;
+        bufs[1] = &c, lens[1] = 1;
+        bufs[2] = o->sbuf.data, lens[2] = o->sbuf.size;
+        for (int i = 0; i < o->n_frames; i++) bufs[3 + i] = o->frames[i].data, lens[3 + i] = o->frames[i].bytes;
+        vidi_msg m;
+        vidi_msg_init(&m);
+        vidi_wire_code code;
+        rc = vidi_msg_set_parts(&m, bufs, lens, n, err);
+        vidi_msg_out_free(o);
+        if (rc == VIDI_OK) rc = vidi_msg_parse(&m, NULL, &code, err);
+        if (rc == VIDI_OK) s_handle(w, &m, 0);
+        vidi_msg_close(&m);
+    } else {
+        vidi_err_set(err, VIDI_ERR_NOMEM, "local delivery: out of memory");
+        vidi_msg_out_free(o);
+    }
+    free(bufs);
+    free(lens);
+    return rc;
+}
+
+static void s_to_router(worker *w, vidi_cmd cmd, vidi_msg_out *o) {
+    vidi_err err = {0};
+    if (vidi_msg_send(w->back, NULL, 0, cmd, o, &err) == VIDI_OK) vidi_liveness_sent(&w->live, vidi_now_ms());
+    else fprintf(stderr, "worker %s: to router: %s\n", w->name, err.msg);
+    vidi_msg_out_free(o);
+}
+
+static void s_pack_req(msgpack_packer *pk, uint64_t req, uint64_t attempt) {
+    vidi_mp_pack_cstr(pk, "req");
+    msgpack_pack_uint64(pk, req);
+    vidi_mp_pack_cstr(pk, "attempt");
+    msgpack_pack_uint64(pk, attempt);
+}
+
+static void s_error_req(worker *w, uint64_t req, uint64_t attempt, vidi_wire_code code, const char *msg) {
+    vidi_msg_out o;
+    vidi_msg_out_init(&o);
+    msgpack_pack_map(&o.pk, 4);
+    s_pack_req(&o.pk, req, attempt);
+    vidi_mp_pack_cstr(&o.pk, "code");
+    vidi_mp_pack_cstr(&o.pk, vidi_wire_code_name(code));
+    vidi_mp_pack_cstr(&o.pk, "message");
+    vidi_mp_pack_cstr(&o.pk, msg);
+    w->n_errors++;
+    s_to_router(w, VIDI_CMD_ERROR, &o);
+}
+
+static void s_send_ready(worker *w) {
+    vidi_msg_out o;
+    vidi_msg_out_init(&o);
+    msgpack_pack_map(&o.pk, 8);
+    vidi_mp_pack_cstr(&o.pk, "name");
+    vidi_mp_pack_cstr(&o.pk, w->name);
+    vidi_mp_pack_cstr(&o.pk, "pid");
+    msgpack_pack_uint64(&o.pk, (uint64_t)getpid());
+    vidi_mp_pack_cstr(&o.pk, "roles");
+    int nr = 0;
+    for (int i = 0; i < 4; i++) nr += (w->roles >> i) & 1;
+    msgpack_pack_array(&o.pk, (size_t)nr);
+    for (int i = 0; i < 4; i++)
+        if ((w->roles >> i) & 1) vidi_mp_pack_cstr(&o.pk, k_role_names[i]);
+    vidi_mp_pack_cstr(&o.pk, "data");
+    vidi_mp_pack_cstr(&o.pk, w->data_ep);
+    vidi_mp_pack_cstr(&o.pk, "backend");
+    vidi_mp_pack_cstr(&o.pk, w->use_cuda ? "cuda" : "cpu");
+    vidi_mp_pack_cstr(&o.pk, "device");
+    msgpack_pack_int64(&o.pk, w->use_cuda ? w->device : -1);
+    vidi_mp_pack_cstr(&o.pk, "model");
+    vidi_mp_pack_cstr(&o.pk, w->model_dir);
+    vidi_mp_pack_cstr(&o.pk, "capacity");
+    msgpack_pack_map(&o.pk, 3);
+    vidi_mp_pack_cstr(&o.pk, "kv_blocks");
+    msgpack_pack_uint64(&o.pk, (uint64_t)w->kv_blocks);
+    vidi_mp_pack_cstr(&o.pk, "mm_cache_bytes");
+    msgpack_pack_uint64(&o.pk, w->mm_budget);
+    vidi_mp_pack_cstr(&o.pk, "max_batch");
+    msgpack_pack_uint64(&o.pk, (uint64_t)w->max_batch);
+    s_to_router(w, VIDI_CMD_READY, &o);
+}
+
+static void s_send_heartbeat(worker *w) {
+    vidi_msg_out o;
+    vidi_msg_out_init(&o);
+    msgpack_pack_map(&o.pk, 1);
+    vidi_mp_pack_cstr(&o.pk, "load");
+    msgpack_pack_map(&o.pk, 3);
+    int queued = 0;
+    for (int i = 0; i < MAX_PEND; i++) queued += w->pends[i].used;
+    vidi_mp_pack_cstr(&o.pk, "queued");
+    msgpack_pack_uint64(&o.pk, (uint64_t)queued);
+    vidi_mp_pack_cstr(&o.pk, "running");
+    msgpack_pack_uint64(&o.pk, (uint64_t)(w->dec ? vidi_decoder_running(w->dec) : 0));
+    vidi_mp_pack_cstr(&o.pk, "kv_free_blocks");
+    msgpack_pack_uint64(&o.pk, (uint64_t)(w->pool ? vidi_kv_pool_free_blocks(w->pool) : 0));
+    s_to_router(w, VIDI_CMD_HEARTBEAT, &o);
+}
+
+static void s_send_tokens(worker *w, uint64_t req, uint64_t attempt, int index, int32_t tok) {
+    vidi_msg_out o;
+    vidi_msg_out_init(&o);
+    msgpack_pack_map(&o.pk, 4);
+    s_pack_req(&o.pk, req, attempt);
+    vidi_mp_pack_cstr(&o.pk, "index");
+    msgpack_pack_uint64(&o.pk, (uint64_t)index);
+    vidi_mp_pack_cstr(&o.pk, "tokens");
+    msgpack_pack_array(&o.pk, 1);
+    msgpack_pack_uint64(&o.pk, (uint64_t)tok);
+    w->n_tokens++;
+    s_to_router(w, VIDI_CMD_TOKEN, &o);
+}
+
+static void s_send_done(worker *w, uint64_t req, uint64_t attempt, vidi_decode_state st, int n_out,
+                        int64_t prompt_tokens) {
+    vidi_msg_out o;
+    vidi_msg_out_init(&o);
+    msgpack_pack_map(&o.pk, 5);
+    s_pack_req(&o.pk, req, attempt);
+    vidi_mp_pack_cstr(&o.pk, "finish");
+    vidi_mp_pack_cstr(&o.pk, st == VIDI_DECODE_STOP ? "stop" : "length");
+    vidi_mp_pack_cstr(&o.pk, "n_out");
+    msgpack_pack_uint64(&o.pk, (uint64_t)n_out);
+    vidi_mp_pack_cstr(&o.pk, "prompt_tokens");
+    msgpack_pack_uint64(&o.pk, (uint64_t)prompt_tokens);
+    s_to_router(w, VIDI_CMD_DONE, &o);
+}
+
+/* ---- common field reading ---- */
+
+typedef struct req_id {
+    uint64_t req, attempt;
+} req_id;
+
+static vidi_status s_req_fields(const vidi_msg *m, req_id *r, vidi_err *err) {
+    vidi_status rc = vidi_mp_u64(m->header, "req", 1, 0, 0, UINT64_MAX, &r->req, err);
+    if (rc == VIDI_OK) rc = vidi_mp_u64(m->header, "attempt", 1, 0, 0, 1000, &r->attempt, err);
+    return rc;
+}
+
+static vidi_status s_ep_field(const msgpack_object *map, const char *key, char out[EP_MAX], vidi_err *err) {
+    const char *s;
+    size_t n;
+    vidi_status rc = vidi_mp_str(map, key, 1, EP_MAX - 1, &s, &n, err);
+    if (rc == VIDI_OK) {
+        memcpy(out, s, n);
+        out[n] = 0;
+    }
+    return rc;
+}
+
+static vidi_status s_grid_field(const msgpack_object *map, int32_t grid[3], vidi_err *err) {
+    const msgpack_object *g;
+    size_t n;
+    vidi_status rc = vidi_mp_array(map, "grid", 1, 3, &g, &n, err);
+    if (rc != VIDI_OK) return rc;
+    if (n != 3) return vidi_err_set(err, VIDI_ERR_FORMAT, "field 'grid': expected [t, h, w]");
+    for (int i = 0; i < 3; i++) {
+        if (g[i].type != MSGPACK_OBJECT_POSITIVE_INTEGER || g[i].via.u64 < 1 || g[i].via.u64 > 1 << 16)
+            return vidi_err_set(err, VIDI_ERR_FORMAT, "field 'grid': item %d is not in [1, 65536]", i);
+        grid[i] = (int32_t)g[i].via.u64;
+    }
+    return VIDI_OK;
+}
+
+static vidi_status s_kind_field(const msgpack_object *map, vidi_media_kind *k, vidi_err *err) {
+    const msgpack_object *o = vidi_mp_get(map, "kind");
+    if (vidi_mp_str_eq(o, "image")) *k = VIDI_MEDIA_IMAGE;
+    else if (vidi_mp_str_eq(o, "video")) *k = VIDI_MEDIA_VIDEO;
+    else return vidi_err_set(err, VIDI_ERR_FORMAT, "field 'kind': expected \"image\" or \"video\"");
+    return VIDI_OK;
+}
+
+static const vidi_wire_tensor *s_tensor_field(const vidi_msg *m, const msgpack_object *map, vidi_err *err) {
+    uint64_t t;
+    if (vidi_mp_u64(map, "tensor", 1, 0, 0, (uint64_t)(m->n_tensors ? m->n_tensors - 1 : 0), &t, err) != VIDI_OK)
+        return NULL;
+    if (m->n_tensors == 0 || m->tensors[t].frame < 0) {
+        vidi_err_set(err, VIDI_ERR_FORMAT, "field 'tensor': no such raw tensor");
+        return NULL;
+    }
+    return &m->tensors[t];
+}
+
+/* ---- media ---- */
+
+static void s_on_media(worker *w, const vidi_msg *m, req_id r) {
+    vidi_err err = {0};
+    char prefill[EP_MAX];
+    const msgpack_object *items;
+    size_t n_items;
+    char msg[VIDI_ERR_MSG_MAX + 2 * EP_MAX + 64];
+    if (s_ep_field(m->header, "prefill", prefill, &err) != VIDI_OK ||
+        vidi_mp_array(m->header, "items", 1, MAX_ITEMS, &items, &n_items, &err) != VIDI_OK) {
+        s_error_req(w, r.req, r.attempt, VIDI_WIRE_BAD_FIELD, err.msg);
+        return;
+    }
+    for (size_t i = 0; i < n_items; i++) {
+        const msgpack_object *it = &items[i];
+        uint64_t item, nframes, minp, maxp;
+        double fps;
+        vidi_media_kind kind = VIDI_MEDIA_IMAGE;
+        const uint8_t *ikey;
+        size_t kn;
+        const msgpack_object *encs;
+        size_t n_encs;
+        const vidi_wire_tensor *t = NULL;
+        if (vidi_mp_u64(it, "item", 1, 0, 0, MAX_ITEMS - 1, &item, &err) || s_kind_field(it, &kind, &err) ||
+            vidi_mp_bin(it, "key", 1, 16, &ikey, &kn, &err) ||
+            vidi_mp_f64(it, "fps", 0, 0.0, 0.0, 1000.0, &fps, &err) ||
+            vidi_mp_u64(it, "nframes", 0, 0, 0, 100000, &nframes, &err) ||
+            vidi_mp_u64(it, "min_pixels", 0, 0, 0, UINT32_MAX, &minp, &err) ||
+            vidi_mp_u64(it, "max_pixels", 0, 0, 0, UINT32_MAX, &maxp, &err) ||
+            vidi_mp_array(it, "encoders", 1, 64, &encs, &n_encs, &err) || !(t = s_tensor_field(m, it, &err))) {
+            snprintf(msg, sizeof msg, "media item %zu: %s", i, err.msg);
+            s_error_req(w, r.req, r.attempt, VIDI_WIRE_BAD_FIELD, msg);
+            return;
+        }
+        if (n_encs == 0 || t->dtype != VIDI_WIRE_U8) {
+            snprintf(msg, sizeof msg, "media item %zu: needs encoders and u8 file bytes", i);
+            s_error_req(w, r.req, r.attempt, VIDI_WIRE_BAD_FIELD, msg);
+            return;
+        }
+        vidi_media_options opt = vidi_media_options_default();
+        vidi_media_limits lim = vidi_media_limits_default();
+        if (fps > 0) opt.video.fps = fps;
+        if (nframes > 0) opt.video.nframes = (int64_t)nframes;
+        if (minp > 0) opt.min_pixels = (int64_t)minp;
+        if (maxp > 0) opt.max_pixels = (int64_t)maxp;
+        vidi_media_item mi = {0};
+        vidi_status rc = kind == VIDI_MEDIA_VIDEO
+                             ? vidi_media_video_to_item(t->data, t->bytes, &w->pp, &opt, &lim, &mi, &err)
+                             : vidi_media_image_to_item(t->data, t->bytes, &w->pp, &opt, &lim, &mi, &err);
+        if (rc != VIDI_OK) {
+            snprintf(msg, sizeof msg, "media item %llu (%s): %s", (unsigned long long)item,
+                     kind == VIDI_MEDIA_VIDEO ? "video" : "image", err.msg);
+            s_error_req(w, r.req, r.attempt, VIDI_WIRE_BAD_MEDIA, msg);
+            return;
+        }
+        w->n_media++;
+        int T = mi.grid[0];
+        int ns = kind == VIDI_MEDIA_VIDEO ? (int)(n_encs < (size_t)T ? n_encs : (size_t)T) : 1;
+        int64_t per_t = (int64_t)mi.grid[1] * mi.grid[2];
+        shared_buf *sb = malloc(sizeof *sb);
+        if (!sb) {
+            vidi_media_item_free(&mi);
+            s_error_req(w, r.req, r.attempt, VIDI_WIRE_INTERNAL, "media: out of memory");
+            return;
+        }
+        atomic_init(&sb->refs, ns);
+        sb->data = mi.pixels;
+        mi.pixels = NULL;
+        for (int s = 0, t0 = 0; s < ns; s++) {
+            int tn = T / ns + (s < T % ns ? 1 : 0);
+            char ep[EP_MAX];
+            const msgpack_object *e = &encs[s];
+            if (e->type != MSGPACK_OBJECT_STR || e->via.str.size >= EP_MAX) {
+                s_shared_release(NULL, sb);
+                s_error_req(w, r.req, r.attempt, VIDI_WIRE_BAD_FIELD, "media: field 'encoders': not endpoints");
+                continue;
+            }
+            memcpy(ep, e->via.str.ptr, e->via.str.size);
+            ep[e->via.str.size] = 0;
+            vidi_mm_params kp = {.kind = kind, .fps = fps, .nframes = (int64_t)nframes, .min_pixels = (int64_t)minp,
+                                 .max_pixels = (int64_t)maxp, .slice_t0 = t0, .slice_t1 = t0 + tn, .n_slices = ns};
+            uint8_t skey[16];
+            vidi_mm_key(t->data, t->bytes, &kp, skey);
+            vidi_msg_out o;
+            vidi_msg_out_init(&o);
+            msgpack_pack_map(&o.pk, 6);
+            s_pack_req(&o.pk, r.req, r.attempt);
+            vidi_mp_pack_cstr(&o.pk, "stage");
+            vidi_mp_pack_cstr(&o.pk, "encode");
+            vidi_mp_pack_cstr(&o.pk, "prefill");
+            vidi_mp_pack_cstr(&o.pk, prefill);
+            vidi_mp_pack_cstr(&o.pk, "items");
+            msgpack_pack_array(&o.pk, 1);
+            msgpack_pack_map(&o.pk, 9);
+            vidi_mp_pack_cstr(&o.pk, "item");
+            msgpack_pack_uint64(&o.pk, item);
+            vidi_mp_pack_cstr(&o.pk, "slice");
+            msgpack_pack_uint64(&o.pk, (uint64_t)s);
+            vidi_mp_pack_cstr(&o.pk, "n_slices");
+            msgpack_pack_uint64(&o.pk, (uint64_t)ns);
+            vidi_mp_pack_cstr(&o.pk, "item_key");
+            msgpack_pack_bin(&o.pk, 16);
+            msgpack_pack_bin_body(&o.pk, ikey, 16);
+            vidi_mp_pack_cstr(&o.pk, "key");
+            msgpack_pack_bin(&o.pk, 16);
+            msgpack_pack_bin_body(&o.pk, skey, 16);
+            vidi_mp_pack_cstr(&o.pk, "kind");
+            vidi_mp_pack_cstr(&o.pk, kind == VIDI_MEDIA_VIDEO ? "video" : "image");
+            vidi_mp_pack_cstr(&o.pk, "grid");
+            msgpack_pack_array(&o.pk, 3);
+            msgpack_pack_uint64(&o.pk, (uint64_t)tn);
+            msgpack_pack_uint64(&o.pk, (uint64_t)mi.grid[1]);
+            msgpack_pack_uint64(&o.pk, (uint64_t)mi.grid[2]);
+            vidi_mp_pack_cstr(&o.pk, "second_per_grid_t");
+            msgpack_pack_double(&o.pk, mi.second_per_grid_t);
+            vidi_mp_pack_cstr(&o.pk, "tensor");
+            msgpack_pack_uint64(&o.pk, 0);
+            vidi_mp_pack_cstr(&o.pk, "tensors");
+            msgpack_pack_array(&o.pk, 1);
+            int64_t shape[2] = {tn * per_t, mi.cols};
+            float *rows = (float *)sb->data + (size_t)t0 * (size_t)per_t * (size_t)mi.cols;
+            vidi_msg_out_tensor(&o, VIDI_WIRE_F32, 2, shape, rows, (size_t)(shape[0] * shape[1]) * sizeof(float),
+                                s_shared_release, sb, &err);
+            if (s_deliver(w, ep, VIDI_CMD_WORK, &o, &err) != VIDI_OK) {
+                snprintf(msg, sizeof msg, "media: to encoder %s: %s", ep, err.msg);
+                s_error_req(w, r.req, r.attempt, VIDI_WIRE_WORKER_LOST, msg);
+            }
+            t0 += tn;
+        }
+        vidi_media_item_free(&mi);
+    }
+}
+
+/* ---- encode ---- */
+
+static void s_cache_free(void *data, void *user) {
+    (void)user;
+    free(data);
+}
+
+/* WORK "embeds" with one slice's rows (host, act dtype) to `prefill`. */
+static vidi_status s_send_embeds(worker *w, req_id r, const char *prefill, uint64_t item, uint64_t slice,
+                                 uint64_t n_slices, vidi_media_kind kind, const int32_t grid[3], double spgt,
+                                 const void *data, int64_t rows, vidi_err *err) {
+    size_t bytes = (size_t)s_act_bytes(w, rows);
+    void *copy = malloc(bytes ? bytes : 1);
+    if (!copy) return vidi_err_set(err, VIDI_ERR_NOMEM, "embeds: out of memory");
+    memcpy(copy, data, bytes);
+    vidi_msg_out o;
+    vidi_msg_out_init(&o);
+    msgpack_pack_map(&o.pk, 5);
+    s_pack_req(&o.pk, r.req, r.attempt);
+    vidi_mp_pack_cstr(&o.pk, "stage");
+    vidi_mp_pack_cstr(&o.pk, "embeds");
+    vidi_mp_pack_cstr(&o.pk, "items");
+    msgpack_pack_array(&o.pk, 1);
+    msgpack_pack_map(&o.pk, 7);
+    vidi_mp_pack_cstr(&o.pk, "item");
+    msgpack_pack_uint64(&o.pk, item);
+    vidi_mp_pack_cstr(&o.pk, "slice");
+    msgpack_pack_uint64(&o.pk, slice);
+    vidi_mp_pack_cstr(&o.pk, "n_slices");
+    msgpack_pack_uint64(&o.pk, n_slices);
+    vidi_mp_pack_cstr(&o.pk, "kind");
+    vidi_mp_pack_cstr(&o.pk, kind == VIDI_MEDIA_VIDEO ? "video" : "image");
+    vidi_mp_pack_cstr(&o.pk, "grid");
+    msgpack_pack_array(&o.pk, 3);
+    for (int i = 0; i < 3; i++) msgpack_pack_uint64(&o.pk, (uint64_t)grid[i]);
+    vidi_mp_pack_cstr(&o.pk, "second_per_grid_t");
+    msgpack_pack_double(&o.pk, spgt);
+    vidi_mp_pack_cstr(&o.pk, "tensor");
+    msgpack_pack_uint64(&o.pk, 0);
+    vidi_mp_pack_cstr(&o.pk, "tensors");
+    msgpack_pack_array(&o.pk, 1);
+    int64_t shape[2] = {rows, w->m->cfg.text.hidden_size};
+    vidi_wire_dtype dt = w->be->act_dtype == VIDI_DTYPE_BF16 ? VIDI_WIRE_BF16 : VIDI_WIRE_F32;
+    vidi_msg_out_tensor(&o, dt, 2, shape, copy, bytes, s_free_frame, NULL, err);
+    return s_deliver(w, prefill, VIDI_CMD_WORK, &o, err);
+}
+
+static void s_on_encode(worker *w, const vidi_msg *m, req_id r) {
+    vidi_err err = {0};
+    char prefill[EP_MAX], msg[VIDI_ERR_MSG_MAX + 2 * EP_MAX + 64];
+    const msgpack_object *items, *cached;
+    size_t n_items, n_cached;
+    if (s_ep_field(m->header, "prefill", prefill, &err) ||
+        vidi_mp_array(m->header, "items", 0, MAX_ITEMS, &items, &n_items, &err) ||
+        vidi_mp_array(m->header, "cached", 0, 4096, &cached, &n_cached, &err)) {
+        s_error_req(w, r.req, r.attempt, VIDI_WIRE_BAD_FIELD, err.msg);
+        return;
+    }
+    /* cache hits the router found: send what is here, report what is not */
+    int n_missing = 0;
+    uint8_t missing[64][16];
+    for (size_t i = 0; i < n_cached; i++) {
+        uint64_t item, slice, ns;
+        const uint8_t *key;
+        size_t kn;
+        if (vidi_mp_u64(&cached[i], "item", 1, 0, 0, MAX_ITEMS - 1, &item, &err) ||
+            vidi_mp_u64(&cached[i], "slice", 1, 0, 0, 63, &slice, &err) ||
+            vidi_mp_u64(&cached[i], "n_slices", 1, 1, 1, 64, &ns, &err) ||
+            vidi_mp_bin(&cached[i], "key", 1, 16, &key, &kn, &err)) {
+            s_error_req(w, r.req, r.attempt, VIDI_WIRE_BAD_FIELD, err.msg);
+            return;
+        }
+        vidi_mmcache_entry *e = NULL;
+        if (!w->cache || !vidi_mmcache_get(w->cache, key, &e)) {
+            if (n_missing < 64) memcpy(missing[n_missing++], key, 16);
+            continue;
+        }
+        w->n_encode_cached++;
+        vidi_media_kind kind = e->grid[0] > 1 || e->second_per_grid_t > 0 ? VIDI_MEDIA_VIDEO : VIDI_MEDIA_IMAGE;
+        if (s_send_embeds(w, r, prefill, item, slice, ns, kind, e->grid, e->second_per_grid_t, e->data, e->rows,
+                          &err) != VIDI_OK) {
+            snprintf(msg, sizeof msg, "encode: to prefill %s: %s", prefill, err.msg);
+            s_error_req(w, r.req, r.attempt, VIDI_WIRE_WORKER_LOST, msg);
+        }
+        vidi_mmcache_release(w->cache, e);
+    }
+    /* new items: run the tower */
+    vidi_msg_out res;
+    vidi_msg_out_init(&res);
+    int n_stored = 0;
+    uint8_t stored_key[MAX_ITEMS][16], stored_ikey[MAX_ITEMS][16];
+    uint64_t st_item[MAX_ITEMS], st_slice[MAX_ITEMS], st_ns[MAX_ITEMS];
+    int32_t st_grid[MAX_ITEMS][3];
+    double st_spgt[MAX_ITEMS];
+    int64_t patch_dim = vidi_media_patch_dim(&w->m->cfg);
+    for (size_t i = 0; i < n_items; i++) {
+        const msgpack_object *it = &items[i];
+        uint64_t item, slice, ns;
+        const uint8_t *key, *ikey;
+        size_t kn;
+        vidi_media_kind kind = VIDI_MEDIA_IMAGE;
+        int32_t grid[3];
+        double spgt;
+        const vidi_wire_tensor *t = NULL;
+        if (vidi_mp_u64(it, "item", 1, 0, 0, MAX_ITEMS - 1, &item, &err) ||
+            vidi_mp_u64(it, "slice", 1, 0, 0, 63, &slice, &err) ||
+            vidi_mp_u64(it, "n_slices", 1, 1, 1, 64, &ns, &err) || vidi_mp_bin(it, "key", 1, 16, &key, &kn, &err) ||
+            vidi_mp_bin(it, "item_key", 1, 16, &ikey, &kn, &err) || s_kind_field(it, &kind, &err) ||
+            s_grid_field(it, grid, &err) || vidi_mp_f64(it, "second_per_grid_t", 0, 0.0, 0.0, 1e6, &spgt, &err) ||
+            !(t = s_tensor_field(m, it, &err))) {
+            snprintf(msg, sizeof msg, "encode item %zu: %s", i, err.msg);
+            s_error_req(w, r.req, r.attempt, VIDI_WIRE_BAD_FIELD, msg);
+            goto out;
+        }
+        int64_t n_rows = (int64_t)grid[0] * grid[1] * grid[2];
+        if (t->dtype != VIDI_WIRE_F32 || t->ndim != 2 || t->shape[0] != n_rows || t->shape[1] != patch_dim) {
+            snprintf(msg, sizeof msg, "encode item %zu: patches must be f32 [%lld, %lld] for grid %dx%dx%d", i,
+                     (long long)n_rows, (long long)patch_dim, grid[0], grid[1], grid[2]);
+            s_error_req(w, r.req, r.attempt, VIDI_WIRE_BAD_TENSOR, msg);
+            goto out;
+        }
+        vidi_media chk = {.kind = kind, .pixels = t->data, .n_rows = n_rows};
+        memcpy(chk.grid, grid, sizeof chk.grid);
+        if (vidi_media_check(&w->m->cfg, &chk, (int)item, 1, &err) != VIDI_OK) {
+            s_error_req(w, r.req, r.attempt, VIDI_WIRE_BAD_TENSOR, err.msg);
+            goto out;
+        }
+        const int32_t(*g)[3] = (const int32_t(*)[3])grid;
+        int64_t rows = vidi_vision_out_rows(w->m->vision, g, 1);
+        size_t bytes = (size_t)s_act_bytes(w, rows);
+        void *dev = w->be->ops->buf_alloc(w->be, bytes);
+        void *host = malloc(bytes);
+        vidi_status rc = dev && host ? VIDI_OK : vidi_err_set(&err, VIDI_ERR_NOMEM, "encode: out of memory");
+        if (rc == VIDI_OK) {
+            vidi_tensor out = vidi_tensor_2d(w->be->act_dtype, dev, rows, w->m->cfg.text.hidden_size);
+            rc = vidi_vision_encode(w->m->vision, t->data, n_rows, g, 1, &out, &err);
+        }
+        if (rc == VIDI_OK) rc = w->be->ops->copy_to_host(w->be, host, dev, bytes, &err);
+        if (dev) w->be->ops->buf_free(w->be, dev);
+        if (rc != VIDI_OK) {
+            free(host);
+            s_error_req(w, r.req, r.attempt, VIDI_WIRE_INTERNAL, err.msg);
+            goto out;
+        }
+        w->n_encode++;
+        if (s_send_embeds(w, r, prefill, item, slice, ns, kind, grid, spgt, host, rows, &err) != VIDI_OK) {
+            snprintf(msg, sizeof msg, "encode: to prefill %s: %s", prefill, err.msg);
+            s_error_req(w, r.req, r.attempt, VIDI_WIRE_WORKER_LOST, msg);
+        }
+        vidi_dtype dt = w->be->act_dtype;
+        if (vidi_mmcache_put(w->cache, key, host, bytes, dt, rows, w->m->cfg.text.hidden_size, grid, (float)spgt,
+                             NULL, &err) == VIDI_OK &&
+            n_stored < MAX_ITEMS) {
+            memcpy(stored_key[n_stored], key, 16);
+            memcpy(stored_ikey[n_stored], ikey, 16);
+            st_item[n_stored] = item, st_slice[n_stored] = slice, st_ns[n_stored] = ns;
+            memcpy(st_grid[n_stored], grid, sizeof grid);
+            st_spgt[n_stored] = spgt;
+            n_stored++;
+        }
+    }
+    /* RESULT: what the router's directory needs */
+    msgpack_pack_map(&res.pk, 5);
+    s_pack_req(&res.pk, r.req, r.attempt);
+    vidi_mp_pack_cstr(&res.pk, "stage");
+    vidi_mp_pack_cstr(&res.pk, "encode");
+    vidi_mp_pack_cstr(&res.pk, "stored");
+    msgpack_pack_array(&res.pk, (size_t)n_stored);
+    for (int i = 0; i < n_stored; i++) {
+        msgpack_pack_map(&res.pk, 7);
+        vidi_mp_pack_cstr(&res.pk, "item_key");
+        msgpack_pack_bin(&res.pk, 16);
+        msgpack_pack_bin_body(&res.pk, stored_ikey[i], 16);
+        vidi_mp_pack_cstr(&res.pk, "key");
+        msgpack_pack_bin(&res.pk, 16);
+        msgpack_pack_bin_body(&res.pk, stored_key[i], 16);
+        vidi_mp_pack_cstr(&res.pk, "item");
+        msgpack_pack_uint64(&res.pk, st_item[i]);
+        vidi_mp_pack_cstr(&res.pk, "slice");
+        msgpack_pack_uint64(&res.pk, st_slice[i]);
+        vidi_mp_pack_cstr(&res.pk, "n_slices");
+        msgpack_pack_uint64(&res.pk, st_ns[i]);
+        vidi_mp_pack_cstr(&res.pk, "grid");
+        msgpack_pack_array(&res.pk, 3);
+        for (int k = 0; k < 3; k++) msgpack_pack_uint64(&res.pk, (uint64_t)st_grid[i][k]);
+        vidi_mp_pack_cstr(&res.pk, "second_per_grid_t");
+        msgpack_pack_double(&res.pk, st_spgt[i]);
+    }
+    vidi_mp_pack_cstr(&res.pk, "missing");
+    msgpack_pack_array(&res.pk, (size_t)n_missing);
+    for (int i = 0; i < n_missing; i++) {
+        msgpack_pack_bin(&res.pk, 16);
+        msgpack_pack_bin_body(&res.pk, missing[i], 16);
+    }
+    s_to_router(w, VIDI_CMD_RESULT, &res);
+out:
+    vidi_msg_out_free(&res);
+}
+
+/* ---- prefill ---- */
+
+static pend *s_pend(worker *w, req_id r, int create) {
+    pend *free_slot = NULL;
+    for (int i = 0; i < MAX_PEND; i++) {
+        pend *p = &w->pends[i];
+        if (!p->used) {
+            if (!free_slot) free_slot = p;
+            continue;
+        }
+        if (p->req == r.req) {
+            if (p->attempt == r.attempt) return p;
+            if (p->attempt > r.attempt) return NULL; /* a stale attempt */
+            /* an older attempt: forget it */
+            for (int k = 0; k < p->n_items || k < MAX_ITEMS; k++) {
+                if (p->slices[k]) {
+                    for (int s = 0; s < p->n_slices[k]; s++) free(p->slices[k][s].data);
+                    free(p->slices[k]);
+                }
+                if (k >= MAX_ITEMS - 1) break;
+            }
+            free(p->ids);
+            memset(p, 0, sizeof *p);
+            if (!free_slot) free_slot = p;
+        }
+    }
+    if (!create || !free_slot) return NULL;
+    memset(free_slot, 0, sizeof *free_slot);
+    free_slot->used = 1;
+    free_slot->req = r.req;
+    free_slot->attempt = r.attempt;
+    free_slot->since_ms = vidi_now_ms();
+    return free_slot;
+}
+
+static void s_pend_free(pend *p) {
+    for (int k = 0; k < MAX_ITEMS; k++)
+        if (p->slices[k]) {
+            for (int s = 0; s < p->n_slices[k]; s++) free(p->slices[k][s].data);
+            free(p->slices[k]);
+        }
+    free(p->ids);
+    memset(p, 0, sizeof *p);
+}
+
+static int s_pend_complete(const pend *p) {
+    if (!p->have_work) return 0;
+    for (int i = 0; i < p->n_items; i++) {
+        if (!p->n_slices[i]) return 0;
+        for (int s = 0; s < p->n_slices[i]; s++)
+            if (!p->slices[i][s].have) return 0;
+    }
+    return 1;
+}
+
+static uint64_t s_seq_tag(worker *w, req_id r, int64_t prompt_tokens) {
+    for (int i = 0; i < (int)(sizeof w->metas / sizeof w->metas[0]); i++)
+        if (!w->metas[i].used) {
+            w->metas[i] = (dec_meta){1, r.req, r.attempt, prompt_tokens};
+            return (uint64_t)i;
+        }
+    return UINT64_MAX;
+}
+
+static vidi_decode_params s_decode_params(const vidi_wire_sampling *s) {
+    vidi_decode_params p = {0};
+    p.sample.temperature = (float)s->temperature;
+    p.sample.top_p = (float)s->top_p;
+    p.sample.top_k = (int)s->top_k;
+    p.max_tokens = (int)s->max_tokens;
+    p.stop_at_eos = 1;
+    p.n_stop_ids = s->n_stop_ids < VIDI_DECODE_MAX_STOP_IDS ? s->n_stop_ids : VIDI_DECODE_MAX_STOP_IDS;
+    memcpy(p.stop_ids, s->stop_ids, (size_t)p.n_stop_ids * sizeof(int32_t));
+    return p;
+}
+
+/* The sequence leaves for decode: here, or exported to another worker. */
+static void s_hand_to_decode(worker *w, req_id r, vidi_kv_seq *seq, const char *ep, int32_t last, int n_out,
+                             int64_t rope_delta, uint64_t rng, const vidi_wire_sampling *samp, int64_t prompt_tokens) {
+    vidi_err err = {0};
+    char msg[VIDI_ERR_MSG_MAX + 2 * EP_MAX + 64];
+    if (!strcmp(ep, w->data_ep) && (w->roles & ROLE_DECODE)) {
+        vidi_decode_params dp = s_decode_params(samp);
+        uint64_t tag = s_seq_tag(w, r, prompt_tokens);
+        if (tag == UINT64_MAX || vidi_decoder_add(w->dec, tag, seq, last, n_out, rope_delta, rng, &dp, &err) != VIDI_OK) {
+            if (tag == UINT64_MAX) vidi_kv_seq_free(seq);
+            else w->metas[tag].used = 0;
+            s_error_req(w, r.req, r.attempt, VIDI_WIRE_OVERLOADED, tag == UINT64_MAX ? "decode: too many sequences" : err.msg);
+        }
+        return;
+    }
+    int64_t len = vidi_kv_seq_len(seq);
+    size_t bytes = vidi_kv_seq_export_bytes(w->pool, len);
+    void *kv = malloc(bytes ? bytes : 1);
+    if (!kv || vidi_kv_seq_export(seq, 0, len, kv, bytes, &err) != VIDI_OK) {
+        free(kv);
+        vidi_kv_seq_free(seq);
+        s_error_req(w, r.req, r.attempt, VIDI_WIRE_INTERNAL, kv ? err.msg : "prefill: out of memory for the KV");
+        return;
+    }
+    vidi_kv_seq_free(seq);
+    int layers, kvh, hd;
+    vidi_kv_pool_layout(w->pool, &layers, &kvh, &hd);
+    vidi_msg_out o;
+    vidi_msg_out_init(&o);
+    msgpack_pack_map(&o.pk, 13 + vidi_wire_sampling_fields(samp));
+    s_pack_req(&o.pk, r.req, r.attempt);
+    vidi_mp_pack_cstr(&o.pk, "stage");
+    vidi_mp_pack_cstr(&o.pk, "decode");
+    vidi_mp_pack_cstr(&o.pk, "len");
+    msgpack_pack_uint64(&o.pk, (uint64_t)len);
+    vidi_mp_pack_cstr(&o.pk, "layers");
+    msgpack_pack_uint64(&o.pk, (uint64_t)layers);
+    vidi_mp_pack_cstr(&o.pk, "kv_heads");
+    msgpack_pack_uint64(&o.pk, (uint64_t)kvh);
+    vidi_mp_pack_cstr(&o.pk, "head_dim");
+    msgpack_pack_uint64(&o.pk, (uint64_t)hd);
+    vidi_mp_pack_cstr(&o.pk, "rope_delta");
+    msgpack_pack_int64(&o.pk, rope_delta);
+    vidi_mp_pack_cstr(&o.pk, "last");
+    msgpack_pack_uint64(&o.pk, (uint64_t)last);
+    vidi_mp_pack_cstr(&o.pk, "n_out");
+    msgpack_pack_uint64(&o.pk, (uint64_t)n_out);
+    vidi_mp_pack_cstr(&o.pk, "rng");
+    msgpack_pack_uint64(&o.pk, rng);
+    vidi_mp_pack_cstr(&o.pk, "prompt_tokens");
+    msgpack_pack_uint64(&o.pk, (uint64_t)prompt_tokens);
+    vidi_wire_sampling_pack(&o.pk, samp);
+    vidi_mp_pack_cstr(&o.pk, "tensors");
+    msgpack_pack_array(&o.pk, 1);
+    int64_t shape[1] = {(int64_t)(bytes / vidi_dtype_size(vidi_kv_pool_dtype(w->pool)))};
+    vidi_wire_dtype dt = vidi_kv_pool_dtype(w->pool) == VIDI_DTYPE_BF16 ? VIDI_WIRE_BF16 : VIDI_WIRE_F32;
+    vidi_msg_out_tensor(&o, dt, 1, shape, kv, bytes, s_free_frame, NULL, &err);
+    if (s_deliver(w, ep, VIDI_CMD_WORK, &o, &err) != VIDI_OK) {
+        snprintf(msg, sizeof msg, "prefill: to decode %s: %s", ep, err.msg);
+        s_error_req(w, r.req, r.attempt, VIDI_WIRE_WORKER_LOST, msg);
+    }
+}
+
+static void s_run_prefill(worker *w, pend *p) {
+    vidi_err err = {0};
+    req_id r = {p->req, p->attempt};
+    vidi_prefill_item items[MAX_ITEMS];
+    memset(items, 0, sizeof items);
+    int64_t total_rows = 0;
+    for (int i = 0; i < p->n_items; i++) {
+        items[i] = p->slices[i][0].item;
+        items[i].kind = p->kinds[i];
+        items[i].grid[0] = 0;
+        for (int s = 0; s < p->n_slices[i]; s++) {
+            items[i].grid[0] += p->slices[i][s].item.grid[0];
+            total_rows += p->slices[i][s].rows;
+        }
+    }
+    int32_t *ids = NULL;
+    int64_t n_ids = 0;
+    void *vis_host = NULL, *vis_dev = NULL;
+    vidi_kv_seq *seq = NULL;
+    vidi_status rc = vidi_prefill_expand_pads(&w->m->cfg, p->ids, p->n_ids, items, p->n_items, &ids, &n_ids, &err);
+    size_t bytes = (size_t)s_act_bytes(w, total_rows);
+    if (rc == VIDI_OK && total_rows > 0) {
+        vis_host = malloc(bytes);
+        vis_dev = w->be->host_memory ? vis_host : w->be->ops->buf_alloc(w->be, bytes);
+        if (!vis_host || !vis_dev) rc = vidi_err_set(&err, VIDI_ERR_NOMEM, "prefill: out of memory");
+        size_t off = 0;
+        for (int i = 0; rc == VIDI_OK && i < p->n_items; i++)
+            for (int s = 0; s < p->n_slices[i]; s++) {
+                size_t b = (size_t)s_act_bytes(w, p->slices[i][s].rows);
+                memcpy((char *)vis_host + off, p->slices[i][s].data, b);
+                off += b;
+            }
+        if (rc == VIDI_OK && vis_dev != vis_host) rc = w->be->ops->copy_to_device(w->be, vis_dev, vis_host, bytes, &err);
+    }
+    if (rc == VIDI_OK) rc = vidi_kv_seq_create(w->pool, &seq, &err);
+    vidi_prefill_result pr = {0};
+    uint64_t rng = vidi_rng_seed(p->samp.seed);
+    if (rc == VIDI_OK) {
+        vidi_tensor vt = vidi_tensor_2d(w->be->act_dtype, vis_dev, total_rows, w->m->cfg.text.hidden_size);
+        vidi_sample_params sp = {(float)p->samp.temperature, (int)p->samp.top_k, (float)p->samp.top_p};
+        rc = vidi_prefill_run(w->m, seq, ids, n_ids, items, p->n_items, total_rows ? &vt : NULL, &sp, &rng, &pr,
+                              &err);
+    }
+    if (vis_dev && vis_dev != vis_host) w->be->ops->buf_free(w->be, vis_dev);
+    free(vis_host);
+    free(ids);
+    if (rc != VIDI_OK) {
+        vidi_kv_seq_free(seq);
+        s_error_req(w, r.req, r.attempt, rc == VIDI_ERR_RANGE ? VIDI_WIRE_OVERLOADED : VIDI_WIRE_BAD_REQUEST,
+                    err.msg);
+        return;
+    }
+    w->n_prefill++;
+    s_send_tokens(w, r.req, r.attempt, 0, pr.first_token);
+    vidi_decode_params dp = s_decode_params(&p->samp);
+    vidi_decode_state st = vidi_decode_check(&w->m->cfg, &dp, pr.first_token, 1);
+    if (st != VIDI_DECODE_RUNNING) {
+        vidi_kv_seq_free(seq);
+        s_send_done(w, r.req, r.attempt, st, 1, pr.prompt_tokens);
+        return;
+    }
+    s_hand_to_decode(w, r, seq, p->decode_ep, pr.first_token, 1, pr.rope_delta, rng, &p->samp, pr.prompt_tokens);
+}
+
+static void s_maybe_prefill(worker *w, pend *p) {
+    if (!s_pend_complete(p)) return;
+    s_run_prefill(w, p);
+    s_pend_free(p);
+}
+
+static void s_on_prefill(worker *w, const vidi_msg *m, req_id r) {
+    vidi_err err = {0};
+    pend *p = s_pend(w, r, 1);
+    if (!p) {
+        s_error_req(w, r.req, r.attempt, VIDI_WIRE_OVERLOADED, "prefill: too many requests waiting for their media");
+        return;
+    }
+    const msgpack_object *ids, *kinds;
+    size_t n_ids, n_kinds;
+    vidi_status rc;
+    if ((rc = vidi_mp_array(m->header, "ids", 1, 1 << 20, &ids, &n_ids, &err)) ||
+        (rc = vidi_mp_array(m->header, "kinds", 1, MAX_ITEMS, &kinds, &n_kinds, &err)) ||
+        (rc = vidi_wire_sampling_parse(m->header, &p->samp, &err)) ||
+        (rc = s_ep_field(m->header, "decode", p->decode_ep, &err))) {
+        s_error_req(w, r.req, r.attempt, VIDI_WIRE_BAD_FIELD, err.msg);
+        s_pend_free(p);
+        return;
+    }
+    if (!n_ids) {
+        s_error_req(w, r.req, r.attempt, VIDI_WIRE_BAD_FIELD, "prefill: field 'ids' is empty");
+        s_pend_free(p);
+        return;
+    }
+    p->ids = malloc(n_ids * sizeof *p->ids);
+    if (!p->ids) {
+        s_error_req(w, r.req, r.attempt, VIDI_WIRE_INTERNAL, "prefill: out of memory");
+        s_pend_free(p);
+        return;
+    }
+    int32_t vocab = w->m->cfg.text.vocab_size;
+    for (size_t i = 0; i < n_ids; i++) {
+        if (ids[i].type != MSGPACK_OBJECT_POSITIVE_INTEGER || ids[i].via.u64 >= (uint64_t)vocab) {
+            s_error_req(w, r.req, r.attempt, VIDI_WIRE_BAD_FIELD, "prefill: field 'ids' holds a non-token");
+            s_pend_free(p);
+            return;
+        }
+        p->ids[i] = (int32_t)ids[i].via.u64;
+    }
+    p->n_ids = (int64_t)n_ids;
+    p->n_items = (int)n_kinds;
+    for (size_t i = 0; i < n_kinds; i++) {
+        if (vidi_mp_str_eq(&kinds[i], "video")) p->kinds[i] = VIDI_MEDIA_VIDEO;
+        else if (vidi_mp_str_eq(&kinds[i], "image")) p->kinds[i] = VIDI_MEDIA_IMAGE;
+        else {
+            s_error_req(w, r.req, r.attempt, VIDI_WIRE_BAD_FIELD, "prefill: field 'kinds': image or video");
+            s_pend_free(p);
+            return;
+        }
+    }
+    p->have_work = 1;
+    s_maybe_prefill(w, p);
+}
+
+static void s_on_embeds(worker *w, const vidi_msg *m, req_id r) {
+    vidi_err err = {0};
+    const msgpack_object *items = NULL;
+    size_t n_items = 0;
+    pend *p = s_pend(w, r, 1);
+    if (!p) return; /* stale, or no room: the router's timeout retries */
+    if (vidi_mp_array(m->header, "items", 1, MAX_ITEMS, &items, &n_items, &err)) {
+        s_error_req(w, r.req, r.attempt, VIDI_WIRE_BAD_FIELD, err.msg);
+        return;
+    }
+    int64_t H = w->m->cfg.text.hidden_size;
+    vidi_wire_dtype want = w->be->act_dtype == VIDI_DTYPE_BF16 ? VIDI_WIRE_BF16 : VIDI_WIRE_F32;
+    for (size_t i = 0; i < n_items; i++) {
+        uint64_t item, slice, ns;
+        vidi_media_kind kind = VIDI_MEDIA_IMAGE;
+        int32_t grid[3];
+        double spgt;
+        const vidi_wire_tensor *t = NULL;
+        if (vidi_mp_u64(&items[i], "item", 1, 0, 0, MAX_ITEMS - 1, &item, &err) ||
+            vidi_mp_u64(&items[i], "n_slices", 1, 1, 1, 64, &ns, &err) ||
+            vidi_mp_u64(&items[i], "slice", 1, 0, 0, ns - 1, &slice, &err) || s_kind_field(&items[i], &kind, &err) ||
+            s_grid_field(&items[i], grid, &err) ||
+            vidi_mp_f64(&items[i], "second_per_grid_t", 0, 0.0, 0.0, 1e6, &spgt, &err) ||
+            !(t = s_tensor_field(m, &items[i], &err))) {
+            s_error_req(w, r.req, r.attempt, VIDI_WIRE_BAD_FIELD, err.msg);
+            return;
+        }
+        vidi_prefill_item pi = {.kind = kind, .second_per_grid_t = (float)spgt};
+        memcpy(pi.grid, grid, sizeof grid);
+        int64_t rows = vidi_prefill_item_rows(&w->m->cfg, &pi);
+        if (t->dtype != want || t->ndim != 2 || t->shape[0] != rows || t->shape[1] != H) {
+            s_error_req(w, r.req, r.attempt, VIDI_WIRE_BAD_TENSOR, "embeds: rows do not match the grid or the model");
+            return;
+        }
+        if (!p->n_slices[item]) {
+            p->slices[item] = calloc(ns, sizeof(slice_in));
+            if (!p->slices[item]) return;
+            p->n_slices[item] = (int)ns;
+        } else if ((uint64_t)p->n_slices[item] != ns) {
+            s_error_req(w, r.req, r.attempt, VIDI_WIRE_BAD_FIELD, "embeds: slices disagree on n_slices");
+            return;
+        }
+        slice_in *sl = &p->slices[item][slice];
+        if (sl->have) continue;
+        sl->data = malloc(t->bytes ? t->bytes : 1);
+        if (!sl->data) return;
+        memcpy(sl->data, t->data, t->bytes);
+        sl->rows = rows;
+        sl->item = pi;
+        sl->have = 1;
+    }
+    s_maybe_prefill(w, p);
+}
+
+/* ---- decode ---- */
+
+static void s_on_decode(worker *w, const vidi_msg *m, req_id r) {
+    vidi_err err = {0};
+    uint64_t len, layers, kvh, hd, last, n_out, rng, prompt_tokens;
+    int64_t rope_delta;
+    vidi_wire_sampling samp;
+    if (vidi_mp_u64(m->header, "len", 1, 0, 1, 1 << 24, &len, &err) ||
+        vidi_mp_u64(m->header, "layers", 1, 0, 1, 4096, &layers, &err) ||
+        vidi_mp_u64(m->header, "kv_heads", 1, 0, 1, 4096, &kvh, &err) ||
+        vidi_mp_u64(m->header, "head_dim", 1, 0, 1, 4096, &hd, &err) ||
+        vidi_mp_i64(m->header, "rope_delta", 1, 0, -(1LL << 40), 1LL << 40, &rope_delta, &err) ||
+        vidi_mp_u64(m->header, "last", 1, 0, 0, INT32_MAX, &last, &err) ||
+        vidi_mp_u64(m->header, "n_out", 1, 0, 1, VIDI_WIRE_MAX_TOKENS, &n_out, &err) ||
+        vidi_mp_u64(m->header, "rng", 1, 0, 0, UINT64_MAX, &rng, &err) ||
+        vidi_mp_u64(m->header, "prompt_tokens", 0, 0, 0, UINT64_MAX, &prompt_tokens, &err) ||
+        vidi_wire_sampling_parse(m->header, &samp, &err)) {
+        s_error_req(w, r.req, r.attempt, VIDI_WIRE_BAD_FIELD, err.msg);
+        return;
+    }
+    int L, K, D;
+    vidi_kv_pool_layout(w->pool, &L, &K, &D);
+    size_t want = vidi_kv_seq_export_bytes(w->pool, (int64_t)len);
+    if ((int)layers != L || (int)kvh != K || (int)hd != D || m->n_tensors != 1 || m->tensors[0].frame < 0 ||
+        m->tensors[0].bytes != want) {
+        s_error_req(w, r.req, r.attempt, VIDI_WIRE_BAD_TENSOR, "decode: the KV does not fit this model's layout");
+        return;
+    }
+    vidi_kv_seq *seq = NULL;
+    if (vidi_kv_seq_create(w->pool, &seq, &err) || vidi_kv_seq_import(seq, m->tensors[0].data, want, (int64_t)len, &err)) {
+        vidi_kv_seq_free(seq);
+        s_error_req(w, r.req, r.attempt, VIDI_WIRE_OVERLOADED, err.msg);
+        return;
+    }
+    w->n_decode_in++;
+    s_hand_to_decode(w, r, seq, w->data_ep, (int32_t)last, (int)n_out, rope_delta, rng, &samp,
+                     (int64_t)prompt_tokens);
+}
+
+static void s_decode_step(worker *w) {
+    int n = vidi_decoder_running(w->dec);
+    if (!n) return;
+    vidi_decode_event ev[256];
+    int n_ev = 0;
+    vidi_err err = {0};
+    if (vidi_decoder_step(w->dec, ev, &n_ev, &err) != VIDI_OK) {
+        fprintf(stderr, "worker %s: decode step: %s\n", w->name, err.msg);
+        /* fail every running sequence rather than spin */
+        for (int i = 0; i < (int)(sizeof w->metas / sizeof w->metas[0]); i++)
+            if (w->metas[i].used) {
+                vidi_decoder_cancel(w->dec, (uint64_t)i);
+                s_error_req(w, w->metas[i].req, w->metas[i].attempt, VIDI_WIRE_INTERNAL, err.msg);
+                w->metas[i].used = 0;
+            }
+        return;
+    }
+    for (int e = 0; e < n_ev; e++) {
+        dec_meta *d = &w->metas[ev[e].tag];
+        if (ev[e].state == VIDI_DECODE_PREEMPTED) {
+            s_error_req(w, d->req, d->attempt, VIDI_WIRE_OVERLOADED, "decode: preempted (KV pool full); recompute");
+            d->used = 0;
+            continue;
+        }
+        s_send_tokens(w, d->req, d->attempt, ev[e].index, ev[e].token);
+        if (ev[e].state != VIDI_DECODE_RUNNING) {
+            s_send_done(w, d->req, d->attempt, ev[e].state, ev[e].index + 1, d->prompt_tokens);
+            d->used = 0;
+        }
+    }
+}
+
+static void s_on_cancel(worker *w, const vidi_msg *m) {
+    uint64_t req;
+    if (vidi_mp_u64(m->header, "req", 1, 0, 0, UINT64_MAX, &req, NULL) != VIDI_OK) return;
+    for (int i = 0; i < MAX_PEND; i++)
+        if (w->pends[i].used && w->pends[i].req == req) s_pend_free(&w->pends[i]);
+    for (int i = 0; i < (int)(sizeof w->metas / sizeof w->metas[0]); i++)
+        if (w->metas[i].used && w->metas[i].req == req) {
+            vidi_decoder_cancel(w->dec, (uint64_t)i);
+            w->metas[i].used = 0;
+        }
+}
+
+static void s_on_stats(worker *w) {
+    vidi_msg_out o;
+    vidi_msg_out_init(&o);
+    vidi_mmcache_counters c = vidi_mmcache_stats(w->cache);
+    msgpack_pack_map(&o.pk, 13);
+#define KV(k, v)                                                                                                      \
+    do {                                                                                                              \
+        vidi_mp_pack_cstr(&o.pk, k);                                                                                  \
+        msgpack_pack_uint64(&o.pk, (uint64_t)(v));                                                                    \
+    } while (0)
+    KV("media", w->n_media);
+    KV("encode", w->n_encode);
+    KV("encode_cached", w->n_encode_cached);
+    KV("prefill", w->n_prefill);
+    KV("decode_in", w->n_decode_in);
+    KV("tokens", w->n_tokens);
+    KV("errors", w->n_errors);
+    KV("bad_messages", w->n_bad_msgs);
+    KV("mm_cache_entries", c.entries);
+    KV("mm_cache_bytes", c.bytes_used);
+    KV("mm_cache_hits", c.hits);
+    KV("mm_cache_misses", c.misses);
+    KV("mm_cache_evictions", c.evictions);
+#undef KV
+    s_to_router(w, VIDI_CMD_STATS, &o);
+}
+
+/* ---- dispatch ---- */
+
+static void s_handle(worker *w, vidi_msg *m, int from_back) {
+    vidi_err err = {0};
+    if (from_back) vidi_liveness_heard(&w->live, vidi_now_ms());
+    switch (m->cmd) {
+    case VIDI_CMD_READY:
+    case VIDI_CMD_HEARTBEAT: return;
+    case VIDI_CMD_CANCEL: s_on_cancel(w, m); return;
+    case VIDI_CMD_STATS: s_on_stats(w); return;
+    case VIDI_CMD_DISCONNECT: g_stop = 1; return;
+    case VIDI_CMD_DRAIN: /* nothing is queued beyond what is in flight: say READY again */ s_send_ready(w); return;
+    case VIDI_CMD_ERROR: return; /* never answered */
+    case VIDI_CMD_WORK: break;
+    default:
+        w->n_bad_msgs++;
+        if (from_back) {
+            vidi_msg_out o;
+            vidi_msg_out_init(&o);
+            msgpack_pack_map(&o.pk, 2);
+            vidi_mp_pack_cstr(&o.pk, "code");
+            vidi_mp_pack_cstr(&o.pk, "bad_command");
+            vidi_mp_pack_cstr(&o.pk, "message");
+            vidi_mp_pack_cstr(&o.pk, "a worker takes WORK, CANCEL, DRAIN, STATS, HEARTBEAT and DISCONNECT");
+            s_to_router(w, VIDI_CMD_ERROR, &o);
+        }
+        return;
+    }
+    req_id r;
+    if (s_req_fields(m, &r, &err) != VIDI_OK) {
+        w->n_bad_msgs++;
+        return;
+    }
+    const msgpack_object *st = vidi_mp_get(m->header, "stage");
+    int need = 0;
+    void (*fn)(worker *, const vidi_msg *, req_id) = NULL;
+    if (vidi_mp_str_eq(st, "media")) need = ROLE_MEDIA, fn = s_on_media;
+    else if (vidi_mp_str_eq(st, "encode")) need = ROLE_ENCODE, fn = s_on_encode;
+    else if (vidi_mp_str_eq(st, "embeds")) need = ROLE_PREFILL, fn = s_on_embeds;
+    else if (vidi_mp_str_eq(st, "prefill")) need = ROLE_PREFILL, fn = s_on_prefill;
+    else if (vidi_mp_str_eq(st, "decode")) need = ROLE_DECODE, fn = s_on_decode;
+    if (!fn || !(w->roles & need)) {
+        w->n_bad_msgs++;
+        s_error_req(w, r.req, r.attempt, VIDI_WIRE_BAD_FIELD,
+                    fn ? "WORK for a role this worker does not hold" : "WORK: unknown stage");
+        return;
+    }
+    fn(w, m, r);
+}
+
+/* ---- the loop ---- */
+
+static int s_connect_back(worker *w, vidi_err *err) {
+    if (w->back) zmq_close(w->back);
+    w->back = vidi_sock_open(w->ctx, VIDI_SOCK_WORKER, w->router_ep, 0, NULL, 0, err);
+    if (!w->back) return -1;
+    vidi_liveness_init(&w->live, w->heartbeat_ms, w->liveness, vidi_now_ms());
+    s_send_ready(w);
+    return 0;
+}
+
+static int s_parse_roles(const char *s, int *roles) {
+    *roles = 0;
+    char buf[128];
+    snprintf(buf, sizeof buf, "%s", s);
+    for (char *save = NULL, *t = strtok_r(buf, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
+        if (!strcmp(t, "all")) *roles |= ROLE_ALL;
+        else {
+            int k = -1;
+            for (int i = 0; i < 4; i++)
+                if (!strcmp(t, k_role_names[i])) k = i;
+            if (k < 0) return -1;
+            *roles |= 1 << k;
+        }
+    }
+    return *roles ? 0 : -1;
+}
+
+static void s_usage(FILE *f) {
+    fprintf(f, "usage: vidi worker --router ENDPOINT --data ENDPOINT --model DIR [options]\n"
+               "  --role R[,R...]   media, encode, prefill, decode or all (default all)\n"
+               "  --name NAME       for logs and stats (default worker-PID)\n"
+               "  --backend cpu|cuda, --device N, --threads N\n"
+               "  --mm-cache-mb N   MM-token cache budget (default 256)\n"
+               "  --kv-blocks N     paged KV blocks of 16 tokens (default 4096)\n"
+               "  --max-batch N     sequences decoded together (default 32)\n"
+               "  --heartbeat-ms N  (default 1000); --liveness N (default 3)\n");
+}
+
+int vidi_cmd_worker(int argc, char **argv) {
+    worker *w = calloc(1, sizeof *w);
+    if (!w) return 1;
+    const char *roles = "all", *data_opt = NULL, *backend = "cpu";
+    long threads = 0;
+    w->heartbeat_ms = 1000;
+    w->liveness = 3;
+    w->mm_budget = 256ull << 20;
+    w->kv_blocks = 4096;
+    w->max_batch = 32;
+    int rc = 1;
+    for (int i = 2; i < argc; i++) {
+        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
+            s_usage(stdout);
+            free(w);
+            return 0;
+        }
+        if (!v) {
+            fprintf(stderr, "vidi worker: %s needs a value\n", a);
+            s_usage(stderr);
+            free(w);
+            return 2;
+        }
+        i++;
+        if (!strcmp(a, "--router")) w->router_ep = v;
+        else if (!strcmp(a, "--data")) data_opt = v;
+        else if (!strcmp(a, "--model")) w->model_dir = v;
+        else if (!strcmp(a, "--role")) roles = v;
+        else if (!strcmp(a, "--name")) w->name_opt = v;
+        else if (!strcmp(a, "--backend")) backend = v;
+        else if (!strcmp(a, "--device")) w->device = atoi(v);
+        else if (!strcmp(a, "--threads")) threads = atol(v);
+        else if (!strcmp(a, "--mm-cache-mb")) w->mm_budget = (uint64_t)atoll(v) << 20;
+        else if (!strcmp(a, "--kv-blocks")) w->kv_blocks = atoll(v);
+        else if (!strcmp(a, "--max-batch")) w->max_batch = atoi(v);
+        else if (!strcmp(a, "--heartbeat-ms")) w->heartbeat_ms = atoll(v);
+        else if (!strcmp(a, "--liveness")) w->liveness = atoi(v);
+        else {
+            fprintf(stderr, "vidi worker: unknown option %s\n", a);
+            s_usage(stderr);
+            free(w);
+            return 2;
+        }
+    }
+    if (!w->router_ep || !data_opt || !w->model_dir || s_parse_roles(roles, &w->roles) != 0 || w->mm_budget == 0 ||
+        w->kv_blocks <= 0 || w->max_batch <= 0 || w->max_batch > 256 || w->heartbeat_ms <= 0 || w->liveness <= 0) {
+        fprintf(stderr, "vidi worker: --router, --data and --model are required; roles are media, encode, prefill, "
+                        "decode, all; sizes must be positive (max batch <= 256)\n");
+        free(w);
+        return 2;
+    }
+    if (w->name_opt) snprintf(w->name, sizeof w->name, "%s", w->name_opt);
+    else snprintf(w->name, sizeof w->name, "worker-%d", (int)getpid());
+    w->use_cuda = !strcmp(backend, "cuda");
+    vidi_err err = {0};
+    signal(SIGINT, s_on_signal);
+    signal(SIGTERM, s_on_signal);
+    signal(SIGPIPE, SIG_IGN);
+    if (w->use_cuda) {
+#ifdef VIDI_HAVE_CUDA
+        w->be = vidi_backend_cuda_create(w->device, &err);
+#else
+        vidi_err_set(&err, VIDI_ERR_UNSUPPORTED, "this vidi was built without the CUDA backend");
+#endif
+    } else {
+        w->be = vidi_backend_cpu_create((int)threads, &err);
+    }
+    if (!w->be || vidi_model_load(w->model_dir, w->be, &w->m, &err) != VIDI_OK ||
+        vidi_preproc_config_load(w->model_dir, &w->pp, &err) != VIDI_OK ||
+        vidi_mmcache_create(w->mm_budget, s_cache_free, NULL, &w->cache, &err) != VIDI_OK) {
+        fprintf(stderr, "vidi worker: %s\n", err.msg);
+        goto done;
+    }
+    if (w->roles & (ROLE_PREFILL | ROLE_DECODE)) {
+        vidi_kv_pool_params kp = {.block_size = 16, .n_blocks = w->kv_blocks, .max_seq_len = 32768,
+                                  .max_batch = w->max_batch};
+        if (vidi_kv_pool_create(w->m->text, &kp, &w->pool, &err) != VIDI_OK ||
+            vidi_decoder_create(w->m, w->pool, w->max_batch, &w->dec, &err) != VIDI_OK) {
+            fprintf(stderr, "vidi worker: %s\n", err.msg);
+            goto done;
+        }
+    }
+    w->ctx = zmq_ctx_new();
+    w->data = vidi_sock_open(w->ctx, VIDI_SOCK_DATA, data_opt, 0, w->data_ep, sizeof w->data_ep, &err);
+    if (!w->data || s_connect_back(w, &err) != 0) {
+        fprintf(stderr, "vidi worker: %s\n", err.msg);
+        goto done;
+    }
+    vidi_backoff_init(&w->backoff, 1000, 32000);
+    fprintf(stderr, "worker %s: roles %s, data %s, router %s\n", w->name, roles, w->data_ep, w->router_ep);
+    vidi_msg m;
+    vidi_msg_init(&m);
+    while (!g_stop) {
+        zmq_pollitem_t items[2] = {{w->back, 0, ZMQ_POLLIN, 0}, {w->data, 0, ZMQ_POLLIN, 0}};
+        int busy = w->dec && vidi_decoder_running(w->dec) > 0;
+        if (zmq_poll(items, 2, busy ? 0 : (long)(w->heartbeat_ms / 4 + 1)) < 0) {
+            if (errno == EINTR) continue;
+            break;
+        }
+        for (int k = 0; k < 2; k++) {
+            if (!(items[k].revents & ZMQ_POLLIN)) continue;
+            for (int n = 0; n < 64 && !g_stop; n++) {
+                vidi_wire_code code;
+                vidi_status st = vidi_msg_recv(k ? w->data : w->back, k, ZMQ_DONTWAIT, NULL, &m, &code, &err);
+                if (st == VIDI_ERR_IO && code == VIDI_WIRE_OK) break; /* nothing more */
+                if (st != VIDI_OK) {
+                    w->n_bad_msgs++;
+                    if (k == 1 && m.identity_len && m.cmd != VIDI_CMD_ERROR)
+                        vidi_msg_send_error(w->data, m.identity, m.identity_len, code, -1, err.msg, NULL);
+                    else if (k == 0 && m.cmd != VIDI_CMD_ERROR) {
+                        vidi_msg_out o;
+                        vidi_msg_out_init(&o);
+                        msgpack_pack_map(&o.pk, 2);
+                        vidi_mp_pack_cstr(&o.pk, "code");
+                        vidi_mp_pack_cstr(&o.pk, vidi_wire_code_name(code));
+                        vidi_mp_pack_cstr(&o.pk, "message");
+                        vidi_mp_pack_cstr(&o.pk, err.msg);
+                        s_to_router(w, VIDI_CMD_ERROR, &o);
+                    }
+                    continue;
+                }
+                s_handle(w, &m, k == 0);
+            }
+        }
+        if (w->dec) s_decode_step(w);
+        int64_t now = vidi_now_ms();
+        if (vidi_liveness_dead(&w->live, now)) {
+            int64_t wait = vidi_backoff_next(&w->backoff);
+            fprintf(stderr, "worker %s: the router is silent; reconnecting in %lld ms\n", w->name, (long long)wait);
+            for (int64_t t = 0; t < wait && !g_stop; t += 100) usleep(100000);
+            if (s_connect_back(w, &err) != 0) fprintf(stderr, "worker %s: %s\n", w->name, err.msg);
+            continue;
+        }
+        if (now - w->live.last_heard < w->heartbeat_ms) vidi_backoff_reset(&w->backoff);
+        if (vidi_liveness_due(&w->live, now)) s_send_heartbeat(w);
+    }
+    vidi_msg_close(&m);
+    if (w->back) {
+        vidi_msg_out o;
+        vidi_msg_out_init(&o);
+        msgpack_pack_map(&o.pk, 1);
+        vidi_mp_pack_cstr(&o.pk, "reason");
+        vidi_mp_pack_cstr(&o.pk, "stopping");
+        s_to_router(w, VIDI_CMD_DISCONNECT, &o);
+    }
+    rc = 0;
+done:
+    for (int i = 0; i < MAX_PEND; i++)
+        if (w->pends[i].used) s_pend_free(&w->pends[i]);
+    for (int i = 0; i < w->n_peers; i++) zmq_close(w->peers[i].sock);
+    if (w->back) zmq_close(w->back);
+    if (w->data) zmq_close(w->data);
+    if (w->ctx) zmq_ctx_term(w->ctx);
+    vidi_decoder_free(w->dec);
+    vidi_kv_pool_free(w->pool);
+    vidi_mmcache_free(w->cache);
+    vidi_model_free(w->m);
+    if (w->be) w->be->ops->destroy(w->be);
+    free(w);
+    return rc;
+}
