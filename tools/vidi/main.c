@@ -24,6 +24,7 @@
 #include "model/model.h"
 #include "model/tokenizer.h"
 #include "tools/vidi/cmd_media.h"
+#include "tools/vidi/cmd_epd.h"
 #include "tools/vidi/cmd_worker.h"
 #ifdef VIDI_HAVE_CUDA
 #include "kernels/cuda/cuda_info.h"
@@ -53,6 +54,10 @@ static void usage(FILE *f) {
                "  info       what this build has (backends, devices)\n"
                "  generate   answer one prompt (with images/videos) and stream the text\n"
                "  media      what the model would be fed for image/video files\n"
+               "  up         start the router and its workers (EPD serving; vidi-shapes on the CPU by default)\n"
+               "  ask        send one question to a running router and print the answer\n"
+               "  router     the router alone (vidi up starts it)\n"
+               "  worker     one worker: media, encode, prefill and/or decode (vidi up starts them)\n"
                "run 'vidi generate --help' or 'vidi media --help' for their options\n");
 }
 
@@ -556,6 +561,9 @@ int main(int argc, char **argv) {
     if (!strcmp(argv[1], "generate")) return cmd_generate(argc, argv);
     if (!strcmp(argv[1], "media")) return vidi_cmd_media(argc, argv);
     if (!strcmp(argv[1], "worker")) return vidi_cmd_worker(argc, argv);
+    if (!strcmp(argv[1], "router")) return vidi_cmd_router(argc, argv);
+    if (!strcmp(argv[1], "up")) return vidi_cmd_up(argc, argv);
+    if (!strcmp(argv[1], "ask")) return vidi_cmd_ask(argc, argv);
     if (!strcmp(argv[1], "-h") || !strcmp(argv[1], "--help") || !strcmp(argv[1], "help")) {
         usage(stdout);
         return 0;

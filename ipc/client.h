@@ -1,0 +1,83 @@
+/* ipc/client.h — the C client of the router's front socket (PROTOCOL.md
+ * §5.2): submit requests with media files, read their TOKEN / DONE / ERROR
+ * events, cancel, ask for stats. One DEALER socket; not thread-safe. The
+ * fuller SDK (Python, OpenAI service) builds on this.
+ */
+#ifndef VIDI_IPC_CLIENT_H
+#define VIDI_IPC_CLIENT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "core/err.h"
+#include "ipc/fields.h"
+
+typedef struct vidi_client vidi_client;
+
+/* Connect to the router's front endpoint. Freed by vidi_client_close. */
+vidi_status vidi_client_connect(const char *endpoint, vidi_client **out, vidi_err *err);
+void vidi_client_close(vidi_client *c);
+
+typedef struct vidi_client_media {
+    int video;                /* 0 image, 1 video */
+    const void *bytes;        /* the file, as it is */
+    size_t n;
+    double fps;               /* 0: default */
+    uint64_t nframes, min_pixels, max_pixels; /* 0: default */
+} vidi_client_media;
+
+typedef struct vidi_client_request {
+    uint64_t id;              /* unique among this client's open requests */
+    const char *prompt;
+    const char *system;       /* NULL: the template's default */
+    const vidi_client_media *media;
+    int n_media;
+    vidi_wire_sampling sampling; /* vidi_wire_sampling_parse of an empty map gives the defaults */
+    int stream;
+    const char *const *stop;
+    int n_stop;
+} vidi_client_request;
+
+/* Defaults: no media, 128 tokens, greedy, streaming. */
+vidi_client_request vidi_client_request_default(void);
+
+/* Send one REQUEST (the media bytes are copied into the message). */
+vidi_status vidi_client_submit(vidi_client *c, const vidi_client_request *rq, vidi_err *err);
+vidi_status vidi_client_cancel(vidi_client *c, uint64_t id, vidi_err *err);
+
+typedef enum vidi_client_event_type {
+    VIDI_CLIENT_TOKEN = 1,
+    VIDI_CLIENT_DONE = 2,
+    VIDI_CLIENT_ERROR = 3,
+    VIDI_CLIENT_STATS = 4,
+} vidi_client_event_type;
+
+typedef struct vidi_client_event {
+    vidi_client_event_type type;
+    uint64_t id;
+    char *text;               /* malloc'd, NUL-terminated: TOKEN's new text, DONE's whole text, ERROR's message */
+    size_t text_len;
+    uint64_t index;           /* TOKEN: index of its first token */
+    int n_tokens;             /* TOKEN: how many; DONE: all of them */
+    char finish[16];          /* DONE: "stop", "length", "cancelled" */
+    char code[32];            /* ERROR: the code */
+    uint64_t prompt_tokens, cache_hits;
+    double total_s;
+    /* STATS: name/value pairs (malloc'd) */
+    int n_stats;
+    char (*stat_names)[32];
+    uint64_t *stat_values;
+} vidi_client_event;
+
+/* Wait up to timeout_ms (-1: forever) for the next event. VIDI_ERR_IO with
+ * errno EAGAIN when none came in time. Free the event with
+ * vidi_client_event_free. Malformed replies are VIDI_ERR_FORMAT. */
+vidi_status vidi_client_next(vidi_client *c, int timeout_ms, vidi_client_event *ev, vidi_err *err);
+void vidi_client_event_free(vidi_client_event *ev);
+
+/* Ask for the router's STATS (the answer arrives as a VIDI_CLIENT_STATS event). */
+vidi_status vidi_client_stats(vidi_client *c, vidi_err *err);
+/* The value of a STATS counter (0 when absent). */
+uint64_t vidi_client_stat(const vidi_client_event *ev, const char *name);
+
+#endif

@@ -1,0 +1,1092 @@
+/* ipc/router.c — the router (router.h, PROTOCOL.md).
+ *
+ * One thread polls the front and back sockets. Requests live in a fixed
+ * table; each holds what a retry needs (the prompt ids, the media bytes as
+ * ZeroMQ message references, the sampling fields with a seed) and which
+ * workers its current attempt uses. A worker that stops heartbeating, says
+ * DISCONNECT, or cannot be sent to is dropped and every request that used
+ * it starts again under a new attempt; messages of older attempts are
+ * dropped when they arrive. Tokens the client already has are not sent
+ * twice (the seed makes a retried request produce the same ones).
+ */
+#include "ipc/router.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <zmq.h>
+
+#include "ipc/fields.h"
+#include "ipc/mmkey.h"
+#include "ipc/msg.h"
+#include "ipc/sock.h"
+#include "model/config.h"
+#include "model/generate.h"
+#include "model/mrope.h"
+#include "model/tokenizer.h"
+
+enum { ROLE_MEDIA = 1, ROLE_ENCODE = 2, ROLE_PREFILL = 4, ROLE_DECODE = 8 };
+static const char *const k_roles[] = {"media", "encode", "prefill", "decode"};
+
+#define MAX_WORKERS 64
+#define MAX_MEDIA 16
+#define MAX_SLICES 16
+#define MAX_STOPS 4
+#define EP_MAX 256
+#define DIR_MAX 4096
+
+vidi_router_config vidi_router_config_default(void) {
+    vidi_router_config c = {0};
+    c.heartbeat_ms = 1000;
+    c.liveness = 3;
+    c.max_requests = 256;
+    c.stage_timeout_ms = 10000;
+    c.request_timeout_ms = 600000;
+    c.max_attempts = 3;
+    c.use_cache = 1;
+    return c;
+}
+
+typedef struct wk {
+    int used;
+    uint8_t id[VIDI_IDENTITY_MAX];
+    size_t id_len;
+    char name[128];
+    char data[EP_MAX];
+    int roles;
+    vidi_liveness live;
+    int assigned;               /* stages of live requests sent to it */
+    uint64_t queued, running;   /* as its heartbeats report */
+} wk;
+
+typedef struct media_in {
+    vidi_media_kind kind;
+    zmq_msg_t bytes;            /* a reference to the client's frame */
+    double fps;
+    uint64_t nframes, min_pixels, max_pixels;
+    uint8_t key[16];
+} media_in;
+
+typedef struct rq {
+    int used;
+    uint64_t req, id, attempt;
+    uint8_t client[VIDI_IDENTITY_MAX];
+    size_t client_len;
+    int64_t created_ms, deadline_ms, queued_since_ms;
+    int running;                /* dispatched under the current attempt */
+    int32_t *ids;
+    int64_t n_ids;
+    int n_media;
+    media_in media[MAX_MEDIA];
+    vidi_wire_sampling samp;
+    int stream;
+    int n_stops;
+    char *stops[MAX_STOPS];
+    /* workers of the current attempt (indices into the registry) */
+    int w_media, w_prefill, w_decode;
+    uint64_t w_encoders;        /* bit mask */
+    /* output */
+    int64_t n_sent;             /* tokens the client has (by index) */
+    vidi_detok detok;
+    char *text;
+    size_t text_len, text_cap;
+    int64_t prompt_tokens;
+    int cache_hits;             /* items served from the MM-token cache (this attempt) */
+} rq;
+
+typedef struct dir_slice {
+    uint8_t key[16];
+    int holder;                 /* worker index, -1 unknown */
+} dir_slice;
+
+typedef struct dir_entry {
+    int used;
+    uint8_t item_key[16];
+    int n_slices;
+    dir_slice slices[MAX_SLICES];
+    int64_t last_used_ms;
+} dir_entry;
+
+typedef struct router {
+    const vidi_router_config *cfg;
+    void *ctx, *front, *back;
+    vidi_model_config mcfg;
+    vidi_tokenizer *tok;
+    wk workers[MAX_WORKERS];
+    rq *reqs;
+    int n_reqs_cap;
+    uint64_t next_req;
+    dir_entry *dir;
+    uint64_t rng;
+    /* counters (STATS) */
+    uint64_t c_requests, c_done, c_errors, c_overloaded, c_retries, c_cache_hit_items, c_media_items,
+        c_encode_work, c_workers_lost, c_bad_msgs;
+} router;
+
+static void s_log(router *r, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void s_log(router *r, const char *fmt, ...) {
+    if (!r->cfg->verbose) return;
+    va_list ap;
+    va_start(ap, fmt);
+    fprintf(stderr, "router: ");
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+    va_end(ap);
+}
+
+/* ---- workers ---- */
+
+static int s_worker_find(router *r, const uint8_t *id, size_t n) {
+    for (int i = 0; i < MAX_WORKERS; i++)
+        if (r->workers[i].used && r->workers[i].id_len == n && !memcmp(r->workers[i].id, id, n)) return i;
+    return -1;
+}
+
+static int s_pick(router *r, int role, int prefer) {
+    if (prefer >= 0 && r->workers[prefer].used && (r->workers[prefer].roles & role)) return prefer;
+    int best = -1;
+    for (int i = 0; i < MAX_WORKERS; i++) {
+        wk *w = &r->workers[i];
+        if (!w->used || !(w->roles & role)) continue;
+        if (best < 0 || w->assigned < r->workers[best].assigned) best = i;
+    }
+    return best;
+}
+
+static vidi_status s_send_worker(router *r, int wi, vidi_cmd cmd, vidi_msg_out *o);
+static void s_retry(router *r, rq *q, const char *why);
+static void s_fail(router *r, rq *q, vidi_wire_code code, const char *msg);
+
+static void s_worker_lost(router *r, int wi, const char *why) {
+    wk *w = &r->workers[wi];
+    if (!w->used) return;
+    fprintf(stderr, "router: worker %s lost (%s)\n", w->name, why);
+    r->c_workers_lost++;
+    w->used = 0;
+    for (int d = 0; d < DIR_MAX; d++)
+        if (r->dir[d].used)
+            for (int s = 0; s < r->dir[d].n_slices; s++)
+                if (r->dir[d].slices[s].holder == wi) r->dir[d].used = 0;
+    for (int i = 0; i < r->n_reqs_cap; i++) {
+        rq *q = &r->reqs[i];
+        if (q->used && q->running &&
+            (q->w_media == wi || q->w_prefill == wi || q->w_decode == wi || (q->w_encoders >> wi) & 1))
+            s_retry(r, q, why);
+    }
+}
+
+static vidi_status s_send_worker(router *r, int wi, vidi_cmd cmd, vidi_msg_out *o) {
+    vidi_err err = {0};
+    wk *w = &r->workers[wi];
+    vidi_status rc = vidi_msg_send(r->back, w->id, w->id_len, cmd, o, &err);
+    vidi_msg_out_free(o);
+    if (rc == VIDI_OK) vidi_liveness_sent(&w->live, vidi_now_ms());
+    else s_worker_lost(r, wi, err.msg);
+    return rc;
+}
+
+/* ---- directory ---- */
+
+static dir_entry *s_dir_find(router *r, const uint8_t key[16]) {
+    for (int d = 0; d < DIR_MAX; d++)
+        if (r->dir[d].used && !memcmp(r->dir[d].item_key, key, 16)) return &r->dir[d];
+    return NULL;
+}
+
+static dir_entry *s_dir_add(router *r, const uint8_t key[16], int n_slices) {
+    dir_entry *e = s_dir_find(r, key);
+    if (e && e->n_slices != n_slices) memset(e, 0, sizeof *e);
+    if (!e || !e->used) {
+        int victim = 0;
+        for (int d = 0; d < DIR_MAX; d++) {
+            if (!r->dir[d].used) {
+                victim = d;
+                break;
+            }
+            if (r->dir[d].last_used_ms < r->dir[victim].last_used_ms) victim = d;
+        }
+        e = &r->dir[victim];
+        memset(e, 0, sizeof *e);
+        e->used = 1;
+        memcpy(e->item_key, key, 16);
+        e->n_slices = n_slices;
+        for (int s = 0; s < MAX_SLICES; s++) e->slices[s].holder = -1;
+    }
+    e->last_used_ms = vidi_now_ms();
+    return e;
+}
+
+static int s_dir_complete(router *r, const dir_entry *e) {
+    for (int s = 0; s < e->n_slices; s++) {
+        int h = e->slices[s].holder;
+        if (h < 0 || !r->workers[h].used || !(r->workers[h].roles & ROLE_ENCODE)) return 0;
+    }
+    return e->n_slices > 0;
+}
+
+/* ---- client replies ---- */
+
+static void s_client_send(router *r, rq *q, vidi_cmd cmd, vidi_msg_out *o) {
+    vidi_err err = {0};
+    if (vidi_msg_send(r->front, q->client, q->client_len, cmd, o, &err) != VIDI_OK) {
+        /* the client went away: nobody waits for this request */
+        s_log(r, "request %" PRIu64 ": client gone (%s)", q->req, err.msg);
+        q->client_len = 0;
+    }
+    vidi_msg_out_free(o);
+}
+
+static void s_cancel_workers(router *r, rq *q) {
+    int ws[3] = {q->w_media, q->w_prefill, q->w_decode};
+    uint64_t mask = q->w_encoders;
+    for (int k = 0; k < 3; k++)
+        if (ws[k] >= 0) mask |= 1ull << ws[k];
+    for (int wi = 0; wi < MAX_WORKERS; wi++) {
+        if (!((mask >> wi) & 1) || !r->workers[wi].used) continue;
+        r->workers[wi].assigned = r->workers[wi].assigned > 0 ? r->workers[wi].assigned - 1 : 0;
+        vidi_msg_out o;
+        vidi_msg_out_init(&o);
+        msgpack_pack_map(&o.pk, 2);
+        vidi_mp_pack_cstr(&o.pk, "req");
+        msgpack_pack_uint64(&o.pk, q->req);
+        vidi_mp_pack_cstr(&o.pk, "attempt");
+        msgpack_pack_uint64(&o.pk, q->attempt);
+        s_send_worker(r, wi, VIDI_CMD_CANCEL, &o);
+    }
+    q->w_media = q->w_prefill = q->w_decode = -1;
+    q->w_encoders = 0;
+}
+
+static void s_rq_free(rq *q) {
+    for (int i = 0; i < q->n_media; i++) zmq_msg_close(&q->media[i].bytes);
+    for (int i = 0; i < q->n_stops; i++) free(q->stops[i]);
+    free(q->ids);
+    free(q->text);
+    memset(q, 0, sizeof *q);
+}
+
+static void s_fail(router *r, rq *q, vidi_wire_code code, const char *msg) {
+    r->c_errors++;
+    s_cancel_workers(r, q);
+    if (q->client_len) {
+        vidi_msg_out o;
+        vidi_msg_out_init(&o);
+        msgpack_pack_map(&o.pk, 3);
+        vidi_mp_pack_cstr(&o.pk, "id");
+        msgpack_pack_uint64(&o.pk, q->id);
+        vidi_mp_pack_cstr(&o.pk, "code");
+        vidi_mp_pack_cstr(&o.pk, vidi_wire_code_name(code));
+        vidi_mp_pack_cstr(&o.pk, "message");
+        vidi_mp_pack_cstr(&o.pk, msg);
+        s_client_send(r, q, VIDI_CMD_ERROR, &o);
+    }
+    s_log(r, "request %" PRIu64 " failed: %s: %s", q->req, vidi_wire_code_name(code), msg);
+    s_rq_free(q);
+}
+
+static void s_finish(router *r, rq *q, const char *finish) {
+    r->c_done++;
+    size_t nt = 0;
+    char tail[64];
+    if (vidi_detok_flush(&q->detok, tail, sizeof tail, &nt, NULL) == VIDI_OK && nt && q->text_len + nt < q->text_cap) {
+        memcpy(q->text + q->text_len, tail, nt);
+        q->text_len += nt;
+    }
+    if (q->client_len) {
+        vidi_msg_out o;
+        vidi_msg_out_init(&o);
+        msgpack_pack_map(&o.pk, 7);
+        vidi_mp_pack_cstr(&o.pk, "id");
+        msgpack_pack_uint64(&o.pk, q->id);
+        vidi_mp_pack_cstr(&o.pk, "finish");
+        vidi_mp_pack_cstr(&o.pk, finish);
+        vidi_mp_pack_cstr(&o.pk, "tokens");
+        msgpack_pack_uint64(&o.pk, (uint64_t)q->n_sent);
+        vidi_mp_pack_cstr(&o.pk, "prompt_tokens");
+        msgpack_pack_uint64(&o.pk, (uint64_t)q->prompt_tokens);
+        vidi_mp_pack_cstr(&o.pk, "text");
+        msgpack_pack_str(&o.pk, q->text_len);
+        msgpack_pack_str_body(&o.pk, q->text, q->text_len);
+        vidi_mp_pack_cstr(&o.pk, "cache_hits");
+        msgpack_pack_uint64(&o.pk, (uint64_t)q->cache_hits);
+        vidi_mp_pack_cstr(&o.pk, "timings");
+        msgpack_pack_map(&o.pk, 1);
+        vidi_mp_pack_cstr(&o.pk, "total_s");
+        msgpack_pack_double(&o.pk, (double)(vidi_now_ms() - q->created_ms) / 1000.0);
+        s_client_send(r, q, VIDI_CMD_DONE, &o);
+    }
+    s_log(r, "request %" PRIu64 " done (%s, %" PRId64 " tokens)", q->req, finish, q->n_sent);
+}
+
+/* ---- dispatch ---- */
+
+static void s_pack_req(msgpack_packer *pk, const rq *q) {
+    vidi_mp_pack_cstr(pk, "req");
+    msgpack_pack_uint64(pk, q->req);
+    vidi_mp_pack_cstr(pk, "attempt");
+    msgpack_pack_uint64(pk, q->attempt);
+}
+
+/* Plan and send the WORK of every first hop. Returns 0 when sent, 1 when a
+ * role has no worker (the request stays queued). */
+static int s_dispatch(router *r, rq *q) {
+    int need = ROLE_PREFILL | ROLE_DECODE | (q->n_media ? ROLE_ENCODE : 0);
+    int cached[MAX_MEDIA] = {0};
+    int any_miss = 0;
+    for (int i = 0; i < q->n_media; i++) {
+        dir_entry *e = r->cfg->use_cache ? s_dir_find(r, q->media[i].key) : NULL;
+        cached[i] = e && s_dir_complete(r, e);
+        if (!cached[i]) any_miss = 1;
+    }
+    if (any_miss) need |= ROLE_MEDIA;
+    int wp = s_pick(r, ROLE_PREFILL, -1);
+    int wd = s_pick(r, ROLE_DECODE, wp); /* decode where prefill runs when it can: no KV transfer */
+    int wm = any_miss ? s_pick(r, ROLE_MEDIA, -1) : -1;
+    int encs[MAX_WORKERS], n_encs = 0;
+    for (int i = 0; i < MAX_WORKERS; i++)
+        if (r->workers[i].used && (r->workers[i].roles & ROLE_ENCODE)) encs[n_encs++] = i;
+    /* least loaded first */
+    for (int i = 1; i < n_encs; i++)
+        for (int k = i; k > 0 && r->workers[encs[k]].assigned < r->workers[encs[k - 1]].assigned; k--) {
+            int t = encs[k];
+            encs[k] = encs[k - 1];
+            encs[k - 1] = t;
+        }
+    if (r->cfg->max_split > 0 && n_encs > r->cfg->max_split) n_encs = r->cfg->max_split;
+    if (wp < 0 || wd < 0 || ((need & ROLE_MEDIA) && wm < 0) || ((need & ROLE_ENCODE) && n_encs == 0)) return 1;
+
+    q->running = 1;
+    q->w_prefill = wp, q->w_decode = wd, q->w_media = wm;
+    q->w_encoders = 0;
+    q->cache_hits = 0;
+    r->workers[wp].assigned++;
+    if (wd != wp) r->workers[wd].assigned++;
+    /* cache hits: each holder sends its slices to prefill */
+    for (int i = 0; i < q->n_media; i++) {
+        if (!cached[i]) continue;
+        dir_entry *e = s_dir_find(r, q->media[i].key);
+        e->last_used_ms = vidi_now_ms();
+        q->cache_hits++;
+        r->c_cache_hit_items++;
+        for (int s = 0; s < e->n_slices; s++) {
+            int h = e->slices[s].holder;
+            q->w_encoders |= 1ull << h;
+            vidi_msg_out o;
+            vidi_msg_out_init(&o);
+            msgpack_pack_map(&o.pk, 5);
+            s_pack_req(&o.pk, q);
+            vidi_mp_pack_cstr(&o.pk, "stage");
+            vidi_mp_pack_cstr(&o.pk, "encode");
+            vidi_mp_pack_cstr(&o.pk, "prefill");
+            vidi_mp_pack_cstr(&o.pk, r->workers[wp].data);
+            vidi_mp_pack_cstr(&o.pk, "cached");
+            msgpack_pack_array(&o.pk, 1);
+            msgpack_pack_map(&o.pk, 4);
+            vidi_mp_pack_cstr(&o.pk, "item");
+            msgpack_pack_uint64(&o.pk, (uint64_t)i);
+            vidi_mp_pack_cstr(&o.pk, "slice");
+            msgpack_pack_uint64(&o.pk, (uint64_t)s);
+            vidi_mp_pack_cstr(&o.pk, "n_slices");
+            msgpack_pack_uint64(&o.pk, (uint64_t)e->n_slices);
+            vidi_mp_pack_cstr(&o.pk, "key");
+            msgpack_pack_bin(&o.pk, 16);
+            msgpack_pack_bin_body(&o.pk, e->slices[s].key, 16);
+            if (s_send_worker(r, h, VIDI_CMD_WORK, &o) != VIDI_OK) return 0; /* lost: retried already */
+        }
+    }
+    /* the prefill WORK */
+    {
+        vidi_msg_out o;
+        vidi_msg_out_init(&o);
+        msgpack_pack_map(&o.pk, 6 + vidi_wire_sampling_fields(&q->samp));
+        s_pack_req(&o.pk, q);
+        vidi_mp_pack_cstr(&o.pk, "stage");
+        vidi_mp_pack_cstr(&o.pk, "prefill");
+        vidi_mp_pack_cstr(&o.pk, "ids");
+        msgpack_pack_array(&o.pk, (size_t)q->n_ids);
+        for (int64_t i = 0; i < q->n_ids; i++) msgpack_pack_uint64(&o.pk, (uint64_t)q->ids[i]);
+        vidi_mp_pack_cstr(&o.pk, "kinds");
+        msgpack_pack_array(&o.pk, (size_t)q->n_media);
+        for (int i = 0; i < q->n_media; i++)
+            vidi_mp_pack_cstr(&o.pk, q->media[i].kind == VIDI_MEDIA_VIDEO ? "video" : "image");
+        vidi_mp_pack_cstr(&o.pk, "decode");
+        vidi_mp_pack_cstr(&o.pk, r->workers[wd].data);
+        vidi_wire_sampling_pack(&o.pk, &q->samp);
+        if (s_send_worker(r, wp, VIDI_CMD_WORK, &o) != VIDI_OK) return 0;
+    }
+    if (!any_miss) return 0;
+    /* the media WORK: every item not cached, with the encoders to split it over */
+    int n_items = 0;
+    for (int i = 0; i < q->n_media; i++) n_items += !cached[i];
+    vidi_msg_out o;
+    vidi_msg_out_init(&o);
+    msgpack_pack_map(&o.pk, 6);
+    s_pack_req(&o.pk, q);
+    vidi_mp_pack_cstr(&o.pk, "stage");
+    vidi_mp_pack_cstr(&o.pk, "media");
+    vidi_mp_pack_cstr(&o.pk, "prefill");
+    vidi_mp_pack_cstr(&o.pk, r->workers[wp].data);
+    vidi_mp_pack_cstr(&o.pk, "items");
+    msgpack_pack_array(&o.pk, (size_t)n_items);
+    int rot = 0;
+    for (int i = 0; i < q->n_media; i++) {
+        if (cached[i]) continue;
+        media_in *m = &q->media[i];
+        r->c_media_items++;
+        msgpack_pack_map(&o.pk, 9);
+        vidi_mp_pack_cstr(&o.pk, "item");
+        msgpack_pack_uint64(&o.pk, (uint64_t)i);
+        vidi_mp_pack_cstr(&o.pk, "key");
+        msgpack_pack_bin(&o.pk, 16);
+        msgpack_pack_bin_body(&o.pk, m->key, 16);
+        vidi_mp_pack_cstr(&o.pk, "kind");
+        vidi_mp_pack_cstr(&o.pk, m->kind == VIDI_MEDIA_VIDEO ? "video" : "image");
+        vidi_mp_pack_cstr(&o.pk, "tensor");
+        msgpack_pack_uint64(&o.pk, (uint64_t)(rot));
+        vidi_mp_pack_cstr(&o.pk, "fps");
+        msgpack_pack_double(&o.pk, m->fps);
+        vidi_mp_pack_cstr(&o.pk, "nframes");
+        msgpack_pack_uint64(&o.pk, m->nframes);
+        vidi_mp_pack_cstr(&o.pk, "min_pixels");
+        msgpack_pack_uint64(&o.pk, m->min_pixels);
+        vidi_mp_pack_cstr(&o.pk, "max_pixels");
+        msgpack_pack_uint64(&o.pk, m->max_pixels);
+        vidi_mp_pack_cstr(&o.pk, "encoders");
+        /* images go to one encoder (spread over items); videos to all of them */
+        int ne = m->kind == VIDI_MEDIA_VIDEO ? n_encs : 1;
+        msgpack_pack_array(&o.pk, (size_t)ne);
+        for (int k = 0; k < ne; k++) {
+            int e = encs[(rot + k) % n_encs];
+            q->w_encoders |= 1ull << e;
+            r->workers[e].assigned++;
+            vidi_mp_pack_cstr(&o.pk, r->workers[e].data);
+        }
+        rot++;
+    }
+    vidi_mp_pack_cstr(&o.pk, "tensors");
+    msgpack_pack_array(&o.pk, (size_t)n_items);
+    vidi_err err = {0};
+    for (int i = 0; i < q->n_media; i++) {
+        if (cached[i]) continue;
+        size_t n = zmq_msg_size(&q->media[i].bytes);
+        int64_t shape[1] = {(int64_t)n};
+        /* the bytes are copied once into the message (a retry needs them too) */
+        vidi_msg_out_tensor(&o, VIDI_WIRE_U8, 1, shape, zmq_msg_data(&q->media[i].bytes), n, NULL, NULL, &err);
+    }
+    r->workers[wm].assigned++;
+    s_send_worker(r, wm, VIDI_CMD_WORK, &o);
+    return 0;
+}
+
+static void s_retry(router *r, rq *q, const char *why) {
+    if (!q->used) return;
+    s_cancel_workers(r, q);
+    q->running = 0;
+    q->attempt++;
+    r->c_retries++;
+    if ((int)q->attempt >= r->cfg->max_attempts) {
+        char msg[512];
+        snprintf(msg, sizeof msg, "gave up after %d attempts; the last: %s", (int)q->attempt, why);
+        s_fail(r, q, VIDI_WIRE_WORKER_LOST, msg);
+        return;
+    }
+    s_log(r, "request %" PRIu64 ": retry %" PRIu64 " (%s)", q->req, q->attempt, why);
+    q->queued_since_ms = vidi_now_ms();
+    s_dispatch(r, q);
+}
+
+/* ---- client messages ---- */
+
+static void s_client_error(router *r, const vidi_msg *m, int64_t id, vidi_wire_code code, const char *msg) {
+    if (m->cmd == VIDI_CMD_ERROR) return;
+    vidi_msg_send_error(r->front, m->identity, m->identity_len, code, id, msg, NULL);
+}
+
+static void s_on_request(router *r, vidi_msg *m) {
+    vidi_err err = {0};
+    uint64_t id;
+    if (vidi_mp_u64(m->header, "id", 1, 0, 0, UINT64_MAX, &id, &err) != VIDI_OK) {
+        s_client_error(r, m, -1, VIDI_WIRE_BAD_FIELD, err.msg);
+        return;
+    }
+    int64_t cid = id > INT64_MAX ? -1 : (int64_t)id;
+    rq *q = NULL;
+    int active = 0;
+    for (int i = 0; i < r->n_reqs_cap; i++) {
+        if (r->reqs[i].used) active++;
+        else if (!q) q = &r->reqs[i];
+    }
+    if (!q || active >= r->cfg->max_requests) {
+        r->c_overloaded++;
+        char msg[128];
+        snprintf(msg, sizeof msg, "%d requests in flight: the limit is %d; retry later", active, r->cfg->max_requests);
+        s_client_error(r, m, cid, VIDI_WIRE_OVERLOADED, msg);
+        return;
+    }
+    memset(q, 0, sizeof *q);
+    q->w_media = q->w_prefill = q->w_decode = -1;
+    const char *prompt = NULL, *system = NULL;
+    size_t pn = 0, sn = 0;
+    const msgpack_object *media = NULL, *stops = NULL;
+    size_t n_media = 0, n_stops = 0;
+    vidi_wire_code code = VIDI_WIRE_BAD_FIELD;
+    char *ptext = NULL, *stext = NULL;
+    vidi_status rc;
+    if ((rc = vidi_mp_str(m->header, "prompt", 1, 256 << 10, &prompt, &pn, &err)) ||
+        (rc = vidi_mp_str(m->header, "system", 0, 64 << 10, &system, &sn, &err)) ||
+        (rc = vidi_mp_array(m->header, "media", 0, MAX_MEDIA, &media, &n_media, &err)) ||
+        (rc = vidi_mp_array(m->header, "stop", 0, MAX_STOPS, &stops, &n_stops, &err)) ||
+        (rc = vidi_wire_sampling_parse(m->header, &q->samp, &err)) ||
+        (rc = vidi_mp_bool(m->header, "stream", 0, 1, &q->stream, &err)))
+        goto bad;
+    if (vidi_mp_get(m->header, "messages")) {
+        vidi_err_set(&err, VIDI_ERR_UNSUPPORTED, "field 'messages': this router takes 'prompt' (and 'system')");
+        goto bad;
+    }
+    for (size_t i = 0; i < n_stops; i++) {
+        if (stops[i].type != MSGPACK_OBJECT_STR || stops[i].via.str.size == 0 || stops[i].via.str.size > 256) {
+            vidi_err_set(&err, VIDI_ERR_FORMAT, "field 'stop': item %zu is not a string of 1 to 256 bytes", i);
+            goto bad;
+        }
+        q->stops[q->n_stops] = strndup(stops[i].via.str.ptr, stops[i].via.str.size);
+        if (!q->stops[q->n_stops]) goto oom;
+        q->n_stops++;
+    }
+    vidi_media items[MAX_MEDIA];
+    memset(items, 0, sizeof items);
+    for (size_t i = 0; i < n_media; i++) {
+        const msgpack_object *it = &media[i];
+        media_in *mi = &q->media[i];
+        uint64_t t;
+        const msgpack_object *k = vidi_mp_get(it, "kind");
+        if (it->type != MSGPACK_OBJECT_MAP) {
+            vidi_err_set(&err, VIDI_ERR_FORMAT, "media[%zu]: expected a map", i);
+            goto bad;
+        }
+        if (vidi_mp_str_eq(k, "image")) mi->kind = VIDI_MEDIA_IMAGE;
+        else if (vidi_mp_str_eq(k, "video")) mi->kind = VIDI_MEDIA_VIDEO;
+        else {
+            vidi_err_set(&err, VIDI_ERR_FORMAT, "media[%zu]: field 'kind' must be \"image\" or \"video\"", i);
+            goto bad;
+        }
+        if ((rc = vidi_mp_u64(it, "tensor", 1, 0, 0, (uint64_t)(m->n_tensors ? m->n_tensors - 1 : 0), &t, &err)) ||
+            (rc = vidi_mp_f64(it, "fps", 0, 0.0, 0.0, 120.0, &mi->fps, &err)) ||
+            (rc = vidi_mp_u64(it, "nframes", 0, 0, 0, 768, &mi->nframes, &err)) ||
+            (rc = vidi_mp_u64(it, "min_pixels", 0, 0, 0, 1ull << 28, &mi->min_pixels, &err)) ||
+            (rc = vidi_mp_u64(it, "max_pixels", 0, 0, 0, 1ull << 28, &mi->max_pixels, &err))) {
+            vidi_err_prefix(&err, "media[%zu]", i);
+            goto bad;
+        }
+        if (!m->n_tensors || m->tensors[t].frame < 0 || m->tensors[t].dtype != VIDI_WIRE_U8) {
+            vidi_err_set(&err, VIDI_ERR_FORMAT, "media[%zu]: tensors[%llu] must be the file's bytes (u8, a frame)", i,
+                         (unsigned long long)t);
+            code = VIDI_WIRE_BAD_TENSOR;
+            goto bad;
+        }
+        zmq_msg_init(&mi->bytes);
+        zmq_msg_copy(&mi->bytes, &m->parts[3 + m->tensors[t].frame]);
+        q->n_media = (int)i + 1;
+        vidi_mm_params kp = {.kind = mi->kind, .fps = mi->fps, .nframes = (int64_t)mi->nframes,
+                             .min_pixels = (int64_t)mi->min_pixels, .max_pixels = (int64_t)mi->max_pixels};
+        vidi_mm_key(zmq_msg_data(&mi->bytes), zmq_msg_size(&mi->bytes), &kp, mi->key);
+        items[i].kind = mi->kind;
+        items[i].grid[0] = 1;
+        items[i].grid[1] = items[i].grid[2] = r->mcfg.vision.spatial_merge_size;
+    }
+    /* the chat turn with one pad per item (prefill expands them) */
+    ptext = strndup(prompt, pn);
+    stext = system ? strndup(system, sn) : NULL;
+    if (!ptext || (system && !stext)) goto oom;
+    if (vidi_prompt_build(&r->mcfg, r->tok, stext, ptext, items, q->n_media, &q->ids, &q->n_ids, &err) != VIDI_OK) {
+        code = VIDI_WIRE_BAD_REQUEST;
+        goto bad;
+    }
+    free(ptext);
+    free(stext);
+    ptext = stext = NULL;
+    if (!q->samp.has_seed) {
+        r->rng = r->rng * 6364136223846793005ull + 1442695040888963407ull;
+        q->samp.seed = r->rng >> 11;
+        q->samp.has_seed = 1;
+    }
+    q->text_cap = 4096;
+    q->text = malloc(q->text_cap);
+    if (!q->text) goto oom;
+    vidi_detok_init(&q->detok, r->tok, 1);
+    q->used = 1;
+    q->id = id;
+    q->req = r->next_req++;
+    memcpy(q->client, m->identity, m->identity_len);
+    q->client_len = m->identity_len;
+    q->created_ms = q->queued_since_ms = vidi_now_ms();
+    q->deadline_ms = q->created_ms + r->cfg->request_timeout_ms;
+    r->c_requests++;
+    s_log(r, "request %" PRIu64 " (client id %" PRIu64 "): %" PRId64 " prompt ids, %d media", q->req, id, q->n_ids,
+          q->n_media);
+    s_dispatch(r, q);
+    return;
+oom:
+    vidi_err_set(&err, VIDI_ERR_NOMEM, "out of memory");
+    code = VIDI_WIRE_INTERNAL;
+bad:
+    free(ptext);
+    free(stext);
+    s_client_error(r, m, cid, code, err.msg);
+    s_rq_free(q);
+}
+
+static rq *s_find_client_req(router *r, const vidi_msg *m, uint64_t id) {
+    for (int i = 0; i < r->n_reqs_cap; i++) {
+        rq *q = &r->reqs[i];
+        if (q->used && q->id == id && q->client_len == m->identity_len && !memcmp(q->client, m->identity, q->client_len))
+            return q;
+    }
+    return NULL;
+}
+
+static void s_on_stats_client(router *r, const vidi_msg *m) {
+    vidi_msg_out o;
+    vidi_msg_out_init(&o);
+    int n_workers = 0, active = 0;
+    for (int i = 0; i < MAX_WORKERS; i++) n_workers += r->workers[i].used;
+    for (int i = 0; i < r->n_reqs_cap; i++) active += r->reqs[i].used;
+    msgpack_pack_map(&o.pk, 13);
+#define KV(k, v)                                                                                                      \
+    do {                                                                                                              \
+        vidi_mp_pack_cstr(&o.pk, k);                                                                                  \
+        msgpack_pack_uint64(&o.pk, (uint64_t)(v));                                                                    \
+    } while (0)
+    KV("requests", r->c_requests);
+    KV("done", r->c_done);
+    KV("errors", r->c_errors);
+    KV("overloaded", r->c_overloaded);
+    KV("retries", r->c_retries);
+    KV("cache_hit_items", r->c_cache_hit_items);
+    KV("media_items", r->c_media_items);
+    KV("encode_work", r->c_encode_work);
+    KV("workers_lost", r->c_workers_lost);
+    KV("bad_messages", r->c_bad_msgs);
+    KV("active", active);
+    KV("workers", n_workers);
+#undef KV
+    vidi_mp_pack_cstr(&o.pk, "roles");
+    msgpack_pack_map(&o.pk, 4);
+    for (int k = 0; k < 4; k++) {
+        int n = 0;
+        for (int i = 0; i < MAX_WORKERS; i++) n += r->workers[i].used && (r->workers[i].roles >> k & 1);
+        vidi_mp_pack_cstr(&o.pk, k_roles[k]);
+        msgpack_pack_uint64(&o.pk, (uint64_t)n);
+    }
+    vidi_msg_send(r->front, m->identity, m->identity_len, VIDI_CMD_STATS, &o, NULL);
+    vidi_msg_out_free(&o);
+}
+
+static void s_on_front(router *r, vidi_msg *m) {
+    uint64_t id;
+    rq *q;
+    switch (m->cmd) {
+    case VIDI_CMD_REQUEST: s_on_request(r, m); return;
+    case VIDI_CMD_STATS: s_on_stats_client(r, m); return;
+    case VIDI_CMD_HEARTBEAT: return;
+    case VIDI_CMD_CANCEL:
+        if (vidi_mp_u64(m->header, "id", 1, 0, 0, UINT64_MAX, &id, NULL) == VIDI_OK && (q = s_find_client_req(r, m, id))) {
+            s_cancel_workers(r, q);
+            s_finish(r, q, "cancelled");
+            s_rq_free(q);
+        }
+        return;
+    default:
+        r->c_bad_msgs++;
+        s_client_error(r, m, -1, VIDI_WIRE_BAD_COMMAND, "a client sends REQUEST, CANCEL, STATS or HEARTBEAT");
+    }
+}
+
+/* ---- worker messages ---- */
+
+static rq *s_find_req(router *r, const vidi_msg *m, int *stale) {
+    uint64_t req, attempt;
+    *stale = 0;
+    if (vidi_mp_u64(m->header, "req", 1, 0, 0, UINT64_MAX, &req, NULL) ||
+        vidi_mp_u64(m->header, "attempt", 1, 0, 0, UINT64_MAX, &attempt, NULL))
+        return NULL;
+    for (int i = 0; i < r->n_reqs_cap; i++) {
+        rq *q = &r->reqs[i];
+        if (q->used && q->req == req) {
+            if (q->attempt != attempt || !q->running) {
+                *stale = 1;
+                return NULL;
+            }
+            return q;
+        }
+    }
+    *stale = 1;
+    return NULL;
+}
+
+static int s_text_push(rq *q, const char *s, size_t n) {
+    if (q->text_len + n + 1 > q->text_cap) {
+        size_t cap = q->text_cap * 2 + n;
+        char *t = realloc(q->text, cap);
+        if (!t) return -1;
+        q->text = t;
+        q->text_cap = cap;
+    }
+    memcpy(q->text + q->text_len, s, n);
+    q->text_len += n;
+    q->text[q->text_len] = 0;
+    return 0;
+}
+
+static void s_on_token(router *r, const vidi_msg *m) {
+    int stale;
+    rq *q = s_find_req(r, m, &stale);
+    if (!q) return;
+    uint64_t index;
+    const msgpack_object *toks;
+    size_t n;
+    if (vidi_mp_u64(m->header, "index", 1, 0, 0, VIDI_WIRE_MAX_TOKENS, &index, NULL) ||
+        vidi_mp_array(m->header, "tokens", 1, 4096, &toks, &n, NULL))
+        return;
+    size_t before = q->text_len;
+    int64_t first_new = -1;
+    int n_new = 0;
+    int32_t new_ids[4096];
+    for (size_t k = 0; k < n; k++) {
+        int64_t idx = (int64_t)index + (int64_t)k;
+        if (idx < q->n_sent || toks[k].type != MSGPACK_OBJECT_POSITIVE_INTEGER) continue; /* the client has it */
+        if (idx != q->n_sent) {
+            s_retry(r, q, "tokens arrived out of order");
+            return;
+        }
+        int32_t id = (int32_t)toks[k].via.u64;
+        char buf[1024];
+        size_t w = 0;
+        if (vidi_detok_push(&q->detok, id, buf, sizeof buf, &w, NULL) == VIDI_OK) s_text_push(q, buf, w);
+        if (first_new < 0) first_new = idx;
+        new_ids[n_new++] = id;
+        q->n_sent++;
+    }
+    if (!n_new) return;
+    /* stop strings: the text ends before the first one */
+    size_t cut = q->text_len;
+    int stopped = 0;
+    for (int s = 0; s < q->n_stops; s++) {
+        size_t from = before > strlen(q->stops[s]) ? before - strlen(q->stops[s]) : 0;
+        char *hit = strstr(q->text + from, q->stops[s]);
+        if (hit && (size_t)(hit - q->text) < cut) {
+            cut = (size_t)(hit - q->text);
+            stopped = 1;
+        }
+    }
+    if (stopped) q->text_len = cut;
+    if (q->stream && q->client_len && q->text_len >= before) {
+        vidi_msg_out o;
+        vidi_msg_out_init(&o);
+        msgpack_pack_map(&o.pk, 4);
+        vidi_mp_pack_cstr(&o.pk, "id");
+        msgpack_pack_uint64(&o.pk, q->id);
+        vidi_mp_pack_cstr(&o.pk, "index");
+        msgpack_pack_uint64(&o.pk, (uint64_t)first_new);
+        vidi_mp_pack_cstr(&o.pk, "tokens");
+        msgpack_pack_array(&o.pk, (size_t)n_new);
+        for (int k = 0; k < n_new; k++) msgpack_pack_uint64(&o.pk, (uint64_t)new_ids[k]);
+        vidi_mp_pack_cstr(&o.pk, "text");
+        msgpack_pack_str(&o.pk, q->text_len - before);
+        msgpack_pack_str_body(&o.pk, q->text + before, q->text_len - before);
+        s_client_send(r, q, VIDI_CMD_TOKEN, &o);
+    }
+    if (stopped) {
+        s_cancel_workers(r, q);
+        s_finish(r, q, "stop");
+        s_rq_free(q);
+    } else if (!q->client_len) {
+        s_cancel_workers(r, q); /* the client went away */
+        s_rq_free(q);
+    }
+}
+
+static void s_on_done(router *r, const vidi_msg *m) {
+    int stale;
+    rq *q = s_find_req(r, m, &stale);
+    if (!q) return;
+    uint64_t n_out = 0, pt = 0;
+    vidi_mp_u64(m->header, "n_out", 0, 0, 0, UINT64_MAX, &n_out, NULL);
+    vidi_mp_u64(m->header, "prompt_tokens", 0, 0, 0, UINT64_MAX, &pt, NULL);
+    if ((int64_t)n_out > q->n_sent) {
+        s_retry(r, q, "DONE before all its tokens");
+        return;
+    }
+    q->prompt_tokens = (int64_t)pt;
+    const msgpack_object *f = vidi_mp_get(m->header, "finish");
+    /* release the stage counts */
+    int ws[3] = {q->w_media, q->w_prefill, q->w_decode};
+    for (int k = 0; k < 3; k++)
+        if (ws[k] >= 0 && r->workers[ws[k]].assigned > 0) r->workers[ws[k]].assigned--;
+    for (int wi = 0; wi < MAX_WORKERS; wi++)
+        if ((q->w_encoders >> wi & 1) && r->workers[wi].assigned > 0) r->workers[wi].assigned--;
+    s_finish(r, q, vidi_mp_str_eq(f, "stop") ? "stop" : "length");
+    s_rq_free(q);
+}
+
+static void s_on_result(router *r, int wi, const vidi_msg *m) {
+    const msgpack_object *stored, *missing;
+    size_t ns = 0, nm = 0;
+    vidi_mp_array(m->header, "stored", 0, 4096, &stored, &ns, NULL);
+    vidi_mp_array(m->header, "missing", 0, 4096, &missing, &nm, NULL);
+    r->c_encode_work++;
+    for (size_t i = 0; i < ns; i++) {
+        const uint8_t *ik, *k;
+        size_t n;
+        uint64_t slice, n_slices;
+        if (vidi_mp_bin(&stored[i], "item_key", 1, 16, &ik, &n, NULL) ||
+            vidi_mp_bin(&stored[i], "key", 1, 16, &k, &n, NULL) ||
+            vidi_mp_u64(&stored[i], "n_slices", 1, 1, 1, MAX_SLICES, &n_slices, NULL) ||
+            vidi_mp_u64(&stored[i], "slice", 1, 0, 0, n_slices - 1, &slice, NULL))
+            continue;
+        dir_entry *e = s_dir_add(r, ik, (int)n_slices);
+        memcpy(e->slices[slice].key, k, 16);
+        e->slices[slice].holder = wi;
+    }
+    if (nm) {
+        /* an encoder no longer holds what the directory said: forget it, start again */
+        for (size_t i = 0; i < nm; i++)
+            for (int d = 0; d < DIR_MAX; d++)
+                if (r->dir[d].used && missing[i].type == MSGPACK_OBJECT_BIN && missing[i].via.bin.size == 16)
+                    for (int s = 0; s < r->dir[d].n_slices; s++)
+                        if (!memcmp(r->dir[d].slices[s].key, missing[i].via.bin.ptr, 16)) r->dir[d].used = 0;
+        int stale;
+        rq *q = s_find_req(r, m, &stale);
+        if (q) s_retry(r, q, "an MM-cache entry was evicted");
+    }
+}
+
+static void s_on_worker_error(router *r, const vidi_msg *m) {
+    int stale;
+    rq *q = s_find_req(r, m, &stale);
+    const char *code = NULL, *msg = NULL;
+    size_t cn = 0, mn = 0;
+    vidi_mp_str(m->header, "code", 0, 64, &code, &cn, NULL);
+    vidi_mp_str(m->header, "message", 0, 4096, &msg, &mn, NULL);
+    char text[4200];
+    snprintf(text, sizeof text, "%.*s", (int)mn, msg ? msg : "");
+    if (!q) {
+        if (!stale) fprintf(stderr, "router: worker error: %.*s: %s\n", (int)cn, code ? code : "?", text);
+        return;
+    }
+    vidi_wire_code c = code ? vidi_wire_code_from_name(code, cn) : VIDI_WIRE_INTERNAL;
+    if (c == VIDI_WIRE_WORKER_LOST || c == VIDI_WIRE_OVERLOADED) s_retry(r, q, text);
+    else s_fail(r, q, c == VIDI_WIRE_CODE_COUNT ? VIDI_WIRE_INTERNAL : c, text);
+}
+
+static void s_on_ready(router *r, vidi_msg *m) {
+    vidi_err err = {0};
+    const char *name, *data;
+    size_t nn, dn;
+    const msgpack_object *roles;
+    size_t nr;
+    if (vidi_mp_str(m->header, "name", 1, 127, &name, &nn, &err) ||
+        vidi_mp_str(m->header, "data", 1, EP_MAX - 1, &data, &dn, &err) ||
+        vidi_mp_array(m->header, "roles", 1, 4, &roles, &nr, &err)) {
+        vidi_msg_send_error(r->back, m->identity, m->identity_len, VIDI_WIRE_BAD_FIELD, -1, err.msg, NULL);
+        return;
+    }
+    int mask = 0;
+    for (size_t i = 0; i < nr; i++)
+        for (int k = 0; k < 4; k++)
+            if (vidi_mp_str_eq(&roles[i], k_roles[k])) mask |= 1 << k;
+    int wi = s_worker_find(r, m->identity, m->identity_len);
+    if (wi < 0)
+        for (int i = 0; i < MAX_WORKERS; i++)
+            if (!r->workers[i].used) {
+                wi = i;
+                break;
+            }
+    if (wi < 0) {
+        vidi_msg_send_error(r->back, m->identity, m->identity_len, VIDI_WIRE_OVERLOADED, -1,
+                            "the router's worker registry is full", NULL);
+        return;
+    }
+    wk *w = &r->workers[wi];
+    int was = w->used;
+    memset(w, 0, sizeof *w);
+    w->used = 1;
+    memcpy(w->id, m->identity, m->identity_len);
+    w->id_len = m->identity_len;
+    snprintf(w->name, sizeof w->name, "%.*s", (int)nn, name);
+    snprintf(w->data, sizeof w->data, "%.*s", (int)dn, data);
+    w->roles = mask;
+    vidi_liveness_init(&w->live, r->cfg->heartbeat_ms, r->cfg->liveness, vidi_now_ms());
+    fprintf(stderr, "router: worker %s %s (roles 0x%x, data %s)\n", w->name, was ? "rejoined" : "joined", mask, w->data);
+    vidi_msg_out o;
+    vidi_msg_out_init(&o);
+    msgpack_pack_map(&o.pk, 3);
+    vidi_mp_pack_cstr(&o.pk, "name");
+    vidi_mp_pack_cstr(&o.pk, "router");
+    vidi_mp_pack_cstr(&o.pk, "heartbeat_ms");
+    msgpack_pack_uint64(&o.pk, (uint64_t)r->cfg->heartbeat_ms);
+    vidi_mp_pack_cstr(&o.pk, "liveness");
+    msgpack_pack_uint64(&o.pk, (uint64_t)r->cfg->liveness);
+    s_send_worker(r, wi, VIDI_CMD_READY, &o);
+}
+
+static void s_on_back(router *r, vidi_msg *m) {
+    int wi = s_worker_find(r, m->identity, m->identity_len);
+    if (m->cmd == VIDI_CMD_READY) {
+        s_on_ready(r, m);
+        return;
+    }
+    if (wi < 0) {
+        /* a worker the router does not know (it restarted): ask it to say READY */
+        if (m->cmd != VIDI_CMD_ERROR && m->cmd != VIDI_CMD_DISCONNECT)
+            vidi_msg_send_error(r->back, m->identity, m->identity_len, VIDI_WIRE_BAD_COMMAND, -1,
+                                "unknown worker: send READY first", NULL);
+        return;
+    }
+    vidi_liveness_heard(&r->workers[wi].live, vidi_now_ms());
+    switch (m->cmd) {
+    case VIDI_CMD_HEARTBEAT: {
+        const msgpack_object *load;
+        if (vidi_mp_map(m->header, "load", 0, &load, NULL) == VIDI_OK && load) {
+            vidi_mp_u64(load, "queued", 0, 0, 0, UINT64_MAX, &r->workers[wi].queued, NULL);
+            vidi_mp_u64(load, "running", 0, 0, 0, UINT64_MAX, &r->workers[wi].running, NULL);
+        }
+        return;
+    }
+    case VIDI_CMD_TOKEN: s_on_token(r, m); return;
+    case VIDI_CMD_DONE: s_on_done(r, m); return;
+    case VIDI_CMD_RESULT: s_on_result(r, wi, m); return;
+    case VIDI_CMD_ERROR: s_on_worker_error(r, m); return;
+    case VIDI_CMD_STATS: return;
+    case VIDI_CMD_DISCONNECT: s_worker_lost(r, wi, "it disconnected"); return;
+    default:
+        r->c_bad_msgs++;
+        vidi_msg_send_error(r->back, m->identity, m->identity_len, VIDI_WIRE_BAD_COMMAND, -1,
+                            "a worker sends READY, HEARTBEAT, TOKEN, DONE, RESULT, ERROR, STATS or DISCONNECT", NULL);
+    }
+}
+
+/* ---- time ---- */
+
+static void s_tick(router *r) {
+    int64_t now = vidi_now_ms();
+    for (int wi = 0; wi < MAX_WORKERS; wi++) {
+        wk *w = &r->workers[wi];
+        if (!w->used) continue;
+        if (vidi_liveness_dead(&w->live, now)) {
+            s_worker_lost(r, wi, "heartbeats stopped");
+            continue;
+        }
+        if (vidi_liveness_due(&w->live, now)) {
+            vidi_msg_out o;
+            vidi_msg_out_init(&o);
+            s_send_worker(r, wi, VIDI_CMD_HEARTBEAT, &o);
+        }
+    }
+    for (int i = 0; i < r->n_reqs_cap; i++) {
+        rq *q = &r->reqs[i];
+        if (!q->used) continue;
+        if (now > q->deadline_ms) {
+            s_fail(r, q, VIDI_WIRE_TIMEOUT, "the request's deadline passed");
+            continue;
+        }
+        if (!q->running) {
+            if (s_dispatch(r, q) == 1 && now - q->queued_since_ms > r->cfg->stage_timeout_ms)
+                s_fail(r, q, VIDI_WIRE_NO_WORKER, "no worker for one of the request's stages");
+        }
+    }
+}
+
+/* ---- main loop ---- */
+
+vidi_status vidi_router_run(const vidi_router_config *cfg, volatile sig_atomic_t *stop, vidi_err *err) {
+    vidi_status rc = VIDI_OK;
+    router *r = calloc(1, sizeof *r);
+    VIDI_CHECK(r, err, VIDI_ERR_NOMEM, "router: out of memory");
+    r->cfg = cfg;
+    r->n_reqs_cap = cfg->max_requests > 0 ? cfg->max_requests : 256;
+    r->reqs = calloc((size_t)r->n_reqs_cap, sizeof *r->reqs);
+    r->dir = calloc(DIR_MAX, sizeof *r->dir);
+    VIDI_CHECK(r->reqs && r->dir, err, VIDI_ERR_NOMEM, "router: out of memory");
+    r->rng = (uint64_t)time(NULL) ^ ((uint64_t)getpid() << 32);
+    VIDI_TRY(vidi_model_config_load(cfg->model_dir, &r->mcfg, err));
+    char path[4096];
+    snprintf(path, sizeof path, "%s/tokenizer.json", cfg->model_dir);
+    VIDI_TRY(vidi_tokenizer_load(path, &r->tok, err));
+    r->ctx = zmq_ctx_new();
+    VIDI_CHECK(r->ctx, err, VIDI_ERR_IO, "router: zmq context: %s", zmq_strerror(errno));
+    r->front = vidi_sock_open(r->ctx, VIDI_SOCK_FRONT, cfg->front, 0, NULL, 0, err);
+    if (!r->front) {
+        rc = err ? err->status : VIDI_ERR_IO;
+        goto fail;
+    }
+    r->back = vidi_sock_open(r->ctx, VIDI_SOCK_BACK, cfg->back, 0, NULL, 0, err);
+    if (!r->back) {
+        rc = err ? err->status : VIDI_ERR_IO;
+        goto fail;
+    }
+    fprintf(stderr, "router: clients on %s, workers on %s, model %s\n", cfg->front, cfg->back, cfg->model_dir);
+    vidi_msg m;
+    vidi_msg_init(&m);
+    int64_t last_tick = 0;
+    while (!*stop) {
+        zmq_pollitem_t items[2] = {{r->front, 0, ZMQ_POLLIN, 0}, {r->back, 0, ZMQ_POLLIN, 0}};
+        if (zmq_poll(items, 2, (long)(cfg->heartbeat_ms / 4 + 1)) < 0) {
+            if (errno == EINTR) continue;
+            break;
+        }
+        for (int k = 0; k < 2; k++) {
+            if (!(items[k].revents & ZMQ_POLLIN)) continue;
+            void *s = k ? r->back : r->front;
+            for (int n = 0; n < 256; n++) {
+                vidi_wire_code code;
+                vidi_err e = {0};
+                vidi_status st = vidi_msg_recv(s, 1, ZMQ_DONTWAIT, NULL, &m, &code, &e);
+                if (st == VIDI_ERR_IO && code == VIDI_WIRE_OK) break;
+                if (st != VIDI_OK) {
+                    r->c_bad_msgs++;
+                    if (m.identity_len && m.cmd != VIDI_CMD_ERROR)
+                        vidi_msg_send_error(s, m.identity, m.identity_len, code, -1, e.msg, NULL);
+                    continue;
+                }
+                if (k) s_on_back(r, &m);
+                else s_on_front(r, &m);
+            }
+        }
+        int64_t now = vidi_now_ms();
+        if (now - last_tick >= cfg->heartbeat_ms / 4) {
+            s_tick(r);
+            last_tick = now;
+        }
+    }
+    vidi_msg_close(&m);
+    for (int wi = 0; wi < MAX_WORKERS; wi++)
+        if (r->workers[wi].used) {
+            vidi_msg_out o;
+            vidi_msg_out_init(&o);
+            msgpack_pack_map(&o.pk, 1);
+            vidi_mp_pack_cstr(&o.pk, "reason");
+            vidi_mp_pack_cstr(&o.pk, "the router is stopping");
+            vidi_msg_send(r->back, r->workers[wi].id, r->workers[wi].id_len, VIDI_CMD_DISCONNECT, &o, NULL);
+            vidi_msg_out_free(&o);
+        }
+fail:
+    if (r) {
+        if (r->reqs)
+            for (int i = 0; i < r->n_reqs_cap; i++)
+                if (r->reqs[i].used) s_rq_free(&r->reqs[i]);
+        if (r->front) zmq_close(r->front);
+        if (r->back) zmq_close(r->back);
+        if (r->ctx) zmq_ctx_term(r->ctx);
+        vidi_tokenizer_free(r->tok);
+        free(r->reqs);
+        free(r->dir);
+        free(r);
+    }
+    return rc;
+}

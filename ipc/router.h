@@ -1,0 +1,43 @@
+/* ipc/router.h — the router (ipc/PROTOCOL.md): clients on a front ROUTER
+ * socket, workers on a back ROUTER socket, a request table, a worker
+ * registry with liveness, the chat template and tokenization, media cache
+ * keys and a directory of which encoder holds which key, admission control,
+ * retries when a worker is lost, deadlines.
+ *
+ * It plans each request's hops when it admits it and sends the WORK that
+ * starts each stage; tensors derived from the media (patches, embeddings,
+ * KV) go worker to worker and never through here. The media files
+ * themselves enter here, because clients know only the router, and are
+ * passed on to a media worker without a copy (ZeroMQ message references).
+ */
+#ifndef VIDI_IPC_ROUTER_H
+#define VIDI_IPC_ROUTER_H
+
+#include <signal.h>
+#include <stdint.h>
+
+#include "core/err.h"
+
+typedef struct vidi_router_config {
+    const char *front;            /* client endpoint (bind) */
+    const char *back;             /* worker endpoint (bind) */
+    const char *model_dir;        /* tokenizer.json, config.json, preprocessor_config.json */
+    int64_t heartbeat_ms;         /* 1000 */
+    int liveness;                 /* 3 */
+    int max_requests;             /* requests in the table; more are refused "overloaded" (256) */
+    int64_t stage_timeout_ms;     /* a stage with no worker fails the request after this (10000) */
+    int64_t request_timeout_ms;   /* every request's deadline (600000) */
+    int max_attempts;             /* tries per request when workers are lost (3) */
+    int max_split;                /* encoders one video is split over (0: every encode worker) */
+    int use_cache;                /* route cache hits to the encoder holding them (1) */
+    int verbose;
+} vidi_router_config;
+
+vidi_router_config vidi_router_config_default(void);
+
+/* Serve until *stop becomes nonzero (a signal handler sets it); then tell the
+ * workers DISCONNECT and return. Fails only when it cannot start (model
+ * folder, sockets). */
+vidi_status vidi_router_run(const vidi_router_config *cfg, volatile sig_atomic_t *stop, vidi_err *err);
+
+#endif

@@ -1,0 +1,458 @@
+/* tools/vidi/cmd_epd.c — the EPD programs: `vidi router`, `vidi up` (the
+ * router and its workers as child processes, restarted when they die) and
+ * `vidi ask` (a client: one question, its answer streamed).
+ */
+#include "tools/vidi/cmd_epd.h"
+
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/types.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "ipc/client.h"
+#include "ipc/router.h"
+#include "ipc/sock.h"
+#include "media/media.h"
+
+static volatile sig_atomic_t g_stop;
+static void s_on_signal(int sig) {
+    (void)sig;
+    g_stop = 1;
+}
+
+static void s_signals(void) {
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = s_on_signal;
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    signal(SIGPIPE, SIG_IGN);
+}
+
+/* $XDG_RUNTIME_DIR/vidi or /tmp/vidi-UID */
+static void s_run_dir(char *out, size_t cap) {
+    const char *x = getenv("XDG_RUNTIME_DIR");
+    if (x && *x) snprintf(out, cap, "%s/vidi", x);
+    else snprintf(out, cap, "/tmp/vidi-%d", (int)getuid());
+}
+
+/* ------------------------------------------------------------ vidi router */
+
+int vidi_cmd_router(int argc, char **argv) {
+    vidi_router_config cfg = vidi_router_config_default();
+    char dir[512], front[600], back[600];
+    s_run_dir(dir, sizeof dir);
+    snprintf(front, sizeof front, "ipc://%s/front", dir);
+    snprintf(back, sizeof back, "ipc://%s/back", dir);
+    cfg.front = front;
+    cfg.back = back;
+    cfg.model_dir = "models/vidi-shapes";
+    for (int i = 2; i < argc; i++) {
+        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (!strcmp(a, "--verbose")) {
+            cfg.verbose = 1;
+            continue;
+        }
+        if (!strcmp(a, "--no-cache")) {
+            cfg.use_cache = 0;
+            continue;
+        }
+        if (!strcmp(a, "-h") || !strcmp(a, "--help") || !v) {
+            fprintf(v ? stdout : stderr,
+                    "usage: vidi router [--front EP] [--back EP] [--model DIR] [--max-requests N]\n"
+                    "       [--heartbeat-ms N] [--liveness N] [--stage-timeout-ms N] [--request-timeout-ms N]\n"
+                    "       [--max-split N] [--no-cache] [--verbose]\n");
+            return v ? 0 : 2;
+        }
+        i++;
+        if (!strcmp(a, "--front")) cfg.front = v;
+        else if (!strcmp(a, "--back")) cfg.back = v;
+        else if (!strcmp(a, "--model")) cfg.model_dir = v;
+        else if (!strcmp(a, "--max-requests")) cfg.max_requests = atoi(v);
+        else if (!strcmp(a, "--heartbeat-ms")) cfg.heartbeat_ms = atoll(v);
+        else if (!strcmp(a, "--liveness")) cfg.liveness = atoi(v);
+        else if (!strcmp(a, "--stage-timeout-ms")) cfg.stage_timeout_ms = atoll(v);
+        else if (!strcmp(a, "--request-timeout-ms")) cfg.request_timeout_ms = atoll(v);
+        else if (!strcmp(a, "--max-split")) cfg.max_split = atoi(v);
+        else {
+            fprintf(stderr, "vidi router: unknown option %s\n", a);
+            return 2;
+        }
+    }
+    if (cfg.max_requests <= 0 || cfg.heartbeat_ms <= 0 || cfg.liveness <= 0 || cfg.stage_timeout_ms <= 0 ||
+        cfg.request_timeout_ms <= 0) {
+        fprintf(stderr, "vidi router: limits and intervals must be positive\n");
+        return 2;
+    }
+    mkdir(dir, 0700);
+    s_signals();
+    vidi_err err = {0};
+    if (vidi_router_run(&cfg, &g_stop, &err) != VIDI_OK) {
+        fprintf(stderr, "vidi router: %s\n", err.msg);
+        return 1;
+    }
+    return 0;
+}
+
+/* ---------------------------------------------------------------- vidi up */
+
+#define UP_MAX 32
+
+typedef struct child {
+    char *argv[40];
+    int argc;
+    char label[256];
+    pid_t pid;
+    int64_t started_ms, next_start_ms;
+    int restarts;
+} child;
+
+static void s_child_add(child *c, const char *label) {
+    memset(c, 0, sizeof *c);
+    snprintf(c->label, sizeof c->label, "%s", label);
+}
+
+static void s_arg(child *c, const char *a) {
+    if (c->argc < 39) c->argv[c->argc++] = strdup(a);
+}
+
+static pid_t s_spawn(child *c) {
+    pid_t p = fork();
+    if (p == 0) {
+        setpgid(0, 0);
+        execv("/proc/self/exe", c->argv);
+        fprintf(stderr, "vidi up: exec %s: %s\n", c->label, strerror(errno));
+        _exit(127);
+    }
+    if (p > 0) {
+        c->pid = p;
+        c->started_ms = vidi_now_ms();
+    }
+    return p;
+}
+
+static void s_write_pids(const char *dir, child *cs, int n) {
+    char path[700], tmp[720];
+    snprintf(path, sizeof path, "%s/pids", dir);
+    snprintf(tmp, sizeof tmp, "%s.tmp", path);
+    FILE *f = fopen(tmp, "w");
+    if (!f) return;
+    for (int i = 0; i < n; i++) fprintf(f, "%s %d\n", cs[i].label, (int)cs[i].pid);
+    fclose(f);
+    rename(tmp, path);
+}
+
+int vidi_cmd_up(int argc, char **argv) {
+    char dir[512];
+    s_run_dir(dir, sizeof dir);
+    const char *model = "models/vidi-shapes", *workers = "all", *backend = "cpu", *threads = NULL;
+    const char *front = NULL, *back = NULL, *extra_router = NULL;
+    for (int i = 2; i < argc; i++) {
+        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (!strcmp(a, "-h") || !strcmp(a, "--help") || !v) {
+            fprintf(v ? stdout : stderr,
+                    "usage: vidi up [--model DIR] [--workers SPEC] [--run-dir DIR] [--front EP] [--back EP]\n"
+                    "               [--backend cpu|cuda] [--threads N] [--router-args \"...\"]\n"
+                    "  SPEC: one worker per comma, its roles joined by '+', e.g. 'all' (the default, one\n"
+                    "        colocated worker) or 'media,encode,encode,prefill+decode'. A worker may end\n"
+                    "        with @N for CUDA device N.\n"
+                    "Starts the router and the workers, restarts any that dies, stops on SIGINT/SIGTERM.\n"
+                    "The processes' ids are written to RUN_DIR/pids.\n");
+            return v ? 0 : 2;
+        }
+        i++;
+        if (!strcmp(a, "--model")) model = v;
+        else if (!strcmp(a, "--workers")) workers = v;
+        else if (!strcmp(a, "--run-dir")) snprintf(dir, sizeof dir, "%s", v);
+        else if (!strcmp(a, "--front")) front = v;
+        else if (!strcmp(a, "--back")) back = v;
+        else if (!strcmp(a, "--backend")) backend = v;
+        else if (!strcmp(a, "--threads")) threads = v;
+        else if (!strcmp(a, "--router-args")) extra_router = v;
+        else {
+            fprintf(stderr, "vidi up: unknown option %s\n", a);
+            return 2;
+        }
+    }
+    char path[700];
+    snprintf(path, sizeof path, "%s/config.json", model);
+    if (access(path, R_OK) != 0) {
+        fprintf(stderr, "vidi up: no model at %s (%s)\n", model, strerror(errno));
+        return 2;
+    }
+    if (mkdir(dir, 0700) != 0 && errno != EEXIST) {
+        fprintf(stderr, "vidi up: run dir %s: %s\n", dir, strerror(errno));
+        return 1;
+    }
+    char fr[700], bk[700];
+    snprintf(fr, sizeof fr, "ipc://%s/front", dir);
+    snprintf(bk, sizeof bk, "ipc://%s/back", dir);
+    if (!front) front = fr;
+    if (!back) back = bk;
+
+    child cs[UP_MAX];
+    int n = 0;
+    s_child_add(&cs[n], "router");
+    s_arg(&cs[n], "vidi");
+    s_arg(&cs[n], "router");
+    s_arg(&cs[n], "--front");
+    s_arg(&cs[n], front);
+    s_arg(&cs[n], "--back");
+    s_arg(&cs[n], back);
+    s_arg(&cs[n], "--model");
+    s_arg(&cs[n], model);
+    if (extra_router) {
+        char buf[1024];
+        snprintf(buf, sizeof buf, "%s", extra_router);
+        for (char *save = NULL, *t = strtok_r(buf, " ", &save); t; t = strtok_r(NULL, " ", &save)) s_arg(&cs[n], t);
+    }
+    n++;
+    char spec[1024];
+    snprintf(spec, sizeof spec, "%s", workers);
+    for (char *save = NULL, *t = strtok_r(spec, ",", &save); t && n < UP_MAX; t = strtok_r(NULL, ",", &save)) {
+        char roles[128], label[256], data[800], name[64];
+        snprintf(roles, sizeof roles, "%s", t);
+        char *at = strchr(roles, '@');
+        const char *device = NULL;
+        if (at) {
+            *at = 0;
+            device = at + 1;
+        }
+        for (char *p = roles; *p; p++)
+            if (*p == '+') *p = ',';
+        snprintf(name, sizeof name, "w%d", n - 1);
+        snprintf(label, sizeof label, "worker %s (%s)", name, roles);
+        snprintf(data, sizeof data, "ipc://%s/%s.data", dir, name);
+        s_child_add(&cs[n], label);
+        s_arg(&cs[n], "vidi");
+        s_arg(&cs[n], "worker");
+        s_arg(&cs[n], "--router");
+        s_arg(&cs[n], back);
+        s_arg(&cs[n], "--data");
+        s_arg(&cs[n], data);
+        s_arg(&cs[n], "--model");
+        s_arg(&cs[n], model);
+        s_arg(&cs[n], "--role");
+        s_arg(&cs[n], roles);
+        s_arg(&cs[n], "--name");
+        s_arg(&cs[n], name);
+        s_arg(&cs[n], "--backend");
+        s_arg(&cs[n], backend);
+        if (device) {
+            s_arg(&cs[n], "--device");
+            s_arg(&cs[n], device);
+        }
+        if (threads) {
+            s_arg(&cs[n], "--threads");
+            s_arg(&cs[n], threads);
+        }
+        n++;
+    }
+    for (int i = 0; i < n; i++) cs[i].argv[cs[i].argc] = NULL;
+    s_signals();
+    for (int i = 0; i < n; i++)
+        if (s_spawn(&cs[i]) < 0) fprintf(stderr, "vidi up: fork: %s\n", strerror(errno));
+    s_write_pids(dir, cs, n);
+    fprintf(stderr, "vidi up: router on %s (workers on %s), %d workers; pids in %s/pids\n", front, back, n - 1, dir);
+    int rc = 0;
+    while (!g_stop) {
+        int status;
+        pid_t p = waitpid(-1, &status, WNOHANG);
+        int64_t now = vidi_now_ms();
+        if (p > 0) {
+            for (int i = 0; i < n; i++)
+                if (cs[i].pid == p) {
+                    cs[i].pid = 0;
+                    /* quick deaths back off (1 s doubling to 30 s); a long life resets it */
+                    int64_t lived = now - cs[i].started_ms;
+                    if (lived > 30000) cs[i].restarts = 0;
+                    int64_t wait = 1000LL << (cs[i].restarts < 5 ? cs[i].restarts : 5);
+                    if (wait > 30000) wait = 30000;
+                    cs[i].restarts++;
+                    cs[i].next_start_ms = now + (lived > 30000 ? 200 : wait);
+                    fprintf(stderr, "vidi up: %s (pid %d) %s %d; restarting in %lld ms\n", cs[i].label, (int)p,
+                            WIFSIGNALED(status) ? "killed by signal" : "exited with",
+                            WIFSIGNALED(status) ? WTERMSIG(status) : WEXITSTATUS(status),
+                            (long long)(cs[i].next_start_ms - now));
+                }
+            continue;
+        }
+        int changed = 0;
+        for (int i = 0; i < n; i++)
+            if (!cs[i].pid && now >= cs[i].next_start_ms) {
+                s_spawn(&cs[i]);
+                changed = 1;
+            }
+        if (changed) s_write_pids(dir, cs, n);
+        usleep(50000);
+    }
+    fprintf(stderr, "vidi up: stopping\n");
+    for (int i = n - 1; i >= 0; i--)
+        if (cs[i].pid > 0) kill(cs[i].pid, SIGTERM);
+    int64_t until = vidi_now_ms() + 5000;
+    for (;;) {
+        int left = 0;
+        for (int i = 0; i < n; i++)
+            if (cs[i].pid > 0) {
+                if (waitpid(cs[i].pid, NULL, WNOHANG) == cs[i].pid) cs[i].pid = 0;
+                else left++;
+            }
+        if (!left) break;
+        if (vidi_now_ms() > until) {
+            for (int i = 0; i < n; i++)
+                if (cs[i].pid > 0) {
+                    kill(cs[i].pid, SIGKILL);
+                    waitpid(cs[i].pid, NULL, 0);
+                    cs[i].pid = 0;
+                }
+            rc = 1;
+            break;
+        }
+        usleep(20000);
+    }
+    for (int i = 0; i < n; i++)
+        for (int k = 0; k < cs[i].argc; k++) free(cs[i].argv[k]);
+    return rc;
+}
+
+/* --------------------------------------------------------------- vidi ask */
+
+int vidi_cmd_ask(int argc, char **argv) {
+    char dir[512], front[600];
+    s_run_dir(dir, sizeof dir);
+    snprintf(front, sizeof front, "ipc://%s/front", dir);
+    const char *router = front, *prompt = NULL, *system = NULL;
+    vidi_client_media media[16];
+    char *bufs[16] = {0};
+    int n_media = 0, stats = 0, quiet = 0;
+    long timeout_s = 120;
+    vidi_client_request rq = vidi_client_request_default();
+    memset(media, 0, sizeof media);
+    int rc = 1;
+    vidi_err err = {0};
+    for (int i = 2; i < argc; i++) {
+        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (!strcmp(a, "--stats")) {
+            stats = 1;
+            continue;
+        }
+        if (!strcmp(a, "--no-stream")) {
+            rq.stream = 0;
+            continue;
+        }
+        if (!strcmp(a, "--quiet")) {
+            quiet = 1;
+            continue;
+        }
+        if (!strcmp(a, "-h") || !strcmp(a, "--help") || !v) {
+            fprintf(v ? stdout : stderr,
+                    "usage: vidi ask [--router EP] --prompt TEXT [--image FILE]... [--video FILE [--fps F]]...\n"
+                    "       [--system TEXT] [--max-tokens N] [--temperature T] [--top-p P] [--top-k K] [--seed S]\n"
+                    "       [--no-stream] [--timeout-s N] [--quiet]\n"
+                    "       vidi ask [--router EP] --stats\n"
+                    "Prints the answer; with --quiet only the finish line goes to stderr.\n");
+            rc = v ? 0 : 2;
+            goto done;
+        }
+        i++;
+        if (!strcmp(a, "--router")) router = v;
+        else if (!strcmp(a, "--prompt")) prompt = v;
+        else if (!strcmp(a, "--system")) system = v;
+        else if (!strcmp(a, "--max-tokens")) rq.sampling.max_tokens = (uint64_t)atoll(v);
+        else if (!strcmp(a, "--temperature")) rq.sampling.temperature = atof(v);
+        else if (!strcmp(a, "--top-p")) rq.sampling.top_p = atof(v);
+        else if (!strcmp(a, "--top-k")) rq.sampling.top_k = (uint64_t)atoll(v);
+        else if (!strcmp(a, "--seed")) rq.sampling.seed = strtoull(v, NULL, 10), rq.sampling.has_seed = 1;
+        else if (!strcmp(a, "--timeout-s")) timeout_s = atol(v);
+        else if (!strcmp(a, "--fps")) {
+            if (n_media) media[n_media - 1].fps = atof(v);
+        } else if (!strcmp(a, "--image") || !strcmp(a, "--video")) {
+            if (n_media == 16) {
+                fprintf(stderr, "vidi ask: at most 16 media files\n");
+                goto done;
+            }
+            uint8_t *data = NULL;
+            size_t size = 0;
+            if (vidi_media_read_file(v, NULL, 0, (int64_t)1 << 30, &data, &size, &err) != VIDI_OK) {
+                fprintf(stderr, "vidi ask: %s\n", err.msg);
+                goto done;
+            }
+            bufs[n_media] = (char *)data;
+            media[n_media].video = !strcmp(a, "--video");
+            media[n_media].bytes = data;
+            media[n_media].n = size;
+            n_media++;
+        } else {
+            fprintf(stderr, "vidi ask: unknown option %s\n", a);
+            rc = 2;
+            goto done;
+        }
+    }
+    if (!prompt && !stats) {
+        fprintf(stderr, "vidi ask: --prompt is required\n");
+        rc = 2;
+        goto done;
+    }
+    vidi_client *c = NULL;
+    if (vidi_client_connect(router, &c, &err) != VIDI_OK) {
+        fprintf(stderr, "vidi ask: %s\n", err.msg);
+        goto done;
+    }
+    if (stats) {
+        vidi_client_event ev;
+        if (vidi_client_stats(c, &err) != VIDI_OK || vidi_client_next(c, (int)(timeout_s * 1000), &ev, &err) != VIDI_OK) {
+            fprintf(stderr, "vidi ask: %s\n", err.msg);
+        } else {
+            for (int i = 0; i < ev.n_stats; i++) printf("%s %llu\n", ev.stat_names[i], (unsigned long long)ev.stat_values[i]);
+            vidi_client_event_free(&ev);
+            rc = 0;
+        }
+        vidi_client_close(c);
+        goto done;
+    }
+    rq.id = (uint64_t)getpid();
+    rq.prompt = prompt;
+    rq.system = system;
+    rq.media = media;
+    rq.n_media = n_media;
+    if (vidi_client_submit(c, &rq, &err) != VIDI_OK) {
+        fprintf(stderr, "vidi ask: %s\n", err.msg);
+        vidi_client_close(c);
+        goto done;
+    }
+    for (;;) {
+        vidi_client_event ev;
+        if (vidi_client_next(c, (int)(timeout_s * 1000), &ev, &err) != VIDI_OK) {
+            fprintf(stderr, "\nvidi ask: %s\n", err.msg);
+            break;
+        }
+        if (ev.type == VIDI_CLIENT_TOKEN && !quiet) {
+            fwrite(ev.text, 1, ev.text_len, stdout);
+            fflush(stdout);
+        } else if (ev.type == VIDI_CLIENT_DONE) {
+            if (!rq.stream && !quiet) fwrite(ev.text, 1, ev.text_len, stdout);
+            if (!quiet) fputc('\n', stdout);
+            if (quiet) printf("%s\n", ev.text);
+            fprintf(stderr, "[%s, %d tokens, prompt %llu, cache hits %llu, %.3f s]\n", ev.finish, ev.n_tokens,
+                    (unsigned long long)ev.prompt_tokens, (unsigned long long)ev.cache_hits, ev.total_s);
+            rc = 0;
+            vidi_client_event_free(&ev);
+            break;
+        } else if (ev.type == VIDI_CLIENT_ERROR) {
+            fprintf(stderr, "\nvidi ask: %s: %s\n", ev.code, ev.text);
+            vidi_client_event_free(&ev);
+            break;
+        }
+        vidi_client_event_free(&ev);
+    }
+    vidi_client_close(c);
+done:
+    for (int i = 0; i < 16; i++) free(bufs[i]);
+    return rc;
+}
