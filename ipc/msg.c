@@ -267,8 +267,8 @@ static vidi_status s_mp_walk(const uint8_t *buf, size_t n, size_t *off, int dept
     if (!items) return VIDI_OK;
     uint64_t count = what[0] == 'm' ? items / 2 : items;
     if (count > lim->max_array)
-        return vidi_err_set(err, VIDI_ERR_RANGE, "header byte %zu: a %s of %" PRIu64 " items; the limit is %zu", at,
-                            what, count, lim->max_array);
+        return vidi_err_set(err, VIDI_ERR_RANGE, "header byte %zu: %s %s of %" PRIu64 " items; the limit is %zu", at,
+                            what[0] == 'a' ? "an" : "a", what, count, lim->max_array);
     if (items > left) /* every object takes at least one byte */
         return vidi_err_set(err, VIDI_ERR_FORMAT,
                             "header byte %zu: a %s declares %" PRIu64 " items but only %zu bytes remain", at, what,
@@ -786,6 +786,8 @@ vidi_status vidi_msg_out_tensor_ipc(vidi_msg_out *o, vidi_wire_dtype dt, int ndi
                                     const uint8_t handle[64], uint64_t offset, int device, vidi_err *err) {
     uint64_t bytes;
     vidi_status rc = s_check_shape(dt, ndim, shape, &bytes, err);
+    if (rc == VIDI_OK && (device < 0 || device > 1023))
+        rc = vidi_err_set(err, VIDI_ERR_INVALID, "tensor: CUDA device %d is outside [0, 1023]", device);
     if (rc != VIDI_OK) {
         o->failed = 1;
         return rc;

@@ -210,7 +210,7 @@ typedef struct vidi_msg_out {
     msgpack_packer pk;
     vidi_msg_out_frame *frames;
     int n_frames, frames_cap;
-    int failed;              /* an allocation failed; vidi_msg_send reports it */
+    int failed;              /* a tensor was refused or an allocation failed; vidi_msg_send reports it */
 } vidi_msg_out;
 
 void vidi_msg_out_init(vidi_msg_out *o);
@@ -219,18 +219,21 @@ void vidi_msg_out_free(vidi_msg_out *o);
 
 /* Pack one descriptor {dtype, shape, frame} into the `tensors` array being
  * packed and append its raw frame (bytes must equal prod(shape) * size).
- * free_fn NULL: data is copied when sent (it must live until then). */
+ * free_fn NULL: data is copied when sent (it must live until then).
+ * With a free_fn the frame belongs to the message from this call on: a
+ * refused tensor (bad shape, size mismatch, no memory) is released with
+ * free_fn at once, and the message is marked failed (it will not be sent). */
 vidi_status vidi_msg_out_tensor(vidi_msg_out *o, vidi_wire_dtype dt, int ndim, const int64_t *shape, void *data,
                                 size_t bytes, vidi_frame_free_fn *free_fn, void *hint, vidi_err *err);
-/* Pack one CUDA IPC descriptor (no raw frame). */
+/* Pack one CUDA IPC descriptor (no raw frame); device in [0, 1023]. */
 vidi_status vidi_msg_out_tensor_ipc(vidi_msg_out *o, vidi_wire_dtype dt, int ndim, const int64_t *shape,
                                     const uint8_t handle[64], uint64_t offset, int device, vidi_err *err);
 /* Pack a string given as a C string. */
 void vidi_mp_pack_cstr(msgpack_packer *pk, const char *s);
 
 /* Send [identity][version][cmd][header][frames]. identity NULL on a DEALER.
- * On success the frames belong to ZeroMQ and o is emptied (reusable after
- * vidi_msg_out_free). A peer that is gone (ROUTER_MANDATORY: EHOSTUNREACH)
+ * On success the frames belong to ZeroMQ and o is emptied. Success or not,
+ * call vidi_msg_out_free afterwards (it releases whatever was not sent). A peer that is gone (ROUTER_MANDATORY: EHOSTUNREACH)
  * is VIDI_ERR_NOTFOUND; a send that would block past ZMQ_SNDTIMEO is
  * VIDI_ERR_IO with errno EAGAIN. */
 vidi_status vidi_msg_send(void *sock, const void *identity, size_t identity_len, vidi_cmd cmd, vidi_msg_out *o,

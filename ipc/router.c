@@ -48,7 +48,7 @@ vidi_router_config vidi_router_config_default(void) {
     c.max_requests = 256;
     c.stage_timeout_ms = 10000;
     c.request_timeout_ms = 600000;
-    c.max_attempts = 3;
+    c.max_attempts = 5;
     c.use_cache = 1;
     return c;
 }

@@ -27,7 +27,7 @@ typedef struct vidi_router_config {
     int max_requests;             /* requests in the table; more are refused "overloaded" (256) */
     int64_t stage_timeout_ms;     /* a stage with no worker fails the request after this (10000) */
     int64_t request_timeout_ms;   /* every request's deadline (600000) */
-    int max_attempts;             /* tries per request when workers are lost (3) */
+    int max_attempts;             /* tries per request when workers are lost (5) */
     int max_split;                /* encoders one video is split over (0: every encode worker) */
     int use_cache;                /* route cache hits to the encoder holding them (1) */
     int verbose;

@@ -67,7 +67,7 @@ int vidi_cmd_router(int argc, char **argv) {
             fprintf(v ? stdout : stderr,
                     "usage: vidi router [--front EP] [--back EP] [--model DIR] [--max-requests N]\n"
                     "       [--heartbeat-ms N] [--liveness N] [--stage-timeout-ms N] [--request-timeout-ms N]\n"
-                    "       [--max-split N] [--no-cache] [--verbose]\n");
+                    "       [--max-split N] [--max-attempts N] [--no-cache] [--verbose]\n");
             return v ? 0 : 2;
         }
         i++;
@@ -80,12 +80,13 @@ int vidi_cmd_router(int argc, char **argv) {
         else if (!strcmp(a, "--stage-timeout-ms")) cfg.stage_timeout_ms = atoll(v);
         else if (!strcmp(a, "--request-timeout-ms")) cfg.request_timeout_ms = atoll(v);
         else if (!strcmp(a, "--max-split")) cfg.max_split = atoi(v);
+        else if (!strcmp(a, "--max-attempts")) cfg.max_attempts = atoi(v);
         else {
             fprintf(stderr, "vidi router: unknown option %s\n", a);
             return 2;
         }
     }
-    if (cfg.max_requests <= 0 || cfg.heartbeat_ms <= 0 || cfg.liveness <= 0 || cfg.stage_timeout_ms <= 0 ||
+    if (cfg.max_requests <= 0 || cfg.max_attempts <= 0 || cfg.heartbeat_ms <= 0 || cfg.liveness <= 0 || cfg.stage_timeout_ms <= 0 ||
         cfg.request_timeout_ms <= 0) {
         fprintf(stderr, "vidi router: limits and intervals must be positive\n");
         return 2;
@@ -152,18 +153,25 @@ int vidi_cmd_up(int argc, char **argv) {
     char dir[512];
     s_run_dir(dir, sizeof dir);
     const char *model = "models/vidi-shapes", *workers = "all", *backend = "cpu", *threads = NULL;
-    const char *front = NULL, *back = NULL, *extra_router = NULL;
+    const char *front = NULL, *back = NULL, *extra_router = NULL, *heartbeat = NULL;
+    int tcp_data = 0;
     for (int i = 2; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (!strcmp(a, "--tcp-data")) {
+            tcp_data = 1;
+            continue;
+        }
         if (!strcmp(a, "-h") || !strcmp(a, "--help") || !v) {
             fprintf(v ? stdout : stderr,
                     "usage: vidi up [--model DIR] [--workers SPEC] [--run-dir DIR] [--front EP] [--back EP]\n"
-                    "               [--backend cpu|cuda] [--threads N] [--router-args \"...\"]\n"
+                    "               [--backend cpu|cuda] [--threads N] [--heartbeat-ms N] [--tcp-data]\n"
+                    "               [--router-args \"...\"]\n"
                     "  SPEC: one worker per comma, its roles joined by '+', e.g. 'all' (the default, one\n"
                     "        colocated worker) or 'media,encode,encode,prefill+decode'. A worker may end\n"
                     "        with @N for CUDA device N.\n"
                     "Starts the router and the workers, restarts any that dies, stops on SIGINT/SIGTERM.\n"
-                    "The processes' ids are written to RUN_DIR/pids.\n");
+                    "The processes' ids are written to RUN_DIR/pids. Workers bind their data sockets at\n"
+                    "ipc://RUN_DIR/wN.data, or with --tcp-data at tcp://127.0.0.1 on a free port.\n");
             return v ? 0 : 2;
         }
         i++;
@@ -175,6 +183,7 @@ int vidi_cmd_up(int argc, char **argv) {
         else if (!strcmp(a, "--backend")) backend = v;
         else if (!strcmp(a, "--threads")) threads = v;
         else if (!strcmp(a, "--router-args")) extra_router = v;
+        else if (!strcmp(a, "--heartbeat-ms")) heartbeat = v;
         else {
             fprintf(stderr, "vidi up: unknown option %s\n", a);
             return 2;
@@ -207,6 +216,10 @@ int vidi_cmd_up(int argc, char **argv) {
     s_arg(&cs[n], back);
     s_arg(&cs[n], "--model");
     s_arg(&cs[n], model);
+    if (heartbeat) {
+        s_arg(&cs[n], "--heartbeat-ms");
+        s_arg(&cs[n], heartbeat);
+    }
     if (extra_router) {
         char buf[1024];
         snprintf(buf, sizeof buf, "%s", extra_router);
@@ -228,7 +241,8 @@ int vidi_cmd_up(int argc, char **argv) {
             if (*p == '+') *p = ',';
         snprintf(name, sizeof name, "w%d", n - 1);
         snprintf(label, sizeof label, "worker %s (%s)", name, roles);
-        snprintf(data, sizeof data, "ipc://%s/%s.data", dir, name);
+        if (tcp_data) snprintf(data, sizeof data, "tcp://127.0.0.1:*");
+        else snprintf(data, sizeof data, "ipc://%s/%s.data", dir, name);
         s_child_add(&cs[n], label);
         s_arg(&cs[n], "vidi");
         s_arg(&cs[n], "worker");
@@ -251,6 +265,10 @@ int vidi_cmd_up(int argc, char **argv) {
         if (threads) {
             s_arg(&cs[n], "--threads");
             s_arg(&cs[n], threads);
+        }
+        if (heartbeat) {
+            s_arg(&cs[n], "--heartbeat-ms");
+            s_arg(&cs[n], heartbeat);
         }
         n++;
     }

@@ -44,6 +44,7 @@ static const char *const k_role_names[] = {"media", "encode", "prefill", "decode
 #define MAX_PEERS 64
 #define MAX_PEND 256
 #define MAX_ITEMS 64
+#define PEND_TTL_MS 120000 /* a prefill waiting this long for its parts is dropped */
 
 static volatile sig_atomic_t g_stop;
 static void s_on_signal(int sig) {
@@ -1332,6 +1333,9 @@ int vidi_cmd_worker(int argc, char **argv) {
         }
         if (w->dec) s_decode_step(w);
         int64_t now = vidi_now_ms();
+        /* parts of an attempt the router gave up on never complete: drop them */
+        for (int i = 0; i < MAX_PEND; i++)
+            if (w->pends[i].used && now - w->pends[i].since_ms > PEND_TTL_MS) s_pend_free(&w->pends[i]);
         if (vidi_liveness_dead(&w->live, now)) {
             int64_t wait = vidi_backoff_next(&w->backoff);
             fprintf(stderr, "worker %s: the router is silent; reconnecting in %lld ms\n", w->name, (long long)wait);

@@ -1,0 +1,100 @@
+#!/usr/bin/env bash
+# tests/e2e/run.sh VIDI E2E_CLIENT MODEL EXAMPLES CASE — one end-to-end test
+# (ctest label e2e): real `vidi up` processes (router and workers) on the
+# CPU with vidi-shapes, a client over ZeroMQ, and a check.
+#
+# CASE:
+#   answers-ipc  media, 2 encoders, prefill, decode as 5 processes over ipc://:
+#                every question of examples/questions.tsv gets the answer of
+#                single-process `vidi generate` (videos split over 2 encoders,
+#                KV handed from prefill to decode)
+#   answers-tcp  the same over tcp://127.0.0.1 (front, back and data sockets)
+#   colocated    one worker with every role (`--role all`, the baseline)
+#   cache        a repeated video hits the MM-token cache: no media, no encode
+#   bad          malformed messages get ERROR replies; the router goes on
+#   chaos        200 requests while a random worker is killed with -9 every
+#                2-4 s (vidi up restarts it): prints lost=0 hung=0 errors=N
+set -u -o pipefail
+VIDI=$1 CLIENT=$2 MODEL=$3 EXAMPLES=$4 CASE=$5
+RUN=$(mktemp -d /tmp/vidi-e2e.XXXXXX)
+UP_PID=
+cleanup() {
+  if [ -n "$UP_PID" ]; then
+    kill -TERM "$UP_PID" 2>/dev/null
+    for _ in $(seq 1 100); do kill -0 "$UP_PID" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL "$UP_PID" 2>/dev/null
+    # anything left of this run's process groups
+    [ -f "$RUN/pids" ] && awk '{print $NF}' "$RUN/pids" | xargs -r kill -KILL 2>/dev/null
+  fi
+  rm -rf "$RUN"
+}
+trap cleanup EXIT
+
+# up WORKERS [extra vidi up args]: start and wait until every worker joined
+up() {
+  local workers=$1; shift
+  "$VIDI" up --run-dir "$RUN" --model "$MODEL" --workers "$workers" --threads 1 "$@" >"$RUN/up.log" 2>&1 &
+  UP_PID=$!
+  local want
+  want=$(awk -F, '{print NF}' <<<"$workers")
+  for _ in $(seq 1 300); do
+    [ "$(grep -c 'joined' "$RUN/up.log" 2>/dev/null)" -ge "$want" ] && return 0
+    kill -0 "$UP_PID" 2>/dev/null || break
+    sleep 0.1
+  done
+  echo "e2e: the workers did not join:"; cat "$RUN/up.log"; exit 1
+}
+
+# expected answers: single-process vidi generate on every question
+expected() {
+  while IFS=$'\t' read -r file question _; do
+    case $file in ''|'#'*) continue ;; esac
+    case $file in video_*) kind=--video ;; *) kind=--image ;; esac
+    answer=$("$VIDI" generate --model "$MODEL" "$kind" "$EXAMPLES/$file" --prompt "$question" --max-tokens 64 --threads 2)
+    printf '%s\t%s\t%s\n' "$file" "$question" "$answer"
+  done <"$EXAMPLES/questions.tsv" >"$RUN/expected.tsv"
+}
+
+FRONT="ipc://$RUN/front"
+case $CASE in
+  answers-ipc)
+    expected
+    up media,encode,encode,prefill,decode
+    "$CLIENT" "$FRONT" answers "$EXAMPLES/questions.tsv" "$EXAMPLES" "$RUN/expected.tsv" ;;
+  answers-tcp)
+    expected
+    P=$(( 20000 + RANDOM % 20000 ))
+    FRONT="tcp://127.0.0.1:$P"
+    up media,encode,encode,prefill,decode --front "$FRONT" --back "tcp://127.0.0.1:$((P + 1))" --tcp-data
+    grep -q 'data tcp://127.0.0.1:' "$RUN/up.log" || { echo "e2e: data sockets are not on tcp"; cat "$RUN/up.log"; exit 1; }
+    "$CLIENT" "$FRONT" answers "$EXAMPLES/questions.tsv" "$EXAMPLES" "$RUN/expected.tsv" ;;
+  colocated)
+    expected
+    up all
+    "$CLIENT" "$FRONT" answers "$EXAMPLES/questions.tsv" "$EXAMPLES" "$RUN/expected.tsv" ;;
+  cache)
+    up media,encode,prefill,decode
+    "$CLIENT" "$FRONT" cache "$EXAMPLES" video_500016.mp4 ;;
+  bad)
+    up all
+    "$CLIENT" "$FRONT" bad ;;
+  chaos)
+    expected
+    up media,media,encode,encode,prefill+decode,prefill+decode --heartbeat-ms 300
+    (
+      sleep 2
+      while [ -f "$RUN/pids" ]; do
+        victim=$(grep '^worker' "$RUN/pids" | awk '$NF > 0' | shuf -n 1)
+        pid=${victim##* }
+        if [ -n "$pid" ] && kill -KILL "$pid" 2>/dev/null; then echo "chaos: kill -9 ${victim% *} (pid $pid)"; fi
+        sleep $(( 2 + RANDOM % 3 ))
+      done
+    ) &
+    KILLER=$!
+    "$CLIENT" "$FRONT" load 200 8 "$EXAMPLES/questions.tsv" "$EXAMPLES" "$RUN/expected.tsv" 120
+    rc=$?
+    kill "$KILLER" 2>/dev/null
+    grep -c 'restarting' "$RUN/up.log" | sed 's/^/chaos: workers restarted by vidi up: /'
+    exit $rc ;;
+  *) echo "unknown case $CASE"; exit 2 ;;
+esac
