@@ -80,6 +80,8 @@ typedef struct rq {
     size_t client_len;
     int64_t created_ms, deadline_ms, queued_since_ms;
     int running;                /* dispatched under the current attempt */
+    int tries;                  /* attempts that lost a worker mid-flight (max_attempts bounds them) */
+    int busy;                   /* inside s_dispatch / s_retry: a lost worker is handled there */
     int32_t *ids;
     int64_t n_ids;
     int n_media;
@@ -175,7 +177,7 @@ static void s_worker_lost(router *r, int wi, const char *why) {
                 if (r->dir[d].slices[s].holder == wi) r->dir[d].used = 0;
     for (int i = 0; i < r->n_reqs_cap; i++) {
         rq *q = &r->reqs[i];
-        if (q->used && q->running &&
+        if (q->used && q->running && !q->busy &&
             (q->w_media == wi || q->w_prefill == wi || q->w_decode == wi || (q->w_encoders >> wi) & 1))
             s_retry(r, q, why);
     }
@@ -333,9 +335,25 @@ static void s_pack_req(msgpack_packer *pk, const rq *q) {
     msgpack_pack_uint64(pk, q->attempt);
 }
 
+static int s_dispatch_sends(router *r, rq *q);
+
 /* Plan and send the WORK of every first hop. Returns 0 when sent, 1 when a
- * role has no worker (the request stays queued). */
+ * role has no worker, 2 when a worker of the plan turned out to be gone (it
+ * is dropped; the plan is abandoned under a new attempt number without
+ * counting a try). With 1 and 2 the request stays queued for the next tick. */
 static int s_dispatch(router *r, rq *q) {
+    q->busy = 1;
+    int rc = s_dispatch_sends(r, q);
+    q->busy = 0;
+    if (rc == 2) {
+        q->running = 0;
+        s_cancel_workers(r, q);
+        q->attempt++;
+    }
+    return rc;
+}
+
+static int s_dispatch_sends(router *r, rq *q) {
     int need = ROLE_PREFILL | ROLE_DECODE | (q->n_media ? ROLE_ENCODE : 0);
     int cached[MAX_MEDIA] = {0};
     int any_miss = 0;
@@ -397,7 +415,7 @@ static int s_dispatch(router *r, rq *q) {
             vidi_mp_pack_cstr(&o.pk, "key");
             msgpack_pack_bin(&o.pk, 16);
             msgpack_pack_bin_body(&o.pk, e->slices[s].key, 16);
-            if (s_send_worker(r, h, VIDI_CMD_WORK, &o) != VIDI_OK) return 0; /* lost: retried already */
+            if (s_send_worker(r, h, VIDI_CMD_WORK, &o) != VIDI_OK) return 2;
         }
     }
     /* the prefill WORK */
@@ -418,7 +436,7 @@ static int s_dispatch(router *r, rq *q) {
         vidi_mp_pack_cstr(&o.pk, "decode");
         vidi_mp_pack_cstr(&o.pk, r->workers[wd].data);
         vidi_wire_sampling_pack(&o.pk, &q->samp);
-        if (s_send_worker(r, wp, VIDI_CMD_WORK, &o) != VIDI_OK) return 0;
+        if (s_send_worker(r, wp, VIDI_CMD_WORK, &o) != VIDI_OK) return 2;
     }
     if (!any_miss) return 0;
     /* the media WORK: every item not cached, with the encoders to split it over */
@@ -480,23 +498,28 @@ static int s_dispatch(router *r, rq *q) {
         vidi_msg_out_tensor(&o, VIDI_WIRE_U8, 1, shape, zmq_msg_data(&q->media[i].bytes), n, NULL, NULL, &err);
     }
     r->workers[wm].assigned++;
-    s_send_worker(r, wm, VIDI_CMD_WORK, &o);
-    return 0;
+    return s_send_worker(r, wm, VIDI_CMD_WORK, &o) == VIDI_OK ? 0 : 2;
 }
 
+/* A worker of the request's plan was lost mid-flight (or a stage asks to
+ * start again): cancel what the plan sent, and plan again under a new
+ * attempt number, or fail after max_attempts tries. */
 static void s_retry(router *r, rq *q, const char *why) {
-    if (!q->used) return;
-    s_cancel_workers(r, q);
+    if (!q->used || q->busy) return;
+    q->busy = 1;
     q->running = 0;
+    s_cancel_workers(r, q);
+    q->busy = 0;
     q->attempt++;
+    q->tries++;
     r->c_retries++;
-    if ((int)q->attempt >= r->cfg->max_attempts) {
+    if (q->tries >= r->cfg->max_attempts) {
         char msg[512];
-        snprintf(msg, sizeof msg, "gave up after %d attempts; the last: %s", (int)q->attempt, why);
+        snprintf(msg, sizeof msg, "gave up after %d attempts; the last: %s", q->tries, why);
         s_fail(r, q, VIDI_WIRE_WORKER_LOST, msg);
         return;
     }
-    s_log(r, "request %" PRIu64 ": retry %" PRIu64 " (%s)", q->req, q->attempt, why);
+    s_log(r, "request %" PRIu64 ": retry %d (%s)", q->req, q->tries, why);
     q->queued_since_ms = vidi_now_ms();
     s_dispatch(r, q);
 }
@@ -996,7 +1019,7 @@ static void s_tick(router *r) {
             continue;
         }
         if (!q->running) {
-            if (s_dispatch(r, q) == 1 && now - q->queued_since_ms > r->cfg->stage_timeout_ms)
+            if (s_dispatch(r, q) != 0 && now - q->queued_since_ms > r->cfg->stage_timeout_ms)
                 s_fail(r, q, VIDI_WIRE_NO_WORKER, "no worker for one of the request's stages");
         }
     }

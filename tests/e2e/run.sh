@@ -14,7 +14,11 @@
 #   bad          malformed messages get ERROR replies; the router goes on
 #   chaos        200 requests while a random worker is killed with -9 every
 #                2-4 s (vidi up restarts it): prints lost=0 hung=0 errors=N
+#
+# VIDI_E2E_BACKEND=cuda runs the workers and the reference `vidi generate`
+# on the GPU instead (the answers are compared backend with backend).
 set -u -o pipefail
+BACKEND=${VIDI_E2E_BACKEND:-cpu}
 VIDI=$1 CLIENT=$2 MODEL=$3 EXAMPLES=$4 CASE=$5
 RUN=$(mktemp -d /tmp/vidi-e2e.XXXXXX)
 UP_PID=
@@ -33,7 +37,8 @@ trap cleanup EXIT
 # up WORKERS [extra vidi up args]: start and wait until every worker joined
 up() {
   local workers=$1; shift
-  "$VIDI" up --run-dir "$RUN" --model "$MODEL" --workers "$workers" --threads 1 "$@" >"$RUN/up.log" 2>&1 &
+  "$VIDI" up --run-dir "$RUN" --model "$MODEL" --workers "$workers" --threads 1 --backend "$BACKEND" "$@" \
+    >"$RUN/up.log" 2>&1 &
   UP_PID=$!
   local want
   want=$(awk -F, '{print NF}' <<<"$workers")
@@ -50,7 +55,8 @@ expected() {
   while IFS=$'\t' read -r file question _; do
     case $file in ''|'#'*) continue ;; esac
     case $file in video_*) kind=--video ;; *) kind=--image ;; esac
-    answer=$("$VIDI" generate --model "$MODEL" "$kind" "$EXAMPLES/$file" --prompt "$question" --max-tokens 64 --threads 2)
+    answer=$("$VIDI" generate --model "$MODEL" "$kind" "$EXAMPLES/$file" --prompt "$question" --max-tokens 64 \
+             --backend "$BACKEND" $([ "$BACKEND" = cpu ] && echo --threads 2))
     printf '%s\t%s\t%s\n' "$file" "$question" "$answer"
   done <"$EXAMPLES/questions.tsv" >"$RUN/expected.tsv"
 }
@@ -80,7 +86,7 @@ case $CASE in
     "$CLIENT" "$FRONT" bad ;;
   chaos)
     expected
-    up media,media,encode,encode,prefill+decode,prefill+decode --heartbeat-ms 300
+    up media,media,encode,encode,prefill+decode,prefill+decode
     (
       sleep 2
       while [ -f "$RUN/pids" ]; do

@@ -149,7 +149,76 @@ static void s_write_pids(const char *dir, child *cs, int n) {
     rename(tmp, path);
 }
 
+/* A config file for `vidi up`: one "key = value" per line (# comments), the
+ * keys being the long options without "--" (model, workers, run-dir, front,
+ * back, backend, threads, heartbeat-ms, router-args; "tcp-data = 1"). Its
+ * settings come first; options on the command line override them. Returns
+ * a new argv (malloc'd strings, freed by the caller) or NULL. */
+static char **s_up_config(const char *path, int argc, char **argv, int *out_argc) {
+    FILE *f = fopen(path, "r");
+    if (!f) {
+        fprintf(stderr, "vidi up: --config %s: %s\n", path, strerror(errno));
+        return NULL;
+    }
+    int cap = argc + 64, n = 0;
+    char **av = calloc((size_t)cap + 1, sizeof *av);
+    char line[1024];
+    int lineno = 0, bad = 0;
+    av[n++] = strdup(argv[0]);
+    av[n++] = strdup(argv[1]);
+    while (av && fgets(line, sizeof line, f) && n < cap - 2) {
+        lineno++;
+        char *p = line + strspn(line, " \t");
+        p[strcspn(p, "\r\n")] = 0;
+        if (!*p || *p == '#') continue;
+        char *eq = strchr(p, '=');
+        if (!eq) {
+            fprintf(stderr, "vidi up: %s:%d: expected 'key = value'\n", path, lineno);
+            bad = 1;
+            break;
+        }
+        char *k = p, *v = eq + 1;
+        *eq = 0;
+        for (char *e = eq - 1; e >= k && (*e == ' ' || *e == '\t'); e--) *e = 0;
+        v += strspn(v, " \t");
+        for (char *e = v + strlen(v) - 1; e >= v && (*e == ' ' || *e == '\t'); e--) *e = 0;
+        char opt[128];
+        snprintf(opt, sizeof opt, "--%s", k);
+        if (!strcmp(k, "tcp-data")) {
+            if (strcmp(v, "0")) av[n++] = strdup(opt);
+            continue;
+        }
+        av[n++] = strdup(opt);
+        av[n++] = strdup(v);
+    }
+    fclose(f);
+    for (int i = 2; av && !bad && i < argc; i++) {
+        if (!strcmp(argv[i], "--config")) {
+            i++;
+            continue;
+        }
+        if (n < cap) av[n++] = strdup(argv[i]);
+    }
+    if (bad || !av) {
+        for (int i = 0; av && i < n; i++) free(av[i]);
+        free(av);
+        return NULL;
+    }
+    *out_argc = n;
+    return av;
+}
+
 int vidi_cmd_up(int argc, char **argv) {
+    for (int i = 2; i + 1 < argc; i++)
+        if (!strcmp(argv[i], "--config")) {
+            int n = 0;
+            char **av = s_up_config(argv[i + 1], argc, argv, &n);
+            if (!av) return 2;
+            int rc = vidi_cmd_up(n, av);
+            for (int k = 0; k < n; k++) free(av[k]);
+            free(av);
+            return rc;
+        }
     char dir[512];
     s_run_dir(dir, sizeof dir);
     const char *model = "models/vidi-shapes", *workers = "all", *backend = "cpu", *threads = NULL;
@@ -163,13 +232,14 @@ int vidi_cmd_up(int argc, char **argv) {
         }
         if (!strcmp(a, "-h") || !strcmp(a, "--help") || !v) {
             fprintf(v ? stdout : stderr,
-                    "usage: vidi up [--model DIR] [--workers SPEC] [--run-dir DIR] [--front EP] [--back EP]\n"
+                    "usage: vidi up [--config FILE] [--model DIR] [--workers SPEC] [--run-dir DIR] [--front EP] [--back EP]\n"
                     "               [--backend cpu|cuda] [--threads N] [--heartbeat-ms N] [--tcp-data]\n"
                     "               [--router-args \"...\"]\n"
                     "  SPEC: one worker per comma, its roles joined by '+', e.g. 'all' (the default, one\n"
                     "        colocated worker) or 'media,encode,encode,prefill+decode'. A worker may end\n"
                     "        with @N for CUDA device N.\n"
                     "Starts the router and the workers, restarts any that dies, stops on SIGINT/SIGTERM.\n"
+                    "FILE: 'key = value' lines, keys as the long options (e.g. workers = media,encode,prefill+decode).\n"
                     "The processes' ids are written to RUN_DIR/pids. Workers bind their data sockets at\n"
                     "ipc://RUN_DIR/wN.data, or with --tcp-data at tcp://127.0.0.1 on a free port.\n");
             return v ? 0 : 2;
@@ -287,13 +357,21 @@ int vidi_cmd_up(int argc, char **argv) {
             for (int i = 0; i < n; i++)
                 if (cs[i].pid == p) {
                     cs[i].pid = 0;
-                    /* quick deaths back off (1 s doubling to 30 s); a long life resets it */
+                    /* A process that exits or crashes within 3 s of starting is failing
+                     * to start (bad model, endpoint taken): back off 1 s doubling to
+                     * 30 s. One that ran longer, or was killed (SIGKILL, the OOM killer,
+                     * an operator), is restarted at once. */
                     int64_t lived = now - cs[i].started_ms;
-                    if (lived > 30000) cs[i].restarts = 0;
-                    int64_t wait = 1000LL << (cs[i].restarts < 5 ? cs[i].restarts : 5);
-                    if (wait > 30000) wait = 30000;
-                    cs[i].restarts++;
-                    cs[i].next_start_ms = now + (lived > 30000 ? 200 : wait);
+                    int64_t wait = 200;
+                    int killed = WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL;
+                    if (lived < 3000 && !killed) {
+                        wait = 1000LL << (cs[i].restarts < 5 ? cs[i].restarts : 5);
+                        if (wait > 30000) wait = 30000;
+                        cs[i].restarts++;
+                    } else {
+                        cs[i].restarts = 0;
+                    }
+                    cs[i].next_start_ms = now + wait;
                     fprintf(stderr, "vidi up: %s (pid %d) %s %d; restarting in %lld ms\n", cs[i].label, (int)p,
                             WIFSIGNALED(status) ? "killed by signal" : "exited with",
                             WIFSIGNALED(status) ? WTERMSIG(status) : WEXITSTATUS(status),

@@ -134,7 +134,8 @@ typedef struct worker {
     pend pends[MAX_PEND];
     dec_meta metas[512];
     /* counters */
-    uint64_t n_media, n_encode, n_encode_cached, n_prefill, n_decode_in, n_tokens, n_errors, n_bad_msgs;
+    uint64_t n_media, n_encode, n_encode_batches, n_encode_cached, n_prefill, n_decode_in, n_tokens, n_errors,
+        n_bad_msgs;
 } worker;
 
 static int64_t s_act_bytes(const worker *w, int64_t rows) {
@@ -539,20 +540,33 @@ static vidi_status s_send_embeds(worker *w, req_id r, const char *prefill, uint6
     return s_deliver(w, prefill, VIDI_CMD_WORK, &o, err);
 }
 
-static void s_on_encode(worker *w, const vidi_msg *m, req_id r) {
+/* One item of an encode WORK, checked. */
+typedef struct enc_item {
+    int msg;                 /* index of its message in the batch */
+    uint64_t item, slice, ns;
+    uint8_t key[16], ikey[16];
+    vidi_media_kind kind;
+    int32_t grid[3];
+    double spgt;
+    const float *pixels;
+    int64_t n_rows, rows_out;
+    int stored;
+} enc_item;
+
+typedef struct enc_msg {
+    req_id r;
+    char prefill[EP_MAX];
+    int ok;                  /* its items were checked and queued */
+} enc_msg;
+
+/* Cache hits the router found: send what is here; report what is not. */
+static void s_encode_cached(worker *w, const vidi_msg *m, req_id r, const char *prefill, const msgpack_object *cached,
+                            size_t n_cached) {
     vidi_err err = {0};
-    char prefill[EP_MAX], msg[VIDI_ERR_MSG_MAX + 2 * EP_MAX + 64];
-    const msgpack_object *items, *cached;
-    size_t n_items, n_cached;
-    if (s_ep_field(m->header, "prefill", prefill, &err) ||
-        vidi_mp_array(m->header, "items", 0, MAX_ITEMS, &items, &n_items, &err) ||
-        vidi_mp_array(m->header, "cached", 0, 4096, &cached, &n_cached, &err)) {
-        s_error_req(w, r.req, r.attempt, VIDI_WIRE_BAD_FIELD, err.msg);
-        return;
-    }
-    /* cache hits the router found: send what is here, report what is not */
+    char msg[VIDI_ERR_MSG_MAX + 2 * EP_MAX + 64];
     int n_missing = 0;
     uint8_t missing[64][16];
+    (void)m;
     for (size_t i = 0; i < n_cached; i++) {
         uint64_t item, slice, ns;
         const uint8_t *key;
@@ -565,7 +579,7 @@ static void s_on_encode(worker *w, const vidi_msg *m, req_id r) {
             return;
         }
         vidi_mmcache_entry *e = NULL;
-        if (!w->cache || !vidi_mmcache_get(w->cache, key, &e)) {
+        if (!vidi_mmcache_get(w->cache, key, &e)) {
             if (n_missing < 64) memcpy(missing[n_missing++], key, 16);
             continue;
         }
@@ -578,117 +592,205 @@ static void s_on_encode(worker *w, const vidi_msg *m, req_id r) {
         }
         vidi_mmcache_release(w->cache, e);
     }
-    /* new items: run the tower */
-    vidi_msg_out res;
-    vidi_msg_out_init(&res);
-    int n_stored = 0;
-    uint8_t stored_key[MAX_ITEMS][16], stored_ikey[MAX_ITEMS][16];
-    uint64_t st_item[MAX_ITEMS], st_slice[MAX_ITEMS], st_ns[MAX_ITEMS];
-    int32_t st_grid[MAX_ITEMS][3];
-    double st_spgt[MAX_ITEMS];
+    if (!n_missing) return;
+    vidi_msg_out o;
+    vidi_msg_out_init(&o);
+    msgpack_pack_map(&o.pk, 4);
+    s_pack_req(&o.pk, r.req, r.attempt);
+    vidi_mp_pack_cstr(&o.pk, "stage");
+    vidi_mp_pack_cstr(&o.pk, "encode");
+    vidi_mp_pack_cstr(&o.pk, "missing");
+    msgpack_pack_array(&o.pk, (size_t)n_missing);
+    for (int i = 0; i < n_missing; i++) {
+        msgpack_pack_bin(&o.pk, 16);
+        msgpack_pack_bin_body(&o.pk, missing[i], 16);
+    }
+    s_to_router(w, VIDI_CMD_RESULT, &o);
+}
+
+/* Check message k's new items and append them to *items. */
+static int s_encode_collect(worker *w, const vidi_msg *m, int k, enc_msg *em, enc_item *items, int *n, int cap) {
+    vidi_err err = {0};
+    char msg[VIDI_ERR_MSG_MAX + 64];
+    const msgpack_object *its = NULL, *cached = NULL;
+    size_t n_its = 0, n_cached = 0;
+    req_id r = em->r;
+    if (s_ep_field(m->header, "prefill", em->prefill, &err) ||
+        vidi_mp_array(m->header, "items", 0, MAX_ITEMS, &its, &n_its, &err) ||
+        vidi_mp_array(m->header, "cached", 0, 4096, &cached, &n_cached, &err)) {
+        s_error_req(w, r.req, r.attempt, VIDI_WIRE_BAD_FIELD, err.msg);
+        return -1;
+    }
+    if (n_cached) s_encode_cached(w, m, r, em->prefill, cached, n_cached);
     int64_t patch_dim = vidi_media_patch_dim(&w->m->cfg);
-    for (size_t i = 0; i < n_items; i++) {
-        const msgpack_object *it = &items[i];
-        uint64_t item, slice, ns;
-        const uint8_t *key, *ikey;
+    int first = *n;
+    for (size_t i = 0; i < n_its; i++) {
+        const msgpack_object *it = &its[i];
+        enc_item *e = &items[*n];
+        const uint8_t *key = NULL, *ikey = NULL;
         size_t kn;
-        vidi_media_kind kind = VIDI_MEDIA_IMAGE;
-        int32_t grid[3];
-        double spgt;
         const vidi_wire_tensor *t = NULL;
-        if (vidi_mp_u64(it, "item", 1, 0, 0, MAX_ITEMS - 1, &item, &err) ||
-            vidi_mp_u64(it, "slice", 1, 0, 0, 63, &slice, &err) ||
-            vidi_mp_u64(it, "n_slices", 1, 1, 1, 64, &ns, &err) || vidi_mp_bin(it, "key", 1, 16, &key, &kn, &err) ||
-            vidi_mp_bin(it, "item_key", 1, 16, &ikey, &kn, &err) || s_kind_field(it, &kind, &err) ||
-            s_grid_field(it, grid, &err) || vidi_mp_f64(it, "second_per_grid_t", 0, 0.0, 0.0, 1e6, &spgt, &err) ||
+        if (*n == cap) {
+            s_error_req(w, r.req, r.attempt, VIDI_WIRE_OVERLOADED, "encode: too many items at once");
+            *n = first;
+            return -1;
+        }
+        memset(e, 0, sizeof *e);
+        e->msg = k;
+        if (vidi_mp_u64(it, "item", 1, 0, 0, MAX_ITEMS - 1, &e->item, &err) ||
+            vidi_mp_u64(it, "slice", 1, 0, 0, 63, &e->slice, &err) ||
+            vidi_mp_u64(it, "n_slices", 1, 1, 1, 64, &e->ns, &err) || vidi_mp_bin(it, "key", 1, 16, &key, &kn, &err) ||
+            vidi_mp_bin(it, "item_key", 1, 16, &ikey, &kn, &err) || s_kind_field(it, &e->kind, &err) ||
+            s_grid_field(it, e->grid, &err) || vidi_mp_f64(it, "second_per_grid_t", 0, 0.0, 0.0, 1e6, &e->spgt, &err) ||
             !(t = s_tensor_field(m, it, &err))) {
             snprintf(msg, sizeof msg, "encode item %zu: %s", i, err.msg);
             s_error_req(w, r.req, r.attempt, VIDI_WIRE_BAD_FIELD, msg);
-            goto out;
+            *n = first;
+            return -1;
         }
-        int64_t n_rows = (int64_t)grid[0] * grid[1] * grid[2];
-        if (t->dtype != VIDI_WIRE_F32 || t->ndim != 2 || t->shape[0] != n_rows || t->shape[1] != patch_dim) {
+        memcpy(e->key, key, 16);
+        memcpy(e->ikey, ikey, 16);
+        e->n_rows = (int64_t)e->grid[0] * e->grid[1] * e->grid[2];
+        if (t->dtype != VIDI_WIRE_F32 || t->ndim != 2 || t->shape[0] != e->n_rows || t->shape[1] != patch_dim) {
             snprintf(msg, sizeof msg, "encode item %zu: patches must be f32 [%lld, %lld] for grid %dx%dx%d", i,
-                     (long long)n_rows, (long long)patch_dim, grid[0], grid[1], grid[2]);
+                     (long long)e->n_rows, (long long)patch_dim, e->grid[0], e->grid[1], e->grid[2]);
             s_error_req(w, r.req, r.attempt, VIDI_WIRE_BAD_TENSOR, msg);
-            goto out;
+            *n = first;
+            return -1;
         }
-        vidi_media chk = {.kind = kind, .pixels = t->data, .n_rows = n_rows};
-        memcpy(chk.grid, grid, sizeof chk.grid);
-        if (vidi_media_check(&w->m->cfg, &chk, (int)item, 1, &err) != VIDI_OK) {
+        vidi_media chk = {.kind = e->kind, .pixels = t->data, .n_rows = e->n_rows};
+        memcpy(chk.grid, e->grid, sizeof chk.grid);
+        if (vidi_media_check(&w->m->cfg, &chk, (int)e->item, 1, &err) != VIDI_OK) {
             s_error_req(w, r.req, r.attempt, VIDI_WIRE_BAD_TENSOR, err.msg);
-            goto out;
+            *n = first;
+            return -1;
         }
-        const int32_t(*g)[3] = (const int32_t(*)[3])grid;
-        int64_t rows = vidi_vision_out_rows(w->m->vision, g, 1);
-        size_t bytes = (size_t)s_act_bytes(w, rows);
+        e->pixels = t->data;
+        const int32_t(*g)[3] = (const int32_t(*)[3])e->grid;
+        e->rows_out = vidi_vision_out_rows(w->m->vision, g, 1);
+        (*n)++;
+    }
+    em->ok = 1;
+    return 0;
+}
+
+/* Encode the new items of n_msgs encode WORKs in one vision-tower call (the
+ * tower keeps items apart, so batching changes no row), send each item's rows
+ * to its prefill worker, cache them, and answer each message with RESULT. */
+static void s_encode_batch(worker *w, vidi_msg *const *msgs, const req_id *rids, int n_msgs) {
+    vidi_err err = {0};
+    enum { CAP = 256 };
+    enc_item *items = calloc(CAP, sizeof *items);
+    enc_msg *ems = calloc((size_t)n_msgs, sizeof *ems);
+    int n = 0;
+    if (!items || !ems) {
+        for (int k = 0; k < n_msgs; k++) s_error_req(w, rids[k].req, rids[k].attempt, VIDI_WIRE_INTERNAL, "encode: out of memory");
+        goto out;
+    }
+    for (int k = 0; k < n_msgs; k++) {
+        ems[k].r = rids[k];
+        s_encode_collect(w, msgs[k], k, &ems[k], items, &n, CAP);
+    }
+    if (n > 0) {
+        int64_t rows_in = 0, rows_out = 0;
+        int64_t cols = vidi_media_patch_dim(&w->m->cfg), H = w->m->cfg.text.hidden_size;
+        for (int i = 0; i < n; i++) rows_in += items[i].n_rows, rows_out += items[i].rows_out;
+        float *pix = n == 1 ? (float *)items[0].pixels : malloc((size_t)(rows_in * cols) * sizeof(float));
+        int32_t(*grids)[3] = calloc((size_t)n, sizeof *grids);
+        size_t bytes = (size_t)s_act_bytes(w, rows_out);
         void *dev = w->be->ops->buf_alloc(w->be, bytes);
-        void *host = malloc(bytes);
-        vidi_status rc = dev && host ? VIDI_OK : vidi_err_set(&err, VIDI_ERR_NOMEM, "encode: out of memory");
+        char *host = malloc(bytes);
+        vidi_status rc = pix && grids && dev && host ? VIDI_OK : vidi_err_set(&err, VIDI_ERR_NOMEM, "encode: out of memory");
         if (rc == VIDI_OK) {
-            vidi_tensor out = vidi_tensor_2d(w->be->act_dtype, dev, rows, w->m->cfg.text.hidden_size);
-            rc = vidi_vision_encode(w->m->vision, t->data, n_rows, g, 1, &out, &err);
+            int64_t off = 0;
+            for (int i = 0; i < n; i++) {
+                if (n > 1) memcpy(pix + off * cols, items[i].pixels, (size_t)(items[i].n_rows * cols) * sizeof(float));
+                off += items[i].n_rows;
+                memcpy(grids[i], items[i].grid, sizeof grids[i]);
+            }
+            vidi_tensor out = vidi_tensor_2d(w->be->act_dtype, dev, rows_out, H);
+            rc = vidi_vision_encode(w->m->vision, pix, rows_in, (const int32_t(*)[3])grids, n, &out, &err);
         }
         if (rc == VIDI_OK) rc = w->be->ops->copy_to_host(w->be, host, dev, bytes, &err);
         if (dev) w->be->ops->buf_free(w->be, dev);
+        if (n > 1) free(pix);
+        free(grids);
         if (rc != VIDI_OK) {
+            for (int k = 0; k < n_msgs; k++)
+                if (ems[k].ok) s_error_req(w, ems[k].r.req, ems[k].r.attempt, VIDI_WIRE_INTERNAL, err.msg);
             free(host);
-            s_error_req(w, r.req, r.attempt, VIDI_WIRE_INTERNAL, err.msg);
             goto out;
         }
-        w->n_encode++;
-        if (s_send_embeds(w, r, prefill, item, slice, ns, kind, grid, spgt, host, rows, &err) != VIDI_OK) {
-            snprintf(msg, sizeof msg, "encode: to prefill %s: %s", prefill, err.msg);
-            s_error_req(w, r.req, r.attempt, VIDI_WIRE_WORKER_LOST, msg);
+        w->n_encode += (uint64_t)n;
+        w->n_encode_batches++;
+        int64_t row = 0;
+        for (int i = 0; i < n; i++) {
+            enc_item *e = &items[i];
+            enc_msg *em = &ems[e->msg];
+            const char *rows = host + (size_t)s_act_bytes(w, row);
+            size_t ib = (size_t)s_act_bytes(w, e->rows_out);
+            row += e->rows_out;
+            if (s_send_embeds(w, em->r, em->prefill, e->item, e->slice, e->ns, e->kind, e->grid, e->spgt, rows,
+                              e->rows_out, &err) != VIDI_OK) {
+                char msg[VIDI_ERR_MSG_MAX + 2 * EP_MAX + 64];
+                snprintf(msg, sizeof msg, "encode: to prefill %s: %s", em->prefill, err.msg);
+                s_error_req(w, em->r.req, em->r.attempt, VIDI_WIRE_WORKER_LOST, msg);
+            }
+            void *copy = malloc(ib);
+            if (copy) {
+                memcpy(copy, rows, ib);
+                e->stored = vidi_mmcache_put(w->cache, e->key, copy, ib, w->be->act_dtype, e->rows_out, H, e->grid,
+                                             (float)e->spgt, NULL, &err) == VIDI_OK;
+            }
         }
-        vidi_dtype dt = w->be->act_dtype;
-        if (vidi_mmcache_put(w->cache, key, host, bytes, dt, rows, w->m->cfg.text.hidden_size, grid, (float)spgt,
-                             NULL, &err) == VIDI_OK &&
-            n_stored < MAX_ITEMS) {
-            memcpy(stored_key[n_stored], key, 16);
-            memcpy(stored_ikey[n_stored], ikey, 16);
-            st_item[n_stored] = item, st_slice[n_stored] = slice, st_ns[n_stored] = ns;
-            memcpy(st_grid[n_stored], grid, sizeof grid);
-            st_spgt[n_stored] = spgt;
-            n_stored++;
+        free(host);
+    }
+    /* RESULT per message: what the router's directory needs */
+    for (int k = 0; k < n_msgs; k++) {
+        if (!ems[k].ok) continue;
+        int ns = 0, ni = 0;
+        for (int i = 0; i < n; i++) ns += items[i].msg == k && items[i].stored, ni += items[i].msg == k;
+        if (!ni) continue;
+        vidi_msg_out o;
+        vidi_msg_out_init(&o);
+        msgpack_pack_map(&o.pk, 4);
+        s_pack_req(&o.pk, ems[k].r.req, ems[k].r.attempt);
+        vidi_mp_pack_cstr(&o.pk, "stage");
+        vidi_mp_pack_cstr(&o.pk, "encode");
+        vidi_mp_pack_cstr(&o.pk, "stored");
+        msgpack_pack_array(&o.pk, (size_t)ns);
+        for (int i = 0; i < n; i++) {
+            enc_item *e = &items[i];
+            if (e->msg != k || !e->stored) continue;
+            msgpack_pack_map(&o.pk, 7);
+            vidi_mp_pack_cstr(&o.pk, "item_key");
+            msgpack_pack_bin(&o.pk, 16);
+            msgpack_pack_bin_body(&o.pk, e->ikey, 16);
+            vidi_mp_pack_cstr(&o.pk, "key");
+            msgpack_pack_bin(&o.pk, 16);
+            msgpack_pack_bin_body(&o.pk, e->key, 16);
+            vidi_mp_pack_cstr(&o.pk, "item");
+            msgpack_pack_uint64(&o.pk, e->item);
+            vidi_mp_pack_cstr(&o.pk, "slice");
+            msgpack_pack_uint64(&o.pk, e->slice);
+            vidi_mp_pack_cstr(&o.pk, "n_slices");
+            msgpack_pack_uint64(&o.pk, e->ns);
+            vidi_mp_pack_cstr(&o.pk, "grid");
+            msgpack_pack_array(&o.pk, 3);
+            for (int q = 0; q < 3; q++) msgpack_pack_uint64(&o.pk, (uint64_t)e->grid[q]);
+            vidi_mp_pack_cstr(&o.pk, "second_per_grid_t");
+            msgpack_pack_double(&o.pk, e->spgt);
         }
+        s_to_router(w, VIDI_CMD_RESULT, &o);
     }
-    /* RESULT: what the router's directory needs */
-    msgpack_pack_map(&res.pk, 5);
-    s_pack_req(&res.pk, r.req, r.attempt);
-    vidi_mp_pack_cstr(&res.pk, "stage");
-    vidi_mp_pack_cstr(&res.pk, "encode");
-    vidi_mp_pack_cstr(&res.pk, "stored");
-    msgpack_pack_array(&res.pk, (size_t)n_stored);
-    for (int i = 0; i < n_stored; i++) {
-        msgpack_pack_map(&res.pk, 7);
-        vidi_mp_pack_cstr(&res.pk, "item_key");
-        msgpack_pack_bin(&res.pk, 16);
-        msgpack_pack_bin_body(&res.pk, stored_ikey[i], 16);
-        vidi_mp_pack_cstr(&res.pk, "key");
-        msgpack_pack_bin(&res.pk, 16);
-        msgpack_pack_bin_body(&res.pk, stored_key[i], 16);
-        vidi_mp_pack_cstr(&res.pk, "item");
-        msgpack_pack_uint64(&res.pk, st_item[i]);
-        vidi_mp_pack_cstr(&res.pk, "slice");
-        msgpack_pack_uint64(&res.pk, st_slice[i]);
-        vidi_mp_pack_cstr(&res.pk, "n_slices");
-        msgpack_pack_uint64(&res.pk, st_ns[i]);
-        vidi_mp_pack_cstr(&res.pk, "grid");
-        msgpack_pack_array(&res.pk, 3);
-        for (int k = 0; k < 3; k++) msgpack_pack_uint64(&res.pk, (uint64_t)st_grid[i][k]);
-        vidi_mp_pack_cstr(&res.pk, "second_per_grid_t");
-        msgpack_pack_double(&res.pk, st_spgt[i]);
-    }
-    vidi_mp_pack_cstr(&res.pk, "missing");
-    msgpack_pack_array(&res.pk, (size_t)n_missing);
-    for (int i = 0; i < n_missing; i++) {
-        msgpack_pack_bin(&res.pk, 16);
-        msgpack_pack_bin_body(&res.pk, missing[i], 16);
-    }
-    s_to_router(w, VIDI_CMD_RESULT, &res);
 out:
-    vidi_msg_out_free(&res);
+    free(items);
+    free(ems);
+}
+
+static void s_on_encode(worker *w, const vidi_msg *m, req_id r) {
+    vidi_msg *const one[1] = {(vidi_msg *)m};
+    s_encode_batch(w, one, &r, 1);
 }
 
 /* ---- prefill ---- */
@@ -1094,7 +1196,7 @@ static void s_on_stats(worker *w) {
     vidi_msg_out o;
     vidi_msg_out_init(&o);
     vidi_mmcache_counters c = vidi_mmcache_stats(w->cache);
-    msgpack_pack_map(&o.pk, 13);
+    msgpack_pack_map(&o.pk, 14);
 #define KV(k, v)                                                                                                      \
     do {                                                                                                              \
         vidi_mp_pack_cstr(&o.pk, k);                                                                                  \
@@ -1102,6 +1204,7 @@ static void s_on_stats(worker *w) {
     } while (0)
     KV("media", w->n_media);
     KV("encode", w->n_encode);
+    KV("encode_batches", w->n_encode_batches);
     KV("encode_cached", w->n_encode_cached);
     KV("prefill", w->n_prefill);
     KV("decode_in", w->n_decode_in);
@@ -1117,6 +1220,47 @@ static void s_on_stats(worker *w) {
     s_to_router(w, VIDI_CMD_STATS, &o);
 }
 
+static vidi_status s_make_pool(worker *w, vidi_err *err) {
+    if (w->pool) return VIDI_OK;
+    vidi_kv_pool_params kp = {.block_size = 16, .n_blocks = w->kv_blocks, .max_seq_len = 32768,
+                              .max_batch = w->max_batch};
+    vidi_status rc = vidi_kv_pool_create(w->m->text, &kp, &w->pool, err);
+    if (rc == VIDI_OK) rc = vidi_decoder_create(w->m, w->pool, w->max_batch, &w->dec, err);
+    return rc;
+}
+
+static int s_parse_roles(const char *s, int *roles);
+
+/* ROLE {roles}: the router moves this worker to other roles (after a DRAIN);
+ * it keeps its model, cache and pool, and says READY with the new roles. */
+static void s_on_role(worker *w, const vidi_msg *m) {
+    vidi_err err = {0};
+    const msgpack_object *roles;
+    size_t n;
+    int mask = 0;
+    if (vidi_mp_array(m->header, "roles", 1, 4, &roles, &n, &err) == VIDI_OK)
+        for (size_t i = 0; i < n; i++)
+            for (int k = 0; k < 4; k++)
+                if (vidi_mp_str_eq(&roles[i], k_role_names[k])) mask |= 1 << k;
+    if (!mask) {
+        vidi_msg_out o;
+        vidi_msg_out_init(&o);
+        msgpack_pack_map(&o.pk, 2);
+        vidi_mp_pack_cstr(&o.pk, "code");
+        vidi_mp_pack_cstr(&o.pk, "bad_field");
+        vidi_mp_pack_cstr(&o.pk, "message");
+        vidi_mp_pack_cstr(&o.pk, err.msg[0] ? err.msg : "ROLE: field 'roles' names no role");
+        s_to_router(w, VIDI_CMD_ERROR, &o);
+        return;
+    }
+    if ((mask & (ROLE_PREFILL | ROLE_DECODE)) && s_make_pool(w, &err) != VIDI_OK) {
+        fprintf(stderr, "worker %s: ROLE: %s\n", w->name, err.msg);
+        mask &= ~(ROLE_PREFILL | ROLE_DECODE);
+    }
+    w->roles = mask ? mask : w->roles;
+    s_send_ready(w);
+}
+
 /* ---- dispatch ---- */
 
 static void s_handle(worker *w, vidi_msg *m, int from_back) {
@@ -1129,6 +1273,7 @@ static void s_handle(worker *w, vidi_msg *m, int from_back) {
     case VIDI_CMD_STATS: s_on_stats(w); return;
     case VIDI_CMD_DISCONNECT: g_stop = 1; return;
     case VIDI_CMD_DRAIN: /* nothing is queued beyond what is in flight: say READY again */ s_send_ready(w); return;
+    case VIDI_CMD_ROLE: s_on_role(w, m); return;
     case VIDI_CMD_ERROR: return; /* never answered */
     case VIDI_CMD_WORK: break;
     default:
@@ -1281,10 +1426,7 @@ int vidi_cmd_worker(int argc, char **argv) {
         goto done;
     }
     if (w->roles & (ROLE_PREFILL | ROLE_DECODE)) {
-        vidi_kv_pool_params kp = {.block_size = 16, .n_blocks = w->kv_blocks, .max_seq_len = 32768,
-                                  .max_batch = w->max_batch};
-        if (vidi_kv_pool_create(w->m->text, &kp, &w->pool, &err) != VIDI_OK ||
-            vidi_decoder_create(w->m, w->pool, w->max_batch, &w->dec, &err) != VIDI_OK) {
+        if (s_make_pool(w, &err) != VIDI_OK) {
             fprintf(stderr, "vidi worker: %s\n", err.msg);
             goto done;
         }
@@ -1299,7 +1441,14 @@ int vidi_cmd_worker(int argc, char **argv) {
     fprintf(stderr, "worker %s: roles %s, data %s, router %s\n", w->name, roles, w->data_ep, w->router_ep);
     vidi_msg m;
     vidi_msg_init(&m);
+    /* encode WORKs that arrive together are encoded together */
+    enum { ENC_BATCH = 16 };
+    vidi_msg enc[ENC_BATCH];
+    vidi_msg *encp[ENC_BATCH];
+    req_id enc_r[ENC_BATCH];
+    for (int i = 0; i < ENC_BATCH; i++) vidi_msg_init(&enc[i]), encp[i] = &enc[i];
     while (!g_stop) {
+        int n_enc = 0;
         zmq_pollitem_t items[2] = {{w->back, 0, ZMQ_POLLIN, 0}, {w->data, 0, ZMQ_POLLIN, 0}};
         int busy = w->dec && vidi_decoder_running(w->dec) > 0;
         if (zmq_poll(items, 2, busy ? 0 : (long)(w->heartbeat_ms / 4 + 1)) < 0) {
@@ -1328,8 +1477,24 @@ int vidi_cmd_worker(int argc, char **argv) {
                     }
                     continue;
                 }
+                if (k == 1 && m.cmd == VIDI_CMD_WORK && (w->roles & ROLE_ENCODE) && n_enc < ENC_BATCH &&
+                    vidi_mp_str_eq(vidi_mp_get(m.header, "stage"), "encode") && vidi_mp_get(m.header, "items") &&
+                    s_req_fields(&m, &enc_r[n_enc], &err) == VIDI_OK) {
+                    vidi_msg_close(&enc[n_enc]);
+                    /* the message moves (its parts and zone are on the heap; the header
+                     * object lives in the struct, so its pointer is set again) */
+                    enc[n_enc] = m;
+                    enc[n_enc].header = &enc[n_enc].unpacked.data;
+                    n_enc++;
+                    vidi_msg_init(&m);
+                    continue;
+                }
                 s_handle(w, &m, k == 0);
             }
+        }
+        if (n_enc) {
+            s_encode_batch(w, encp, enc_r, n_enc);
+            for (int i = 0; i < n_enc; i++) vidi_msg_close(&enc[i]);
         }
         if (w->dec) s_decode_step(w);
         int64_t now = vidi_now_ms();
@@ -1347,6 +1512,7 @@ int vidi_cmd_worker(int argc, char **argv) {
         if (vidi_liveness_due(&w->live, now)) s_send_heartbeat(w);
     }
     vidi_msg_close(&m);
+    for (int i = 0; i < ENC_BATCH; i++) vidi_msg_close(&enc[i]);
     if (w->back) {
         vidi_msg_out o;
         vidi_msg_out_init(&o);
