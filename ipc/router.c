@@ -63,6 +63,8 @@ typedef struct wk {
     vidi_liveness live;
     int assigned;               /* stages of live requests sent to it */
     uint64_t queued, running;   /* as its heartbeats report */
+    uint64_t kv_tokens;         /* its KV pool, in tokens (READY's capacity) */
+    uint64_t kv_free_tokens;    /* free, as its last heartbeat said */
 } wk;
 
 typedef struct media_in {
@@ -81,6 +83,7 @@ typedef struct rq {
     int64_t created_ms, deadline_ms, queued_since_ms;
     int running;                /* dispatched under the current attempt */
     int tries;                  /* attempts that lost a worker mid-flight (max_attempts bounds them) */
+    vidi_wire_code last_code;   /* why the last try failed (worker_lost or overloaded) */
     int busy;                   /* inside s_dispatch / s_retry: a lost worker is handled there */
     int32_t *ids;
     int64_t n_ids;
@@ -516,7 +519,7 @@ static void s_retry(router *r, rq *q, const char *why) {
     if (q->tries >= r->cfg->max_attempts) {
         char msg[512];
         snprintf(msg, sizeof msg, "gave up after %d attempts; the last: %s", q->tries, why);
-        s_fail(r, q, VIDI_WIRE_WORKER_LOST, msg);
+        s_fail(r, q, q->last_code == VIDI_WIRE_OVERLOADED ? VIDI_WIRE_OVERLOADED : VIDI_WIRE_WORKER_LOST, msg);
         return;
     }
     s_log(r, "request %" PRIu64 ": retry %d (%s)", q->req, q->tries, why);
@@ -633,6 +636,33 @@ static void s_on_request(router *r, vidi_msg *m) {
     free(ptext);
     free(stext);
     ptext = stext = NULL;
+    {
+        /* memory: the prompt's text (media not yet counted: their grids come later) plus
+         * max_tokens must fit a decode worker's KV pool at all, and, now, its free part */
+        uint64_t need = (uint64_t)q->n_ids + q->samp.max_tokens, most = 0, most_free = 0;
+        int decoders = 0;
+        for (int i = 0; i < MAX_WORKERS; i++)
+            if (r->workers[i].used && (r->workers[i].roles & ROLE_DECODE) && r->workers[i].kv_tokens) {
+                decoders++;
+                if (r->workers[i].kv_tokens > most) most = r->workers[i].kv_tokens;
+                if (r->workers[i].kv_free_tokens > most_free) most_free = r->workers[i].kv_free_tokens;
+            }
+        if (decoders && need > most) {
+            vidi_err_set(&err, VIDI_ERR_RANGE,
+                         "the prompt (%lld tokens before media) plus max_tokens (%llu) needs more KV than any decode "
+                         "worker holds (%llu tokens)",
+                         (long long)q->n_ids, (unsigned long long)q->samp.max_tokens, (unsigned long long)most);
+            code = VIDI_WIRE_BAD_REQUEST;
+            goto bad;
+        }
+        if (decoders && need > most_free) {
+            r->c_overloaded++;
+            vidi_err_set(&err, VIDI_ERR_RANGE, "no decode worker has %llu tokens of KV free now; retry later",
+                         (unsigned long long)need);
+            code = VIDI_WIRE_OVERLOADED;
+            goto bad;
+        }
+    }
     if (!q->samp.has_seed) {
         r->rng = r->rng * 6364136223846793005ull + 1442695040888963407ull;
         q->samp.seed = r->rng >> 11;
@@ -903,7 +933,10 @@ static void s_on_worker_error(router *r, const vidi_msg *m) {
         return;
     }
     vidi_wire_code c = code ? vidi_wire_code_from_name(code, cn) : VIDI_WIRE_INTERNAL;
-    if (c == VIDI_WIRE_WORKER_LOST || c == VIDI_WIRE_OVERLOADED) s_retry(r, q, text);
+    if (c == VIDI_WIRE_WORKER_LOST || c == VIDI_WIRE_OVERLOADED) {
+        q->last_code = c;
+        s_retry(r, q, text);
+    }
     else s_fail(r, q, c == VIDI_WIRE_CODE_COUNT ? VIDI_WIRE_INTERNAL : c, text);
 }
 
@@ -944,6 +977,11 @@ static void s_on_ready(router *r, vidi_msg *m) {
     snprintf(w->name, sizeof w->name, "%.*s", (int)nn, name);
     snprintf(w->data, sizeof w->data, "%.*s", (int)dn, data);
     w->roles = mask;
+    const msgpack_object *cap;
+    uint64_t blocks = 0;
+    if (vidi_mp_map(m->header, "capacity", 0, &cap, NULL) == VIDI_OK && cap)
+        vidi_mp_u64(cap, "kv_blocks", 0, 0, 0, UINT64_MAX / 64, &blocks, NULL);
+    w->kv_tokens = w->kv_free_tokens = blocks * 16; /* vidi worker's blocks hold 16 tokens */
     vidi_liveness_init(&w->live, r->cfg->heartbeat_ms, r->cfg->liveness, vidi_now_ms());
     fprintf(stderr, "router: worker %s %s (roles 0x%x, data %s)\n", w->name, was ? "rejoined" : "joined", mask, w->data);
     vidi_msg_out o;
@@ -978,6 +1016,10 @@ static void s_on_back(router *r, vidi_msg *m) {
         if (vidi_mp_map(m->header, "load", 0, &load, NULL) == VIDI_OK && load) {
             vidi_mp_u64(load, "queued", 0, 0, 0, UINT64_MAX, &r->workers[wi].queued, NULL);
             vidi_mp_u64(load, "running", 0, 0, 0, UINT64_MAX, &r->workers[wi].running, NULL);
+            uint64_t free_blocks;
+            if (vidi_mp_u64(load, "kv_free_blocks", 0, UINT64_MAX, 0, UINT64_MAX, &free_blocks, NULL) == VIDI_OK &&
+                free_blocks != UINT64_MAX)
+                r->workers[wi].kv_free_tokens = free_blocks * 16;
         }
         return;
     }
