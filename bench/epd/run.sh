@@ -1,0 +1,75 @@
+#!/usr/bin/env bash
+# bench/epd/run.sh — EPD against the colocated baseline on the same GPU (or
+# CPU), vidi-shapes, open-loop Poisson load (bench/epd/loadgen.c).
+#
+# For each configuration of `vidi up` ('all': one worker with every role, the
+# baseline; 'media,encode,prefill,decode': the stages as four processes) and
+# each mix (image-heavy, video-heavy), a sweep of arrival rates measures SLO
+# attainment (TTFT and TPOT targets); goodput is the highest rate tested with
+# >= 90 % attainment. The MM-token cache is off for the sweep (every request
+# goes through media and encode), and on for the cache case: the same video
+# asked about repeatedly, TTFT of the miss against the hits.
+#
+# Env: VIDI_BUILD (default .devlibs/build, else build), BACKEND (default cuda
+# when nvidia-smi sees a GPU, else cpu), SECONDS_PER_RATE (10), TTFT_MS (1500),
+# TPOT_MS (50), OUT_DIR (bench/results). Writes OUT_DIR/epd-goodput.json,
+# OUT_DIR/epd-cache.json and the raw lines in OUT_DIR/epd-raw.jsonl.
+set -u -o pipefail
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+cd "$ROOT"
+B=${VIDI_BUILD:-}
+[ -z "$B" ] && { [ -x .devlibs/build/vidi ] && B=.devlibs/build || B=build; }
+VIDI=$B/vidi LOADGEN=$B/bench/epd/epd_loadgen
+BACKEND=${BACKEND:-$(nvidia-smi -L >/dev/null 2>&1 && echo cuda || echo cpu)}
+SEC=${SECONDS_PER_RATE:-10} TTFT=${TTFT_MS:-1500} TPOT=${TPOT_MS:-50}
+OUT_DIR=${OUT_DIR:-bench/results}
+MODEL=models/vidi-shapes EX=examples
+mkdir -p "$OUT_DIR"
+RAW=$OUT_DIR/epd-raw.jsonl
+: >"$RAW"
+RUN=$(mktemp -d /tmp/vidi-epd.XXXXXX)
+UP=
+stop_up() {
+  [ -n "$UP" ] && { kill -TERM "$UP" 2>/dev/null; wait "$UP" 2>/dev/null; UP=; }
+}
+trap 'stop_up; rm -rf "$RUN"' EXIT
+
+start_up() {  # WORKERS ROUTER_ARGS
+  rm -f "$RUN/up.log"
+  "$VIDI" up --run-dir "$RUN" --model "$MODEL" --workers "$1" --backend "$BACKEND" --router-args "$2" \
+    >"$RUN/up.log" 2>&1 &
+  UP=$!
+  local want; want=$(awk -F, '{print NF}' <<<"$1")
+  for _ in $(seq 1 300); do
+    [ "$(grep -c joined "$RUN/up.log")" -ge "$want" ] && return 0
+    sleep 0.1
+  done
+  cat "$RUN/up.log"; exit 1
+}
+
+declare -A RATES=([image]="${IMAGE_RATES:-2 4 8 16 32}" [video]="${VIDEO_RATES:-1 2 4 8}")
+for cfg in all media,encode,prefill,decode; do
+  start_up "$cfg" "--no-cache --max-requests 1024"
+  # warm-up: every model path once
+  "$LOADGEN" "ipc://$RUN/front" "$EX" image 2 2 "$TTFT" "$TPOT" 9 >/dev/null
+  for mix in image video; do
+    for rate in ${RATES[$mix]}; do
+      line=$("$LOADGEN" "ipc://$RUN/front" "$EX" "$mix" "$rate" "$SEC" "$TTFT" "$TPOT" 1)
+      echo "{\"config\": \"$cfg\", ${line#\{}" | tee -a "$RAW"
+    done
+  done
+  stop_up
+done
+start_up all "--max-requests 1024"
+line=$("$LOADGEN" "ipc://$RUN/front" "$EX" repeat video_500016.mp4 8)
+echo "{\"config\": \"all\", ${line#\{}" | tee -a "$RAW"
+stop_up
+start_up media,encode,prefill,decode "--max-requests 1024"
+line=$("$LOADGEN" "ipc://$RUN/front" "$EX" repeat video_500016.mp4 8)
+echo "{\"config\": \"media,encode,prefill,decode\", ${line#\{}" | tee -a "$RAW"
+stop_up
+
+MACHINE=$( (nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1) || true)
+[ "$BACKEND" = cpu ] && MACHINE="$(nproc) CPU cores ($(uname -m))"
+python3 bench/epd/report.py "$RAW" "$OUT_DIR" "$BACKEND" "${MACHINE:-unknown}" "$TTFT" "$TPOT" "$SEC" \
+  "BACKEND=$BACKEND SECONDS_PER_RATE=$SEC TTFT_MS=$TTFT TPOT_MS=$TPOT bench/epd/run.sh"
