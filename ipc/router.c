@@ -996,7 +996,26 @@ static void s_on_ready(router *r, vidi_msg *m) {
     s_send_worker(r, wi, VIDI_CMD_READY, &o);
 }
 
+/* A heartbeat thread's socket "h.NAME.PID" stands for the worker "w.NAME.PID.GEN". */
+static int s_hb_owner(router *r, const vidi_msg *m) {
+    size_t hp = strlen(VIDI_HB_PREFIX), wp = strlen(VIDI_WORKER_PREFIX);
+    if (m->identity_len <= hp || memcmp(m->identity, VIDI_HB_PREFIX, hp)) return -2; /* not a heartbeat socket */
+    size_t n = m->identity_len - hp;
+    for (int i = 0; i < MAX_WORKERS; i++) {
+        wk *w = &r->workers[i];
+        if (w->used && w->id_len > wp + n && !memcmp(w->id, VIDI_WORKER_PREFIX, wp) &&
+            !memcmp(w->id + wp, m->identity + hp, n) && w->id[wp + n] == '.')
+            return i;
+    }
+    return -1;
+}
+
 static void s_on_back(router *r, vidi_msg *m) {
+    int hb = s_hb_owner(r, m);
+    if (hb != -2) { /* the liveness thread of a worker: heard, never answered */
+        if (hb >= 0 && m->cmd == VIDI_CMD_HEARTBEAT) vidi_liveness_heard(&r->workers[hb].live, vidi_now_ms());
+        return;
+    }
     int wi = s_worker_find(r, m->identity, m->identity_len);
     if (m->cmd == VIDI_CMD_READY) {
         s_on_ready(r, m);

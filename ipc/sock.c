@@ -11,6 +11,11 @@ static int s_set_int(void *s, int opt, int v) { return zmq_setsockopt(s, opt, &v
 
 void *vidi_sock_open(void *ctx, vidi_sock_role role, const char *endpoint, int64_t max_msg_bytes, char *bound,
                      size_t cap, vidi_err *err) {
+    return vidi_sock_open_id(ctx, role, endpoint, NULL, max_msg_bytes, bound, cap, err);
+}
+
+void *vidi_sock_open_id(void *ctx, vidi_sock_role role, const char *endpoint, const char *identity,
+                        int64_t max_msg_bytes, char *bound, size_t cap, vidi_err *err) {
     static const char *const names[] = {"front", "back", "data", "client", "worker", "peer"};
     int router = role == VIDI_SOCK_FRONT || role == VIDI_SOCK_BACK || role == VIDI_SOCK_DATA;
     void *s = zmq_socket(ctx, router ? ZMQ_ROUTER : ZMQ_DEALER);
@@ -25,6 +30,7 @@ void *vidi_sock_open(void *ctx, vidi_sock_role role, const char *endpoint, int64
     if (ok && role == VIDI_SOCK_BACK) ok = s_set_int(s, ZMQ_ROUTER_HANDOVER, 1) == 0;
     if (ok && !router) ok = s_set_int(s, ZMQ_SNDTIMEO, 1000) == 0;
     if (ok && max_msg_bytes > 0) ok = zmq_setsockopt(s, ZMQ_MAXMSGSIZE, &max_msg_bytes, sizeof max_msg_bytes) == 0;
+    if (ok && identity) ok = zmq_setsockopt(s, ZMQ_ROUTING_ID, identity, strlen(identity)) == 0;
     if (!ok) {
         vidi_err_set(err, VIDI_ERR_IO, "%s socket options: %s", names[role], zmq_strerror(errno));
         zmq_close(s);

@@ -28,6 +28,17 @@ typedef enum vidi_sock_role {
 void *vidi_sock_open(void *ctx, vidi_sock_role role, const char *endpoint, int64_t max_msg_bytes, char *bound,
                      size_t cap, vidi_err *err);
 
+/* vidi_sock_open with a routing identity (a DEALER's name as its ROUTER
+ * peer sees it; NULL: ZeroMQ picks one). */
+void *vidi_sock_open_id(void *ctx, vidi_sock_role role, const char *endpoint, const char *identity,
+                        int64_t max_msg_bytes, char *bound, size_t cap, vidi_err *err);
+
+/* A worker's liveness socket (PROTOCOL.md §6): its back DEALER is named
+ * "w.NAME.PID.GEN" and a second DEALER, owned by a heartbeat thread that
+ * runs whatever the main loop is computing, "h.NAME.PID". */
+#define VIDI_HB_PREFIX "h."
+#define VIDI_WORKER_PREFIX "w."
+
 /* Monotonic milliseconds. */
 int64_t vidi_now_ms(void);
 

@@ -203,6 +203,8 @@ int main(int argc, char **argv) {
                 finished++;
             }
             if (ev.type == VIDI_CLIENT_ERROR && !x->done && !x->error) {
+                static int shown;
+                if (shown++ < 3) fprintf(stderr, "loadgen: request %llu: %s: %s\n", (unsigned long long)id, ev.code, ev.text);
                 x->error = 1;
                 finished++;
             }

@@ -16,6 +16,7 @@
 #include "tools/vidi/cmd_worker.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -124,6 +125,10 @@ typedef struct worker {
     vidi_liveness live;
     vidi_backoff backoff;
     char name[128];
+    int back_gen;                /* reconnects so far: part of the back socket's identity */
+    pthread_t hb_thread;
+    int hb_started;
+    atomic_int hb_stop;
     /* engine */
     vidi_backend *be;
     vidi_model *m;
@@ -1274,7 +1279,12 @@ static void s_handle(worker *w, vidi_msg *m, int from_back) {
     case VIDI_CMD_DISCONNECT: g_stop = 1; return;
     case VIDI_CMD_DRAIN: /* nothing is queued beyond what is in flight: say READY again */ s_send_ready(w); return;
     case VIDI_CMD_ROLE: s_on_role(w, m); return;
-    case VIDI_CMD_ERROR: return; /* never answered */
+    case VIDI_CMD_ERROR:
+        /* never answered; but a router that does not know us (it dropped us while we were
+         * busy, or it restarted) asks for READY */
+        if (from_back && !vidi_mp_get(m->header, "req") && vidi_mp_str_eq(vidi_mp_get(m->header, "code"), "bad_command"))
+            s_send_ready(w);
+        return;
     case VIDI_CMD_WORK: break;
     default:
         w->n_bad_msgs++;
@@ -1314,9 +1324,38 @@ static void s_handle(worker *w, vidi_msg *m, int from_back) {
 
 /* ---- the loop ---- */
 
+/* The heartbeat thread: HEARTBEAT on its own socket every interval, so the
+ * router hears from this worker while the main loop computes (a long
+ * prefill, the first CUDA calls). The router maps "h.NAME.PID" to the worker
+ * whose back socket is "w.NAME.PID.GEN". */
+static void *s_heartbeat_thread(void *arg) {
+    worker *w = arg;
+    char id[200];
+    snprintf(id, sizeof id, VIDI_HB_PREFIX "%s.%d", w->name, (int)getpid());
+    vidi_err err = {0};
+    void *s = vidi_sock_open_id(w->ctx, VIDI_SOCK_WORKER, w->router_ep, id, 0, NULL, 0, &err);
+    if (!s) {
+        fprintf(stderr, "worker %s: heartbeat socket: %s\n", w->name, err.msg);
+        return NULL;
+    }
+    int zero = 0;
+    zmq_setsockopt(s, ZMQ_SNDTIMEO, &zero, sizeof zero);
+    while (!atomic_load(&w->hb_stop)) {
+        vidi_msg_out o;
+        vidi_msg_out_init(&o);
+        vidi_msg_send(s, NULL, 0, VIDI_CMD_HEARTBEAT, &o, NULL); /* dropped when the router is not there */
+        vidi_msg_out_free(&o);
+        for (int64_t t = 0; t < w->heartbeat_ms && !atomic_load(&w->hb_stop); t += 50) usleep(50000);
+    }
+    zmq_close(s);
+    return NULL;
+}
+
 static int s_connect_back(worker *w, vidi_err *err) {
     if (w->back) zmq_close(w->back);
-    w->back = vidi_sock_open(w->ctx, VIDI_SOCK_WORKER, w->router_ep, 0, NULL, 0, err);
+    char id[200];
+    snprintf(id, sizeof id, VIDI_WORKER_PREFIX "%s.%d.%d", w->name, (int)getpid(), w->back_gen++);
+    w->back = vidi_sock_open_id(w->ctx, VIDI_SOCK_WORKER, w->router_ep, id, 0, NULL, 0, err);
     if (!w->back) return -1;
     vidi_liveness_init(&w->live, w->heartbeat_ms, w->liveness, vidi_now_ms());
     s_send_ready(w);
@@ -1438,6 +1477,8 @@ int vidi_cmd_worker(int argc, char **argv) {
         goto done;
     }
     vidi_backoff_init(&w->backoff, 1000, 32000);
+    atomic_init(&w->hb_stop, 0);
+    w->hb_started = pthread_create(&w->hb_thread, NULL, s_heartbeat_thread, w) == 0;
     fprintf(stderr, "worker %s: roles %s, data %s, router %s\n", w->name, roles, w->data_ep, w->router_ep);
     vidi_msg m;
     vidi_msg_init(&m);
@@ -1501,7 +1542,10 @@ int vidi_cmd_worker(int argc, char **argv) {
         /* parts of an attempt the router gave up on never complete: drop them */
         for (int i = 0; i < MAX_PEND; i++)
             if (w->pends[i].used && now - w->pends[i].since_ms > PEND_TTL_MS) s_pend_free(&w->pends[i]);
-        if (vidi_liveness_dead(&w->live, now)) {
+        zmq_pollitem_t pending = {w->back, 0, ZMQ_POLLIN, 0};
+        if (vidi_liveness_dead(&w->live, now) && zmq_poll(&pending, 1, 0) == 0) {
+            /* silent for liveness intervals with nothing waiting to be read (a long
+             * compute leaves the router's heartbeats queued: those count) */
             int64_t wait = vidi_backoff_next(&w->backoff);
             fprintf(stderr, "worker %s: the router is silent; reconnecting in %lld ms\n", w->name, (long long)wait);
             for (int64_t t = 0; t < wait && !g_stop; t += 100) usleep(100000);
@@ -1523,6 +1567,10 @@ int vidi_cmd_worker(int argc, char **argv) {
     }
     rc = 0;
 done:
+    if (w->hb_started) {
+        atomic_store(&w->hb_stop, 1);
+        pthread_join(w->hb_thread, NULL);
+    }
     for (int i = 0; i < MAX_PEND; i++)
         if (w->pends[i].used) s_pend_free(&w->pends[i]);
     for (int i = 0; i < w->n_peers; i++) zmq_close(w->peers[i].sock);
