@@ -98,6 +98,21 @@ typedef struct pend {
     char decode_ep[EP_MAX];
 } pend;
 
+/* A prefilled sequence waiting for a place in the decode batch. */
+typedef struct dec_wait {
+    int used;
+    uint64_t req, attempt, arrival;
+    vidi_kv_seq *seq;
+    int32_t last;
+    int n_out;
+    int64_t rope_delta, prompt_tokens;
+    uint64_t rng;
+    vidi_wire_sampling samp;
+} dec_wait;
+
+#define MAX_WAIT 1024
+#define TOMBSTONES 4096
+
 typedef struct dec_meta {
     int used;
     uint64_t req, attempt;
@@ -138,6 +153,11 @@ typedef struct worker {
     vidi_decoder *dec;
     pend pends[MAX_PEND];
     dec_meta metas[512];
+    dec_wait *waits;             /* MAX_WAIT */
+    uint64_t arrivals;
+    /* (req, attempt) the router cancelled: their late WORK is dropped */
+    uint64_t dead_req[TOMBSTONES], dead_attempt[TOMBSTONES];
+    int n_dead;
     /* counters */
     uint64_t n_media, n_encode, n_encode_batches, n_encode_cached, n_prefill, n_decode_in, n_tokens, n_errors,
         n_bad_msgs;
@@ -881,6 +901,18 @@ static void s_hand_to_decode(worker *w, req_id r, vidi_kv_seq *seq, const char *
     char msg[VIDI_ERR_MSG_MAX + 2 * EP_MAX + 64];
     if (!strcmp(ep, w->data_ep) && (w->roles & ROLE_DECODE)) {
         vidi_decode_params dp = s_decode_params(samp);
+        if (vidi_decoder_running(w->dec) >= vidi_decoder_capacity(w->dec)) {
+            /* the batch is full: wait (holding the KV) for a sequence to finish */
+            for (int i = 0; i < MAX_WAIT; i++)
+                if (!w->waits[i].used) {
+                    w->waits[i] = (dec_wait){1, r.req, r.attempt, w->arrivals++, seq, last, n_out, rope_delta,
+                                             prompt_tokens, rng, *samp};
+                    return;
+                }
+            vidi_kv_seq_free(seq);
+            s_error_req(w, r.req, r.attempt, VIDI_WIRE_OVERLOADED, "decode: the batch and its waiting list are full");
+            return;
+        }
         uint64_t tag = s_seq_tag(w, r, prompt_tokens);
         if (tag == UINT64_MAX || vidi_decoder_add(w->dec, tag, seq, last, n_out, rope_delta, rng, &dp, &err) != VIDI_OK) {
             if (tag == UINT64_MAX) vidi_kv_seq_free(seq);
@@ -1153,7 +1185,22 @@ static void s_on_decode(worker *w, const vidi_msg *m, req_id r) {
                      (int64_t)prompt_tokens);
 }
 
+/* Oldest waiting sequences into the batch while it has room. */
+static void s_admit_waiting(worker *w) {
+    while (vidi_decoder_running(w->dec) < vidi_decoder_capacity(w->dec)) {
+        int best = -1;
+        for (int i = 0; i < MAX_WAIT; i++)
+            if (w->waits[i].used && (best < 0 || w->waits[i].arrival < w->waits[best].arrival)) best = i;
+        if (best < 0) return;
+        dec_wait d = w->waits[best];
+        w->waits[best].used = 0;
+        s_hand_to_decode(w, (req_id){d.req, d.attempt}, d.seq, w->data_ep, d.last, d.n_out, d.rope_delta, d.rng,
+                         &d.samp, d.prompt_tokens);
+    }
+}
+
 static void s_decode_step(worker *w) {
+    s_admit_waiting(w);
     int n = vidi_decoder_running(w->dec);
     if (!n) return;
     vidi_decode_event ev[256];
@@ -1185,15 +1232,35 @@ static void s_decode_step(worker *w) {
     }
 }
 
+static int s_is_dead(const worker *w, uint64_t req, uint64_t attempt) {
+    int n = w->n_dead < TOMBSTONES ? w->n_dead : TOMBSTONES;
+    for (int i = 0; i < n; i++)
+        if (w->dead_req[i] == req && attempt <= w->dead_attempt[i]) return 1;
+    return 0;
+}
+
+/* CANCEL {req, attempt}: that attempt and older ones of the request end here
+ * (a newer attempt's work, which may arrive first on the data socket, stays),
+ * and WORK of them that arrives later is dropped. */
 static void s_on_cancel(worker *w, const vidi_msg *m) {
-    uint64_t req;
-    if (vidi_mp_u64(m->header, "req", 1, 0, 0, UINT64_MAX, &req, NULL) != VIDI_OK) return;
+    uint64_t req, attempt;
+    if (vidi_mp_u64(m->header, "req", 1, 0, 0, UINT64_MAX, &req, NULL) != VIDI_OK ||
+        vidi_mp_u64(m->header, "attempt", 0, UINT64_MAX - 1, 0, UINT64_MAX - 1, &attempt, NULL) != VIDI_OK)
+        return;
+    int k = w->n_dead++ % TOMBSTONES;
+    w->dead_req[k] = req;
+    w->dead_attempt[k] = attempt;
     for (int i = 0; i < MAX_PEND; i++)
-        if (w->pends[i].used && w->pends[i].req == req) s_pend_free(&w->pends[i]);
+        if (w->pends[i].used && w->pends[i].req == req && w->pends[i].attempt <= attempt) s_pend_free(&w->pends[i]);
     for (int i = 0; i < (int)(sizeof w->metas / sizeof w->metas[0]); i++)
-        if (w->metas[i].used && w->metas[i].req == req) {
+        if (w->metas[i].used && w->metas[i].req == req && w->metas[i].attempt <= attempt) {
             vidi_decoder_cancel(w->dec, (uint64_t)i);
             w->metas[i].used = 0;
+        }
+    for (int i = 0; i < MAX_WAIT; i++)
+        if (w->waits[i].used && w->waits[i].req == req && w->waits[i].attempt <= attempt) {
+            vidi_kv_seq_free(w->waits[i].seq);
+            w->waits[i].used = 0;
         }
 }
 
@@ -1305,6 +1372,7 @@ static void s_handle(worker *w, vidi_msg *m, int from_back) {
         w->n_bad_msgs++;
         return;
     }
+    if (s_is_dead(w, r.req, r.attempt)) return; /* cancelled: late work of it is dropped */
     const msgpack_object *st = vidi_mp_get(m->header, "stage");
     int need = 0;
     void (*fn)(worker *, const vidi_msg *, req_id) = NULL;
@@ -1397,6 +1465,11 @@ int vidi_cmd_worker(int argc, char **argv) {
     long threads = 0;
     w->heartbeat_ms = 1000;
     w->liveness = 3;
+    w->waits = calloc(MAX_WAIT, sizeof *w->waits);
+    if (!w->waits) {
+        free(w);
+        return 1;
+    }
     w->mm_budget = 256ull << 20;
     w->kv_blocks = 4096;
     w->max_batch = 32;
@@ -1405,12 +1478,14 @@ int vidi_cmd_worker(int argc, char **argv) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
             s_usage(stdout);
+            free(w->waits);
             free(w);
             return 0;
         }
         if (!v) {
             fprintf(stderr, "vidi worker: %s needs a value\n", a);
             s_usage(stderr);
+            free(w->waits);
             free(w);
             return 2;
         }
@@ -1431,6 +1506,7 @@ int vidi_cmd_worker(int argc, char **argv) {
         else {
             fprintf(stderr, "vidi worker: unknown option %s\n", a);
             s_usage(stderr);
+            free(w->waits);
             free(w);
             return 2;
         }
@@ -1439,6 +1515,7 @@ int vidi_cmd_worker(int argc, char **argv) {
         w->kv_blocks <= 0 || w->max_batch <= 0 || w->max_batch > 256 || w->heartbeat_ms <= 0 || w->liveness <= 0) {
         fprintf(stderr, "vidi worker: --router, --data and --model are required; roles are media, encode, prefill, "
                         "decode, all; sizes must be positive (max batch <= 256)\n");
+        free(w->waits);
         free(w);
         return 2;
     }
@@ -1573,6 +1650,8 @@ done:
     }
     for (int i = 0; i < MAX_PEND; i++)
         if (w->pends[i].used) s_pend_free(&w->pends[i]);
+    for (int i = 0; i < MAX_WAIT; i++)
+        if (w->waits[i].used) vidi_kv_seq_free(w->waits[i].seq);
     for (int i = 0; i < w->n_peers; i++) zmq_close(w->peers[i].sock);
     if (w->back) zmq_close(w->back);
     if (w->data) zmq_close(w->data);
@@ -1582,6 +1661,7 @@ done:
     vidi_mmcache_free(w->cache);
     vidi_model_free(w->m);
     if (w->be) w->be->ops->destroy(w->be);
+    free(w->waits);
     free(w);
     return rc;
 }
