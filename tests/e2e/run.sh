@@ -86,7 +86,7 @@ case $CASE in
     "$CLIENT" "$FRONT" bad ;;
   chaos)
     expected
-    up media,media,encode,encode,prefill+decode,prefill+decode
+    up media,media,encode,encode,prefill+decode,prefill+decode --heartbeat-ms 300
     (
       sleep 2
       while [ -f "$RUN/pids" ]; do
