@@ -55,15 +55,12 @@ vidi_status vidi_client_submit(vidi_client *c, const vidi_client_request *rq, vi
     int n = 3 + (rq->system ? 1 : 0) + (rq->n_media ? 2 : 0) + (rq->n_stop ? 1 : 0) +
             vidi_wire_sampling_fields(&rq->sampling);
     msgpack_pack_map(&o.pk, (size_t)n);
-    vidi_mp_pack_cstr(&o.pk, "id");
-    msgpack_pack_uint64(&o.pk, rq->id);
-    vidi_mp_pack_cstr(&o.pk, "prompt");
-    vidi_mp_pack_cstr(&o.pk, rq->prompt);
+    vidi_mp_kv_u64(&o.pk, "id", rq->id);
+    vidi_mp_kv_str(&o.pk, "prompt", rq->prompt);
     vidi_mp_pack_cstr(&o.pk, "stream");
     rq->stream ? msgpack_pack_true(&o.pk) : msgpack_pack_false(&o.pk);
     if (rq->system) {
-        vidi_mp_pack_cstr(&o.pk, "system");
-        vidi_mp_pack_cstr(&o.pk, rq->system);
+        vidi_mp_kv_str(&o.pk, "system", rq->system);
     }
     if (rq->n_stop) {
         vidi_mp_pack_cstr(&o.pk, "stop");
@@ -78,18 +75,12 @@ vidi_status vidi_client_submit(vidi_client *c, const vidi_client_request *rq, vi
         for (int i = 0; i < rq->n_media; i++) {
             const vidi_client_media *m = &rq->media[i];
             msgpack_pack_map(&o.pk, 6);
-            vidi_mp_pack_cstr(&o.pk, "kind");
-            vidi_mp_pack_cstr(&o.pk, m->video ? "video" : "image");
-            vidi_mp_pack_cstr(&o.pk, "tensor");
-            msgpack_pack_uint64(&o.pk, (uint64_t)i);
-            vidi_mp_pack_cstr(&o.pk, "fps");
-            msgpack_pack_double(&o.pk, m->fps);
-            vidi_mp_pack_cstr(&o.pk, "nframes");
-            msgpack_pack_uint64(&o.pk, m->nframes);
-            vidi_mp_pack_cstr(&o.pk, "min_pixels");
-            msgpack_pack_uint64(&o.pk, m->min_pixels);
-            vidi_mp_pack_cstr(&o.pk, "max_pixels");
-            msgpack_pack_uint64(&o.pk, m->max_pixels);
+            vidi_mp_kv_str(&o.pk, "kind", m->video ? "video" : "image");
+            vidi_mp_kv_u64(&o.pk, "tensor", (uint64_t)i);
+            vidi_mp_kv_f64(&o.pk, "fps", m->fps);
+            vidi_mp_kv_u64(&o.pk, "nframes", m->nframes);
+            vidi_mp_kv_u64(&o.pk, "min_pixels", m->min_pixels);
+            vidi_mp_kv_u64(&o.pk, "max_pixels", m->max_pixels);
         }
         vidi_mp_pack_cstr(&o.pk, "tensors");
         msgpack_pack_array(&o.pk, (size_t)rq->n_media);
@@ -110,8 +101,7 @@ vidi_status vidi_client_cancel(vidi_client *c, uint64_t id, vidi_err *err) {
     vidi_msg_out o;
     vidi_msg_out_init(&o);
     msgpack_pack_map(&o.pk, 1);
-    vidi_mp_pack_cstr(&o.pk, "id");
-    msgpack_pack_uint64(&o.pk, id);
+    vidi_mp_kv_u64(&o.pk, "id", id);
     vidi_status rc = vidi_msg_send(c->sock, NULL, 0, VIDI_CMD_CANCEL, &o, err);
     vidi_msg_out_free(&o);
     return rc;

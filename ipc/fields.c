@@ -29,19 +29,14 @@ vidi_status vidi_wire_sampling_parse(const msgpack_object *map, vidi_wire_sampli
 int vidi_wire_sampling_fields(const vidi_wire_sampling *s) { return 5 + (s->has_seed ? 1 : 0); }
 
 void vidi_wire_sampling_pack(msgpack_packer *pk, const vidi_wire_sampling *s) {
-    vidi_mp_pack_cstr(pk, "max_tokens");
-    msgpack_pack_uint64(pk, s->max_tokens);
-    vidi_mp_pack_cstr(pk, "temperature");
-    msgpack_pack_double(pk, s->temperature);
-    vidi_mp_pack_cstr(pk, "top_p");
-    msgpack_pack_double(pk, s->top_p);
-    vidi_mp_pack_cstr(pk, "top_k");
-    msgpack_pack_uint64(pk, s->top_k);
+    vidi_mp_kv_u64(pk, "max_tokens", s->max_tokens);
+    vidi_mp_kv_f64(pk, "temperature", s->temperature);
+    vidi_mp_kv_f64(pk, "top_p", s->top_p);
+    vidi_mp_kv_u64(pk, "top_k", s->top_k);
     vidi_mp_pack_cstr(pk, "stop_ids");
     msgpack_pack_array(pk, (size_t)s->n_stop_ids);
     for (int i = 0; i < s->n_stop_ids; i++) msgpack_pack_uint64(pk, (uint64_t)s->stop_ids[i]);
     if (s->has_seed) {
-        vidi_mp_pack_cstr(pk, "seed");
-        msgpack_pack_uint64(pk, s->seed);
+        vidi_mp_kv_u64(pk, "seed", s->seed);
     }
 }

@@ -732,6 +732,32 @@ void vidi_mp_pack_cstr(msgpack_packer *pk, const char *s) {
     msgpack_pack_str_body(pk, s, n);
 }
 
+void vidi_mp_kv_str(msgpack_packer *pk, const char *key, const char *value) {
+    vidi_mp_pack_cstr(pk, key);
+    vidi_mp_pack_cstr(pk, value);
+}
+
+void vidi_mp_kv_u64(msgpack_packer *pk, const char *key, uint64_t value) {
+    vidi_mp_pack_cstr(pk, key);
+    msgpack_pack_uint64(pk, value);
+}
+
+void vidi_mp_kv_i64(msgpack_packer *pk, const char *key, int64_t value) {
+    vidi_mp_pack_cstr(pk, key);
+    msgpack_pack_int64(pk, value);
+}
+
+void vidi_mp_kv_f64(msgpack_packer *pk, const char *key, double value) {
+    vidi_mp_pack_cstr(pk, key);
+    msgpack_pack_double(pk, value);
+}
+
+void vidi_mp_kv_bin(msgpack_packer *pk, const char *key, const void *value, size_t n) {
+    vidi_mp_pack_cstr(pk, key);
+    msgpack_pack_bin(pk, n);
+    msgpack_pack_bin_body(pk, value, n);
+}
+
 static vidi_status s_check_shape(vidi_wire_dtype dt, int ndim, const int64_t *shape, uint64_t *bytes, vidi_err *err) {
     if ((unsigned)dt >= VIDI_WIRE_DTYPE_COUNT) return vidi_err_set(err, VIDI_ERR_INVALID, "tensor: bad dtype %d", dt);
     if (ndim < 1 || ndim > VIDI_WIRE_MAX_DIMS)

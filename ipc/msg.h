@@ -230,6 +230,12 @@ vidi_status vidi_msg_out_tensor_ipc(vidi_msg_out *o, vidi_wire_dtype dt, int ndi
                                     const uint8_t handle[64], uint64_t offset, int device, vidi_err *err);
 /* Pack a string given as a C string. */
 void vidi_mp_pack_cstr(msgpack_packer *pk, const char *s);
+/* One map entry: the key (a C string) and its value. */
+void vidi_mp_kv_str(msgpack_packer *pk, const char *key, const char *value);
+void vidi_mp_kv_u64(msgpack_packer *pk, const char *key, uint64_t value);
+void vidi_mp_kv_i64(msgpack_packer *pk, const char *key, int64_t value);
+void vidi_mp_kv_f64(msgpack_packer *pk, const char *key, double value);
+void vidi_mp_kv_bin(msgpack_packer *pk, const char *key, const void *value, size_t n);
 
 /* Send [identity][version][cmd][header][frames]. identity NULL on a DEALER.
  * On success the frames belong to ZeroMQ and o is emptied. Success or not,

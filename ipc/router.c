@@ -258,10 +258,8 @@ static void s_cancel_workers(router *r, rq *q) {
         vidi_msg_out o;
         vidi_msg_out_init(&o);
         msgpack_pack_map(&o.pk, 2);
-        vidi_mp_pack_cstr(&o.pk, "req");
-        msgpack_pack_uint64(&o.pk, q->req);
-        vidi_mp_pack_cstr(&o.pk, "attempt");
-        msgpack_pack_uint64(&o.pk, q->attempt);
+        vidi_mp_kv_u64(&o.pk, "req", q->req);
+        vidi_mp_kv_u64(&o.pk, "attempt", q->attempt);
         s_send_worker(r, wi, VIDI_CMD_CANCEL, &o);
     }
     q->w_media = q->w_prefill = q->w_decode = -1;
@@ -283,12 +281,9 @@ static void s_fail(router *r, rq *q, vidi_wire_code code, const char *msg) {
         vidi_msg_out o;
         vidi_msg_out_init(&o);
         msgpack_pack_map(&o.pk, 3);
-        vidi_mp_pack_cstr(&o.pk, "id");
-        msgpack_pack_uint64(&o.pk, q->id);
-        vidi_mp_pack_cstr(&o.pk, "code");
-        vidi_mp_pack_cstr(&o.pk, vidi_wire_code_name(code));
-        vidi_mp_pack_cstr(&o.pk, "message");
-        vidi_mp_pack_cstr(&o.pk, msg);
+        vidi_mp_kv_u64(&o.pk, "id", q->id);
+        vidi_mp_kv_str(&o.pk, "code", vidi_wire_code_name(code));
+        vidi_mp_kv_str(&o.pk, "message", msg);
         s_client_send(r, q, VIDI_CMD_ERROR, &o);
     }
     s_log(r, "request %" PRIu64 " failed: %s: %s", q->req, vidi_wire_code_name(code), msg);
@@ -307,23 +302,17 @@ static void s_finish(router *r, rq *q, const char *finish) {
         vidi_msg_out o;
         vidi_msg_out_init(&o);
         msgpack_pack_map(&o.pk, 7);
-        vidi_mp_pack_cstr(&o.pk, "id");
-        msgpack_pack_uint64(&o.pk, q->id);
-        vidi_mp_pack_cstr(&o.pk, "finish");
-        vidi_mp_pack_cstr(&o.pk, finish);
-        vidi_mp_pack_cstr(&o.pk, "tokens");
-        msgpack_pack_uint64(&o.pk, (uint64_t)q->n_sent);
-        vidi_mp_pack_cstr(&o.pk, "prompt_tokens");
-        msgpack_pack_uint64(&o.pk, (uint64_t)q->prompt_tokens);
+        vidi_mp_kv_u64(&o.pk, "id", q->id);
+        vidi_mp_kv_str(&o.pk, "finish", finish);
+        vidi_mp_kv_u64(&o.pk, "tokens", (uint64_t)q->n_sent);
+        vidi_mp_kv_u64(&o.pk, "prompt_tokens", (uint64_t)q->prompt_tokens);
         vidi_mp_pack_cstr(&o.pk, "text");
         msgpack_pack_str(&o.pk, q->text_len);
         msgpack_pack_str_body(&o.pk, q->text, q->text_len);
-        vidi_mp_pack_cstr(&o.pk, "cache_hits");
-        msgpack_pack_uint64(&o.pk, (uint64_t)q->cache_hits);
+        vidi_mp_kv_u64(&o.pk, "cache_hits", (uint64_t)q->cache_hits);
         vidi_mp_pack_cstr(&o.pk, "timings");
         msgpack_pack_map(&o.pk, 1);
-        vidi_mp_pack_cstr(&o.pk, "total_s");
-        msgpack_pack_double(&o.pk, (double)(vidi_now_ms() - q->created_ms) / 1000.0);
+        vidi_mp_kv_f64(&o.pk, "total_s", (double)(vidi_now_ms() - q->created_ms) / 1000.0);
         s_client_send(r, q, VIDI_CMD_DONE, &o);
     }
     s_log(r, "request %" PRIu64 " done (%s, %" PRId64 " tokens)", q->req, finish, q->n_sent);
@@ -332,10 +321,8 @@ static void s_finish(router *r, rq *q, const char *finish) {
 /* ---- dispatch ---- */
 
 static void s_pack_req(msgpack_packer *pk, const rq *q) {
-    vidi_mp_pack_cstr(pk, "req");
-    msgpack_pack_uint64(pk, q->req);
-    vidi_mp_pack_cstr(pk, "attempt");
-    msgpack_pack_uint64(pk, q->attempt);
+    vidi_mp_kv_u64(pk, "req", q->req);
+    vidi_mp_kv_u64(pk, "attempt", q->attempt);
 }
 
 static int s_dispatch_sends(router *r, rq *q);
@@ -402,22 +389,15 @@ static int s_dispatch_sends(router *r, rq *q) {
             vidi_msg_out_init(&o);
             msgpack_pack_map(&o.pk, 5);
             s_pack_req(&o.pk, q);
-            vidi_mp_pack_cstr(&o.pk, "stage");
-            vidi_mp_pack_cstr(&o.pk, "encode");
-            vidi_mp_pack_cstr(&o.pk, "prefill");
-            vidi_mp_pack_cstr(&o.pk, r->workers[wp].data);
+            vidi_mp_kv_str(&o.pk, "stage", "encode");
+            vidi_mp_kv_str(&o.pk, "prefill", r->workers[wp].data);
             vidi_mp_pack_cstr(&o.pk, "cached");
             msgpack_pack_array(&o.pk, 1);
             msgpack_pack_map(&o.pk, 4);
-            vidi_mp_pack_cstr(&o.pk, "item");
-            msgpack_pack_uint64(&o.pk, (uint64_t)i);
-            vidi_mp_pack_cstr(&o.pk, "slice");
-            msgpack_pack_uint64(&o.pk, (uint64_t)s);
-            vidi_mp_pack_cstr(&o.pk, "n_slices");
-            msgpack_pack_uint64(&o.pk, (uint64_t)e->n_slices);
-            vidi_mp_pack_cstr(&o.pk, "key");
-            msgpack_pack_bin(&o.pk, 16);
-            msgpack_pack_bin_body(&o.pk, e->slices[s].key, 16);
+            vidi_mp_kv_u64(&o.pk, "item", (uint64_t)i);
+            vidi_mp_kv_u64(&o.pk, "slice", (uint64_t)s);
+            vidi_mp_kv_u64(&o.pk, "n_slices", (uint64_t)e->n_slices);
+            vidi_mp_kv_bin(&o.pk, "key", e->slices[s].key, 16);
             if (s_send_worker(r, h, VIDI_CMD_WORK, &o) != VIDI_OK) return 2;
         }
     }
@@ -427,8 +407,7 @@ static int s_dispatch_sends(router *r, rq *q) {
         vidi_msg_out_init(&o);
         msgpack_pack_map(&o.pk, 6 + vidi_wire_sampling_fields(&q->samp));
         s_pack_req(&o.pk, q);
-        vidi_mp_pack_cstr(&o.pk, "stage");
-        vidi_mp_pack_cstr(&o.pk, "prefill");
+        vidi_mp_kv_str(&o.pk, "stage", "prefill");
         vidi_mp_pack_cstr(&o.pk, "ids");
         msgpack_pack_array(&o.pk, (size_t)q->n_ids);
         for (int64_t i = 0; i < q->n_ids; i++) msgpack_pack_uint64(&o.pk, (uint64_t)q->ids[i]);
@@ -436,8 +415,7 @@ static int s_dispatch_sends(router *r, rq *q) {
         msgpack_pack_array(&o.pk, (size_t)q->n_media);
         for (int i = 0; i < q->n_media; i++)
             vidi_mp_pack_cstr(&o.pk, q->media[i].kind == VIDI_MEDIA_VIDEO ? "video" : "image");
-        vidi_mp_pack_cstr(&o.pk, "decode");
-        vidi_mp_pack_cstr(&o.pk, r->workers[wd].data);
+        vidi_mp_kv_str(&o.pk, "decode", r->workers[wd].data);
         vidi_wire_sampling_pack(&o.pk, &q->samp);
         if (s_send_worker(r, wp, VIDI_CMD_WORK, &o) != VIDI_OK) return 2;
     }
@@ -449,10 +427,8 @@ static int s_dispatch_sends(router *r, rq *q) {
     vidi_msg_out_init(&o);
     msgpack_pack_map(&o.pk, 6);
     s_pack_req(&o.pk, q);
-    vidi_mp_pack_cstr(&o.pk, "stage");
-    vidi_mp_pack_cstr(&o.pk, "media");
-    vidi_mp_pack_cstr(&o.pk, "prefill");
-    vidi_mp_pack_cstr(&o.pk, r->workers[wp].data);
+    vidi_mp_kv_str(&o.pk, "stage", "media");
+    vidi_mp_kv_str(&o.pk, "prefill", r->workers[wp].data);
     vidi_mp_pack_cstr(&o.pk, "items");
     msgpack_pack_array(&o.pk, (size_t)n_items);
     int rot = 0;
@@ -461,23 +437,14 @@ static int s_dispatch_sends(router *r, rq *q) {
         media_in *m = &q->media[i];
         r->c_media_items++;
         msgpack_pack_map(&o.pk, 9);
-        vidi_mp_pack_cstr(&o.pk, "item");
-        msgpack_pack_uint64(&o.pk, (uint64_t)i);
-        vidi_mp_pack_cstr(&o.pk, "key");
-        msgpack_pack_bin(&o.pk, 16);
-        msgpack_pack_bin_body(&o.pk, m->key, 16);
-        vidi_mp_pack_cstr(&o.pk, "kind");
-        vidi_mp_pack_cstr(&o.pk, m->kind == VIDI_MEDIA_VIDEO ? "video" : "image");
-        vidi_mp_pack_cstr(&o.pk, "tensor");
-        msgpack_pack_uint64(&o.pk, (uint64_t)(rot));
-        vidi_mp_pack_cstr(&o.pk, "fps");
-        msgpack_pack_double(&o.pk, m->fps);
-        vidi_mp_pack_cstr(&o.pk, "nframes");
-        msgpack_pack_uint64(&o.pk, m->nframes);
-        vidi_mp_pack_cstr(&o.pk, "min_pixels");
-        msgpack_pack_uint64(&o.pk, m->min_pixels);
-        vidi_mp_pack_cstr(&o.pk, "max_pixels");
-        msgpack_pack_uint64(&o.pk, m->max_pixels);
+        vidi_mp_kv_u64(&o.pk, "item", (uint64_t)i);
+        vidi_mp_kv_bin(&o.pk, "key", m->key, 16);
+        vidi_mp_kv_str(&o.pk, "kind", m->kind == VIDI_MEDIA_VIDEO ? "video" : "image");
+        vidi_mp_kv_u64(&o.pk, "tensor", (uint64_t)(rot));
+        vidi_mp_kv_f64(&o.pk, "fps", m->fps);
+        vidi_mp_kv_u64(&o.pk, "nframes", m->nframes);
+        vidi_mp_kv_u64(&o.pk, "min_pixels", m->min_pixels);
+        vidi_mp_kv_u64(&o.pk, "max_pixels", m->max_pixels);
         vidi_mp_pack_cstr(&o.pk, "encoders");
         /* images go to one encoder (spread over items); videos to all of them */
         int ne = m->kind == VIDI_MEDIA_VIDEO ? n_encs : 1;
@@ -842,10 +809,8 @@ static void s_on_token(router *r, const vidi_msg *m) {
         vidi_msg_out o;
         vidi_msg_out_init(&o);
         msgpack_pack_map(&o.pk, 4);
-        vidi_mp_pack_cstr(&o.pk, "id");
-        msgpack_pack_uint64(&o.pk, q->id);
-        vidi_mp_pack_cstr(&o.pk, "index");
-        msgpack_pack_uint64(&o.pk, (uint64_t)first_new);
+        vidi_mp_kv_u64(&o.pk, "id", q->id);
+        vidi_mp_kv_u64(&o.pk, "index", (uint64_t)first_new);
         vidi_mp_pack_cstr(&o.pk, "tokens");
         msgpack_pack_array(&o.pk, (size_t)n_new);
         for (int k = 0; k < n_new; k++) msgpack_pack_uint64(&o.pk, (uint64_t)new_ids[k]);
@@ -987,12 +952,9 @@ static void s_on_ready(router *r, vidi_msg *m) {
     vidi_msg_out o;
     vidi_msg_out_init(&o);
     msgpack_pack_map(&o.pk, 3);
-    vidi_mp_pack_cstr(&o.pk, "name");
-    vidi_mp_pack_cstr(&o.pk, "router");
-    vidi_mp_pack_cstr(&o.pk, "heartbeat_ms");
-    msgpack_pack_uint64(&o.pk, (uint64_t)r->cfg->heartbeat_ms);
-    vidi_mp_pack_cstr(&o.pk, "liveness");
-    msgpack_pack_uint64(&o.pk, (uint64_t)r->cfg->liveness);
+    vidi_mp_kv_str(&o.pk, "name", "router");
+    vidi_mp_kv_u64(&o.pk, "heartbeat_ms", (uint64_t)r->cfg->heartbeat_ms);
+    vidi_mp_kv_u64(&o.pk, "liveness", (uint64_t)r->cfg->liveness);
     s_send_worker(r, wi, VIDI_CMD_READY, &o);
 }
 
@@ -1154,8 +1116,7 @@ vidi_status vidi_router_run(const vidi_router_config *cfg, volatile sig_atomic_t
             vidi_msg_out o;
             vidi_msg_out_init(&o);
             msgpack_pack_map(&o.pk, 1);
-            vidi_mp_pack_cstr(&o.pk, "reason");
-            vidi_mp_pack_cstr(&o.pk, "the router is stopping");
+            vidi_mp_kv_str(&o.pk, "reason", "the router is stopping");
             vidi_msg_send(r->back, r->workers[wi].id, r->workers[wi].id_len, VIDI_CMD_DISCONNECT, &o, NULL);
             vidi_msg_out_free(&o);
         }

@@ -231,10 +231,8 @@ static void s_to_router(worker *w, vidi_cmd cmd, vidi_msg_out *o) {
 }
 
 static void s_pack_req(msgpack_packer *pk, uint64_t req, uint64_t attempt) {
-    vidi_mp_pack_cstr(pk, "req");
-    msgpack_pack_uint64(pk, req);
-    vidi_mp_pack_cstr(pk, "attempt");
-    msgpack_pack_uint64(pk, attempt);
+    vidi_mp_kv_u64(pk, "req", req);
+    vidi_mp_kv_u64(pk, "attempt", attempt);
 }
 
 static void s_error_req(worker *w, uint64_t req, uint64_t attempt, vidi_wire_code code, const char *msg) {
@@ -242,10 +240,8 @@ static void s_error_req(worker *w, uint64_t req, uint64_t attempt, vidi_wire_cod
     vidi_msg_out_init(&o);
     msgpack_pack_map(&o.pk, 4);
     s_pack_req(&o.pk, req, attempt);
-    vidi_mp_pack_cstr(&o.pk, "code");
-    vidi_mp_pack_cstr(&o.pk, vidi_wire_code_name(code));
-    vidi_mp_pack_cstr(&o.pk, "message");
-    vidi_mp_pack_cstr(&o.pk, msg);
+    vidi_mp_kv_str(&o.pk, "code", vidi_wire_code_name(code));
+    vidi_mp_kv_str(&o.pk, "message", msg);
     w->n_errors++;
     s_to_router(w, VIDI_CMD_ERROR, &o);
 }
@@ -254,32 +250,23 @@ static void s_send_ready(worker *w) {
     vidi_msg_out o;
     vidi_msg_out_init(&o);
     msgpack_pack_map(&o.pk, 8);
-    vidi_mp_pack_cstr(&o.pk, "name");
-    vidi_mp_pack_cstr(&o.pk, w->name);
-    vidi_mp_pack_cstr(&o.pk, "pid");
-    msgpack_pack_uint64(&o.pk, (uint64_t)getpid());
+    vidi_mp_kv_str(&o.pk, "name", w->name);
+    vidi_mp_kv_u64(&o.pk, "pid", (uint64_t)getpid());
     vidi_mp_pack_cstr(&o.pk, "roles");
     int nr = 0;
     for (int i = 0; i < 4; i++) nr += (w->roles >> i) & 1;
     msgpack_pack_array(&o.pk, (size_t)nr);
     for (int i = 0; i < 4; i++)
         if ((w->roles >> i) & 1) vidi_mp_pack_cstr(&o.pk, k_role_names[i]);
-    vidi_mp_pack_cstr(&o.pk, "data");
-    vidi_mp_pack_cstr(&o.pk, w->data_ep);
-    vidi_mp_pack_cstr(&o.pk, "backend");
-    vidi_mp_pack_cstr(&o.pk, w->use_cuda ? "cuda" : "cpu");
-    vidi_mp_pack_cstr(&o.pk, "device");
-    msgpack_pack_int64(&o.pk, w->use_cuda ? w->device : -1);
-    vidi_mp_pack_cstr(&o.pk, "model");
-    vidi_mp_pack_cstr(&o.pk, w->model_dir);
+    vidi_mp_kv_str(&o.pk, "data", w->data_ep);
+    vidi_mp_kv_str(&o.pk, "backend", w->use_cuda ? "cuda" : "cpu");
+    vidi_mp_kv_i64(&o.pk, "device", w->use_cuda ? w->device : -1);
+    vidi_mp_kv_str(&o.pk, "model", w->model_dir);
     vidi_mp_pack_cstr(&o.pk, "capacity");
     msgpack_pack_map(&o.pk, 3);
-    vidi_mp_pack_cstr(&o.pk, "kv_blocks");
-    msgpack_pack_uint64(&o.pk, (uint64_t)w->kv_blocks);
-    vidi_mp_pack_cstr(&o.pk, "mm_cache_bytes");
-    msgpack_pack_uint64(&o.pk, w->mm_budget);
-    vidi_mp_pack_cstr(&o.pk, "max_batch");
-    msgpack_pack_uint64(&o.pk, (uint64_t)w->max_batch);
+    vidi_mp_kv_u64(&o.pk, "kv_blocks", (uint64_t)w->kv_blocks);
+    vidi_mp_kv_u64(&o.pk, "mm_cache_bytes", w->mm_budget);
+    vidi_mp_kv_u64(&o.pk, "max_batch", (uint64_t)w->max_batch);
     s_to_router(w, VIDI_CMD_READY, &o);
 }
 
@@ -291,12 +278,9 @@ static void s_send_heartbeat(worker *w) {
     msgpack_pack_map(&o.pk, 3);
     int queued = 0;
     for (int i = 0; i < MAX_PEND; i++) queued += w->pends[i].used;
-    vidi_mp_pack_cstr(&o.pk, "queued");
-    msgpack_pack_uint64(&o.pk, (uint64_t)queued);
-    vidi_mp_pack_cstr(&o.pk, "running");
-    msgpack_pack_uint64(&o.pk, (uint64_t)(w->dec ? vidi_decoder_running(w->dec) : 0));
-    vidi_mp_pack_cstr(&o.pk, "kv_free_blocks");
-    msgpack_pack_uint64(&o.pk, (uint64_t)(w->pool ? vidi_kv_pool_free_blocks(w->pool) : 0));
+    vidi_mp_kv_u64(&o.pk, "queued", (uint64_t)queued);
+    vidi_mp_kv_u64(&o.pk, "running", (uint64_t)(w->dec ? vidi_decoder_running(w->dec) : 0));
+    vidi_mp_kv_u64(&o.pk, "kv_free_blocks", (uint64_t)(w->pool ? vidi_kv_pool_free_blocks(w->pool) : 0));
     s_to_router(w, VIDI_CMD_HEARTBEAT, &o);
 }
 
@@ -305,8 +289,7 @@ static void s_send_tokens(worker *w, uint64_t req, uint64_t attempt, int index, 
     vidi_msg_out_init(&o);
     msgpack_pack_map(&o.pk, 4);
     s_pack_req(&o.pk, req, attempt);
-    vidi_mp_pack_cstr(&o.pk, "index");
-    msgpack_pack_uint64(&o.pk, (uint64_t)index);
+    vidi_mp_kv_u64(&o.pk, "index", (uint64_t)index);
     vidi_mp_pack_cstr(&o.pk, "tokens");
     msgpack_pack_array(&o.pk, 1);
     msgpack_pack_uint64(&o.pk, (uint64_t)tok);
@@ -320,12 +303,9 @@ static void s_send_done(worker *w, uint64_t req, uint64_t attempt, vidi_decode_s
     vidi_msg_out_init(&o);
     msgpack_pack_map(&o.pk, 5);
     s_pack_req(&o.pk, req, attempt);
-    vidi_mp_pack_cstr(&o.pk, "finish");
-    vidi_mp_pack_cstr(&o.pk, st == VIDI_DECODE_STOP ? "stop" : "length");
-    vidi_mp_pack_cstr(&o.pk, "n_out");
-    msgpack_pack_uint64(&o.pk, (uint64_t)n_out);
-    vidi_mp_pack_cstr(&o.pk, "prompt_tokens");
-    msgpack_pack_uint64(&o.pk, (uint64_t)prompt_tokens);
+    vidi_mp_kv_str(&o.pk, "finish", st == VIDI_DECODE_STOP ? "stop" : "length");
+    vidi_mp_kv_u64(&o.pk, "n_out", (uint64_t)n_out);
+    vidi_mp_kv_u64(&o.pk, "prompt_tokens", (uint64_t)prompt_tokens);
     s_to_router(w, VIDI_CMD_DONE, &o);
 }
 
@@ -472,36 +452,24 @@ static void s_on_media(worker *w, const vidi_msg *m, req_id r) {
             vidi_msg_out_init(&o);
             msgpack_pack_map(&o.pk, 6);
             s_pack_req(&o.pk, r.req, r.attempt);
-            vidi_mp_pack_cstr(&o.pk, "stage");
-            vidi_mp_pack_cstr(&o.pk, "encode");
-            vidi_mp_pack_cstr(&o.pk, "prefill");
-            vidi_mp_pack_cstr(&o.pk, prefill);
+            vidi_mp_kv_str(&o.pk, "stage", "encode");
+            vidi_mp_kv_str(&o.pk, "prefill", prefill);
             vidi_mp_pack_cstr(&o.pk, "items");
             msgpack_pack_array(&o.pk, 1);
             msgpack_pack_map(&o.pk, 9);
-            vidi_mp_pack_cstr(&o.pk, "item");
-            msgpack_pack_uint64(&o.pk, item);
-            vidi_mp_pack_cstr(&o.pk, "slice");
-            msgpack_pack_uint64(&o.pk, (uint64_t)s);
-            vidi_mp_pack_cstr(&o.pk, "n_slices");
-            msgpack_pack_uint64(&o.pk, (uint64_t)ns);
-            vidi_mp_pack_cstr(&o.pk, "item_key");
-            msgpack_pack_bin(&o.pk, 16);
-            msgpack_pack_bin_body(&o.pk, ikey, 16);
-            vidi_mp_pack_cstr(&o.pk, "key");
-            msgpack_pack_bin(&o.pk, 16);
-            msgpack_pack_bin_body(&o.pk, skey, 16);
-            vidi_mp_pack_cstr(&o.pk, "kind");
-            vidi_mp_pack_cstr(&o.pk, kind == VIDI_MEDIA_VIDEO ? "video" : "image");
+            vidi_mp_kv_u64(&o.pk, "item", item);
+            vidi_mp_kv_u64(&o.pk, "slice", (uint64_t)s);
+            vidi_mp_kv_u64(&o.pk, "n_slices", (uint64_t)ns);
+            vidi_mp_kv_bin(&o.pk, "item_key", ikey, 16);
+            vidi_mp_kv_bin(&o.pk, "key", skey, 16);
+            vidi_mp_kv_str(&o.pk, "kind", kind == VIDI_MEDIA_VIDEO ? "video" : "image");
             vidi_mp_pack_cstr(&o.pk, "grid");
             msgpack_pack_array(&o.pk, 3);
             msgpack_pack_uint64(&o.pk, (uint64_t)tn);
             msgpack_pack_uint64(&o.pk, (uint64_t)mi.grid[1]);
             msgpack_pack_uint64(&o.pk, (uint64_t)mi.grid[2]);
-            vidi_mp_pack_cstr(&o.pk, "second_per_grid_t");
-            msgpack_pack_double(&o.pk, mi.second_per_grid_t);
-            vidi_mp_pack_cstr(&o.pk, "tensor");
-            msgpack_pack_uint64(&o.pk, 0);
+            vidi_mp_kv_f64(&o.pk, "second_per_grid_t", mi.second_per_grid_t);
+            vidi_mp_kv_u64(&o.pk, "tensor", 0);
             vidi_mp_pack_cstr(&o.pk, "tensors");
             msgpack_pack_array(&o.pk, 1);
             int64_t shape[2] = {tn * per_t, mi.cols};
@@ -537,26 +505,19 @@ static vidi_status s_send_embeds(worker *w, req_id r, const char *prefill, uint6
     vidi_msg_out_init(&o);
     msgpack_pack_map(&o.pk, 5);
     s_pack_req(&o.pk, r.req, r.attempt);
-    vidi_mp_pack_cstr(&o.pk, "stage");
-    vidi_mp_pack_cstr(&o.pk, "embeds");
+    vidi_mp_kv_str(&o.pk, "stage", "embeds");
     vidi_mp_pack_cstr(&o.pk, "items");
     msgpack_pack_array(&o.pk, 1);
     msgpack_pack_map(&o.pk, 7);
-    vidi_mp_pack_cstr(&o.pk, "item");
-    msgpack_pack_uint64(&o.pk, item);
-    vidi_mp_pack_cstr(&o.pk, "slice");
-    msgpack_pack_uint64(&o.pk, slice);
-    vidi_mp_pack_cstr(&o.pk, "n_slices");
-    msgpack_pack_uint64(&o.pk, n_slices);
-    vidi_mp_pack_cstr(&o.pk, "kind");
-    vidi_mp_pack_cstr(&o.pk, kind == VIDI_MEDIA_VIDEO ? "video" : "image");
+    vidi_mp_kv_u64(&o.pk, "item", item);
+    vidi_mp_kv_u64(&o.pk, "slice", slice);
+    vidi_mp_kv_u64(&o.pk, "n_slices", n_slices);
+    vidi_mp_kv_str(&o.pk, "kind", kind == VIDI_MEDIA_VIDEO ? "video" : "image");
     vidi_mp_pack_cstr(&o.pk, "grid");
     msgpack_pack_array(&o.pk, 3);
     for (int i = 0; i < 3; i++) msgpack_pack_uint64(&o.pk, (uint64_t)grid[i]);
-    vidi_mp_pack_cstr(&o.pk, "second_per_grid_t");
-    msgpack_pack_double(&o.pk, spgt);
-    vidi_mp_pack_cstr(&o.pk, "tensor");
-    msgpack_pack_uint64(&o.pk, 0);
+    vidi_mp_kv_f64(&o.pk, "second_per_grid_t", spgt);
+    vidi_mp_kv_u64(&o.pk, "tensor", 0);
     vidi_mp_pack_cstr(&o.pk, "tensors");
     msgpack_pack_array(&o.pk, 1);
     int64_t shape[2] = {rows, w->m->cfg.text.hidden_size};
@@ -622,8 +583,7 @@ static void s_encode_cached(worker *w, const vidi_msg *m, req_id r, const char *
     vidi_msg_out_init(&o);
     msgpack_pack_map(&o.pk, 4);
     s_pack_req(&o.pk, r.req, r.attempt);
-    vidi_mp_pack_cstr(&o.pk, "stage");
-    vidi_mp_pack_cstr(&o.pk, "encode");
+    vidi_mp_kv_str(&o.pk, "stage", "encode");
     vidi_mp_pack_cstr(&o.pk, "missing");
     msgpack_pack_array(&o.pk, (size_t)n_missing);
     for (int i = 0; i < n_missing; i++) {
@@ -780,31 +740,22 @@ static void s_encode_batch(worker *w, vidi_msg *const *msgs, const req_id *rids,
         vidi_msg_out_init(&o);
         msgpack_pack_map(&o.pk, 4);
         s_pack_req(&o.pk, ems[k].r.req, ems[k].r.attempt);
-        vidi_mp_pack_cstr(&o.pk, "stage");
-        vidi_mp_pack_cstr(&o.pk, "encode");
+        vidi_mp_kv_str(&o.pk, "stage", "encode");
         vidi_mp_pack_cstr(&o.pk, "stored");
         msgpack_pack_array(&o.pk, (size_t)ns);
         for (int i = 0; i < n; i++) {
             enc_item *e = &items[i];
             if (e->msg != k || !e->stored) continue;
             msgpack_pack_map(&o.pk, 7);
-            vidi_mp_pack_cstr(&o.pk, "item_key");
-            msgpack_pack_bin(&o.pk, 16);
-            msgpack_pack_bin_body(&o.pk, e->ikey, 16);
-            vidi_mp_pack_cstr(&o.pk, "key");
-            msgpack_pack_bin(&o.pk, 16);
-            msgpack_pack_bin_body(&o.pk, e->key, 16);
-            vidi_mp_pack_cstr(&o.pk, "item");
-            msgpack_pack_uint64(&o.pk, e->item);
-            vidi_mp_pack_cstr(&o.pk, "slice");
-            msgpack_pack_uint64(&o.pk, e->slice);
-            vidi_mp_pack_cstr(&o.pk, "n_slices");
-            msgpack_pack_uint64(&o.pk, e->ns);
+            vidi_mp_kv_bin(&o.pk, "item_key", e->ikey, 16);
+            vidi_mp_kv_bin(&o.pk, "key", e->key, 16);
+            vidi_mp_kv_u64(&o.pk, "item", e->item);
+            vidi_mp_kv_u64(&o.pk, "slice", e->slice);
+            vidi_mp_kv_u64(&o.pk, "n_slices", e->ns);
             vidi_mp_pack_cstr(&o.pk, "grid");
             msgpack_pack_array(&o.pk, 3);
             for (int q = 0; q < 3; q++) msgpack_pack_uint64(&o.pk, (uint64_t)e->grid[q]);
-            vidi_mp_pack_cstr(&o.pk, "second_per_grid_t");
-            msgpack_pack_double(&o.pk, e->spgt);
+            vidi_mp_kv_f64(&o.pk, "second_per_grid_t", e->spgt);
         }
         s_to_router(w, VIDI_CMD_RESULT, &o);
     }
@@ -937,26 +888,16 @@ static void s_hand_to_decode(worker *w, req_id r, vidi_kv_seq *seq, const char *
     vidi_msg_out_init(&o);
     msgpack_pack_map(&o.pk, 13 + vidi_wire_sampling_fields(samp));
     s_pack_req(&o.pk, r.req, r.attempt);
-    vidi_mp_pack_cstr(&o.pk, "stage");
-    vidi_mp_pack_cstr(&o.pk, "decode");
-    vidi_mp_pack_cstr(&o.pk, "len");
-    msgpack_pack_uint64(&o.pk, (uint64_t)len);
-    vidi_mp_pack_cstr(&o.pk, "layers");
-    msgpack_pack_uint64(&o.pk, (uint64_t)layers);
-    vidi_mp_pack_cstr(&o.pk, "kv_heads");
-    msgpack_pack_uint64(&o.pk, (uint64_t)kvh);
-    vidi_mp_pack_cstr(&o.pk, "head_dim");
-    msgpack_pack_uint64(&o.pk, (uint64_t)hd);
-    vidi_mp_pack_cstr(&o.pk, "rope_delta");
-    msgpack_pack_int64(&o.pk, rope_delta);
-    vidi_mp_pack_cstr(&o.pk, "last");
-    msgpack_pack_uint64(&o.pk, (uint64_t)last);
-    vidi_mp_pack_cstr(&o.pk, "n_out");
-    msgpack_pack_uint64(&o.pk, (uint64_t)n_out);
-    vidi_mp_pack_cstr(&o.pk, "rng");
-    msgpack_pack_uint64(&o.pk, rng);
-    vidi_mp_pack_cstr(&o.pk, "prompt_tokens");
-    msgpack_pack_uint64(&o.pk, (uint64_t)prompt_tokens);
+    vidi_mp_kv_str(&o.pk, "stage", "decode");
+    vidi_mp_kv_u64(&o.pk, "len", (uint64_t)len);
+    vidi_mp_kv_u64(&o.pk, "layers", (uint64_t)layers);
+    vidi_mp_kv_u64(&o.pk, "kv_heads", (uint64_t)kvh);
+    vidi_mp_kv_u64(&o.pk, "head_dim", (uint64_t)hd);
+    vidi_mp_kv_i64(&o.pk, "rope_delta", rope_delta);
+    vidi_mp_kv_u64(&o.pk, "last", (uint64_t)last);
+    vidi_mp_kv_u64(&o.pk, "n_out", (uint64_t)n_out);
+    vidi_mp_kv_u64(&o.pk, "rng", rng);
+    vidi_mp_kv_u64(&o.pk, "prompt_tokens", (uint64_t)prompt_tokens);
     vidi_wire_sampling_pack(&o.pk, samp);
     vidi_mp_pack_cstr(&o.pk, "tensors");
     msgpack_pack_array(&o.pk, 1);
@@ -1318,10 +1259,8 @@ static void s_on_role(worker *w, const vidi_msg *m) {
         vidi_msg_out o;
         vidi_msg_out_init(&o);
         msgpack_pack_map(&o.pk, 2);
-        vidi_mp_pack_cstr(&o.pk, "code");
-        vidi_mp_pack_cstr(&o.pk, "bad_field");
-        vidi_mp_pack_cstr(&o.pk, "message");
-        vidi_mp_pack_cstr(&o.pk, err.msg[0] ? err.msg : "ROLE: field 'roles' names no role");
+        vidi_mp_kv_str(&o.pk, "code", "bad_field");
+        vidi_mp_kv_str(&o.pk, "message", err.msg[0] ? err.msg : "ROLE: field 'roles' names no role");
         s_to_router(w, VIDI_CMD_ERROR, &o);
         return;
     }
@@ -1359,10 +1298,8 @@ static void s_handle(worker *w, vidi_msg *m, int from_back) {
             vidi_msg_out o;
             vidi_msg_out_init(&o);
             msgpack_pack_map(&o.pk, 2);
-            vidi_mp_pack_cstr(&o.pk, "code");
-            vidi_mp_pack_cstr(&o.pk, "bad_command");
-            vidi_mp_pack_cstr(&o.pk, "message");
-            vidi_mp_pack_cstr(&o.pk, "a worker takes WORK, CANCEL, DRAIN, STATS, HEARTBEAT and DISCONNECT");
+            vidi_mp_kv_str(&o.pk, "code", "bad_command");
+            vidi_mp_kv_str(&o.pk, "message", "a worker takes WORK, CANCEL, DRAIN, STATS, HEARTBEAT and DISCONNECT");
             s_to_router(w, VIDI_CMD_ERROR, &o);
         }
         return;
@@ -1587,10 +1524,8 @@ int vidi_cmd_worker(int argc, char **argv) {
                         vidi_msg_out o;
                         vidi_msg_out_init(&o);
                         msgpack_pack_map(&o.pk, 2);
-                        vidi_mp_pack_cstr(&o.pk, "code");
-                        vidi_mp_pack_cstr(&o.pk, vidi_wire_code_name(code));
-                        vidi_mp_pack_cstr(&o.pk, "message");
-                        vidi_mp_pack_cstr(&o.pk, err.msg);
+                        vidi_mp_kv_str(&o.pk, "code", vidi_wire_code_name(code));
+                        vidi_mp_kv_str(&o.pk, "message", err.msg);
                         s_to_router(w, VIDI_CMD_ERROR, &o);
                     }
                     continue;
@@ -1638,8 +1573,7 @@ int vidi_cmd_worker(int argc, char **argv) {
         vidi_msg_out o;
         vidi_msg_out_init(&o);
         msgpack_pack_map(&o.pk, 1);
-        vidi_mp_pack_cstr(&o.pk, "reason");
-        vidi_mp_pack_cstr(&o.pk, "stopping");
+        vidi_mp_kv_str(&o.pk, "reason", "stopping");
         s_to_router(w, VIDI_CMD_DISCONNECT, &o);
     }
     rc = 0;
