@@ -13,7 +13,21 @@
 struct vidi_client {
     void *ctx, *sock;
     vidi_msg m;
+    int64_t last_sent;       /* for the heartbeats of PROTOCOL.md §6 */
 };
+
+#define CLIENT_HEARTBEAT_MS 1000
+
+static void s_sent(vidi_client *c) { c->last_sent = vidi_now_ms(); }
+
+/* HEARTBEAT when nothing was sent for an interval: the router keeps our requests. */
+static void s_heartbeat(vidi_client *c) {
+    if (vidi_now_ms() - c->last_sent < CLIENT_HEARTBEAT_MS) return;
+    vidi_msg_out o;
+    vidi_msg_out_init(&o);
+    if (vidi_msg_send(c->sock, NULL, 0, VIDI_CMD_HEARTBEAT, &o, NULL) == VIDI_OK) s_sent(c);
+    vidi_msg_out_free(&o);
+}
 
 vidi_status vidi_client_connect(const char *endpoint, vidi_client **out, vidi_err *err) {
     *out = NULL;
@@ -27,6 +41,7 @@ vidi_status vidi_client_connect(const char *endpoint, vidi_client **out, vidi_er
         return VIDI_ERR_IO;
     }
     vidi_msg_init(&c->m);
+    c->last_sent = vidi_now_ms();
     *out = c;
     return VIDI_OK;
 }
@@ -94,6 +109,7 @@ vidi_status vidi_client_submit(vidi_client *c, const vidi_client_request *rq, vi
     }
     if (rc == VIDI_OK) rc = vidi_msg_send(c->sock, NULL, 0, VIDI_CMD_REQUEST, &o, err);
     vidi_msg_out_free(&o);
+    if (rc == VIDI_OK) s_sent(c);
     return rc;
 }
 
@@ -104,6 +120,7 @@ vidi_status vidi_client_cancel(vidi_client *c, uint64_t id, vidi_err *err) {
     vidi_mp_kv_u64(&o.pk, "id", id);
     vidi_status rc = vidi_msg_send(c->sock, NULL, 0, VIDI_CMD_CANCEL, &o, err);
     vidi_msg_out_free(&o);
+    if (rc == VIDI_OK) s_sent(c);
     return rc;
 }
 
@@ -112,6 +129,7 @@ vidi_status vidi_client_stats(vidi_client *c, vidi_err *err) {
     vidi_msg_out_init(&o);
     vidi_status rc = vidi_msg_send(c->sock, NULL, 0, VIDI_CMD_STATS, &o, err);
     vidi_msg_out_free(&o);
+    if (rc == VIDI_OK) s_sent(c);
     return rc;
 }
 
@@ -134,7 +152,17 @@ void vidi_client_event_free(vidi_client_event *ev) {
 vidi_status vidi_client_next(vidi_client *c, int timeout_ms, vidi_client_event *ev, vidi_err *err) {
     memset(ev, 0, sizeof *ev);
     zmq_pollitem_t it = {c->sock, 0, ZMQ_POLLIN, 0};
-    int n = zmq_poll(&it, 1, timeout_ms);
+    int64_t until = timeout_ms < 0 ? INT64_MAX : vidi_now_ms() + timeout_ms;
+    int n;
+    /* wait in slices, heartbeating in between */
+    for (;;) {
+        s_heartbeat(c);
+        int64_t left = until == INT64_MAX ? CLIENT_HEARTBEAT_MS : until - vidi_now_ms();
+        if (left < 0) left = 0;
+        n = zmq_poll(&it, 1, (long)(left < CLIENT_HEARTBEAT_MS ? left : CLIENT_HEARTBEAT_MS));
+        if (n < 0 && errno == EINTR) continue;
+        if (n != 0 || vidi_now_ms() >= until) break;
+    }
     if (n < 0) return vidi_err_set(err, VIDI_ERR_IO, "client: poll: %s", zmq_strerror(errno));
     if (n == 0) {
         errno = EAGAIN;

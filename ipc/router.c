@@ -40,6 +40,7 @@ static const char *const k_roles[] = {"media", "encode", "prefill", "decode"};
 #define MAX_STOPS 4
 #define EP_MAX 256
 #define DIR_MAX 4096
+#define CLIENT_SILENCE_MS 5000 /* clients heartbeat every second (client.c); 5 missed: gone */
 
 vidi_router_config vidi_router_config_default(void) {
     vidi_router_config c = {0};
@@ -80,6 +81,7 @@ typedef struct rq {
     uint64_t req, id, attempt;
     uint8_t client[VIDI_IDENTITY_MAX];
     size_t client_len;
+    int64_t client_heard_ms;    /* the client's last message (PROTOCOL.md §6, clients) */
     int64_t created_ms, deadline_ms, queued_since_ms;
     int running;                /* dispatched under the current attempt */
     int tries;                  /* attempts that lost a worker mid-flight (max_attempts bounds them) */
@@ -131,7 +133,7 @@ typedef struct router {
     uint64_t rng;
     /* counters (STATS) */
     uint64_t c_requests, c_done, c_errors, c_overloaded, c_retries, c_cache_hit_items, c_media_items,
-        c_encode_work, c_workers_lost, c_bad_msgs;
+        c_encode_work, c_workers_lost, c_bad_msgs, c_clients_gone;
 } router;
 
 static void s_log(router *r, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -644,7 +646,7 @@ static void s_on_request(router *r, vidi_msg *m) {
     q->req = r->next_req++;
     memcpy(q->client, m->identity, m->identity_len);
     q->client_len = m->identity_len;
-    q->created_ms = q->queued_since_ms = vidi_now_ms();
+    q->created_ms = q->queued_since_ms = q->client_heard_ms = vidi_now_ms();
     q->deadline_ms = q->created_ms + r->cfg->request_timeout_ms;
     r->c_requests++;
     s_log(r, "request %" PRIu64 " (client id %" PRIu64 "): %" PRId64 " prompt ids, %d media", q->req, id, q->n_ids,
@@ -676,7 +678,7 @@ static void s_on_stats_client(router *r, const vidi_msg *m) {
     int n_workers = 0, active = 0;
     for (int i = 0; i < MAX_WORKERS; i++) n_workers += r->workers[i].used;
     for (int i = 0; i < r->n_reqs_cap; i++) active += r->reqs[i].used;
-    msgpack_pack_map(&o.pk, 13);
+    msgpack_pack_map(&o.pk, 14);
 #define KV(k, v)                                                                                                      \
     do {                                                                                                              \
         vidi_mp_pack_cstr(&o.pk, k);                                                                                  \
@@ -692,6 +694,7 @@ static void s_on_stats_client(router *r, const vidi_msg *m) {
     KV("encode_work", r->c_encode_work);
     KV("workers_lost", r->c_workers_lost);
     KV("bad_messages", r->c_bad_msgs);
+    KV("clients_gone", r->c_clients_gone);
     KV("active", active);
     KV("workers", n_workers);
 #undef KV
@@ -710,6 +713,11 @@ static void s_on_stats_client(router *r, const vidi_msg *m) {
 static void s_on_front(router *r, vidi_msg *m) {
     uint64_t id;
     rq *q;
+    int64_t now = vidi_now_ms();
+    for (int i = 0; i < r->n_reqs_cap; i++) /* any message keeps the client's requests */
+        if (r->reqs[i].used && r->reqs[i].client_len == m->identity_len &&
+            !memcmp(r->reqs[i].client, m->identity, m->identity_len))
+            r->reqs[i].client_heard_ms = now;
     switch (m->cmd) {
     case VIDI_CMD_REQUEST: s_on_request(r, m); return;
     case VIDI_CMD_STATS: s_on_stats_client(r, m); return;
@@ -1039,6 +1047,16 @@ static void s_tick(router *r) {
         if (!q->used) continue;
         if (now > q->deadline_ms) {
             s_fail(r, q, VIDI_WIRE_TIMEOUT, "the request's deadline passed");
+            continue;
+        }
+        int64_t client_limit = r->cfg->heartbeat_ms * r->cfg->liveness;
+        if (client_limit < CLIENT_SILENCE_MS) client_limit = CLIENT_SILENCE_MS;
+        if (now - q->client_heard_ms > client_limit || !q->client_len) {
+            /* the client went away: stop using workers for it */
+            r->c_clients_gone++;
+            s_log(r, "request %" PRIu64 ": the client is silent; cancelled", q->req);
+            s_cancel_workers(r, q);
+            s_rq_free(q);
             continue;
         }
         if (!q->running) {

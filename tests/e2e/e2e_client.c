@@ -14,6 +14,10 @@
  *       must end in DONE (with the expected answer) or ERROR within
  *       DEADLINE_S. Prints `lost=L hung=H errors=E wrong=W done=D`; exit 1
  *       unless lost, hung and wrong are 0.
+ *   e2e_client ROUTER gone EXAMPLES FILE
+ *       a client submits 40 requests (no streaming) about a video and goes
+ *       away; the router must cancel them (STATS clients_gone grows, the
+ *       table empties) long before 40 could have been answered.
  *   e2e_client ROUTER bad
  *       malformed messages on a raw DEALER (wrong version, truncated
  *       msgpack, huge declared sizes, unknown command, wrong field types,
@@ -25,6 +29,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <zmq.h>
 
@@ -294,6 +299,60 @@ static int cmd_load(const char *router, int argc, char **argv) {
     return lost || hung || wrong ? 1 : 0;
 }
 
+static int cmd_gone(const char *router, int argc, char **argv) {
+    if (argc < 2) return 2;
+    qa q = {0};
+    char path[1024];
+    snprintf(path, sizeof path, "%.500s/%.255s", argv[0], argv[1]);
+    vidi_err err = {0};
+    if (vidi_media_read_file(path, NULL, 0, 1 << 30, &q.bytes, &q.n, &err) != VIDI_OK) return 1;
+    q.video = 1;
+    snprintf(q.question, sizeof q.question, "Describe the video.");
+    vidi_client *a, *b;
+    if (vidi_client_connect(router, &a, &err) != VIDI_OK || vidi_client_connect(router, &b, &err) != VIDI_OK) return 1;
+    const int n = 40;
+    for (int i = 0; i < n; i++) {
+        vidi_client_request rq = vidi_client_request_default();
+        vidi_client_media m = {.video = 1, .bytes = q.bytes, .n = q.n};
+        rq.id = (uint64_t)i + 1;
+        rq.prompt = q.question;
+        rq.media = &m;
+        rq.n_media = 1;
+        rq.stream = 0;
+        if (vidi_client_submit(a, &rq, &err) != VIDI_OK) return 1;
+    }
+    /* a STATS round trip on the same connection: the router has every request (LINGER 0 would drop unsent ones) */
+    vidi_client_event st;
+    if (s_stats(a, &st) != 0) return 1;
+    uint64_t admitted = vidi_client_stat(&st, "active");
+    vidi_client_event_free(&st);
+    int64_t t0 = vidi_now_ms();
+    vidi_client_close(a); /* gone: no more messages from it */
+    uint64_t active = 0, gone = 0, done = 0;
+    int64_t emptied = -1;
+    while (vidi_now_ms() - t0 < 30000) {
+        if (s_stats(b, &st) != 0) return 1;
+        active = vidi_client_stat(&st, "active");
+        gone = vidi_client_stat(&st, "clients_gone");
+        done = vidi_client_stat(&st, "done");
+        vidi_client_event_free(&st);
+        if (active == 0) {
+            emptied = vidi_now_ms() - t0;
+            break;
+        }
+        usleep(250000);
+    }
+    printf("client gone with %d requests (%llu in the router's table): after %.1f s the router had cancelled %llu and "
+           "finished %llu (active %llu)\n",
+           n, (unsigned long long)admitted, emptied >= 0 ? emptied / 1000.0 : -1.0, (unsigned long long)gone,
+           (unsigned long long)done, (unsigned long long)active);
+    vidi_client_close(b);
+    free(q.bytes);
+    int ok = emptied >= 0 && admitted >= (uint64_t)n / 2 && gone >= admitted / 2 && done < (uint64_t)n;
+    printf("gone: %s\n", ok ? "ok" : "FAIL (the requests of a client that went away kept running)");
+    return ok ? 0 : 1;
+}
+
 /* ---- malformed messages ---- */
 
 static int s_send_raw(void *s, const void *const *parts, const size_t *lens, int n) {
@@ -430,6 +489,7 @@ int main(int argc, char **argv) {
     if (!strcmp(cmd, "cache")) return cmd_cache(router, argc - 3, argv + 3);
     if (!strcmp(cmd, "load")) return cmd_load(router, argc - 3, argv + 3);
     if (!strcmp(cmd, "bad")) return cmd_bad(router);
+    if (!strcmp(cmd, "gone")) return cmd_gone(router, argc - 3, argv + 3);
     fprintf(stderr, "e2e_client: unknown command %s\n", cmd);
     return 2;
 }

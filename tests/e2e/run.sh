@@ -12,6 +12,7 @@
 #   colocated    one worker with every role (`--role all`, the baseline)
 #   cache        a repeated video hits the MM-token cache: no media, no encode
 #   bad          malformed messages get ERROR replies; the router goes on
+#   gone         a client that goes away with 40 requests open: they are cancelled
 #   chaos        200 requests while a random worker is killed with -9 every
 #                2-4 s (vidi up restarts it): prints lost=0 hung=0 errors=N
 #
@@ -84,6 +85,9 @@ case $CASE in
   bad)
     up all
     "$CLIENT" "$FRONT" bad ;;
+  gone)
+    up media,encode,prefill,decode
+    "$CLIENT" "$FRONT" gone "$EXAMPLES" video_500016.mp4 ;;
   chaos)
     expected
     up media,media,encode,encode,prefill+decode,prefill+decode --heartbeat-ms 300
