@@ -40,6 +40,11 @@ static const char *const k_roles[] = {"media", "encode", "prefill", "decode"};
 #define MAX_STOPS 4
 #define EP_MAX 256
 #define DIR_MAX 4096
+/* worker counters the router collects (STATS every second) and sums for clients */
+static const char *const k_wk_stats[] = {"media", "encode", "encode_batches", "encode_cached", "prefill",
+                                         "decode_in", "tokens", "mm_cache_hits", "mm_cache_misses",
+                                         "mm_cache_entries"};
+#define WK_STATS ((int)(sizeof k_wk_stats / sizeof k_wk_stats[0]))
 #define CLIENT_SILENCE_MS 5000 /* clients heartbeat every second (client.c); 5 missed: gone */
 
 vidi_router_config vidi_router_config_default(void) {
@@ -66,6 +71,8 @@ typedef struct wk {
     uint64_t queued, running;   /* as its heartbeats report */
     uint64_t kv_tokens;         /* its KV pool, in tokens (READY's capacity) */
     uint64_t kv_free_tokens;    /* free, as its last heartbeat said */
+    uint64_t st[WK_STATS];      /* its counters, as its last STATS said (k_wk_stats) */
+    int64_t stats_asked_ms;
 } wk;
 
 typedef struct media_in {
@@ -678,7 +685,7 @@ static void s_on_stats_client(router *r, const vidi_msg *m) {
     int n_workers = 0, active = 0;
     for (int i = 0; i < MAX_WORKERS; i++) n_workers += r->workers[i].used;
     for (int i = 0; i < r->n_reqs_cap; i++) active += r->reqs[i].used;
-    msgpack_pack_map(&o.pk, 14);
+    msgpack_pack_map(&o.pk, (size_t)(14 + WK_STATS));
 #define KV(k, v)                                                                                                      \
     do {                                                                                                              \
         vidi_mp_pack_cstr(&o.pk, k);                                                                                  \
@@ -698,6 +705,14 @@ static void s_on_stats_client(router *r, const vidi_msg *m) {
     KV("active", active);
     KV("workers", n_workers);
 #undef KV
+    for (int k = 0; k < WK_STATS; k++) { /* "workers_<counter>": the sum over live workers */
+        uint64_t sum = 0;
+        char key[64];
+        for (int i = 0; i < MAX_WORKERS; i++)
+            if (r->workers[i].used) sum += r->workers[i].st[k];
+        snprintf(key, sizeof key, "workers_%s", k_wk_stats[k]);
+        vidi_mp_kv_u64(&o.pk, key, sum);
+    }
     vidi_mp_pack_cstr(&o.pk, "roles");
     msgpack_pack_map(&o.pk, 4);
     for (int k = 0; k < 4; k++) {
@@ -1016,7 +1031,10 @@ static void s_on_back(router *r, vidi_msg *m) {
     case VIDI_CMD_DONE: s_on_done(r, m); return;
     case VIDI_CMD_RESULT: s_on_result(r, wi, m); return;
     case VIDI_CMD_ERROR: s_on_worker_error(r, m); return;
-    case VIDI_CMD_STATS: return;
+    case VIDI_CMD_STATS:
+        for (int k = 0; k < WK_STATS; k++)
+            vidi_mp_u64(m->header, k_wk_stats[k], 0, r->workers[wi].st[k], 0, UINT64_MAX, &r->workers[wi].st[k], NULL);
+        return;
     case VIDI_CMD_DISCONNECT: s_worker_lost(r, wi, "it disconnected"); return;
     default:
         r->c_bad_msgs++;
@@ -1039,7 +1057,13 @@ static void s_tick(router *r) {
         if (vidi_liveness_due(&w->live, now)) {
             vidi_msg_out o;
             vidi_msg_out_init(&o);
-            s_send_worker(r, wi, VIDI_CMD_HEARTBEAT, &o);
+            if (s_send_worker(r, wi, VIDI_CMD_HEARTBEAT, &o) != VIDI_OK) continue;
+        }
+        if (now - w->stats_asked_ms >= 1000) { /* its counters, for the clients' STATS */
+            w->stats_asked_ms = now;
+            vidi_msg_out o;
+            vidi_msg_out_init(&o);
+            s_send_worker(r, wi, VIDI_CMD_STATS, &o);
         }
     }
     for (int i = 0; i < r->n_reqs_cap; i++) {

@@ -18,6 +18,11 @@
  *       a client submits 40 requests (no streaming) about a video and goes
  *       away; the router must cancel them (STATS clients_gone grows, the
  *       table empties) long before 40 could have been answered.
+ *   e2e_client ROUTER batch EXAMPLES FILE N
+ *       N requests about one image at once: the encode worker must have run
+ *       fewer vision-tower calls than items (WORKs that arrive together are
+ *       encoded together; router STATS workers_encode_batches < workers_encode),
+ *       and every answer must be the same.
  *   e2e_client ROUTER bad
  *       malformed messages on a raw DEALER (wrong version, truncated
  *       msgpack, huge declared sizes, unknown command, wrong field types,
@@ -353,6 +358,45 @@ static int cmd_gone(const char *router, int argc, char **argv) {
     return ok ? 0 : 1;
 }
 
+static int cmd_batch(const char *router, int argc, char **argv) {
+    if (argc < 3) return 2;
+    qa q = {0};
+    char path[1024];
+    snprintf(path, sizeof path, "%.500s/%.255s", argv[0], argv[1]);
+    int n = atoi(argv[2]);
+    vidi_err err = {0};
+    if (n < 2 || n > 256 || vidi_media_read_file(path, NULL, 0, 1 << 30, &q.bytes, &q.n, &err) != VIDI_OK) return 2;
+    snprintf(q.question, sizeof q.question, "How many shapes are there?");
+    vidi_client *c;
+    if (vidi_client_connect(router, &c, &err) != VIDI_OK) return 1;
+    for (int i = 0; i < n; i++)
+        if (s_submit(c, (uint64_t)i + 1, &q, &err) != VIDI_OK) return 1;
+    char first[256] = "", ans[256];
+    int same = 0;
+    for (int got = 0; got < n;) {
+        vidi_client_event ev;
+        if (vidi_client_next(c, 60000, &ev, &err) != VIDI_OK) break;
+        if (ev.type == VIDI_CLIENT_DONE || ev.type == VIDI_CLIENT_ERROR) {
+            s_cpy(ans, sizeof ans, ev.type == VIDI_CLIENT_DONE ? ev.text : ev.code);
+            if (!got) s_cpy(first, sizeof first, ans);
+            same += !strcmp(ans, first) && ev.type == VIDI_CLIENT_DONE;
+            got++;
+        }
+        vidi_client_event_free(&ev);
+    }
+    usleep(1500000); /* the router collects the workers' counters every second */
+    vidi_client_event st;
+    if (s_stats(c, &st) != 0) return 1;
+    uint64_t items = vidi_client_stat(&st, "workers_encode"), calls = vidi_client_stat(&st, "workers_encode_batches");
+    vidi_client_event_free(&st);
+    int ok = same == n && items >= (uint64_t)n && calls > 0 && calls < items;
+    printf("batch: %d requests at once, %d equal answers ('%s'); the encoder ran %llu items in %llu tower calls: %s\n",
+           n, same, first, (unsigned long long)items, (unsigned long long)calls, ok ? "ok" : "FAIL");
+    vidi_client_close(c);
+    free(q.bytes);
+    return ok ? 0 : 1;
+}
+
 /* ---- malformed messages ---- */
 
 static int s_send_raw(void *s, const void *const *parts, const size_t *lens, int n) {
@@ -490,6 +534,7 @@ int main(int argc, char **argv) {
     if (!strcmp(cmd, "load")) return cmd_load(router, argc - 3, argv + 3);
     if (!strcmp(cmd, "bad")) return cmd_bad(router);
     if (!strcmp(cmd, "gone")) return cmd_gone(router, argc - 3, argv + 3);
+    if (!strcmp(cmd, "batch")) return cmd_batch(router, argc - 3, argv + 3);
     fprintf(stderr, "e2e_client: unknown command %s\n", cmd);
     return 2;
 }

@@ -13,6 +13,7 @@
 #   cache        a repeated video hits the MM-token cache: no media, no encode
 #   bad          malformed messages get ERROR replies; the router goes on
 #   gone         a client that goes away with 40 requests open: they are cancelled
+#   batch        24 requests at once: the encoder batches WORKs across requests
 #   chaos        200 requests while a random worker is killed with -9 every
 #                2-4 s (vidi up restarts it): prints lost=0 hung=0 errors=N
 #
@@ -85,6 +86,9 @@ case $CASE in
   bad)
     up all
     "$CLIENT" "$FRONT" bad ;;
+  batch)
+    up media,encode,prefill,decode
+    "$CLIENT" "$FRONT" batch "$EXAMPLES" image_500003.jpg 24 ;;
   gone)
     up media,encode,prefill,decode
     "$CLIENT" "$FRONT" gone "$EXAMPLES" video_500016.mp4 ;;
