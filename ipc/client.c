@@ -113,6 +113,12 @@ vidi_status vidi_client_submit(vidi_client *c, const vidi_client_request *rq, vi
     return rc;
 }
 
+vidi_status vidi_client_send(vidi_client *c, int cmd, vidi_msg_out *o, vidi_err *err) {
+    vidi_status rc = vidi_msg_send(c->sock, NULL, 0, (vidi_cmd)cmd, o, err);
+    if (rc == VIDI_OK) s_sent(c);
+    return rc;
+}
+
 vidi_status vidi_client_cancel(vidi_client *c, uint64_t id, vidi_err *err) {
     vidi_msg_out o;
     vidi_msg_out_init(&o);

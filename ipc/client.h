@@ -44,6 +44,10 @@ vidi_client_request vidi_client_request_default(void);
 /* Send one REQUEST (the media bytes are copied into the message). */
 vidi_status vidi_client_submit(vidi_client *c, const vidi_client_request *rq, vidi_err *err);
 vidi_status vidi_client_cancel(vidi_client *c, uint64_t id, vidi_err *err);
+/* Send a message the caller built (e.g. a REQUEST in the `messages` form,
+ * PROTOCOL.md §5.2); o is emptied (free it with vidi_msg_out_free). */
+struct vidi_msg_out;
+vidi_status vidi_client_send(vidi_client *c, int cmd, struct vidi_msg_out *o, vidi_err *err);
 
 typedef enum vidi_client_event_type {
     VIDI_CLIENT_TOKEN = 1,

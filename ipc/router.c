@@ -505,6 +505,105 @@ static void s_retry(router *r, rq *q, const char *why) {
 
 /* ---- client messages ---- */
 
+#define MAX_TURNS 64
+#define MAX_PARTS 256
+
+/* REQUEST's `messages` (PROTOCOL.md §5.2) -> prompt ids with one pad per media
+ * item, the items used in order, each once. */
+static vidi_status s_build_messages(router *r, const msgpack_object *msgs, size_t n_msgs, const media_in *media,
+                                    int n_media, int32_t **ids, int64_t *n_ids, vidi_err *err) {
+    vidi_status rc = VIDI_OK;
+    vidi_chat_message turns[MAX_TURNS];
+    vidi_chat_part *parts = calloc(MAX_PARTS, sizeof *parts);
+    char **texts = calloc(MAX_PARTS, sizeof *texts);
+    char *rendered = NULL;
+    size_t n_ids_sz = 0;
+    int np = 0, next_media = 0;
+    VIDI_CHECK(parts && texts, err, VIDI_ERR_NOMEM, "messages: out of memory");
+    VIDI_CHECK(n_msgs >= 1 && n_msgs <= MAX_TURNS, err, VIDI_ERR_RANGE, "field 'messages': 1 to %d turns",
+               MAX_TURNS);
+    for (size_t t = 0; t < n_msgs; t++) {
+        const msgpack_object *msg = &msgs[t];
+        const msgpack_object *role = vidi_mp_get(msg, "role"), *content = vidi_mp_get(msg, "content");
+        VIDI_CHECK(msg->type == MSGPACK_OBJECT_MAP && content, err, VIDI_ERR_FORMAT,
+                   "messages[%zu]: a map with 'role' and 'content'", t);
+        const char *rn = vidi_mp_str_eq(role, "system") ? "system" : vidi_mp_str_eq(role, "user") ? "user"
+                         : vidi_mp_str_eq(role, "assistant") ? "assistant" : NULL;
+        VIDI_CHECK(rn, err, VIDI_ERR_FORMAT, "messages[%zu]: 'role' must be system, user or assistant", t);
+        turns[t] = (vidi_chat_message){.role = rn, .parts = parts + np, .n_parts = 0};
+        const msgpack_object *items = content;
+        uint32_t n_items = 1;
+        if (content->type == MSGPACK_OBJECT_ARRAY) {
+            items = content->via.array.ptr;
+            n_items = content->via.array.size;
+        } else {
+            VIDI_CHECK(content->type == MSGPACK_OBJECT_STR, err, VIDI_ERR_FORMAT,
+                       "messages[%zu]: 'content' must be a string or an array of parts", t);
+        }
+        for (uint32_t k = 0; k < n_items; k++) {
+            const msgpack_object *it = &items[k];
+            VIDI_CHECK(np < MAX_PARTS, err, VIDI_ERR_RANGE, "messages: more than %d parts", MAX_PARTS);
+            vidi_chat_part *pt = &parts[np];
+            if (it->type == MSGPACK_OBJECT_STR) {
+                texts[np] = strndup(it->via.str.ptr, it->via.str.size);
+                VIDI_CHECK(texts[np], err, VIDI_ERR_NOMEM, "messages: out of memory");
+                *pt = (vidi_chat_part){.kind = VIDI_CHAT_TEXT, .text = texts[np]};
+            } else {
+                const msgpack_object *type = vidi_mp_get(it, "type");
+                VIDI_CHECK(it->type == MSGPACK_OBJECT_MAP && type, err, VIDI_ERR_FORMAT,
+                           "messages[%zu].content[%u]: a part is a map with 'type'", t, k);
+                if (vidi_mp_str_eq(type, "text")) {
+                    const char *txt;
+                    size_t tn;
+                    VIDI_TRY(vidi_mp_str(it, "text", 1, 256 << 10, &txt, &tn, err));
+                    texts[np] = strndup(txt, tn);
+                    VIDI_CHECK(texts[np], err, VIDI_ERR_NOMEM, "messages: out of memory");
+                    *pt = (vidi_chat_part){.kind = VIDI_CHAT_TEXT, .text = texts[np]};
+                } else if (vidi_mp_str_eq(type, "image") || vidi_mp_str_eq(type, "video")) {
+                    uint64_t mi;
+                    VIDI_TRY(vidi_mp_u64(it, "media", 1, 0, 0, MAX_MEDIA - 1, &mi, err));
+                    int video = vidi_mp_str_eq(type, "video");
+                    VIDI_CHECK((int)mi == next_media && (int)mi < n_media, err, VIDI_ERR_FORMAT,
+                               "messages[%zu].content[%u]: media %llu; the parts must use media 0, 1, 2, ... in order, "
+                               "each once (%d given)",
+                               t, k, (unsigned long long)mi, n_media);
+                    VIDI_CHECK((media[mi].kind == VIDI_MEDIA_VIDEO) == video, err, VIDI_ERR_FORMAT,
+                               "messages[%zu].content[%u]: media %llu is %s", t, k, (unsigned long long)mi,
+                               media[mi].kind == VIDI_MEDIA_VIDEO ? "a video" : "an image");
+                    next_media++;
+                    *pt = (vidi_chat_part){.kind = video ? VIDI_CHAT_VIDEO : VIDI_CHAT_IMAGE};
+                } else {
+                    VIDI_CHECK(0, err, VIDI_ERR_FORMAT, "messages[%zu].content[%u]: type must be text, image or video",
+                               t, k);
+                }
+            }
+            np++;
+            turns[t].n_parts++;
+        }
+    }
+    VIDI_CHECK(next_media == n_media, err, VIDI_ERR_FORMAT, "messages use %d of the %d media items", next_media,
+               n_media);
+    VIDI_TRY(vidi_chat_template_render(turns, (int)n_msgs, 1, &rendered, err));
+    VIDI_TRY(vidi_tokenizer_encode(r->tok, rendered, strlen(rendered), ids, &n_ids_sz, err));
+    *n_ids = (int64_t)n_ids_sz;
+    int pads = 0;
+    for (int64_t i = 0; i < *n_ids; i++)
+        pads += (*ids)[i] == r->mcfg.image_token_id || (*ids)[i] == r->mcfg.video_token_id;
+    if (pads != n_media) {
+        free(*ids);
+        *ids = NULL;
+        VIDI_CHECK(0, err, VIDI_ERR_INVALID, "messages: %d media pads in the rendered prompt for %d media items (a pad "
+                   "token written in the text?)", pads, n_media);
+    }
+fail:
+    if (texts)
+        for (int i = 0; i < MAX_PARTS; i++) free(texts[i]);
+    free(texts);
+    free(parts);
+    free(rendered);
+    return rc;
+}
+
 static void s_client_error(router *r, const vidi_msg *m, int64_t id, vidi_wire_code code, const char *msg) {
     if (m->cmd == VIDI_CMD_ERROR) return;
     vidi_msg_send_error(r->front, m->identity, m->identity_len, code, id, msg, NULL);
@@ -540,15 +639,18 @@ static void s_on_request(router *r, vidi_msg *m) {
     vidi_wire_code code = VIDI_WIRE_BAD_FIELD;
     char *ptext = NULL, *stext = NULL;
     vidi_status rc;
-    if ((rc = vidi_mp_str(m->header, "prompt", 1, 256 << 10, &prompt, &pn, &err)) ||
+    const msgpack_object *chat = NULL;
+    size_t n_chat = 0;
+    if ((rc = vidi_mp_array(m->header, "messages", 0, MAX_TURNS, &chat, &n_chat, &err)) ||
+        (rc = vidi_mp_str(m->header, "prompt", !chat, 256 << 10, &prompt, &pn, &err)) ||
         (rc = vidi_mp_str(m->header, "system", 0, 64 << 10, &system, &sn, &err)) ||
         (rc = vidi_mp_array(m->header, "media", 0, MAX_MEDIA, &media, &n_media, &err)) ||
         (rc = vidi_mp_array(m->header, "stop", 0, MAX_STOPS, &stops, &n_stops, &err)) ||
         (rc = vidi_wire_sampling_parse(m->header, &q->samp, &err)) ||
         (rc = vidi_mp_bool(m->header, "stream", 0, 1, &q->stream, &err)))
         goto bad;
-    if (vidi_mp_get(m->header, "messages")) {
-        vidi_err_set(&err, VIDI_ERR_UNSUPPORTED, "field 'messages': this router takes 'prompt' (and 'system')");
+    if (chat && (prompt || system)) {
+        vidi_err_set(&err, VIDI_ERR_FORMAT, "give 'messages' or 'prompt' (with 'system'), not both");
         goto bad;
     }
     for (size_t i = 0; i < n_stops; i++) {
@@ -601,13 +703,22 @@ static void s_on_request(router *r, vidi_msg *m) {
         items[i].grid[0] = 1;
         items[i].grid[1] = items[i].grid[2] = r->mcfg.vision.spatial_merge_size;
     }
-    /* the chat turn with one pad per item (prefill expands them) */
-    ptext = strndup(prompt, pn);
-    stext = system ? strndup(system, sn) : NULL;
-    if (!ptext || (system && !stext)) goto oom;
-    if (vidi_prompt_build(&r->mcfg, r->tok, stext, ptext, items, q->n_media, &q->ids, &q->n_ids, &err) != VIDI_OK) {
-        code = VIDI_WIRE_BAD_REQUEST;
-        goto bad;
+    /* the chat with one pad per item (prefill expands them) */
+    if (chat) {
+        if (s_build_messages(r, chat, n_chat, q->media, q->n_media, &q->ids, &q->n_ids, &err) != VIDI_OK) {
+            code = err.status == VIDI_ERR_FORMAT || err.status == VIDI_ERR_RANGE ? VIDI_WIRE_BAD_FIELD
+                                                                                  : VIDI_WIRE_BAD_REQUEST;
+            goto bad;
+        }
+    } else {
+        ptext = strndup(prompt, pn);
+        stext = system ? strndup(system, sn) : NULL;
+        if (!ptext || (system && !stext)) goto oom;
+        if (vidi_prompt_build(&r->mcfg, r->tok, stext, ptext, items, q->n_media, &q->ids, &q->n_ids, &err) !=
+            VIDI_OK) {
+            code = VIDI_WIRE_BAD_REQUEST;
+            goto bad;
+        }
     }
     free(ptext);
     free(stext);

@@ -23,6 +23,10 @@
  *       fewer vision-tower calls than items (WORKs that arrive together are
  *       encoded together; router STATS workers_encode_batches < workers_encode),
  *       and every answer must be the same.
+ *   e2e_client ROUTER chat EXAMPLES IMAGE
+ *       REQUEST in the `messages` form: one user turn (image, question) gives
+ *       the prompt form's answer; a multi-turn conversation is answered; parts
+ *       that use the media out of order get ERROR bad_field.
  *   e2e_client ROUTER bad
  *       malformed messages on a raw DEALER (wrong version, truncated
  *       msgpack, huge declared sizes, unknown command, wrong field types,
@@ -397,6 +401,81 @@ static int cmd_batch(const char *router, int argc, char **argv) {
     return ok ? 0 : 1;
 }
 
+/* REQUEST {id, messages, media: [image], tensors} sent raw; turns: role, text (NULL: the
+ * image then `text`); returns the answer (DONE text or ERROR code) in ans. */
+static int s_chat(vidi_client *c, uint64_t id, const qa *q, int n_turns, const char *const *roles,
+                  const char *const *texts, const int *with_image, int media_index, char *ans, size_t cap) {
+    vidi_msg_out o;
+    vidi_err err = {0};
+    vidi_msg_out_init(&o);
+    msgpack_pack_map(&o.pk, 5);
+    vidi_mp_kv_u64(&o.pk, "id", id);
+    vidi_mp_kv_u64(&o.pk, "max_tokens", 64);
+    vidi_mp_pack_cstr(&o.pk, "messages");
+    msgpack_pack_array(&o.pk, (size_t)n_turns);
+    for (int t = 0; t < n_turns; t++) {
+        msgpack_pack_map(&o.pk, 2);
+        vidi_mp_kv_str(&o.pk, "role", roles[t]);
+        vidi_mp_pack_cstr(&o.pk, "content");
+        if (!with_image[t]) {
+            vidi_mp_pack_cstr(&o.pk, texts[t]);
+            continue;
+        }
+        msgpack_pack_array(&o.pk, 2);
+        msgpack_pack_map(&o.pk, 2);
+        vidi_mp_kv_str(&o.pk, "type", "image");
+        vidi_mp_kv_u64(&o.pk, "media", (uint64_t)media_index);
+        msgpack_pack_map(&o.pk, 2);
+        vidi_mp_kv_str(&o.pk, "type", "text");
+        vidi_mp_kv_str(&o.pk, "text", texts[t]);
+    }
+    vidi_mp_pack_cstr(&o.pk, "media");
+    msgpack_pack_array(&o.pk, 1);
+    msgpack_pack_map(&o.pk, 2);
+    vidi_mp_kv_str(&o.pk, "kind", "image");
+    vidi_mp_kv_u64(&o.pk, "tensor", 0);
+    vidi_mp_pack_cstr(&o.pk, "tensors");
+    msgpack_pack_array(&o.pk, 1);
+    int64_t shape[1] = {(int64_t)q->n};
+    vidi_msg_out_tensor(&o, VIDI_WIRE_U8, 1, shape, q->bytes, q->n, NULL, NULL, &err);
+    vidi_status rc = vidi_client_send(c, VIDI_CMD_REQUEST, &o, &err);
+    vidi_msg_out_free(&o);
+    if (rc != VIDI_OK) return -1;
+    return s_wait(c, id, 60000, ans, cap, NULL);
+}
+
+static int cmd_chat(const char *router, int argc, char **argv) {
+    if (argc < 2) return 2;
+    qa q = {0};
+    char path[1024];
+    snprintf(path, sizeof path, "%.500s/%.255s", argv[0], argv[1]);
+    vidi_err err = {0};
+    if (vidi_media_read_file(path, NULL, 0, 1 << 30, &q.bytes, &q.n, &err) != VIDI_OK) return 1;
+    snprintf(q.question, sizeof q.question, "What colour is the square?");
+    vidi_client *c;
+    if (vidi_client_connect(router, &c, &err) != VIDI_OK) return 1;
+    char a_prompt[256], a_one[256], a_multi[256], a_bad[256];
+    int fail = 0;
+    if (s_submit(c, 1, &q, &err) != VIDI_OK || s_wait(c, 1, 60000, a_prompt, sizeof a_prompt, NULL) != 0) fail = 1;
+    const char *r1[] = {"user"}, *t1[] = {q.question};
+    int w1[] = {1};
+    if (s_chat(c, 2, &q, 1, r1, t1, w1, 0, a_one, sizeof a_one) != 0) fail = 1;
+    const char *r3[] = {"user", "assistant", "user"};
+    const char *t3[] = {q.question, a_prompt, "How many shapes are there?"};
+    int w3[] = {1, 0, 0};
+    int multi = s_chat(c, 3, &q, 3, r3, t3, w3, 0, a_multi, sizeof a_multi);
+    int bad = s_chat(c, 4, &q, 1, r1, t1, w1, 1, a_bad, sizeof a_bad);
+    printf("prompt form: '%s'; messages form, one turn: '%s'; three turns -> '%s'; media out of order -> %s\n",
+           a_prompt, a_one, multi == 0 ? a_multi : "(failed)", bad == 1 ? a_bad : "(no error)");
+    if (fail || strcmp(a_prompt, a_one)) printf("FAIL: the one-turn messages form differs from the prompt form\n"), fail = 1;
+    if (multi != 0 || !a_multi[0]) printf("FAIL: the conversation got no answer\n"), fail = 1;
+    if (bad != 1 || strcmp(a_bad, "bad_field")) printf("FAIL: media out of order was not refused\n"), fail = 1;
+    printf("chat: %s\n", fail ? "FAIL" : "ok");
+    vidi_client_close(c);
+    free(q.bytes);
+    return fail;
+}
+
 /* ---- malformed messages ---- */
 
 static int s_send_raw(void *s, const void *const *parts, const size_t *lens, int n) {
@@ -535,6 +614,7 @@ int main(int argc, char **argv) {
     if (!strcmp(cmd, "bad")) return cmd_bad(router);
     if (!strcmp(cmd, "gone")) return cmd_gone(router, argc - 3, argv + 3);
     if (!strcmp(cmd, "batch")) return cmd_batch(router, argc - 3, argv + 3);
+    if (!strcmp(cmd, "chat")) return cmd_chat(router, argc - 3, argv + 3);
     fprintf(stderr, "e2e_client: unknown command %s\n", cmd);
     return 2;
 }

@@ -14,6 +14,7 @@
 #   bad          malformed messages get ERROR replies; the router goes on
 #   gone         a client that goes away with 40 requests open: they are cancelled
 #   batch        24 requests at once: the encoder batches WORKs across requests
+#   chat         REQUEST's messages form (one turn = the prompt form; three turns)
 #   chaos        200 requests while a random worker is killed with -9 every
 #                2-4 s (vidi up restarts it): prints lost=0 hung=0 errors=N
 #
@@ -86,6 +87,9 @@ case $CASE in
   bad)
     up all
     "$CLIENT" "$FRONT" bad ;;
+  chat)
+    up all
+    "$CLIENT" "$FRONT" chat "$EXAMPLES" image_500001.png ;;
   batch)
     up media,encode,prefill,decode
     "$CLIENT" "$FRONT" batch "$EXAMPLES" image_500003.jpg 24 ;;
