@@ -145,6 +145,7 @@ vidi_status vidi_decoder_step(vidi_decoder *d, vidi_decode_event *ev, int *n_ev,
     }
     vidi_tensor logits = vidi_tensor_2d(be->act_dtype, d->logit_buf, d->n, V);
     VIDI_TRY(vidi_text_decode_batch(d->m->text, d->pool, d->n, d->seqs, d->ids, d->pos, &logits, 1, err));
+    int first = *n_ev;
     for (int i = 0; i < d->n; i++) {
         dec_slot *s = &d->slots[i];
         vidi_tensor one = vidi_tensor_2d(be->act_dtype, (char *)d->logit_buf + (size_t)i * row, 1, V);
@@ -155,11 +156,9 @@ vidi_status vidi_decoder_step(vidi_decoder *d, vidi_decode_event *ev, int *n_ev,
         vidi_decode_state st = vidi_decode_check(&d->m->cfg, &s->p, tok, s->n_out);
         ev[(*n_ev)++] = (vidi_decode_event){s->tag, tok, s->n_out - 1, st};
     }
-    /* the finished leave (from the end, so indices stay valid) */
+    /* the finished leave (from the end, so indices stay valid; slot i's event is first + i) */
     for (int i = d->n - 1; i >= 0; i--)
-        if (vidi_decode_check(&d->m->cfg, &d->slots[i].p, d->slots[i].pending, d->slots[i].n_out) !=
-            VIDI_DECODE_RUNNING)
-            s_remove(d, i);
+        if (ev[first + i].state != VIDI_DECODE_RUNNING) s_remove(d, i);
 fail:
     return rc;
 }

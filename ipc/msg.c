@@ -114,7 +114,7 @@ vidi_status vidi_msg_recv(void *sock, int has_identity, int flags, const vidi_ms
     /* the parts kept: identity aside, version + command + header + frames,
      * plus one so that "too many" can be told from "exactly the limit" */
     size_t keep = 3 + lim->max_frames + 1;
-    size_t dropped = 0, total = 0;
+    size_t dropped = 0;
     int first = 1, more = 1;
     while (more) {
         zmq_msg_t part;
@@ -142,7 +142,6 @@ vidi_status vidi_msg_recv(void *sock, int has_identity, int flags, const vidi_ms
             continue;
         }
         first = 0;
-        total += len;
         if ((size_t)m->n_parts >= keep) {
             dropped++;
             zmq_msg_close(&part);
@@ -172,7 +171,6 @@ vidi_status vidi_msg_recv(void *sock, int has_identity, int flags, const vidi_ms
         return vidi_err_set(err, VIDI_ERR_RANGE, "message has %zu raw frames; the limit is %zu",
                             (size_t)m->n_parts - 3 + dropped, lim->max_frames);
     }
-    (void)total;
     return vidi_msg_parse(m, lim, code, err);
 }
 

@@ -105,6 +105,7 @@ typedef struct rq {
     /* workers of the current attempt (indices into the registry) */
     int w_media, w_prefill, w_decode;
     uint64_t w_encoders;        /* bit mask */
+    uint8_t held[MAX_WORKERS];  /* stages of this attempt counted in each worker's `assigned` */
     /* output */
     int64_t n_sent;             /* tokens the client has (by index) */
     vidi_detok detok;
@@ -256,14 +257,29 @@ static void s_client_send(router *r, rq *q, vidi_cmd cmd, vidi_msg_out *o) {
     vidi_msg_out_free(o);
 }
 
+/* A stage of q planned on worker wi: it counts in the worker's load until released. */
+static void s_hold(router *r, rq *q, int wi) {
+    r->workers[wi].assigned++;
+    q->held[wi]++;
+}
+
+/* Give back every stage q holds: the workers' loads drop by what s_hold added. */
+static void s_release(router *r, rq *q) {
+    for (int wi = 0; wi < MAX_WORKERS; wi++) {
+        int *a = &r->workers[wi].assigned;
+        *a = *a > q->held[wi] ? *a - q->held[wi] : 0;
+        q->held[wi] = 0;
+    }
+}
+
 static void s_cancel_workers(router *r, rq *q) {
     int ws[3] = {q->w_media, q->w_prefill, q->w_decode};
     uint64_t mask = q->w_encoders;
     for (int k = 0; k < 3; k++)
         if (ws[k] >= 0) mask |= 1ull << ws[k];
+    s_release(r, q);
     for (int wi = 0; wi < MAX_WORKERS; wi++) {
         if (!((mask >> wi) & 1) || !r->workers[wi].used) continue;
-        r->workers[wi].assigned = r->workers[wi].assigned > 0 ? r->workers[wi].assigned - 1 : 0;
         vidi_msg_out o;
         vidi_msg_out_init(&o);
         msgpack_pack_map(&o.pk, 2);
@@ -382,8 +398,8 @@ static int s_dispatch_sends(router *r, rq *q) {
     q->w_prefill = wp, q->w_decode = wd, q->w_media = wm;
     q->w_encoders = 0;
     q->cache_hits = 0;
-    r->workers[wp].assigned++;
-    if (wd != wp) r->workers[wd].assigned++;
+    s_hold(r, q, wp);
+    if (wd != wp) s_hold(r, q, wd);
     /* cache hits: each holder sends its slices to prefill */
     for (int i = 0; i < q->n_media; i++) {
         if (!cached[i]) continue;
@@ -461,7 +477,7 @@ static int s_dispatch_sends(router *r, rq *q) {
         for (int k = 0; k < ne; k++) {
             int e = encs[(rot + k) % n_encs];
             q->w_encoders |= 1ull << e;
-            r->workers[e].assigned++;
+            s_hold(r, q, e);
             vidi_mp_pack_cstr(&o.pk, r->workers[e].data);
         }
         rot++;
@@ -476,7 +492,7 @@ static int s_dispatch_sends(router *r, rq *q) {
         /* the bytes are copied once into the message (a retry needs them too) */
         vidi_msg_out_tensor(&o, VIDI_WIRE_U8, 1, shape, zmq_msg_data(&q->media[i].bytes), n, NULL, NULL, &err);
     }
-    r->workers[wm].assigned++;
+    s_hold(r, q, wm);
     return s_send_worker(r, wm, VIDI_CMD_WORK, &o) == VIDI_OK ? 0 : 2;
 }
 
@@ -976,12 +992,7 @@ static void s_on_done(router *r, const vidi_msg *m) {
     }
     q->prompt_tokens = (int64_t)pt;
     const msgpack_object *f = vidi_mp_get(m->header, "finish");
-    /* release the stage counts */
-    int ws[3] = {q->w_media, q->w_prefill, q->w_decode};
-    for (int k = 0; k < 3; k++)
-        if (ws[k] >= 0 && r->workers[ws[k]].assigned > 0) r->workers[ws[k]].assigned--;
-    for (int wi = 0; wi < MAX_WORKERS; wi++)
-        if ((q->w_encoders >> wi & 1) && r->workers[wi].assigned > 0) r->workers[wi].assigned--;
+    s_release(r, q);
     s_finish(r, q, vidi_mp_str_eq(f, "stop") ? "stop" : "length");
     s_rq_free(q);
 }

@@ -65,6 +65,19 @@ static void s_cpy(char *dst, size_t cap, const char *src) {
     dst[n] = 0;
 }
 
+/* EXAMPLES/FILE into q->bytes (malloc'd); the video flag from the name. */
+static int s_read_example(const char *examples, const char *file, qa *q) {
+    char path[1024];
+    vidi_err err = {0};
+    snprintf(path, sizeof path, "%.500s/%.255s", examples, file);
+    if (vidi_media_read_file(path, NULL, 0, 1 << 30, &q->bytes, &q->n, &err) != VIDI_OK) {
+        fprintf(stderr, "e2e: %s\n", err.msg);
+        return -1;
+    }
+    q->video = !strncmp(file, "video", 5);
+    return 0;
+}
+
 static int s_read_tsv(const char *path, char (*a)[256], char (*b)[256], char (*c)[1024], int max) {
     FILE *f = fopen(path, "r");
     if (!f) {
@@ -102,14 +115,7 @@ static int s_load(const char *questions, const char *examples, const char *expec
         q[i].expected[0] = 0;
         for (int k = 0; k < ne; k++)
             if (!strcmp(ea[k], a[i]) && !strcmp(eb[k], b[i])) s_cpy(q[i].expected, sizeof q[i].expected, ec[k]);
-        q[i].video = !strncmp(a[i], "video", 5);
-        char path[1024];
-        snprintf(path, sizeof path, "%.500s/%.255s", examples, a[i]);
-        vidi_err err = {0};
-        if (vidi_media_read_file(path, NULL, 0, 1 << 30, &q[i].bytes, &q[i].n, &err) != VIDI_OK) {
-            fprintf(stderr, "e2e: %s\n", err.msg);
-            return -1;
-        }
+        if (s_read_example(examples, a[i], &q[i]) != 0) return -1;
     }
     return n;
 }
@@ -193,13 +199,8 @@ static int cmd_answers(const char *router, int argc, char **argv) {
 static int cmd_cache(const char *router, int argc, char **argv) {
     if (argc < 2) return 2;
     qa q = {0};
-    char path[1024];
-    snprintf(path, sizeof path, "%.500s/%.255s", argv[0], argv[1]);
     vidi_err err = {0};
-    if (vidi_media_read_file(path, NULL, 0, 1 << 30, &q.bytes, &q.n, &err) != VIDI_OK) {
-        fprintf(stderr, "e2e: %s\n", err.msg);
-        return 1;
-    }
+    if (s_read_example(argv[0], argv[1], &q) != 0) return 1;
     q.video = 1;
     snprintf(q.question, sizeof q.question, "Describe the video.");
     vidi_client *c;
@@ -311,10 +312,8 @@ static int cmd_load(const char *router, int argc, char **argv) {
 static int cmd_gone(const char *router, int argc, char **argv) {
     if (argc < 2) return 2;
     qa q = {0};
-    char path[1024];
-    snprintf(path, sizeof path, "%.500s/%.255s", argv[0], argv[1]);
     vidi_err err = {0};
-    if (vidi_media_read_file(path, NULL, 0, 1 << 30, &q.bytes, &q.n, &err) != VIDI_OK) return 1;
+    if (s_read_example(argv[0], argv[1], &q) != 0) return 1;
     q.video = 1;
     snprintf(q.question, sizeof q.question, "Describe the video.");
     vidi_client *a, *b;
@@ -365,11 +364,9 @@ static int cmd_gone(const char *router, int argc, char **argv) {
 static int cmd_batch(const char *router, int argc, char **argv) {
     if (argc < 3) return 2;
     qa q = {0};
-    char path[1024];
-    snprintf(path, sizeof path, "%.500s/%.255s", argv[0], argv[1]);
     int n = atoi(argv[2]);
     vidi_err err = {0};
-    if (n < 2 || n > 256 || vidi_media_read_file(path, NULL, 0, 1 << 30, &q.bytes, &q.n, &err) != VIDI_OK) return 2;
+    if (n < 2 || n > 256 || s_read_example(argv[0], argv[1], &q) != 0) return 2;
     snprintf(q.question, sizeof q.question, "How many shapes are there?");
     vidi_client *c;
     if (vidi_client_connect(router, &c, &err) != VIDI_OK) return 1;
@@ -447,10 +444,8 @@ static int s_chat(vidi_client *c, uint64_t id, const qa *q, int n_turns, const c
 static int cmd_chat(const char *router, int argc, char **argv) {
     if (argc < 2) return 2;
     qa q = {0};
-    char path[1024];
-    snprintf(path, sizeof path, "%.500s/%.255s", argv[0], argv[1]);
     vidi_err err = {0};
-    if (vidi_media_read_file(path, NULL, 0, 1 << 30, &q.bytes, &q.n, &err) != VIDI_OK) return 1;
+    if (s_read_example(argv[0], argv[1], &q) != 0) return 1;
     snprintf(q.question, sizeof q.question, "What colour is the square?");
     vidi_client *c;
     if (vidi_client_connect(router, &c, &err) != VIDI_OK) return 1;

@@ -246,6 +246,12 @@ static void s_error_req(worker *w, uint64_t req, uint64_t attempt, vidi_wire_cod
     s_to_router(w, VIDI_CMD_ERROR, &o);
 }
 
+/* ERROR {code, message} to the router about no request (vidi_msg_send_error). */
+static void s_error_plain(worker *w, vidi_wire_code code, const char *msg) {
+    if (vidi_msg_send_error(w->back, NULL, 0, code, -1, msg, NULL) == VIDI_OK)
+        vidi_liveness_sent(&w->live, vidi_now_ms());
+}
+
 static void s_send_ready(worker *w) {
     vidi_msg_out o;
     vidi_msg_out_init(&o);
@@ -546,13 +552,12 @@ typedef struct enc_msg {
 } enc_msg;
 
 /* Cache hits the router found: send what is here; report what is not. */
-static void s_encode_cached(worker *w, const vidi_msg *m, req_id r, const char *prefill, const msgpack_object *cached,
+static void s_encode_cached(worker *w, req_id r, const char *prefill, const msgpack_object *cached,
                             size_t n_cached) {
     vidi_err err = {0};
     char msg[VIDI_ERR_MSG_MAX + 2 * EP_MAX + 64];
     int n_missing = 0;
     uint8_t missing[64][16];
-    (void)m;
     for (size_t i = 0; i < n_cached; i++) {
         uint64_t item, slice, ns;
         const uint8_t *key;
@@ -606,7 +611,7 @@ static int s_encode_collect(worker *w, const vidi_msg *m, int k, enc_msg *em, en
         s_error_req(w, r.req, r.attempt, VIDI_WIRE_BAD_FIELD, err.msg);
         return -1;
     }
-    if (n_cached) s_encode_cached(w, m, r, em->prefill, cached, n_cached);
+    if (n_cached) s_encode_cached(w, r, em->prefill, cached, n_cached);
     int64_t patch_dim = vidi_media_patch_dim(&w->m->cfg);
     int first = *n;
     for (size_t i = 0; i < n_its; i++) {
@@ -771,6 +776,8 @@ static void s_on_encode(worker *w, const vidi_msg *m, req_id r) {
 
 /* ---- prefill ---- */
 
+static void s_pend_free(pend *p);
+
 static pend *s_pend(worker *w, req_id r, int create) {
     pend *free_slot = NULL;
     for (int i = 0; i < MAX_PEND; i++) {
@@ -782,16 +789,7 @@ static pend *s_pend(worker *w, req_id r, int create) {
         if (p->req == r.req) {
             if (p->attempt == r.attempt) return p;
             if (p->attempt > r.attempt) return NULL; /* a stale attempt */
-            /* an older attempt: forget it */
-            for (int k = 0; k < p->n_items || k < MAX_ITEMS; k++) {
-                if (p->slices[k]) {
-                    for (int s = 0; s < p->n_slices[k]; s++) free(p->slices[k][s].data);
-                    free(p->slices[k]);
-                }
-                if (k >= MAX_ITEMS - 1) break;
-            }
-            free(p->ids);
-            memset(p, 0, sizeof *p);
+            s_pend_free(p); /* an older attempt: forget it */
             if (!free_slot) free_slot = p;
         }
     }
@@ -1256,12 +1254,7 @@ static void s_on_role(worker *w, const vidi_msg *m) {
             for (int k = 0; k < 4; k++)
                 if (vidi_mp_str_eq(&roles[i], k_role_names[k])) mask |= 1 << k;
     if (!mask) {
-        vidi_msg_out o;
-        vidi_msg_out_init(&o);
-        msgpack_pack_map(&o.pk, 2);
-        vidi_mp_kv_str(&o.pk, "code", "bad_field");
-        vidi_mp_kv_str(&o.pk, "message", err.msg[0] ? err.msg : "ROLE: field 'roles' names no role");
-        s_to_router(w, VIDI_CMD_ERROR, &o);
+        s_error_plain(w, VIDI_WIRE_BAD_FIELD, err.msg[0] ? err.msg : "ROLE: field 'roles' names no role");
         return;
     }
     if ((mask & (ROLE_PREFILL | ROLE_DECODE)) && s_make_pool(w, &err) != VIDI_OK) {
@@ -1294,14 +1287,8 @@ static void s_handle(worker *w, vidi_msg *m, int from_back) {
     case VIDI_CMD_WORK: break;
     default:
         w->n_bad_msgs++;
-        if (from_back) {
-            vidi_msg_out o;
-            vidi_msg_out_init(&o);
-            msgpack_pack_map(&o.pk, 2);
-            vidi_mp_kv_str(&o.pk, "code", "bad_command");
-            vidi_mp_kv_str(&o.pk, "message", "a worker takes WORK, CANCEL, DRAIN, STATS, HEARTBEAT and DISCONNECT");
-            s_to_router(w, VIDI_CMD_ERROR, &o);
-        }
+        if (from_back)
+            s_error_plain(w, VIDI_WIRE_BAD_COMMAND, "a worker takes WORK, CANCEL, DRAIN, STATS, HEARTBEAT and DISCONNECT");
         return;
     }
     req_id r;
@@ -1520,14 +1507,8 @@ int vidi_cmd_worker(int argc, char **argv) {
                     w->n_bad_msgs++;
                     if (k == 1 && m.identity_len && m.cmd != VIDI_CMD_ERROR)
                         vidi_msg_send_error(w->data, m.identity, m.identity_len, code, -1, err.msg, NULL);
-                    else if (k == 0 && m.cmd != VIDI_CMD_ERROR) {
-                        vidi_msg_out o;
-                        vidi_msg_out_init(&o);
-                        msgpack_pack_map(&o.pk, 2);
-                        vidi_mp_kv_str(&o.pk, "code", vidi_wire_code_name(code));
-                        vidi_mp_kv_str(&o.pk, "message", err.msg);
-                        s_to_router(w, VIDI_CMD_ERROR, &o);
-                    }
+                    else if (k == 0 && m.cmd != VIDI_CMD_ERROR)
+                        s_error_plain(w, code, err.msg);
                     continue;
                 }
                 if (k == 1 && m.cmd == VIDI_CMD_WORK && (w->roles & ROLE_ENCODE) && n_enc < ENC_BATCH &&
