@@ -11,9 +11,12 @@
  * same prefill, seed and parameters, a sequence produces the tokens
  * vidi_generate produces.
  *
- * When the pool runs out of blocks, the youngest sequence is preempted: it
- * leaves the batch with VIDI_DECODE_PREEMPTED and its blocks are freed; the
- * caller recomputes it (a new prefill) later. Single-threaded.
+ * When the pool runs out of blocks, the youngest sequence is preempted. With
+ * a swap budget (vidi_decoder_set_swap) its KV is copied to host memory and
+ * its blocks freed; it comes back, oldest first, as soon as its blocks fit
+ * again, and goes on with exactly the tokens it would have produced. Past
+ * the budget (or with none) it leaves the batch with VIDI_DECODE_PREEMPTED
+ * and the caller recomputes it (a new prefill). Single-threaded.
  */
 #ifndef VIDI_DECODE_DECODE_H
 #define VIDI_DECODE_DECODE_H
@@ -73,12 +76,26 @@ vidi_status vidi_decoder_add(vidi_decoder *d, uint64_t tag, vidi_kv_seq *seq, in
 vidi_decode_state vidi_decode_check(const vidi_model_config *cfg, const vidi_decode_params *p, int32_t token,
                                     int n_out);
 
+/* Sequences in the decoder: running, or swapped out (they keep their place
+ * in the batch). */
 int vidi_decoder_running(const vidi_decoder *d);
 int vidi_decoder_capacity(const vidi_decoder *d);
 
+/* Host bytes for swapped-out KV (0, the default: preempted sequences are
+ * given back for recomputation). */
+void vidi_decoder_set_swap(vidi_decoder *d, uint64_t host_bytes);
+
+typedef struct vidi_decoder_stats {
+    uint64_t swapped_out, swapped_in; /* since creation */
+    uint64_t preempted;               /* PREEMPTED events (recompute) */
+    int swapped_now;                  /* out right now */
+    uint64_t swap_bytes;              /* host bytes they hold */
+} vidi_decoder_stats;
+vidi_decoder_stats vidi_decoder_get_stats(const vidi_decoder *d);
+
 /* One step of every running sequence. ev must hold vidi_decoder_running(d)
  * events; *n_ev receives how many were written (one per sequence that ran
- * or was preempted). */
+ * or was preempted; none for a swap). */
 vidi_status vidi_decoder_step(vidi_decoder *d, vidi_decode_event *ev, int *n_ev, vidi_err *err);
 
 /* Remove a sequence (cancelled, or its client went away): 1 if it was

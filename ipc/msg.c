@@ -16,7 +16,7 @@
 
 static const char *const s_cmd_names[] = {
     NULL, "READY", "HEARTBEAT", "REQUEST", "WORK", "RESULT", "TOKEN", "DONE",
-    "ERROR", "CANCEL", "DRAIN", "ROLE", "STATS", "DISCONNECT",
+    "ERROR", "CANCEL", "DRAIN", "ROLE", "STATS", "DISCONNECT", "RELEASE",
 };
 
 const char *vidi_cmd_name(int cmd) {
@@ -369,10 +369,15 @@ static vidi_status s_parse_tensor(const vidi_msg *m, const msgpack_object *d, in
         size_t hn;
         uint64_t bytes;
         int64_t dev;
+        const char *owner;
+        size_t on;
         if ((rc = vidi_mp_bin(ipc, "handle", 1, 64, &h, &hn, err)) != VIDI_OK ||
             (rc = vidi_mp_u64(ipc, "offset", 1, 0, 0, UINT64_MAX, &t->ipc_offset, err)) != VIDI_OK ||
             (rc = vidi_mp_i64(ipc, "device", 1, 0, 0, 1023, &dev, err)) != VIDI_OK ||
-            (rc = vidi_mp_u64(ipc, "bytes", 1, 0, 0, UINT64_MAX, &bytes, err)) != VIDI_OK) {
+            (rc = vidi_mp_u64(ipc, "bytes", 1, 0, 0, UINT64_MAX, &bytes, err)) != VIDI_OK ||
+            (rc = vidi_mp_u64(ipc, "lease", 1, 0, 0, UINT64_MAX, &t->ipc_lease, err)) != VIDI_OK ||
+            (rc = vidi_mp_u64(ipc, "until_ms", 1, 0, 0, UINT64_MAX, &t->ipc_until_ms, err)) != VIDI_OK ||
+            (rc = vidi_mp_str(ipc, "owner", 1, 255, &owner, &on, err)) != VIDI_OK) {
             vidi_err_prefix(err, "cuda_ipc");
             goto fail;
         }
@@ -381,8 +386,19 @@ static vidi_status s_parse_tensor(const vidi_msg *m, const msgpack_object *d, in
                               bytes, t->bytes);
             goto fail;
         }
+        if (on == 0) {
+            rc = vidi_err_set(err, VIDI_ERR_FORMAT, "cuda_ipc.owner is empty");
+            goto fail;
+        }
+        if (t->ipc_offset > UINT64_MAX - bytes) {
+            rc = vidi_err_set(err, VIDI_ERR_FORMAT, "cuda_ipc: offset %" PRIu64 " + %" PRIu64 " bytes overflows",
+                              t->ipc_offset, bytes);
+            goto fail;
+        }
         memcpy(t->ipc_handle, h, 64);
         t->ipc_device = (int)dev;
+        t->ipc_owner = owner;
+        t->ipc_owner_len = on;
     }
     return VIDI_OK;
 fail:
@@ -807,27 +823,28 @@ vidi_status vidi_msg_out_tensor(vidi_msg_out *o, vidi_wire_dtype dt, int ndim, c
 }
 
 vidi_status vidi_msg_out_tensor_ipc(vidi_msg_out *o, vidi_wire_dtype dt, int ndim, const int64_t *shape,
-                                    const uint8_t handle[64], uint64_t offset, int device, vidi_err *err) {
+                                    const vidi_wire_ipc *ipc, vidi_err *err) {
     uint64_t bytes;
     vidi_status rc = s_check_shape(dt, ndim, shape, &bytes, err);
-    if (rc == VIDI_OK && (device < 0 || device > 1023))
-        rc = vidi_err_set(err, VIDI_ERR_INVALID, "tensor: CUDA device %d is outside [0, 1023]", device);
+    if (rc == VIDI_OK && (ipc->device < 0 || ipc->device > 1023))
+        rc = vidi_err_set(err, VIDI_ERR_INVALID, "tensor: CUDA device %d is outside [0, 1023]", ipc->device);
+    size_t on = ipc->owner ? strlen(ipc->owner) : 0;
+    if (rc == VIDI_OK && (on < 1 || on > 255))
+        rc = vidi_err_set(err, VIDI_ERR_INVALID, "tensor: the owner endpoint must have 1 to 255 bytes");
     if (rc != VIDI_OK) {
         o->failed = 1;
         return rc;
     }
     s_pack_desc_head(&o->pk, 3, dt, ndim, shape);
     vidi_mp_pack_cstr(&o->pk, "cuda_ipc");
-    msgpack_pack_map(&o->pk, 4);
-    vidi_mp_pack_cstr(&o->pk, "handle");
-    msgpack_pack_bin(&o->pk, 64);
-    msgpack_pack_bin_body(&o->pk, handle, 64);
-    vidi_mp_pack_cstr(&o->pk, "offset");
-    msgpack_pack_uint64(&o->pk, offset);
-    vidi_mp_pack_cstr(&o->pk, "device");
-    msgpack_pack_int64(&o->pk, device);
-    vidi_mp_pack_cstr(&o->pk, "bytes");
-    msgpack_pack_uint64(&o->pk, bytes);
+    msgpack_pack_map(&o->pk, 7);
+    vidi_mp_kv_bin(&o->pk, "handle", ipc->handle, 64);
+    vidi_mp_kv_u64(&o->pk, "offset", ipc->offset);
+    vidi_mp_kv_i64(&o->pk, "device", ipc->device);
+    vidi_mp_kv_u64(&o->pk, "bytes", bytes);
+    vidi_mp_kv_u64(&o->pk, "lease", ipc->lease);
+    vidi_mp_kv_str(&o->pk, "owner", ipc->owner);
+    vidi_mp_kv_u64(&o->pk, "until_ms", ipc->until_ms);
     return VIDI_OK;
 }
 

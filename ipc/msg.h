@@ -25,7 +25,7 @@
 #include "core/err.h"
 
 #define VIDI_PROTO_MAJOR 1
-#define VIDI_PROTO_MINOR 0
+#define VIDI_PROTO_MINOR 1
 #define VIDI_PROTO_VERSION_LEN 6 /* "VIDI" major minor */
 #define VIDI_IDENTITY_MAX 255    /* ZeroMQ's routing-id limit */
 #define VIDI_WIRE_MAX_DIMS 4
@@ -44,6 +44,7 @@ typedef enum vidi_cmd {
     VIDI_CMD_ROLE = 0x0B,
     VIDI_CMD_STATS = 0x0C,
     VIDI_CMD_DISCONNECT = 0x0D,
+    VIDI_CMD_RELEASE = 0x0E,
 } vidi_cmd;
 
 /* "READY", ... ; NULL for a byte that is no command. */
@@ -112,7 +113,21 @@ typedef struct vidi_wire_tensor {
     uint8_t ipc_handle[64];  /* cudaIpcMemHandle_t bytes, when frame == -1 */
     uint64_t ipc_offset;
     int ipc_device;
+    uint64_t ipc_lease;      /* the owner's lease number */
+    uint64_t ipc_until_ms;   /* CLOCK_MONOTONIC ms: the range is the owner's again after this */
+    const char *ipc_owner;   /* the owner's data endpoint (not NUL-terminated; in the header) */
+    size_t ipc_owner_len;
 } vidi_wire_tensor;
+
+/* Where a CUDA IPC tensor lies and who owns it (PROTOCOL.md §5.4). */
+typedef struct vidi_wire_ipc {
+    uint8_t handle[64];
+    uint64_t offset;
+    int device;              /* [0, 1023] */
+    uint64_t lease;
+    const char *owner;       /* NUL-terminated data endpoint */
+    uint64_t until_ms;
+} vidi_wire_ipc;
 
 /* A received message. Zero-initialise (or vidi_msg_init) before the first
  * vidi_msg_recv; vidi_msg_close releases it and leaves it reusable. */
@@ -225,9 +240,9 @@ void vidi_msg_out_free(vidi_msg_out *o);
  * free_fn at once, and the message is marked failed (it will not be sent). */
 vidi_status vidi_msg_out_tensor(vidi_msg_out *o, vidi_wire_dtype dt, int ndim, const int64_t *shape, void *data,
                                 size_t bytes, vidi_frame_free_fn *free_fn, void *hint, vidi_err *err);
-/* Pack one CUDA IPC descriptor (no raw frame); device in [0, 1023]. */
+/* Pack one CUDA IPC descriptor (no raw frame); ipc->device in [0, 1023]. */
 vidi_status vidi_msg_out_tensor_ipc(vidi_msg_out *o, vidi_wire_dtype dt, int ndim, const int64_t *shape,
-                                    const uint8_t handle[64], uint64_t offset, int device, vidi_err *err);
+                                    const vidi_wire_ipc *ipc, vidi_err *err);
 /* Pack a string given as a C string. */
 void vidi_mp_pack_cstr(msgpack_packer *pk, const char *s);
 /* One map entry: the key (a C string) and its value. */

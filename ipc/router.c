@@ -43,7 +43,7 @@ static const char *const k_roles[] = {"media", "encode", "prefill", "decode"};
 /* worker counters the router collects (STATS every second) and sums for clients */
 static const char *const k_wk_stats[] = {"media", "encode", "encode_batches", "encode_cached", "prefill",
                                          "decode_in", "tokens", "mm_cache_hits", "mm_cache_misses",
-                                         "mm_cache_entries"};
+                                         "mm_cache_entries", "ipc_sent", "ipc_received"};
 #define WK_STATS ((int)(sizeof k_wk_stats / sizeof k_wk_stats[0]))
 #define CLIENT_SILENCE_MS 5000 /* clients heartbeat every second (client.c); 5 missed: gone */
 
@@ -65,6 +65,7 @@ typedef struct wk {
     size_t id_len;
     char name[128];
     char data[EP_MAX];
+    char ipc[64];               /* READY's cuda_ipc (this host's identity), "" when absent */
     int roles;
     vidi_liveness live;
     int assigned;               /* stages of live requests sent to it */
@@ -412,10 +413,11 @@ static int s_dispatch_sends(router *r, rq *q) {
             q->w_encoders |= 1ull << h;
             vidi_msg_out o;
             vidi_msg_out_init(&o);
-            msgpack_pack_map(&o.pk, 5);
+            msgpack_pack_map(&o.pk, 5 + (r->workers[wp].ipc[0] != 0));
             s_pack_req(&o.pk, q);
             vidi_mp_kv_str(&o.pk, "stage", "encode");
             vidi_mp_kv_str(&o.pk, "prefill", r->workers[wp].data);
+            if (r->workers[wp].ipc[0]) vidi_mp_kv_str(&o.pk, "prefill_ipc", r->workers[wp].ipc);
             vidi_mp_pack_cstr(&o.pk, "cached");
             msgpack_pack_array(&o.pk, 1);
             msgpack_pack_map(&o.pk, 4);
@@ -430,7 +432,7 @@ static int s_dispatch_sends(router *r, rq *q) {
     {
         vidi_msg_out o;
         vidi_msg_out_init(&o);
-        msgpack_pack_map(&o.pk, 6 + vidi_wire_sampling_fields(&q->samp));
+        msgpack_pack_map(&o.pk, 6 + (r->workers[wd].ipc[0] != 0) + vidi_wire_sampling_fields(&q->samp));
         s_pack_req(&o.pk, q);
         vidi_mp_kv_str(&o.pk, "stage", "prefill");
         vidi_mp_pack_cstr(&o.pk, "ids");
@@ -441,6 +443,7 @@ static int s_dispatch_sends(router *r, rq *q) {
         for (int i = 0; i < q->n_media; i++)
             vidi_mp_pack_cstr(&o.pk, q->media[i].kind == VIDI_MEDIA_VIDEO ? "video" : "image");
         vidi_mp_kv_str(&o.pk, "decode", r->workers[wd].data);
+        if (r->workers[wd].ipc[0]) vidi_mp_kv_str(&o.pk, "decode_ipc", r->workers[wd].ipc);
         vidi_wire_sampling_pack(&o.pk, &q->samp);
         if (s_send_worker(r, wp, VIDI_CMD_WORK, &o) != VIDI_OK) return 2;
     }
@@ -450,10 +453,11 @@ static int s_dispatch_sends(router *r, rq *q) {
     for (int i = 0; i < q->n_media; i++) n_items += !cached[i];
     vidi_msg_out o;
     vidi_msg_out_init(&o);
-    msgpack_pack_map(&o.pk, 6);
+    msgpack_pack_map(&o.pk, 6 + (r->workers[wp].ipc[0] != 0));
     s_pack_req(&o.pk, q);
     vidi_mp_kv_str(&o.pk, "stage", "media");
     vidi_mp_kv_str(&o.pk, "prefill", r->workers[wp].data);
+    if (r->workers[wp].ipc[0]) vidi_mp_kv_str(&o.pk, "prefill_ipc", r->workers[wp].ipc);
     vidi_mp_pack_cstr(&o.pk, "items");
     msgpack_pack_array(&o.pk, (size_t)n_items);
     int rot = 0;
@@ -1052,12 +1056,13 @@ static void s_on_worker_error(router *r, const vidi_msg *m) {
 
 static void s_on_ready(router *r, vidi_msg *m) {
     vidi_err err = {0};
-    const char *name, *data;
-    size_t nn, dn;
+    const char *name, *data, *ipc = NULL;
+    size_t nn, dn, in = 0;
     const msgpack_object *roles;
     size_t nr;
     if (vidi_mp_str(m->header, "name", 1, 127, &name, &nn, &err) ||
         vidi_mp_str(m->header, "data", 1, EP_MAX - 1, &data, &dn, &err) ||
+        vidi_mp_str(m->header, "cuda_ipc", 0, 63, &ipc, &in, &err) ||
         vidi_mp_array(m->header, "roles", 1, 4, &roles, &nr, &err)) {
         vidi_msg_send_error(r->back, m->identity, m->identity_len, VIDI_WIRE_BAD_FIELD, -1, err.msg, NULL);
         return;
@@ -1086,6 +1091,7 @@ static void s_on_ready(router *r, vidi_msg *m) {
     w->id_len = m->identity_len;
     snprintf(w->name, sizeof w->name, "%.*s", (int)nn, name);
     snprintf(w->data, sizeof w->data, "%.*s", (int)dn, data);
+    snprintf(w->ipc, sizeof w->ipc, "%.*s", (int)in, ipc ? ipc : "");
     w->roles = mask;
     const msgpack_object *cap;
     uint64_t blocks = 0;

@@ -217,6 +217,20 @@ typedef struct vidi_backend_ops {
     vidi_status (*graph_launch)(vidi_backend *be, void *graph, vidi_err *err);
     void (*graph_free)(vidi_backend *be, void *graph);
 
+    /* ---- memory shared with other processes (optional: NULL where the
+     * backend has none, e.g. CPU; CUDA IPC on CUDA) ----
+     * ipc_alloc: `bytes` of backend memory that other processes on this
+     * host can map, and its 64-byte handle; freed by ipc_free. ipc_open
+     * maps another process's ipc_alloc memory (not this process's own) and
+     * gives its base address here and its size in bytes, also when it
+     * lives on another device of the host (peer access is enabled as
+     * needed); ipc_close unmaps it.
+     * `copy` reads and writes mapped memory like the backend's own. */
+    void *(*ipc_alloc)(vidi_backend *be, size_t bytes, uint8_t handle[64], vidi_err *err);
+    void (*ipc_free)(vidi_backend *be, void *p);
+    vidi_status (*ipc_open)(vidi_backend *be, const uint8_t handle[64], void **base, size_t *bytes, vidi_err *err);
+    void (*ipc_close)(vidi_backend *be, void *base);
+
     void (*destroy)(vidi_backend *be);
 } vidi_backend_ops;
 

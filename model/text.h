@@ -203,4 +203,13 @@ vidi_status vidi_kv_seq_export(const vidi_kv_seq *s, int64_t start, int64_t n, v
  * ordered before later ops. Uses the model's scratch buffer. */
 vidi_status vidi_kv_seq_import(vidi_kv_seq *s, const void *host, size_t host_bytes, int64_t n, vidi_err *err);
 
+/* The same with the hand-off buffer in backend memory (or memory mapped
+ * into it, such as another process's CUDA IPC range, which `copy` reads).
+ * Both may return with the copies still in flight on the backend's
+ * stream: synchronize before handing `dev` to someone else (export) or
+ * letting its owner reuse it (import). */
+vidi_status vidi_kv_seq_export_dev(const vidi_kv_seq *s, int64_t start, int64_t n, void *dev, size_t bytes,
+                                   vidi_err *err);
+vidi_status vidi_kv_seq_import_dev(vidi_kv_seq *s, const void *dev, size_t bytes, int64_t n, vidi_err *err);
+
 #endif

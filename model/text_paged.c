@@ -395,11 +395,13 @@ size_t vidi_kv_seq_export_bytes(const vidi_kv_pool *pool, int64_t n) {
 }
 
 /* Tokens [start, start + n) of s (n > 0, their blocks held) between the
- * pool's planes and the host in the hand-off layout. Plane p = 2l (K of
- * layer l) or 2l + 1 (V) is the layout's p-th piece of n rows: its rows
- * are gathered by slot into scratch and copied to `out` (export), or
- * copied from `in` and scattered to their slots (import). */
-static vidi_status seq_transfer(const vidi_kv_seq *s, int64_t start, int64_t n, void *out, const void *in,
+ * pool's planes and a buffer in the hand-off layout: host memory, or
+ * backend memory when `dev`. Plane p = 2l (K of layer l) or 2l + 1 (V) is
+ * the layout's p-th piece of n rows: its rows are gathered by slot (into
+ * scratch, then to the host; or straight into `out` on the device) for an
+ * export, or brought into scratch from `in` and scattered to their slots
+ * for an import. */
+static vidi_status seq_transfer(const vidi_kv_seq *s, int64_t start, int64_t n, void *out, const void *in, int dev,
                                 vidi_err *err) {
     vidi_status rc = VIDI_OK;
     vidi_kv_pool *pool = s->pool;
@@ -425,11 +427,15 @@ static vidi_status seq_transfer(const vidi_kv_seq *s, int64_t start, int64_t n, 
     vidi_tensor trows = vidi_tensor_2d(adt, drows, n, cols);
     for (int64_t p = 0; p < 2 * (int64_t)t->cfg.num_layers; p++) {
         vidi_tensor plane = vidi_tensor_2d(adt, (char *)pool->buf + (size_t)p * pool->plane, pool->rows, cols);
-        if (out) {
+        if (out && dev) {
+            vidi_tensor to = vidi_tensor_2d(adt, (char *)out + (size_t)p * bytes, n, cols);
+            VIDI_TRY(op->gather_rows(be, &plane, &tslots, &to, err));
+        } else if (out) {
             VIDI_TRY(op->gather_rows(be, &plane, &tslots, &trows, err));
             VIDI_TRY(op->copy_to_host(be, (char *)out + (size_t)p * bytes, drows, bytes, err));
         } else {
-            VIDI_TRY(op->copy_to_device(be, drows, (const char *)in + (size_t)p * bytes, bytes, err));
+            const char *src = (const char *)in + (size_t)p * bytes;
+            VIDI_TRY(dev ? op->copy(be, drows, src, bytes, err) : op->copy_to_device(be, drows, src, bytes, err));
             VIDI_TRY(op->scatter_rows(be, &trows, &tslots, &plane, err));
         }
     }
@@ -438,8 +444,8 @@ fail:
     return rc;
 }
 
-vidi_status vidi_kv_seq_export(const vidi_kv_seq *s, int64_t start, int64_t n, void *host, size_t host_bytes,
-                               vidi_err *err) {
+static vidi_status seq_export(const vidi_kv_seq *s, int64_t start, int64_t n, void *host, size_t host_bytes, int dev,
+                              vidi_err *err) {
     vidi_status rc = VIDI_OK;
     VIDI_CHECK(s, err, VIDI_ERR_INVALID, "no sequence");
     VIDI_CHECK(start >= 0 && n >= 0 && start <= s->len && n <= s->len - start, err, VIDI_ERR_INVALID,
@@ -449,14 +455,24 @@ vidi_status vidi_kv_seq_export(const vidi_kv_seq *s, int64_t start, int64_t n, v
     VIDI_CHECK(host_bytes == want && (host || !n), err, VIDI_ERR_INVALID,
                "the host buffer has %zu bytes%s, %lld tokens take %zu", host_bytes, host ? "" : " (NULL)",
                (long long)n, want);
-    if (n > 0) VIDI_TRY(seq_transfer(s, start, n, host, NULL, err));
+    if (n > 0) VIDI_TRY(seq_transfer(s, start, n, host, NULL, dev, err));
     return VIDI_OK;
 fail:
     vidi_err_prefix(err, "kv export");
     return rc;
 }
 
-vidi_status vidi_kv_seq_import(vidi_kv_seq *s, const void *host, size_t host_bytes, int64_t n, vidi_err *err) {
+vidi_status vidi_kv_seq_export(const vidi_kv_seq *s, int64_t start, int64_t n, void *host, size_t host_bytes,
+                               vidi_err *err) {
+    return seq_export(s, start, n, host, host_bytes, 0, err);
+}
+
+vidi_status vidi_kv_seq_export_dev(const vidi_kv_seq *s, int64_t start, int64_t n, void *dev, size_t bytes,
+                                   vidi_err *err) {
+    return seq_export(s, start, n, dev, bytes, 1, err);
+}
+
+static vidi_status seq_import(vidi_kv_seq *s, const void *host, size_t host_bytes, int64_t n, int dev, vidi_err *err) {
     vidi_status rc = VIDI_OK;
     int64_t L0 = s ? s->len : 0, keep = s ? s->n_blocks : 0;
     VIDI_CHECK(s, err, VIDI_ERR_INVALID, "no sequence");
@@ -468,7 +484,7 @@ vidi_status vidi_kv_seq_import(vidi_kv_seq *s, const void *host, size_t host_byt
                s->pool->t->cfg.num_kv_heads, s->pool->t->cfg.head_dim, vidi_dtype_name(vidi_kv_pool_dtype(s->pool)));
     if (n == 0) return VIDI_OK;
     VIDI_TRY(seq_reserve(s, L0 + n, err));
-    rc = seq_transfer(s, L0, n, NULL, host, err);
+    rc = seq_transfer(s, L0, n, NULL, host, dev, err);
     if (rc != VIDI_OK) {
         seq_release(s, keep);
         goto fail;
@@ -478,4 +494,12 @@ vidi_status vidi_kv_seq_import(vidi_kv_seq *s, const void *host, size_t host_byt
 fail:
     vidi_err_prefix(err, "kv import (%lld tokens after %lld)", (long long)n, (long long)L0);
     return rc;
+}
+
+vidi_status vidi_kv_seq_import(vidi_kv_seq *s, const void *host, size_t host_bytes, int64_t n, vidi_err *err) {
+    return seq_import(s, host, host_bytes, n, 0, err);
+}
+
+vidi_status vidi_kv_seq_import_dev(vidi_kv_seq *s, const void *dev, size_t bytes, int64_t n, vidi_err *err) {
+    return seq_import(s, dev, bytes, n, 1, err);
 }

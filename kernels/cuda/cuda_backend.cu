@@ -713,7 +713,7 @@ static vidi_status cuda_copy(vidi_backend *be, void *dst, const void *src, size_
     if (bytes == 0) return VIDI_OK;
     vidi_status rc = copy_args("copy", dst, src, bytes, err);
     if (rc != VIDI_OK) return rc;
-    return vidi_cuda_check(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, cuda_ctx(be)->stream), "copy",
+    return vidi_cuda_check(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDefault, cuda_ctx(be)->stream), "copy",
                            err);
 }
 
@@ -1362,6 +1362,73 @@ static void cuda_destroy(vidi_backend *be) {
     free(be);
 }
 
+// ---- CUDA IPC ----
+// Plain cudaMalloc memory: cudaIpcGetMemHandle does not take stream-ordered
+// (cudaMallocAsync) allocations.
+static void *cuda_ipc_alloc(vidi_backend *be, size_t bytes, uint8_t handle[64], vidi_err *err) {
+    static_assert(sizeof(cudaIpcMemHandle_t) == 64, "cudaIpcMemHandle_t is 64 bytes");
+    cudaSetDevice(cuda_ctx(be)->device);
+    void *p = NULL;
+    if (vidi_cuda_check(cudaMalloc(&p, bytes ? bytes : 1), "ipc_alloc", err) != VIDI_OK) return NULL;
+    cudaIpcMemHandle_t h;
+    if (vidi_cuda_check(cudaIpcGetMemHandle(&h, p), "ipc_alloc: cudaIpcGetMemHandle", err) != VIDI_OK) {
+        cudaFree(p);
+        return NULL;
+    }
+    memcpy(handle, &h, sizeof h);
+    return p;
+}
+
+static void cuda_ipc_free(vidi_backend *be, void *p) {
+    if (!p) return;
+    cudaStreamSynchronize(cuda_ctx(be)->stream);
+    cudaFree(p);
+}
+
+// cuMemGetAddressRange, found through the runtime (no link to libcuda).
+typedef int (*mem_range_fn)(unsigned long long *base, size_t *size, unsigned long long ptr);
+
+static vidi_status cuda_ipc_open(vidi_backend *be, const uint8_t handle[64], void **base, size_t *bytes,
+                                 vidi_err *err) {
+    static mem_range_fn range = NULL;
+    cudaSetDevice(cuda_ctx(be)->device);
+    cudaIpcMemHandle_t h;
+    memcpy(&h, handle, sizeof h);
+    *base = NULL;
+    *bytes = 0;
+    if (!range) {
+        void *fn = NULL;
+        cudaDriverEntryPointQueryResult q;
+        if (cudaGetDriverEntryPointByVersion("cuMemGetAddressRange", &fn, 12000, cudaEnableDefault, &q) !=
+                cudaSuccess ||
+            q != cudaDriverEntryPointSuccess || !fn) {
+            cudaGetLastError();
+            return vidi_err_set(err, VIDI_ERR_UNSUPPORTED, "ipc_open: the driver has no cuMemGetAddressRange");
+        }
+        range = (mem_range_fn)fn;
+    }
+    vidi_status rc = vidi_cuda_check(cudaIpcOpenMemHandle(base, h, cudaIpcMemLazyEnablePeerAccess), "ipc_open", err);
+    if (rc != VIDI_OK) {
+        *base = NULL;
+        return rc;
+    }
+    unsigned long long b0 = 0;
+    size_t n = 0;
+    if (range(&b0, &n, (unsigned long long)(uintptr_t)*base) != 0 || b0 != (unsigned long long)(uintptr_t)*base) {
+        cudaIpcCloseMemHandle(*base);
+        *base = NULL;
+        return vidi_err_set(err, VIDI_ERR_INTERNAL, "ipc_open: cannot tell the size of the mapped memory");
+    }
+    *bytes = n;
+    return VIDI_OK;
+}
+
+static void cuda_ipc_close(vidi_backend *be, void *base) {
+    if (!base) return;
+    cudaStreamSynchronize(cuda_ctx(be)->stream);
+    cudaIpcCloseMemHandle(base);
+}
+
 static vidi_backend_ops cuda_make_ops(void) {
     vidi_backend_ops o;
     memset(&o, 0, sizeof o);
@@ -1392,6 +1459,10 @@ static vidi_backend_ops cuda_make_ops(void) {
     o.graph_end = vidi_cuda_graph_end;
     o.graph_launch = vidi_cuda_graph_launch;
     o.graph_free = vidi_cuda_graph_free;
+    o.ipc_alloc = cuda_ipc_alloc;
+    o.ipc_free = cuda_ipc_free;
+    o.ipc_open = cuda_ipc_open;
+    o.ipc_close = cuda_ipc_close;
     o.destroy = cuda_destroy;
     return o;
 }

@@ -35,7 +35,9 @@
  *                                   'tensors': [{'dtype': 'u8', 'shape': [8], 'frame': 0}]}), bytes(range(8))],
  *       'work': [V, b'\x04', work, bytes(16)],
  *       'work_cuda_ipc': [V, b'\x04', p({'stage': 'decode', 'tensors': [{'dtype': 'bf16', 'shape': [2, 8], 'cuda_ipc':
- *                         {'handle': bytes(64), 'offset': 0, 'device': 0, 'bytes': 32}}]})],
+ *                         {'handle': bytes(64), 'offset': 0, 'device': 0, 'bytes': 32, 'lease': 3,
+ *                          'owner': 'ipc:///tmp/w', 'until_ms': 5000}}]})],
+ *       'release': [V, b'\x0e', p({'leases': [3, 4]})],
  *       'error': [V, b'\x08', p({'code': 'bad_field', 'message': 'field id', 'id': 3})],
  *       'truncated': [V, b'\x04', work[:-5], bytes(16)],
  *       'bad_version': [V2, b'\x03', p({'id': 1}), b''],

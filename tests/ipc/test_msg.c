@@ -163,6 +163,7 @@ typedef struct ipc_spec {
     uint64_t offset;
     int64_t device;
     uint64_t bytes;
+    const char *owner; /* NULL: absent */
 } ipc_spec;
 
 /* One descriptor map: dtype (NULL: absent), shape (ndim < 0: absent), frame
@@ -188,7 +189,15 @@ static void pack_desc(msgpack_packer *pk, const char *dtype, int ndim, const int
         uint8_t handle[80];
         memset(handle, 0xAB, sizeof handle);
         pack_key(pk, "cuda_ipc");
-        msgpack_pack_map(pk, 4);
+        msgpack_pack_map(pk, ipc->owner ? 7 : 6);
+        pack_key(pk, "lease");
+        msgpack_pack_uint64(pk, 1);
+        pack_key(pk, "until_ms");
+        msgpack_pack_uint64(pk, 1000);
+        if (ipc->owner) {
+            pack_key(pk, "owner");
+            vidi_mp_pack_cstr(pk, ipc->owner);
+        }
         pack_key(pk, "handle");
         msgpack_pack_bin(pk, ipc->handle_len);
         msgpack_pack_bin_body(pk, handle, ipc->handle_len);
@@ -470,7 +479,7 @@ static void round_trip(const char *bind_ep) {
     }
     const char *ep = p.endpoint;
     vidi_msg_limits lim = vidi_msg_limits_default();
-    for (int cmd = VIDI_CMD_READY; cmd <= VIDI_CMD_DISCONNECT; cmd++) {
+    for (int cmd = VIDI_CMD_READY; cmd <= VIDI_CMD_RELEASE; cmd++) {
         vidi_err err;
         vidi_err_clear(&err);
         vidi_msg_out o;
@@ -556,8 +565,8 @@ static void round_trip(const char *bind_ep) {
     CHECK(atomic_load(&g_freed) == sent_zc, "%s: zero-copy free function called %d times for %d frames", bind_ep,
           atomic_load(&g_freed), sent_zc);
     CHECK(atomic_load(&g_bad_hint) == 0, "%s: free function got the wrong hint", bind_ep);
-    CHECK(sent_zc == VIDI_CMD_DISCONNECT, "%s: only %d of %d commands went through", bind_ep, sent_zc,
-          VIDI_CMD_DISCONNECT);
+    CHECK(sent_zc == VIDI_CMD_RELEASE, "%s: only %d of %d commands went through", bind_ep, sent_zc,
+          VIDI_CMD_RELEASE);
 }
 
 static void test_round_trip_every_command_inproc(void) { round_trip("inproc://test-msg-round-trip"); }
@@ -596,7 +605,9 @@ static void test_cuda_ipc_descriptor_round_trips_without_a_frame(void) {
     vidi_mp_pack_cstr(&o.pk, "prefill");
     pack_key(&o.pk, "tensors");
     msgpack_pack_array(&o.pk, 2);
-    vidi_status st = vidi_msg_out_tensor_ipc(&o, VIDI_WIRE_BF16, 3, shape, handle, 4096, 1, &err);
+    vidi_wire_ipc ipc = {.offset = 4096, .device = 1, .lease = 77, .owner = "ipc:///tmp/owner", .until_ms = 123456};
+    memcpy(ipc.handle, handle, 64);
+    vidi_status st = vidi_msg_out_tensor_ipc(&o, VIDI_WIRE_BF16, 3, shape, &ipc, &err);
     CHECK(st == VIDI_OK, "out_tensor_ipc: %s", err.msg);
     if (st == VIDI_OK) st = vidi_msg_out_tensor(&o, VIDI_WIRE_I32, 1, rshape, raw, sizeof raw, NULL, NULL, &err);
     CHECK(st == VIDI_OK, "out_tensor: %s", err.msg);
@@ -622,6 +633,10 @@ static void test_cuda_ipc_descriptor_round_trips_without_a_frame(void) {
         CHECK(memcmp(t->ipc_handle, handle, 64) == 0, "handle differs");
         CHECK(t->ipc_offset == 4096 && t->ipc_device == 1, "offset %llu device %d",
               (unsigned long long)t->ipc_offset, t->ipc_device);
+        CHECK(t->ipc_lease == 77 && t->ipc_until_ms == 123456 && t->ipc_owner_len == 16 &&
+                  memcmp(t->ipc_owner, "ipc:///tmp/owner", 16) == 0,
+              "lease %llu until %llu owner %.*s", (unsigned long long)t->ipc_lease,
+              (unsigned long long)t->ipc_until_ms, (int)t->ipc_owner_len, t->ipc_owner ? t->ipc_owner : "");
         const vidi_wire_tensor *r = &m.tensors[1];
         CHECK(r->frame == 0 && r->dtype == VIDI_WIRE_I32 && r->bytes == sizeof raw && r->data &&
                   memcmp(r->data, raw, sizeof raw) == 0,
@@ -730,8 +745,8 @@ static void test_unknown_command_is_bad_command(void) {
         expect_bad(&p, &lim, "command 0x7F", &r, VIDI_WIRE_BAD_COMMAND, VIDI_WIRE_BAD_COMMAND);
         raw_std(&r, 0x00, hdr, 1);
         expect_bad(&p, &lim, "command 0x00", &r, VIDI_WIRE_BAD_COMMAND, VIDI_WIRE_BAD_COMMAND);
-        raw_std(&r, 0x0E, hdr, 1);
-        expect_bad(&p, &lim, "command 0x0E", &r, VIDI_WIRE_BAD_COMMAND, VIDI_WIRE_BAD_COMMAND);
+        raw_std(&r, 0x0F, hdr, 1);
+        expect_bad(&p, &lim, "command 0x0F", &r, VIDI_WIRE_BAD_COMMAND, VIDI_WIRE_BAD_COMMAND);
         raw_std(&r, VIDI_CMD_REQUEST, hdr, 1);
         r.bufs[1] = two;
         r.lens[1] = 2;
@@ -941,9 +956,11 @@ static void test_frame_size_not_matching_shape_is_bad_tensor(void) {
 static void test_malformed_descriptors_are_bad_tensor(void) {
     sock_pair p;
     if (pair_open(&p, "inproc://test-msg-desc", 0) == 0) {
-        static const ipc_spec ipc_ok = {64, 0, 0, 2};
-        static const ipc_spec ipc_h63 = {63, 0, 0, 2};
-        static const ipc_spec ipc_bytes = {64, 0, 0, 3};
+        static const ipc_spec ipc_ok = {64, 0, 0, 2, "ipc:///o"};
+        static const ipc_spec ipc_h63 = {64 - 1, 0, 0, 2, "ipc:///o"};
+        static const ipc_spec ipc_bytes = {64, 0, 0, 3, "ipc:///o"};
+        static const ipc_spec ipc_no_owner = {64, 0, 0, 2, NULL};
+        static const ipc_spec ipc_wraps = {64, UINT64_MAX - 1, 0, 2, "ipc:///o"};
         const desc_case cases[] = {
             {"unknown dtype f64", "f64", 1, {2}, 1, 0, NULL, 16},
             {"unknown dtype empty", "", 1, {2}, 1, 0, NULL, 2},
@@ -959,6 +976,8 @@ static void test_malformed_descriptors_are_bad_tensor(void) {
             {"neither frame nor cuda_ipc", "u8", 1, {2}, 0, 0, NULL, (size_t)-1},
             {"cuda_ipc handle of 63 bytes", "u8", 1, {2}, 0, 0, &ipc_h63, (size_t)-1},
             {"cuda_ipc bytes not prod(shape)*size", "u8", 1, {2}, 0, 0, &ipc_bytes, (size_t)-1},
+            {"cuda_ipc without an owner", "u8", 1, {2}, 0, 0, &ipc_no_owner, (size_t)-1},
+            {"cuda_ipc offset + bytes wraps", "u8", 1, {2}, 0, 0, &ipc_wraps, (size_t)-1},
         };
         for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
             expect_bad_desc(&p, &cases[i], VIDI_WIRE_BAD_TENSOR, VIDI_WIRE_BAD_TENSOR);
@@ -1559,7 +1578,7 @@ static void test_recv_with_nothing_to_read_is_io_not_the_senders_fault(void) {
 /* ------------------------------------------------------------ names */
 
 static void test_names_round_trip(void) {
-    for (int c = VIDI_CMD_READY; c <= VIDI_CMD_DISCONNECT; c++) {
+    for (int c = VIDI_CMD_READY; c <= VIDI_CMD_RELEASE; c++) {
         const char *s = vidi_cmd_name(c);
         CHECK(s && s[0], "vidi_cmd_name(%d) is empty", c);
         for (int d = VIDI_CMD_READY; s && d < c; d++)
@@ -1570,7 +1589,7 @@ static void test_names_round_trip(void) {
           "DISCONNECT");
     CHECK(vidi_cmd_name(0x7F) == NULL, "vidi_cmd_name(0x7F)");
     CHECK(vidi_cmd_name(0) == NULL, "vidi_cmd_name(0)");
-    CHECK(vidi_cmd_name(0x0E) == NULL, "vidi_cmd_name(0x0E)");
+    CHECK(vidi_cmd_name(0x0F) == NULL, "vidi_cmd_name(0x0F)");
     CHECK(vidi_cmd_name(-1) == NULL, "vidi_cmd_name(-1)");
     CHECK(vidi_cmd_name(0x103) == NULL, "vidi_cmd_name(0x103)");
 

@@ -8,7 +8,9 @@
  * video encoded apart and concatenated, as two encode workers would),
  * vidi_prefill_run into a paged sequence, and all sequences decoded
  * together by one vidi_decoder (continuous batching, joining at different
- * steps). Greedy and seeded sampling both.
+ * steps). Greedy and seeded sampling both. Then again over a pool too
+ * small for the answers, where sequences are swapped out to host memory and
+ * back (decode's preemption by swap), with the same answers.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -41,7 +43,14 @@ static const q_case k_cases[] = {
 };
 #define N_CASES ((int)(sizeof k_cases / sizeof k_cases[0]))
 
-static void test_stages_equal_generate(void) {
+/* The prompt lengths of the cases as the first run saw them (for sizing a
+ * pool that is too small). */
+static int64_t g_prompt_len[N_CASES];
+
+/* Every case through the stages over a pool of n_blocks blocks of 16 tokens
+ * with `swap` host bytes for swapped-out KV, joining one per step (or all
+ * before the first step: join_all); *st gets the decoder's counts. */
+static void run_stages(int64_t n_blocks, uint64_t swap, int join_all, vidi_decoder_stats *st) {
     vidi_err err = {0};
     vidi_backend *be = vidi_backend_cpu_create(0, &err);
     REQUIRE(be, "cpu backend: %s", err.msg);
@@ -58,11 +67,12 @@ static void test_stages_equal_generate(void) {
     }
     const vidi_model_config *cfg = &m->cfg;
     int64_t H = cfg->text.hidden_size;
-    vidi_kv_pool_params kp = {.block_size = 16, .n_blocks = 512, .max_seq_len = 4096, .max_batch = 8};
+    vidi_kv_pool_params kp = {.block_size = 16, .n_blocks = n_blocks, .max_seq_len = 4096, .max_batch = 8};
     vidi_kv_pool *pool = NULL;
     vidi_decoder *dec = NULL;
     REQUIRE(vidi_kv_pool_create(m->text, &kp, &pool, &err) == VIDI_OK, "pool: %s", err.msg);
     REQUIRE(vidi_decoder_create(m, pool, 8, &dec, &err) == VIDI_OK, "decoder: %s", err.msg);
+    vidi_decoder_set_swap(dec, swap);
 
     int32_t *want[N_CASES] = {0}, *got[N_CASES] = {0};
     int n_want[N_CASES] = {0}, n_got[N_CASES] = {0}, done[N_CASES] = {0};
@@ -75,7 +85,7 @@ static void test_stages_equal_generate(void) {
     vidi_decode_event ev[8];
     /* requests join the running batch one per step */
     while (joined < N_CASES || vidi_decoder_running(dec) > 0) {
-        if (joined < N_CASES) {
+        for (int k = 0; joined < N_CASES && (k == 0 || join_all); k++) {
             const q_case *q = &k_cases[joined];
             int c = joined++;
             uint8_t *data = NULL;
@@ -123,6 +133,7 @@ static void test_stages_equal_generate(void) {
                     "expand: %s", err.msg);
             CHECK(n_exp == n_ids && !memcmp(exp_ids, ids, (size_t)n_ids * sizeof *ids),
                   "case %d: expanded prompt differs from vidi_prompt_build's", c);
+            g_prompt_len[c] = n_exp;
             /* vision: videos in two temporal slices, as two encoders would */
             int64_t rows = vidi_prefill_item_rows(cfg, &pi);
             float *vis = calloc((size_t)(rows * H), sizeof(float));
@@ -166,7 +177,8 @@ static void test_stages_equal_generate(void) {
         REQUIRE(vidi_decoder_step(dec, ev, &n_ev, &err) == VIDI_OK, "step %d: %s", step, err.msg);
         for (int e = 0; e < n_ev; e++) {
             int c = (int)ev[e].tag;
-            CHECK(ev[e].state != VIDI_DECODE_PREEMPTED, "case %d preempted with a large pool", c);
+            CHECK(ev[e].state != VIDI_DECODE_PREEMPTED, "case %d preempted (%lld blocks, swap %llu bytes)", c,
+                  (long long)n_blocks, (unsigned long long)swap);
             CHECK(ev[e].index == n_got[c], "case %d: event index %d, expected %d", c, ev[e].index, n_got[c]);
             if (n_got[c] < max_tokens) got[c][n_got[c]++] = ev[e].token;
             if (ev[e].state != VIDI_DECODE_RUNNING) done[c] = 1;
@@ -186,13 +198,38 @@ static void test_stages_equal_generate(void) {
         free(want[c]);
         free(got[c]);
     }
-    printf("%d requests through prefill + batched decode in %d steps: equal to vidi_generate\n", N_CASES, step);
+    *st = vidi_decoder_get_stats(dec);
+    printf("%d requests through prefill + batched decode in %d steps (%lld blocks; swapped out %llu, in %llu): "
+           "equal to vidi_generate\n",
+           N_CASES, step, (long long)n_blocks, (unsigned long long)st->swapped_out, (unsigned long long)st->swapped_in);
     vidi_decoder_free(dec);
     vidi_kv_pool_free(pool);
 out:
     vidi_tokenizer_free(tok);
     vidi_model_free(m);
     be->ops->destroy(be);
+}
+
+static void test_stages_equal_generate(void) {
+    vidi_decoder_stats st = {0};
+    run_stages(512, 0, 0, &st);
+    CHECK(st.swapped_out == 0 && st.preempted == 0, "a large pool swapped or preempted");
+}
+
+/* A pool that holds the prompts but not their answers (all prefilled
+ * first): the youngest sequences are swapped out to host memory and back,
+ * and every answer is still vidi_generate's. */
+static void test_swapping_under_a_small_pool_equals_generate(void) {
+    vidi_decoder_stats st = {0};
+    if (!g_prompt_len[0]) run_stages(512, 0, 0, &st);
+    int64_t blocks = 0;
+    for (int c = 0; c < N_CASES; c++) blocks += (g_prompt_len[c] + 15) / 16;
+    run_stages(blocks, 64u << 20, 1, &st);
+    CHECK(st.swapped_out > 0 && st.swapped_in == st.swapped_out && st.preempted == 0 && st.swapped_now == 0 &&
+              st.swap_bytes == 0,
+          "swapped out %llu, in %llu, preempted %llu, out now %d (%llu bytes)", (unsigned long long)st.swapped_out,
+          (unsigned long long)st.swapped_in, (unsigned long long)st.preempted, st.swapped_now,
+          (unsigned long long)st.swap_bytes);
 }
 
 int main(int argc, char **argv) {
@@ -202,7 +239,10 @@ int main(int argc, char **argv) {
     }
     g_model = argv[1];
     g_examples = argv[2];
-    static const test_case cases[] = {{"stages_equal_generate", test_stages_equal_generate}};
+    static const test_case cases[] = {
+        {"stages_equal_generate", test_stages_equal_generate},
+        {"swapping_under_a_small_pool_equals_generate", test_swapping_under_a_small_pool_equals_generate},
+    };
     char *sub[] = {argv[0], argc > 3 ? argv[3] : NULL};
-    return test_main(argc > 3 ? 2 : 1, sub, cases, 1);
+    return test_main(argc > 3 ? 2 : 1, sub, cases, 2);
 }

@@ -464,6 +464,25 @@ static void run_handoff(const char *rel) {
     CHECK(vidi_kv_seq_export(sb, 0, P, again, bytes, &err) == VIDI_OK, "export from B: %s", err.msg);
     CHECK(!memcmp(again, full, bytes), "pool B's export differs from pool A's");
 
+    /* The same through backend memory (the CUDA IPC path): export_dev
+     * writes the host export's bytes, import_dev of them rebuilds it. */
+    {
+        vidi_kv_seq *sd = NULL;
+        void *dbuf = be->ops->buf_alloc(be, bytes);
+        vidi_status st = dbuf ? vidi_kv_seq_export_dev(sa, 0, P, dbuf, bytes, &err) : VIDI_ERR_NOMEM;
+        memset(again, 0, bytes);
+        if (st == VIDI_OK) st = be->ops->copy_to_host(be, again, dbuf, bytes, &err);
+        CHECK(st == VIDI_OK && !memcmp(again, full, bytes), "export_dev differs from export: %s", err.msg);
+        if (st == VIDI_OK) st = vidi_kv_seq_create(pb, &sd, &err);
+        if (st == VIDI_OK) st = vidi_kv_seq_import_dev(sd, dbuf, bytes, P, &err);
+        memset(again, 0, bytes);
+        if (st == VIDI_OK) st = vidi_kv_seq_export(sd, 0, P, again, bytes, &err);
+        CHECK(st == VIDI_OK && !memcmp(again, full, bytes), "import_dev did not rebuild the sequence: %s", err.msg);
+        CHECK(vidi_kv_seq_import_dev(sd, dbuf, bytes - 1, P, &err) == VIDI_ERR_INVALID, "a short import_dev accepted");
+        vidi_kv_seq_free(sd);
+        if (dbuf) be->ops->buf_free(be, dbuf);
+    }
+
     /* Sub-ranges: [0, 13) and [13, 37) are the rows of the full export, and
      * imported one after the other they rebuild the sequence. */
     size_t hb = vidi_kv_seq_export_bytes(pa, HO_CUT), tb = vidi_kv_seq_export_bytes(pa, P - HO_CUT);

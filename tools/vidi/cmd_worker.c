@@ -29,6 +29,7 @@
 #include "decode/decode.h"
 #include "encoder/mmcache.h"
 #include "ipc/fields.h"
+#include "ipc/lease.h"
 #include "ipc/mmkey.h"
 #include "ipc/msg.h"
 #include "ipc/sock.h"
@@ -46,6 +47,9 @@ static const char *const k_role_names[] = {"media", "encode", "prefill", "decode
 #define MAX_PEND 256
 #define MAX_ITEMS 64
 #define PEND_TTL_MS 120000 /* a prefill waiting this long for its parts is dropped */
+#define IPC_ID_MAX 64
+#define IPC_MAPS 16        /* other workers' export buffers mapped at once */
+#define IPC_MARGIN_MS 5000 /* a CUDA IPC lease must have this long left to be read */
 
 static volatile sig_atomic_t g_stop;
 static void s_on_signal(int sig) {
@@ -80,7 +84,8 @@ typedef struct slice_in {
     int have;
     vidi_prefill_item item;  /* the slice's grid */
     int64_t rows;
-    void *data;              /* host, act dtype [rows, hidden] */
+    void *data;              /* act dtype [rows, hidden]: host, or backend memory when on_dev */
+    int on_dev;
 } slice_in;
 
 typedef struct pend {
@@ -96,6 +101,8 @@ typedef struct pend {
     slice_in *slices[MAX_ITEMS];
     vidi_wire_sampling samp;
     char decode_ep[EP_MAX];
+    char decode_ipc[IPC_ID_MAX];
+    vidi_backend *be;        /* frees on_dev slices */
 } pend;
 
 /* A prefilled sequence waiting for a place in the decode batch. */
@@ -129,6 +136,7 @@ typedef struct worker {
     int liveness;
     uint64_t mm_budget;
     int64_t kv_blocks;
+    int64_t kv_swap_mb;
     int max_batch;
     /* sockets */
     void *ctx, *back, *data;
@@ -158,6 +166,23 @@ typedef struct worker {
     /* (req, attempt) the router cancelled: their late WORK is dropped */
     uint64_t dead_req[TOMBSTONES], dead_attempt[TOMBSTONES];
     int n_dead;
+    /* CUDA IPC (PROTOCOL.md §5.4): this host's identity ("" when off), the
+     * export buffer (allocated on first use) and its leases, and the
+     * export buffers of other workers mapped here */
+    char ipc_id[IPC_ID_MAX];
+    int64_t ipc_mb, ipc_lease_ms;
+    void *ipc_buf;
+    uint8_t ipc_handle[64];
+    vidi_lease_pool *leases;
+    int ipc_broken;
+    struct {
+        uint8_t h[64];
+        void *base;
+        size_t bytes;
+        int64_t used_ms;
+    } maps[IPC_MAPS];
+    int n_maps;
+    uint64_t n_ipc_sent, n_ipc_received, n_ipc_expired, n_ipc_full;
     /* counters */
     uint64_t n_media, n_encode, n_encode_batches, n_encode_cached, n_prefill, n_decode_in, n_tokens, n_errors,
         n_bad_msgs;
@@ -230,6 +255,133 @@ static void s_to_router(worker *w, vidi_cmd cmd, vidi_msg_out *o) {
     vidi_msg_out_free(o);
 }
 
+/* ---- CUDA IPC ---- */
+
+/* The optional identity field `key` (prefill_ipc, decode_ipc) into out ("" when absent). */
+static void s_ipc_field(const msgpack_object *map, const char *key, char out[IPC_ID_MAX]) {
+    const char *v;
+    size_t n;
+    out[0] = 0;
+    if (vidi_mp_str(map, key, 0, IPC_ID_MAX - 1, &v, &n, NULL) == VIDI_OK && v) {
+        memcpy(out, v, n);
+        out[n] = 0;
+    }
+}
+
+/* A range of the export buffer for `bytes` going to the worker at `ep`
+ * whose identity is `peer`: 1 with *dst (where to write it) and *d (its
+ * descriptor) set; 0 when the tensor must go as a raw frame instead. */
+static int s_ipc_take(worker *w, const char *ep, const char *peer, size_t bytes, void **dst, vidi_wire_ipc *d) {
+    if (!w->ipc_id[0] || !peer[0] || strcmp(peer, w->ipc_id) != 0 || !strcmp(ep, w->data_ep) || w->ipc_broken ||
+        bytes == 0)
+        return 0;
+    vidi_err err = {0};
+    uint64_t size = (uint64_t)w->ipc_mb << 20;
+    if (!w->ipc_buf) {
+        w->ipc_buf = w->be->ops->ipc_alloc(w->be, (size_t)size, w->ipc_handle, &err);
+        if (w->ipc_buf) w->leases = vidi_lease_pool_create(size, 256, 4096);
+        if (!w->ipc_buf || !w->leases) {
+            fprintf(stderr, "worker %s: no CUDA IPC export buffer of %lld MiB (%s); tensors go through host memory\n",
+                    w->name, (long long)w->ipc_mb, w->ipc_buf ? "out of memory" : err.msg);
+            if (w->ipc_buf) w->be->ops->ipc_free(w->be, w->ipc_buf);
+            w->ipc_buf = NULL;
+            w->ipc_broken = 1;
+            return 0;
+        }
+    }
+    uint64_t lease, off, until = (uint64_t)vidi_now_ms() + (uint64_t)w->ipc_lease_ms;
+    w->n_ipc_expired += (uint64_t)vidi_lease_expire(w->leases, (uint64_t)vidi_now_ms());
+    if (vidi_lease_take(w->leases, bytes, until, &lease, &off, &err) != VIDI_OK) {
+        w->n_ipc_full++;
+        return 0;
+    }
+    memcpy(d->handle, w->ipc_handle, 64);
+    d->offset = off;
+    d->device = w->device;
+    d->lease = lease;
+    d->owner = w->data_ep;
+    d->until_ms = until;
+    *dst = (char *)w->ipc_buf + off;
+    return 1;
+}
+
+/* The range a CUDA IPC tensor names, mapped here (each owner's buffer is
+ * mapped once, the least recently used of IPC_MAPS unmapped); NULL with
+ * *err set when this worker cannot read it. */
+static const void *s_ipc_source(worker *w, const vidi_wire_tensor *t, vidi_err *err) {
+    int64_t now = vidi_now_ms();
+    if (!w->be->ops->ipc_open) {
+        vidi_err_set(err, VIDI_ERR_UNSUPPORTED, "cuda_ipc: this worker (%s) cannot map CUDA IPC memory", w->be->name);
+        return NULL;
+    }
+    if ((uint64_t)now + IPC_MARGIN_MS > t->ipc_until_ms) {
+        vidi_err_set(err, VIDI_ERR_RANGE, "cuda_ipc: lease %llu ends in less than %d ms", (unsigned long long)t->ipc_lease,
+                     IPC_MARGIN_MS);
+        return NULL;
+    }
+    int k = -1;
+    for (int i = 0; i < w->n_maps; i++)
+        if (!memcmp(w->maps[i].h, t->ipc_handle, 64)) k = i;
+    if (k < 0) {
+        if (w->n_maps == IPC_MAPS) {
+            int old = 0;
+            for (int i = 1; i < w->n_maps; i++)
+                if (w->maps[i].used_ms < w->maps[old].used_ms) old = i;
+            w->be->ops->ipc_close(w->be, w->maps[old].base);
+            w->maps[old] = w->maps[--w->n_maps];
+        }
+        void *base = NULL;
+        size_t bytes = 0;
+        if (w->be->ops->ipc_open(w->be, t->ipc_handle, &base, &bytes, err) != VIDI_OK) {
+            vidi_err_prefix(err, "cuda_ipc (owner %.*s)", (int)t->ipc_owner_len, t->ipc_owner);
+            return NULL;
+        }
+        k = w->n_maps++;
+        memcpy(w->maps[k].h, t->ipc_handle, 64);
+        w->maps[k].base = base;
+        w->maps[k].bytes = bytes;
+    }
+    w->maps[k].used_ms = now;
+    if (t->ipc_offset > w->maps[k].bytes || t->bytes > w->maps[k].bytes - t->ipc_offset) {
+        vidi_err_set(err, VIDI_ERR_RANGE, "cuda_ipc: bytes [%llu, +%llu) are outside the owner's buffer of %zu",
+                     (unsigned long long)t->ipc_offset, (unsigned long long)t->bytes, w->maps[k].bytes);
+        return NULL;
+    }
+    return (const char *)w->maps[k].base + t->ipc_offset;
+}
+
+static vidi_status s_deliver(worker *w, const char *ep, vidi_cmd cmd, vidi_msg_out *o, vidi_err *err);
+
+/* RELEASE { leases: [lease] } to a CUDA IPC tensor's owner: it was read,
+ * or will never be. */
+static void s_ipc_release(worker *w, const vidi_wire_tensor *t) {
+    char ep[EP_MAX];
+    if (t->frame >= 0 || !t->ipc_owner_len || t->ipc_owner_len >= EP_MAX) return;
+    memcpy(ep, t->ipc_owner, t->ipc_owner_len);
+    ep[t->ipc_owner_len] = 0;
+    vidi_msg_out o;
+    vidi_msg_out_init(&o);
+    msgpack_pack_map(&o.pk, 1);
+    vidi_mp_pack_cstr(&o.pk, "leases");
+    msgpack_pack_array(&o.pk, 1);
+    msgpack_pack_uint64(&o.pk, t->ipc_lease);
+    vidi_err err = {0};
+    if (s_deliver(w, ep, VIDI_CMD_RELEASE, &o, &err) != VIDI_OK)
+        fprintf(stderr, "worker %s: RELEASE to %s: %s\n", w->name, ep, err.msg);
+}
+
+/* RELEASE from a reader of our export buffer. */
+static void s_on_release(worker *w, const vidi_msg *m) {
+    const msgpack_object *ls;
+    size_t n;
+    if (vidi_mp_array(m->header, "leases", 1, 4096, &ls, &n, NULL) != VIDI_OK) {
+        w->n_bad_msgs++;
+        return;
+    }
+    for (size_t i = 0; i < n && w->leases; i++)
+        if (ls[i].type == MSGPACK_OBJECT_POSITIVE_INTEGER) vidi_lease_give(w->leases, ls[i].via.u64);
+}
+
 static void s_pack_req(msgpack_packer *pk, uint64_t req, uint64_t attempt) {
     vidi_mp_kv_u64(pk, "req", req);
     vidi_mp_kv_u64(pk, "attempt", attempt);
@@ -255,8 +407,9 @@ static void s_error_plain(worker *w, vidi_wire_code code, const char *msg) {
 static void s_send_ready(worker *w) {
     vidi_msg_out o;
     vidi_msg_out_init(&o);
-    msgpack_pack_map(&o.pk, 8);
+    msgpack_pack_map(&o.pk, 8 + (w->ipc_id[0] != 0));
     vidi_mp_kv_str(&o.pk, "name", w->name);
+    if (w->ipc_id[0]) vidi_mp_kv_str(&o.pk, "cuda_ipc", w->ipc_id);
     vidi_mp_kv_u64(&o.pk, "pid", (uint64_t)getpid());
     vidi_mp_pack_cstr(&o.pk, "roles");
     int nr = 0;
@@ -375,10 +528,11 @@ static const vidi_wire_tensor *s_tensor_field(const vidi_msg *m, const msgpack_o
 
 static void s_on_media(worker *w, const vidi_msg *m, req_id r) {
     vidi_err err = {0};
-    char prefill[EP_MAX];
+    char prefill[EP_MAX], prefill_ipc[IPC_ID_MAX];
     const msgpack_object *items;
     size_t n_items;
     char msg[VIDI_ERR_MSG_MAX + 2 * EP_MAX + 64];
+    s_ipc_field(m->header, "prefill_ipc", prefill_ipc);
     if (s_ep_field(m->header, "prefill", prefill, &err) != VIDI_OK ||
         vidi_mp_array(m->header, "items", 1, MAX_ITEMS, &items, &n_items, &err) != VIDI_OK) {
         s_error_req(w, r.req, r.attempt, VIDI_WIRE_BAD_FIELD, err.msg);
@@ -456,10 +610,11 @@ static void s_on_media(worker *w, const vidi_msg *m, req_id r) {
             vidi_mm_key(t->data, t->bytes, &kp, skey);
             vidi_msg_out o;
             vidi_msg_out_init(&o);
-            msgpack_pack_map(&o.pk, 6);
+            msgpack_pack_map(&o.pk, 6 + (prefill_ipc[0] != 0));
             s_pack_req(&o.pk, r.req, r.attempt);
             vidi_mp_kv_str(&o.pk, "stage", "encode");
             vidi_mp_kv_str(&o.pk, "prefill", prefill);
+            if (prefill_ipc[0]) vidi_mp_kv_str(&o.pk, "prefill_ipc", prefill_ipc);
             vidi_mp_pack_cstr(&o.pk, "items");
             msgpack_pack_array(&o.pk, 1);
             msgpack_pack_map(&o.pk, 9);
@@ -499,14 +654,39 @@ static void s_cache_free(void *data, void *user) {
     free(data);
 }
 
-/* WORK "embeds" with one slice's rows (host, act dtype) to `prefill`. */
-static vidi_status s_send_embeds(worker *w, req_id r, const char *prefill, uint64_t item, uint64_t slice,
-                                 uint64_t n_slices, vidi_media_kind kind, const int32_t grid[3], double spgt,
-                                 const void *data, int64_t rows, vidi_err *err) {
+/* WORK "embeds" with one slice's rows (act dtype) to `prefill`: in backend
+ * memory at `dev` and/or in host memory at `host` (either may be NULL; a
+ * copy is made from whichever is nearer to where they go). They go
+ * through our CUDA IPC export buffer when `prefill` is another CUDA worker
+ * of this host (`peer` its identity, "" when it has none), else as a raw
+ * frame. */
+static vidi_status s_send_embeds(worker *w, req_id r, const char *prefill, const char *peer, uint64_t item,
+                                 uint64_t slice, uint64_t n_slices, vidi_media_kind kind, const int32_t grid[3],
+                                 double spgt, const void *host, const void *dev, int64_t rows, vidi_err *err) {
     size_t bytes = (size_t)s_act_bytes(w, rows);
-    void *copy = malloc(bytes ? bytes : 1);
-    if (!copy) return vidi_err_set(err, VIDI_ERR_NOMEM, "embeds: out of memory");
-    memcpy(copy, data, bytes);
+    void *dst = NULL, *copy = NULL;
+    vidi_wire_ipc d;
+    int ipc = s_ipc_take(w, prefill, peer, bytes, &dst, &d);
+    if (ipc) {
+        vidi_err e2 = {0};
+        vidi_status rc = dev ? w->be->ops->copy(w->be, dst, dev, bytes, &e2)
+                             : w->be->ops->copy_to_device(w->be, dst, host, bytes, &e2);
+        if (rc == VIDI_OK) rc = w->be->ops->synchronize(w->be, &e2);
+        if (rc != VIDI_OK) {
+            fprintf(stderr, "worker %s: embeds into the export buffer: %s\n", w->name, e2.msg);
+            vidi_lease_give(w->leases, d.lease);
+            ipc = 0;
+        }
+    }
+    if (!ipc) {
+        copy = malloc(bytes ? bytes : 1);
+        if (!copy) return vidi_err_set(err, VIDI_ERR_NOMEM, "embeds: out of memory");
+        if (host) memcpy(copy, host, bytes);
+        else if (w->be->ops->copy_to_host(w->be, copy, dev, bytes, err) != VIDI_OK) {
+            free(copy);
+            return err->status;
+        }
+    }
     vidi_msg_out o;
     vidi_msg_out_init(&o);
     msgpack_pack_map(&o.pk, 5);
@@ -528,8 +708,12 @@ static vidi_status s_send_embeds(worker *w, req_id r, const char *prefill, uint6
     msgpack_pack_array(&o.pk, 1);
     int64_t shape[2] = {rows, w->m->cfg.text.hidden_size};
     vidi_wire_dtype dt = w->be->act_dtype == VIDI_DTYPE_BF16 ? VIDI_WIRE_BF16 : VIDI_WIRE_F32;
-    vidi_msg_out_tensor(&o, dt, 2, shape, copy, bytes, s_free_frame, NULL, err);
-    return s_deliver(w, prefill, VIDI_CMD_WORK, &o, err);
+    if (ipc) vidi_msg_out_tensor_ipc(&o, dt, 2, shape, &d, err);
+    else vidi_msg_out_tensor(&o, dt, 2, shape, copy, bytes, s_free_frame, NULL, err);
+    vidi_status rc = s_deliver(w, prefill, VIDI_CMD_WORK, &o, err);
+    if (ipc && rc != VIDI_OK) vidi_lease_give(w->leases, d.lease);
+    else if (ipc) w->n_ipc_sent++;
+    return rc;
 }
 
 /* One item of an encode WORK, checked. */
@@ -548,12 +732,13 @@ typedef struct enc_item {
 typedef struct enc_msg {
     req_id r;
     char prefill[EP_MAX];
+    char prefill_ipc[IPC_ID_MAX];
     int ok;                  /* its items were checked and queued */
 } enc_msg;
 
 /* Cache hits the router found: send what is here; report what is not. */
-static void s_encode_cached(worker *w, req_id r, const char *prefill, const msgpack_object *cached,
-                            size_t n_cached) {
+static void s_encode_cached(worker *w, req_id r, const char *prefill, const char *prefill_ipc,
+                            const msgpack_object *cached, size_t n_cached) {
     vidi_err err = {0};
     char msg[VIDI_ERR_MSG_MAX + 2 * EP_MAX + 64];
     int n_missing = 0;
@@ -576,8 +761,8 @@ static void s_encode_cached(worker *w, req_id r, const char *prefill, const msgp
         }
         w->n_encode_cached++;
         vidi_media_kind kind = e->grid[0] > 1 || e->second_per_grid_t > 0 ? VIDI_MEDIA_VIDEO : VIDI_MEDIA_IMAGE;
-        if (s_send_embeds(w, r, prefill, item, slice, ns, kind, e->grid, e->second_per_grid_t, e->data, e->rows,
-                          &err) != VIDI_OK) {
+        if (s_send_embeds(w, r, prefill, prefill_ipc, item, slice, ns, kind, e->grid, e->second_per_grid_t, e->data,
+                          NULL, e->rows, &err) != VIDI_OK) {
             snprintf(msg, sizeof msg, "encode: to prefill %s: %s", prefill, err.msg);
             s_error_req(w, r.req, r.attempt, VIDI_WIRE_WORKER_LOST, msg);
         }
@@ -611,7 +796,8 @@ static int s_encode_collect(worker *w, const vidi_msg *m, int k, enc_msg *em, en
         s_error_req(w, r.req, r.attempt, VIDI_WIRE_BAD_FIELD, err.msg);
         return -1;
     }
-    if (n_cached) s_encode_cached(w, r, em->prefill, cached, n_cached);
+    s_ipc_field(m->header, "prefill_ipc", em->prefill_ipc);
+    if (n_cached) s_encode_cached(w, r, em->prefill, em->prefill_ipc, cached, n_cached);
     int64_t patch_dim = vidi_media_patch_dim(&w->m->cfg);
     int first = *n;
     for (size_t i = 0; i < n_its; i++) {
@@ -702,12 +888,12 @@ static void s_encode_batch(worker *w, vidi_msg *const *msgs, const req_id *rids,
             rc = vidi_vision_encode(w->m->vision, pix, rows_in, (const int32_t(*)[3])grids, n, &out, &err);
         }
         if (rc == VIDI_OK) rc = w->be->ops->copy_to_host(w->be, host, dev, bytes, &err);
-        if (dev) w->be->ops->buf_free(w->be, dev);
         if (n > 1) free(pix);
         free(grids);
         if (rc != VIDI_OK) {
             for (int k = 0; k < n_msgs; k++)
                 if (ems[k].ok) s_error_req(w, ems[k].r.req, ems[k].r.attempt, VIDI_WIRE_INTERNAL, err.msg);
+            if (dev) w->be->ops->buf_free(w->be, dev);
             free(host);
             goto out;
         }
@@ -718,10 +904,11 @@ static void s_encode_batch(worker *w, vidi_msg *const *msgs, const req_id *rids,
             enc_item *e = &items[i];
             enc_msg *em = &ems[e->msg];
             const char *rows = host + (size_t)s_act_bytes(w, row);
+            const char *drows = w->be->host_memory ? NULL : (const char *)dev + (size_t)s_act_bytes(w, row);
             size_t ib = (size_t)s_act_bytes(w, e->rows_out);
             row += e->rows_out;
-            if (s_send_embeds(w, em->r, em->prefill, e->item, e->slice, e->ns, e->kind, e->grid, e->spgt, rows,
-                              e->rows_out, &err) != VIDI_OK) {
+            if (s_send_embeds(w, em->r, em->prefill, em->prefill_ipc, e->item, e->slice, e->ns, e->kind, e->grid,
+                              e->spgt, rows, drows, e->rows_out, &err) != VIDI_OK) {
                 char msg[VIDI_ERR_MSG_MAX + 2 * EP_MAX + 64];
                 snprintf(msg, sizeof msg, "encode: to prefill %s: %s", em->prefill, err.msg);
                 s_error_req(w, em->r.req, em->r.attempt, VIDI_WIRE_WORKER_LOST, msg);
@@ -733,6 +920,7 @@ static void s_encode_batch(worker *w, vidi_msg *const *msgs, const req_id *rids,
                                              (float)e->spgt, NULL, &err) == VIDI_OK;
             }
         }
+        w->be->ops->buf_free(w->be, dev);
         free(host);
     }
     /* RESULT per message: what the router's directory needs */
@@ -799,13 +987,18 @@ static pend *s_pend(worker *w, req_id r, int create) {
     free_slot->req = r.req;
     free_slot->attempt = r.attempt;
     free_slot->since_ms = vidi_now_ms();
+    free_slot->be = w->be;
     return free_slot;
 }
 
 static void s_pend_free(pend *p) {
     for (int k = 0; k < MAX_ITEMS; k++)
         if (p->slices[k]) {
-            for (int s = 0; s < p->n_slices[k]; s++) free(p->slices[k][s].data);
+            for (int s = 0; s < p->n_slices[k]; s++) {
+                slice_in *sl = &p->slices[k][s];
+                if (sl->on_dev && sl->data) p->be->ops->buf_free(p->be, sl->data);
+                else free(sl->data);
+            }
             free(p->slices[k]);
         }
     free(p->ids);
@@ -844,8 +1037,9 @@ static vidi_decode_params s_decode_params(const vidi_wire_sampling *s) {
 }
 
 /* The sequence leaves for decode: here, or exported to another worker. */
-static void s_hand_to_decode(worker *w, req_id r, vidi_kv_seq *seq, const char *ep, int32_t last, int n_out,
-                             int64_t rope_delta, uint64_t rng, const vidi_wire_sampling *samp, int64_t prompt_tokens) {
+static void s_hand_to_decode(worker *w, req_id r, vidi_kv_seq *seq, const char *ep, const char *ep_ipc, int32_t last,
+                             int n_out, int64_t rope_delta, uint64_t rng, const vidi_wire_sampling *samp,
+                             int64_t prompt_tokens) {
     vidi_err err = {0};
     char msg[VIDI_ERR_MSG_MAX + 2 * EP_MAX + 64];
     if (!strcmp(ep, w->data_ep) && (w->roles & ROLE_DECODE)) {
@@ -872,8 +1066,16 @@ static void s_hand_to_decode(worker *w, req_id r, vidi_kv_seq *seq, const char *
     }
     int64_t len = vidi_kv_seq_len(seq);
     size_t bytes = vidi_kv_seq_export_bytes(w->pool, len);
-    void *kv = malloc(bytes ? bytes : 1);
-    if (!kv || vidi_kv_seq_export(seq, 0, len, kv, bytes, &err) != VIDI_OK) {
+    void *kv = NULL, *dst = NULL;
+    vidi_wire_ipc d;
+    int ipc = s_ipc_take(w, ep, ep_ipc, bytes, &dst, &d);
+    if (ipc && (vidi_kv_seq_export_dev(seq, 0, len, dst, bytes, &err) != VIDI_OK ||
+                w->be->ops->synchronize(w->be, &err) != VIDI_OK)) {
+        fprintf(stderr, "worker %s: KV into the export buffer: %s\n", w->name, err.msg);
+        vidi_lease_give(w->leases, d.lease);
+        ipc = 0;
+    }
+    if (!ipc && (!(kv = malloc(bytes ? bytes : 1)) || vidi_kv_seq_export(seq, 0, len, kv, bytes, &err) != VIDI_OK)) {
         free(kv);
         vidi_kv_seq_free(seq);
         s_error_req(w, r.req, r.attempt, VIDI_WIRE_INTERNAL, kv ? err.msg : "prefill: out of memory for the KV");
@@ -901,10 +1103,14 @@ static void s_hand_to_decode(worker *w, req_id r, vidi_kv_seq *seq, const char *
     msgpack_pack_array(&o.pk, 1);
     int64_t shape[1] = {(int64_t)(bytes / vidi_dtype_size(vidi_kv_pool_dtype(w->pool)))};
     vidi_wire_dtype dt = vidi_kv_pool_dtype(w->pool) == VIDI_DTYPE_BF16 ? VIDI_WIRE_BF16 : VIDI_WIRE_F32;
-    vidi_msg_out_tensor(&o, dt, 1, shape, kv, bytes, s_free_frame, NULL, &err);
+    if (ipc) vidi_msg_out_tensor_ipc(&o, dt, 1, shape, &d, &err);
+    else vidi_msg_out_tensor(&o, dt, 1, shape, kv, bytes, s_free_frame, NULL, &err);
     if (s_deliver(w, ep, VIDI_CMD_WORK, &o, &err) != VIDI_OK) {
+        if (ipc) vidi_lease_give(w->leases, d.lease);
         snprintf(msg, sizeof msg, "prefill: to decode %s: %s", ep, err.msg);
         s_error_req(w, r.req, r.attempt, VIDI_WIRE_WORKER_LOST, msg);
+    } else if (ipc) {
+        w->n_ipc_sent++;
     }
 }
 
@@ -925,22 +1131,23 @@ static void s_run_prefill(worker *w, pend *p) {
     }
     int32_t *ids = NULL;
     int64_t n_ids = 0;
-    void *vis_host = NULL, *vis_dev = NULL;
+    void *vis_dev = NULL;
     vidi_kv_seq *seq = NULL;
     vidi_status rc = vidi_prefill_expand_pads(&w->m->cfg, p->ids, p->n_ids, items, p->n_items, &ids, &n_ids, &err);
     size_t bytes = (size_t)s_act_bytes(w, total_rows);
     if (rc == VIDI_OK && total_rows > 0) {
-        vis_host = malloc(bytes);
-        vis_dev = w->be->host_memory ? vis_host : w->be->ops->buf_alloc(w->be, bytes);
-        if (!vis_host || !vis_dev) rc = vidi_err_set(&err, VIDI_ERR_NOMEM, "prefill: out of memory");
+        /* the slices in order: from host frames, or already on the device (CUDA IPC) */
+        vis_dev = w->be->ops->buf_alloc(w->be, bytes);
+        if (!vis_dev) rc = vidi_err_set(&err, VIDI_ERR_NOMEM, "prefill: out of memory");
         size_t off = 0;
         for (int i = 0; rc == VIDI_OK && i < p->n_items; i++)
-            for (int s = 0; s < p->n_slices[i]; s++) {
-                size_t b = (size_t)s_act_bytes(w, p->slices[i][s].rows);
-                memcpy((char *)vis_host + off, p->slices[i][s].data, b);
+            for (int s = 0; rc == VIDI_OK && s < p->n_slices[i]; s++) {
+                const slice_in *sl = &p->slices[i][s];
+                size_t b = (size_t)s_act_bytes(w, sl->rows);
+                rc = sl->on_dev ? w->be->ops->copy(w->be, (char *)vis_dev + off, sl->data, b, &err)
+                                : w->be->ops->copy_to_device(w->be, (char *)vis_dev + off, sl->data, b, &err);
                 off += b;
             }
-        if (rc == VIDI_OK && vis_dev != vis_host) rc = w->be->ops->copy_to_device(w->be, vis_dev, vis_host, bytes, &err);
     }
     if (rc == VIDI_OK) rc = vidi_kv_seq_create(w->pool, &seq, &err);
     vidi_prefill_result pr = {0};
@@ -951,8 +1158,7 @@ static void s_run_prefill(worker *w, pend *p) {
         rc = vidi_prefill_run(w->m, seq, ids, n_ids, items, p->n_items, total_rows ? &vt : NULL, &sp, &rng, &pr,
                               &err);
     }
-    if (vis_dev && vis_dev != vis_host) w->be->ops->buf_free(w->be, vis_dev);
-    free(vis_host);
+    if (vis_dev) w->be->ops->buf_free(w->be, vis_dev);
     free(ids);
     if (rc != VIDI_OK) {
         vidi_kv_seq_free(seq);
@@ -969,7 +1175,8 @@ static void s_run_prefill(worker *w, pend *p) {
         s_send_done(w, r.req, r.attempt, st, 1, pr.prompt_tokens);
         return;
     }
-    s_hand_to_decode(w, r, seq, p->decode_ep, pr.first_token, 1, pr.rope_delta, rng, &p->samp, pr.prompt_tokens);
+    s_hand_to_decode(w, r, seq, p->decode_ep, p->decode_ipc, pr.first_token, 1, pr.rope_delta, rng, &p->samp,
+                     pr.prompt_tokens);
 }
 
 static void s_maybe_prefill(worker *w, pend *p) {
@@ -996,6 +1203,7 @@ static void s_on_prefill(worker *w, const vidi_msg *m, req_id r) {
         s_pend_free(p);
         return;
     }
+    s_ipc_field(m->header, "decode_ipc", p->decode_ipc);
     if (!n_ids) {
         s_error_req(w, r.req, r.attempt, VIDI_WIRE_BAD_FIELD, "prefill: field 'ids' is empty");
         s_pend_free(p);
@@ -1075,9 +1283,28 @@ static void s_on_embeds(worker *w, const vidi_msg *m, req_id r) {
         }
         slice_in *sl = &p->slices[item][slice];
         if (sl->have) continue;
-        sl->data = malloc(t->bytes ? t->bytes : 1);
-        if (!sl->data) return;
-        memcpy(sl->data, t->data, t->bytes);
+        if (t->frame < 0) {
+            /* CUDA IPC: copy the owner's range into our memory now (s_handle releases it) */
+            const void *src = s_ipc_source(w, t, &err);
+            void *mine = src ? w->be->ops->buf_alloc(w->be, t->bytes) : NULL;
+            if (src && !mine) vidi_err_set(&err, VIDI_ERR_NOMEM, "embeds: out of device memory");
+            if (mine && (w->be->ops->copy(w->be, mine, src, t->bytes, &err) != VIDI_OK ||
+                         w->be->ops->synchronize(w->be, &err) != VIDI_OK)) {
+                w->be->ops->buf_free(w->be, mine);
+                mine = NULL;
+            }
+            if (!mine) {
+                s_error_req(w, r.req, r.attempt, VIDI_WIRE_BAD_TENSOR, err.msg);
+                return;
+            }
+            sl->data = mine;
+            sl->on_dev = 1;
+            w->n_ipc_received++;
+        } else {
+            sl->data = malloc(t->bytes ? t->bytes : 1);
+            if (!sl->data) return;
+            memcpy(sl->data, t->data, t->bytes);
+        }
         sl->rows = rows;
         sl->item = pi;
         sl->have = 1;
@@ -1108,19 +1335,32 @@ static void s_on_decode(worker *w, const vidi_msg *m, req_id r) {
     int L, K, D;
     vidi_kv_pool_layout(w->pool, &L, &K, &D);
     size_t want = vidi_kv_seq_export_bytes(w->pool, (int64_t)len);
-    if ((int)layers != L || (int)kvh != K || (int)hd != D || m->n_tensors != 1 || m->tensors[0].frame < 0 ||
-        m->tensors[0].bytes != want) {
+    if ((int)layers != L || (int)kvh != K || (int)hd != D || m->n_tensors != 1 || m->tensors[0].bytes != want) {
         s_error_req(w, r.req, r.attempt, VIDI_WIRE_BAD_TENSOR, "decode: the KV does not fit this model's layout");
         return;
     }
+    const vidi_wire_tensor *t = &m->tensors[0];
+    const void *src = t->frame >= 0 ? t->data : s_ipc_source(w, t, &err);
+    if (!src) {
+        s_error_req(w, r.req, r.attempt, VIDI_WIRE_BAD_TENSOR, err.msg);
+        return;
+    }
     vidi_kv_seq *seq = NULL;
-    if (vidi_kv_seq_create(w->pool, &seq, &err) || vidi_kv_seq_import(seq, m->tensors[0].data, want, (int64_t)len, &err)) {
+    vidi_status rc = vidi_kv_seq_create(w->pool, &seq, &err);
+    if (rc == VIDI_OK && t->frame >= 0) rc = vidi_kv_seq_import(seq, src, want, (int64_t)len, &err);
+    else if (rc == VIDI_OK) {
+        /* CUDA IPC: scattered into our pool from the owner's range, then waited for (s_handle releases it) */
+        rc = vidi_kv_seq_import_dev(seq, src, want, (int64_t)len, &err);
+        if (rc == VIDI_OK) rc = w->be->ops->synchronize(w->be, &err);
+        if (rc == VIDI_OK) w->n_ipc_received++;
+    }
+    if (rc != VIDI_OK) {
         vidi_kv_seq_free(seq);
         s_error_req(w, r.req, r.attempt, VIDI_WIRE_OVERLOADED, err.msg);
         return;
     }
     w->n_decode_in++;
-    s_hand_to_decode(w, r, seq, w->data_ep, (int32_t)last, (int)n_out, rope_delta, rng, &samp,
+    s_hand_to_decode(w, r, seq, w->data_ep, "", (int32_t)last, (int)n_out, rope_delta, rng, &samp,
                      (int64_t)prompt_tokens);
 }
 
@@ -1133,7 +1373,7 @@ static void s_admit_waiting(worker *w) {
         if (best < 0) return;
         dec_wait d = w->waits[best];
         w->waits[best].used = 0;
-        s_hand_to_decode(w, (req_id){d.req, d.attempt}, d.seq, w->data_ep, d.last, d.n_out, d.rope_delta, d.rng,
+        s_hand_to_decode(w, (req_id){d.req, d.attempt}, d.seq, w->data_ep, "", d.last, d.n_out, d.rope_delta, d.rng,
                          &d.samp, d.prompt_tokens);
     }
 }
@@ -1207,7 +1447,9 @@ static void s_on_stats(worker *w) {
     vidi_msg_out o;
     vidi_msg_out_init(&o);
     vidi_mmcache_counters c = vidi_mmcache_stats(w->cache);
-    msgpack_pack_map(&o.pk, 14);
+    vidi_decoder_stats ds = {0};
+    if (w->dec) ds = vidi_decoder_get_stats(w->dec);
+    msgpack_pack_map(&o.pk, 22);
 #define KV(k, v)                                                                                                      \
     do {                                                                                                              \
         vidi_mp_pack_cstr(&o.pk, k);                                                                                  \
@@ -1227,6 +1469,14 @@ static void s_on_stats(worker *w) {
     KV("mm_cache_hits", c.hits);
     KV("mm_cache_misses", c.misses);
     KV("mm_cache_evictions", c.evictions);
+    KV("ipc_sent", w->n_ipc_sent);
+    KV("ipc_received", w->n_ipc_received);
+    KV("ipc_expired", w->n_ipc_expired);
+    KV("ipc_full", w->n_ipc_full);
+    KV("ipc_leases", w->leases ? vidi_lease_held(w->leases) : 0);
+    KV("kv_swapped_out", ds.swapped_out);
+    KV("kv_swapped_in", ds.swapped_in);
+    KV("kv_preempted", ds.preempted);
 #undef KV
     s_to_router(w, VIDI_CMD_STATS, &o);
 }
@@ -1237,6 +1487,7 @@ static vidi_status s_make_pool(worker *w, vidi_err *err) {
                               .max_batch = w->max_batch};
     vidi_status rc = vidi_kv_pool_create(w->m->text, &kp, &w->pool, err);
     if (rc == VIDI_OK) rc = vidi_decoder_create(w->m, w->pool, w->max_batch, &w->dec, err);
+    if (rc == VIDI_OK) vidi_decoder_set_swap(w->dec, (uint64_t)w->kv_swap_mb << 20);
     return rc;
 }
 
@@ -1267,8 +1518,9 @@ static void s_on_role(worker *w, const vidi_msg *m) {
 
 /* ---- dispatch ---- */
 
+static void s_on_work(worker *w, vidi_msg *m);
+
 static void s_handle(worker *w, vidi_msg *m, int from_back) {
-    vidi_err err = {0};
     if (from_back) vidi_liveness_heard(&w->live, vidi_now_ms());
     switch (m->cmd) {
     case VIDI_CMD_READY:
@@ -1284,13 +1536,28 @@ static void s_handle(worker *w, vidi_msg *m, int from_back) {
         if (from_back && !vidi_mp_get(m->header, "req") && vidi_mp_str_eq(vidi_mp_get(m->header, "code"), "bad_command"))
             s_send_ready(w);
         return;
-    case VIDI_CMD_WORK: break;
-    default:
-        w->n_bad_msgs++;
-        if (from_back)
-            s_error_plain(w, VIDI_WIRE_BAD_COMMAND, "a worker takes WORK, CANCEL, DRAIN, STATS, HEARTBEAT and DISCONNECT");
+    case VIDI_CMD_RELEASE:
+        if (!from_back) {
+            s_on_release(w, m);
+            return;
+        }
+        break;
+    case VIDI_CMD_WORK:
+        s_on_work(w, m);
+        /* every CUDA IPC range of the message has been copied, or never will be */
+        for (int i = 0; i < m->n_tensors; i++) s_ipc_release(w, &m->tensors[i]);
         return;
+    default: break;
     }
+    w->n_bad_msgs++;
+    if (from_back)
+        s_error_plain(w, VIDI_WIRE_BAD_COMMAND,
+                      "a worker takes WORK, CANCEL, DRAIN, ROLE, STATS, HEARTBEAT and DISCONNECT from the router");
+}
+
+/* WORK: to the stage's handler. */
+static void s_on_work(worker *w, vidi_msg *m) {
+    vidi_err err = {0};
     req_id r;
     if (s_req_fields(m, &r, &err) != VIDI_OK) {
         w->n_bad_msgs++;
@@ -1371,6 +1638,20 @@ static int s_parse_roles(const char *s, int *roles) {
     return *roles ? 0 : -1;
 }
 
+/* This host's identity for CUDA IPC: its boot id (its host name when that
+ * cannot be read). Two workers with the same one can map each other's memory. */
+static void s_host_identity(char out[IPC_ID_MAX]) {
+    char id[IPC_ID_MAX - 8] = {0};
+    FILE *f = fopen("/proc/sys/kernel/random/boot_id", "r");
+    if (!f || !fgets(id, sizeof id, f)) {
+        id[0] = 0;
+        gethostname(id, sizeof id - 1);
+    }
+    if (f) fclose(f);
+    id[strcspn(id, "\n")] = 0;
+    snprintf(out, IPC_ID_MAX, "host:%s", id);
+}
+
 static void s_usage(FILE *f) {
     fprintf(f, "usage: vidi worker --router ENDPOINT --data ENDPOINT --model DIR [options]\n"
                "  --role R[,R...]   media, encode, prefill, decode or all (default all)\n"
@@ -1379,7 +1660,12 @@ static void s_usage(FILE *f) {
                "  --mm-cache-mb N   MM-token cache budget (default 256)\n"
                "  --kv-blocks N     paged KV blocks of 16 tokens (default 4096)\n"
                "  --max-batch N     sequences decoded together (default 32)\n"
-               "  --heartbeat-ms N  (default 1000); --liveness N (default 3)\n");
+               "  --kv-swap-mb N    host memory for KV swapped out when the pool is full\n"
+               "                    (default 1024; 0: preempted sequences are recomputed)\n"
+               "  --heartbeat-ms N  (default 1000); --liveness N (default 3)\n"
+               "  --ipc-mb N        CUDA IPC export buffer for rows and KV to workers of this\n"
+               "                    host (default 512; 0: everything through host memory)\n"
+               "  --ipc-lease-ms N  how long a reader has to copy a range (default 60000)\n");
 }
 
 int vidi_cmd_worker(int argc, char **argv) {
@@ -1397,6 +1683,9 @@ int vidi_cmd_worker(int argc, char **argv) {
     w->mm_budget = 256ull << 20;
     w->kv_blocks = 4096;
     w->max_batch = 32;
+    w->ipc_mb = 512;
+    w->kv_swap_mb = 1024;
+    w->ipc_lease_ms = 60000;
     int rc = 1;
     for (int i = 2; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -1427,6 +1716,9 @@ int vidi_cmd_worker(int argc, char **argv) {
         else if (!strcmp(a, "--max-batch")) w->max_batch = atoi(v);
         else if (!strcmp(a, "--heartbeat-ms")) w->heartbeat_ms = atoll(v);
         else if (!strcmp(a, "--liveness")) w->liveness = atoi(v);
+        else if (!strcmp(a, "--ipc-mb")) w->ipc_mb = atoll(v);
+        else if (!strcmp(a, "--kv-swap-mb")) w->kv_swap_mb = atoll(v);
+        else if (!strcmp(a, "--ipc-lease-ms")) w->ipc_lease_ms = atoll(v);
         else {
             fprintf(stderr, "vidi worker: unknown option %s\n", a);
             s_usage(stderr);
@@ -1436,7 +1728,8 @@ int vidi_cmd_worker(int argc, char **argv) {
         }
     }
     if (!w->router_ep || !data_opt || !w->model_dir || s_parse_roles(roles, &w->roles) != 0 || w->mm_budget == 0 ||
-        w->kv_blocks <= 0 || w->max_batch <= 0 || w->max_batch > 256 || w->heartbeat_ms <= 0 || w->liveness <= 0) {
+        w->kv_blocks <= 0 || w->max_batch <= 0 || w->max_batch > 256 || w->heartbeat_ms <= 0 || w->liveness <= 0 ||
+        w->ipc_mb < 0 || w->ipc_mb > (1 << 20) || w->kv_swap_mb < 0 || w->kv_swap_mb > (1LL << 30) || w->ipc_lease_ms < 2 * IPC_MARGIN_MS) {
         fprintf(stderr, "vidi worker: --router, --data and --model are required; roles are media, encode, prefill, "
                         "decode, all; sizes must be positive (max batch <= 256)\n");
         free(w->waits);
@@ -1465,6 +1758,7 @@ int vidi_cmd_worker(int argc, char **argv) {
         fprintf(stderr, "vidi worker: %s\n", err.msg);
         goto done;
     }
+    if (w->use_cuda && w->ipc_mb > 0 && w->be->ops->ipc_alloc) s_host_identity(w->ipc_id);
     if (w->roles & (ROLE_PREFILL | ROLE_DECODE)) {
         if (s_make_pool(w, &err) != VIDI_OK) {
             fprintf(stderr, "vidi worker: %s\n", err.msg);
@@ -1532,6 +1826,7 @@ int vidi_cmd_worker(int argc, char **argv) {
         }
         if (w->dec) s_decode_step(w);
         int64_t now = vidi_now_ms();
+        if (w->leases) w->n_ipc_expired += (uint64_t)vidi_lease_expire(w->leases, (uint64_t)now);
         /* parts of an attempt the router gave up on never complete: drop them */
         for (int i = 0; i < MAX_PEND; i++)
             if (w->pends[i].used && now - w->pends[i].since_ms > PEND_TTL_MS) s_pend_free(&w->pends[i]);
@@ -1575,6 +1870,9 @@ done:
     vidi_kv_pool_free(w->pool);
     vidi_mmcache_free(w->cache);
     vidi_model_free(w->m);
+    for (int i = 0; i < w->n_maps; i++) w->be->ops->ipc_close(w->be, w->maps[i].base);
+    if (w->ipc_buf) w->be->ops->ipc_free(w->be, w->ipc_buf);
+    vidi_lease_pool_free(w->leases);
     if (w->be) w->be->ops->destroy(w->be);
     free(w->waits);
     free(w);
