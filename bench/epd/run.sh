@@ -12,8 +12,14 @@
 #
 # Env: VIDI_BUILD (default .devlibs/build, else build), BACKEND (default cuda
 # when nvidia-smi sees a GPU, else cpu), SECONDS_PER_RATE (10), TTFT_MS (1500),
-# TPOT_MS (50), OUT_DIR (bench/results). Writes OUT_DIR/epd-goodput.json,
+# TPOT_MS (50), OUT_DIR (bench/results), GPUS (1). Writes OUT_DIR/epd-goodput.json,
 # OUT_DIR/epd-cache.json and the raw lines in OUT_DIR/epd-raw.jsonl.
+#
+# GPUS=2 compares the same on two devices: the baseline is one colocated
+# worker per device (all@0,all@1), EPD is media x2 on the CPU, an encoder
+# on each device, prefill on 0 and decode on 1 (rows and KV cross devices
+# through CUDA IPC peer copies). It writes epd-goodput-2gpu.json and
+# epd-raw-2gpu.jsonl, and no cache case.
 set -u -o pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$ROOT"
@@ -25,7 +31,15 @@ SEC=${SECONDS_PER_RATE:-10} TTFT=${TTFT_MS:-1500} TPOT=${TPOT_MS:-50}
 OUT_DIR=${OUT_DIR:-bench/results}
 MODEL=models/vidi-shapes EX=examples
 mkdir -p "$OUT_DIR"
-RAW=$OUT_DIR/epd-raw.jsonl
+GPUS=${GPUS:-1}
+if [ "$GPUS" = 1 ]; then
+  COLO=all EPD=media,encode,prefill,decode SUFFIX=
+elif [ "$GPUS" = 2 ]; then
+  COLO=all@0,all@1 EPD=media,media,encode@0,encode@1,prefill@0,decode@1 SUFFIX=-2gpu
+else
+  echo "GPUS must be 1 or 2"; exit 2
+fi
+RAW=$OUT_DIR/epd-raw$SUFFIX.jsonl
 : >"$RAW"
 RUN=$(mktemp -d /tmp/vidi-epd.XXXXXX)
 UP=
@@ -48,7 +62,7 @@ start_up() {  # WORKERS ROUTER_ARGS
 }
 
 declare -A RATES=([image]="${IMAGE_RATES:-2 4 8 16 32}" [video]="${VIDEO_RATES:-1 2 4 8}")
-for cfg in all media,encode,prefill,decode; do
+for cfg in "$COLO" "$EPD"; do
   start_up "$cfg" "--no-cache --max-requests 1024"
   # warm-up: every model path once
   "$LOADGEN" "ipc://$RUN/front" "$EX" image 2 2 "$TTFT" "$TPOT" 9 >/dev/null
@@ -60,16 +74,17 @@ for cfg in all media,encode,prefill,decode; do
   done
   stop_up
 done
-start_up all "--max-requests 1024"
-line=$("$LOADGEN" "ipc://$RUN/front" "$EX" repeat video_500016.mp4 8)
-echo "{\"config\": \"all\", ${line#\{}" | tee -a "$RAW"
-stop_up
-start_up media,encode,prefill,decode "--max-requests 1024"
-line=$("$LOADGEN" "ipc://$RUN/front" "$EX" repeat video_500016.mp4 8)
-echo "{\"config\": \"media,encode,prefill,decode\", ${line#\{}" | tee -a "$RAW"
-stop_up
+if [ "$GPUS" = 1 ]; then
+  for cfg in "$COLO" "$EPD"; do
+    start_up "$cfg" "--max-requests 1024"
+    line=$("$LOADGEN" "ipc://$RUN/front" "$EX" repeat video_500016.mp4 8)
+    echo "{\"config\": \"$cfg\", ${line#\{}" | tee -a "$RAW"
+    stop_up
+  done
+fi
 
 MACHINE=$( (nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1) || true)
 [ "$BACKEND" = cpu ] && MACHINE="$(nproc) CPU cores ($(uname -m))"
 python3 bench/epd/report.py "$RAW" "$OUT_DIR" "$BACKEND" "${MACHINE:-unknown}" "$TTFT" "$TPOT" "$SEC" \
-  "BACKEND=$BACKEND SECONDS_PER_RATE=$SEC TTFT_MS=$TTFT TPOT_MS=$TPOT bench/epd/run.sh"
+  "GPUS=$GPUS BACKEND=$BACKEND SECONDS_PER_RATE=$SEC TTFT_MS=$TTFT TPOT_MS=$TPOT bench/epd/run.sh" \
+  "$GPUS" "$COLO" "$EPD"

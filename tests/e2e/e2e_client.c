@@ -597,6 +597,36 @@ static int cmd_bad(const char *router) {
     return ok == n && serves ? 0 : 1;
 }
 
+/* stats KEY>=N ...: the router's STATS (after its next collection from the
+ * workers) hold at least N under each KEY. */
+static int cmd_stats(const char *router, int argc, char **argv) {
+    vidi_err err = {0};
+    vidi_client *c;
+    if (vidi_client_connect(router, &c, &err) != VIDI_OK) return 1;
+    usleep(1500000); /* the router collects the workers' counters every second */
+    vidi_client_event st;
+    if (s_stats(c, &st) != 0) {
+        vidi_client_close(c);
+        return 1;
+    }
+    int bad = 0;
+    for (int i = 0; i < argc; i++) {
+        char key[128];
+        unsigned long long min = 0;
+        const char *ge = strstr(argv[i], ">=");
+        if (!ge || ge == argv[i] || (size_t)(ge - argv[i]) >= sizeof key) return 2;
+        memcpy(key, argv[i], (size_t)(ge - argv[i]));
+        key[ge - argv[i]] = 0;
+        min = strtoull(ge + 2, NULL, 10);
+        uint64_t v = vidi_client_stat(&st, key);
+        printf("stats: %s = %llu (want >= %llu)%s\n", key, (unsigned long long)v, min, v >= min ? "" : ": FAIL");
+        bad += v < min;
+    }
+    vidi_client_event_free(&st);
+    vidi_client_close(c);
+    return bad ? 1 : 0;
+}
+
 int main(int argc, char **argv) {
     if (argc < 3) {
         fprintf(stderr, "usage: e2e_client ROUTER answers|cache|load|bad ...\n");
@@ -610,6 +640,7 @@ int main(int argc, char **argv) {
     if (!strcmp(cmd, "gone")) return cmd_gone(router, argc - 3, argv + 3);
     if (!strcmp(cmd, "batch")) return cmd_batch(router, argc - 3, argv + 3);
     if (!strcmp(cmd, "chat")) return cmd_chat(router, argc - 3, argv + 3);
+    if (!strcmp(cmd, "stats")) return cmd_stats(router, argc - 3, argv + 3);
     fprintf(stderr, "e2e_client: unknown command %s\n", cmd);
     return 2;
 }

@@ -7,7 +7,8 @@
 #   answers-ipc  media, 2 encoders, prefill, decode as 5 processes over ipc://:
 #                every question of examples/questions.tsv gets the answer of
 #                single-process `vidi generate` (videos split over 2 encoders,
-#                KV handed from prefill to decode)
+#                KV handed from prefill to decode; on CUDA through CUDA IPC,
+#                asserted through the workers' ipc counters)
 #   answers-tcp  the same over tcp://127.0.0.1 (front, back and data sockets)
 #   colocated    one worker with every role (`--role all`, the baseline)
 #   cache        a repeated video hits the MM-token cache: no media, no encode
@@ -69,7 +70,16 @@ case $CASE in
   answers-ipc)
     expected
     up media,encode,encode,prefill,decode
-    "$CLIENT" "$FRONT" answers "$EXAMPLES/questions.tsv" "$EXAMPLES" "$RUN/expected.tsv" ;;
+    "$CLIENT" "$FRONT" answers "$EXAMPLES/questions.tsv" "$EXAMPLES" "$RUN/expected.tsv" || exit 1
+    # on CUDA, rows and KV went through CUDA IPC (every request has rows to hand over
+    # at least); on the CPU through host frames, never CUDA IPC
+    N=$(grep -vc '^#\|^$' "$EXAMPLES/questions.tsv")
+    if [ "$BACKEND" = cuda ]; then
+      "$CLIENT" "$FRONT" stats "workers_ipc_sent>=$N" "workers_ipc_received>=$N" "workers_decode_in>=1"
+    else
+      "$CLIENT" "$FRONT" stats "workers_decode_in>=1" &&
+        ! "$CLIENT" "$FRONT" stats "workers_ipc_sent>=1" >/dev/null
+    fi ;;
   answers-tcp)
     expected
     P=$(( 20000 + RANDOM % 20000 ))
