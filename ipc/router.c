@@ -381,7 +381,7 @@ static int s_dispatch_sends(router *r, rq *q) {
     if (any_miss) need |= ROLE_MEDIA;
     int wp = s_pick(r, ROLE_PREFILL, -1);
     int wd = s_pick(r, ROLE_DECODE, wp); /* decode where prefill runs when it can: no KV transfer */
-    int wm = any_miss ? s_pick(r, ROLE_MEDIA, -1) : -1;
+    int wm = any_miss ? s_pick(r, ROLE_MEDIA, wp) : -1; /* media, and the first encoder, where prefill runs */
     int encs[MAX_WORKERS], n_encs = 0;
     for (int i = 0; i < MAX_WORKERS; i++)
         if (r->workers[i].used && (r->workers[i].roles & ROLE_ENCODE)) encs[n_encs++] = i;
@@ -391,6 +391,11 @@ static int s_dispatch_sends(router *r, rq *q) {
             int t = encs[k];
             encs[k] = encs[k - 1];
             encs[k - 1] = t;
+        }
+    for (int i = 1; i < n_encs; i++)
+        if (encs[i] == wp) {
+            memmove(&encs[1], &encs[0], (size_t)i * sizeof encs[0]);
+            encs[0] = wp;
         }
     if (r->cfg->max_split > 0 && n_encs > r->cfg->max_split) n_encs = r->cfg->max_split;
     if (wp < 0 || wd < 0 || ((need & ROLE_MEDIA) && wm < 0) || ((need & ROLE_ENCODE) && n_encs == 0)) return 1;

@@ -16,7 +16,8 @@
 # OUT_DIR/epd-cache.json and the raw lines in OUT_DIR/epd-raw.jsonl.
 #
 # GPUS=2 compares the same on two devices: the baseline is one colocated
-# worker per device (all@0,all@1), EPD is media x2 on the CPU, an encoder
+# worker per device (all@0,all@1, router --max-split 1: each request stays on
+# one worker), EPD is media x2 on the CPU, an encoder
 # on each device, prefill on 0 and decode on 1 (rows and KV cross devices
 # through CUDA IPC peer copies). It writes epd-goodput-2gpu.json and
 # epd-raw-2gpu.jsonl, and no cache case.
@@ -36,6 +37,7 @@ if [ "$GPUS" = 1 ]; then
   COLO=all EPD=media,encode,prefill,decode SUFFIX=
 elif [ "$GPUS" = 2 ]; then
   COLO=all@0,all@1 EPD=media,media,encode@0,encode@1,prefill@0,decode@1 SUFFIX=-2gpu
+  COLO_ARGS="--max-split 1" # each request on one worker: nothing crosses a process
 else
   echo "GPUS must be 1 or 2"; exit 2
 fi
@@ -63,7 +65,8 @@ start_up() {  # WORKERS ROUTER_ARGS
 
 declare -A RATES=([image]="${IMAGE_RATES:-2 4 8 16 32}" [video]="${VIDEO_RATES:-1 2 4 8}")
 for cfg in "$COLO" "$EPD"; do
-  start_up "$cfg" "--no-cache --max-requests 1024"
+  extra=; [ "$cfg" = "$COLO" ] && extra=${COLO_ARGS:-}
+  start_up "$cfg" "--no-cache --max-requests 1024 $extra"
   # warm-up: every model path once
   "$LOADGEN" "ipc://$RUN/front" "$EX" image 2 2 "$TTFT" "$TPOT" 9 >/dev/null
   for mix in image video; do

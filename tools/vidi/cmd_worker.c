@@ -513,11 +513,14 @@ static vidi_status s_kind_field(const msgpack_object *map, vidi_media_kind *k, v
     return VIDI_OK;
 }
 
-static const vidi_wire_tensor *s_tensor_field(const vidi_msg *m, const msgpack_object *map, vidi_err *err) {
+/* The tensor that field 'tensor' of map names: a raw frame, or (ipc_ok)
+ * also a CUDA IPC range. */
+static const vidi_wire_tensor *s_tensor_field(const vidi_msg *m, const msgpack_object *map, int ipc_ok,
+                                              vidi_err *err) {
     uint64_t t;
     if (vidi_mp_u64(map, "tensor", 1, 0, 0, (uint64_t)(m->n_tensors ? m->n_tensors - 1 : 0), &t, err) != VIDI_OK)
         return NULL;
-    if (m->n_tensors == 0 || m->tensors[t].frame < 0) {
+    if (m->n_tensors == 0 || (m->tensors[t].frame < 0 && !ipc_ok)) {
         vidi_err_set(err, VIDI_ERR_FORMAT, "field 'tensor': no such raw tensor");
         return NULL;
     }
@@ -554,7 +557,7 @@ static void s_on_media(worker *w, const vidi_msg *m, req_id r) {
             vidi_mp_u64(it, "nframes", 0, 0, 0, 100000, &nframes, &err) ||
             vidi_mp_u64(it, "min_pixels", 0, 0, 0, UINT32_MAX, &minp, &err) ||
             vidi_mp_u64(it, "max_pixels", 0, 0, 0, UINT32_MAX, &maxp, &err) ||
-            vidi_mp_array(it, "encoders", 1, 64, &encs, &n_encs, &err) || !(t = s_tensor_field(m, it, &err))) {
+            vidi_mp_array(it, "encoders", 1, 64, &encs, &n_encs, &err) || !(t = s_tensor_field(m, it, 0, &err))) {
             snprintf(msg, sizeof msg, "media item %zu: %s", i, err.msg);
             s_error_req(w, r.req, r.attempt, VIDI_WIRE_BAD_FIELD, msg);
             return;
@@ -818,7 +821,7 @@ static int s_encode_collect(worker *w, const vidi_msg *m, int k, enc_msg *em, en
             vidi_mp_u64(it, "n_slices", 1, 1, 1, 64, &e->ns, &err) || vidi_mp_bin(it, "key", 1, 16, &key, &kn, &err) ||
             vidi_mp_bin(it, "item_key", 1, 16, &ikey, &kn, &err) || s_kind_field(it, &e->kind, &err) ||
             s_grid_field(it, e->grid, &err) || vidi_mp_f64(it, "second_per_grid_t", 0, 0.0, 0.0, 1e6, &e->spgt, &err) ||
-            !(t = s_tensor_field(m, it, &err))) {
+            !(t = s_tensor_field(m, it, 0, &err))) {
             snprintf(msg, sizeof msg, "encode item %zu: %s", i, err.msg);
             s_error_req(w, r.req, r.attempt, VIDI_WIRE_BAD_FIELD, msg);
             *n = first;
@@ -1262,7 +1265,7 @@ static void s_on_embeds(worker *w, const vidi_msg *m, req_id r) {
             vidi_mp_u64(&items[i], "slice", 1, 0, 0, ns - 1, &slice, &err) || s_kind_field(&items[i], &kind, &err) ||
             s_grid_field(&items[i], grid, &err) ||
             vidi_mp_f64(&items[i], "second_per_grid_t", 0, 0.0, 0.0, 1e6, &spgt, &err) ||
-            !(t = s_tensor_field(m, &items[i], &err))) {
+            !(t = s_tensor_field(m, &items[i], 1, &err))) {
             s_error_req(w, r.req, r.attempt, VIDI_WIRE_BAD_FIELD, err.msg);
             return;
         }
