@@ -89,5 +89,5 @@ fi
 MACHINE=$( (nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1) || true)
 [ "$BACKEND" = cpu ] && MACHINE="$(nproc) CPU cores ($(uname -m))"
 python3 bench/epd/report.py "$RAW" "$OUT_DIR" "$BACKEND" "${MACHINE:-unknown}" "$TTFT" "$TPOT" "$SEC" \
-  "GPUS=$GPUS BACKEND=$BACKEND SECONDS_PER_RATE=$SEC TTFT_MS=$TTFT TPOT_MS=$TPOT bench/epd/run.sh" \
+  "GPUS=$GPUS BACKEND=$BACKEND SECONDS_PER_RATE=$SEC TTFT_MS=$TTFT TPOT_MS=$TPOT IMAGE_RATES=\"${RATES[image]}\" VIDEO_RATES=\"${RATES[video]}\" bench/epd/run.sh" \
   "$GPUS" "$COLO" "$EPD"
