@@ -1241,7 +1241,12 @@ vidi_status vidi_router_run(const vidi_router_config *cfg, volatile sig_atomic_t
     VIDI_TRY(vidi_tokenizer_load(path, &r->tok, err));
     r->ctx = zmq_ctx_new();
     VIDI_CHECK(r->ctx, err, VIDI_ERR_IO, "router: zmq context: %s", zmq_strerror(errno));
-    r->front = vidi_sock_open(r->ctx, VIDI_SOCK_FRONT, cfg->front, 0, NULL, 0, err);
+    if (cfg->curve_secret) {
+        vidi_sock_curve cv = {NULL, NULL, cfg->curve_secret};
+        r->front = vidi_sock_open_curve(r->ctx, VIDI_SOCK_FRONT, cfg->front, &cv, err);
+    } else {
+        r->front = vidi_sock_open(r->ctx, VIDI_SOCK_FRONT, cfg->front, 0, NULL, 0, err);
+    }
     if (!r->front) {
         rc = err ? err->status : VIDI_ERR_IO;
         goto fail;

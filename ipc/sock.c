@@ -14,8 +14,24 @@ void *vidi_sock_open(void *ctx, vidi_sock_role role, const char *endpoint, int64
     return vidi_sock_open_id(ctx, role, endpoint, NULL, max_msg_bytes, bound, cap, err);
 }
 
+static void *s_open(void *ctx, vidi_sock_role role, const char *endpoint, const char *identity, int64_t max_msg_bytes,
+                    const vidi_sock_curve *curve, char *bound, size_t cap, vidi_err *err);
+
 void *vidi_sock_open_id(void *ctx, vidi_sock_role role, const char *endpoint, const char *identity,
                         int64_t max_msg_bytes, char *bound, size_t cap, vidi_err *err) {
+    return s_open(ctx, role, endpoint, identity, max_msg_bytes, NULL, bound, cap, err);
+}
+
+void *vidi_sock_open_curve(void *ctx, vidi_sock_role role, const char *endpoint, const vidi_sock_curve *curve,
+                           vidi_err *err) {
+    return s_open(ctx, role, endpoint, NULL, 0, curve, NULL, 0, err);
+}
+
+/* A Z85 CURVE key: 40 characters. */
+static int s_z85_ok(const char *k) { return k && strlen(k) == 40; }
+
+static void *s_open(void *ctx, vidi_sock_role role, const char *endpoint, const char *identity, int64_t max_msg_bytes,
+                    const vidi_sock_curve *curve, char *bound, size_t cap, vidi_err *err) {
     static const char *const names[] = {"front", "back", "data", "client", "worker", "peer"};
     int router = role == VIDI_SOCK_FRONT || role == VIDI_SOCK_BACK || role == VIDI_SOCK_DATA;
     void *s = zmq_socket(ctx, router ? ZMQ_ROUTER : ZMQ_DEALER);
@@ -31,6 +47,26 @@ void *vidi_sock_open_id(void *ctx, vidi_sock_role role, const char *endpoint, co
     if (ok && !router) ok = s_set_int(s, ZMQ_SNDTIMEO, 1000) == 0;
     if (ok && max_msg_bytes > 0) ok = zmq_setsockopt(s, ZMQ_MAXMSGSIZE, &max_msg_bytes, sizeof max_msg_bytes) == 0;
     if (ok && identity) ok = zmq_setsockopt(s, ZMQ_ROUTING_ID, identity, strlen(identity)) == 0;
+    if (ok && curve && router) {
+        if (!s_z85_ok(curve->secret_key)) {
+            vidi_err_set(err, VIDI_ERR_INVALID, "%s socket: the CURVE secret key must be 40 Z85 characters", names[role]);
+            zmq_close(s);
+            return NULL;
+        }
+        ok = s_set_int(s, ZMQ_CURVE_SERVER, 1) == 0 &&
+             zmq_setsockopt(s, ZMQ_CURVE_SECRETKEY, curve->secret_key, 41) == 0;
+    } else if (ok && curve) {
+        if (!s_z85_ok(curve->server_key) || !s_z85_ok(curve->public_key) || !s_z85_ok(curve->secret_key)) {
+            vidi_err_set(err, VIDI_ERR_INVALID,
+                         "%s socket: CURVE needs the server's public key and this side's key pair, 40 Z85 characters each",
+                         names[role]);
+            zmq_close(s);
+            return NULL;
+        }
+        ok = zmq_setsockopt(s, ZMQ_CURVE_SERVERKEY, curve->server_key, 41) == 0 &&
+             zmq_setsockopt(s, ZMQ_CURVE_PUBLICKEY, curve->public_key, 41) == 0 &&
+             zmq_setsockopt(s, ZMQ_CURVE_SECRETKEY, curve->secret_key, 41) == 0;
+    }
     if (!ok) {
         vidi_err_set(err, VIDI_ERR_IO, "%s socket options: %s", names[role], zmq_strerror(errno));
         zmq_close(s);

@@ -33,6 +33,18 @@ void *vidi_sock_open(void *ctx, vidi_sock_role role, const char *endpoint, int64
 void *vidi_sock_open_id(void *ctx, vidi_sock_role role, const char *endpoint, const char *identity,
                         int64_t max_msg_bytes, char *bound, size_t cap, vidi_err *err);
 
+/* CURVE keys (Z85 text, 40 characters). A ROUTER (a server: the router's
+ * front) needs only secret_key; a DEALER (a client) needs all three. */
+typedef struct vidi_sock_curve {
+    const char *server_key;  /* client: the server's public key */
+    const char *public_key;  /* client: its own public key */
+    const char *secret_key;  /* client: its own secret key; server: the server's secret key */
+} vidi_sock_curve;
+
+/* vidi_sock_open with CURVE encryption (curve NULL: none). */
+void *vidi_sock_open_curve(void *ctx, vidi_sock_role role, const char *endpoint, const vidi_sock_curve *curve,
+                           vidi_err *err);
+
 /* A worker's liveness socket (PROTOCOL.md §6): its back DEALER is named
  * "w.NAME.PID.GEN" and a second DEALER, owned by a heartbeat thread that
  * runs whatever the main loop is computing, "h.NAME.PID". */

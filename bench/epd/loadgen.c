@@ -26,7 +26,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "ipc/client.h"
+#include "ipc/conn.h"
 #include "ipc/sock.h"
 #include "media/media.h"
 
@@ -64,30 +64,30 @@ int main(int argc, char **argv) {
         uint8_t *bytes = NULL;
         size_t nb = 0;
         vidi_err err = {0};
-        vidi_client *c;
+        vidi_conn *c;
         if (reps < 2 || vidi_media_read_file(path, NULL, 0, 1 << 30, &bytes, &nb, &err) != VIDI_OK ||
-            vidi_client_connect(argv[1], &c, &err) != VIDI_OK) {
+            vidi_conn_connect(argv[1], &c, &err) != VIDI_OK) {
             fprintf(stderr, "loadgen: %s\n", err.msg);
             return 1;
         }
         double *ttft = calloc((size_t)reps, sizeof *ttft);
         int hits = 0;
         for (int i = 0; i < reps; i++) {
-            vidi_client_request rq = vidi_client_request_default();
-            vidi_client_media m = {.video = 1, .bytes = bytes, .n = nb};
+            vidi_conn_request rq = vidi_conn_request_default();
+            vidi_conn_media m = {.video = 1, .bytes = bytes, .n = nb};
             rq.id = (uint64_t)i + 1;
             rq.prompt = "Describe the video.";
             rq.media = &m;
             rq.n_media = 1;
             int64_t t0 = vidi_now_ms(), first = 0;
-            if (vidi_client_submit(c, &rq, &err) != VIDI_OK) return 1;
+            if (vidi_conn_submit(c, &rq, &err) != VIDI_OK) return 1;
             for (;;) {
-                vidi_client_event ev;
-                if (vidi_client_next(c, 60000, &ev, &err) != VIDI_OK) return 1;
-                int end = ev.type == VIDI_CLIENT_DONE || ev.type == VIDI_CLIENT_ERROR;
-                if (!first && (ev.type == VIDI_CLIENT_TOKEN || end)) first = vidi_now_ms();
-                if (ev.type == VIDI_CLIENT_DONE && i > 0) hits += ev.cache_hits > 0;
-                vidi_client_event_free(&ev);
+                vidi_conn_event ev;
+                if (vidi_conn_next(c, 60000, &ev, &err) != VIDI_OK) return 1;
+                int end = ev.type == VIDI_CONN_DONE || ev.type == VIDI_CONN_ERROR;
+                if (!first && (ev.type == VIDI_CONN_TOKEN || end)) first = vidi_now_ms();
+                if (ev.type == VIDI_CONN_DONE && i > 0) hits += ev.cache_hits > 0;
+                vidi_conn_event_free(&ev);
                 if (end) break;
             }
             ttft[i] = (double)(first - t0);
@@ -96,7 +96,7 @@ int main(int argc, char **argv) {
         printf("{\"mix\": \"repeat\", \"file\": \"%s\", \"requests\": %d, \"ttft_ms_miss\": %.1f, "
                "\"ttft_ms_hit_p50\": %.1f, \"hits\": %d}\n",
                argv[4], reps, miss, hit, hits);
-        vidi_client_close(c);
+        vidi_conn_close(c);
         free(ttft);
         free(bytes);
         return 0;
@@ -159,9 +159,9 @@ int main(int argc, char **argv) {
         which[n] = video ? vid[rand() % nv] : img[rand() % ni];
         n++;
     }
-    vidi_client *c;
+    vidi_conn *c;
     vidi_err err = {0};
-    if (vidi_client_connect(router, &c, &err) != VIDI_OK) {
+    if (vidi_conn_connect(router, &c, &err) != VIDI_OK) {
         fprintf(stderr, "loadgen: %s\n", err.msg);
         return 1;
     }
@@ -172,15 +172,15 @@ int main(int argc, char **argv) {
         int64_t now = vidi_now_ms();
         while (next < n && now - t0 >= (int64_t)(at[next] * 1000)) {
             const qa *x = &q[which[next]];
-            vidi_client_request rq = vidi_client_request_default();
-            vidi_client_media m = {.video = x->video, .bytes = x->bytes, .n = x->n};
+            vidi_conn_request rq = vidi_conn_request_default();
+            vidi_conn_media m = {.video = x->video, .bytes = x->bytes, .n = x->n};
             rq.id = (uint64_t)next + 1;
             rq.prompt = x->question;
             rq.media = &m;
             rq.n_media = 1;
             rq.sampling.max_tokens = 64;
             r[next].sent = vidi_now_ms();
-            if (vidi_client_submit(c, &rq, &err) != VIDI_OK) {
+            if (vidi_conn_submit(c, &rq, &err) != VIDI_OK) {
                 r[next].error = 1;
                 finished++;
             }
@@ -189,27 +189,27 @@ int main(int argc, char **argv) {
         if (next == n && !give_up) give_up = vidi_now_ms() + 60000;
         if (give_up && vidi_now_ms() > give_up) break;
         int64_t wait = next < n ? (int64_t)(at[next] * 1000) - (vidi_now_ms() - t0) : 100;
-        vidi_client_event ev;
-        if (vidi_client_next(c, (int)(wait < 0 ? 0 : wait > 100 ? 100 : wait), &ev, &err) != VIDI_OK) continue;
+        vidi_conn_event ev;
+        if (vidi_conn_next(c, (int)(wait < 0 ? 0 : wait > 100 ? 100 : wait), &ev, &err) != VIDI_OK) continue;
         uint64_t id = ev.id;
         if (id >= 1 && id <= (uint64_t)n) {
             rec *x = &r[id - 1];
             int64_t tnow = vidi_now_ms();
-            if (ev.type == VIDI_CLIENT_TOKEN && !x->first) x->first = tnow;
-            if (ev.type == VIDI_CLIENT_DONE && !x->done) {
+            if (ev.type == VIDI_CONN_TOKEN && !x->first) x->first = tnow;
+            if (ev.type == VIDI_CONN_DONE && !x->done) {
                 x->done = tnow;
                 x->tokens = ev.n_tokens;
                 if (!x->first) x->first = tnow;
                 finished++;
             }
-            if (ev.type == VIDI_CLIENT_ERROR && !x->done && !x->error) {
+            if (ev.type == VIDI_CONN_ERROR && !x->done && !x->error) {
                 static int shown;
                 if (shown++ < 3) fprintf(stderr, "loadgen: request %llu: %s: %s\n", (unsigned long long)id, ev.code, ev.text);
                 x->error = 1;
                 finished++;
             }
         }
-        vidi_client_event_free(&ev);
+        vidi_conn_event_free(&ev);
     }
     double wall = (vidi_now_ms() - t0) / 1000.0;
     double *ttft = malloc((size_t)n * sizeof *ttft), *tpot = malloc((size_t)n * sizeof *tpot);
@@ -230,7 +230,7 @@ int main(int argc, char **argv) {
            "\"tpot_ms_p50\": %.2f, \"tpot_ms_p90\": %.2f, \"ttft_slo_ms\": %.0f, \"tpot_slo_ms\": %.0f}\n",
            mix, rate, n, done, errors, n ? (double)ok / n : 0.0, done / wall, p50t, p90t, p50p, p90p, ttft_slo,
            tpot_slo);
-    vidi_client_close(c);
+    vidi_conn_close(c);
     for (int i = 0; i < nq; i++) free(q[i].bytes);
     free(at);
     free(which);

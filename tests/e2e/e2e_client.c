@@ -42,7 +42,7 @@
 
 #include <zmq.h>
 
-#include "ipc/client.h"
+#include "ipc/conn.h"
 #include "ipc/msg.h"
 #include "ipc/sock.h"
 #include "media/media.h"
@@ -120,48 +120,48 @@ static int s_load(const char *questions, const char *examples, const char *expec
     return n;
 }
 
-static vidi_status s_submit(vidi_client *c, uint64_t id, const qa *q, vidi_err *err) {
-    vidi_client_request rq = vidi_client_request_default();
-    vidi_client_media m = {.video = q->video, .bytes = q->bytes, .n = q->n};
+static vidi_status s_submit(vidi_conn *c, uint64_t id, const qa *q, vidi_err *err) {
+    vidi_conn_request rq = vidi_conn_request_default();
+    vidi_conn_media m = {.video = q->video, .bytes = q->bytes, .n = q->n};
     rq.id = id;
     rq.prompt = q->question;
     rq.media = &m;
     rq.n_media = 1;
     rq.sampling.max_tokens = 64;
     rq.stream = 1;
-    return vidi_client_submit(c, &rq, err);
+    return vidi_conn_submit(c, &rq, err);
 }
 
 /* Wait for request id's DONE or ERROR; *answer gets DONE's text. 0 done, 1 error, -1 timeout. */
-static int s_wait(vidi_client *c, uint64_t id, int timeout_ms, char *answer, size_t cap, vidi_client_event *done) {
+static int s_wait(vidi_conn *c, uint64_t id, int timeout_ms, char *answer, size_t cap, vidi_conn_event *done) {
     int64_t until = vidi_now_ms() + timeout_ms;
     for (;;) {
         int64_t left = until - vidi_now_ms();
         if (left <= 0) return -1;
-        vidi_client_event ev;
+        vidi_conn_event ev;
         vidi_err err = {0};
-        if (vidi_client_next(c, (int)left, &ev, &err) != VIDI_OK) {
+        if (vidi_conn_next(c, (int)left, &ev, &err) != VIDI_OK) {
             if (errno == EAGAIN) return -1;
             continue;
         }
-        if (ev.id == id && (ev.type == VIDI_CLIENT_DONE || ev.type == VIDI_CLIENT_ERROR)) {
-            s_cpy(answer, cap, ev.type == VIDI_CLIENT_ERROR ? ev.code : ev.text);
-            int r = ev.type == VIDI_CLIENT_ERROR;
+        if (ev.id == id && (ev.type == VIDI_CONN_DONE || ev.type == VIDI_CONN_ERROR)) {
+            s_cpy(answer, cap, ev.type == VIDI_CONN_ERROR ? ev.code : ev.text);
+            int r = ev.type == VIDI_CONN_ERROR;
             if (done) *done = ev;
-            else vidi_client_event_free(&ev);
+            else vidi_conn_event_free(&ev);
             return r;
         }
-        vidi_client_event_free(&ev);
+        vidi_conn_event_free(&ev);
     }
 }
 
-static int s_stats(vidi_client *c, vidi_client_event *ev) {
+static int s_stats(vidi_conn *c, vidi_conn_event *ev) {
     vidi_err err = {0};
-    if (vidi_client_stats(c, &err) != VIDI_OK) return -1;
+    if (vidi_conn_stats(c, &err) != VIDI_OK) return -1;
     for (;;) {
-        if (vidi_client_next(c, 10000, ev, &err) != VIDI_OK) return -1;
-        if (ev->type == VIDI_CLIENT_STATS) return 0;
-        vidi_client_event_free(ev);
+        if (vidi_conn_next(c, 10000, ev, &err) != VIDI_OK) return -1;
+        if (ev->type == VIDI_CONN_STATS) return 0;
+        vidi_conn_event_free(ev);
     }
 }
 
@@ -170,9 +170,9 @@ static int cmd_answers(const char *router, int argc, char **argv) {
     static qa q[MAXQ];
     int n = s_load(argv[0], argv[1], argv[2], q);
     if (n <= 0) return 1;
-    vidi_client *c;
+    vidi_conn *c;
     vidi_err err = {0};
-    if (vidi_client_connect(router, &c, &err) != VIDI_OK) {
+    if (vidi_conn_connect(router, &c, &err) != VIDI_OK) {
         fprintf(stderr, "e2e: %s\n", err.msg);
         return 1;
     }
@@ -191,7 +191,7 @@ static int cmd_answers(const char *router, int argc, char **argv) {
         bad += !same;
     }
     printf("answers: %d of %d equal single-process vidi generate\n", n - bad, n);
-    vidi_client_close(c);
+    vidi_conn_close(c);
     for (int i = 0; i < n; i++) free(q[i].bytes);
     return bad ? 1 : 0;
 }
@@ -203,9 +203,9 @@ static int cmd_cache(const char *router, int argc, char **argv) {
     if (s_read_example(argv[0], argv[1], &q) != 0) return 1;
     q.video = 1;
     snprintf(q.question, sizeof q.question, "Describe the video.");
-    vidi_client *c;
-    if (vidi_client_connect(router, &c, &err) != VIDI_OK) return 1;
-    vidi_client_event s0, s1, s2, d1, d2;
+    vidi_conn *c;
+    if (vidi_conn_connect(router, &c, &err) != VIDI_OK) return 1;
+    vidi_conn_event s0, s1, s2, d1, d2;
     char a1[2048], a2[2048];
     int fail = 0;
     if (s_stats(c, &s0) || s_submit(c, 1, &q, &err) || s_wait(c, 1, 120000, a1, sizeof a1, &d1) ||
@@ -213,10 +213,10 @@ static int cmd_cache(const char *router, int argc, char **argv) {
         fprintf(stderr, "e2e cache: a request or STATS failed\n");
         return 1;
     }
-    uint64_t m0 = vidi_client_stat(&s0, "media_items"), m1 = vidi_client_stat(&s1, "media_items"),
-             m2 = vidi_client_stat(&s2, "media_items");
-    uint64_t h1 = vidi_client_stat(&s1, "cache_hit_items"), h2 = vidi_client_stat(&s2, "cache_hit_items");
-    uint64_t e1 = vidi_client_stat(&s1, "encode_work"), e2 = vidi_client_stat(&s2, "encode_work");
+    uint64_t m0 = vidi_conn_stat(&s0, "media_items"), m1 = vidi_conn_stat(&s1, "media_items"),
+             m2 = vidi_conn_stat(&s2, "media_items");
+    uint64_t h1 = vidi_conn_stat(&s1, "cache_hit_items"), h2 = vidi_conn_stat(&s2, "cache_hit_items");
+    uint64_t e1 = vidi_conn_stat(&s1, "encode_work"), e2 = vidi_conn_stat(&s2, "encode_work");
     printf("first:  %.3f s, cache hits %llu, media items %llu -> %llu\n", d1.total_s,
            (unsigned long long)d1.cache_hits, (unsigned long long)m0, (unsigned long long)m1);
     printf("second: %.3f s, cache hits %llu, media items %llu -> %llu, cache_hit_items %llu -> %llu, encoder "
@@ -229,12 +229,12 @@ static int cmd_cache(const char *router, int argc, char **argv) {
     if (h2 != h1 + 1 || d2.cache_hits != 1) printf("FAIL: the repeated video was not a cache hit\n"), fail = 1;
     printf("cache: %s (answer '%s'; the hit took %.0f%% of the miss's time)\n", fail ? "FAIL" : "ok", a2,
            100.0 * d2.total_s / (d1.total_s > 0 ? d1.total_s : 1));
-    vidi_client_event_free(&s0);
-    vidi_client_event_free(&s1);
-    vidi_client_event_free(&s2);
-    vidi_client_event_free(&d1);
-    vidi_client_event_free(&d2);
-    vidi_client_close(c);
+    vidi_conn_event_free(&s0);
+    vidi_conn_event_free(&s1);
+    vidi_conn_event_free(&s2);
+    vidi_conn_event_free(&d1);
+    vidi_conn_event_free(&d2);
+    vidi_conn_close(c);
     free(q.bytes);
     return fail;
 }
@@ -246,9 +246,9 @@ static int cmd_load(const char *router, int argc, char **argv) {
     static qa q[MAXQ];
     int n = s_load(argv[2], argv[3], argv[4], q);
     if (n <= 0 || total <= 0 || conc <= 0 || conc > 256) return 2;
-    vidi_client *c;
+    vidi_conn *c;
     vidi_err err = {0};
-    if (vidi_client_connect(router, &c, &err) != VIDI_OK) return 1;
+    if (vidi_conn_connect(router, &c, &err) != VIDI_OK) return 1;
     int64_t *sent_at = calloc((size_t)total + 1, sizeof *sent_at);
     int *state = calloc((size_t)total + 1, sizeof *state); /* 0 not sent, 1 in flight, 2 done, 3 error, 4 hung */
     int next = 1, in_flight = 0, done = 0, errors = 0, hung = 0, wrong = 0;
@@ -266,13 +266,13 @@ static int cmd_load(const char *router, int argc, char **argv) {
             }
             next++;
         }
-        vidi_client_event ev;
-        if (vidi_client_next(c, 200, &ev, &err) == VIDI_OK) {
+        vidi_conn_event ev;
+        if (vidi_conn_next(c, 200, &ev, &err) == VIDI_OK) {
             uint64_t id = ev.id;
             if (id >= 1 && id <= (uint64_t)total && state[id] == 1 &&
-                (ev.type == VIDI_CLIENT_DONE || ev.type == VIDI_CLIENT_ERROR)) {
+                (ev.type == VIDI_CONN_DONE || ev.type == VIDI_CONN_ERROR)) {
                 in_flight--;
-                if (ev.type == VIDI_CLIENT_DONE) {
+                if (ev.type == VIDI_CONN_DONE) {
                     state[id] = 2;
                     done++;
                     const qa *qq = &q[(id - 1) % (uint64_t)n];
@@ -287,7 +287,7 @@ static int cmd_load(const char *router, int argc, char **argv) {
                     printf("error %llu: %s: %s\n", (unsigned long long)id, ev.code, ev.text);
                 }
             }
-            vidi_client_event_free(&ev);
+            vidi_conn_event_free(&ev);
         }
         int64_t now = vidi_now_ms();
         for (int i = 1; i < next; i++)
@@ -302,7 +302,7 @@ static int cmd_load(const char *router, int argc, char **argv) {
     for (int i = 1; i <= total; i++) lost += state[i] == 0 || state[i] == 1;
     printf("lost=%d hung=%d errors=%d wrong=%d done=%d in %.1f s\n", lost, hung, errors, wrong, done,
            (vidi_now_ms() - t0) / 1000.0);
-    vidi_client_close(c);
+    vidi_conn_close(c);
     for (int i = 0; i < n; i++) free(q[i].bytes);
     free(sent_at);
     free(state);
@@ -316,34 +316,34 @@ static int cmd_gone(const char *router, int argc, char **argv) {
     if (s_read_example(argv[0], argv[1], &q) != 0) return 1;
     q.video = 1;
     snprintf(q.question, sizeof q.question, "Describe the video.");
-    vidi_client *a, *b;
-    if (vidi_client_connect(router, &a, &err) != VIDI_OK || vidi_client_connect(router, &b, &err) != VIDI_OK) return 1;
+    vidi_conn *a, *b;
+    if (vidi_conn_connect(router, &a, &err) != VIDI_OK || vidi_conn_connect(router, &b, &err) != VIDI_OK) return 1;
     const int n = 40;
     for (int i = 0; i < n; i++) {
-        vidi_client_request rq = vidi_client_request_default();
-        vidi_client_media m = {.video = 1, .bytes = q.bytes, .n = q.n};
+        vidi_conn_request rq = vidi_conn_request_default();
+        vidi_conn_media m = {.video = 1, .bytes = q.bytes, .n = q.n};
         rq.id = (uint64_t)i + 1;
         rq.prompt = q.question;
         rq.media = &m;
         rq.n_media = 1;
         rq.stream = 0;
-        if (vidi_client_submit(a, &rq, &err) != VIDI_OK) return 1;
+        if (vidi_conn_submit(a, &rq, &err) != VIDI_OK) return 1;
     }
     /* a STATS round trip on the same connection: the router has every request (LINGER 0 would drop unsent ones) */
-    vidi_client_event st;
+    vidi_conn_event st;
     if (s_stats(a, &st) != 0) return 1;
-    uint64_t admitted = vidi_client_stat(&st, "active");
-    vidi_client_event_free(&st);
+    uint64_t admitted = vidi_conn_stat(&st, "active");
+    vidi_conn_event_free(&st);
     int64_t t0 = vidi_now_ms();
-    vidi_client_close(a); /* gone: no more messages from it */
+    vidi_conn_close(a); /* gone: no more messages from it */
     uint64_t active = 0, gone = 0, done = 0;
     int64_t emptied = -1;
     while (vidi_now_ms() - t0 < 30000) {
         if (s_stats(b, &st) != 0) return 1;
-        active = vidi_client_stat(&st, "active");
-        gone = vidi_client_stat(&st, "clients_gone");
-        done = vidi_client_stat(&st, "done");
-        vidi_client_event_free(&st);
+        active = vidi_conn_stat(&st, "active");
+        gone = vidi_conn_stat(&st, "clients_gone");
+        done = vidi_conn_stat(&st, "done");
+        vidi_conn_event_free(&st);
         if (active == 0) {
             emptied = vidi_now_ms() - t0;
             break;
@@ -354,7 +354,7 @@ static int cmd_gone(const char *router, int argc, char **argv) {
            "finished %llu (active %llu)\n",
            n, (unsigned long long)admitted, emptied >= 0 ? emptied / 1000.0 : -1.0, (unsigned long long)gone,
            (unsigned long long)done, (unsigned long long)active);
-    vidi_client_close(b);
+    vidi_conn_close(b);
     free(q.bytes);
     int ok = emptied >= 0 && admitted >= (uint64_t)n / 2 && gone >= admitted / 2 && done < (uint64_t)n;
     printf("gone: %s\n", ok ? "ok" : "FAIL (the requests of a client that went away kept running)");
@@ -368,39 +368,39 @@ static int cmd_batch(const char *router, int argc, char **argv) {
     vidi_err err = {0};
     if (n < 2 || n > 256 || s_read_example(argv[0], argv[1], &q) != 0) return 2;
     snprintf(q.question, sizeof q.question, "How many shapes are there?");
-    vidi_client *c;
-    if (vidi_client_connect(router, &c, &err) != VIDI_OK) return 1;
+    vidi_conn *c;
+    if (vidi_conn_connect(router, &c, &err) != VIDI_OK) return 1;
     for (int i = 0; i < n; i++)
         if (s_submit(c, (uint64_t)i + 1, &q, &err) != VIDI_OK) return 1;
     char first[256] = "", ans[256];
     int same = 0;
     for (int got = 0; got < n;) {
-        vidi_client_event ev;
-        if (vidi_client_next(c, 60000, &ev, &err) != VIDI_OK) break;
-        if (ev.type == VIDI_CLIENT_DONE || ev.type == VIDI_CLIENT_ERROR) {
-            s_cpy(ans, sizeof ans, ev.type == VIDI_CLIENT_DONE ? ev.text : ev.code);
+        vidi_conn_event ev;
+        if (vidi_conn_next(c, 60000, &ev, &err) != VIDI_OK) break;
+        if (ev.type == VIDI_CONN_DONE || ev.type == VIDI_CONN_ERROR) {
+            s_cpy(ans, sizeof ans, ev.type == VIDI_CONN_DONE ? ev.text : ev.code);
             if (!got) s_cpy(first, sizeof first, ans);
-            same += !strcmp(ans, first) && ev.type == VIDI_CLIENT_DONE;
+            same += !strcmp(ans, first) && ev.type == VIDI_CONN_DONE;
             got++;
         }
-        vidi_client_event_free(&ev);
+        vidi_conn_event_free(&ev);
     }
     usleep(1500000); /* the router collects the workers' counters every second */
-    vidi_client_event st;
+    vidi_conn_event st;
     if (s_stats(c, &st) != 0) return 1;
-    uint64_t items = vidi_client_stat(&st, "workers_encode"), calls = vidi_client_stat(&st, "workers_encode_batches");
-    vidi_client_event_free(&st);
+    uint64_t items = vidi_conn_stat(&st, "workers_encode"), calls = vidi_conn_stat(&st, "workers_encode_batches");
+    vidi_conn_event_free(&st);
     int ok = same == n && items >= (uint64_t)n && calls > 0 && calls < items;
     printf("batch: %d requests at once, %d equal answers ('%s'); the encoder ran %llu items in %llu tower calls: %s\n",
            n, same, first, (unsigned long long)items, (unsigned long long)calls, ok ? "ok" : "FAIL");
-    vidi_client_close(c);
+    vidi_conn_close(c);
     free(q.bytes);
     return ok ? 0 : 1;
 }
 
 /* REQUEST {id, messages, media: [image], tensors} sent raw; turns: role, text (NULL: the
  * image then `text`); returns the answer (DONE text or ERROR code) in ans. */
-static int s_chat(vidi_client *c, uint64_t id, const qa *q, int n_turns, const char *const *roles,
+static int s_chat(vidi_conn *c, uint64_t id, const qa *q, int n_turns, const char *const *roles,
                   const char *const *texts, const int *with_image, int media_index, char *ans, size_t cap) {
     vidi_msg_out o;
     vidi_err err = {0};
@@ -435,7 +435,7 @@ static int s_chat(vidi_client *c, uint64_t id, const qa *q, int n_turns, const c
     msgpack_pack_array(&o.pk, 1);
     int64_t shape[1] = {(int64_t)q->n};
     vidi_msg_out_tensor(&o, VIDI_WIRE_U8, 1, shape, q->bytes, q->n, NULL, NULL, &err);
-    vidi_status rc = vidi_client_send(c, VIDI_CMD_REQUEST, &o, &err);
+    vidi_status rc = vidi_conn_send(c, VIDI_CMD_REQUEST, &o, &err);
     vidi_msg_out_free(&o);
     if (rc != VIDI_OK) return -1;
     return s_wait(c, id, 60000, ans, cap, NULL);
@@ -447,8 +447,8 @@ static int cmd_chat(const char *router, int argc, char **argv) {
     vidi_err err = {0};
     if (s_read_example(argv[0], argv[1], &q) != 0) return 1;
     snprintf(q.question, sizeof q.question, "What colour is the square?");
-    vidi_client *c;
-    if (vidi_client_connect(router, &c, &err) != VIDI_OK) return 1;
+    vidi_conn *c;
+    if (vidi_conn_connect(router, &c, &err) != VIDI_OK) return 1;
     char a_prompt[256], a_one[256], a_multi[256], a_bad[256];
     int fail = 0;
     if (s_submit(c, 1, &q, &err) != VIDI_OK || s_wait(c, 1, 60000, a_prompt, sizeof a_prompt, NULL) != 0) fail = 1;
@@ -466,7 +466,7 @@ static int cmd_chat(const char *router, int argc, char **argv) {
     if (multi != 0 || !a_multi[0]) printf("FAIL: the conversation got no answer\n"), fail = 1;
     if (bad != 1 || strcmp(a_bad, "bad_field")) printf("FAIL: media out of order was not refused\n"), fail = 1;
     printf("chat: %s\n", fail ? "FAIL" : "ok");
-    vidi_client_close(c);
+    vidi_conn_close(c);
     free(q.bytes);
     return fail;
 }
@@ -581,16 +581,16 @@ static int cmd_bad(const char *router) {
     zmq_close(s);
     zmq_ctx_term(ctx);
     /* the router still serves */
-    vidi_client *c;
+    vidi_conn *c;
     char ans[256];
     int serves = 0;
-    if (vidi_client_connect(router, &c, &err) == VIDI_OK) {
-        vidi_client_request rq = vidi_client_request_default();
+    if (vidi_conn_connect(router, &c, &err) == VIDI_OK) {
+        vidi_conn_request rq = vidi_conn_request_default();
         rq.id = 77;
         rq.prompt = "How many shapes are there?";
         rq.sampling.max_tokens = 8;
-        serves = vidi_client_submit(c, &rq, &err) == VIDI_OK && s_wait(c, 77, 60000, ans, sizeof ans, NULL) == 0;
-        vidi_client_close(c);
+        serves = vidi_conn_submit(c, &rq, &err) == VIDI_OK && s_wait(c, 77, 60000, ans, sizeof ans, NULL) == 0;
+        vidi_conn_close(c);
     }
     printf("bad messages: %d of %d answered with the right ERROR; the router %s serving\n", ok, n,
            serves ? "goes on" : "STOPPED");
@@ -601,12 +601,12 @@ static int cmd_bad(const char *router) {
  * workers) hold at least N under each KEY. */
 static int cmd_stats(const char *router, int argc, char **argv) {
     vidi_err err = {0};
-    vidi_client *c;
-    if (vidi_client_connect(router, &c, &err) != VIDI_OK) return 1;
+    vidi_conn *c;
+    if (vidi_conn_connect(router, &c, &err) != VIDI_OK) return 1;
     usleep(1500000); /* the router collects the workers' counters every second */
-    vidi_client_event st;
+    vidi_conn_event st;
     if (s_stats(c, &st) != 0) {
-        vidi_client_close(c);
+        vidi_conn_close(c);
         return 1;
     }
     int bad = 0;
@@ -618,12 +618,12 @@ static int cmd_stats(const char *router, int argc, char **argv) {
         memcpy(key, argv[i], (size_t)(ge - argv[i]));
         key[ge - argv[i]] = 0;
         min = strtoull(ge + 2, NULL, 10);
-        uint64_t v = vidi_client_stat(&st, key);
+        uint64_t v = vidi_conn_stat(&st, key);
         printf("stats: %s = %llu (want >= %llu)%s\n", key, (unsigned long long)v, min, v >= min ? "" : ": FAIL");
         bad += v < min;
     }
-    vidi_client_event_free(&st);
-    vidi_client_close(c);
+    vidi_conn_event_free(&st);
+    vidi_conn_close(c);
     return bad ? 1 : 0;
 }
 

@@ -16,6 +16,8 @@
 #   gone         a client that goes away with 40 requests open: they are cancelled
 #   batch        24 requests at once: the encoder batches WORKs across requests
 #   chat         REQUEST's messages form (one turn = the prompt form; three turns)
+#   sdk          the C SDK (CLIENT = tests/sdk/e2e_sdk): answers, streaming, errors
+#   sdk-curve    the C SDK against a router whose front is CURVE-encrypted
 #   chaos        200 requests while a random worker is killed with -9 every
 #                2-4 s (vidi up restarts it): prints lost=0 hung=0 errors=N
 #
@@ -124,5 +126,17 @@ case $CASE in
     kill "$KILLER" 2>/dev/null
     grep -c 'restarting' "$RUN/up.log" | sed 's/^/chaos: workers restarted by vidi up: /'
     exit $rc ;;
+  sdk)   # CLIENT is tests/sdk/e2e_sdk (the C SDK through its public header)
+    expected
+    up media,encode,prefill,decode
+    "$CLIENT" "$FRONT" answers "$EXAMPLES/questions.tsv" "$EXAMPLES" "$RUN/expected.tsv" ;;
+  sdk-curve)
+    KEYS=$("$VIDI" keygen) || exit 1
+    SPUB=$(awk '/^public/ {print $2}' <<<"$KEYS")
+    awk '/^secret/ {print $2}' <<<"$KEYS" >"$RUN/server.key"
+    CKEYS=$("$VIDI" keygen) || exit 1
+    up all --router-args "--curve-secret-file $RUN/server.key"
+    "$CLIENT" "$FRONT" curve "$SPUB" "$(awk '/^public/ {print $2}' <<<"$CKEYS")" \
+      "$(awk '/^secret/ {print $2}' <<<"$CKEYS")" "$EXAMPLES" ;;
   *) echo "unknown case $CASE"; exit 2 ;;
 esac

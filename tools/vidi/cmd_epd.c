@@ -15,7 +15,9 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "ipc/client.h"
+#include <zmq.h>
+
+#include "ipc/conn.h"
 #include "ipc/router.h"
 #include "ipc/sock.h"
 #include "media/media.h"
@@ -44,9 +46,22 @@ static void s_run_dir(char *out, size_t cap) {
 
 /* ------------------------------------------------------------ vidi router */
 
+/* vidi keygen: a CURVE key pair for the router's front (public, then secret). */
+int vidi_cmd_keygen(int argc, char **argv) {
+    (void)argc;
+    (void)argv;
+    char pub[41], sec[41];
+    if (zmq_curve_keypair(pub, sec) != 0) {
+        fprintf(stderr, "vidi keygen: %s (libzmq without CURVE?)\n", zmq_strerror(errno));
+        return 1;
+    }
+    printf("public %s\nsecret %s\n", pub, sec);
+    return 0;
+}
+
 int vidi_cmd_router(int argc, char **argv) {
     vidi_router_config cfg = vidi_router_config_default();
-    char dir[512], front[600], back[600];
+    char dir[512], front[600], back[600], curve[64];
     s_run_dir(dir, sizeof dir);
     snprintf(front, sizeof front, "ipc://%s/front", dir);
     snprintf(back, sizeof back, "ipc://%s/back", dir);
@@ -67,7 +82,9 @@ int vidi_cmd_router(int argc, char **argv) {
             fprintf(v ? stdout : stderr,
                     "usage: vidi router [--front EP] [--back EP] [--model DIR] [--max-requests N]\n"
                     "       [--heartbeat-ms N] [--liveness N] [--stage-timeout-ms N] [--request-timeout-ms N]\n"
-                    "       [--max-split N] [--max-attempts N] [--no-cache] [--verbose]\n");
+                    "       [--max-split N] [--max-attempts N] [--no-cache] [--verbose]\n"
+                    "       [--curve-secret-file FILE]  (front encrypted with CURVE; FILE holds the Z85\n"
+                    "        secret key, `vidi keygen` makes a pair)\n");
             return v ? 0 : 2;
         }
         i++;
@@ -81,7 +98,21 @@ int vidi_cmd_router(int argc, char **argv) {
         else if (!strcmp(a, "--request-timeout-ms")) cfg.request_timeout_ms = atoll(v);
         else if (!strcmp(a, "--max-split")) cfg.max_split = atoi(v);
         else if (!strcmp(a, "--max-attempts")) cfg.max_attempts = atoi(v);
-        else {
+        else if (!strcmp(a, "--curve-secret-file")) {
+            FILE *f = fopen(v, "r");
+            if (!f || !fgets(curve, sizeof curve, f)) {
+                fprintf(stderr, "vidi router: cannot read the CURVE secret key from %s\n", v);
+                if (f) fclose(f);
+                return 2;
+            }
+            fclose(f);
+            curve[strcspn(curve, "\r\n")] = 0;
+            if (strlen(curve) != 40) {
+                fprintf(stderr, "vidi router: %s: a CURVE secret key is 40 Z85 characters\n", v);
+                return 2;
+            }
+            cfg.curve_secret = curve;
+        } else {
             fprintf(stderr, "vidi router: unknown option %s\n", a);
             return 2;
         }
@@ -424,11 +455,11 @@ int vidi_cmd_ask(int argc, char **argv) {
     s_run_dir(dir, sizeof dir);
     snprintf(front, sizeof front, "ipc://%s/front", dir);
     const char *router = front, *prompt = NULL, *system = NULL;
-    vidi_client_media media[16];
+    vidi_conn_media media[16];
     char *bufs[16] = {0};
     int n_media = 0, stats = 0, quiet = 0;
     long timeout_s = 120;
-    vidi_client_request rq = vidi_client_request_default();
+    vidi_conn_request rq = vidi_conn_request_default();
     memset(media, 0, sizeof media);
     int rc = 1;
     vidi_err err = {0};
@@ -495,21 +526,21 @@ int vidi_cmd_ask(int argc, char **argv) {
         rc = 2;
         goto done;
     }
-    vidi_client *c = NULL;
-    if (vidi_client_connect(router, &c, &err) != VIDI_OK) {
+    vidi_conn *c = NULL;
+    if (vidi_conn_connect(router, &c, &err) != VIDI_OK) {
         fprintf(stderr, "vidi ask: %s\n", err.msg);
         goto done;
     }
     if (stats) {
-        vidi_client_event ev;
-        if (vidi_client_stats(c, &err) != VIDI_OK || vidi_client_next(c, (int)(timeout_s * 1000), &ev, &err) != VIDI_OK) {
+        vidi_conn_event ev;
+        if (vidi_conn_stats(c, &err) != VIDI_OK || vidi_conn_next(c, (int)(timeout_s * 1000), &ev, &err) != VIDI_OK) {
             fprintf(stderr, "vidi ask: %s\n", err.msg);
         } else {
             for (int i = 0; i < ev.n_stats; i++) printf("%s %llu\n", ev.stat_names[i], (unsigned long long)ev.stat_values[i]);
-            vidi_client_event_free(&ev);
+            vidi_conn_event_free(&ev);
             rc = 0;
         }
-        vidi_client_close(c);
+        vidi_conn_close(c);
         goto done;
     }
     rq.id = (uint64_t)getpid();
@@ -517,37 +548,37 @@ int vidi_cmd_ask(int argc, char **argv) {
     rq.system = system;
     rq.media = media;
     rq.n_media = n_media;
-    if (vidi_client_submit(c, &rq, &err) != VIDI_OK) {
+    if (vidi_conn_submit(c, &rq, &err) != VIDI_OK) {
         fprintf(stderr, "vidi ask: %s\n", err.msg);
-        vidi_client_close(c);
+        vidi_conn_close(c);
         goto done;
     }
     for (;;) {
-        vidi_client_event ev;
-        if (vidi_client_next(c, (int)(timeout_s * 1000), &ev, &err) != VIDI_OK) {
+        vidi_conn_event ev;
+        if (vidi_conn_next(c, (int)(timeout_s * 1000), &ev, &err) != VIDI_OK) {
             fprintf(stderr, "\nvidi ask: %s\n", err.msg);
             break;
         }
-        if (ev.type == VIDI_CLIENT_TOKEN && !quiet) {
+        if (ev.type == VIDI_CONN_TOKEN && !quiet) {
             fwrite(ev.text, 1, ev.text_len, stdout);
             fflush(stdout);
-        } else if (ev.type == VIDI_CLIENT_DONE) {
+        } else if (ev.type == VIDI_CONN_DONE) {
             if (!rq.stream && !quiet) fwrite(ev.text, 1, ev.text_len, stdout);
             if (!quiet) fputc('\n', stdout);
             if (quiet) printf("%s\n", ev.text);
             fprintf(stderr, "[%s, %d tokens, prompt %llu, cache hits %llu, %.3f s]\n", ev.finish, ev.n_tokens,
                     (unsigned long long)ev.prompt_tokens, (unsigned long long)ev.cache_hits, ev.total_s);
             rc = 0;
-            vidi_client_event_free(&ev);
+            vidi_conn_event_free(&ev);
             break;
-        } else if (ev.type == VIDI_CLIENT_ERROR) {
+        } else if (ev.type == VIDI_CONN_ERROR) {
             fprintf(stderr, "\nvidi ask: %s: %s\n", ev.code, ev.text);
-            vidi_client_event_free(&ev);
+            vidi_conn_event_free(&ev);
             break;
         }
-        vidi_client_event_free(&ev);
+        vidi_conn_event_free(&ev);
     }
-    vidi_client_close(c);
+    vidi_conn_close(c);
 done:
     for (int i = 0; i < 16; i++) free(bufs[i]);
     return rc;

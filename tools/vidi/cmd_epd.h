@@ -4,6 +4,7 @@
 
 /* argv[1] is the command's name; each returns the exit status. */
 int vidi_cmd_router(int argc, char **argv);
+int vidi_cmd_keygen(int argc, char **argv);
 int vidi_cmd_up(int argc, char **argv);
 int vidi_cmd_ask(int argc, char **argv);
 

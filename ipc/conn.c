@@ -1,5 +1,5 @@
-/* ipc/client.c — the C client (client.h). */
-#include "ipc/client.h"
+/* ipc/conn.c — the low-level connection to the router (conn.h). */
+#include "ipc/conn.h"
 
 #include <errno.h>
 #include <stdlib.h>
@@ -10,7 +10,7 @@
 #include "ipc/msg.h"
 #include "ipc/sock.h"
 
-struct vidi_client {
+struct vidi_conn {
     void *ctx, *sock;
     vidi_msg m;
     int64_t last_sent;       /* for the heartbeats of PROTOCOL.md §6 */
@@ -18,10 +18,10 @@ struct vidi_client {
 
 #define CLIENT_HEARTBEAT_MS 1000
 
-static void s_sent(vidi_client *c) { c->last_sent = vidi_now_ms(); }
+static void s_sent(vidi_conn *c) { c->last_sent = vidi_now_ms(); }
 
 /* HEARTBEAT when nothing was sent for an interval: the router keeps our requests. */
-static void s_heartbeat(vidi_client *c) {
+static void s_heartbeat(vidi_conn *c) {
     if (vidi_now_ms() - c->last_sent < CLIENT_HEARTBEAT_MS) return;
     vidi_msg_out o;
     vidi_msg_out_init(&o);
@@ -29,16 +29,21 @@ static void s_heartbeat(vidi_client *c) {
     vidi_msg_out_free(&o);
 }
 
-vidi_status vidi_client_connect(const char *endpoint, vidi_client **out, vidi_err *err) {
+vidi_status vidi_conn_connect(const char *endpoint, vidi_conn **out, vidi_err *err) {
+    return vidi_conn_connect_curve(endpoint, NULL, out, err);
+}
+
+vidi_status vidi_conn_connect_curve(const char *endpoint, const vidi_sock_curve *curve, vidi_conn **out,
+                                    vidi_err *err) {
     *out = NULL;
-    vidi_client *c = calloc(1, sizeof *c);
+    vidi_conn *c = calloc(1, sizeof *c);
     if (!c) return vidi_err_set(err, VIDI_ERR_NOMEM, "client: out of memory");
     c->ctx = zmq_ctx_new();
-    c->sock = c->ctx ? vidi_sock_open(c->ctx, VIDI_SOCK_CLIENT, endpoint, 0, NULL, 0, err) : NULL;
+    c->sock = c->ctx ? vidi_sock_open_curve(c->ctx, VIDI_SOCK_CLIENT, endpoint, curve, err) : NULL;
     if (!c->sock) {
         if (!c->ctx) vidi_err_set(err, VIDI_ERR_IO, "client: zmq context: %s", zmq_strerror(errno));
-        vidi_client_close(c);
-        return VIDI_ERR_IO;
+        vidi_conn_close(c);
+        return err && err->status ? err->status : VIDI_ERR_IO;
     }
     vidi_msg_init(&c->m);
     c->last_sent = vidi_now_ms();
@@ -46,7 +51,7 @@ vidi_status vidi_client_connect(const char *endpoint, vidi_client **out, vidi_er
     return VIDI_OK;
 }
 
-void vidi_client_close(vidi_client *c) {
+void vidi_conn_close(vidi_conn *c) {
     if (!c) return;
     vidi_msg_close(&c->m);
     if (c->sock) zmq_close(c->sock);
@@ -54,8 +59,8 @@ void vidi_client_close(vidi_client *c) {
     free(c);
 }
 
-vidi_client_request vidi_client_request_default(void) {
-    vidi_client_request r;
+vidi_conn_request vidi_conn_request_default(void) {
+    vidi_conn_request r;
     memset(&r, 0, sizeof r);
     r.sampling.max_tokens = 128;
     r.sampling.top_p = 1.0;
@@ -63,7 +68,7 @@ vidi_client_request vidi_client_request_default(void) {
     return r;
 }
 
-vidi_status vidi_client_submit(vidi_client *c, const vidi_client_request *rq, vidi_err *err) {
+vidi_status vidi_conn_submit(vidi_conn *c, const vidi_conn_request *rq, vidi_err *err) {
     if (!rq->prompt) return vidi_err_set(err, VIDI_ERR_INVALID, "client: a request needs a prompt");
     vidi_msg_out o;
     vidi_msg_out_init(&o);
@@ -88,7 +93,7 @@ vidi_status vidi_client_submit(vidi_client *c, const vidi_client_request *rq, vi
         vidi_mp_pack_cstr(&o.pk, "media");
         msgpack_pack_array(&o.pk, (size_t)rq->n_media);
         for (int i = 0; i < rq->n_media; i++) {
-            const vidi_client_media *m = &rq->media[i];
+            const vidi_conn_media *m = &rq->media[i];
             msgpack_pack_map(&o.pk, 6);
             vidi_mp_kv_str(&o.pk, "kind", m->video ? "video" : "image");
             vidi_mp_kv_u64(&o.pk, "tensor", (uint64_t)i);
@@ -113,13 +118,13 @@ vidi_status vidi_client_submit(vidi_client *c, const vidi_client_request *rq, vi
     return rc;
 }
 
-vidi_status vidi_client_send(vidi_client *c, int cmd, vidi_msg_out *o, vidi_err *err) {
+vidi_status vidi_conn_send(vidi_conn *c, int cmd, vidi_msg_out *o, vidi_err *err) {
     vidi_status rc = vidi_msg_send(c->sock, NULL, 0, (vidi_cmd)cmd, o, err);
     if (rc == VIDI_OK) s_sent(c);
     return rc;
 }
 
-vidi_status vidi_client_cancel(vidi_client *c, uint64_t id, vidi_err *err) {
+vidi_status vidi_conn_cancel(vidi_conn *c, uint64_t id, vidi_err *err) {
     vidi_msg_out o;
     vidi_msg_out_init(&o);
     msgpack_pack_map(&o.pk, 1);
@@ -130,7 +135,7 @@ vidi_status vidi_client_cancel(vidi_client *c, uint64_t id, vidi_err *err) {
     return rc;
 }
 
-vidi_status vidi_client_stats(vidi_client *c, vidi_err *err) {
+vidi_status vidi_conn_stats(vidi_conn *c, vidi_err *err) {
     vidi_msg_out o;
     vidi_msg_out_init(&o);
     vidi_status rc = vidi_msg_send(c->sock, NULL, 0, VIDI_CMD_STATS, &o, err);
@@ -148,14 +153,14 @@ static char *s_dup(const char *s, size_t n) {
     return t;
 }
 
-void vidi_client_event_free(vidi_client_event *ev) {
+void vidi_conn_event_free(vidi_conn_event *ev) {
     free(ev->text);
     free(ev->stat_names);
     free(ev->stat_values);
     memset(ev, 0, sizeof *ev);
 }
 
-vidi_status vidi_client_next(vidi_client *c, int timeout_ms, vidi_client_event *ev, vidi_err *err) {
+vidi_status vidi_conn_next(vidi_conn *c, int timeout_ms, vidi_conn_event *ev, vidi_err *err) {
     memset(ev, 0, sizeof *ev);
     zmq_pollitem_t it = {c->sock, 0, ZMQ_POLLIN, 0};
     int64_t until = timeout_ms < 0 ? INT64_MAX : vidi_now_ms() + timeout_ms;
@@ -185,13 +190,13 @@ vidi_status vidi_client_next(vidi_client *c, int timeout_ms, vidi_client_event *
     size_t nt;
     switch (c->m.cmd) {
     case VIDI_CMD_TOKEN:
-        ev->type = VIDI_CLIENT_TOKEN;
+        ev->type = VIDI_CONN_TOKEN;
         vidi_mp_u64(h, "index", 0, 0, 0, UINT64_MAX, &ev->index, NULL);
         if (vidi_mp_array(h, "tokens", 0, 1 << 20, &toks, &nt, NULL) == VIDI_OK) ev->n_tokens = (int)nt;
         vidi_mp_str(h, "text", 0, 1 << 24, &s, &sn, NULL);
         break;
     case VIDI_CMD_DONE: {
-        ev->type = VIDI_CLIENT_DONE;
+        ev->type = VIDI_CONN_DONE;
         uint64_t t = 0;
         vidi_mp_u64(h, "tokens", 0, 0, 0, UINT64_MAX, &t, NULL);
         ev->n_tokens = (int)t;
@@ -207,7 +212,7 @@ vidi_status vidi_client_next(vidi_client *c, int timeout_ms, vidi_client_event *
         break;
     }
     case VIDI_CMD_ERROR: {
-        ev->type = VIDI_CLIENT_ERROR;
+        ev->type = VIDI_CONN_ERROR;
         const char *cd;
         size_t cn;
         if (vidi_mp_str(h, "code", 0, 31, &cd, &cn, NULL) == VIDI_OK && cd) memcpy(ev->code, cd, cn);
@@ -215,7 +220,7 @@ vidi_status vidi_client_next(vidi_client *c, int timeout_ms, vidi_client_event *
         break;
     }
     case VIDI_CMD_STATS: {
-        ev->type = VIDI_CLIENT_STATS;
+        ev->type = VIDI_CONN_STATS;
         uint32_t k = h->via.map.size;
         ev->stat_names = calloc(k ? k : 1, sizeof *ev->stat_names);
         ev->stat_values = calloc(k ? k : 1, sizeof *ev->stat_values);
@@ -237,7 +242,7 @@ vidi_status vidi_client_next(vidi_client *c, int timeout_ms, vidi_client_event *
     return VIDI_OK;
 }
 
-uint64_t vidi_client_stat(const vidi_client_event *ev, const char *name) {
+uint64_t vidi_conn_stat(const vidi_conn_event *ev, const char *name) {
     for (int i = 0; i < ev->n_stats; i++)
         if (!strcmp(ev->stat_names[i], name)) return ev->stat_values[i];
     return 0;
