@@ -206,8 +206,10 @@ vidi_status vidi_conn_next(vidi_conn *c, int timeout_ms, vidi_conn_event *ev, vi
         size_t fn;
         if (vidi_mp_str(h, "finish", 0, 15, &f, &fn, NULL) == VIDI_OK && f) memcpy(ev->finish, f, fn);
         const msgpack_object *tm;
-        if (vidi_mp_map(h, "timings", 0, &tm, NULL) == VIDI_OK && tm)
+        if (vidi_mp_map(h, "timings", 0, &tm, NULL) == VIDI_OK && tm) {
             vidi_mp_f64(tm, "total_s", 0, 0, 0, 1e12, &ev->total_s, NULL);
+            vidi_mp_f64(tm, "queue_s", 0, 0, 0, 1e12, &ev->queue_s, NULL);
+        }
         vidi_mp_str(h, "text", 0, 1 << 24, &s, &sn, NULL);
         break;
     }
@@ -221,16 +223,30 @@ vidi_status vidi_conn_next(vidi_conn *c, int timeout_ms, vidi_conn_event *ev, vi
     }
     case VIDI_CMD_STATS: {
         ev->type = VIDI_CONN_STATS;
-        uint32_t k = h->via.map.size;
-        ev->stat_names = calloc(k ? k : 1, sizeof *ev->stat_names);
-        ev->stat_values = calloc(k ? k : 1, sizeof *ev->stat_values);
+        /* top-level counters, and one level of maps flattened as "map.key" (roles.media, ...) */
+        uint32_t k = h->via.map.size, all = k;
+        for (uint32_t i = 0; i < k; i++)
+            if (h->via.map.ptr[i].val.type == MSGPACK_OBJECT_MAP) all += h->via.map.ptr[i].val.via.map.size;
+        ev->stat_names = calloc(all ? all : 1, sizeof *ev->stat_names);
+        ev->stat_values = calloc(all ? all : 1, sizeof *ev->stat_values);
         if (!ev->stat_names || !ev->stat_values) return vidi_err_set(err, VIDI_ERR_NOMEM, "client: out of memory");
         for (uint32_t i = 0; i < k; i++) {
             const msgpack_object_kv *kv = &h->via.map.ptr[i];
-            if (kv->key.type != MSGPACK_OBJECT_STR || kv->val.type != MSGPACK_OBJECT_POSITIVE_INTEGER) continue;
-            size_t l = kv->key.via.str.size < 31 ? kv->key.via.str.size : 31;
-            memcpy(ev->stat_names[ev->n_stats], kv->key.via.str.ptr, l);
-            ev->stat_values[ev->n_stats++] = kv->val.via.u64;
+            if (kv->key.type != MSGPACK_OBJECT_STR) continue;
+            if (kv->val.type == MSGPACK_OBJECT_POSITIVE_INTEGER) {
+                size_t l = kv->key.via.str.size < 31 ? kv->key.via.str.size : 31;
+                memcpy(ev->stat_names[ev->n_stats], kv->key.via.str.ptr, l);
+                ev->stat_values[ev->n_stats++] = kv->val.via.u64;
+            } else if (kv->val.type == MSGPACK_OBJECT_MAP) {
+                for (uint32_t j = 0; j < kv->val.via.map.size; j++) {
+                    const msgpack_object_kv *sub = &kv->val.via.map.ptr[j];
+                    if (sub->key.type != MSGPACK_OBJECT_STR || sub->val.type != MSGPACK_OBJECT_POSITIVE_INTEGER) continue;
+                    snprintf(ev->stat_names[ev->n_stats], sizeof ev->stat_names[0], "%.*s.%.*s",
+                             (int)kv->key.via.str.size, kv->key.via.str.ptr, (int)sub->key.via.str.size,
+                             sub->key.via.str.ptr);
+                    ev->stat_values[ev->n_stats++] = sub->val.via.u64;
+                }
+            }
         }
         break;
     }

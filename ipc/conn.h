@@ -70,7 +70,7 @@ typedef struct vidi_conn_event {
     char finish[16];          /* DONE: "stop", "length", "cancelled" */
     char code[32];            /* ERROR: the code */
     uint64_t prompt_tokens, cache_hits;
-    double total_s;
+    double total_s, queue_s;
     /* STATS: name/value pairs (malloc'd) */
     int n_stats;
     char (*stat_names)[32];

@@ -91,6 +91,7 @@ typedef struct rq {
     size_t client_len;
     int64_t client_heard_ms;    /* the client's last message (PROTOCOL.md §6, clients) */
     int64_t created_ms, deadline_ms, queued_since_ms;
+    int64_t dispatched_ms;      /* its first dispatch (0 before): queue time = dispatched - created */
     int running;                /* dispatched under the current attempt */
     int tries;                  /* attempts that lost a worker mid-flight (max_attempts bounds them) */
     vidi_wire_code last_code;   /* why the last try failed (worker_lost or overloaded) */
@@ -337,8 +338,10 @@ static void s_finish(router *r, rq *q, const char *finish) {
         msgpack_pack_str_body(&o.pk, q->text, q->text_len);
         vidi_mp_kv_u64(&o.pk, "cache_hits", (uint64_t)q->cache_hits);
         vidi_mp_pack_cstr(&o.pk, "timings");
-        msgpack_pack_map(&o.pk, 1);
+        msgpack_pack_map(&o.pk, 2);
         vidi_mp_kv_f64(&o.pk, "total_s", (double)(vidi_now_ms() - q->created_ms) / 1000.0);
+        vidi_mp_kv_f64(&o.pk, "queue_s",
+                       q->dispatched_ms ? (double)(q->dispatched_ms - q->created_ms) / 1000.0 : 0.0);
         s_client_send(r, q, VIDI_CMD_DONE, &o);
     }
     s_log(r, "request %" PRIu64 " done (%s, %" PRId64 " tokens)", q->req, finish, q->n_sent);
@@ -401,6 +404,7 @@ static int s_dispatch_sends(router *r, rq *q) {
     if (wp < 0 || wd < 0 || ((need & ROLE_MEDIA) && wm < 0) || ((need & ROLE_ENCODE) && n_encs == 0)) return 1;
 
     q->running = 1;
+    if (!q->dispatched_ms) q->dispatched_ms = vidi_now_ms();
     q->w_prefill = wp, q->w_decode = wd, q->w_media = wm;
     q->w_encoders = 0;
     q->cache_hits = 0;
@@ -818,10 +822,10 @@ static rq *s_find_client_req(router *r, const vidi_msg *m, uint64_t id) {
 static void s_on_stats_client(router *r, const vidi_msg *m) {
     vidi_msg_out o;
     vidi_msg_out_init(&o);
-    int n_workers = 0, active = 0;
+    int n_workers = 0, active = 0, running = 0;
     for (int i = 0; i < MAX_WORKERS; i++) n_workers += r->workers[i].used;
-    for (int i = 0; i < r->n_reqs_cap; i++) active += r->reqs[i].used;
-    msgpack_pack_map(&o.pk, (size_t)(14 + WK_STATS));
+    for (int i = 0; i < r->n_reqs_cap; i++) active += r->reqs[i].used, running += r->reqs[i].used && r->reqs[i].running;
+    msgpack_pack_map(&o.pk, (size_t)(16 + WK_STATS));
 #define KV(k, v)                                                                                                      \
     do {                                                                                                              \
         vidi_mp_pack_cstr(&o.pk, k);                                                                                  \
@@ -839,6 +843,8 @@ static void s_on_stats_client(router *r, const vidi_msg *m) {
     KV("bad_messages", r->c_bad_msgs);
     KV("clients_gone", r->c_clients_gone);
     KV("active", active);
+    KV("running", running);
+    KV("waiting", active - running);
     KV("workers", n_workers);
 #undef KV
     for (int k = 0; k < WK_STATS; k++) { /* "workers_<counter>": the sum over live workers */

@@ -38,6 +38,8 @@ struct vidi_client {
     vidi_conn_event *queue;  /* events not yet handed out (FIFO) */
     int q_head, q_len, q_cap;
     vidi_conn_event cur;     /* the event last handed out: its strings live until the next call */
+    vidi_conn_event stats;   /* the last STATS answer (vidi_client_stats' names point into it) */
+    int want_stats;          /* a STATS answer is awaited: s_next keeps it in stats */
     char err[ERR_MAX];
 };
 
@@ -158,6 +160,7 @@ API void vidi_client_close(vidi_client *c) {
     vidi_conn_close(c->conn);
     for (int i = 0; i < c->q_len; i++) vidi_conn_event_free(&c->queue[(c->q_head + i) % c->q_cap]);
     vidi_conn_event_free(&c->cur);
+    vidi_conn_event_free(&c->stats);
     free(c->queue);
     free(c->open);
     free(c);
@@ -466,6 +469,7 @@ static void s_fill(vidi_client *c, vidi_client_event *ev) {
     ev->prompt_tokens = e->prompt_tokens;
     ev->cache_hits = e->cache_hits;
     ev->total_s = e->total_s;
+    ev->queue_s = e->queue_s;
     if (e->type == VIDI_CONN_TOKEN) ev->type = VIDI_CLIENT_EV_TOKEN;
     else if (e->type == VIDI_CONN_DONE) {
         ev->type = VIDI_CLIENT_EV_DONE;
@@ -490,6 +494,13 @@ static int s_next(vidi_client *c, int timeout_ms, vidi_conn_event *ev) {
         vidi_err err = {0};
         vidi_status st = vidi_conn_next(c->conn, (int)(left > 1000 || left < 0 ? 1000 : left), ev, &err);
         if (st == VIDI_OK) {
+            if (ev->type == VIDI_CONN_STATS && c->want_stats) {
+                vidi_conn_event_free(&c->stats);
+                c->stats = *ev;
+                memset(ev, 0, sizeof *ev);
+                c->want_stats = 0;
+                continue;
+            }
             if (ev->type == VIDI_CONN_STATS || (ev->type == VIDI_CONN_ERROR && !ev->id)) {
                 if (ev->type == VIDI_CONN_ERROR) snprintf(c->err, sizeof c->err, "router: [%s] %s", ev->code, ev->text);
                 vidi_conn_event_free(ev);
@@ -565,4 +576,43 @@ API int vidi_client_wait(vidi_client *c, uint64_t id, vidi_client_callback cb, v
                           ev.text);
         }
     }
+}
+
+API int vidi_client_stats(vidi_client *c, int timeout_ms, const char **names, uint64_t *values, int cap, int *n) {
+    if (!c) return VIDI_CLIENT_E_INVALID;
+    if (!n || cap < 0 || (cap && (!names || !values))) return s_fail(c, VIDI_CLIENT_E_INVALID, "stats: bad arguments");
+    *n = 0;
+    vidi_err err = {0};
+    vidi_status st = vidi_conn_stats(c->conn, &err);
+    if (st != VIDI_OK) return s_fail(c, s_status(st), "stats: %s", err.msg);
+    c->want_stats = 1;
+    int64_t until = vidi_now_ms() + (timeout_ms < 0 ? 1000000000 : timeout_ms);
+    while (c->want_stats) {
+        int64_t left = until - vidi_now_ms();
+        if (left <= 0) {
+            c->want_stats = 0;
+            return s_fail(c, VIDI_CLIENT_E_TIMEOUT, "stats: no answer within %d ms", timeout_ms);
+        }
+        vidi_conn_event ev;
+        memset(&ev, 0, sizeof ev);
+        int r = s_next(c, (int)left, &ev);
+        if (r < 0) {
+            c->want_stats = 0;
+            return -r;
+        }
+        if (r > 0) {
+            int k = s_open_find(c, ev.id);
+            if (k >= 0) c->open[k].last_ms = vidi_now_ms();
+            if (s_queue_push(c, &ev) != 0) {
+                vidi_conn_event_free(&ev);
+                return s_fail(c, VIDI_CLIENT_E_NOMEM, "stats: out of memory");
+            }
+        }
+    }
+    for (int i = 0; i < c->stats.n_stats && i < cap; i++) {
+        names[i] = c->stats.stat_names[i];
+        values[i] = c->stats.stat_values[i];
+        (*n)++;
+    }
+    return VIDI_CLIENT_OK;
 }

@@ -166,6 +166,7 @@ typedef struct vidi_client_event {
     uint64_t prompt_tokens;   /* DONE */
     uint64_t cache_hits;      /* DONE: media items served from the MM-token cache */
     double total_s;           /* DONE: the router's time for the request */
+    double queue_s;           /* DONE: of which waiting before its first dispatch to workers */
 } vidi_client_event;
 
 /* The next event of any open request, waiting up to timeout_ms (-1:
@@ -184,6 +185,16 @@ typedef int (*vidi_client_callback)(const vidi_client_event *ev, void *user);
  * (malloc'd; free it) on OK. */
 int vidi_client_wait(vidi_client *c, uint64_t id, vidi_client_callback cb, void *user, char **answer,
                      const char **error_code);
+
+/* ---- the router's counters ---- */
+
+/* The router's STATS (ipc/PROTOCOL.md §5.2): counters and gauges such as
+ * "requests", "done", "errors", "active", "running", "waiting",
+ * "cache_hit_items", "media_items", "roles.media", ... Up to cap pairs go to
+ * names (strings valid until the next call on c) and values; *n gets how
+ * many. Waits up to timeout_ms for the answer; events of requests that
+ * arrive meanwhile are kept for later polls. */
+int vidi_client_stats(vidi_client *c, int timeout_ms, const char **names, uint64_t *values, int cap, int *n);
 
 #ifdef __cplusplus
 }

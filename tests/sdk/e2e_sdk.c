@@ -210,6 +210,19 @@ static int cmd_answers(const char *router, const char *tsv, const char *examples
         answer = NULL;
     }
 
+    /* the router's counters */
+    const char *names[128];
+    uint64_t values[128];
+    int ns = 0;
+    rc = vidi_client_stats(c, 5000, names, values, 128, &ns);
+    uint64_t requests = 0, prefill = 0;
+    for (int i = 0; i < ns; i++) {
+        if (!strcmp(names[i], "requests")) requests = values[i];
+        if (!strcmp(names[i], "roles.prefill")) prefill = values[i];
+    }
+    EXPECT(rc == VIDI_CLIENT_OK && requests >= (uint64_t)n && prefill == 1, "stats: rc %d, requests %llu, roles.prefill %llu",
+           rc, (unsigned long long)requests, (unsigned long long)prefill);
+
     /* a file that is not there fails before anything is sent */
     vidi_client_part missing = vidi_client_part_image_file("/nonexistent/x.png");
     EXPECT(vidi_client_ask(c, "q", &missing, 1, NULL, &id) == VIDI_CLIENT_E_FILE, "missing file accepted");
