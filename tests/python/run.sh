@@ -1,0 +1,86 @@
+#!/usr/bin/env bash
+# tests/python/run.sh VIDI MODEL EXAMPLES PYDIR — the Python SDK (ipc/python,
+# import name vidi_client) end to end (ctest label e2e): real `vidi up`
+# processes (media, encode, prefill, decode) on the CPU with vidi-shapes, and
+# tests/python/test_sdk.py (unittest) against their router, with PYTHONPATH at
+# PYDIR (no install needed).
+#
+# The expected answers come from single-process `vidi generate` (greedy, 64
+# tokens): the first question and the "Describe" question of every file of
+# EXAMPLES/questions.tsv, and one question with a system turn.
+#
+# Exit 77 (ctest: skipped) only when no python3 can import zmq and msgpack
+# (Debian: python3-zmq python3-msgpack, see tools/install-deps).
+# VIDI_E2E_BACKEND=cuda runs the workers and `vidi generate` on the GPU.
+set -u -o pipefail
+if [ $# -lt 4 ]; then echo "usage: $0 VIDI MODEL EXAMPLES PYDIR"; exit 2; fi
+BACKEND=${VIDI_E2E_BACKEND:-cpu}
+VIDI=$1 MODEL=$2 EXAMPLES=$3 PYDIR=$4
+HERE=$(cd "$(dirname "$0")" && pwd)
+
+# a python3 that has pyzmq and msgpack (a pyenv or venv python3 first on PATH
+# may not see the Debian packages; /usr/bin/python3 does)
+PY=
+for cand in ${VIDI_PYTHON:-} python3 /usr/bin/python3; do
+  if command -v "$cand" >/dev/null 2>&1 && "$cand" -c 'import zmq, msgpack' 2>/dev/null; then PY=$cand; break; fi
+done
+if [ -z "$PY" ]; then
+  echo "python-sdk: skipped: no python3 can import zmq and msgpack (apt-get install python3-zmq python3-msgpack)"
+  exit 77
+fi
+echo "python-sdk: $("$PY" -c 'import sys, zmq, msgpack; print(sys.executable, sys.version.split()[0], "pyzmq", zmq.__version__, "libzmq", zmq.zmq_version(), "msgpack", ".".join(map(str, msgpack.version)))')"
+
+RUN=$(mktemp -d /tmp/vidi-py.XXXXXX)
+UP_PID=
+cleanup() {
+  if [ -n "$UP_PID" ]; then
+    kill -TERM "$UP_PID" 2>/dev/null
+    for _ in $(seq 1 100); do kill -0 "$UP_PID" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL "$UP_PID" 2>/dev/null
+    # anything left of this run's processes
+    [ -f "$RUN/pids" ] && awk '{print $NF}' "$RUN/pids" | xargs -r kill -KILL 2>/dev/null
+  fi
+  rm -rf "$RUN"
+}
+trap cleanup EXIT
+
+gen() { # gen FILE QUESTION [SYSTEM]
+  local kind=--image
+  case $1 in video_*) kind=--video ;; esac
+  "$VIDI" generate --model "$MODEL" "$kind" "$EXAMPLES/$1" --prompt "$2" ${3:+--system "$3"} --max-tokens 64 \
+    --backend "$BACKEND" $([ "$BACKEND" = cpu ] && echo --threads 2)
+}
+
+# expected.tsv: file, system ('' for the template's), question, answer
+: >"$RUN/expected.tsv"
+declare -A seen=()
+while IFS=$'\t' read -r file question _; do
+  case $file in ''|'#'*) continue ;; esac
+  case $question in Describe*) ;; *) [ -n "${seen[$file]:-}" ] && continue; seen[$file]=1 ;; esac
+  answer=$(gen "$file" "$question") || { echo "python-sdk: vidi generate failed on $file: $question"; exit 1; }
+  printf '%s\t\t%s\t%s\n' "$file" "$question" "$answer" >>"$RUN/expected.tsv"
+done <"$EXAMPLES/questions.tsv"
+SYSTEM="You answer questions about short videos of shapes."
+answer=$(gen video_500018.webm "Which shape moves?" "$SYSTEM") || { echo "python-sdk: vidi generate failed"; exit 1; }
+printf '%s\t%s\t%s\t%s\n' video_500018.webm "$SYSTEM" "Which shape moves?" "$answer" >>"$RUN/expected.tsv"
+echo "python-sdk: $(wc -l <"$RUN/expected.tsv") expected answers from vidi generate:"
+sed 's/^/  /' "$RUN/expected.tsv"
+
+# the router and 4 workers
+"$VIDI" up --run-dir "$RUN" --model "$MODEL" --workers media,encode,prefill,decode --threads 1 --backend "$BACKEND" \
+  >"$RUN/up.log" 2>&1 &
+UP_PID=$!
+joined=0
+for _ in $(seq 1 300); do
+  [ "$(grep -c 'joined' "$RUN/up.log" 2>/dev/null)" -ge 4 ] && { joined=1; break; }
+  kill -0 "$UP_PID" 2>/dev/null || break
+  sleep 0.1
+done
+if [ $joined != 1 ]; then echo "python-sdk: the workers did not join:"; cat "$RUN/up.log"; exit 1; fi
+
+VIDI_FRONT="ipc://$RUN/front" VIDI_EXAMPLES="$EXAMPLES" VIDI_EXPECTED="$RUN/expected.tsv" VIDI_FAKE_DIR="$RUN" \
+  PYTHONPATH="$PYDIR${PYTHONPATH:+:$PYTHONPATH}" PYTHONDONTWRITEBYTECODE=1 \
+  "$PY" "$HERE/test_sdk.py" -v
+rc=$?
+if [ $rc != 0 ]; then echo "python-sdk: FAILED; the router's log:"; tail -n 50 "$RUN/up.log"; fi
+exit $rc
