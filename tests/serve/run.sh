@@ -9,9 +9,9 @@ set -u -o pipefail
 VIDI=$1 SERVE=$2 MODEL=$3 EXAMPLES=$4
 HERE=$(cd "$(dirname "$0")" && pwd)
 RUN=$(mktemp -d /tmp/vidi-serve-e2e.XXXXXX)
-UP_PID= SERVE_PID=
+UP_PID= SERVE_PID= SERVE2_PID= HTTP_PID=
 cleanup() {
-  [ -n "$SERVE_PID" ] && kill -TERM "$SERVE_PID" 2>/dev/null
+  for p in $SERVE_PID $SERVE2_PID $HTTP_PID; do kill -TERM "$p" 2>/dev/null; done
   if [ -n "$UP_PID" ]; then
     kill -TERM "$UP_PID" 2>/dev/null
     for _ in $(seq 1 100); do kill -0 "$UP_PID" 2>/dev/null || break; sleep 0.1; done
@@ -47,4 +47,12 @@ export VIDI_SERVE_URL="http://127.0.0.1:$PORT" VIDI_SERVE_KEY=e2e-key VIDI_EXAMP
 SERVE_PID=$!
 for _ in $(seq 1 100); do grep -q 'listening on' "$RUN/serve.log" 2>/dev/null && break; sleep 0.1; done
 grep -q 'listening on' "$RUN/serve.log" || { echo "e2e_serve: vidi-serve did not start"; cat "$RUN/serve.log"; exit 1; }
+# a second vidi-serve that may fetch media over HTTP, from a local file server
+PORT2=$((PORT + 1)) PORT3=$((PORT + 2))
+python3 -m http.server "$PORT3" --bind 127.0.0.1 --directory "$EXAMPLES" >"$RUN/http.log" 2>&1 &
+HTTP_PID=$!
+"$SERVE" --router "ipc://$RUN/front" --port "$PORT2" --model "$MODEL" --allow-remote-media >"$RUN/serve2.log" 2>&1 &
+SERVE2_PID=$!
+for _ in $(seq 1 100); do grep -q 'listening on' "$RUN/serve2.log" 2>/dev/null && break; sleep 0.1; done
+export VIDI_SERVE_REMOTE_URL="http://127.0.0.1:$PORT2" VIDI_MEDIA_HTTP="http://127.0.0.1:$PORT3"
 "$PYENV/bin/python" "$HERE/test_serve.py" || { echo "--- vidi-serve log"; tail -20 "$RUN/serve.log"; exit 1; }

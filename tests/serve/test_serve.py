@@ -155,7 +155,6 @@ bad("unsupported media (text as an image)", 400,
     body={"messages": image_msg(url="data:image/png;base64," + base64.b64encode(b"hello, not a picture" * 8).decode())})
 bad("unsupported media type", 400, body={"messages": image_msg(url="data:text/plain;base64,aGVsbG8=")})
 bad("a path outside the allowed root", 400, body={"messages": image_msg(url="file:///etc/passwd")})
-bad("a remote URL (no outbound fetch)", 400, body={"messages": image_msg(url="http://example.invalid/x.png")})
 bad("a wrong API key", 401, body={"messages": image_msg()}, key="wrong-key")
 bad("no API key", 401, body={"messages": image_msg()}, key=None)
 bad("max_tokens 0", 400, body={"messages": image_msg(), "max_tokens": 0})
@@ -164,6 +163,24 @@ bad("an unknown route", 404, do=lambda: http("GET", "/v1/nothing"))
 bad("GET on chat completions", 405, do=lambda: http("GET", "/v1/chat/completions"))
 bad("a corrupt video", 400, body={"messages": video_msg(url="data:video/mp4;base64," +
                                                           base64.b64encode(b"\x00\x00\x00\x18ftypmp42" + b"\x01" * 200).decode())})
+
+# ---- remote media: refused by default, fetched with --allow-remote-media ----
+remote = os.environ["VIDI_MEDIA_HTTP"] + "/video_500016.mp4"
+bad("an http URL without --allow-remote-media", 400, body={"messages": video_msg(url=remote)})
+req = urllib.request.Request(os.environ["VIDI_SERVE_REMOTE_URL"] + "/v1/chat/completions",
+                             data=json.dumps({"model": "vidi-shapes", "max_tokens": 64,
+                                              "messages": video_msg(url=remote)}).encode(), method="POST")
+with urllib.request.urlopen(req, timeout=120) as r:
+    got = json.loads(r.read())["choices"][0]["message"]["content"]
+check(got == WANT_VIDEO, f"--allow-remote-media fetches the video over HTTP: '{got}'")
+req = urllib.request.Request(os.environ["VIDI_SERVE_REMOTE_URL"] + "/v1/chat/completions",
+                             data=json.dumps({"model": "vidi-shapes", "messages": video_msg(
+                                 url=os.environ["VIDI_MEDIA_HTTP"] + "/no-such-file.mp4")}).encode(), method="POST")
+try:
+    urllib.request.urlopen(req, timeout=60)
+    check(False, "a remote 404 is a 400")
+except urllib.error.HTTPError as e:
+    check(e.code == 400 and "cannot fetch" in json.loads(e.read())["error"]["message"], "a remote 404 is a 400")
 
 # ---- still serving ----
 st, _, b = chat({"messages": image_msg()})

@@ -12,7 +12,8 @@
  * request). Routes:
  *   POST /v1/chat/completions   OpenAI chat completions: text, image_url and
  *                               video_url parts (data: URLs; file:// under
- *                               --allowed-media-root; never a network fetch),
+ *                               --allowed-media-root; http(s) only with
+ *                               --allow-remote-media),
  *                               SSE streaming as OpenAI and vLLM do it
  *   GET  /v1/models, /health, /metrics (Prometheus text, vidi_ prefix)
  *   GET  /                      the video QA page (tools/serve/www)
@@ -36,6 +37,7 @@
 #include <arpa/inet.h>
 #include <netinet/in.h>
 
+#include <curl/curl.h>
 #include <jansson.h>
 #include <microhttpd.h>
 
@@ -61,6 +63,7 @@ typedef struct serve_cfg {
     int max_items;
     int request_timeout_ms;
     int max_connections;
+    int allow_remote;        /* fetch http(s) media URLs (--allow-remote-media) */
 } serve_cfg;
 
 static serve_cfg g_cfg;
@@ -383,8 +386,70 @@ static int s_b64_decode(const char *s, size_t n, uint8_t **out, size_t *out_n) {
     return 0;
 }
 
-/* The bytes a media URL names: data: (base64) or file:// under the allowed
- * root. 0, or an HTTP status with the message in msg. */
+/* ---- remote media (only with --allow-remote-media): libcurl, http and
+ * https only, the size limit enforced while downloading, 5 s for an image
+ * and 30 s for a video (vLLM's defaults) ---- */
+
+typedef struct fetch_buf {
+    uint8_t *p;
+    size_t n, cap, limit;
+    int too_large;
+} fetch_buf;
+
+static size_t s_fetch_write(char *data, size_t size, size_t nmemb, void *user) {
+    fetch_buf *b = user;
+    size_t n = size * nmemb;
+    if (b->n + n > b->limit) {
+        b->too_large = 1;
+        return 0; /* aborts the transfer */
+    }
+    if (b->n + n > b->cap) {
+        size_t cap = b->cap ? b->cap : 65536;
+        while (cap < b->n + n) cap *= 2;
+        uint8_t *p = realloc(b->p, cap);
+        if (!p) return 0;
+        b->p = p;
+        b->cap = cap;
+    }
+    memcpy(b->p + b->n, data, n);
+    b->n += n;
+    return n;
+}
+
+static unsigned s_fetch(const char *url, int video, uint8_t **data, size_t *n, char *msg, size_t cap) {
+    CURL *h = curl_easy_init();
+    if (!h) return snprintf(msg, cap, "cannot start a download"), 500;
+    fetch_buf b = {NULL, 0, 0, g_cfg.max_media, 0};
+    char cerr[CURL_ERROR_SIZE] = "";
+    curl_easy_setopt(h, CURLOPT_URL, url);
+    curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http,https");
+    curl_easy_setopt(h, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
+    curl_easy_setopt(h, CURLOPT_FOLLOWLOCATION, 1L);
+    curl_easy_setopt(h, CURLOPT_MAXREDIRS, 5L);
+    curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, video ? 30000L : 5000L);
+    curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(h, CURLOPT_FAILONERROR, 1L);
+    curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, s_fetch_write);
+    curl_easy_setopt(h, CURLOPT_WRITEDATA, &b);
+    curl_easy_setopt(h, CURLOPT_ERRORBUFFER, cerr);
+    CURLcode rc = curl_easy_perform(h);
+    curl_easy_cleanup(h);
+    if (b.too_large) {
+        free(b.p);
+        return snprintf(msg, cap, "the media at %.200s is larger than %zu bytes", url, g_cfg.max_media), 413;
+    }
+    if (rc != CURLE_OK) {
+        free(b.p);
+        return snprintf(msg, cap, "cannot fetch %.200s: %s", url, cerr[0] ? cerr : curl_easy_strerror(rc)), 400;
+    }
+    *data = b.p;
+    *n = b.n;
+    return 0;
+}
+
+/* The bytes a media URL names: data: (base64), file:// under the allowed
+ * root, or http(s) with --allow-remote-media. 0, or an HTTP status with the
+ * message in msg. */
 static unsigned s_media_from_url(const char *url, int video, uint8_t **data, size_t *n, char *msg, size_t cap) {
     *data = NULL;
     *n = 0;
@@ -413,7 +478,12 @@ static unsigned s_media_from_url(const char *url, int video, uint8_t **data, siz
         if (vidi_media_read_file(url + 7, roots, 1, (int64_t)g_cfg.max_media, data, n, &err) != VIDI_OK)
             return snprintf(msg, cap, "%s", err.msg), 400;
     } else if (!strncmp(url, "http://", 7) || !strncmp(url, "https://", 8)) {
-        return snprintf(msg, cap, "vidi-serve does not fetch media from the network; send it as a data: URL"), 400;
+        if (!g_cfg.allow_remote)
+            return snprintf(msg, cap, "fetching media from the network is off (start vidi-serve with "
+                                      "--allow-remote-media); send it as a data: URL"),
+                   400;
+        unsigned st = s_fetch(url, video, data, n, msg, cap);
+        if (st) return st;
     } else {
         return snprintf(msg, cap, "a media URL must be data: or file://"), 400;
     }
@@ -1026,6 +1096,7 @@ static void s_help(FILE *f) {
             "  --max-body-mb N          request body limit (default 64)\n"
             "  --max-media-mb N         one image or video (default 32)\n"
             "  --max-media-items N      per request (default 16)\n"
+            "  --allow-remote-media     fetch http(s) image and video URLs (default: refused)\n"
             "  --request-timeout-s N    without a token for this long a request fails (default 120)\n"
             "  --samples DIR            sample files for the page (default examples)\n"
             "  --www DIR                the page's files (default " VIDI_SERVE_WWW ")\n");
@@ -1045,6 +1116,10 @@ int main(int argc, char **argv) {
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
             s_help(stdout);
             return 0;
+        }
+        if (!strcmp(a, "--allow-remote-media")) {
+            g_cfg.allow_remote = 1;
+            continue;
         }
         if (!v) {
             fprintf(stderr, "vidi-serve: %s needs a value\n", a);
@@ -1099,6 +1174,7 @@ int main(int argc, char **argv) {
         fprintf(stderr, "vidi-serve: --host %s is not an IPv4 address\n", g_cfg.host);
         return 2;
     }
+    curl_global_init(CURL_GLOBAL_DEFAULT);
     pthread_t st;
     if (pthread_create(&st, NULL, s_stats_thread, NULL) != 0) {
         fprintf(stderr, "vidi-serve: cannot start the stats thread\n");
@@ -1121,5 +1197,6 @@ int main(int argc, char **argv) {
     fprintf(stderr, "vidi-serve: stopping\n");
     MHD_stop_daemon(d);
     pthread_join(st, NULL);
+    curl_global_cleanup();
     return 0;
 }
