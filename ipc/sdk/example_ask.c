@@ -11,7 +11,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #include "vidi_client.h"
 
@@ -45,12 +44,7 @@ int main(int argc, char **argv) {
         return 2;
     }
     char def[512];
-    if (!router) { /* where `vidi up` puts the front by default */
-        const char *xdg = getenv("XDG_RUNTIME_DIR");
-        if (xdg && *xdg) snprintf(def, sizeof def, "ipc://%s/vidi/front", xdg);
-        else snprintf(def, sizeof def, "ipc:///tmp/vidi-%u/front", (unsigned)getuid());
-        router = def;
-    }
+    if (!router) router = vidi_client_default_endpoint(def, sizeof def); /* where `vidi up` puts it */
     int n_media = argc - first - 1;
     if (n_media > 16) {
         fprintf(stderr, "at most 16 files\n");

@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "ipc/conn.h"
 #include "ipc/msg.h"
@@ -125,6 +126,14 @@ API vidi_client_part vidi_client_part_video_file(const char *path) {
     vidi_client_part p = s_part(VIDI_CLIENT_PART_VIDEO);
     p.path = path;
     return p;
+}
+
+API const char *vidi_client_default_endpoint(char *buf, size_t cap) {
+    if (!buf || !cap) return buf;
+    const char *x = getenv("XDG_RUNTIME_DIR");
+    if (x && *x) snprintf(buf, cap, "ipc://%s/vidi/front", x);
+    else snprintf(buf, cap, "ipc:///tmp/vidi-%u/front", (unsigned)getuid());
+    return buf;
 }
 
 API int vidi_client_connect(const char *endpoint, const vidi_client_params *params, vidi_client **out) {

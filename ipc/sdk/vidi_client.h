@@ -72,6 +72,11 @@ typedef struct vidi_client_params {
 
 vidi_client_params vidi_client_params_default(void);
 
+/* The front endpoint `vidi up` uses by default, ipc://$XDG_RUNTIME_DIR/vidi/front
+ * (ipc:///tmp/vidi-UID/front without XDG_RUNTIME_DIR), into buf (cap bytes);
+ * returns buf. */
+const char *vidi_client_default_endpoint(char *buf, size_t cap);
+
 /* Connect to a router's front endpoint (ipc://PATH or tcp://HOST:PORT).
  * ZeroMQ connects in the background, so a router that is not up yet is not
  * an error here; requests wait for it. *out is NULL on failure. */

@@ -34,6 +34,10 @@ int main(void) {
     EXPECT(!strcmp(vidi_client_status_name(VIDI_CLIENT_E_SERVER), "server"));
     EXPECT(!strcmp(vidi_client_status_name(99), "unknown"));
 
+    char ep[256];
+    EXPECT(vidi_client_default_endpoint(ep, sizeof ep) == ep && !strncmp(ep, "ipc://", 6) &&
+           strstr(ep, "/front") != NULL);
+
     /* bad arguments */
     vidi_client *c = NULL;
     EXPECT(vidi_client_connect(NULL, NULL, &c) == VIDI_CLIENT_E_INVALID && c == NULL);

@@ -1104,10 +1104,7 @@ static void s_help(FILE *f) {
 
 int main(int argc, char **argv) {
     char front[600], name[256];
-    const char *xdg = getenv("XDG_RUNTIME_DIR");
-    if (xdg && *xdg) snprintf(front, sizeof front, "ipc://%s/vidi/front", xdg);
-    else snprintf(front, sizeof front, "ipc:///tmp/vidi-%u/front", (unsigned)getuid());
-    g_cfg = (serve_cfg){.router = front, .host = "127.0.0.1", .model_dir = "models/vidi-shapes", .port = 8000,
+    g_cfg = (serve_cfg){.router = vidi_client_default_endpoint(front, sizeof front), .host = "127.0.0.1", .model_dir = "models/vidi-shapes", .port = 8000,
                         .max_body = 64u << 20, .max_media = 32u << 20, .max_items = MAX_MEDIA,
                         .request_timeout_ms = 120000, .samples_dir = "examples", .www_dir = VIDI_SERVE_WWW,
                         .api_key = getenv("VIDI_API_KEY"), .max_connections = 256};
