@@ -205,17 +205,29 @@ class Page:
         """Types into the focused element as a keyboard would insert it."""
         self.send("Input.insertText", {"text": text})
 
-    def click(self, selector):
-        """A real mouse click (press and release) at the centre of the element."""
-        box = self.eval(f"""(() => {{
+    def click(self, selector, timeout=5.0):
+        """A real mouse click (move, press, release) at the centre of the
+        element, once a hit test there finds the element (not something laid
+        over it, nor a spot it left while the layout moved)."""
+        probe = f"""(() => {{
             const e = document.querySelector({json.dumps(selector)});
             if (!e) return null;
             e.scrollIntoView({{block: 'center'}});
             const r = e.getBoundingClientRect();
-            return {{x: r.left + r.width / 2, y: r.top + r.height / 2}};
-        }})()""")
-        if not box:
-            raise CDPError(f"click: no element matches {selector}")
+            const x = r.left + r.width / 2, y = r.top + r.height / 2;
+            const hit = document.elementFromPoint(x, y);
+            return {{x, y, hit: !!hit && (hit === e || e.contains(hit))}};
+        }})()"""
+        deadline = time.monotonic() + timeout
+        while True:
+            box = self.eval(probe)
+            if not box:
+                raise CDPError(f"click: no element matches {selector}")
+            if box["hit"]:
+                break
+            if time.monotonic() > deadline:
+                raise CDPError(f"click: {selector} is covered at its centre")
+            time.sleep(0.05)
         for kind in ("mouseMoved", "mousePressed", "mouseReleased"):
             self.send("Input.dispatchMouseEvent", {"type": kind, "x": box["x"], "y": box["y"],
                                                    "button": "left", "clickCount": 1})

@@ -129,6 +129,9 @@ def main():
         typed = page.eval("document.getElementById('question').value")
         check(typed == a.question, f"#question holds the typed question {typed!r}")
         page.click("#ask")
+        started = page.wait_for("document.getElementById('status').textContent", 10,
+                                what="the click on #ask to start a request")
+        print(f"qa_page: clicked #ask: #status {started!r}", flush=True)
 
         lengths = set()
         t0 = time.monotonic()

@@ -84,7 +84,7 @@ done
 [ -n "$URL" ] || { echo "browser: vidi-serve did not start"; exit 1; }
 echo "browser: vidi-serve at $URL"
 
-python3 "$HERE/qa_page.py" "$URL" "$VIDEO" "$QUESTION" "$RUN/expected.txt" --chromium "$CHROMIUM" \
+python3 -B "$HERE/qa_page.py" "$URL" "$VIDEO" "$QUESTION" "$RUN/expected.txt" --chromium "$CHROMIUM" \
   --timeout 120 --log "$RUN/chromium.log"
 rc=$?
 [ $rc -eq 0 ] || logs
