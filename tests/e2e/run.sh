@@ -26,35 +26,11 @@
 set -u -o pipefail
 BACKEND=${VIDI_E2E_BACKEND:-cpu}
 VIDI=$1 CLIENT=$2 MODEL=$3 EXAMPLES=$4 CASE=$5
-RUN=$(mktemp -d /tmp/vidi-e2e.XXXXXX)
-UP_PID=
-cleanup() {
-  if [ -n "$UP_PID" ]; then
-    kill -TERM "$UP_PID" 2>/dev/null
-    for _ in $(seq 1 100); do kill -0 "$UP_PID" 2>/dev/null || break; sleep 0.1; done
-    kill -KILL "$UP_PID" 2>/dev/null
-    # anything left of this run's process groups
-    [ -f "$RUN/pids" ] && awk '{print $NF}' "$RUN/pids" | xargs -r kill -KILL 2>/dev/null
-  fi
-  rm -rf "$RUN"
-}
-trap cleanup EXIT
+source "$(dirname "$0")/lib.sh"
+e2e_init e2e
 
 # up WORKERS [extra vidi up args]: start and wait until every worker joined
-up() {
-  local workers=$1; shift
-  "$VIDI" up --run-dir "$RUN" --model "$MODEL" --workers "$workers" --threads 1 --backend "$BACKEND" "$@" \
-    >"$RUN/up.log" 2>&1 &
-  UP_PID=$!
-  local want
-  want=$(awk -F, '{print NF}' <<<"$workers")
-  for _ in $(seq 1 300); do
-    [ "$(grep -c 'joined' "$RUN/up.log" 2>/dev/null)" -ge "$want" ] && return 0
-    kill -0 "$UP_PID" 2>/dev/null || break
-    sleep 0.1
-  done
-  echo "e2e: the workers did not join:"; cat "$RUN/up.log"; exit 1
-}
+up() { local workers=$1; shift; e2e_up "$VIDI" "$MODEL" "$workers" "$BACKEND" "$@"; }
 
 # expected answers: single-process vidi generate on every question
 expected() {

@@ -30,19 +30,8 @@ if [ -z "$PY" ]; then
 fi
 echo "python-sdk: $("$PY" -c 'import sys, zmq, msgpack; print(sys.executable, sys.version.split()[0], "pyzmq", zmq.__version__, "libzmq", zmq.zmq_version(), "msgpack", ".".join(map(str, msgpack.version)))')"
 
-RUN=$(mktemp -d /tmp/vidi-py.XXXXXX)
-UP_PID=
-cleanup() {
-  if [ -n "$UP_PID" ]; then
-    kill -TERM "$UP_PID" 2>/dev/null
-    for _ in $(seq 1 100); do kill -0 "$UP_PID" 2>/dev/null || break; sleep 0.1; done
-    kill -KILL "$UP_PID" 2>/dev/null
-    # anything left of this run's processes
-    [ -f "$RUN/pids" ] && awk '{print $NF}' "$RUN/pids" | xargs -r kill -KILL 2>/dev/null
-  fi
-  rm -rf "$RUN"
-}
-trap cleanup EXIT
+source "$HERE/../e2e/lib.sh"
+e2e_init py
 
 gen() { # gen FILE QUESTION [SYSTEM]
   local kind=--image
@@ -67,16 +56,7 @@ echo "python-sdk: $(wc -l <"$RUN/expected.tsv") expected answers from vidi gener
 sed 's/^/  /' "$RUN/expected.tsv"
 
 # the router and 4 workers
-"$VIDI" up --run-dir "$RUN" --model "$MODEL" --workers media,encode,prefill,decode --threads 1 --backend "$BACKEND" \
-  >"$RUN/up.log" 2>&1 &
-UP_PID=$!
-joined=0
-for _ in $(seq 1 300); do
-  [ "$(grep -c 'joined' "$RUN/up.log" 2>/dev/null)" -ge 4 ] && { joined=1; break; }
-  kill -0 "$UP_PID" 2>/dev/null || break
-  sleep 0.1
-done
-if [ $joined != 1 ]; then echo "python-sdk: the workers did not join:"; cat "$RUN/up.log"; exit 1; fi
+e2e_up "$VIDI" "$MODEL" media,encode,prefill,decode "$BACKEND"
 
 VIDI_FRONT="ipc://$RUN/front" VIDI_EXAMPLES="$EXAMPLES" VIDI_EXPECTED="$RUN/expected.tsv" VIDI_FAKE_DIR="$RUN" \
   PYTHONPATH="$PYDIR${PYTHONPATH:+:$PYTHONPATH}" PYTHONDONTWRITEBYTECODE=1 \

@@ -8,19 +8,8 @@
 set -u -o pipefail
 VIDI=$1 SERVE=$2 MODEL=$3 EXAMPLES=$4
 HERE=$(cd "$(dirname "$0")" && pwd)
-RUN=$(mktemp -d /tmp/vidi-serve-e2e.XXXXXX)
-UP_PID= SERVE_PID= SERVE2_PID= HTTP_PID=
-cleanup() {
-  for p in $SERVE_PID $SERVE2_PID $HTTP_PID; do kill -TERM "$p" 2>/dev/null; done
-  if [ -n "$UP_PID" ]; then
-    kill -TERM "$UP_PID" 2>/dev/null
-    for _ in $(seq 1 100); do kill -0 "$UP_PID" 2>/dev/null || break; sleep 0.1; done
-    kill -KILL "$UP_PID" 2>/dev/null
-    [ -f "$RUN/pids" ] && awk '{print $NF}' "$RUN/pids" | xargs -r kill -KILL 2>/dev/null
-  fi
-  rm -rf "$RUN"
-}
-trap cleanup EXIT
+source "$HERE/../e2e/lib.sh"
+e2e_init serve
 
 # the openai package, in a venv next to the build (made once)
 PYENV=${VIDI_PYENV:-$(cd "$(dirname "$SERVE")/../.." && pwd)/pyenv}
@@ -35,24 +24,21 @@ export EXPECT_VIDEO EXPECT_IMAGE
 EXPECT_VIDEO=$(gen --video video_500016.mp4 "What moves?") || exit 1
 EXPECT_IMAGE=$(gen --image image_500001.png "What colour is the square?") || exit 1
 
-"$VIDI" up --run-dir "$RUN" --model "$MODEL" --workers all --threads 1 --backend cpu >"$RUN/up.log" 2>&1 &
-UP_PID=$!
-for _ in $(seq 1 300); do grep -q joined "$RUN/up.log" 2>/dev/null && break; sleep 0.1; done
-grep -q joined "$RUN/up.log" || { echo "e2e_serve: the worker did not join"; cat "$RUN/up.log"; exit 1; }
+e2e_up "$VIDI" "$MODEL" all cpu
 
 PORT=$(( 20000 + RANDOM % 20000 ))
 export VIDI_SERVE_URL="http://127.0.0.1:$PORT" VIDI_SERVE_KEY=e2e-key VIDI_EXAMPLES=$EXAMPLES
 "$SERVE" --router "ipc://$RUN/front" --port "$PORT" --model "$MODEL" --api-key "$VIDI_SERVE_KEY" \
   --allowed-media-root "$EXAMPLES" --max-body-mb 8 --samples "$EXAMPLES" >"$RUN/serve.log" 2>&1 &
-SERVE_PID=$!
+e2e_bg $!
 for _ in $(seq 1 100); do grep -q 'listening on' "$RUN/serve.log" 2>/dev/null && break; sleep 0.1; done
 grep -q 'listening on' "$RUN/serve.log" || { echo "e2e_serve: vidi-serve did not start"; cat "$RUN/serve.log"; exit 1; }
 # a second vidi-serve that may fetch media over HTTP, from a local file server
 PORT2=$((PORT + 1)) PORT3=$((PORT + 2))
 python3 -m http.server "$PORT3" --bind 127.0.0.1 --directory "$EXAMPLES" >"$RUN/http.log" 2>&1 &
-HTTP_PID=$!
+e2e_bg $!
 "$SERVE" --router "ipc://$RUN/front" --port "$PORT2" --model "$MODEL" --allow-remote-media >"$RUN/serve2.log" 2>&1 &
-SERVE2_PID=$!
+e2e_bg $!
 for _ in $(seq 1 100); do grep -q 'listening on' "$RUN/serve2.log" 2>/dev/null && break; sleep 0.1; done
 export VIDI_SERVE_REMOTE_URL="http://127.0.0.1:$PORT2" VIDI_MEDIA_HTTP="http://127.0.0.1:$PORT3"
 "$PYENV/bin/python" "$HERE/test_serve.py" || { echo "--- vidi-serve log"; tail -20 "$RUN/serve.log"; exit 1; }

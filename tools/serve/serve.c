@@ -41,6 +41,7 @@
 #include <jansson.h>
 #include <microhttpd.h>
 
+#include "core/base64.h"
 #include "media/media.h"
 #include "tools/serve/frames.h"
 #include "vidi_client.h"
@@ -349,43 +350,6 @@ static unsigned s_status_of(const char *code) {
 
 /* ---------------------------------------------------------------- media URLs */
 
-static int s_b64_value(int c) {
-    if (c >= 'A' && c <= 'Z') return c - 'A';
-    if (c >= 'a' && c <= 'z') return c - 'a' + 26;
-    if (c >= '0' && c <= '9') return c - '0' + 52;
-    if (c == '+' || c == '-') return 62;
-    if (c == '/' || c == '_') return 63;
-    return -1;
-}
-
-/* Standard (or URL-safe) base64 with optional padding; whitespace is not
- * allowed. 0 with *out malloc'd, -1 on a bad character or length. */
-static int s_b64_decode(const char *s, size_t n, uint8_t **out, size_t *out_n) {
-    while (n > 0 && s[n - 1] == '=') n--;
-    if (n % 4 == 1) return -1;
-    uint8_t *o = malloc(n / 4 * 3 + 3);
-    if (!o) return -1;
-    size_t k = 0;
-    uint32_t acc = 0;
-    int bits = 0;
-    for (size_t i = 0; i < n; i++) {
-        int v = s_b64_value((unsigned char)s[i]);
-        if (v < 0) {
-            free(o);
-            return -1;
-        }
-        acc = (acc << 6) | (uint32_t)v;
-        bits += 6;
-        if (bits >= 8) {
-            bits -= 8;
-            o[k++] = (uint8_t)(acc >> bits);
-        }
-    }
-    *out = o;
-    *out_n = k;
-    return 0;
-}
-
 /* ---- remote media (only with --allow-remote-media): libcurl, http and
  * https only, the size limit enforced while downloading, 5 s for an image
  * and 30 s for a video (vLLM's defaults) ---- */
@@ -469,7 +433,7 @@ static unsigned s_media_from_url(const char *url, int video, uint8_t **data, siz
         if (b64n / 4 * 3 > g_cfg.max_media + 3)
             return snprintf(msg, cap, "a media item of about %zu bytes; the limit is %zu", b64n / 4 * 3, g_cfg.max_media),
                    413;
-        if (s_b64_decode(comma + 1, b64n, data, n) != 0) return snprintf(msg, cap, "the data: URL is not valid base64"), 400;
+        if (vidi_base64_decode(comma + 1, b64n, data, n) != 0) return snprintf(msg, cap, "the data: URL is not valid base64"), 400;
     } else if (!strncmp(url, "file://", 7)) {
         if (!g_cfg.media_root)
             return snprintf(msg, cap, "file:// URLs are refused: start vidi-serve with --allowed-media-root DIR"), 400;

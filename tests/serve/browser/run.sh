@@ -27,24 +27,8 @@ if [ ! -x "$CHROMIUM" ]; then
 fi
 command -v python3 >/dev/null || { echo "browser: python3 is missing"; exit 1; }
 
-RUN=$(mktemp -d /tmp/vidi-browser.XXXXXX)
-UP_PID= SERVE_PID=
-cleanup() {
-  if [ -n "$SERVE_PID" ]; then
-    kill -TERM "$SERVE_PID" 2>/dev/null
-    for _ in $(seq 1 50); do kill -0 "$SERVE_PID" 2>/dev/null || break; sleep 0.1; done
-    kill -KILL "$SERVE_PID" 2>/dev/null
-  fi
-  if [ -n "$UP_PID" ]; then
-    kill -TERM "$UP_PID" 2>/dev/null
-    for _ in $(seq 1 100); do kill -0 "$UP_PID" 2>/dev/null || break; sleep 0.1; done
-    kill -KILL "$UP_PID" 2>/dev/null
-    # anything left of this run's process groups
-    [ -f "$RUN/pids" ] && awk '{print $NF}' "$RUN/pids" | xargs -r kill -KILL 2>/dev/null
-  fi
-  rm -rf "$RUN"
-}
-trap cleanup EXIT
+source "$HERE/../../e2e/lib.sh"
+e2e_init browser
 logs() {
   echo "--- vidi-serve log (tail)"; tail -20 "$RUN/serve.log" 2>/dev/null
   echo "--- vidi up log (tail)"; tail -20 "$RUN/up.log" 2>/dev/null
@@ -57,14 +41,7 @@ logs() {
 echo "browser: vidi generate answers \"$(cat "$RUN/expected.txt")\" to \"$QUESTION\" on $VIDEO"
 [ -s "$RUN/expected.txt" ] || { echo "browser: vidi generate gave an empty answer"; exit 1; }
 
-"$VIDI" up --run-dir "$RUN" --model "$MODEL" --workers all --threads 1 --backend cpu >"$RUN/up.log" 2>&1 &
-UP_PID=$!
-for _ in $(seq 1 300); do
-  grep -q joined "$RUN/up.log" 2>/dev/null && break
-  kill -0 "$UP_PID" 2>/dev/null || break
-  sleep 0.1
-done
-grep -q joined "$RUN/up.log" || { echo "browser: the worker did not join"; cat "$RUN/up.log"; exit 1; }
+e2e_up "$VIDI" "$MODEL" all cpu
 
 # vidi-serve on a random port (another one if that one is taken)
 URL=
@@ -72,6 +49,7 @@ for _ in 1 2 3 4 5; do
   PORT=$(( 20000 + RANDOM % 20000 ))
   "$SERVE" --router "ipc://$RUN/front" --port "$PORT" --model "$MODEL" --samples "$EXAMPLES" >"$RUN/serve.log" 2>&1 &
   SERVE_PID=$!
+  e2e_bg "$SERVE_PID"
   for _ in $(seq 1 100); do
     URL=$(sed -n 's|^vidi-serve: listening on \(http://[^ ]*\).*|\1|p' "$RUN/serve.log" 2>/dev/null)
     [ -n "$URL" ] && break 2
