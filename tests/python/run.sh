@@ -9,6 +9,9 @@
 # tokens): the first question and the "Describe" question of every file of
 # EXAMPLES/questions.tsv, and one question with a system turn.
 #
+# Then CURVE: a second router with an encrypted front answers a client with
+# the keys, and a client without them times out.
+#
 # Exit 77 (ctest: skipped) only when no python3 can import zmq and msgpack
 # (Debian: python3-zmq python3-msgpack, see tools/install-deps).
 # VIDI_E2E_BACKEND=cuda runs the workers and `vidi generate` on the GPU.
@@ -62,5 +65,38 @@ VIDI_FRONT="ipc://$RUN/front" VIDI_EXAMPLES="$EXAMPLES" VIDI_EXPECTED="$RUN/expe
   PYTHONPATH="$PYDIR${PYTHONPATH:+:$PYTHONPATH}" PYTHONDONTWRITEBYTECODE=1 \
   "$PY" "$HERE/test_sdk.py" -v
 rc=$?
-if [ $rc != 0 ]; then echo "python-sdk: FAILED; the router's log:"; tail -n 50 "$RUN/up.log"; fi
+if [ $rc != 0 ]; then echo "python-sdk: FAILED; the router's log:"; tail -n 50 "$RUN/up.log"; exit $rc; fi
+
+# CURVE against a real router: a second router whose front is encrypted, one worker with every role
+KEYS=$("$VIDI" keygen) && CKEYS=$("$VIDI" keygen) || { echo "python-sdk: vidi keygen failed"; exit 1; }
+key() { awk -v k="$1" '$1 == k {print $2}' <<<"$2"; }
+key secret "$KEYS" >"$RUN/server.key"
+"$VIDI" router --front "ipc://$RUN/cfront" --back "ipc://$RUN/cback" --model "$MODEL" \
+  --curve-secret-file "$RUN/server.key" >"$RUN/crouter.log" 2>&1 &
+e2e_bg $!
+"$VIDI" worker --router "ipc://$RUN/cback" --data "ipc://$RUN/cdata" --model "$MODEL" --role all --threads 1 \
+  --backend "$BACKEND" >"$RUN/cworker.log" 2>&1 &
+e2e_bg $!
+for _ in $(seq 1 300); do grep -q joined "$RUN/crouter.log" 2>/dev/null && break; sleep 0.1; done
+WANT=$(gen image_500001.png "What colour is the square?")
+PYTHONPATH="$PYDIR" "$PY" - "ipc://$RUN/cfront" "$(key public "$KEYS")" "$(key public "$CKEYS")" \
+  "$(key secret "$CKEYS")" "$EXAMPLES/image_500001.png" "$WANT" <<'PYEOF'
+import sys
+from vidi_client import Client, VidiTimeout
+front, spub, cpub, csec, image, want = sys.argv[1:7]
+with Client(front, curve_server_key=spub, curve_public_key=cpub, curve_secret_key=csec) as c:
+    got = c.ask("What colour is the square?", media=[image], max_tokens=64).result(timeout=60).text
+print("python-sdk: curve: with the keys the encrypted router answers %r (vidi generate: %r)" % (got, want))
+ok = got == want
+with Client(front, timeout=3.0) as c:
+    try:
+        c.ask("What colour is the square?", media=[image]).result()
+        ok = False
+        print("python-sdk: curve: FAIL: a client without keys got an answer")
+    except VidiTimeout:
+        print("python-sdk: curve: without keys nothing comes back (VidiTimeout)")
+sys.exit(0 if ok else 1)
+PYEOF
+rc=$?
+[ $rc = 0 ] || { echo "python-sdk: the CURVE case failed"; tail -5 "$RUN/crouter.log"; }
 exit $rc
