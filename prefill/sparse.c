@@ -1,0 +1,657 @@
+/* prefill/sparse.c — sparse prefill patterns, plans, estimation and the
+ * host reference kernels (sparse.h). */
+#include "prefill/sparse.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+const char *vidi_sparse_kind_name(vidi_sparse_kind k) {
+    static const char *const names[] = {"dense", "ashape", "trishape", "vslash", "block", "grid"};
+    return (unsigned)k < sizeof names / sizeof names[0] ? names[k] : "?";
+}
+
+/* ---------------------------------------------------------------- spans */
+
+vidi_status vidi_sparse_spans(const int32_t *ids, int64_t n, int32_t image_pad, int32_t video_pad,
+                              const int32_t (*grids)[3], int n_grids, int merge, vidi_span *out, int cap, int *n_out,
+                              vidi_err *err) {
+    *n_out = 0;
+    if (n <= 0 || !ids || merge <= 0) return vidi_err_set(err, VIDI_ERR_INVALID, "sparse spans: empty prompt");
+    int g = 0;
+    for (int64_t i = 0; i < n;) {
+        int32_t t = ids[i];
+        int64_t j = i + 1;
+        vidi_span s = {i, 0, VIDI_SPAN_TEXT, 0, 0};
+        if (t == image_pad || t == video_pad) {
+            while (j < n && ids[j] == t) j++;
+            s.kind = t == image_pad ? VIDI_SPAN_IMAGE : VIDI_SPAN_VIDEO;
+            if (g >= n_grids)
+                return vidi_err_set(err, VIDI_ERR_INVALID, "sparse spans: more runs of vision pads than grids (%d)",
+                                    n_grids);
+            int64_t mh = grids[g][1] / merge, mw = grids[g][2] / merge, want = (int64_t)grids[g][0] * mh * mw;
+            if (want != j - i)
+                return vidi_err_set(err, VIDI_ERR_INVALID, "sparse spans: vision run %d holds %lld tokens, grid %dx%dx%d "
+                                                           "needs %lld", g, (long long)(j - i), grids[g][0], grids[g][1],
+                                    grids[g][2], (long long)want);
+            s.frame_tokens = mh * mw;
+            s.row_tokens = mw;
+            g++;
+        } else {
+            while (j < n && ids[j] != image_pad && ids[j] != video_pad) j++;
+        }
+        s.end = j;
+        if (*n_out == cap) return vidi_err_set(err, VIDI_ERR_RANGE, "sparse spans: more than %d spans", cap);
+        out[(*n_out)++] = s;
+        i = j;
+    }
+    if (g != n_grids) return vidi_err_set(err, VIDI_ERR_INVALID, "sparse spans: %d grids for %d vision runs", n_grids, g);
+    return VIDI_OK;
+}
+
+/* ---------------------------------------------------------------- plans */
+
+void vidi_sparse_plan_free(vidi_sparse_plan *p) {
+    if (!p) return;
+    free(p->rows);
+    free(p->segs);
+    free(p->cols);
+    free(p->tiles);
+    memset(p, 0, sizeof *p);
+}
+
+static int s_grow(void **buf, int64_t *cap, int64_t need, size_t elem) {
+    if (need <= *cap) return 0;
+    int64_t c = *cap ? *cap : 64;
+    while (c < need) c *= 2;
+    void *b = realloc(*buf, (size_t)c * elem);
+    if (!b) return -1;
+    *buf = b;
+    *cap = c;
+    return 0;
+}
+
+static int cmp_i64pair(const void *a, const void *b) {
+    const int64_t *x = a, *y = b;
+    return x[0] < y[0] ? -1 : x[0] > y[0];
+}
+
+static int cmp_i32(const void *a, const void *b) {
+    int32_t x = *(const int32_t *)a, y = *(const int32_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* Building one tile: rows, segments and columns are appended, then
+ * s_tile_end sorts and merges the segments and drops the columns they
+ * cover (so no key is counted twice). */
+typedef struct builder {
+    vidi_sparse_plan *p;
+    int64_t n;
+    int failed;
+} builder;
+
+static void b_begin(builder *b) {
+    vidi_sparse_plan *p = b->p;
+    if (s_grow((void **)&p->tiles, &p->cap_tiles, p->n_tiles + 1, sizeof *p->tiles)) {
+        b->failed = 1;
+        return;
+    }
+    p->tiles[p->n_tiles] = (vidi_sparse_tile){p->n_rows, 0, p->n_segs, 0, p->n_cols, 0};
+}
+
+static void b_row(builder *b, int64_t i) {
+    vidi_sparse_plan *p = b->p;
+    if (s_grow((void **)&p->rows, &p->cap_rows, p->n_rows + 1, sizeof *p->rows)) {
+        b->failed = 1;
+        return;
+    }
+    p->rows[p->n_rows++] = (int32_t)i;
+    p->tiles[p->n_tiles].n_rows++;
+}
+
+static void b_seg(builder *b, int64_t a, int64_t e) {
+    if (a < 0) a = 0;
+    if (e > b->n) e = b->n;
+    if (a >= e) return;
+    vidi_sparse_plan *p = b->p;
+    if (s_grow((void **)&p->segs, &p->cap_segs, p->n_segs + 1, sizeof *p->segs)) {
+        b->failed = 1;
+        return;
+    }
+    p->segs[p->n_segs][0] = a;
+    p->segs[p->n_segs][1] = e;
+    p->n_segs++;
+    p->tiles[p->n_tiles].n_segs++;
+}
+
+static void b_col(builder *b, int64_t j) {
+    if (j < 0 || j >= b->n) return;
+    vidi_sparse_plan *p = b->p;
+    if (s_grow((void **)&p->cols, &p->cap_cols, p->n_cols + 1, sizeof *p->cols)) {
+        b->failed = 1;
+        return;
+    }
+    p->cols[p->n_cols++] = (int32_t)j;
+    p->tiles[p->n_tiles].n_cols++;
+}
+
+static void b_end(builder *b) {
+    if (b->failed) return;
+    vidi_sparse_plan *p = b->p;
+    vidi_sparse_tile *t = &p->tiles[p->n_tiles];
+    if (!t->n_rows) return; /* nothing: dropped */
+    int64_t(*sg)[2] = p->segs + t->seg0;
+    qsort(sg, (size_t)t->n_segs, sizeof *sg, cmp_i64pair);
+    int64_t m = 0;
+    for (int64_t i = 0; i < t->n_segs; i++) {
+        if (m && sg[i][0] <= sg[m - 1][1]) {
+            if (sg[i][1] > sg[m - 1][1]) sg[m - 1][1] = sg[i][1];
+        } else {
+            sg[m][0] = sg[i][0];
+            sg[m][1] = sg[i][1];
+            m++;
+        }
+    }
+    p->n_segs = t->seg0 + m;
+    t->n_segs = m;
+    int32_t *c = p->cols + t->col0;
+    qsort(c, (size_t)t->n_cols, sizeof *c, cmp_i32);
+    int64_t k = 0, s = 0;
+    for (int64_t i = 0; i < t->n_cols; i++) {
+        if (k && c[i] == c[k - 1]) continue;
+        while (s < m && sg[s][1] <= c[i]) s++;
+        if (s < m && sg[s][0] <= c[i]) continue; /* inside a segment */
+        c[k++] = c[i];
+    }
+    p->n_cols = t->col0 + k;
+    t->n_cols = k;
+    p->n_tiles++;
+}
+
+int64_t vidi_sparse_plan_pairs(const vidi_sparse_plan *p) {
+    int64_t pairs = 0;
+    for (int64_t t = 0; t < p->n_tiles; t++) {
+        const vidi_sparse_tile *tl = &p->tiles[t];
+        for (int64_t r = 0; r < tl->n_rows; r++) {
+            int64_t i = p->rows[tl->row0 + r];
+            for (int64_t s = 0; s < tl->n_segs; s++) {
+                int64_t a = p->segs[tl->seg0 + s][0], e = p->segs[tl->seg0 + s][1];
+                if (e > i + 1) e = i + 1;
+                if (e > a) pairs += e - a;
+            }
+            for (int64_t c = 0; c < tl->n_cols; c++) pairs += p->cols[tl->col0 + c] <= i;
+        }
+    }
+    return pairs;
+}
+
+double vidi_sparse_plan_density(const vidi_sparse_plan *p) {
+    double dense = (double)p->n_tokens * (double)(p->n_tokens + 1) / 2.0;
+    return dense > 0 ? (double)vidi_sparse_plan_pairs(p) / dense : 0.0;
+}
+
+vidi_status vidi_sparse_plan_check(const vidi_sparse_plan *p, vidi_err *err) {
+    if (p->n_rows != p->n_tokens)
+        return vidi_err_set(err, VIDI_ERR_INVALID, "plan: %lld rows for %lld tokens", (long long)p->n_rows,
+                            (long long)p->n_tokens);
+    unsigned char *seen = calloc((size_t)p->n_tokens + 1, 1);
+    if (!seen) return vidi_err_set(err, VIDI_ERR_NOMEM, "plan check: out of memory");
+    vidi_status rc = VIDI_OK;
+    for (int64_t t = 0; t < p->n_tiles && rc == VIDI_OK; t++) {
+        const vidi_sparse_tile *tl = &p->tiles[t];
+        if (tl->n_rows < 1 || tl->n_rows > VIDI_SPARSE_TILE)
+            rc = vidi_err_set(err, VIDI_ERR_INVALID, "plan: tile %lld has %lld rows", (long long)t, (long long)tl->n_rows);
+        for (int64_t r = 0; r < tl->n_rows && rc == VIDI_OK; r++) {
+            int64_t i = p->rows[tl->row0 + r];
+            if (i < 0 || i >= p->n_tokens || seen[i]++)
+                rc = vidi_err_set(err, VIDI_ERR_INVALID, "plan: row %lld is out of range or in two tiles", (long long)i);
+        }
+        for (int64_t s = 0; s < tl->n_segs && rc == VIDI_OK; s++) {
+            int64_t a = p->segs[tl->seg0 + s][0], e = p->segs[tl->seg0 + s][1];
+            if (a < 0 || e > p->n_tokens || a >= e)
+                rc = vidi_err_set(err, VIDI_ERR_INVALID, "plan: segment [%lld, %lld)", (long long)a, (long long)e);
+        }
+        for (int64_t c = 0; c < tl->n_cols && rc == VIDI_OK; c++)
+            if (p->cols[tl->col0 + c] < 0 || p->cols[tl->col0 + c] >= p->n_tokens)
+                rc = vidi_err_set(err, VIDI_ERR_INVALID, "plan: column %d", p->cols[tl->col0 + c]);
+    }
+    free(seen);
+    return rc;
+}
+
+/* ---------------------------------------------------------------- estimation */
+
+static const float *s_q(const vidi_sparse_qk *qk, int64_t i) {
+    return qk->q + ((size_t)i * (size_t)qk->n_heads + (size_t)qk->head) * (size_t)qk->head_dim;
+}
+
+static const float *s_k(const vidi_sparse_qk *qk, int64_t j) {
+    int kvh = qk->head / (qk->n_heads / qk->n_kv_heads);
+    return qk->k + ((size_t)j * (size_t)qk->n_kv_heads + (size_t)kvh) * (size_t)qk->head_dim;
+}
+
+static float s_dot(const float *a, const float *b, int d) {
+    float s = 0;
+    for (int i = 0; i < d; i++) s += a[i] * b[i];
+    return s;
+}
+
+/* Softmax of query i over keys [0, i] into p (i + 1 values). */
+static void s_softmax_row(const vidi_sparse_qk *qk, int64_t i, float scale, float *p) {
+    float mx = -INFINITY;
+    for (int64_t j = 0; j <= i; j++) {
+        p[j] = s_dot(s_q(qk, i), s_k(qk, j), qk->head_dim) * scale;
+        if (p[j] > mx) mx = p[j];
+    }
+    double sum = 0;
+    for (int64_t j = 0; j <= i; j++) sum += (p[j] = expf(p[j] - mx));
+    for (int64_t j = 0; j <= i; j++) p[j] = (float)(p[j] / sum);
+}
+
+static vidi_status s_qk_check(const vidi_sparse_qk *qk, vidi_err *err) {
+    if (!qk || !qk->q || !qk->k || qk->head_dim < 1 || qk->n_kv_heads < 1 || qk->n_heads % qk->n_kv_heads ||
+        qk->head < 0 || qk->head >= qk->n_heads)
+        return vidi_err_set(err, VIDI_ERR_INVALID, "sparse: q/k missing or heads %d/%d (head %d) inconsistent",
+                            qk ? qk->n_heads : 0, qk ? qk->n_kv_heads : 0, qk ? qk->head : 0);
+    return VIDI_OK;
+}
+
+/* Indices of the k largest of score[0, n) (forced ones first: force[i] != 0),
+ * sorted ascending into out; returns how many. */
+static int64_t s_topk(const double *score, const unsigned char *force, int64_t n, int64_t k, int32_t *out) {
+    int64_t m = 0;
+    unsigned char *taken = calloc((size_t)n + 1, 1);
+    if (!taken) return 0;
+    for (int64_t i = 0; i < n && m < k; i++)
+        if (force && force[i]) taken[i] = 1, out[m++] = (int32_t)i;
+    while (m < k) {
+        int64_t best = -1;
+        for (int64_t i = 0; i < n; i++)
+            if (!taken[i] && (best < 0 || score[i] > score[best])) best = i;
+        if (best < 0) break;
+        taken[best] = 1;
+        out[m++] = (int32_t)best;
+    }
+    free(taken);
+    qsort(out, (size_t)m, sizeof *out, cmp_i32);
+    return m;
+}
+
+vidi_status vidi_sparse_estimate_vslash(const vidi_sparse_qk *qk, int64_t n, int64_t last_q, int64_t sink,
+                                        int64_t local, int64_t n_vertical, int64_t n_slash, int32_t *vert,
+                                        int64_t *n_vert_out, int32_t *slash, int64_t *n_slash_out, vidi_err *err) {
+    vidi_status rc = s_qk_check(qk, err);
+    if (rc) return rc;
+    if (n < 1 || last_q < 1) return vidi_err_set(err, VIDI_ERR_INVALID, "vslash: n %lld, last_q %lld", (long long)n,
+                                                 (long long)last_q);
+    if (last_q > n) last_q = n;
+    double *vs = calloc((size_t)n, sizeof *vs), *ss = calloc((size_t)n, sizeof *ss);
+    float *p = malloc((size_t)n * sizeof *p);
+    unsigned char *fv = calloc((size_t)n, 1), *fs = calloc((size_t)n, 1);
+    if (!vs || !ss || !p || !fv || !fs) {
+        rc = vidi_err_set(err, VIDI_ERR_NOMEM, "vslash: out of memory");
+        goto done;
+    }
+    float scale = 1.0f / sqrtf((float)qk->head_dim);
+    for (int64_t i = n - last_q; i < n; i++) {
+        s_softmax_row(qk, i, scale, p);
+        for (int64_t j = 0; j <= i; j++) {
+            vs[j] += p[j];
+            ss[i - j] += p[j];
+        }
+    }
+    for (int64_t j = 0; j < n && j < sink; j++) fv[j] = 1;
+    for (int64_t d = 0; d < n && d < local; d++) fs[d] = 1;
+    int64_t kv = n_vertical > n ? n : n_vertical, ks = n_slash > n ? n : n_slash;
+    if (kv < (sink < n ? sink : n)) kv = sink < n ? sink : n;
+    if (ks < (local < n ? local : n)) ks = local < n ? local : n;
+    *n_vert_out = s_topk(vs, fv, n, kv, vert);
+    *n_slash_out = s_topk(ss, fs, n, ks, slash);
+done:
+    free(vs);
+    free(ss);
+    free(p);
+    free(fv);
+    free(fs);
+    return rc;
+}
+
+vidi_status vidi_sparse_estimate_grid(const vidi_sparse_qk *qk, const vidi_span *span, int64_t last_q,
+                                      const int64_t *cands, int n_cands, int64_t *stride, int64_t *phase,
+                                      double *score, vidi_err *err) {
+    vidi_status rc = s_qk_check(qk, err);
+    if (rc) return rc;
+    int64_t len = span->end - span->start;
+    if (len < 2 || last_q < 1 || n_cands < 1)
+        return vidi_err_set(err, VIDI_ERR_INVALID, "grid estimate: a span of %lld tokens, last_q %lld, %d candidates",
+                            (long long)len, (long long)last_q, n_cands);
+    if (last_q > len) last_q = len;
+    double *col = calloc((size_t)len, sizeof *col);
+    float *p = malloc((size_t)span->end * sizeof *p);
+    if (!col || !p) {
+        free(col);
+        free(p);
+        return vidi_err_set(err, VIDI_ERR_NOMEM, "grid estimate: out of memory");
+    }
+    float scale = 1.0f / sqrtf((float)qk->head_dim);
+    double total = 0;
+    for (int64_t i = span->end - last_q; i < span->end; i++) {
+        s_softmax_row(qk, i, scale, p);
+        for (int64_t j = span->start; j <= i; j++) col[j - span->start] += p[j], total += p[j];
+    }
+    *stride = 0, *phase = 0, *score = 0;
+    for (int c = 0; c < n_cands; c++) {
+        int64_t s = cands[c];
+        if (s < 2 || s > len / 2) continue;
+        for (int64_t ph = 0; ph < s; ph++) {
+            double m = 0;
+            for (int64_t j = ph; j < len; j += s) m += col[j];
+            double e = total > 0 ? m * (double)s / total : 0;
+            if (e > *score) *score = e, *stride = s, *phase = ph;
+        }
+    }
+    free(col);
+    free(p);
+    return VIDI_OK;
+}
+
+/* ---------------------------------------------------------------- building */
+
+/* Rows [a, e) that are not grid lines (skip_s > 0: skip (i - base) % skip_s
+ * == skip_p) in tiles, each with the pattern's keys. */
+static void s_tiles_dense(builder *b, const int32_t *rows, int64_t nr) {
+    for (int64_t r0 = 0; r0 < nr; r0 += VIDI_SPARSE_TILE) {
+        int64_t k = nr - r0 < VIDI_SPARSE_TILE ? nr - r0 : VIDI_SPARSE_TILE, mx = 0;
+        b_begin(b);
+        for (int64_t r = 0; r < k; r++) {
+            b_row(b, rows[r0 + r]);
+            if (rows[r0 + r] > mx) mx = rows[r0 + r];
+        }
+        b_seg(b, 0, mx + 1);
+        b_end(b);
+    }
+}
+
+typedef struct vs_est {
+    int32_t *vert, *slash;
+    int64_t n_vert, n_slash;
+} vs_est;
+
+typedef struct block_est {
+    const vidi_sparse_qk *qk;
+    int64_t topk;
+} block_est;
+
+/* Contiguous rows [a, e) under a sparse pattern (ASHAPE, VSLASH, BLOCK, or
+ * GRID's non-line rows), skipping the rows for which skip() holds. */
+static void s_tiles_sparse(builder *b, const vidi_sparse_head *hd, int64_t a, int64_t e, int64_t sink,
+                           const vs_est *vs, const block_est *bk, const vidi_span *grid_span) {
+    int64_t i = a;
+    while (i < e) {
+        b_begin(b);
+        int64_t rmin = -1, rmax = -1, k = 0;
+        for (; i < e && k < VIDI_SPARSE_TILE; i++) {
+            if (grid_span && hd->h && (i - grid_span->start) % hd->stride == hd->phase) continue;
+            b_row(b, i);
+            if (rmin < 0) rmin = i;
+            rmax = i;
+            k++;
+        }
+        if (!k) {
+            b_end(b);
+            continue;
+        }
+        b_seg(b, 0, sink);
+        b_seg(b, rmin - hd->local + 1, rmax + 1);
+        if (vs) {
+            for (int64_t s = 0; s < vs->n_slash; s++) b_seg(b, rmin - vs->slash[s], rmax - vs->slash[s] + 1);
+            for (int64_t c = 0; c < vs->n_vert && vs->vert[c] <= rmax; c++) b_col(b, vs->vert[c]);
+        }
+        if (bk) { /* pooled q of these rows against pooled k of each 64-key block */
+            const vidi_sparse_qk *qk = bk->qk;
+            int d = qk->head_dim;
+            float qm[512];
+            memset(qm, 0, sizeof qm);
+            for (int64_t r = rmin; r <= rmax; r++)
+                for (int x = 0; x < d && x < 512; x++) qm[x] += s_q(qk, r)[x];
+            int64_t nb = rmax / VIDI_SPARSE_TILE + 1;
+            double *sc = malloc((size_t)nb * sizeof *sc);
+            int32_t *pick = malloc((size_t)nb * sizeof *pick);
+            unsigned char *force = calloc((size_t)nb, 1);
+            if (sc && pick && force) {
+                for (int64_t kb = 0; kb < nb; kb++) {
+                    double s = 0;
+                    int64_t j1 = (kb + 1) * VIDI_SPARSE_TILE > rmax + 1 ? rmax + 1 : (kb + 1) * VIDI_SPARSE_TILE;
+                    for (int64_t j = kb * VIDI_SPARSE_TILE; j < j1; j++) s += s_dot(qm, s_k(qk, j), d);
+                    sc[kb] = s / (double)(j1 - kb * VIDI_SPARSE_TILE);
+                }
+                force[0] = force[nb - 1] = 1;
+                int64_t m = s_topk(sc, force, nb, bk->topk < nb ? bk->topk : nb, pick);
+                for (int64_t x = 0; x < m; x++) b_seg(b, (int64_t)pick[x] * VIDI_SPARSE_TILE, (int64_t)(pick[x] + 1) * VIDI_SPARSE_TILE);
+            } else {
+                b->failed = 1;
+            }
+            free(sc);
+            free(pick);
+            free(force);
+        }
+        if (grid_span && hd->v)
+            for (int64_t j = grid_span->start + hd->phase; j <= rmax && j < grid_span->end; j += hd->stride) b_col(b, j);
+        b_end(b);
+    }
+}
+
+vidi_status vidi_sparse_plan_build(const vidi_sparse_head *hd, const vidi_span *spans, int n_spans, int64_t n,
+                                   const vidi_sparse_qk *qk, vidi_sparse_plan *out, vidi_err *err) {
+    memset(out, 0, sizeof *out);
+    out->n_tokens = n;
+    if (n < 1 || n > INT32_MAX) return vidi_err_set(err, VIDI_ERR_INVALID, "sparse plan: %lld tokens", (long long)n);
+    if (hd->kind == VIDI_SPARSE_GRID && (hd->stride < 1 || hd->phase < 0 || hd->phase >= hd->stride))
+        return vidi_err_set(err, VIDI_ERR_INVALID, "sparse plan: grid stride %lld phase %lld", (long long)hd->stride,
+                            (long long)hd->phase);
+    if ((hd->kind == VIDI_SPARSE_VSLASH || hd->kind == VIDI_SPARSE_BLOCK) && s_qk_check(qk, err) != VIDI_OK) return err->status;
+    if (hd->kind == VIDI_SPARSE_BLOCK && qk->head_dim > 512)
+        return vidi_err_set(err, VIDI_ERR_INVALID, "sparse plan: block pooling takes head_dim <= 512, not %d", qk->head_dim);
+    builder b = {out, n, 0};
+    vs_est vs = {0};
+    vidi_status rc = VIDI_OK;
+    if (hd->kind == VIDI_SPARSE_VSLASH) {
+        vs.vert = malloc((size_t)n * sizeof *vs.vert);
+        vs.slash = malloc((size_t)n * sizeof *vs.slash);
+        if (!vs.vert || !vs.slash) rc = vidi_err_set(err, VIDI_ERR_NOMEM, "sparse plan: out of memory");
+        if (rc == VIDI_OK)
+            rc = vidi_sparse_estimate_vslash(qk, n, hd->last_q ? hd->last_q : 64, hd->sink, hd->local, hd->n_vertical,
+                                             hd->n_slash, vs.vert, &vs.n_vert, vs.slash, &vs.n_slash, err);
+    }
+    block_est bk = {qk, hd->n_vertical ? hd->n_vertical : 8};
+    int32_t *rows = malloc((size_t)n * sizeof *rows);
+    if (!rows && rc == VIDI_OK) rc = vidi_err_set(err, VIDI_ERR_NOMEM, "sparse plan: out of memory");
+    /* the spans in order; text and dense rows as dense tiles (Q-boundary: no tile mixes spans) */
+    vidi_span whole = {0, n, VIDI_SPAN_VIDEO, 0, 0};
+    int ns = n_spans > 0 ? n_spans : 1;
+    for (int s = 0; s < ns && rc == VIDI_OK && !b.failed; s++) {
+        const vidi_span *sp = n_spans > 0 ? &spans[s] : &whole;
+        int64_t a = sp->start, e = sp->end < n ? sp->end : n;
+        if (a >= e) continue;
+        int vision = sp->kind != VIDI_SPAN_TEXT;
+        int64_t nr = 0;
+        if (hd->kind == VIDI_SPARSE_DENSE || !vision) {
+            for (int64_t i = a; i < e; i++) rows[nr++] = (int32_t)i;
+            s_tiles_dense(&b, rows, nr);
+            continue;
+        }
+        int64_t sink = hd->sink;
+        switch (hd->kind) {
+        case VIDI_SPARSE_ASHAPE:
+        case VIDI_SPARSE_TRISHAPE: {
+            int64_t dense_from = hd->kind == VIDI_SPARSE_TRISHAPE ? n - hd->last : e;
+            if (dense_from < a) dense_from = a;
+            if (dense_from > e) dense_from = e;
+            s_tiles_sparse(&b, hd, a, dense_from, sink, NULL, NULL, NULL);
+            for (int64_t i = dense_from; i < e; i++) rows[nr++] = (int32_t)i;
+            s_tiles_dense(&b, rows, nr);
+            break;
+        }
+        case VIDI_SPARSE_VSLASH: s_tiles_sparse(&b, hd, a, e, sink, &vs, NULL, NULL); break;
+        case VIDI_SPARSE_BLOCK: s_tiles_sparse(&b, hd, a, e, sink, NULL, &bk, NULL); break;
+        case VIDI_SPARSE_GRID:
+            if (sp->kind != VIDI_SPAN_VIDEO || e - a < 2 * hd->stride) { /* no grid here: sink + local */
+                s_tiles_sparse(&b, hd, a, e, sink > a ? sink : a, NULL, NULL, NULL);
+                break;
+            }
+            /* the horizontal lines, grouped (the permutation): every key */
+            if (hd->h) {
+                for (int64_t i = a + hd->phase; i < e; i += hd->stride) rows[nr++] = (int32_t)i;
+                s_tiles_dense(&b, rows, nr);
+            }
+            /* the other rows: the prefix as sink, the local window, the vertical lines */
+            s_tiles_sparse(&b, hd, a, e, sink > a ? sink : a, NULL, NULL, sp);
+            break;
+        default: rc = vidi_err_set(err, VIDI_ERR_INVALID, "sparse plan: unknown pattern %d", (int)hd->kind);
+        }
+    }
+    if (rc == VIDI_OK && b.failed) rc = vidi_err_set(err, VIDI_ERR_NOMEM, "sparse plan: out of memory");
+    if (rc == VIDI_OK) rc = vidi_sparse_plan_check(out, err);
+    free(rows);
+    free(vs.vert);
+    free(vs.slash);
+    if (rc != VIDI_OK) vidi_sparse_plan_free(out);
+    return rc;
+}
+
+/* ---------------------------------------------------------------- kernels */
+
+static const float *s_v(const vidi_sparse_qk *qk, const float *v, int64_t j) {
+    int kvh = qk->head / (qk->n_heads / qk->n_kv_heads);
+    return v + ((size_t)j * (size_t)qk->n_kv_heads + (size_t)kvh) * (size_t)qk->head_dim;
+}
+
+static float *s_out(const vidi_sparse_qk *qk, float *out, int64_t i) {
+    return out + ((size_t)i * (size_t)qk->n_heads + (size_t)qk->head) * (size_t)qk->head_dim;
+}
+
+/* One key into row i's running softmax (m, l, acc). */
+static void s_online(const vidi_sparse_qk *qk, const float *v, int64_t i, int64_t j, float scale, float *m, double *l,
+                     double *acc) {
+    int d = qk->head_dim;
+    float s = s_dot(s_q(qk, i), s_k(qk, j), d) * scale;
+    const float *vj = s_v(qk, v, j);
+    if (s > *m) {
+        double a = *l > 0 ? exp((double)*m - (double)s) : 0.0;
+        for (int x = 0; x < d; x++) acc[x] *= a;
+        *l *= a;
+        *m = s;
+    }
+    double pj = exp((double)s - (double)*m);
+    *l += pj;
+    for (int x = 0; x < d; x++) acc[x] += pj * vj[x];
+}
+
+vidi_status vidi_sparse_attend_plan(const vidi_sparse_plan *p, const vidi_sparse_qk *qk, const float *v, float scale,
+                                    float *out, vidi_err *err) {
+    vidi_status rc = s_qk_check(qk, err);
+    if (rc) return rc;
+    int d = qk->head_dim;
+    double *acc = malloc((size_t)d * sizeof *acc);
+    if (!acc) return vidi_err_set(err, VIDI_ERR_NOMEM, "sparse attend: out of memory");
+    for (int64_t t = 0; t < p->n_tiles; t++) {
+        const vidi_sparse_tile *tl = &p->tiles[t];
+        for (int64_t r = 0; r < tl->n_rows; r++) {
+            int64_t i = p->rows[tl->row0 + r];
+            float m = -INFINITY;
+            double l = 0;
+            memset(acc, 0, (size_t)d * sizeof *acc);
+            for (int64_t s = 0; s < tl->n_segs; s++)
+                for (int64_t j = p->segs[tl->seg0 + s][0]; j < p->segs[tl->seg0 + s][1] && j <= i; j++)
+                    s_online(qk, v, i, j, scale, &m, &l, acc);
+            for (int64_t c = 0; c < tl->n_cols; c++)
+                if (p->cols[tl->col0 + c] <= i) s_online(qk, v, i, p->cols[tl->col0 + c], scale, &m, &l, acc);
+            float *o = s_out(qk, out, i);
+            for (int x = 0; x < d; x++) o[x] = l > 0 ? (float)(acc[x] / l) : 0.0f;
+        }
+    }
+    free(acc);
+    return VIDI_OK;
+}
+
+/* The plan's mask row by row: mask[i * n + j] for j <= i. */
+static unsigned char *s_mask(const vidi_sparse_plan *p) {
+    int64_t n = p->n_tokens;
+    unsigned char *mask = calloc((size_t)(n * n), 1);
+    if (!mask) return NULL;
+    for (int64_t t = 0; t < p->n_tiles; t++) {
+        const vidi_sparse_tile *tl = &p->tiles[t];
+        for (int64_t r = 0; r < tl->n_rows; r++) {
+            int64_t i = p->rows[tl->row0 + r];
+            for (int64_t s = 0; s < tl->n_segs; s++)
+                for (int64_t j = p->segs[tl->seg0 + s][0]; j < p->segs[tl->seg0 + s][1] && j <= i; j++) mask[i * n + j] = 1;
+            for (int64_t c = 0; c < tl->n_cols; c++)
+                if (p->cols[tl->col0 + c] <= i) mask[i * n + p->cols[tl->col0 + c]] = 1;
+        }
+    }
+    return mask;
+}
+
+vidi_status vidi_sparse_attend_masked(const vidi_sparse_plan *p, const vidi_sparse_qk *qk, const float *v, float scale,
+                                      float *out, vidi_err *err) {
+    vidi_status rc = s_qk_check(qk, err);
+    if (rc) return rc;
+    int64_t n = p->n_tokens;
+    int d = qk->head_dim;
+    unsigned char *mask = n <= 16384 ? s_mask(p) : NULL;
+    float *sc = malloc((size_t)n * sizeof *sc);
+    if (!mask || !sc) {
+        free(mask);
+        free(sc);
+        return vidi_err_set(err, VIDI_ERR_NOMEM, "masked attention: out of memory (n %lld; at most 16384)", (long long)n);
+    }
+    for (int64_t i = 0; i < n; i++) {
+        float mx = -INFINITY;
+        for (int64_t j = 0; j <= i; j++)
+            if (mask[i * n + j]) {
+                sc[j] = s_dot(s_q(qk, i), s_k(qk, j), d) * scale;
+                if (sc[j] > mx) mx = sc[j];
+            }
+        double l = 0;
+        float *o = s_out(qk, out, i);
+        for (int x = 0; x < d; x++) o[x] = 0;
+        if (mx == -INFINITY) continue; /* no key: zeros */
+        for (int64_t j = 0; j <= i; j++)
+            if (mask[i * n + j]) l += exp((double)sc[j] - mx);
+        for (int64_t j = 0; j <= i; j++)
+            if (mask[i * n + j]) {
+                double w = exp((double)sc[j] - mx) / l;
+                const float *vj = s_v(qk, v, j);
+                for (int x = 0; x < d; x++) o[x] += (float)(w * vj[x]);
+            }
+    }
+    free(mask);
+    free(sc);
+    return VIDI_OK;
+}
+
+vidi_status vidi_sparse_recall(const vidi_sparse_plan *p, const vidi_sparse_qk *qk, float scale, double *recall,
+                               vidi_err *err) {
+    vidi_status rc = s_qk_check(qk, err);
+    if (rc) return rc;
+    int64_t n = p->n_tokens;
+    unsigned char *mask = n <= 16384 ? s_mask(p) : NULL;
+    float *pr = malloc((size_t)n * sizeof *pr);
+    if (!mask || !pr) {
+        free(mask);
+        free(pr);
+        return vidi_err_set(err, VIDI_ERR_NOMEM, "recall: out of memory (n %lld; at most 16384)", (long long)n);
+    }
+    double sum = 0;
+    for (int64_t i = 0; i < n; i++) {
+        s_softmax_row(qk, i, scale, pr);
+        double r = 0;
+        for (int64_t j = 0; j <= i; j++)
+            if (mask[i * n + j]) r += pr[j];
+        sum += r;
+    }
+    *recall = sum / (double)n;
+    free(mask);
+    free(pr);
+    return VIDI_OK;
+}
