@@ -28,6 +28,17 @@
 #include "model/config.h"
 
 typedef struct vidi_text vidi_text;
+
+/* A replacement for the attention of a prompt (one sequence, every key new:
+ * a prefill from the start) on a backend whose buffers are host memory:
+ * layer l's q [T, Hq, D] (rotated), k and v [T, Hkv, D], into out [T, Hq,
+ * D], causal, scale the q·k multiplier. The sparse prefill
+ * (prefill/sparse.h) and the pattern search set it. Decode steps, prompts
+ * after a prefix and device backends always use the backend's attention. */
+typedef vidi_status (*vidi_text_attn_fn)(void *user, int layer, const vidi_tensor *q, const vidi_tensor *k,
+                                         const vidi_tensor *v, vidi_tensor *out, float scale, vidi_err *err);
+/* fn NULL: the backend's attention again. */
+void vidi_text_set_prompt_attention(vidi_text *t, vidi_text_attn_fn fn, void *user);
 typedef struct vidi_kv_cache vidi_kv_cache;
 
 /* Bind the text model's weights ("model.embed_tokens.weight",

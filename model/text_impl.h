@@ -33,6 +33,8 @@ struct vidi_text {
     vidi_rope_spec rope;
     void *scratch;               /* backend memory */
     size_t scratch_bytes;
+    vidi_text_attn_fn prompt_attn; /* vidi_text_set_prompt_attention */
+    void *prompt_attn_user;
 };
 
 /* ---- scratch ---- */
