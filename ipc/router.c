@@ -43,7 +43,8 @@ static const char *const k_roles[] = {"media", "encode", "prefill", "decode"};
 /* worker counters the router collects (STATS every second) and sums for clients */
 static const char *const k_wk_stats[] = {"media", "encode", "encode_batches", "encode_cached", "prefill",
                                          "decode_in", "tokens", "mm_cache_hits", "mm_cache_misses",
-                                         "mm_cache_entries", "ipc_sent", "ipc_received"};
+                                         "mm_cache_entries", "ipc_sent", "ipc_received", "sparse_prefills",
+                                         "sparse_pairs", "sparse_dense_pairs", "sparse_us"};
 #define WK_STATS ((int)(sizeof k_wk_stats / sizeof k_wk_stats[0]))
 #define CLIENT_SILENCE_MS 5000 /* clients heartbeat every second (client.c); 5 missed: gone */
 

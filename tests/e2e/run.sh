@@ -55,7 +55,8 @@ case $CASE in
     if [ "$BACKEND" = cuda ]; then
       "$CLIENT" "$FRONT" stats "workers_ipc_sent>=$N" "workers_ipc_received>=$N" "workers_decode_in>=1"
     else
-      "$CLIENT" "$FRONT" stats "workers_decode_in>=1" &&
+      # on the CPU the prefill worker uses the model's sparse_config.json (sparse prefill)
+      "$CLIENT" "$FRONT" stats "workers_decode_in>=1" "workers_sparse_prefills>=$N" "workers_sparse_pairs>=1" &&
         ! "$CLIENT" "$FRONT" stats "workers_ipc_sent>=1" >/dev/null
     fi ;;
   answers-tcp)

@@ -38,6 +38,7 @@
 #include "model/generate.h"
 #include "model/model.h"
 #include "prefill/prefill.h"
+#include "prefill/sparse_run.h"
 
 enum { ROLE_MEDIA = 1, ROLE_ENCODE = 2, ROLE_PREFILL = 4, ROLE_DECODE = 8, ROLE_ALL = 15 };
 static const char *const k_role_names[] = {"media", "encode", "prefill", "decode"};
@@ -183,6 +184,10 @@ typedef struct worker {
     } maps[IPC_MAPS];
     int n_maps;
     uint64_t n_ipc_sent, n_ipc_received, n_ipc_expired, n_ipc_full;
+    /* sparse prefill (prefill/sparse_run.h): the model's config, on host-memory backends */
+    const char *sparse_opt;      /* "auto" (MODEL/sparse_config.json when present), "off", or a file */
+    vidi_sparse_config *sparse;
+    uint64_t n_sparse_prefills, sparse_pairs, sparse_dense_pairs, sparse_us;
     /* counters */
     uint64_t n_media, n_encode, n_encode_batches, n_encode_cached, n_prefill, n_decode_in, n_tokens, n_errors,
         n_bad_msgs;
@@ -1155,11 +1160,29 @@ static void s_run_prefill(worker *w, pend *p) {
     if (rc == VIDI_OK) rc = vidi_kv_seq_create(w->pool, &seq, &err);
     vidi_prefill_result pr = {0};
     uint64_t rng = vidi_rng_seed(p->samp.seed);
+    vidi_sparse_ctx sctx;
+    int sparse_on = 0;
+    if (rc == VIDI_OK && w->sparse && p->n_items) {
+        int32_t grids[MAX_ITEMS][3];
+        for (int i = 0; i < p->n_items; i++) memcpy(grids[i], items[i].grid, sizeof grids[i]);
+        vidi_err e2 = {0};
+        sparse_on = vidi_sparse_begin(w->m->text, w->sparse, ids, n_ids, w->m->cfg.image_token_id,
+                                      w->m->cfg.video_token_id, (const int32_t(*)[3])grids, p->n_items,
+                                      w->m->cfg.vision.spatial_merge_size, &sctx, &e2) == VIDI_OK;
+        if (!sparse_on) fprintf(stderr, "worker %s: sparse prefill off for this prompt: %s\n", w->name, e2.msg);
+    }
     if (rc == VIDI_OK) {
         vidi_tensor vt = vidi_tensor_2d(w->be->act_dtype, vis_dev, total_rows, w->m->cfg.text.hidden_size);
         vidi_sample_params sp = {(float)p->samp.temperature, (int)p->samp.top_k, (float)p->samp.top_p};
         rc = vidi_prefill_run(w->m, seq, ids, n_ids, items, p->n_items, total_rows ? &vt : NULL, &sp, &rng, &pr,
                               &err);
+    }
+    if (sparse_on) {
+        vidi_sparse_end(w->m->text, &sctx);
+        w->n_sparse_prefills++;
+        w->sparse_pairs += (uint64_t)sctx.pairs;
+        w->sparse_dense_pairs += (uint64_t)sctx.dense_pairs;
+        w->sparse_us += (uint64_t)(sctx.ms * 1e3);
     }
     if (vis_dev) w->be->ops->buf_free(w->be, vis_dev);
     free(ids);
@@ -1452,7 +1475,7 @@ static void s_on_stats(worker *w) {
     vidi_mmcache_counters c = vidi_mmcache_stats(w->cache);
     vidi_decoder_stats ds = {0};
     if (w->dec) ds = vidi_decoder_get_stats(w->dec);
-    msgpack_pack_map(&o.pk, 22);
+    msgpack_pack_map(&o.pk, 26);
 #define KV(k, v)                                                                                                      \
     do {                                                                                                              \
         vidi_mp_pack_cstr(&o.pk, k);                                                                                  \
@@ -1480,6 +1503,10 @@ static void s_on_stats(worker *w) {
     KV("kv_swapped_out", ds.swapped_out);
     KV("kv_swapped_in", ds.swapped_in);
     KV("kv_preempted", ds.preempted);
+    KV("sparse_prefills", w->n_sparse_prefills);
+    KV("sparse_pairs", w->sparse_pairs);
+    KV("sparse_dense_pairs", w->sparse_dense_pairs);
+    KV("sparse_us", w->sparse_us);
 #undef KV
     s_to_router(w, VIDI_CMD_STATS, &o);
 }
@@ -1668,7 +1695,9 @@ static void s_usage(FILE *f) {
                "  --heartbeat-ms N  (default 1000); --liveness N (default 3)\n"
                "  --ipc-mb N        CUDA IPC export buffer for rows and KV to workers of this\n"
                "                    host (default 512; 0: everything through host memory)\n"
-               "  --ipc-lease-ms N  how long a reader has to copy a range (default 60000)\n");
+               "  --ipc-lease-ms N  how long a reader has to copy a range (default 60000)\n"
+               "  --sparse auto|off|FILE  sparse prefill config (auto: MODEL/sparse_config.json when\n"
+               "                    there; CPU backend only for now)\n");
 }
 
 int vidi_cmd_worker(int argc, char **argv) {
@@ -1688,6 +1717,7 @@ int vidi_cmd_worker(int argc, char **argv) {
     w->max_batch = 32;
     w->ipc_mb = 512;
     w->kv_swap_mb = 1024;
+    w->sparse_opt = "auto";
     w->ipc_lease_ms = 60000;
     int rc = 1;
     for (int i = 2; i < argc; i++) {
@@ -1721,6 +1751,7 @@ int vidi_cmd_worker(int argc, char **argv) {
         else if (!strcmp(a, "--liveness")) w->liveness = atoi(v);
         else if (!strcmp(a, "--ipc-mb")) w->ipc_mb = atoll(v);
         else if (!strcmp(a, "--kv-swap-mb")) w->kv_swap_mb = atoll(v);
+        else if (!strcmp(a, "--sparse")) w->sparse_opt = v;
         else if (!strcmp(a, "--ipc-lease-ms")) w->ipc_lease_ms = atoll(v);
         else {
             fprintf(stderr, "vidi worker: unknown option %s\n", a);
@@ -1762,6 +1793,22 @@ int vidi_cmd_worker(int argc, char **argv) {
         goto done;
     }
     if (w->use_cuda && w->ipc_mb > 0 && w->be->ops->ipc_alloc) s_host_identity(w->ipc_id);
+    if ((w->roles & ROLE_PREFILL) && strcmp(w->sparse_opt, "off") != 0) {
+        char sp[4096];
+        int auto_ = !strcmp(w->sparse_opt, "auto");
+        if (auto_) snprintf(sp, sizeof sp, "%s/sparse_config.json", w->model_dir);
+        else snprintf(sp, sizeof sp, "%s", w->sparse_opt);
+        if (!w->be->host_memory) {
+            if (!auto_) fprintf(stderr, "worker %s: sparse prefill runs on the CPU backend only; dense here\n", w->name);
+        } else if (!auto_ || access(sp, R_OK) == 0) {
+            if (vidi_sparse_config_load(sp, w->m->cfg.text.num_layers, w->m->cfg.text.num_heads, &w->sparse, &err) !=
+                VIDI_OK) {
+                fprintf(stderr, "vidi worker: %s\n", err.msg);
+                goto done;
+            }
+            fprintf(stderr, "worker %s: sparse prefill with %s\n", w->name, sp);
+        }
+    }
     if (w->roles & (ROLE_PREFILL | ROLE_DECODE)) {
         if (s_make_pool(w, &err) != VIDI_OK) {
             fprintf(stderr, "vidi worker: %s\n", err.msg);
@@ -1876,6 +1923,7 @@ done:
     for (int i = 0; i < w->n_maps; i++) w->be->ops->ipc_close(w->be, w->maps[i].base);
     if (w->ipc_buf) w->be->ops->ipc_free(w->be, w->ipc_buf);
     vidi_lease_pool_free(w->leases);
+    vidi_sparse_config_free(w->sparse);
     if (w->be) w->be->ops->destroy(w->be);
     free(w->waits);
     free(w);
