@@ -530,21 +530,45 @@ static float *s_out(const vidi_sparse_qk *qk, float *out, int64_t i) {
     return out + ((size_t)i * (size_t)qk->n_heads + (size_t)qk->head) * (size_t)qk->head_dim;
 }
 
-/* One key into row i's running softmax (m, l, acc). */
-static void s_online(const vidi_sparse_qk *qk, const float *v, int64_t i, int64_t j, float scale, float *m, double *l,
-                     double *acc) {
-    int d = qk->head_dim;
-    float s = s_dot(s_q(qk, i), s_k(qk, j), d) * scale;
-    const float *vj = s_v(qk, v, j);
-    if (s > *m) {
-        double a = *l > 0 ? exp((double)*m - (double)s) : 0.0;
-        for (int x = 0; x < d; x++) acc[x] *= a;
-        *l *= a;
-        *m = s;
+/* Row i's running softmax over chunks of up to VIDI_SPARSE_TILE keys:
+ * the chunk's scores, one rescale of (l, acc) to the new maximum, then its
+ * probabilities times V. f32 throughout. */
+typedef struct row_state {
+    const vidi_sparse_qk *qk;
+    const float *v, *q;
+    float scale, m, l;
+    float *acc, sc[VIDI_SPARSE_TILE];
+    int32_t idx[VIDI_SPARSE_TILE];
+    int nk;
+} row_state;
+
+static void s_flush(row_state *r) {
+    if (!r->nk) return;
+    int d = r->qk->head_dim;
+    float cm = -INFINITY;
+    for (int k = 0; k < r->nk; k++) {
+        r->sc[k] = s_dot(r->q, s_k(r->qk, r->idx[k]), d) * r->scale;
+        if (r->sc[k] > cm) cm = r->sc[k];
     }
-    double pj = exp((double)s - (double)*m);
-    *l += pj;
-    for (int x = 0; x < d; x++) acc[x] += pj * vj[x];
+    float mn = r->m > cm ? r->m : cm;
+    if (r->m != -INFINITY && mn != r->m) {
+        float a = expf(r->m - mn);
+        r->l *= a;
+        for (int x = 0; x < d; x++) r->acc[x] *= a;
+    }
+    for (int k = 0; k < r->nk; k++) {
+        float pk = expf(r->sc[k] - mn);
+        const float *vk = s_v(r->qk, r->v, r->idx[k]);
+        r->l += pk;
+        for (int x = 0; x < d; x++) r->acc[x] += pk * vk[x];
+    }
+    r->m = mn;
+    r->nk = 0;
+}
+
+static inline void s_key(row_state *r, int64_t j) {
+    r->idx[r->nk++] = (int32_t)j;
+    if (r->nk == VIDI_SPARSE_TILE) s_flush(r);
 }
 
 vidi_status vidi_sparse_attend_plan(const vidi_sparse_plan *p, const vidi_sparse_qk *qk, const float *v, float scale,
@@ -552,25 +576,27 @@ vidi_status vidi_sparse_attend_plan(const vidi_sparse_plan *p, const vidi_sparse
     vidi_status rc = s_qk_check(qk, err);
     if (rc) return rc;
     int d = qk->head_dim;
-    double *acc = malloc((size_t)d * sizeof *acc);
-    if (!acc) return vidi_err_set(err, VIDI_ERR_NOMEM, "sparse attend: out of memory");
+    row_state r;
+    r.qk = qk, r.v = v, r.scale = scale;
+    r.acc = malloc((size_t)d * sizeof *r.acc);
+    if (!r.acc) return vidi_err_set(err, VIDI_ERR_NOMEM, "sparse attend: out of memory");
     for (int64_t t = 0; t < p->n_tiles; t++) {
         const vidi_sparse_tile *tl = &p->tiles[t];
-        for (int64_t r = 0; r < tl->n_rows; r++) {
-            int64_t i = p->rows[tl->row0 + r];
-            float m = -INFINITY;
-            double l = 0;
-            memset(acc, 0, (size_t)d * sizeof *acc);
+        for (int64_t rr = 0; rr < tl->n_rows; rr++) {
+            int64_t i = p->rows[tl->row0 + rr];
+            r.q = s_q(qk, i);
+            r.m = -INFINITY, r.l = 0, r.nk = 0;
+            memset(r.acc, 0, (size_t)d * sizeof *r.acc);
             for (int64_t s = 0; s < tl->n_segs; s++)
-                for (int64_t j = p->segs[tl->seg0 + s][0]; j < p->segs[tl->seg0 + s][1] && j <= i; j++)
-                    s_online(qk, v, i, j, scale, &m, &l, acc);
+                for (int64_t j = p->segs[tl->seg0 + s][0]; j < p->segs[tl->seg0 + s][1] && j <= i; j++) s_key(&r, j);
             for (int64_t c = 0; c < tl->n_cols; c++)
-                if (p->cols[tl->col0 + c] <= i) s_online(qk, v, i, p->cols[tl->col0 + c], scale, &m, &l, acc);
+                if (p->cols[tl->col0 + c] <= i) s_key(&r, p->cols[tl->col0 + c]);
+            s_flush(&r);
             float *o = s_out(qk, out, i);
-            for (int x = 0; x < d; x++) o[x] = l > 0 ? (float)(acc[x] / l) : 0.0f;
+            for (int x = 0; x < d; x++) o[x] = r.l > 0 ? r.acc[x] / r.l : 0.0f;
         }
     }
-    free(acc);
+    free(r.acc);
     return VIDI_OK;
 }
 
