@@ -179,7 +179,14 @@ int64_t vidi_sparse_plan_pairs(const vidi_sparse_plan *p) {
                 if (e > i + 1) e = i + 1;
                 if (e > a) pairs += e - a;
             }
-            for (int64_t c = 0; c < tl->n_cols; c++) pairs += p->cols[tl->col0 + c] <= i;
+            /* the columns are sorted (b_end): how many are <= i */
+            int64_t lo = 0, hi = tl->n_cols;
+            while (lo < hi) {
+                int64_t mid = (lo + hi) / 2;
+                if (p->cols[tl->col0 + mid] <= i) lo = mid + 1;
+                else hi = mid;
+            }
+            pairs += lo;
         }
     }
     return pairs;

@@ -38,8 +38,12 @@ if [ "$GPUS" = 1 ]; then
 elif [ "$GPUS" = 2 ]; then
   COLO=all@0,all@1 EPD=media,media,encode@0,encode@1,prefill@0,decode@1 SUFFIX=-2gpu
   COLO_ARGS="--max-split 1" # each request on one worker: nothing crosses a process
+elif [ "$GPUS" = 4 ]; then
+  COLO=all@0,all@1,all@2,all@3 SUFFIX=-4gpu
+  EPD=media,media,media,media,encode@0,encode@1,encode@2,encode@3,prefill@0,prefill@1,decode@2,decode@3
+  COLO_ARGS="--max-split 1"
 else
-  echo "GPUS must be 1 or 2"; exit 2
+  echo "GPUS must be 1, 2 or 4"; exit 2
 fi
 RAW=$OUT_DIR/epd-raw$SUFFIX.jsonl
 : >"$RAW"

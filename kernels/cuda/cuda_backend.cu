@@ -1463,6 +1463,7 @@ static vidi_backend_ops cuda_make_ops(void) {
     o.ipc_free = cuda_ipc_free;
     o.ipc_open = cuda_ipc_open;
     o.ipc_close = cuda_ipc_close;
+    o.sparse_attention = vidi_cuda_sparse_attention;
     o.destroy = cuda_destroy;
     return o;
 }

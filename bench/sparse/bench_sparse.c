@@ -1,0 +1,136 @@
+/* bench/sparse/bench_sparse.c — sparse prefill attention on the GPU against
+ * our dense kernel, one layer (bench/sparse/run.sh; results in
+ * bench/results/sparse-*.json).
+ *
+ *   bench_sparse N HQ HKV D FRAME [REPS]
+ *
+ * A prompt of 512 text tokens, a video of N - 1024 tokens (FRAME tokens per
+ * frame) and 512 text tokens; random bf16 q, k, v. Every head is a grid
+ * head (vertical lines at the frame starts, sink = the text prefix, local
+ * window 1024; no horizontal lines); the plan is built on the host once per
+ * head (timed apart) and run by the backend's sparse_attention; the
+ * baseline is the backend's dense causal attention over all heads. Prints
+ * one JSON line: ms of dense, sparse (kernel), plan building, and the
+ * share of pairs computed. Times are medians of REPS (3) runs after a
+ * warm-up, with a synchronize before each clock read.
+ */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "core/tensor.h"
+#include "kernels/ops.h"
+#include "prefill/sparse.h"
+
+static double now_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
+}
+
+static int cmp_d(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+int main(int argc, char **argv) {
+    if (argc < 6) {
+        fprintf(stderr, "usage: bench_sparse N HQ HKV D FRAME [REPS]\n");
+        return 2;
+    }
+    int64_t n = atoll(argv[1]);
+    int hq = atoi(argv[2]), hkv = atoi(argv[3]), d = atoi(argv[4]), frame = atoi(argv[5]);
+    int reps = argc > 6 ? atoi(argv[6]) : 3;
+    if (n < 4096 || hq < 1 || hkv < 1 || hq % hkv || (d != 64 && d != 128) || frame < 2 || reps < 1 || reps > 20) {
+        fprintf(stderr, "bench_sparse: N >= 4096, HQ %% HKV == 0, D 64 or 128, FRAME >= 2, REPS 1..20\n");
+        return 2;
+    }
+    vidi_err err = {0};
+    vidi_backend *be = vidi_backend_cuda_create(0, &err);
+    if (!be || !be->ops->sparse_attention) {
+        fprintf(stderr, "bench_sparse: %s\n", be ? "no sparse_attention" : err.msg);
+        return 77;
+    }
+    size_t nq = (size_t)n * hq * d, nk = (size_t)n * hkv * d;
+    uint16_t *h = malloc(nq * 2);
+    void *dq = be->ops->buf_alloc(be, nq * 2), *dk = be->ops->buf_alloc(be, nk * 2), *dv = be->ops->buf_alloc(be, nk * 2);
+    void *da = be->ops->buf_alloc(be, nq * 2), *ds = be->ops->buf_alloc(be, nq * 2);
+    if (!h || !dq || !dk || !dv || !da || !ds) {
+        fprintf(stderr, "bench_sparse: out of memory\n");
+        return 1;
+    }
+    unsigned long long x = 88172645463325252ull;
+    void *bufs[3] = {dq, dk, dv};
+    size_t sizes[3] = {nq, nk, nk};
+    for (int b = 0; b < 3; b++) {
+        for (size_t i = 0; i < sizes[b]; i++) {
+            x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+            h[i] = vidi_f32_to_bf16((float)((double)(x >> 11) / 9007199254740992.0 * 2.0 - 1.0));
+        }
+        be->ops->copy_to_device(be, bufs[b], h, sizes[b] * 2, &err);
+        be->ops->synchronize(be, &err);
+    }
+    vidi_tensor tq = vidi_tensor_3d(VIDI_DTYPE_BF16, dq, n, hq, d), tk = vidi_tensor_3d(VIDI_DTYPE_BF16, dk, n, hkv, d);
+    vidi_tensor tv = vidi_tensor_3d(VIDI_DTYPE_BF16, dv, n, hkv, d), ta = vidi_tensor_3d(VIDI_DTYPE_BF16, da, n, hq, d);
+    vidi_tensor ts = vidi_tensor_3d(VIDI_DTYPE_BF16, ds, n, hq, d);
+    float scale = 1.0f / sqrtf((float)d);
+    int32_t cu[2] = {0, (int32_t)n};
+    vidi_attn_args args = {cu, cu, 1, 1, scale};
+
+    /* the plan (the same for every head: fixed stride and phase) */
+    vidi_span spans[3] = {{0, 512, VIDI_SPAN_TEXT, 0, 0}, {512, n - 512, VIDI_SPAN_VIDEO, frame, 16},
+                          {n - 512, n, VIDI_SPAN_TEXT, 0, 0}};
+    vidi_sparse_head hd = {.kind = VIDI_SPARSE_GRID, .sink = 512, .local = 1024, .stride = frame, .phase = 0, .h = 0,
+                           .v = 1};
+    double t0 = now_ms();
+    vidi_sparse_plan p;
+    if (vidi_sparse_plan_build(&hd, spans, 3, n, NULL, &p, &err) != VIDI_OK) {
+        fprintf(stderr, "bench_sparse: %s\n", err.msg);
+        return 1;
+    }
+    double plan_ms = now_ms() - t0;
+    int32_t *tiles = malloc((size_t)p.n_tiles * 24), *segs = malloc((size_t)(p.n_segs + 1) * 8);
+    for (int64_t t = 0; t < p.n_tiles; t++) {
+        int32_t *o = tiles + 6 * t;
+        o[0] = (int32_t)p.tiles[t].row0, o[1] = (int32_t)p.tiles[t].n_rows, o[2] = (int32_t)p.tiles[t].seg0;
+        o[3] = (int32_t)p.tiles[t].n_segs, o[4] = (int32_t)p.tiles[t].col0, o[5] = (int32_t)p.tiles[t].n_cols;
+    }
+    for (int64_t s = 0; s < p.n_segs; s++) segs[2 * s] = (int32_t)p.segs[s][0], segs[2 * s + 1] = (int32_t)p.segs[s][1];
+    int32_t *drows = be->ops->buf_alloc(be, (size_t)p.n_rows * 4), *dtiles = be->ops->buf_alloc(be, (size_t)p.n_tiles * 24);
+    int32_t *dsegs = be->ops->buf_alloc(be, (size_t)(p.n_segs + 1) * 8), *dcols = be->ops->buf_alloc(be, (size_t)(p.n_cols + 1) * 4);
+    be->ops->copy_to_device(be, drows, p.rows, (size_t)p.n_rows * 4, &err);
+    be->ops->copy_to_device(be, dtiles, tiles, (size_t)p.n_tiles * 24, &err);
+    be->ops->copy_to_device(be, dsegs, segs, (size_t)p.n_segs * 8, &err);
+    if (p.n_cols) be->ops->copy_to_device(be, dcols, p.cols, (size_t)p.n_cols * 4, &err);
+    be->ops->synchronize(be, &err);
+    double density = vidi_sparse_plan_density(&p);
+
+    double td[20], tsp[20];
+    vidi_status st = VIDI_OK;
+    for (int r = -1; r < reps && st == VIDI_OK; r++) {
+        be->ops->synchronize(be, &err);
+        double a = now_ms();
+        st = be->ops->attention(be, &tq, &tk, &tv, &ta, &args, &err);
+        if (st == VIDI_OK) st = be->ops->synchronize(be, &err);
+        double b = now_ms();
+        for (int head = 0; head < hq && st == VIDI_OK; head++)
+            st = be->ops->sparse_attention(be, &tq, &tk, &tv, &ts, head, drows, dtiles, p.n_tiles, dsegs, dcols, scale, &err);
+        if (st == VIDI_OK) st = be->ops->synchronize(be, &err);
+        double c = now_ms();
+        if (r >= 0) td[r] = b - a, tsp[r] = c - b;
+    }
+    if (st != VIDI_OK) {
+        fprintf(stderr, "bench_sparse: %s\n", err.msg);
+        return 1;
+    }
+    qsort(td, (size_t)reps, sizeof *td, cmp_d);
+    qsort(tsp, (size_t)reps, sizeof *tsp, cmp_d);
+    printf("{\"n\": %lld, \"hq\": %d, \"hkv\": %d, \"d\": %d, \"frame\": %d, \"dense_ms\": %.3f, \"sparse_ms\": %.3f, "
+           "\"plan_ms_per_head\": %.3f, \"density\": %.5f, \"speedup\": %.3f}\n",
+           (long long)n, hq, hkv, d, frame, td[reps / 2], tsp[reps / 2], plan_ms, density, td[reps / 2] / tsp[reps / 2]);
+    vidi_sparse_plan_free(&p);
+    be->ops->destroy(be);
+    return 0;
+}
