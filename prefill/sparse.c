@@ -140,8 +140,8 @@ static void b_end(builder *b) {
     vidi_sparse_plan *p = b->p;
     vidi_sparse_tile *t = &p->tiles[p->n_tiles];
     if (!t->n_rows) return; /* nothing: dropped */
-    int64_t(*sg)[2] = p->segs + t->seg0;
-    qsort(sg, (size_t)t->n_segs, sizeof *sg, cmp_i64pair);
+    int64_t(*sg)[2] = t->n_segs ? p->segs + t->seg0 : NULL;
+    if (t->n_segs > 1) qsort(sg, (size_t)t->n_segs, sizeof *sg, cmp_i64pair);
     int64_t m = 0;
     for (int64_t i = 0; i < t->n_segs; i++) {
         if (m && sg[i][0] <= sg[m - 1][1]) {
@@ -154,8 +154,8 @@ static void b_end(builder *b) {
     }
     p->n_segs = t->seg0 + m;
     t->n_segs = m;
-    int32_t *c = p->cols + t->col0;
-    qsort(c, (size_t)t->n_cols, sizeof *c, cmp_i32);
+    int32_t *c = t->n_cols ? p->cols + t->col0 : NULL;
+    if (t->n_cols > 1) qsort(c, (size_t)t->n_cols, sizeof *c, cmp_i32);
     int64_t k = 0, s = 0;
     for (int64_t i = 0; i < t->n_cols; i++) {
         if (k && c[i] == c[k - 1]) continue;
