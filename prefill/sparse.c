@@ -665,26 +665,64 @@ vidi_status vidi_sparse_attend_masked(const vidi_sparse_plan *p, const vidi_spar
 
 vidi_status vidi_sparse_recall(const vidi_sparse_plan *p, const vidi_sparse_qk *qk, float scale, double *recall,
                                vidi_err *err) {
+    return vidi_sparse_error(p, qk, NULL, scale, recall, NULL, err);
+}
+
+vidi_status vidi_sparse_error(const vidi_sparse_plan *p, const vidi_sparse_qk *qk, const float *v, float scale,
+                              double *recall, double *rel_err, vidi_err *err) {
     vidi_status rc = s_qk_check(qk, err);
     if (rc) return rc;
     int64_t n = p->n_tokens;
-    unsigned char *mask = n <= 16384 ? s_mask(p) : NULL;
+    int d = qk->head_dim;
+    int64_t *tile_of = malloc((size_t)n * sizeof *tile_of);
     float *pr = malloc((size_t)n * sizeof *pr);
-    if (!mask || !pr) {
-        free(mask);
-        free(pr);
-        return vidi_err_set(err, VIDI_ERR_NOMEM, "recall: out of memory (n %lld; at most 16384)", (long long)n);
+    double *od = malloc((size_t)d * sizeof *od), *os = malloc((size_t)d * sizeof *os);
+    if (!tile_of || !pr || !od || !os) {
+        rc = vidi_err_set(err, VIDI_ERR_NOMEM, "sparse error: out of memory");
+        goto done;
     }
-    double sum = 0;
+    for (int64_t t = 0; t < p->n_tiles; t++)
+        for (int64_t r = 0; r < p->tiles[t].n_rows; r++) tile_of[p->rows[p->tiles[t].row0 + r]] = t;
+    double rsum = 0, esum = 0;
     for (int64_t i = 0; i < n; i++) {
         s_softmax_row(qk, i, scale, pr);
-        double r = 0;
-        for (int64_t j = 0; j <= i; j++)
-            if (mask[i * n + j]) r += pr[j];
-        sum += r;
+        const vidi_sparse_tile *tl = &p->tiles[tile_of[i]];
+        double mass = 0;
+        if (v) memset(os, 0, (size_t)d * sizeof *os);
+        /* the plan's keys of row i: their mass, and (v) the renormalised sparse output */
+        for (int64_t g = 0; g < tl->n_segs; g++)
+            for (int64_t j = p->segs[tl->seg0 + g][0]; j < p->segs[tl->seg0 + g][1] && j <= i; j++) {
+                mass += pr[j];
+                if (v)
+                    for (int x = 0; x < d; x++) os[x] += pr[j] * s_v(qk, v, j)[x];
+            }
+        for (int64_t c = 0; c < tl->n_cols; c++) {
+            int64_t j = p->cols[tl->col0 + c];
+            if (j > i) continue;
+            mass += pr[j];
+            if (v)
+                for (int x = 0; x < d; x++) os[x] += pr[j] * s_v(qk, v, j)[x];
+        }
+        rsum += mass;
+        if (v) {
+            memset(od, 0, (size_t)d * sizeof *od);
+            for (int64_t j = 0; j <= i; j++)
+                for (int x = 0; x < d; x++) od[x] += pr[j] * s_v(qk, v, j)[x];
+            double num = 0, den = 0;
+            for (int x = 0; x < d; x++) {
+                double sx = mass > 0 ? os[x] / mass : 0.0;
+                num += (sx - od[x]) * (sx - od[x]);
+                den += od[x] * od[x];
+            }
+            esum += den > 0 ? sqrt(num / den) : sqrt(num);
+        }
     }
-    *recall = sum / (double)n;
-    free(mask);
+    *recall = rsum / (double)n;
+    if (rel_err) *rel_err = v ? esum / (double)n : 0.0;
+done:
+    free(tile_of);
     free(pr);
-    return VIDI_OK;
+    free(od);
+    free(os);
+    return rc;
 }

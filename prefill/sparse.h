@@ -159,5 +159,10 @@ vidi_status vidi_sparse_attend_masked(const vidi_sparse_plan *p, const vidi_spar
  * softmax's mass that falls on the plan's pairs, averaged over rows. */
 vidi_status vidi_sparse_recall(const vidi_sparse_plan *p, const vidi_sparse_qk *qk, float scale, double *recall,
                                vidi_err *err);
+/* The same, and (v non-NULL) the relative output error ||o_plan - o_dense|| /
+ * ||o_dense|| averaged over rows. Row by row in O(n) memory, so long
+ * prompts fit (time O(n^2 d)). */
+vidi_status vidi_sparse_error(const vidi_sparse_plan *p, const vidi_sparse_qk *qk, const float *v, float scale,
+                              double *recall, double *rel_err, vidi_err *err);
 
 #endif

@@ -215,6 +215,20 @@ static void test_planted_grid_is_found_and_kept(void) {
            vidi_sparse_plan_density(&pa));
     CHECK(rg >= 0.95 && dg < 0.5, "grid plan: recall %.3f density %.3f", rg, dg);
     CHECK(ra < rg - 0.05, "A-shape recall %.3f is not below the grid's %.3f", ra, rg);
+    /* row by row: the same recall, and the output error of the plan against dense */
+    double r2 = 0, e2 = 1;
+    float *v = malloc(sizeof(float) * N * HKV * D);
+    REQUIRE(v, "oom");
+    test_fill_uniform(v, (long)N * HKV * D, -1, 1, 23);
+    CHECK(vidi_sparse_error(&pg, &qk, v, scale, &r2, &e2, &err) == VIDI_OK && fabs(r2 - rg) < 1e-6 && e2 < 0.05,
+          "grid plan: streamed recall %.6f (masked %.6f), relative output error %.4f", r2, rg, e2);
+    vidi_sparse_plan pd;
+    vidi_sparse_head dh = head_of(VIDI_SPARSE_DENSE);
+    REQUIRE(vidi_sparse_plan_build(&dh, g_spans, g_n_spans, N, &qk, &pd, &err) == VIDI_OK, "%s", err.msg);
+    CHECK(vidi_sparse_error(&pd, &qk, v, scale, &r2, &e2, &err) == VIDI_OK && fabs(r2 - 1) < 1e-5 && e2 < 1e-5,
+          "dense plan: recall %.6f, error %g", r2, e2);
+    vidi_sparse_plan_free(&pd);
+    free(v);
     vidi_sparse_plan_free(&pg);
     vidi_sparse_plan_free(&pa);
     free(q);

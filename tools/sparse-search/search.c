@@ -15,6 +15,12 @@
  * recall over the inputs reaches the target, dense when none does. The
  * config (default DIR/sparse_config.json) records each head's recall and
  * density and the calibration inputs.
+ *
+ *   vidi-sparse-search --model DIR --evaluate CONFIG (--video FILE --prompt TEXT)...
+ *
+ * instead measures a config on the inputs, row by row (so long videos fit):
+ * per layer and overall, the attention recall, the relative output error
+ * against dense attention and the share of pairs computed. One JSON line.
  */
 #include <errno.h>
 #include <math.h>
@@ -33,6 +39,10 @@
 #define N_CANDS 7
 
 typedef struct search {
+    const vidi_sparse_config *eval; /* --evaluate: measure this config */
+    double e_recall, e_err, e_pairs, e_dense;
+    double *l_recall, *l_err;       /* per layer sums */
+    int e_heads;
     vidi_sparse_rule cands[N_CANDS];
     const char *cand_names[N_CANDS];
     int n_layers, n_heads;
@@ -103,7 +113,23 @@ static vidi_status s_hook(void *user, int layer, const vidi_tensor *q, const vid
     int64_t n = q->shape[0];
     int hq = (int)q->shape[1], hkv = (int)k->shape[1], d = (int)q->shape[2];
     vidi_status rc = VIDI_OK;
-    for (int h = 0; h < hq && rc == VIDI_OK; h++) {
+    for (int h = 0; h < hq && rc == VIDI_OK && s->eval; h++) {
+        vidi_sparse_qk qk = {q->data, k->data, hq, hkv, d, h};
+        vidi_sparse_head hd;
+        int fb = 0;
+        vidi_sparse_plan p;
+        double r = 0, e = 0;
+        rc = vidi_sparse_resolve(&s->eval->rules[layer * s->eval->n_heads + h], s->spans, s->n_spans, &qk,
+                                 s->eval->min_enrichment, &hd, &fb, err);
+        if (rc == VIDI_OK) rc = vidi_sparse_plan_build(&hd, s->spans, s->n_spans, n, &qk, &p, err);
+        if (rc) break;
+        rc = vidi_sparse_error(&p, &qk, v->data, scale, &r, &e, err);
+        s->e_recall += r, s->e_err += e, s->l_recall[layer] += r, s->l_err[layer] += e, s->e_heads++;
+        s->e_pairs += (double)vidi_sparse_plan_pairs(&p);
+        s->e_dense += (double)n * (double)(n + 1) / 2.0;
+        vidi_sparse_plan_free(&p);
+    }
+    for (int h = 0; h < hq && rc == VIDI_OK && !s->eval; h++) {
         vidi_sparse_qk qk = {q->data, k->data, hq, hkv, d, h};
         if (s_dense_probs(s, &qk, n, scale)) return vidi_err_set(err, VIDI_ERR_NOMEM, "search: out of memory");
         for (int c = 0; c < N_CANDS && rc == VIDI_OK; c++) {
@@ -119,10 +145,13 @@ static vidi_status s_hook(void *user, int layer, const vidi_tensor *q, const vid
             s->count[(layer * s->n_heads + h) * N_CANDS + c]++;
             vidi_sparse_plan_free(&p);
         }
-        /* the dense answer */
+    }
+    /* the dense answer, so that the next layers see the real activations */
+    for (int h = 0; h < hq && rc == VIDI_OK; h++) {
+        vidi_sparse_qk qk = {q->data, k->data, hq, hkv, d, h};
         vidi_sparse_head dh = vidi_sparse_rule_default(VIDI_SPARSE_DENSE).head;
         vidi_sparse_plan p;
-        if (rc == VIDI_OK) rc = vidi_sparse_plan_build(&dh, s->spans, s->n_spans, n, &qk, &p, err);
+        rc = vidi_sparse_plan_build(&dh, s->spans, s->n_spans, n, &qk, &p, err);
         if (rc == VIDI_OK) {
             rc = vidi_sparse_attend_plan(&p, &qk, v->data, scale, out->data, err);
             vidi_sparse_plan_free(&p);
@@ -137,7 +166,7 @@ static void s_usage(FILE *f) {
 }
 
 int main(int argc, char **argv) {
-    const char *model_dir = NULL, *out_path = NULL, *videos[MAX_INPUTS], *prompts[MAX_INPUTS];
+    const char *model_dir = NULL, *out_path = NULL, *eval_path = NULL, *videos[MAX_INPUTS], *prompts[MAX_INPUTS];
     int n_in = 0, n_prompts = 0, threads = 0, nframes = 0;
     double target = 0.95, fps = 0;
     for (int i = 1; i < argc; i++) {
@@ -159,6 +188,7 @@ int main(int argc, char **argv) {
         else if (!strcmp(a, "--nframes")) nframes = atoi(v);
         else if (!strcmp(a, "--fps")) fps = atof(v);
         else if (!strcmp(a, "--threads")) threads = atoi(v);
+        else if (!strcmp(a, "--evaluate")) eval_path = v;
         else {
             fprintf(stderr, "vidi-sparse-search: unknown option %s\n", a);
             s_usage(stderr);
@@ -194,6 +224,14 @@ int main(int argc, char **argv) {
     s.n_heads = cfg->text.num_heads;
     s.min_enrichment = 2.0;
     size_t cells = (size_t)s.n_layers * (size_t)s.n_heads * N_CANDS;
+    vidi_sparse_config *eval_cfg = NULL;
+    if (eval_path && vidi_sparse_config_load(eval_path, s.n_layers, s.n_heads, &eval_cfg, &err) != VIDI_OK) {
+        fprintf(stderr, "vidi-sparse-search: %s\n", err.msg);
+        return 1;
+    }
+    s.eval = eval_cfg;
+    s.l_recall = calloc((size_t)s.n_layers, sizeof *s.l_recall);
+    s.l_err = calloc((size_t)s.n_layers, sizeof *s.l_err);
     s.recall = calloc(cells, sizeof *s.recall);
     s.density = calloc(cells, sizeof *s.density);
     s.count = calloc(cells, sizeof *s.count);
@@ -259,6 +297,18 @@ int main(int argc, char **argv) {
         vidi_media_item_free(&item);
         if (st != VIDI_OK) goto done;
     }
+    if (eval_cfg) { /* the measurement, not a search */
+        int per = s.e_heads / s.n_layers > 0 ? s.e_heads / s.n_layers : 1;
+        printf("{\"config\": \"%s\", \"inputs\": %d, \"recall\": %.4f, \"relative_output_error\": %.4f, "
+               "\"pairs_share\": %.4f, \"per_layer_recall\": [",
+               eval_path, n_in, s.e_recall / s.e_heads, s.e_err / s.e_heads, s.e_pairs / s.e_dense);
+        for (int l = 0; l < s.n_layers; l++) printf("%s%.4f", l ? ", " : "", s.l_recall[l] / per);
+        printf("], \"per_layer_error\": [");
+        for (int l = 0; l < s.n_layers; l++) printf("%s%.4f", l ? ", " : "", s.l_err[l] / per);
+        printf("]}\n");
+        rc = 0;
+        goto done;
+    }
     if (cl < sizeof cal)
         snprintf(cal + cl, sizeof cal - cl,
                  "], \"candidates\": [\"grid frame v\", \"grid frame h+v\", \"grid row v\", \"ashape\", \"vslash\", "
@@ -299,6 +349,9 @@ int main(int argc, char **argv) {
     vidi_sparse_config_free(out);
     rc = 0;
 done:
+    vidi_sparse_config_free(eval_cfg);
+    free(s.l_recall);
+    free(s.l_err);
     free(s.recall);
     free(s.density);
     free(s.count);
