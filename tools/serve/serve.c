@@ -506,17 +506,18 @@ static int s_num(json_t *o, const char *key, double lo, double hi, double *out) 
 
 /* Media options of a part's url object or of mm_processor_kwargs. */
 static int s_media_opts(json_t *o, vidi_client_part *p, char *msg, size_t cap) {
-    double d;
     if (!o || !json_is_object(o)) return 0;
-    if (s_num(o, "fps", 0.01, 60, &d) < 0) return snprintf(msg, cap, "fps must be a number in (0, 60]"), -1;
-    if (s_num(o, "fps", 0.01, 60, &d) > 0) p->fps = d;
-    if (s_num(o, "max_pixels", 784, 1e9, &d) < 0) return snprintf(msg, cap, "max_pixels must be in [784, 1e9]"), -1;
-    if (s_num(o, "max_pixels", 784, 1e9, &d) > 0) p->max_pixels = (uint64_t)d;
-    if (s_num(o, "min_pixels", 784, 1e9, &d) < 0) return snprintf(msg, cap, "min_pixels must be in [784, 1e9]"), -1;
-    if (s_num(o, "min_pixels", 784, 1e9, &d) > 0) p->min_pixels = (uint64_t)d;
+    double fps = 0, maxp = 0, minp = 0, nf = 0;
     const char *nk = json_object_get(o, "nframes") ? "nframes" : "max_frames";
-    if (s_num(o, nk, 2, 768, &d) < 0) return snprintf(msg, cap, "%s must be in [2, 768]", nk), -1;
-    if (s_num(o, nk, 2, 768, &d) > 0) p->nframes = (uint64_t)d;
+    if (s_num(o, "fps", 0.01, 60, &fps) < 0) return snprintf(msg, cap, "fps must be a number in (0, 60]"), -1;
+    if (s_num(o, "max_pixels", 784, 1e9, &maxp) < 0) return snprintf(msg, cap, "max_pixels must be in [784, 1e9]"), -1;
+    if (s_num(o, "min_pixels", 784, 1e9, &minp) < 0) return snprintf(msg, cap, "min_pixels must be in [784, 1e9]"), -1;
+    if (s_num(o, nk, 2, 768, &nf) < 0) return snprintf(msg, cap, "%s must be in [2, 768]", nk), -1;
+    /* s_num leaves a value untouched when its field is absent: 0 means "not given" */
+    if (fps > 0) p->fps = fps;
+    if (maxp > 0) p->max_pixels = (uint64_t)maxp;
+    if (minp > 0) p->min_pixels = (uint64_t)minp;
+    if (nf > 0) p->nframes = (uint64_t)nf;
     return 0;
 }
 
