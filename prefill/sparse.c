@@ -197,6 +197,15 @@ double vidi_sparse_plan_density(const vidi_sparse_plan *p) {
     return dense > 0 ? (double)vidi_sparse_plan_pairs(p) / dense : 0.0;
 }
 
+int64_t vidi_sparse_row_keys(const vidi_sparse_plan *p, const vidi_sparse_tile *tl, int64_t i, int32_t *keys) {
+    int64_t n = 0;
+    for (int64_t s = 0; s < tl->n_segs; s++)
+        for (int64_t j = p->segs[tl->seg0 + s][0]; j < p->segs[tl->seg0 + s][1] && j <= i; j++) keys[n++] = (int32_t)j;
+    for (int64_t c = 0; c < tl->n_cols; c++)
+        if (p->cols[tl->col0 + c] <= i) keys[n++] = p->cols[tl->col0 + c];
+    return n;
+}
+
 vidi_status vidi_sparse_plan_check(const vidi_sparse_plan *p, vidi_err *err) {
     if (p->n_rows != p->n_tokens)
         return vidi_err_set(err, VIDI_ERR_INVALID, "plan: %lld rows for %lld tokens", (long long)p->n_rows,
@@ -537,45 +546,37 @@ static float *s_out(const vidi_sparse_qk *qk, float *out, int64_t i) {
     return out + ((size_t)i * (size_t)qk->n_heads + (size_t)qk->head) * (size_t)qk->head_dim;
 }
 
-/* Row i's running softmax over chunks of up to VIDI_SPARSE_TILE keys:
- * the chunk's scores, one rescale of (l, acc) to the new maximum, then its
- * probabilities times V. f32 throughout. */
-typedef struct row_state {
-    const vidi_sparse_qk *qk;
-    const float *v, *q;
-    float scale, m, l;
-    float *acc, sc[VIDI_SPARSE_TILE];
-    int32_t idx[VIDI_SPARSE_TILE];
-    int nk;
-} row_state;
-
-static void s_flush(row_state *r) {
-    if (!r->nk) return;
-    int d = r->qk->head_dim;
-    float cm = -INFINITY;
-    for (int k = 0; k < r->nk; k++) {
-        r->sc[k] = s_dot(r->q, s_k(r->qk, r->idx[k]), d) * r->scale;
-        if (r->sc[k] > cm) cm = r->sc[k];
+/* Row i's softmax over its keys (nk of them, in keys) chunk by chunk of
+ * VIDI_SPARSE_TILE: the chunk's scores, one rescale of (l, acc) to the new
+ * maximum, then its probabilities times V. f32 throughout; acc[d] gets the
+ * unnormalised output, the return value its normaliser (0: no key). */
+static float s_row_attend(const vidi_sparse_qk *qk, const float *v, const float *q, const int32_t *keys, int64_t nk,
+                          float scale, float *acc) {
+    int d = qk->head_dim;
+    float m = -INFINITY, l = 0, sc[VIDI_SPARSE_TILE];
+    memset(acc, 0, (size_t)d * sizeof *acc);
+    for (int64_t k0 = 0; k0 < nk; k0 += VIDI_SPARSE_TILE) {
+        int64_t kn = nk - k0 < VIDI_SPARSE_TILE ? nk - k0 : VIDI_SPARSE_TILE;
+        float cm = -INFINITY;
+        for (int64_t k = 0; k < kn; k++) {
+            sc[k] = s_dot(q, s_k(qk, keys[k0 + k]), d) * scale;
+            if (sc[k] > cm) cm = sc[k];
+        }
+        float mn = m > cm ? m : cm;
+        if (m != -INFINITY && mn != m) {
+            float a = expf(m - mn);
+            l *= a;
+            for (int x = 0; x < d; x++) acc[x] *= a;
+        }
+        for (int64_t k = 0; k < kn; k++) {
+            float pk = expf(sc[k] - mn);
+            const float *vk = s_v(qk, v, keys[k0 + k]);
+            l += pk;
+            for (int x = 0; x < d; x++) acc[x] += pk * vk[x];
+        }
+        m = mn;
     }
-    float mn = r->m > cm ? r->m : cm;
-    if (r->m != -INFINITY && mn != r->m) {
-        float a = expf(r->m - mn);
-        r->l *= a;
-        for (int x = 0; x < d; x++) r->acc[x] *= a;
-    }
-    for (int k = 0; k < r->nk; k++) {
-        float pk = expf(r->sc[k] - mn);
-        const float *vk = s_v(r->qk, r->v, r->idx[k]);
-        r->l += pk;
-        for (int x = 0; x < d; x++) r->acc[x] += pk * vk[x];
-    }
-    r->m = mn;
-    r->nk = 0;
-}
-
-static inline void s_key(row_state *r, int64_t j) {
-    r->idx[r->nk++] = (int32_t)j;
-    if (r->nk == VIDI_SPARSE_TILE) s_flush(r);
+    return l;
 }
 
 vidi_status vidi_sparse_attend_plan(const vidi_sparse_plan *p, const vidi_sparse_qk *qk, const float *v, float scale,
@@ -583,27 +584,24 @@ vidi_status vidi_sparse_attend_plan(const vidi_sparse_plan *p, const vidi_sparse
     vidi_status rc = s_qk_check(qk, err);
     if (rc) return rc;
     int d = qk->head_dim;
-    row_state r;
-    r.qk = qk, r.v = v, r.scale = scale;
-    r.acc = malloc((size_t)d * sizeof *r.acc);
-    if (!r.acc) return vidi_err_set(err, VIDI_ERR_NOMEM, "sparse attend: out of memory");
+    float *acc = malloc((size_t)d * sizeof *acc);
+    int32_t *keys = malloc((size_t)(p->n_tokens > 0 ? p->n_tokens : 1) * sizeof *keys);
+    if (!acc || !keys) {
+        free(acc);
+        free(keys);
+        return vidi_err_set(err, VIDI_ERR_NOMEM, "sparse attend: out of memory");
+    }
     for (int64_t t = 0; t < p->n_tiles; t++) {
         const vidi_sparse_tile *tl = &p->tiles[t];
-        for (int64_t rr = 0; rr < tl->n_rows; rr++) {
-            int64_t i = p->rows[tl->row0 + rr];
-            r.q = s_q(qk, i);
-            r.m = -INFINITY, r.l = 0, r.nk = 0;
-            memset(r.acc, 0, (size_t)d * sizeof *r.acc);
-            for (int64_t s = 0; s < tl->n_segs; s++)
-                for (int64_t j = p->segs[tl->seg0 + s][0]; j < p->segs[tl->seg0 + s][1] && j <= i; j++) s_key(&r, j);
-            for (int64_t c = 0; c < tl->n_cols; c++)
-                if (p->cols[tl->col0 + c] <= i) s_key(&r, p->cols[tl->col0 + c]);
-            s_flush(&r);
+        for (int64_t r = 0; r < tl->n_rows; r++) {
+            int64_t i = p->rows[tl->row0 + r];
+            float l = s_row_attend(qk, v, s_q(qk, i), keys, vidi_sparse_row_keys(p, tl, i, keys), scale, acc);
             float *o = s_out(qk, out, i);
-            for (int x = 0; x < d; x++) o[x] = r.l > 0 ? r.acc[x] / r.l : 0.0f;
+            for (int x = 0; x < d; x++) o[x] = l > 0 ? acc[x] / l : 0.0f;
         }
     }
-    free(r.acc);
+    free(acc);
+    free(keys);
     return VIDI_OK;
 }
 
@@ -611,17 +609,20 @@ vidi_status vidi_sparse_attend_plan(const vidi_sparse_plan *p, const vidi_sparse
 static unsigned char *s_mask(const vidi_sparse_plan *p) {
     int64_t n = p->n_tokens;
     unsigned char *mask = calloc((size_t)(n * n), 1);
-    if (!mask) return NULL;
+    int32_t *keys = malloc((size_t)(n > 0 ? n : 1) * sizeof *keys);
+    if (!mask || !keys) {
+        free(mask);
+        free(keys);
+        return NULL;
+    }
     for (int64_t t = 0; t < p->n_tiles; t++) {
         const vidi_sparse_tile *tl = &p->tiles[t];
         for (int64_t r = 0; r < tl->n_rows; r++) {
-            int64_t i = p->rows[tl->row0 + r];
-            for (int64_t s = 0; s < tl->n_segs; s++)
-                for (int64_t j = p->segs[tl->seg0 + s][0]; j < p->segs[tl->seg0 + s][1] && j <= i; j++) mask[i * n + j] = 1;
-            for (int64_t c = 0; c < tl->n_cols; c++)
-                if (p->cols[tl->col0 + c] <= i) mask[i * n + p->cols[tl->col0 + c]] = 1;
+            int64_t i = p->rows[tl->row0 + r], nk = vidi_sparse_row_keys(p, tl, i, keys);
+            for (int64_t k = 0; k < nk; k++) mask[i * n + keys[k]] = 1;
         }
     }
+    free(keys);
     return mask;
 }
 
@@ -675,9 +676,10 @@ vidi_status vidi_sparse_error(const vidi_sparse_plan *p, const vidi_sparse_qk *q
     int64_t n = p->n_tokens;
     int d = qk->head_dim;
     int64_t *tile_of = malloc((size_t)n * sizeof *tile_of);
+    int32_t *keys = malloc((size_t)n * sizeof *keys);
     float *pr = malloc((size_t)n * sizeof *pr);
     double *od = malloc((size_t)d * sizeof *od), *os = malloc((size_t)d * sizeof *os);
-    if (!tile_of || !pr || !od || !os) {
+    if (!tile_of || !keys || !pr || !od || !os) {
         rc = vidi_err_set(err, VIDI_ERR_NOMEM, "sparse error: out of memory");
         goto done;
     }
@@ -686,22 +688,14 @@ vidi_status vidi_sparse_error(const vidi_sparse_plan *p, const vidi_sparse_qk *q
     double rsum = 0, esum = 0;
     for (int64_t i = 0; i < n; i++) {
         s_softmax_row(qk, i, scale, pr);
-        const vidi_sparse_tile *tl = &p->tiles[tile_of[i]];
+        int64_t nk = vidi_sparse_row_keys(p, &p->tiles[tile_of[i]], i, keys);
         double mass = 0;
         if (v) memset(os, 0, (size_t)d * sizeof *os);
         /* the plan's keys of row i: their mass, and (v) the renormalised sparse output */
-        for (int64_t g = 0; g < tl->n_segs; g++)
-            for (int64_t j = p->segs[tl->seg0 + g][0]; j < p->segs[tl->seg0 + g][1] && j <= i; j++) {
-                mass += pr[j];
-                if (v)
-                    for (int x = 0; x < d; x++) os[x] += pr[j] * s_v(qk, v, j)[x];
-            }
-        for (int64_t c = 0; c < tl->n_cols; c++) {
-            int64_t j = p->cols[tl->col0 + c];
-            if (j > i) continue;
-            mass += pr[j];
+        for (int64_t k = 0; k < nk; k++) {
+            mass += pr[keys[k]];
             if (v)
-                for (int x = 0; x < d; x++) os[x] += pr[j] * s_v(qk, v, j)[x];
+                for (int x = 0; x < d; x++) os[x] += pr[keys[k]] * s_v(qk, v, keys[k])[x];
         }
         rsum += mass;
         if (v) {
@@ -721,6 +715,7 @@ vidi_status vidi_sparse_error(const vidi_sparse_plan *p, const vidi_sparse_qk *q
     if (rel_err) *rel_err = v ? esum / (double)n : 0.0;
 done:
     free(tile_of);
+    free(keys);
     free(pr);
     free(od);
     free(os);

@@ -111,6 +111,10 @@ void vidi_sparse_plan_free(vidi_sparse_plan *p);
 int64_t vidi_sparse_plan_pairs(const vidi_sparse_plan *p);
 double vidi_sparse_plan_density(const vidi_sparse_plan *p);
 
+/* Row i's keys in its tile tl (the segments' keys, then the columns, j <= i;
+ * no key twice) into keys (room for i + 1); returns how many. */
+int64_t vidi_sparse_row_keys(const vidi_sparse_plan *p, const vidi_sparse_tile *tl, int64_t i, int32_t *keys);
+
 /* Checks that every row is in exactly one tile and every key in range. */
 vidi_status vidi_sparse_plan_check(const vidi_sparse_plan *p, vidi_err *err);
 

@@ -51,6 +51,7 @@ typedef struct search {
     vidi_span spans[64];
     int n_spans;
     float *probs;             /* n x n, the dense softmax of one head */
+    int32_t *keys;            /* n: one row's keys (vidi_sparse_row_keys) */
     int64_t probs_cap;
     double min_enrichment;
 } search;
@@ -63,8 +64,10 @@ static double *s_at(search *s, double *a, int l, int h, int c) {
 static int s_dense_probs(search *s, const vidi_sparse_qk *qk, int64_t n, float scale) {
     if (n * n > s->probs_cap) {
         float *p = realloc(s->probs, (size_t)(n * n) * sizeof *p);
-        if (!p) return -1;
-        s->probs = p;
+        int32_t *k = realloc(s->keys, (size_t)n * sizeof *k);
+        if (p) s->probs = p;
+        if (k) s->keys = k;
+        if (!p || !k) return -1;
         s->probs_cap = n * n;
     }
     int kvh = qk->head / (qk->n_heads / qk->n_kv_heads), d = qk->head_dim;
@@ -86,20 +89,15 @@ static int s_dense_probs(search *s, const vidi_sparse_qk *qk, int64_t n, float s
 }
 
 /* Recall of a plan from the dense softmax: the mass on its pairs, averaged over rows. */
-static double s_plan_recall(const search *s, const vidi_sparse_plan *p) {
+static double s_plan_recall(search *s, const vidi_sparse_plan *p) {
     int64_t n = p->n_tokens;
     double sum = 0;
     for (int64_t t = 0; t < p->n_tiles; t++) {
         const vidi_sparse_tile *tl = &p->tiles[t];
         for (int64_t r = 0; r < tl->n_rows; r++) {
-            int64_t i = p->rows[tl->row0 + r];
+            int64_t i = p->rows[tl->row0 + r], nk = vidi_sparse_row_keys(p, tl, i, s->keys);
             const float *row = s->probs + i * n;
-            double m = 0;
-            for (int64_t g = 0; g < tl->n_segs; g++)
-                for (int64_t j = p->segs[tl->seg0 + g][0]; j < p->segs[tl->seg0 + g][1] && j <= i; j++) m += row[j];
-            for (int64_t c = 0; c < tl->n_cols; c++)
-                if (p->cols[tl->col0 + c] <= i) m += row[p->cols[tl->col0 + c]];
-            sum += m;
+            for (int64_t k = 0; k < nk; k++) sum += row[s->keys[k]];
         }
     }
     return sum / (double)n;
@@ -356,6 +354,7 @@ done:
     free(s.density);
     free(s.count);
     free(s.probs);
+    free(s.keys);
     vidi_tokenizer_free(tok);
     vidi_model_free(m);
     be->ops->destroy(be);
