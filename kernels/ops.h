@@ -231,16 +231,17 @@ typedef struct vidi_backend_ops {
     vidi_status (*ipc_open)(vidi_backend *be, const uint8_t handle[64], void **base, size_t *bytes, vidi_err *err);
     void (*ipc_close)(vidi_backend *be, void *base);
 
-    /* Optional (NULL where absent; CUDA has it): attention of query head
-     * `head` over a sparse prefill plan (prefill/sparse.h) in backend
-     * memory as i32 arrays: rows [n], tiles [n_tiles, 6] (row0, n_rows,
-     * seg0, n_segs, col0, n_cols; n_rows <= 64), segs [., 2] (key ranges
-     * [a, b)), cols [.]. q [T, Hq, D], k and v [T, Hkv, D], out like q
-     * (only head `head` of the plan's rows is written). Row i attends to
-     * its tile's keys j <= i; a row without keys gets zeros. The CPU twin
+    /* Optional (NULL where absent; CUDA has it): attention over packed
+     * sparse prefill plans (vidi_sparse_pack, prefill/sparse.h) in backend
+     * memory as i32 arrays: rows [.], tiles [n_tiles, 8] (row0, n_rows,
+     * seg0, n_segs, col0, n_cols, head, keys; n_rows <= 64), segs [., 4]
+     * (a, e, step, keys of the tile's segments before it), cols [.].
+     * q [T, Hq, D], k and v [T, Hkv, D], out like q (D 64 or 128; only the
+     * tiles' rows of their heads are written). Row i of a tile attends to
+     * the tile's keys j <= i; a row without keys gets zeros. The CPU twin
      * is vidi_sparse_attend_plan. */
     vidi_status (*sparse_attention)(vidi_backend *be, const vidi_tensor *q, const vidi_tensor *k,
-                                    const vidi_tensor *v, vidi_tensor *out, int head, const int32_t *rows,
+                                    const vidi_tensor *v, vidi_tensor *out, const int32_t *rows,
                                     const int32_t *tiles, int64_t n_tiles, const int32_t *segs,
                                     const int32_t *cols, float scale, vidi_err *err);
 

@@ -71,9 +71,9 @@ static int s_grow(void **buf, int64_t *cap, int64_t need, size_t elem) {
     return 0;
 }
 
-static int cmp_i64pair(const void *a, const void *b) {
-    const int64_t *x = a, *y = b;
-    return x[0] < y[0] ? -1 : x[0] > y[0];
+static int cmp_seg(const void *a, const void *b) {
+    const vidi_sparse_seg *x = a, *y = b;
+    return x->a < y->a ? -1 : x->a > y->a;
 }
 
 static int cmp_i32(const void *a, const void *b) {
@@ -109,8 +109,9 @@ static void b_row(builder *b, int64_t i) {
     p->tiles[p->n_tiles].n_rows++;
 }
 
-static void b_seg(builder *b, int64_t a, int64_t e) {
-    if (a < 0) a = 0;
+/* Keys a, a + step, ... below e (clipped to [0, n)). */
+static void b_sseg(builder *b, int64_t a, int64_t e, int64_t step) {
+    if (a < 0) a += (-a + step - 1) / step * step;
     if (e > b->n) e = b->n;
     if (a >= e) return;
     vidi_sparse_plan *p = b->p;
@@ -118,11 +119,11 @@ static void b_seg(builder *b, int64_t a, int64_t e) {
         b->failed = 1;
         return;
     }
-    p->segs[p->n_segs][0] = a;
-    p->segs[p->n_segs][1] = e;
-    p->n_segs++;
+    p->segs[p->n_segs++] = (vidi_sparse_seg){a, e, step};
     p->tiles[p->n_tiles].n_segs++;
 }
+
+static void b_seg(builder *b, int64_t a, int64_t e) { b_sseg(b, a, e, 1); }
 
 static void b_col(builder *b, int64_t j) {
     if (j < 0 || j >= b->n) return;
@@ -135,32 +136,77 @@ static void b_col(builder *b, int64_t j) {
     p->tiles[p->n_tiles].n_cols++;
 }
 
+/* Is key j in segment g? */
+static int s_in_seg(const vidi_sparse_seg *g, int64_t j) {
+    return j >= g->a && j < g->e && (j - g->a) % g->step == 0;
+}
+
+/* The tile ends: its contiguous segments sorted and merged, then its
+ * strided ones cut into the gaps between them (so no key is in two
+ * segments; the builder never lays two strided ones over each other), and
+ * the columns that a segment holds dropped. */
 static void b_end(builder *b) {
     if (b->failed) return;
     vidi_sparse_plan *p = b->p;
     vidi_sparse_tile *t = &p->tiles[p->n_tiles];
     if (!t->n_rows) return; /* nothing: dropped */
-    int64_t(*sg)[2] = t->n_segs ? p->segs + t->seg0 : NULL;
-    if (t->n_segs > 1) qsort(sg, (size_t)t->n_segs, sizeof *sg, cmp_i64pair);
+    vidi_sparse_seg *sg = t->n_segs ? p->segs + t->seg0 : NULL;
+    /* contiguous ones to the front (stable order is not needed: sorted below) */
+    int64_t nc = 0;
+    for (int64_t i = 0; i < t->n_segs; i++)
+        if (sg[i].step == 1) {
+            vidi_sparse_seg x = sg[nc];
+            sg[nc++] = sg[i];
+            sg[i] = x;
+        }
+    if (nc > 1) qsort(sg, (size_t)nc, sizeof *sg, cmp_seg);
     int64_t m = 0;
-    for (int64_t i = 0; i < t->n_segs; i++) {
-        if (m && sg[i][0] <= sg[m - 1][1]) {
-            if (sg[i][1] > sg[m - 1][1]) sg[m - 1][1] = sg[i][1];
+    for (int64_t i = 0; i < nc; i++) {
+        if (m && sg[i].a <= sg[m - 1].e) {
+            if (sg[i].e > sg[m - 1].e) sg[m - 1].e = sg[i].e;
         } else {
-            sg[m][0] = sg[i][0];
-            sg[m][1] = sg[i][1];
-            m++;
+            sg[m++] = sg[i];
         }
     }
+    /* the strided ones, cut into the gaps [g0, g1) around the m merged ranges */
+    int64_t n_str = t->n_segs - nc, total = m;
+    vidi_sparse_seg *str = n_str ? malloc((size_t)n_str * sizeof *str) : NULL;
+    if (n_str && !str) {
+        b->failed = 1;
+        return;
+    }
+    if (n_str) memcpy(str, sg + nc, (size_t)n_str * sizeof *str);
     p->n_segs = t->seg0 + m;
-    t->n_segs = m;
+    for (int64_t x = 0; x < n_str && !b->failed; x++) {
+        const vidi_sparse_seg g = str[x];
+        for (int64_t gap = 0; gap <= m; gap++) {
+            int64_t g0 = gap ? sg[gap - 1].e : 0, g1 = gap < m ? sg[gap].a : b->n;
+            int64_t lo = g.a > g0 ? g.a : g0, hi = g.e < g1 ? g.e : g1;
+            lo = g.a + (lo - g.a + g.step - 1) / g.step * g.step; /* first key of g at or after lo */
+            if (lo >= hi) continue;
+            if (s_grow((void **)&p->segs, &p->cap_segs, p->n_segs + 1, sizeof *p->segs)) {
+                b->failed = 1;
+                break;
+            }
+            sg = p->segs + t->seg0; /* realloc may move it */
+            p->segs[p->n_segs++] = hi - lo > g.step ? (vidi_sparse_seg){lo, hi, g.step} : (vidi_sparse_seg){lo, lo + 1, 1};
+            total++;
+        }
+    }
+    free(str);
+    if (b->failed) return;
+    t->n_segs = total;
+    sg = total ? p->segs + t->seg0 : NULL;
     int32_t *c = t->n_cols ? p->cols + t->col0 : NULL;
     if (t->n_cols > 1) qsort(c, (size_t)t->n_cols, sizeof *c, cmp_i32);
     int64_t k = 0, s = 0;
     for (int64_t i = 0; i < t->n_cols; i++) {
         if (k && c[i] == c[k - 1]) continue;
-        while (s < m && sg[s][1] <= c[i]) s++;
-        if (s < m && sg[s][0] <= c[i]) continue; /* inside a segment */
+        while (s < m && sg[s].e <= c[i]) s++;
+        if (s < m && sg[s].a <= c[i]) continue; /* inside a contiguous segment */
+        int in = 0;
+        for (int64_t x = m; x < total && !in; x++) in = s_in_seg(&sg[x], c[i]);
+        if (in) continue;
         c[k++] = c[i];
     }
     p->n_cols = t->col0 + k;
@@ -174,11 +220,7 @@ int64_t vidi_sparse_plan_pairs(const vidi_sparse_plan *p) {
         const vidi_sparse_tile *tl = &p->tiles[t];
         for (int64_t r = 0; r < tl->n_rows; r++) {
             int64_t i = p->rows[tl->row0 + r];
-            for (int64_t s = 0; s < tl->n_segs; s++) {
-                int64_t a = p->segs[tl->seg0 + s][0], e = p->segs[tl->seg0 + s][1];
-                if (e > i + 1) e = i + 1;
-                if (e > a) pairs += e - a;
-            }
+            for (int64_t s = 0; s < tl->n_segs; s++) pairs += vidi_sparse_seg_keys_upto(&p->segs[tl->seg0 + s], i);
             /* the columns are sorted (b_end): how many are <= i */
             int64_t lo = 0, hi = tl->n_cols;
             while (lo < hi) {
@@ -199,8 +241,10 @@ double vidi_sparse_plan_density(const vidi_sparse_plan *p) {
 
 int64_t vidi_sparse_row_keys(const vidi_sparse_plan *p, const vidi_sparse_tile *tl, int64_t i, int32_t *keys) {
     int64_t n = 0;
-    for (int64_t s = 0; s < tl->n_segs; s++)
-        for (int64_t j = p->segs[tl->seg0 + s][0]; j < p->segs[tl->seg0 + s][1] && j <= i; j++) keys[n++] = (int32_t)j;
+    for (int64_t s = 0; s < tl->n_segs; s++) {
+        const vidi_sparse_seg *g = &p->segs[tl->seg0 + s];
+        for (int64_t j = g->a; j < g->e && j <= i; j += g->step) keys[n++] = (int32_t)j;
+    }
     for (int64_t c = 0; c < tl->n_cols; c++)
         if (p->cols[tl->col0 + c] <= i) keys[n++] = p->cols[tl->col0 + c];
     return n;
@@ -223,9 +267,10 @@ vidi_status vidi_sparse_plan_check(const vidi_sparse_plan *p, vidi_err *err) {
                 rc = vidi_err_set(err, VIDI_ERR_INVALID, "plan: row %lld is out of range or in two tiles", (long long)i);
         }
         for (int64_t s = 0; s < tl->n_segs && rc == VIDI_OK; s++) {
-            int64_t a = p->segs[tl->seg0 + s][0], e = p->segs[tl->seg0 + s][1];
-            if (a < 0 || e > p->n_tokens || a >= e)
-                rc = vidi_err_set(err, VIDI_ERR_INVALID, "plan: segment [%lld, %lld)", (long long)a, (long long)e);
+            const vidi_sparse_seg *g = &p->segs[tl->seg0 + s];
+            if (g->a < 0 || g->e > p->n_tokens || g->a >= g->e || g->step < 1)
+                rc = vidi_err_set(err, VIDI_ERR_INVALID, "plan: segment [%lld, %lld) step %lld", (long long)g->a,
+                                  (long long)g->e, (long long)g->step);
         }
         for (int64_t c = 0; c < tl->n_cols && rc == VIDI_OK; c++)
             if (p->cols[tl->col0 + c] < 0 || p->cols[tl->col0 + c] >= p->n_tokens)
@@ -233,6 +278,103 @@ vidi_status vidi_sparse_plan_check(const vidi_sparse_plan *p, vidi_err *err) {
     }
     free(seen);
     return rc;
+}
+
+/* ---------------------------------------------------------------- packing */
+
+void vidi_sparse_packed_free(vidi_sparse_packed *p) {
+    if (!p) return;
+    free(p->rows);
+    free(p->tiles);
+    free(p->segs);
+    free(p->cols);
+    memset(p, 0, sizeof *p);
+}
+
+typedef struct pack_order {
+    int64_t work;
+    int plan;
+    int64_t tile;
+} pack_order;
+
+static int cmp_work_desc(const void *a, const void *b) {
+    const pack_order *x = a, *y = b;
+    if (x->work != y->work) return x->work > y->work ? -1 : 1;
+    if (x->plan != y->plan) return x->plan < y->plan ? -1 : 1;
+    return x->tile < y->tile ? -1 : x->tile > y->tile;
+}
+
+vidi_status vidi_sparse_pack(const vidi_sparse_plan *plans, const int *heads, int n_plans, vidi_sparse_packed *out,
+                             vidi_err *err) {
+    memset(out, 0, sizeof *out);
+    int64_t nr = 0, nt = 0, ns = 0, nc = 0;
+    for (int k = 0; k < n_plans; k++) {
+        nr += plans[k].n_rows, nt += plans[k].n_tiles, ns += plans[k].n_segs, nc += plans[k].n_cols;
+        if (heads[k] < 0) return vidi_err_set(err, VIDI_ERR_INVALID, "sparse pack: head %d", heads[k]);
+        if (plans[k].n_tokens > INT32_MAX) return vidi_err_set(err, VIDI_ERR_RANGE, "sparse pack: too many tokens");
+    }
+    if (nr > INT32_MAX || nt > INT32_MAX / 8 || ns > INT32_MAX / 4 || nc > INT32_MAX)
+        return vidi_err_set(err, VIDI_ERR_RANGE, "sparse pack: plans too large for int32 indices");
+    out->rows = malloc((size_t)(nr ? nr : 1) * 4);
+    out->tiles = malloc((size_t)(nt ? nt : 1) * 32);
+    out->segs = malloc((size_t)(ns ? ns : 1) * 16);
+    out->cols = malloc((size_t)(nc ? nc : 1) * 4);
+    pack_order *ord = malloc((size_t)(nt ? nt : 1) * sizeof *ord);
+    if (!out->rows || !out->tiles || !out->segs || !out->cols || !ord) {
+        free(ord);
+        vidi_sparse_packed_free(out);
+        return vidi_err_set(err, VIDI_ERR_NOMEM, "sparse pack: out of memory");
+    }
+    int64_t t = 0;
+    for (int k = 0; k < n_plans; k++)
+        for (int64_t x = 0; x < plans[k].n_tiles; x++, t++) {
+            const vidi_sparse_tile *tl = &plans[k].tiles[x];
+            int64_t keys = tl->n_cols;
+            for (int64_t s = 0; s < tl->n_segs; s++) {
+                const vidi_sparse_seg *g = &plans[k].segs[tl->seg0 + s];
+                keys += (g->e - g->a + g->step - 1) / g->step;
+            }
+            ord[t] = (pack_order){keys * tl->n_rows, k, x};
+        }
+    qsort(ord, (size_t)nt, sizeof *ord, cmp_work_desc);
+    /* rows, segments and columns of each plan go in plan order; the tiles in work order */
+    int64_t *row_base = malloc((size_t)(n_plans + 1) * 3 * sizeof *row_base);
+    if (!row_base) {
+        free(ord);
+        vidi_sparse_packed_free(out);
+        return vidi_err_set(err, VIDI_ERR_NOMEM, "sparse pack: out of memory");
+    }
+    for (int k = 0; k < n_plans; k++) {
+        const vidi_sparse_plan *p = &plans[k];
+        row_base[3 * k] = out->n_rows, row_base[3 * k + 1] = out->n_segs, row_base[3 * k + 2] = out->n_cols;
+        for (int64_t r = 0; r < p->n_rows; r++) out->rows[out->n_rows++] = p->rows[r];
+        for (int64_t c = 0; c < p->n_cols; c++) out->cols[out->n_cols++] = p->cols[c];
+        for (int64_t x = 0; x < p->n_tiles; x++) { /* segments with their running key counts */
+            const vidi_sparse_tile *tl = &p->tiles[x];
+            int64_t before = 0;
+            for (int64_t s = 0; s < tl->n_segs; s++) {
+                const vidi_sparse_seg *g = &p->segs[tl->seg0 + s];
+                int32_t *o = out->segs + 4 * (row_base[3 * k + 1] + tl->seg0 + s);
+                o[0] = (int32_t)g->a, o[1] = (int32_t)g->e, o[2] = (int32_t)g->step, o[3] = (int32_t)before;
+                before += (g->e - g->a + g->step - 1) / g->step;
+            }
+        }
+        out->n_segs += p->n_segs;
+    }
+    for (t = 0; t < nt; t++) {
+        const vidi_sparse_plan *p = &plans[ord[t].plan];
+        const vidi_sparse_tile *tl = &p->tiles[ord[t].tile];
+        const int64_t *base = row_base + 3 * ord[t].plan;
+        int32_t *o = out->tiles + 8 * t;
+        o[0] = (int32_t)(base[0] + tl->row0), o[1] = (int32_t)tl->n_rows, o[2] = (int32_t)(base[1] + tl->seg0);
+        o[3] = (int32_t)tl->n_segs, o[4] = (int32_t)(base[2] + tl->col0), o[5] = (int32_t)tl->n_cols;
+        o[6] = heads[ord[t].plan], o[7] = (int32_t)(ord[t].work / tl->n_rows);
+        out->pairs_computed += ord[t].work;
+    }
+    out->n_tiles = nt;
+    free(row_base);
+    free(ord);
+    return VIDI_OK;
 }
 
 /* ---------------------------------------------------------------- estimation */
@@ -451,8 +593,8 @@ static void s_tiles_sparse(builder *b, const vidi_sparse_head *hd, int64_t a, in
             free(pick);
             free(force);
         }
-        if (grid_span && hd->v)
-            for (int64_t j = grid_span->start + hd->phase; j <= rmax && j < grid_span->end; j += hd->stride) b_col(b, j);
+        if (grid_span && hd->v) /* the vertical lines: one strided segment */
+            b_sseg(b, grid_span->start + hd->phase, rmax + 1 < grid_span->end ? rmax + 1 : grid_span->end, hd->stride);
         b_end(b);
     }
 }

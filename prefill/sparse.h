@@ -7,7 +7,9 @@
  * tokens: a list of row tiles. A tile holds up to VIDI_SPARSE_TILE rows (any
  * token positions, in any order: a permutation groups a grid head's rows
  * of one phase together) and a key set shared by its rows, given as
- * segments [a, b) and gathered single columns. Row i of a tile attends to
+ * segments (keys a, a + step, ... below e: step 1 is a contiguous range, a
+ * larger step a grid head's vertical lines, which is the permutation of the
+ * keys: a kernel gathers them into dense tiles) and gathered single columns. Row i of a tile attends to
  * the keys j of the set with j <= i (causal). Every row is in exactly one
  * tile. A row whose key set is empty gets zeros. So "the mask" of a plan is
  * exact by construction: vidi_sparse_attend_plan (tile loop, online
@@ -90,14 +92,26 @@ typedef struct vidi_sparse_head {
 
 typedef struct vidi_sparse_tile {
     int64_t row0, n_rows;        /* rows[row0, row0 + n_rows) */
-    int64_t seg0, n_segs;        /* segs[seg0, seg0 + n_segs): key ranges [a, b) */
+    int64_t seg0, n_segs;        /* segs[seg0, seg0 + n_segs): contiguous ones first (sorted, disjoint),
+                                    then strided ones (disjoint from every other segment) */
     int64_t col0, n_cols;        /* cols[col0, col0 + n_cols): single keys */
 } vidi_sparse_tile;
+
+/* Keys a, a + step, a + 2 step, ... below e (step >= 1, a < e). */
+typedef struct vidi_sparse_seg {
+    int64_t a, e, step;
+} vidi_sparse_seg;
+
+/* How many keys of segment s are <= i. */
+static inline int64_t vidi_sparse_seg_keys_upto(const vidi_sparse_seg *s, int64_t i) {
+    int64_t e = s->e < i + 1 ? s->e : i + 1;
+    return e > s->a ? (e - s->a + s->step - 1) / s->step : 0;
+}
 
 typedef struct vidi_sparse_plan {
     int64_t n_tokens;
     int32_t *rows;               /* a permutation of [0, n_tokens) */
-    int64_t (*segs)[2];
+    vidi_sparse_seg *segs;
     int32_t *cols;
     vidi_sparse_tile *tiles;
     int64_t n_rows, n_segs, n_cols, n_tiles;
@@ -128,6 +142,25 @@ typedef struct vidi_sparse_qk {
 
 vidi_status vidi_sparse_plan_build(const vidi_sparse_head *hd, const vidi_span *spans, int n_spans, int64_t n,
                                    const vidi_sparse_qk *qk, vidi_sparse_plan *out, vidi_err *err);
+
+/* ---- packed plans (what the GPU kernel reads) ----
+ *
+ * The plans of several heads of one sequence as int32 arrays, the tiles
+ * ordered by work (rows x keys, most first, so the longest tiles start
+ * first): rows (every plan's rows, plan after plan), tiles [n_tiles][8]
+ * (row0, n_rows, seg0, n_segs, col0, n_cols, head, keys: the tile's key
+ * count), segs [n_segs][4] (a, e, step, keys of the tile's segments before
+ * this one), cols [n_cols]. Row i of a tile attends to the tile's keys
+ * j <= i. */
+typedef struct vidi_sparse_packed {
+    int32_t *rows, *tiles, *segs, *cols;
+    int64_t n_rows, n_tiles, n_segs, n_cols;
+    int64_t pairs_computed;      /* sum over tiles of rows x keys (what a kernel multiplies) */
+} vidi_sparse_packed;
+
+vidi_status vidi_sparse_pack(const vidi_sparse_plan *plans, const int *heads, int n_plans, vidi_sparse_packed *out,
+                             vidi_err *err);
+void vidi_sparse_packed_free(vidi_sparse_packed *p);
 
 /* ---- estimation (from the last queries of a span) ---- */
 

@@ -72,7 +72,7 @@ vidi_status vidi_cuda_check_launch(const char *what, vidi_err *err);
 
 /* ---- implemented in cuda_sparse.cu ---- */
 vidi_status vidi_cuda_sparse_attention(vidi_backend *be, const vidi_tensor *q, const vidi_tensor *k,
-                                       const vidi_tensor *v, vidi_tensor *out, int head, const int32_t *rows,
+                                       const vidi_tensor *v, vidi_tensor *out, const int32_t *rows,
                                        const int32_t *tiles, int64_t n_tiles, const int32_t *segs,
                                        const int32_t *cols, float scale, vidi_err *err);
 

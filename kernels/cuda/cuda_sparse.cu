@@ -1,155 +1,346 @@
-// kernels/cuda/cuda_sparse.cu — attention of one query head over a sparse
-// prefill plan (prefill/sparse.h) on the GPU. CPU twin:
+// kernels/cuda/cuda_sparse.cu — attention over packed sparse prefill plans
+// (prefill/sparse.h, vidi_sparse_pack) on the tensor cores. CPU twin:
 // vidi_sparse_attend_plan (prefill/sparse.c).
 //
-// One CTA of 64 threads per plan tile: thread r owns the tile's r-th row
-// (its q row and output accumulator in registers, fp32). The tile's keys
-// (its segments, then its gathered columns) stream through shared memory in
-// chunks of 32: thread 0 lists the chunk's key indices, all threads load
-// the K and V rows (bf16 or f32, converted to fp32), then each row thread
-// scores the chunk's causal keys (j <= its row), rescales once to the new
-// maximum and accumulates P·V (the online softmax of the CPU twin, chunk by
-// chunk). A row without keys writes zeros. This first version runs on the
-// CUDA cores; the tensor-core version (gathered tiles through mma) is the
-// next step.
+// One CTA of 4 warps per packed tile (one query head, up to 64 rows at any
+// positions: a grid head's permuted rows). Warp w owns the tile's rows
+// 16w .. 16w + 15 and keeps their Q fragments in registers. The tile's key
+// list (its segments, contiguous or strided, then its gathered columns)
+// streams through shared memory in blocks of 64 keys, gathered row by row
+// (each key row of K and V is contiguous) in a 3-stage cp.async pipeline:
+// the thread that loads key position p of a block works its index out
+// itself (a binary search over the tile's segments by their running key
+// counts, then the columns), so the loads need no barrier of their own.
+// S = Q K^T and O += P V are mma.sync m16n8k16 (bf16 operands, fp32
+// accumulators), the softmax the online one in fp32 (log2 domain) — the
+// dense kernel's loop (cuda_attention.cu) over gathered keys. The causal
+// rule is per element (key <= row, both arbitrary positions), applied only
+// to blocks where some key is past the tile's first row (one
+// __syncthreads_or at the barrier the pipeline needs anyway). A row without
+// keys writes zeros. All query heads' tiles go in one launch, the longest
+// first (the pack's order).
 #include "kernels/cuda/cuda_backend.h"
+#include "kernels/cuda/cuda_mma.cuh"
 
 #include <cuda_bf16.h>
 #include <math.h>
 
 namespace {
 
-constexpr int kRows = 64;
-constexpr int kChunk = 32;
+constexpr int kSpWarps = 4;
+constexpr int kSpRows = kSpWarps * 16;  // rows per tile (VIDI_SPARSE_TILE)
+static_assert(kSpRows == 64, "a tile holds VIDI_SPARSE_TILE (64) rows");
+constexpr int kSpBN = 64;               // keys per block
+constexpr int kSpThreads = kSpWarps * 32;
+constexpr int kSpStages = 3;
 
-__device__ __forceinline__ float ld(const float *p) { return *p; }
-__device__ __forceinline__ float ld(const __nv_bfloat16 *p) { return __bfloat162float(*p); }
-__device__ __forceinline__ void st(float *p, float x) { *p = x; }
-__device__ __forceinline__ void st(__nv_bfloat16 *p, float x) { *p = __float2bfloat16_rn(x); }
+template <int D> __host__ __device__ constexpr int sp_row() { return D + 8; }
+template <int D> constexpr size_t sp_smem_bytes() {
+    return (size_t)2 * kSpStages * kSpBN * sp_row<D>() * sizeof(__nv_bfloat16) + (size_t)kSpStages * kSpBN * 4;
+}
+
+struct sp_params {
+    const int32_t *rows, *tiles, *segs, *cols;
+    int hq, hkv;
+    float scale_log2;
+    bool vec;
+};
+
+// The key at position pos of a tile's list, -1 past its end.
+__device__ __forceinline__ int sp_key(const int32_t *__restrict__ segs, int seg0, int n_segs,
+                                      const int32_t *__restrict__ cols, int col0, int n_seg_keys, int n_keys,
+                                      int pos) {
+    if (pos >= n_keys) return -1;
+    if (pos >= n_seg_keys) return cols[col0 + pos - n_seg_keys];
+    int lo = 0, hi = n_segs - 1;  // the last segment whose running count is <= pos
+    while (lo < hi) {
+        const int mid = (lo + hi + 1) >> 1;
+        if (__ldg(segs + 4 * (seg0 + mid) + 3) <= pos) lo = mid;
+        else hi = mid - 1;
+    }
+    const int32_t *g = segs + 4 * (seg0 + lo);
+    return __ldg(g) + (pos - __ldg(g + 3)) * __ldg(g + 2);
+}
+
+// Block b of the key list into one stage: thread x loads key position
+// b * 64 + x % 64, half x / 64 of its row; returns the key (-1: none, zeros).
+template <typename T, int D>
+__device__ __forceinline__ int sp_load(__nv_bfloat16 *ks, __nv_bfloat16 *vs, int32_t *kidx, const T *__restrict__ k,
+                                       const T *__restrict__ v, const int32_t *__restrict__ segs, int seg0,
+                                       int n_segs, const int32_t *__restrict__ cols, int col0, int n_seg_keys,
+                                       int n_keys, int b, int64_t k_stride, int kvh, bool vec) {
+    constexpr int KP = sp_row<D>(), kChunks = D / 8, kHalf = kChunks / 2;
+    constexpr bool kBf16 = sizeof(T) == 2;
+    const int r = threadIdx.x % kSpBN, half = threadIdx.x / kSpBN;
+    const int key = sp_key(segs, seg0, n_segs, cols, col0, n_seg_keys, n_keys, b * kSpBN + r);
+    if (half == 0) kidx[r] = key;
+    const int64_t base = (int64_t)(key < 0 ? 0 : key) * k_stride + (int64_t)kvh * D;
+#pragma unroll
+    for (int cc = 0; cc < kHalf; cc++) {
+        const int c = (half * kHalf + cc) * 8;
+        if (kBf16 && vec) {
+            cp_async16(smem_u32(ks + r * KP + c), k + base + c, key >= 0);
+            cp_async16(smem_u32(vs + r * KP + c), v + base + c, key >= 0);
+        } else {
+            float kx[8], vx[8];
+            if (key >= 0) {
+                load8(k + base + c, vec, kx);
+                load8(v + base + c, vec, vx);
+            } else {
+#pragma unroll
+                for (int i = 0; i < 8; i++) kx[i] = vx[i] = 0.f;
+            }
+            uint4 ku, vu;
+            ku.x = pack_bf16(kx[0], kx[1]), ku.y = pack_bf16(kx[2], kx[3]);
+            ku.z = pack_bf16(kx[4], kx[5]), ku.w = pack_bf16(kx[6], kx[7]);
+            vu.x = pack_bf16(vx[0], vx[1]), vu.y = pack_bf16(vx[2], vx[3]);
+            vu.z = pack_bf16(vx[4], vx[5]), vu.w = pack_bf16(vx[6], vx[7]);
+            *reinterpret_cast<uint4 *>(ks + r * KP + c) = ku;
+            *reinterpret_cast<uint4 *>(vs + r * KP + c) = vu;
+        }
+    }
+    return key;
+}
 
 template <typename T, int D>
-__global__ void __launch_bounds__(kRows) sparse_kernel(const T *__restrict__ q, const T *__restrict__ k,
-                                                       const T *__restrict__ v, T *__restrict__ out, int hq, int hkv,
-                                                       int head, const int32_t *__restrict__ rows,
-                                                       const int32_t *__restrict__ tiles,
-                                                       const int32_t *__restrict__ segs,
-                                                       const int32_t *__restrict__ cols, float scale) {
-    __shared__ float ks[kChunk][D], vs[kChunk][D];
-    __shared__ int32_t kidx[kChunk];
-    __shared__ int nk_sh;
-    const int32_t *t = tiles + 6 * (size_t)blockIdx.x;
-    const int row0 = t[0], n_rows = t[1], seg0 = t[2], n_segs = t[3], col0 = t[4], n_cols = t[5];
-    const int r = threadIdx.x, kvh = head / (hq / hkv);
-    const bool active = r < n_rows;
-    const int i = active ? rows[row0 + r] : -1;
-    float qr[D], acc[D];
-#pragma unroll
-    for (int x = 0; x < D; x++) {
-        qr[x] = active ? ld(q + ((size_t)i * hq + head) * D + x) * scale : 0.f;
-        acc[x] = 0.f;
+__global__ void __launch_bounds__(kSpThreads, 2) sparse_tc_kernel(const T *__restrict__ q, const T *__restrict__ k,
+                                                                  const T *__restrict__ v, T *__restrict__ out,
+                                                                  sp_params p) {
+    static_assert(D % 16 == 0 && (D / 8) % 2 == 0, "head dim must be a multiple of 16");
+    constexpr int KP = sp_row<D>();
+    constexpr int kTile = kSpBN * KP;
+    extern __shared__ __align__(16) unsigned char sp_smem[];
+    __nv_bfloat16 *ks = reinterpret_cast<__nv_bfloat16 *>(sp_smem);  // [kSpStages][kSpBN][KP]
+    __nv_bfloat16 *vs = ks + kSpStages * kTile;                       // [kSpStages][kSpBN][KP]
+    int32_t *kidx = reinterpret_cast<int32_t *>(vs + kSpStages * kTile);  // [kSpStages][kSpBN]
+    __shared__ int row_min_sh;
+
+    const int32_t *tl = p.tiles + 8 * (size_t)blockIdx.x;
+    const int row0 = tl[0], n_rows = tl[1], seg0 = tl[2], n_segs = tl[3], col0 = tl[4], n_cols = tl[5];
+    const int head = tl[6], n_keys = tl[7], n_seg_keys = n_keys - n_cols;
+    const int kvh = head / (p.hq / p.hkv);
+    const int64_t k_stride = (int64_t)p.hkv * D;
+    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
+    const int n_kb = (n_keys + kSpBN - 1) / kSpBN;
+
+    if (threadIdx.x == 0) row_min_sh = 0x7fffffff;
+    __syncthreads();
+    // This thread's two rows (token positions; -1: none).
+    const int lr0 = warp * 16 + g, lr1 = lr0 + 8;
+    const int i0 = lr0 < n_rows ? p.rows[row0 + lr0] : -1, i1 = lr1 < n_rows ? p.rows[row0 + lr1] : -1;
+    if (t == 0) {
+        if (i0 >= 0) atomicMin(&row_min_sh, i0);
+        if (i1 >= 0) atomicMin(&row_min_sh, i1);
     }
-    float m = -INFINITY, l = 0.f;
-    // the key list: segments in order, then columns; (s, off) walks it
-    int s = 0, off = 0, c = 0;
-    for (;;) {
-        if (r == 0) {
-            int n = 0;
-            while (n < kChunk && s < n_segs) {
-                int a = segs[2 * (seg0 + s)] + off, e = segs[2 * (seg0 + s) + 1];
-                if (a >= e) {
-                    s++, off = 0;
-                    continue;
-                }
-                kidx[n++] = a;
-                off++;
-            }
-            while (n < kChunk && c < n_cols) kidx[n++] = cols[col0 + c++];
-            nk_sh = n;
-        }
-        __syncthreads();
-        const int nk = nk_sh;
-        if (nk == 0) break;
-        for (int e = r; e < nk * D; e += kRows) {
-            int kk = e / D, x = e % D;
-            size_t at = ((size_t)kidx[kk] * hkv + kvh) * D + x;
-            ks[kk][x] = ld(k + at);
-            vs[kk][x] = ld(v + at);
-        }
-        __syncthreads();
-        if (active) {
-            float sc[kChunk], cm = -INFINITY;
-            for (int kk = 0; kk < nk; kk++) {
-                float d = -INFINITY;
-                if (kidx[kk] <= i) {
-                    d = 0.f;
+
+    // Start the first kSpStages - 1 blocks while Q goes to registers; kq0
+    // and kq1 hold this thread's keys of the blocks in flight.
+    int kq0 = -1, kq1 = -1;
+    if (0 < n_kb)
+        kq0 = sp_load<T, D>(ks, vs, kidx, k, v, p.segs, seg0, n_segs, p.cols, col0, n_seg_keys, n_keys, 0, k_stride,
+                            kvh, p.vec);
+    cp_async_commit();
+    if (1 < n_kb)
+        kq1 = sp_load<T, D>(ks + kTile, vs + kTile, kidx + kSpBN, k, v, p.segs, seg0, n_segs, p.cols, col0,
+                            n_seg_keys, n_keys, 1, k_stride, kvh, p.vec);
+    cp_async_commit();
+
+    uint32_t qf[D / 16][4];
+    {
+        const T *q0p = q + ((int64_t)(i0 < 0 ? 0 : i0) * p.hq + head) * D;
+        const T *q1p = q + ((int64_t)(i1 < 0 ? 0 : i1) * p.hq + head) * D;
+        const bool ok0 = i0 >= 0, ok1 = i1 >= 0;
 #pragma unroll
-                    for (int x = 0; x < D; x++) d += qr[x] * ks[kk][x];
-                }
-                sc[kk] = d;
-                cm = fmaxf(cm, d);
-            }
-            if (cm > -INFINITY) {
-                float mn = fmaxf(m, cm);
-                float a = m == -INFINITY ? 0.f : __expf(m - mn);
-                l *= a;
-#pragma unroll
-                for (int x = 0; x < D; x++) acc[x] *= a;
-                for (int kk = 0; kk < nk; kk++) {
-                    if (sc[kk] == -INFINITY) continue;
-                    float p = __expf(sc[kk] - mn);
-                    l += p;
-#pragma unroll
-                    for (int x = 0; x < D; x++) acc[x] += p * vs[kk][x];
-                }
-                m = mn;
-            }
+        for (int kk = 0; kk < D / 16; kk++) {
+            const int c = kk * 16 + 2 * t;
+            qf[kk][0] = ok0 ? pack_bf16(to_f32(q0p[c]), to_f32(q0p[c + 1])) : 0u;
+            qf[kk][1] = ok1 ? pack_bf16(to_f32(q1p[c]), to_f32(q1p[c + 1])) : 0u;
+            qf[kk][2] = ok0 ? pack_bf16(to_f32(q0p[c + 8]), to_f32(q0p[c + 9])) : 0u;
+            qf[kk][3] = ok1 ? pack_bf16(to_f32(q1p[c + 8]), to_f32(q1p[c + 9])) : 0u;
         }
-        __syncthreads(); // before thread 0 lists the next chunk
     }
-    if (active) {
-        float inv = l > 0.f ? 1.f / l : 0.f;
+    __syncthreads();  // row_min_sh
+    const int row_min = row_min_sh;
+
+    float o[D / 8][4];
 #pragma unroll
-        for (int x = 0; x < D; x++) st(out + ((size_t)i * hq + head) * D + x, acc[x] * inv);
+    for (int i = 0; i < D / 8; i++) o[i][0] = o[i][1] = o[i][2] = o[i][3] = 0.f;
+    float m0 = -INFINITY, m1 = -INFINITY, l0 = 0.f, l1 = 0.f;
+    const float sl = p.scale_log2;
+    const int mi = lane / 8, mr = lane % 8;
+    const uint32_t k_off = (uint32_t)((((mi >> 1) * 8 + mr) * KP + (mi & 1) * 8) * 2);
+    const uint32_t v_off = (uint32_t)((((mi & 1) * 8 + mr) * KP + (mi >> 1) * 8) * 2);
+    const uint32_t ks_u = smem_u32(ks), vs_u = smem_u32(vs);
+    const bool w_active = warp * 16 < n_rows;
+
+    for (int j = 0; j < n_kb; j++) {
+        const int st = j % kSpStages;
+        cp_async_wait<kSpStages - 2>();
+        // block j has landed everywhere; does any of its keys need the causal test?
+        const int need_mask = __syncthreads_or(kq0 < 0 || kq0 > row_min);
+        {
+            const int jn = j + kSpStages - 1, sn = jn % kSpStages;
+            int kn = -1;
+            if (jn < n_kb)
+                kn = sp_load<T, D>(ks + sn * kTile, vs + sn * kTile, kidx + sn * kSpBN, k, v, p.segs, seg0, n_segs,
+                                   p.cols, col0, n_seg_keys, n_keys, jn, k_stride, kvh, p.vec);
+            cp_async_commit();
+            kq0 = kq1;
+            kq1 = kn;
+        }
+        if (!w_active) continue;
+        const uint32_t kb = ks_u + (uint32_t)(st * kTile * 2) + k_off;
+        const uint32_t vb = vs_u + (uint32_t)(st * kTile * 2) + v_off;
+
+        float sc[kSpBN / 8][4];
+#pragma unroll
+        for (int nt = 0; nt < kSpBN / 8; nt++) sc[nt][0] = sc[nt][1] = sc[nt][2] = sc[nt][3] = 0.f;
+#pragma unroll
+        for (int kk = 0; kk < D / 16; kk++) {
+#pragma unroll
+            for (int np = 0; np < kSpBN / 16; np++) {
+                uint32_t b[4];
+                ldsm_x4(b, kb + (uint32_t)((np * 16 * KP + kk * 16) * 2));
+                mma_bf16(sc[2 * np], qf[kk], b[0], b[1]);
+                mma_bf16(sc[2 * np + 1], qf[kk], b[2], b[3]);
+            }
+        }
+#pragma unroll
+        for (int nt = 0; nt < kSpBN / 8; nt++) {
+            sc[nt][0] *= sl, sc[nt][1] *= sl, sc[nt][2] *= sl, sc[nt][3] *= sl;
+        }
+        if (need_mask) {
+            const int32_t *kx = kidx + st * kSpBN;
+#pragma unroll
+            for (int nt = 0; nt < kSpBN / 8; nt++) {
+                const int2 kk2 = *reinterpret_cast<const int2 *>(kx + nt * 8 + 2 * t);
+                if (kk2.x < 0 || kk2.x > i0) sc[nt][0] = -INFINITY;
+                if (kk2.y < 0 || kk2.y > i0) sc[nt][1] = -INFINITY;
+                if (kk2.x < 0 || kk2.x > i1) sc[nt][2] = -INFINITY;
+                if (kk2.y < 0 || kk2.y > i1) sc[nt][3] = -INFINITY;
+            }
+        }
+        float tmax0 = m0, tmax1 = m1;
+#pragma unroll
+        for (int nt = 0; nt < kSpBN / 8; nt++) {
+            tmax0 = fmaxf(tmax0, fmaxf(sc[nt][0], sc[nt][1]));
+            tmax1 = fmaxf(tmax1, fmaxf(sc[nt][2], sc[nt][3]));
+        }
+        tmax0 = fmaxf(tmax0, __shfl_xor_sync(0xffffffffu, tmax0, 1));
+        tmax0 = fmaxf(tmax0, __shfl_xor_sync(0xffffffffu, tmax0, 2));
+        tmax1 = fmaxf(tmax1, __shfl_xor_sync(0xffffffffu, tmax1, 1));
+        tmax1 = fmaxf(tmax1, __shfl_xor_sync(0xffffffffu, tmax1, 2));
+        const float mu0 = tmax0 == -INFINITY ? 0.f : tmax0, mu1 = tmax1 == -INFINITY ? 0.f : tmax1;
+        const float alpha0 = fast_exp2(m0 - mu0), alpha1 = fast_exp2(m1 - mu1);
+        m0 = tmax0;
+        m1 = tmax1;
+        uint32_t pf[kSpBN / 16][4];
+        float rs0 = 0.f, rs1 = 0.f;
+#pragma unroll
+        for (int nt = 0; nt < kSpBN / 8; nt++) {
+            const float p0 = fast_exp2(sc[nt][0] - mu0), p1 = fast_exp2(sc[nt][1] - mu0);
+            const float p2 = fast_exp2(sc[nt][2] - mu1), p3 = fast_exp2(sc[nt][3] - mu1);
+            rs0 += p0 + p1;
+            rs1 += p2 + p3;
+            pf[nt / 2][(nt % 2) * 2 + 0] = pack_bf16(p0, p1);
+            pf[nt / 2][(nt % 2) * 2 + 1] = pack_bf16(p2, p3);
+        }
+        l0 = l0 * alpha0 + rs0;
+        l1 = l1 * alpha1 + rs1;
+#pragma unroll
+        for (int dt = 0; dt < D / 8; dt++) {
+            o[dt][0] *= alpha0;
+            o[dt][1] *= alpha0;
+            o[dt][2] *= alpha1;
+            o[dt][3] *= alpha1;
+        }
+#pragma unroll
+        for (int kk = 0; kk < kSpBN / 16; kk++) {
+#pragma unroll
+            for (int dp = 0; dp < D / 16; dp++) {
+                uint32_t b[4];
+                ldsm_x4_t(b, vb + (uint32_t)((kk * 16 * KP + dp * 16) * 2));
+                mma_bf16(o[2 * dp], pf[kk], b[0], b[1]);
+                mma_bf16(o[2 * dp + 1], pf[kk], b[2], b[3]);
+            }
+        }
     }
+    cp_async_wait<0>();
+
+    l0 += __shfl_xor_sync(0xffffffffu, l0, 1);
+    l0 += __shfl_xor_sync(0xffffffffu, l0, 2);
+    l1 += __shfl_xor_sync(0xffffffffu, l1, 1);
+    l1 += __shfl_xor_sync(0xffffffffu, l1, 2);
+    const float inv0 = l0 > 0.f ? 1.f / l0 : 0.f, inv1 = l1 > 0.f ? 1.f / l1 : 0.f;
+#pragma unroll
+    for (int dt = 0; dt < D / 8; dt++) {
+        const int c = dt * 8 + 2 * t;
+        if (i0 >= 0) {
+            T *o0p = out + ((int64_t)i0 * p.hq + head) * D;
+            o0p[c] = from_f32<T>(o[dt][0] * inv0);
+            o0p[c + 1] = from_f32<T>(o[dt][1] * inv0);
+        }
+        if (i1 >= 0) {
+            T *o1p = out + ((int64_t)i1 * p.hq + head) * D;
+            o1p[c] = from_f32<T>(o[dt][2] * inv1);
+            o1p[c + 1] = from_f32<T>(o[dt][3] * inv1);
+        }
+    }
+}
+
+template <typename T, int D>
+vidi_status launch_d(cudaStream_t s, const T *q, const T *k, const T *v, T *o, const sp_params &p, int64_t n_tiles,
+                     vidi_err *err) {
+    const size_t smem = sp_smem_bytes<D>();
+    static bool attr_set = false;  // once per instantiation (a repeated set is harmless)
+    if (!attr_set) {
+        vidi_status rc = vidi_cuda_check(
+            cudaFuncSetAttribute(sparse_tc_kernel<T, D>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem),
+            "sparse_attention: shared memory size", err);
+        if (rc != VIDI_OK) return rc;
+        attr_set = true;
+    }
+    sparse_tc_kernel<T, D><<<dim3((unsigned)n_tiles), kSpThreads, smem, s>>>(q, k, v, o, p);
+    return vidi_cuda_check_launch("sparse_attention", err);
 }
 
 template <typename T>
 vidi_status launch(vidi_backend *be, const vidi_tensor *q, const vidi_tensor *k, const vidi_tensor *v, vidi_tensor *o,
-                   int head, const int32_t *rows, const int32_t *tiles, int64_t n_tiles, const int32_t *segs,
-                   const int32_t *cols, float scale, vidi_err *err) {
-    int hq = (int)q->shape[1], hkv = (int)k->shape[1], d = (int)q->shape[2];
+                   const sp_params &p, int64_t n_tiles, vidi_err *err) {
     cudaStream_t s = vidi_cuda_stream(be);
-    dim3 grid((unsigned)n_tiles);
     const T *qp = (const T *)q->data, *kp = (const T *)k->data, *vp = (const T *)v->data;
     T *op = (T *)o->data;
-    switch (d) {
-    case 64:
-        sparse_kernel<T, 64><<<grid, kRows, 0, s>>>(qp, kp, vp, op, hq, hkv, head, rows, tiles, segs, cols, scale);
-        break;
-    case 128:
-        sparse_kernel<T, 128><<<grid, kRows, 0, s>>>(qp, kp, vp, op, hq, hkv, head, rows, tiles, segs, cols, scale);
-        break;
-    default: return vidi_err_set(err, VIDI_ERR_UNSUPPORTED, "sparse_attention: head_dim %d (64 or 128)", d);
+    switch ((int)q->shape[2]) {
+    case 64: return launch_d<T, 64>(s, qp, kp, vp, op, p, n_tiles, err);
+    case 128: return launch_d<T, 128>(s, qp, kp, vp, op, p, n_tiles, err);
+    default:
+        return vidi_err_set(err, VIDI_ERR_UNSUPPORTED, "sparse_attention: head_dim %d (64 or 128)", (int)q->shape[2]);
     }
-    return vidi_cuda_check_launch("sparse_attention", err);
 }
 
-} // namespace
+}  // namespace
 
 extern "C" vidi_status vidi_cuda_sparse_attention(vidi_backend *be, const vidi_tensor *q, const vidi_tensor *k,
-                                                  const vidi_tensor *v, vidi_tensor *out, int head, const int32_t *rows,
+                                                  const vidi_tensor *v, vidi_tensor *out, const int32_t *rows,
                                                   const int32_t *tiles, int64_t n_tiles, const int32_t *segs,
                                                   const int32_t *cols, float scale, vidi_err *err) {
     if (q->ndim != 3 || k->ndim != 3 || v->ndim != 3 || out->ndim != 3 || q->dtype != k->dtype ||
         q->dtype != v->dtype || q->dtype != out->dtype || k->shape[0] != q->shape[0] || v->shape[0] != q->shape[0] ||
-        k->shape[2] != q->shape[2] || k->shape[1] != v->shape[1] || k->shape[1] < 1 || q->shape[1] % k->shape[1] ||
-        head < 0 || head >= q->shape[1] || out->shape[0] != q->shape[0] || out->shape[1] != q->shape[1])
+        k->shape[2] != q->shape[2] || v->shape[2] != q->shape[2] || k->shape[1] != v->shape[1] || k->shape[1] < 1 ||
+        q->shape[1] % k->shape[1] || out->shape[0] != q->shape[0] || out->shape[1] != q->shape[1] ||
+        out->shape[2] != q->shape[2])
         return vidi_err_set(err, VIDI_ERR_INVALID, "sparse_attention: q [T, Hq, D], k and v [T, Hkv, D], out like q, "
-                                                   "one dtype, head in [0, Hq)");
+                                                   "one dtype");
     if (n_tiles <= 0) return VIDI_OK;
     if (n_tiles > 0x7fffffff) return vidi_err_set(err, VIDI_ERR_RANGE, "sparse_attention: %lld tiles", (long long)n_tiles);
-    if (q->dtype == VIDI_DTYPE_BF16)
-        return launch<__nv_bfloat16>(be, q, k, v, out, head, rows, tiles, n_tiles, segs, cols, scale, err);
-    if (q->dtype == VIDI_DTYPE_F32) return launch<float>(be, q, k, v, out, head, rows, tiles, n_tiles, segs, cols, scale, err);
+    sp_params p;
+    p.rows = rows, p.tiles = tiles, p.segs = segs, p.cols = cols;
+    p.hq = (int)q->shape[1], p.hkv = (int)k->shape[1];
+    p.scale_log2 = scale * kLog2e;
+    const int esz = q->dtype == VIDI_DTYPE_BF16 ? 2 : 4;
+    p.vec = ((uintptr_t)q->data % 16 == 0) && ((uintptr_t)k->data % 16 == 0) && ((uintptr_t)v->data % 16 == 0) &&
+            ((uintptr_t)out->data % 16 == 0) && (q->shape[2] * esz) % 16 == 0;
+    if (q->dtype == VIDI_DTYPE_BF16) return launch<__nv_bfloat16>(be, q, k, v, out, p, n_tiles, err);
+    if (q->dtype == VIDI_DTYPE_F32) return launch<float>(be, q, k, v, out, p, n_tiles, err);
     return vidi_err_set(err, VIDI_ERR_UNSUPPORTED, "sparse_attention: bf16 or f32");
 }

@@ -6,7 +6,10 @@
  * the first token of each frame) the online estimate finds the frame
  * stride and phase, and the grid plan keeps >= 0.95 of the attention mass
  * at a fraction of the pairs, where A-shape keeps less; vertical-slash
- * estimation finds planted columns. */
+ * estimation finds planted columns; a grid plan's keys per row are exactly
+ * sink, local window and the phase's columns (a strided segment), each
+ * once; packing several heads' plans keeps every tile, orders them by
+ * work and counts each segment's keys before it. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -148,7 +151,7 @@ static void test_dense_plan_is_causal_attention(void) {
 static void test_a_row_without_keys_gets_zeros(void) {
     /* one tile: rows 0..3 with keys [10, 20) only: none is causal for them */
     int32_t rows[4] = {0, 1, 2, 3};
-    int64_t segs[1][2] = {{10, 20}};
+    vidi_sparse_seg segs[1] = {{10, 20, 1}};
     vidi_sparse_tile tile = {0, 4, 0, 1, 0, 0};
     vidi_sparse_plan p = {.n_tokens = 4, .rows = rows, .segs = segs, .cols = NULL, .tiles = &tile, .n_rows = 4,
                           .n_segs = 1, .n_tiles = 1};
@@ -158,9 +161,9 @@ static void test_a_row_without_keys_gets_zeros(void) {
     test_fill_uniform(v, 4 * D, -1, 1, 3);
     vidi_sparse_qk qk = {q, k, 1, 1, D, 0};
     vidi_err err = {0};
-    p.segs[0][1] = 4 + 16; /* beyond n: the check refuses it */
+    p.segs[0].e = 4 + 16; /* beyond n: the check refuses it */
     CHECK(vidi_sparse_plan_check(&p, &err) == VIDI_ERR_INVALID, "a segment past the end accepted");
-    p.segs[0][0] = 4, p.segs[0][1] = 4; /* empty */
+    p.segs[0].a = 4, p.segs[0].e = 4; /* empty */
     memset(out, 0x7f, sizeof out);
     tile.n_segs = 0;
     CHECK(vidi_sparse_attend_plan(&p, &qk, v, 1.0f, out, &err) == VIDI_OK, "%s", err.msg);
@@ -255,6 +258,84 @@ static void test_vslash_estimation_finds_planted_columns(void) {
     free(k);
 }
 
+/* Row i of a GRID head (h = 0) over the video span: keys [0, sink'), the
+ * local window of its tile [rmin - local + 1, i] (rmin: the tile's first
+ * row) and span.start + phase + k stride, where sink' = max(sink, span
+ * start); text rows: every key. */
+static void test_grid_keys_exact_and_packed(void) {
+    setup();
+    vidi_err err = {0};
+    vidi_sparse_head g = head_of(VIDI_SPARSE_GRID);
+    g.h = 0, g.phase = 3;
+    vidi_sparse_plan p;
+    REQUIRE(vidi_sparse_plan_build(&g, g_spans, g_n_spans, N, NULL, &p, &err) == VIDI_OK, "%s", err.msg);
+    int64_t *tile_of = malloc(sizeof(int64_t) * N);
+    int32_t keys[N];
+    unsigned char want[N], got[N];
+    REQUIRE(tile_of, "oom");
+    int strided = 0;
+    for (int64_t t = 0; t < p.n_tiles; t++) {
+        for (int64_t r = 0; r < p.tiles[t].n_rows; r++) tile_of[p.rows[p.tiles[t].row0 + r]] = t;
+        for (int64_t s = 0; s < p.tiles[t].n_segs; s++) strided += p.segs[p.tiles[t].seg0 + s].step > 1;
+    }
+    CHECK(strided > 0, "no strided segment in a grid plan");
+    const vidi_span *v = &g_spans[1];
+    int64_t sink = g.sink > v->start ? g.sink : v->start;
+    int bad_rows = 0, twice = 0;
+    for (int64_t i = 0; i < N; i++) {
+        memset(want, 0, sizeof want);
+        memset(got, 0, sizeof got);
+        const vidi_sparse_tile *tl = &p.tiles[tile_of[i]];
+        int64_t rmin = N;
+        for (int64_t r = 0; r < tl->n_rows; r++)
+            if (p.rows[tl->row0 + r] < rmin) rmin = p.rows[tl->row0 + r];
+        for (int64_t j = 0; j <= i; j++) {
+            int in_video = i >= v->start && i < v->end;
+            want[j] = !in_video || j < sink || j > rmin - g.local ||
+                      (j >= v->start && (j - v->start) % g.stride == g.phase);
+        }
+        int64_t nk = vidi_sparse_row_keys(&p, &p.tiles[tile_of[i]], i, keys);
+        for (int64_t k = 0; k < nk; k++) twice += got[keys[k]]++ > 0;
+        bad_rows += memcmp(want, got, sizeof want) != 0;
+    }
+    CHECK(!bad_rows && !twice, "grid keys: %d rows differ from sink + local + lines, %d keys twice", bad_rows, twice);
+    /* two heads packed */
+    vidi_sparse_plan p2;
+    vidi_sparse_head a = head_of(VIDI_SPARSE_ASHAPE);
+    REQUIRE(vidi_sparse_plan_build(&a, g_spans, g_n_spans, N, NULL, &p2, &err) == VIDI_OK, "%s", err.msg);
+    vidi_sparse_plan both[2] = {p, p2};
+    int heads[2] = {3, 1};
+    vidi_sparse_packed pk;
+    REQUIRE(vidi_sparse_pack(both, heads, 2, &pk, &err) == VIDI_OK, "%s", err.msg);
+    CHECK(pk.n_tiles == p.n_tiles + p2.n_tiles && pk.n_rows == 2 * N && pk.n_segs == p.n_segs + p2.n_segs,
+          "packed %lld tiles %lld rows %lld segs", (long long)pk.n_tiles, (long long)pk.n_rows, (long long)pk.n_segs);
+    int64_t last = INT64_MAX, pairs = 0, rows_of[2] = {0, 0}, bad = 0;
+    for (int64_t t = 0; t < pk.n_tiles; t++) {
+        const int32_t *o = pk.tiles + 8 * t;
+        int64_t work = (int64_t)o[1] * o[7];
+        bad += work > last;
+        last = work;
+        pairs += work;
+        bad += o[6] != 3 && o[6] != 1;
+        rows_of[o[6] == 1] += o[1];
+        int64_t before = 0; /* the running key counts, and the keys field */
+        for (int s = 0; s < o[3]; s++) {
+            const int32_t *g4 = pk.segs + 4 * (o[2] + s);
+            bad += g4[3] != before;
+            before += (g4[1] - g4[0] + g4[2] - 1) / g4[2];
+        }
+        bad += before + o[5] != o[7];
+        for (int r = 0; r < o[1]; r++) bad += pk.rows[o[0] + r] < 0 || pk.rows[o[0] + r] >= N;
+    }
+    CHECK(!bad && rows_of[0] == N && rows_of[1] == N && pairs == pk.pairs_computed,
+          "packed tiles: %lld inconsistencies, rows per head %lld / %lld", (long long)bad, (long long)rows_of[0],
+          (long long)rows_of[1]);
+    vidi_sparse_packed_free(&pk);
+    vidi_sparse_plan_free(&p2);
+    vidi_sparse_plan_free(&p);
+    free(tile_of);
+}
+
 int main(int argc, char **argv) {
     static const test_case cases[] = {
         {"spans_from_pads", test_spans_from_pads},
@@ -263,6 +344,7 @@ int main(int argc, char **argv) {
         {"a_row_without_keys_gets_zeros", test_a_row_without_keys_gets_zeros},
         {"planted_grid_is_found_and_kept", test_planted_grid_is_found_and_kept},
         {"vslash_estimation_finds_planted_columns", test_vslash_estimation_finds_planted_columns},
+        {"grid_keys_exact_and_packed", test_grid_keys_exact_and_packed},
     };
     int rc = test_main(argc, argv, cases, (int)(sizeof cases / sizeof cases[0]));
     free(g_q);
