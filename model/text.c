@@ -397,6 +397,8 @@ void vidi_text_set_prompt_attention(vidi_text *t, vidi_text_attn_fn fn, void *us
     t->prompt_attn_user = user;
 }
 
+vidi_backend *vidi_text_backend(const vidi_text *t) { return t->be; }
+
 /* Layer l: the new keys and values into the cache (unless `write` is 0:
  * already there), then attention into b->a (see text_kv_io). */
 static vidi_status text_attend(vidi_text *t, int l, int64_t T, const text_act *b, const text_kv_io *io,
@@ -452,7 +454,7 @@ static vidi_status text_attend(vidi_text *t, int l, int64_t T, const text_act *b
     vidi_tensor tvc = vidi_tensor_3d(adt, vp, io->Lk, Hkv, D);
     /* a prompt from the start: its keys are the new ones (paged) or the cache's first T rows */
     int whole_prompt = io->Lk == T && (io->keys_new || (!io->at && io->append_at == 0 && !io->gather));
-    if (t->prompt_attn && whole_prompt && be->host_memory && io->attn && io->attn->n_seqs == 1 && !io->k_len)
+    if (t->prompt_attn && whole_prompt && io->attn && io->attn->n_seqs == 1 && !io->k_len)
         VIDI_TRY(t->prompt_attn(t->prompt_attn_user, l, &tq, &tkc, &tvc, &ta, io->attn->scale, err));
     else if (io->k_len)
         VIDI_TRY(op->attention_klen(be, &tq, &tkc, &tvc, &ta, io->attn, io->k_len, err));

@@ -39,6 +39,8 @@ typedef vidi_status (*vidi_text_attn_fn)(void *user, int layer, const vidi_tenso
                                          const vidi_tensor *v, vidi_tensor *out, float scale, vidi_err *err);
 /* fn NULL: the backend's attention again. */
 void vidi_text_set_prompt_attention(vidi_text *t, vidi_text_attn_fn fn, void *user);
+/* The backend the model runs on. */
+vidi_backend *vidi_text_backend(const vidi_text *t);
 typedef struct vidi_kv_cache vidi_kv_cache;
 
 /* Bind the text model's weights ("model.embed_tokens.weight",

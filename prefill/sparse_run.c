@@ -2,6 +2,9 @@
  * that applies them (sparse_run.h). */
 #include "prefill/sparse_run.h"
 
+#include "core/tensor.h"
+#include "kernels/ops.h"
+
 #include <jansson.h>
 #include <math.h>
 #include <stdlib.h>
@@ -39,6 +42,7 @@ vidi_sparse_config *vidi_sparse_config_new(int n_layers, int n_heads) {
     c->n_heads = n_heads;
     c->target_recall = 0.95;
     c->min_enrichment = 2.0;
+    c->device_max_share = VIDI_SPARSE_DEVICE_MAX_SHARE;
     for (int i = 0; i < n_layers * n_heads; i++) c->rules[i] = vidi_sparse_rule_default(VIDI_SPARSE_DENSE);
     return c;
 }
@@ -83,6 +87,8 @@ vidi_status vidi_sparse_config_load(const char *path, int n_layers, int n_heads,
         rc = vidi_err_set(err, VIDI_ERR_FORMAT, "sparse config %s: 'layers' must list %d layers", path, n_layers);
     json_t *tr = json_object_get(root, "target_recall");
     if (c && json_is_number(tr)) c->target_recall = json_number_value(tr);
+    json_t *dms = json_object_get(root, "device_max_share");
+    if (c && json_is_number(dms)) c->device_max_share = json_number_value(dms);
     for (int l = 0; rc == VIDI_OK && l < n_layers; l++) {
         json_t *hs = json_array_get(layers, (size_t)l);
         if (!json_is_array(hs) || (int)json_array_size(hs) != n_heads) {
@@ -221,13 +227,138 @@ vidi_status vidi_sparse_resolve(const vidi_sparse_rule *r, const vidi_span *span
     return VIDI_OK;
 }
 
+static int s_rule_estimates(const vidi_sparse_rule *r) {
+    return r->head.kind == VIDI_SPARSE_VSLASH || r->head.kind == VIDI_SPARSE_BLOCK ||
+           (r->head.kind == VIDI_SPARSE_GRID && r->estimate_phase);
+}
+
+/* A device tensor [n, h, d] (bf16 or f32) as host f32. */
+static float *s_to_host_f32(vidi_backend *be, const vidi_tensor *x, vidi_err *err) {
+    size_t n = (size_t)(x->shape[0] * x->shape[1] * x->shape[2]);
+    float *f = malloc(n * sizeof *f);
+    if (!f) {
+        vidi_err_set(err, VIDI_ERR_NOMEM, "sparse prefill: out of memory for q/k on the host");
+        return NULL;
+    }
+    if (x->dtype == VIDI_DTYPE_F32) {
+        if (be->ops->copy_to_host(be, f, x->data, n * sizeof *f, err) == VIDI_OK) return f;
+    } else if (x->dtype == VIDI_DTYPE_BF16) {
+        uint16_t *h = malloc(n * sizeof *h);
+        if (h && be->ops->copy_to_host(be, h, x->data, n * sizeof *h, err) == VIDI_OK) {
+            for (size_t i = 0; i < n; i++) f[i] = vidi_bf16_to_f32(h[i]);
+            free(h);
+            return f;
+        }
+        if (!h) vidi_err_set(err, VIDI_ERR_NOMEM, "sparse prefill: out of memory for q/k on the host");
+        free(h);
+    } else {
+        vidi_err_set(err, VIDI_ERR_UNSUPPORTED, "sparse prefill: activations %s", vidi_dtype_name(x->dtype));
+    }
+    free(f);
+    return NULL;
+}
+
+/* One layer on a device backend: every head's plan (estimated heads from
+ * host copies of q and k), packed, one sparse_attention launch; or the
+ * dense attention when the plans would not save time. */
+static vidi_status s_attend_device(vidi_sparse_ctx *ctx, int layer, const vidi_tensor *q, const vidi_tensor *k,
+                                   const vidi_tensor *v, vidi_tensor *out, float scale, vidi_err *err) {
+    const vidi_sparse_config *cfg = ctx->cfg;
+    vidi_backend *be = ctx->be;
+    int64_t n = q->shape[0];
+    int hq = (int)q->shape[1], hkv = (int)k->shape[1], d = (int)q->shape[2];
+    const vidi_sparse_rule *rules = &cfg->rules[layer * cfg->n_heads];
+    int need = 0;
+    for (int h = 0; h < hq; h++) need |= s_rule_estimates(&rules[h]);
+    int host_qk = need && n <= VIDI_SPARSE_DEVICE_EST_MAX;
+    float *fq = NULL, *fk = NULL;
+    vidi_sparse_plan *plans = calloc((size_t)hq, sizeof *plans);
+    int *heads = malloc((size_t)hq * sizeof *heads);
+    vidi_sparse_packed pk = {0};
+    vidi_status rc = VIDI_OK;
+    int n_plans = 0;
+    int64_t pairs = 0;
+    if (!plans || !heads) {
+        rc = vidi_err_set(err, VIDI_ERR_NOMEM, "sparse prefill: out of memory");
+        goto done;
+    }
+    if (host_qk) {
+        fq = s_to_host_f32(be, q, err);
+        fk = fq ? s_to_host_f32(be, k, err) : NULL;
+        if (!fk) {
+            rc = err->status;
+            goto done;
+        }
+    }
+    for (int h = 0; h < hq && rc == VIDI_OK; h++, n_plans++) {
+        vidi_sparse_qk qk = {fq, fk, hq, hkv, d, h};
+        vidi_sparse_head hd;
+        int fb = 0;
+        heads[h] = h;
+        if (s_rule_estimates(&rules[h]) && !host_qk) {
+            hd = vidi_sparse_rule_default(VIDI_SPARSE_DENSE).head;
+            ctx->est_skipped++;
+        } else {
+            rc = vidi_sparse_resolve(&rules[h], ctx->spans, ctx->n_spans, &qk, cfg->min_enrichment, &hd, &fb, err);
+            if (rc) break;
+            ctx->grid_fallbacks += fb;
+        }
+        rc = vidi_sparse_plan_build(&hd, ctx->spans, ctx->n_spans, n, host_qk ? &qk : NULL, &plans[h], err);
+        if (rc == VIDI_OK) pairs += vidi_sparse_plan_pairs(&plans[h]);
+    }
+    if (rc) goto done;
+    rc = vidi_sparse_pack(plans, heads, n_plans, &pk, err);
+    if (rc) goto done;
+    double dense = (double)hq * (double)n * (double)(n + 1) / 2.0;
+    ctx->dense_pairs += (int64_t)dense;
+    if ((double)pk.pairs_computed > cfg->device_max_share * dense) {
+        int32_t cu[2] = {0, (int32_t)n};
+        vidi_attn_args args = {cu, cu, 1, 1, scale};
+        rc = be->ops->attention(be, q, k, v, out, &args, err);
+        if (rc == VIDI_OK) rc = be->ops->synchronize(be, err); /* cu lives on this stack */
+        ctx->dense_layers++;
+        ctx->pairs += (int64_t)dense;
+        goto done;
+    }
+    size_t b_rows = (size_t)pk.n_rows * 4, b_tiles = (size_t)pk.n_tiles * 32, b_segs = (size_t)pk.n_segs * 16;
+    size_t b_cols = (size_t)pk.n_cols * 4, need_b = b_rows + b_tiles + b_segs + b_cols + 64;
+    if (need_b > ctx->dev_bytes) {
+        if (ctx->dev) be->ops->buf_free(be, ctx->dev);
+        ctx->dev = be->ops->buf_alloc(be, need_b);
+        ctx->dev_bytes = ctx->dev ? need_b : 0;
+        if (!ctx->dev) {
+            rc = vidi_err_set(err, VIDI_ERR_NOMEM, "sparse prefill: %zu bytes of device memory for the plans", need_b);
+            goto done;
+        }
+    }
+    char *base = ctx->dev;
+    int32_t *d_tiles = (int32_t *)base, *d_segs = (int32_t *)(base + b_tiles);
+    int32_t *d_rows = (int32_t *)(base + b_tiles + b_segs), *d_cols = (int32_t *)(base + b_tiles + b_segs + b_rows);
+    rc = be->ops->copy_to_device(be, d_tiles, pk.tiles, b_tiles, err);
+    if (rc == VIDI_OK && b_segs) rc = be->ops->copy_to_device(be, d_segs, pk.segs, b_segs, err);
+    if (rc == VIDI_OK) rc = be->ops->copy_to_device(be, d_rows, pk.rows, b_rows, err);
+    if (rc == VIDI_OK && b_cols) rc = be->ops->copy_to_device(be, d_cols, pk.cols, b_cols, err);
+    if (rc == VIDI_OK)
+        rc = be->ops->sparse_attention(be, q, k, v, out, d_rows, d_tiles, pk.n_tiles, d_segs, d_cols, scale, err);
+    /* the uploads read pk's host arrays, freed below */
+    if (rc == VIDI_OK) rc = be->ops->synchronize(be, err);
+    ctx->pairs += pairs;
+done:
+    for (int h = 0; h < n_plans; h++) vidi_sparse_plan_free(&plans[h]);
+    free(plans);
+    free(heads);
+    vidi_sparse_packed_free(&pk);
+    free(fq);
+    free(fk);
+    return rc;
+}
+
 vidi_status vidi_sparse_prompt_attention(void *user, int layer, const vidi_tensor *q, const vidi_tensor *k,
                                          const vidi_tensor *v, vidi_tensor *out, float scale, vidi_err *err) {
     vidi_sparse_ctx *ctx = user;
     const vidi_sparse_config *cfg = ctx->cfg;
-    if (q->dtype != VIDI_DTYPE_F32 || k->dtype != VIDI_DTYPE_F32 || v->dtype != VIDI_DTYPE_F32 || q->ndim != 3 ||
-        k->ndim != 3)
-        return vidi_err_set(err, VIDI_ERR_UNSUPPORTED, "sparse prefill: f32 host tensors only");
+    if (q->ndim != 3 || k->ndim != 3 || v->ndim != 3)
+        return vidi_err_set(err, VIDI_ERR_INVALID, "sparse prefill: q, k, v [T, H, D]");
     int64_t n = q->shape[0];
     int hq = (int)q->shape[1], hkv = (int)k->shape[1], d = (int)q->shape[2];
     if (layer < 0 || layer >= cfg->n_layers || hq != cfg->n_heads)
@@ -236,21 +367,27 @@ vidi_status vidi_sparse_prompt_attention(void *user, int layer, const vidi_tenso
     struct timespec t0, t1;
     clock_gettime(CLOCK_MONOTONIC, &t0);
     vidi_status rc = VIDI_OK;
-    for (int h = 0; h < hq && rc == VIDI_OK; h++) {
-        vidi_sparse_qk qk = {q->data, k->data, hq, hkv, d, h};
-        vidi_sparse_head hd;
-        int fb = 0;
-        rc = vidi_sparse_resolve(&cfg->rules[layer * cfg->n_heads + h], ctx->spans, ctx->n_spans, &qk,
-                                 cfg->min_enrichment, &hd, &fb, err);
-        if (rc) break;
-        ctx->grid_fallbacks += fb;
-        vidi_sparse_plan p;
-        rc = vidi_sparse_plan_build(&hd, ctx->spans, ctx->n_spans, n, &qk, &p, err);
-        if (rc) break;
-        rc = vidi_sparse_attend_plan(&p, &qk, v->data, scale, out->data, err);
-        ctx->pairs += vidi_sparse_plan_pairs(&p);
-        ctx->dense_pairs += n * (n + 1) / 2;
-        vidi_sparse_plan_free(&p);
+    if (ctx->be && !ctx->be->host_memory) {
+        rc = s_attend_device(ctx, layer, q, k, v, out, scale, err);
+    } else {
+        if (q->dtype != VIDI_DTYPE_F32 || k->dtype != VIDI_DTYPE_F32 || v->dtype != VIDI_DTYPE_F32)
+            return vidi_err_set(err, VIDI_ERR_UNSUPPORTED, "sparse prefill: f32 host tensors on the CPU");
+        for (int h = 0; h < hq && rc == VIDI_OK; h++) {
+            vidi_sparse_qk qk = {q->data, k->data, hq, hkv, d, h};
+            vidi_sparse_head hd;
+            int fb = 0;
+            rc = vidi_sparse_resolve(&cfg->rules[layer * cfg->n_heads + h], ctx->spans, ctx->n_spans, &qk,
+                                     cfg->min_enrichment, &hd, &fb, err);
+            if (rc) break;
+            ctx->grid_fallbacks += fb;
+            vidi_sparse_plan p;
+            rc = vidi_sparse_plan_build(&hd, ctx->spans, ctx->n_spans, n, &qk, &p, err);
+            if (rc) break;
+            rc = vidi_sparse_attend_plan(&p, &qk, v->data, scale, out->data, err);
+            ctx->pairs += vidi_sparse_plan_pairs(&p);
+            ctx->dense_pairs += n * (n + 1) / 2;
+            vidi_sparse_plan_free(&p);
+        }
     }
     clock_gettime(CLOCK_MONOTONIC, &t1);
     ctx->ms += (double)(t1.tv_sec - t0.tv_sec) * 1e3 + (double)(t1.tv_nsec - t0.tv_nsec) / 1e6;
@@ -263,6 +400,10 @@ vidi_status vidi_sparse_begin(vidi_text *t, const vidi_sparse_config *cfg, const
                               int merge, vidi_sparse_ctx *ctx, vidi_err *err) {
     memset(ctx, 0, sizeof *ctx);
     ctx->cfg = cfg;
+    ctx->be = vidi_text_backend(t);
+    if (!ctx->be->host_memory && !ctx->be->ops->sparse_attention)
+        return vidi_err_set(err, VIDI_ERR_UNSUPPORTED, "sparse prefill: backend %s has no sparse attention",
+                            ctx->be->name ? ctx->be->name : "?");
     vidi_status rc = vidi_sparse_spans(ids, n, image_pad, video_pad, grids, n_grids, merge, ctx->spans,
                                        (int)(sizeof ctx->spans / sizeof ctx->spans[0]), &ctx->n_spans, err);
     if (rc) return rc;
@@ -271,6 +412,8 @@ vidi_status vidi_sparse_begin(vidi_text *t, const vidi_sparse_config *cfg, const
 }
 
 void vidi_sparse_end(vidi_text *t, vidi_sparse_ctx *ctx) {
-    (void)ctx;
+    if (ctx->dev) ctx->be->ops->buf_free(ctx->be, ctx->dev);
+    ctx->dev = NULL;
+    ctx->dev_bytes = 0;
     vidi_text_set_prompt_attention(t, NULL, NULL);
 }

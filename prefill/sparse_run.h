@@ -16,7 +16,8 @@
  *           "h": 0 | 1, "v": 0 | 1,            (grid: horizontal / vertical lines)
  *           "recall": num, "density": num }    (what the search measured; read back only
  *                                               for the record)
- * Missing fields take the defaults of vidi_sparse_rule_default().
+ * Missing fields take the defaults of vidi_sparse_rule_default(). An optional
+ * top-level "device_max_share" overrides VIDI_SPARSE_DEVICE_MAX_SHARE.
  * A grid head whose online estimate is weak (enrichment below
  * min_enrichment) or that finds no video span falls back to vertical-slash.
  */
@@ -45,6 +46,7 @@ typedef struct vidi_sparse_config {
     vidi_sparse_rule *rules;     /* [n_layers * n_heads] */
     double target_recall;
     double min_enrichment;       /* grid fallback threshold (2.0) */
+    double device_max_share;     /* "device_max_share" (VIDI_SPARSE_DEVICE_MAX_SHARE): see there */
 } vidi_sparse_config;
 
 /* Load and check a config for a model of n_layers x n_heads. */
@@ -56,20 +58,38 @@ vidi_status vidi_sparse_config_save(const vidi_sparse_config *c, const char *pat
 vidi_sparse_config *vidi_sparse_config_new(int n_layers, int n_heads);
 void vidi_sparse_config_free(vidi_sparse_config *c);
 
+/* On a device backend (ops sparse_attention), a layer runs as one launch
+ * over the packed plans of all its heads, unless the kernel would multiply
+ * more than this share of the dense causal work: then the backend's dense
+ * attention is faster (the sparse kernel's gathered tiles cost about 4-5x
+ * a dense pair on the H100, bench/results/sparse-attention.json). */
+#define VIDI_SPARSE_DEVICE_MAX_SHARE 0.15
+/* Heads whose pattern is estimated from q and k (vertical-slash, block, a
+ * grid's phase) copy q and k to the host for it; above this many tokens
+ * they run dense on a device backend instead (counted in est_skipped). */
+#define VIDI_SPARSE_DEVICE_EST_MAX 65536
+
 /* The prompt attention of one prefill: the config, the prompt's spans,
  * and what it did. */
 typedef struct vidi_sparse_ctx {
     const vidi_sparse_config *cfg;
+    vidi_backend *be;
     vidi_span spans[64];
     int n_spans;
     int64_t pairs, dense_pairs;  /* q·k pairs computed, and the dense causal count */
     int grid_fallbacks;          /* grid heads that fell back to vertical-slash */
+    int dense_layers;            /* device: layers run dense (the plans would not have saved time) */
+    int est_skipped;             /* device: estimated heads run dense (prompt too long to estimate on the host) */
     double ms;                   /* time in the sparse attention (estimation, plans, kernel) */
+    void *dev;                   /* device: the packed plans' buffer */
+    size_t dev_bytes;
 } vidi_sparse_ctx;
 
 /* Set t's prompt attention to the config's for the prompt ids (pads
  * expanded; grids of its vision items in order, patch units, merge the
- * spatial merge). ctx must live until vidi_sparse_end. */
+ * spatial merge). ctx must live until vidi_sparse_end. Host-memory backends
+ * run the CPU tile kernel; others need ops sparse_attention
+ * (VIDI_ERR_UNSUPPORTED without it). */
 vidi_status vidi_sparse_begin(vidi_text *t, const vidi_sparse_config *cfg, const int32_t *ids, int64_t n,
                               int32_t image_pad, int32_t video_pad, const int32_t (*grids)[3], int n_grids,
                               int merge, vidi_sparse_ctx *ctx, vidi_err *err);

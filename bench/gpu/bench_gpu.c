@@ -37,6 +37,14 @@
  *   decode_b1_paged   the same over a paged KV pool: vidi_text_forward_paged, then
  *                     vidi_text_decode_batch steps of one sequence (graphs)
  *   decode_b64        64 such sequences stepping together (continuous batching)
+ *   sparse_prefill_<S> (--cases sparse; --sparse-prefill 131072,262144) a prompt
+ *                     of S tokens: 512 text, a video of (S - 1024) / 256 frames
+ *                     of 16x16 merged tokens, 512 text; prefill_text_<S>'s path
+ *                     timed dense and with sparse prefill (prefill/sparse_run.h:
+ *                     every head a grid head, stride = the frame, phase 0,
+ *                     vertical lines, sink = the text prefix, local 1024) in the
+ *                     same run; the line has both, the share of the dense
+ *                     query-key pairs kept and the layers run dense
  */
 #include <math.h>
 #include <stdint.h>
@@ -53,6 +61,7 @@
 #include "model/model.h"
 #include "model/text.h"
 #include "model/vision.h"
+#include "prefill/sparse_run.h"
 #ifdef VIDI_HAVE_CUDA
 #include "kernels/cuda/cuda_info.h"
 #endif
@@ -212,8 +221,8 @@ typedef struct opts {
     const char *model_dir, *name, *cases, *backend;
     int runs, quick, vision_images, video_frames, decode_tokens;
     int64_t gemm_m;
-    int64_t prefill[MAX_SIZES], attn[MAX_SIZES];
-    int n_prefill, n_attn;
+    int64_t prefill[MAX_SIZES], attn[MAX_SIZES], sparse[MAX_SIZES];
+    int n_prefill, n_attn, n_sparse;
 } opts;
 
 static void case_vision(vidi_model *m, const opts *o) {
@@ -310,6 +319,109 @@ done:
     if (embb) g_be->ops->buf_free(g_be, embb);
     if (logb) g_be->ops->buf_free(g_be, logb);
     free(ids);
+    free(pos);
+}
+
+static void case_sparse_prefill(vidi_model *m, const opts *o, int64_t S) {
+    vidi_err err = {0};
+    char kase[64];
+    snprintf(kase, sizeof kase, "sparse_prefill_%lld", (long long)S);
+    int H = vidi_text_hidden_size(m->text), V = vidi_text_vocab_size(m->text);
+    const int64_t pre = 512, frame = 256;
+    int64_t frames = (S - 2 * pre) / frame;
+    size_t es = vidi_dtype_size(g_be->act_dtype);
+    int32_t *ids = malloc((size_t)S * sizeof *ids), *pads = malloc((size_t)S * sizeof *pads);
+    int32_t *pos = malloc((size_t)S * 3 * sizeof *pos);
+    void *embb = NULL, *logb = NULL;
+    vidi_kv_cache *kv = NULL;
+    vidi_sparse_config *cfg = NULL;
+    double dms[MAX_RUNS], sms[MAX_RUNS];
+    vidi_sparse_ctx ctx = {0};
+    if (frames < 2 || pre * 2 + frames * frame != S) {
+        vidi_err_set(&err, VIDI_ERR_INVALID, "sparse prefill: S - 1024 must be a multiple of 256 (>= 512)");
+        goto fail;
+    }
+    if (!ids || !pads || !pos) {
+        vidi_err_set(&err, VIDI_ERR_NOMEM, "out of host memory");
+        goto fail;
+    }
+    random_ids(ids, S);
+    /* the spans: the same ids with the video's tokens as pads (the embeddings stay the text ones) */
+    for (int64_t i = 0; i < S; i++) {
+        pads[i] = i >= pre && i < S - pre ? m->cfg.video_token_id : ids[i];
+        if (pads[i] == m->cfg.video_token_id && (i < pre || i >= S - pre)) pads[i] = 0;
+        if (pads[i] == m->cfg.image_token_id) pads[i] = 0;
+        pos[i * 3] = pos[i * 3 + 1] = pos[i * 3 + 2] = (int32_t)i;
+    }
+    const int32_t grid[1][3] = {{(int32_t)frames, 32, 32}};
+    int L = m->cfg.text.num_layers, NH = m->cfg.text.num_heads;
+    cfg = vidi_sparse_config_new(L, NH);
+    if (!cfg) {
+        vidi_err_set(&err, VIDI_ERR_NOMEM, "out of host memory");
+        goto fail;
+    }
+    for (int r = 0; r < L * NH; r++) {
+        vidi_sparse_rule *ru = &cfg->rules[r];
+        *ru = vidi_sparse_rule_default(VIDI_SPARSE_GRID);
+        ru->stride_ref = VIDI_STRIDE_FRAME;
+        ru->estimate_phase = 0;
+        ru->head.phase = 0, ru->head.h = 0, ru->head.v = 1, ru->head.sink = pre, ru->head.local = 1024;
+    }
+    embb = g_be->ops->buf_alloc(g_be, (size_t)S * H * es);
+    logb = g_be->ops->buf_alloc(g_be, (size_t)V * es);
+    if (!embb || !logb) {
+        vidi_err_set(&err, VIDI_ERR_NOMEM, "out of backend memory");
+        goto fail;
+    }
+    if (vidi_kv_cache_create(m->text, S, &kv, &err)) goto fail;
+    vidi_tensor emb = vidi_tensor_2d(g_be->act_dtype, embb, S, H);
+    vidi_tensor logits = vidi_tensor_2d(g_be->act_dtype, logb, 1, V);
+    vidi_sample_params greedy = {.temperature = 0.0f, .top_k = 1, .top_p = 1.0f};
+    int64_t pairs = 0, dense_pairs = 0;
+    int dense_layers = 0;
+    double attn_ms = 0;
+    for (int sparse = 0; sparse < 2; sparse++)
+        for (int r = -1; r < o->runs; r++) {
+            if (vidi_kv_cache_truncate(kv, 0, &err)) goto fail;
+            if (sync_be(&err)) goto fail;
+            double t0 = now_ms();
+            if (sparse && vidi_sparse_begin(m->text, cfg, pads, S, m->cfg.image_token_id, m->cfg.video_token_id, grid,
+                                            1, m->cfg.vision.spatial_merge_size, &ctx, &err))
+                goto fail;
+            vidi_status st = vidi_text_embed(m->text, ids, S, NULL, &emb, &err);
+            vidi_text_out to = {.which = VIDI_TEXT_LOGITS_LAST, .logits = &logits};
+            if (st == VIDI_OK) st = vidi_text_forward(m->text, kv, &emb, pos, &to, &err);
+            if (sparse) {
+                vidi_sparse_end(m->text, &ctx);
+                pairs = ctx.pairs, dense_pairs = ctx.dense_pairs, dense_layers = ctx.dense_layers, attn_ms = ctx.ms;
+            }
+            if (st) goto fail;
+            uint64_t rs = vidi_rng_seed(0);
+            int32_t tok;
+            if (g_be->ops->sample(g_be, &logits, &greedy, &rs, &tok, &err)) goto fail;
+            if (sync_be(&err)) goto fail;
+            if (r >= 0) (sparse ? sms : dms)[r] = now_ms() - t0;
+        }
+    line_begin(kase, o->name);
+    printf(",\"tokens\":%lld,\"frames\":%lld,\"frame_tokens\":%lld,\"kept\":%.5f,\"dense_layers\":%d,"
+           "\"sparse_attention_ms\":%.3f",
+           (long long)S, (long long)frames, (long long)frame, dense_pairs ? (double)pairs / (double)dense_pairs : 0.0,
+           dense_layers, attn_ms);
+    printf(",\"dense_runs_ms\":[");
+    for (int r = 0; r < o->runs; r++) printf("%s%.3f", r ? "," : "", dms[r]);
+    printf("]");
+    line_runs(sms, o->runs);
+    line_end();
+    goto done;
+fail:
+    emit_error(kase, o->name, &err);
+done:
+    vidi_sparse_config_free(cfg);
+    vidi_kv_cache_free(kv);
+    if (embb) g_be->ops->buf_free(g_be, embb);
+    if (logb) g_be->ops->buf_free(g_be, logb);
+    free(ids);
+    free(pads);
     free(pos);
 }
 
@@ -593,7 +705,8 @@ static void usage(void) {
             "usage: bench_gpu --model DIR [--name NAME] [--cases vision,prefill,video,attention,gemm,decode]\n"
             "       (decode = decode_b1,decode_b1_paged,decode_b64, each also on its own)\n"
             "       [--runs 3] [--quick] [--backend cuda|cpu] [--vision-images 32] [--prefill 8192,32768]\n"
-            "       [--video-frames 64] [--attn 8192,32768,131072] [--gemm-m 8192] [--decode-tokens 128]\n");
+            "       [--video-frames 64] [--attn 8192,32768,131072] [--gemm-m 8192] [--decode-tokens 128]\n"
+            "       [--sparse-prefill 131072,262144] (case sparse: not in the default list)\n");
     exit(2);
 }
 
@@ -601,7 +714,7 @@ int main(int argc, char **argv) {
     opts o = {.model_dir = NULL, .name = NULL, .cases = "vision,prefill,video,attention,gemm,decode",
               .backend = "cuda", .runs = 3, .vision_images = 32, .video_frames = 64, .decode_tokens = 128,
               .gemm_m = 8192};
-    const char *prefill = "8192,32768", *attn = NULL;
+    const char *prefill = "8192,32768", *attn = NULL, *sparse = "131072,262144";
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -617,6 +730,7 @@ int main(int argc, char **argv) {
         else if (ARG("--gemm-m")) o.gemm_m = atoll(v);
         else if (ARG("--prefill")) prefill = v;
         else if (ARG("--attn")) attn = v;
+        else if (ARG("--sparse-prefill")) sparse = v;
         else if (!strcmp(a, "--quick")) o.quick = 1;
         else usage();
 #undef ARG
@@ -630,6 +744,7 @@ int main(int argc, char **argv) {
     }
     o.n_prefill = parse_sizes(prefill, o.prefill);
     o.n_attn = parse_sizes(attn ? attn : o.quick ? "8192,32768" : "8192,32768,131072", o.attn);
+    o.n_sparse = parse_sizes(sparse, o.sparse);
 
     vidi_err err = {0};
     if (!strcmp(o.backend, "cpu")) {
@@ -700,6 +815,7 @@ int main(int argc, char **argv) {
     }
 
     int need_model = has_case(o.cases, "vision") || has_case(o.cases, "prefill") || has_case(o.cases, "video") ||
+                     has_case(o.cases, "sparse") ||
                      has_case(o.cases, "decode") || has_case(o.cases, "decode_b1") ||
                      has_case(o.cases, "decode_b1_paged") || has_case(o.cases, "decode_b64");
     if (need_model) {
@@ -720,6 +836,11 @@ int main(int argc, char **argv) {
                 for (int i = 0; i < o.n_prefill; i++) {
                     fprintf(stderr, "bench_gpu: prefill %lld\n", (long long)o.prefill[i]);
                     case_prefill(m, &o, o.prefill[i]);
+                }
+            if (has_case(o.cases, "sparse"))
+                for (int i = 0; i < o.n_sparse; i++) {
+                    fprintf(stderr, "bench_gpu: sparse prefill %lld\n", (long long)o.sparse[i]);
+                    case_sparse_prefill(m, &o, o.sparse[i]);
                 }
             if (has_case(o.cases, "video")) {
                 fprintf(stderr, "bench_gpu: video prompt\n");

@@ -184,10 +184,10 @@ typedef struct worker {
     } maps[IPC_MAPS];
     int n_maps;
     uint64_t n_ipc_sent, n_ipc_received, n_ipc_expired, n_ipc_full;
-    /* sparse prefill (prefill/sparse_run.h): the model's config, on host-memory backends */
+    /* sparse prefill (prefill/sparse_run.h): the model's config (CPU tile kernel, or CUDA sparse_attention) */
     const char *sparse_opt;      /* "auto" (MODEL/sparse_config.json when present), "off", or a file */
     vidi_sparse_config *sparse;
-    uint64_t n_sparse_prefills, sparse_pairs, sparse_dense_pairs, sparse_us;
+    uint64_t n_sparse_prefills, sparse_pairs, sparse_dense_pairs, sparse_us, sparse_dense_layers;
     /* counters */
     uint64_t n_media, n_encode, n_encode_batches, n_encode_cached, n_prefill, n_decode_in, n_tokens, n_errors,
         n_bad_msgs;
@@ -1183,6 +1183,7 @@ static void s_run_prefill(worker *w, pend *p) {
         w->sparse_pairs += (uint64_t)sctx.pairs;
         w->sparse_dense_pairs += (uint64_t)sctx.dense_pairs;
         w->sparse_us += (uint64_t)(sctx.ms * 1e3);
+        w->sparse_dense_layers += (uint64_t)sctx.dense_layers;
     }
     if (vis_dev) w->be->ops->buf_free(w->be, vis_dev);
     free(ids);
@@ -1507,6 +1508,7 @@ static void s_on_stats(worker *w) {
     KV("sparse_pairs", w->sparse_pairs);
     KV("sparse_dense_pairs", w->sparse_dense_pairs);
     KV("sparse_us", w->sparse_us);
+    KV("sparse_dense_layers", w->sparse_dense_layers);
 #undef KV
     s_to_router(w, VIDI_CMD_STATS, &o);
 }
@@ -1798,8 +1800,8 @@ int vidi_cmd_worker(int argc, char **argv) {
         int auto_ = !strcmp(w->sparse_opt, "auto");
         if (auto_) snprintf(sp, sizeof sp, "%s/sparse_config.json", w->model_dir);
         else snprintf(sp, sizeof sp, "%s", w->sparse_opt);
-        if (!w->be->host_memory) {
-            if (!auto_) fprintf(stderr, "worker %s: sparse prefill runs on the CPU backend only; dense here\n", w->name);
+        if (!w->be->host_memory && !w->be->ops->sparse_attention) {
+            if (!auto_) fprintf(stderr, "worker %s: backend %s has no sparse attention; dense here\n", w->name, w->be->name);
         } else if (!auto_ || access(sp, R_OK) == 0) {
             if (vidi_sparse_config_load(sp, w->m->cfg.text.num_layers, w->m->cfg.text.num_heads, &w->sparse, &err) !=
                 VIDI_OK) {
