@@ -232,6 +232,14 @@ static int s_rule_estimates(const vidi_sparse_rule *r) {
            (r->head.kind == VIDI_SPARSE_GRID && r->estimate_phase);
 }
 
+static int s_rule_eq(const vidi_sparse_rule *a, const vidi_sparse_rule *b) {
+    const vidi_sparse_head *x = &a->head, *y = &b->head;
+    return x->kind == y->kind && x->sink == y->sink && x->local == y->local && x->last == y->last &&
+           x->stride == y->stride && x->phase == y->phase && x->h == y->h && x->v == y->v &&
+           x->n_vertical == y->n_vertical && x->n_slash == y->n_slash && x->last_q == y->last_q &&
+           a->stride_ref == b->stride_ref && a->estimate_phase == b->estimate_phase;
+}
+
 /* A device tensor [n, h, d] (bf16 or f32) as host f32. */
 static float *s_to_host_f32(vidi_backend *be, const vidi_tensor *x, vidi_err *err) {
     size_t n = (size_t)(x->shape[0] * x->shape[1] * x->shape[2]);
@@ -270,6 +278,17 @@ static vidi_status s_attend_device(vidi_sparse_ctx *ctx, int layer, const vidi_t
     const vidi_sparse_rule *rules = &cfg->rules[layer * cfg->n_heads];
     int need = 0;
     for (int h = 0; h < hq; h++) need |= s_rule_estimates(&rules[h]);
+    if (!need && ctx->plan_layer >= 0) { /* the plans of an earlier layer with the same rules */
+        const vidi_sparse_rule *prev = &cfg->rules[ctx->plan_layer * cfg->n_heads];
+        int same = 1;
+        for (int h = 0; h < hq && same; h++) same = s_rule_eq(&rules[h], &prev[h]);
+        if (same) {
+            ctx->dense_pairs += n * (n + 1) / 2 * hq;
+            ctx->pairs += ctx->plan_pairs;
+            return be->ops->sparse_attention(be, q, k, v, out, ctx->d_rows, ctx->d_tiles, ctx->plan_tiles, ctx->d_segs,
+                                             ctx->d_cols, scale, err);
+        }
+    }
     int host_qk = need && n <= VIDI_SPARSE_DEVICE_EST_MAX;
     float *fq = NULL, *fk = NULL;
     vidi_sparse_plan *plans = calloc((size_t)hq, sizeof *plans);
@@ -311,7 +330,8 @@ static vidi_status s_attend_device(vidi_sparse_ctx *ctx, int layer, const vidi_t
     if (rc) goto done;
     double dense = (double)hq * (double)n * (double)(n + 1) / 2.0;
     ctx->dense_pairs += (int64_t)dense;
-    if ((double)pk.pairs_computed > cfg->device_max_share * dense) {
+    ctx->plan_layer = -1; /* dev is rewritten below (or not used) */
+    if (cfg->device_max_share < 1.0 && (double)pk.pairs_computed > cfg->device_max_share * dense) {
         int32_t cu[2] = {0, (int32_t)n};
         vidi_attn_args args = {cu, cu, 1, 1, scale};
         rc = be->ops->attention(be, q, k, v, out, &args, err);
@@ -320,6 +340,8 @@ static vidi_status s_attend_device(vidi_sparse_ctx *ctx, int layer, const vidi_t
         ctx->pairs += (int64_t)dense;
         goto done;
     }
+    /* a reused plan's launch may still read dev */
+    if (ctx->dev && (rc = be->ops->synchronize(be, err)) != VIDI_OK) goto done;
     size_t b_rows = (size_t)pk.n_rows * 4, b_tiles = (size_t)pk.n_tiles * 32, b_segs = (size_t)pk.n_segs * 16;
     size_t b_cols = (size_t)pk.n_cols * 4, need_b = b_rows + b_tiles + b_segs + b_cols + 64;
     if (need_b > ctx->dev_bytes) {
@@ -343,6 +365,10 @@ static vidi_status s_attend_device(vidi_sparse_ctx *ctx, int layer, const vidi_t
     /* the uploads read pk's host arrays, freed below */
     if (rc == VIDI_OK) rc = be->ops->synchronize(be, err);
     ctx->pairs += pairs;
+    if (rc == VIDI_OK && !need) {
+        ctx->plan_layer = layer, ctx->plan_tiles = pk.n_tiles, ctx->plan_pairs = pairs;
+        ctx->d_rows = d_rows, ctx->d_tiles = d_tiles, ctx->d_segs = d_segs, ctx->d_cols = d_cols;
+    }
 done:
     for (int h = 0; h < n_plans; h++) vidi_sparse_plan_free(&plans[h]);
     free(plans);
@@ -401,6 +427,7 @@ vidi_status vidi_sparse_begin(vidi_text *t, const vidi_sparse_config *cfg, const
     memset(ctx, 0, sizeof *ctx);
     ctx->cfg = cfg;
     ctx->be = vidi_text_backend(t);
+    ctx->plan_layer = -1;
     if (!ctx->be->host_memory && !ctx->be->ops->sparse_attention)
         return vidi_err_set(err, VIDI_ERR_UNSUPPORTED, "sparse prefill: backend %s has no sparse attention",
                             ctx->be->name ? ctx->be->name : "?");
@@ -412,7 +439,12 @@ vidi_status vidi_sparse_begin(vidi_text *t, const vidi_sparse_config *cfg, const
 }
 
 void vidi_sparse_end(vidi_text *t, vidi_sparse_ctx *ctx) {
-    if (ctx->dev) ctx->be->ops->buf_free(ctx->be, ctx->dev);
+    if (ctx->dev) {
+        vidi_err e = {0};
+        ctx->be->ops->synchronize(ctx->be, &e); /* a reused plan's launch may still read dev */
+        ctx->be->ops->buf_free(ctx->be, ctx->dev);
+    }
+    ctx->plan_layer = -1;
     ctx->dev = NULL;
     ctx->dev_bytes = 0;
     vidi_text_set_prompt_attention(t, NULL, NULL);

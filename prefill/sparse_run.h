@@ -62,7 +62,10 @@ void vidi_sparse_config_free(vidi_sparse_config *c);
  * over the packed plans of all its heads, unless the kernel would multiply
  * more than this share of the dense causal work: then the backend's dense
  * attention is faster (the sparse kernel's gathered tiles cost about 4-5x
- * a dense pair on the H100, bench/results/sparse-attention.json). */
+ * a dense pair on the H100, bench/results/sparse-attention.json). 1 or
+ * more: never (the sparse kernel for every layer). A layer whose rules
+ * equal an earlier layer's and estimate nothing reuses that layer's plans,
+ * already on the device. */
 #define VIDI_SPARSE_DEVICE_MAX_SHARE 0.15
 /* Heads whose pattern is estimated from q and k (vertical-slash, block, a
  * grid's phase) copy q and k to the host for it; above this many tokens
@@ -83,6 +86,11 @@ typedef struct vidi_sparse_ctx {
     double ms;                   /* time in the sparse attention (estimation, plans, kernel) */
     void *dev;                   /* device: the packed plans' buffer */
     size_t dev_bytes;
+    /* device: the plans in dev are layer plan_layer's (-1: none); a later
+     * layer with the same rules and no estimated head launches them again */
+    int plan_layer;
+    int64_t plan_tiles, plan_pairs;
+    const int32_t *d_rows, *d_tiles, *d_segs, *d_cols;
 } vidi_sparse_ctx;
 
 /* Set t's prompt attention to the config's for the prompt ids (pads
