@@ -28,9 +28,9 @@ doc = {"bench": "sparse-prefill", "date": datetime.date.today().isoformat(), "ma
        "notes": ("ratio = dense ms / sparse ms. A random-weight checkpoint with the real shapes of "
                  "Qwen2-VL-2B-Instruct (bench/gpu/make_models.py); the prompt's embeddings are random text "
                  "embeddings and the video span is given to the sparse planner by the ids (the vision tower is not "
-                 "in the timing; bench_gpu's video case times it). sparse_attention_ms: the time inside the sparse "
-                 "prompt attention of the last timed run (plans built on the host per layer, packing, upload and "
-                 "the kernel, synchronised per layer). Speed only: the pattern is fixed, not searched, since "
+                 "in the timing; bench_gpu's video case times it). sparse_attention_ms: host time inside the sparse "
+                 "prompt attention in the last timed run (plans built, packed and uploaded once and reused by every "
+                 "layer with the same rules; their launches are asynchronous, so kernel time is in 'value'). Speed only: the pattern is fixed, not searched, since "
                  "random weights have no grid to find.")}
 json.dump(doc, open(out, "w"), indent=1)
 for r in results:
