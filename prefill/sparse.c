@@ -599,6 +599,29 @@ static void s_tiles_sparse(builder *b, const vidi_sparse_head *hd, int64_t a, in
     }
 }
 
+/* Text rows [a, e) of a 2D-boundary grid head: every text key before them
+ * (T->T), the sink, the local window, and the vertical lines of each video
+ * span (T->V). */
+static void s_tiles_text2d(builder *b, const vidi_sparse_head *hd, int64_t a, int64_t e, const vidi_span *spans,
+                           int n_spans) {
+    for (int64_t r0 = a; r0 < e; r0 += VIDI_SPARSE_TILE) {
+        int64_t r1 = r0 + VIDI_SPARSE_TILE < e ? r0 + VIDI_SPARSE_TILE : e;
+        b_begin(b);
+        for (int64_t i = r0; i < r1; i++) b_row(b, i);
+        b_seg(b, 0, hd->sink);
+        b_seg(b, r0 - hd->local + 1, r1);
+        for (int s = 0; s < n_spans; s++) {
+            const vidi_span *sp = &spans[s];
+            if (sp->start >= r1) break;
+            int64_t end = sp->end < r1 ? sp->end : r1;
+            if (sp->kind == VIDI_SPAN_TEXT) b_seg(b, sp->start, end);
+            else if (sp->kind == VIDI_SPAN_VIDEO && hd->v) b_sseg(b, sp->start + hd->phase % hd->stride, end, hd->stride);
+            else b_seg(b, sp->start, end); /* an image: T->I stays dense */
+        }
+        b_end(b);
+    }
+}
+
 vidi_status vidi_sparse_plan_build(const vidi_sparse_head *hd, const vidi_span *spans, int n_spans, int64_t n,
                                    const vidi_sparse_qk *qk, vidi_sparse_plan *out, vidi_err *err) {
     memset(out, 0, sizeof *out);
@@ -633,6 +656,14 @@ vidi_status vidi_sparse_plan_build(const vidi_sparse_head *hd, const vidi_span *
         if (a >= e) continue;
         int vision = sp->kind != VIDI_SPAN_TEXT;
         int64_t nr = 0;
+        if (!vision && hd->kind == VIDI_SPARSE_GRID && hd->boundary2d && n_spans > 0) {
+            int after_video = 0; /* text after a video span: T->V is sparse */
+            for (int s2 = 0; s2 < s; s2++) after_video |= spans[s2].kind == VIDI_SPAN_VIDEO;
+            if (after_video) {
+                s_tiles_text2d(&b, hd, a, e, spans, n_spans);
+                continue;
+            }
+        }
         if (hd->kind == VIDI_SPARSE_DENSE || !vision) {
             for (int64_t i = a; i < e; i++) rows[nr++] = (int32_t)i;
             s_tiles_dense(&b, rows, nr);

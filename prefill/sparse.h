@@ -32,7 +32,12 @@
  *    (the vertical lines, `v`). Rows are permuted by phase.
  * Modality boundaries: rows are tiled per span (Q-boundary: a tile never
  * mixes text and vision rows); text rows are dense; the head's pattern
- * applies to the rows of its span kind.
+ * applies to the rows of its span kind. 2D-boundary (GRID, boundary2d):
+ * keys are split by modality too, a pattern per quadrant: vision rows as
+ * above (V->V the grid, V->T the sink and local window); text rows T->T
+ * dense (every text key before them) and T->V only the grid's vertical
+ * lines of each video span and the local window, where Q-boundary gives
+ * text rows every key.
  *
  * Host f32, one sequence: q [N, Hq, D], k and v [N, Hkv, D], out [N, Hq, D]
  * (GQA: query head h reads kv head h / (Hq / Hkv)).
@@ -86,6 +91,7 @@ typedef struct vidi_sparse_head {
     int h, v;                    /* GRID: horizontal lines (rows), vertical lines (columns) */
     int64_t n_vertical, n_slash; /* VSLASH: budgets; BLOCK: n_vertical = top-k blocks */
     int64_t last_q;              /* VSLASH, GRID estimation: queries used (64) */
+    int boundary2d;              /* GRID: 2D-boundary (see above) instead of Q-boundary */
 } vidi_sparse_head;
 
 /* ---- plans ---- */

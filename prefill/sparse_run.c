@@ -131,6 +131,10 @@ vidi_status vidi_sparse_config_load(const char *path, int n_layers, int n_heads,
             } else if (ph && !(json_is_string(ph) && !strcmp(json_string_value(ph), "estimate"))) {
                 rc = vidi_err_set(err, VIDI_ERR_FORMAT, "sparse config: phase must be estimate or a number >= 0");
             }
+            json_t *bd = json_object_get(o, "boundary");
+            if (json_is_string(bd) && !strcmp(json_string_value(bd), "2d")) r.head.boundary2d = 1;
+            else if (bd && !(json_is_string(bd) && !strcmp(json_string_value(bd), "q")))
+                rc = vidi_err_set(err, VIDI_ERR_FORMAT, "sparse config: boundary must be q or 2d");
             json_t *rv = json_object_get(o, "recall"), *dv = json_object_get(o, "density");
             if (json_is_number(rv)) r.recall = json_number_value(rv);
             if (json_is_number(dv)) r.density = json_number_value(dv);
@@ -176,6 +180,7 @@ vidi_status vidi_sparse_config_save(const vidi_sparse_config *c, const char *pat
                 json_object_set_new(o, "h", json_integer(r->head.h));
                 json_object_set_new(o, "v", json_integer(r->head.v));
                 json_object_set_new(o, "last_q", json_integer(r->head.last_q));
+                if (r->head.boundary2d) json_object_set_new(o, "boundary", json_string("2d"));
             }
             if (r->recall >= 0) json_object_set_new(o, "recall", json_real(round(r->recall * 1e4) / 1e4));
             if (r->density >= 0) json_object_set_new(o, "density", json_real(round(r->density * 1e4) / 1e4));
@@ -237,7 +242,7 @@ static int s_rule_eq(const vidi_sparse_rule *a, const vidi_sparse_rule *b) {
     return x->kind == y->kind && x->sink == y->sink && x->local == y->local && x->last == y->last &&
            x->stride == y->stride && x->phase == y->phase && x->h == y->h && x->v == y->v &&
            x->n_vertical == y->n_vertical && x->n_slash == y->n_slash && x->last_q == y->last_q &&
-           a->stride_ref == b->stride_ref && a->estimate_phase == b->estimate_phase;
+           x->boundary2d == y->boundary2d && a->stride_ref == b->stride_ref && a->estimate_phase == b->estimate_phase;
 }
 
 /* A device tensor [n, h, d] (bf16 or f32) as host f32. */

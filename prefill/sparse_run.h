@@ -14,6 +14,8 @@
  *                                               row of the prompt's video, or a number)
  *           "phase": "estimate" | int,         (grid: estimated online, or fixed)
  *           "h": 0 | 1, "v": 0 | 1,            (grid: horizontal / vertical lines)
+ *           "boundary": "q" | "2d",            (grid: Q-boundary (default) or 2D-boundary,
+ *                                               prefill/sparse.h)
  *           "recall": num, "density": num }    (what the search measured; read back only
  *                                               for the record)
  * Missing fields take the defaults of vidi_sparse_rule_default(). An optional

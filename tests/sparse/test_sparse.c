@@ -74,9 +74,10 @@ static void test_every_pattern_plan_equals_masked_dense(void) {
     vidi_err err = {0};
     float *a = malloc(sizeof(float) * N * HQ * D), *b = malloc(sizeof(float) * N * HQ * D);
     REQUIRE(a && b, "out of memory");
-    for (int k = VIDI_SPARSE_DENSE; k <= VIDI_SPARSE_GRID; k++)
+    for (int k = VIDI_SPARSE_DENSE; k <= VIDI_SPARSE_GRID + 1; k++) /* GRID + 1: the grid with 2D-boundary */
         for (int head = 0; head < HQ; head++) {
-            vidi_sparse_head h = head_of((vidi_sparse_kind)k);
+            vidi_sparse_head h = head_of(k > VIDI_SPARSE_GRID ? VIDI_SPARSE_GRID : (vidi_sparse_kind)k);
+            h.boundary2d = k > VIDI_SPARSE_GRID;
             vidi_sparse_qk qk = {g_q, g_k, HQ, HKV, D, head};
             vidi_sparse_plan p;
             vidi_status st = vidi_sparse_plan_build(&h, g_spans, g_n_spans, N, &qk, &p, &err);
@@ -299,6 +300,35 @@ static void test_grid_keys_exact_and_packed(void) {
         bad_rows += memcmp(want, got, sizeof want) != 0;
     }
     CHECK(!bad_rows && !twice, "grid keys: %d rows differ from sink + local + lines, %d keys twice", bad_rows, twice);
+    /* 2D-boundary: the text rows after the video get text keys, sink, local and the lines only */
+    vidi_sparse_head g2 = g;
+    g2.boundary2d = 1;
+    vidi_sparse_plan p2d;
+    REQUIRE(vidi_sparse_plan_build(&g2, g_spans, g_n_spans, N, NULL, &p2d, &err) == VIDI_OK, "%s", err.msg);
+    for (int64_t t = 0; t < p2d.n_tiles; t++)
+        for (int64_t r = 0; r < p2d.tiles[t].n_rows; r++) tile_of[p2d.rows[p2d.tiles[t].row0 + r]] = t;
+    int bad2 = 0, twice2 = 0;
+    for (int64_t i = 0; i < N; i++) {
+        memset(want, 0, sizeof want);
+        memset(got, 0, sizeof got);
+        const vidi_sparse_tile *tl = &p2d.tiles[tile_of[i]];
+        int64_t rmin = N;
+        for (int64_t r = 0; r < tl->n_rows; r++)
+            if (p2d.rows[tl->row0 + r] < rmin) rmin = p2d.rows[tl->row0 + r];
+        for (int64_t j = 0; j <= i; j++) {
+            int lines = j >= v->start && j < v->end && (j - v->start) % g.stride == g.phase;
+            if (i < v->start) want[j] = 1; /* the text prefix: dense */
+            else if (i < v->end) want[j] = j < sink || j > rmin - g.local || lines;
+            else want[j] = j < v->start || j >= v->end || j > rmin - g.local || lines; /* T->T dense, T->V lines */
+        }
+        int64_t nk = vidi_sparse_row_keys(&p2d, tl, i, keys);
+        for (int64_t k = 0; k < nk; k++) twice2 += got[keys[k]]++ > 0;
+        bad2 += memcmp(want, got, sizeof want) != 0;
+    }
+    CHECK(!bad2 && !twice2, "2D-boundary grid keys: %d rows differ, %d keys twice", bad2, twice2);
+    CHECK(vidi_sparse_plan_density(&p2d) < vidi_sparse_plan_density(&p), "2D-boundary keeps no fewer pairs (%g vs %g)",
+          vidi_sparse_plan_density(&p2d), vidi_sparse_plan_density(&p));
+    vidi_sparse_plan_free(&p2d);
     /* two heads packed */
     vidi_sparse_plan p2;
     vidi_sparse_head a = head_of(VIDI_SPARSE_ASHAPE);

@@ -3,18 +3,30 @@
  *
  *   vidi-sparse-search --model DIR --video FILE --prompt TEXT [--video ... --prompt ...]
  *                      [--out FILE] [--target-recall 0.95] [--nframes N | --fps F] [--threads N]
+ *                      [--sample-rows N] [--loop N]
  *
  * Runs the model (CPU) on the calibration inputs. In every layer, for every
- * head, the dense causal softmax is computed once and each candidate
- * pattern (grid by frame and by row, vertical lines only or with the
- * horizontal lines, A-shape, vertical-slash, block top-k) is compiled to
- * its plan for that input (a grid's phase estimated online, as at run
- * time) and scored: attention recall (the share of the softmax mass its
- * pairs hold, averaged over rows) and density (its pairs over the dense
- * triangle). A head gets the candidate of least mean density whose mean
- * recall over the inputs reaches the target, dense when none does. The
- * config (default DIR/sparse_config.json) records each head's recall and
- * density and the calibration inputs.
+ * head, each candidate pattern (grid by frame and by row, vertical lines
+ * only or with the horizontal lines, the frame grid with 2D-boundary,
+ * A-shape, vertical-slash, block top-k)
+ * is compiled to its plan for that input (a grid's phase estimated online,
+ * as at run time) and scored row by row (one dense causal softmax row at a
+ * time, O(n) memory, so long videos fit): attention recall (the share of
+ * the softmax mass its pairs hold, averaged over rows) and density (its
+ * pairs over the dense triangle). --sample-rows N scores N rows spread
+ * evenly over the prompt and its last 64 rows instead of every row (an
+ * unbiased estimate of the recall for long prompts and large models).
+ * --loop N plays each video N times in a row (a long video from a short
+ * file). A head gets the candidate of least mean density whose mean recall
+ * over the inputs reaches the target, dense when none does. The config
+ * (default DIR/sparse_config.json) records each head's recall and density
+ * and the calibration inputs.
+ *
+ * Online against offline: for every head where the frame grid applies, the
+ * phase estimated online from the last queries (what runs at serving time)
+ * is compared with the offline phase, the one whose columns hold the most
+ * softmax mass over the scored rows, and both plans' recalls are reported
+ * (stdout and the config's calibration record).
  *
  *   vidi-sparse-search --model DIR --evaluate CONFIG (--video FILE --prompt TEXT)...
  *
@@ -36,7 +48,7 @@
 #include "prefill/sparse_run.h"
 
 #define MAX_INPUTS 32
-#define N_CANDS 7
+#define N_CANDS 8
 
 typedef struct search {
     const vidi_sparse_config *eval; /* --evaluate: measure this config */
@@ -50,57 +62,95 @@ typedef struct search {
     int *count;
     vidi_span spans[64];
     int n_spans;
-    float *probs;             /* n x n, the dense softmax of one head */
+    int64_t sample_rows;      /* 0: every row */
+    float *prob;              /* n: one row's dense softmax */
     int32_t *keys;            /* n: one row's keys (vidi_sparse_row_keys) */
-    int64_t probs_cap;
+    int32_t *rows;            /* the scored rows */
+    int32_t *tile_of;         /* [N_CANDS + 1][n]: each plan's tile of a row */
+    double *colmass;          /* a video span's column mass over the scored rows */
+    int64_t cap;
     double min_enrichment;
+    /* online (estimated) against offline (best on the scored rows) grid phase */
+    int phase_heads, phase_same;
+    double rec_online, rec_offline;
 } search;
 
 static double *s_at(search *s, double *a, int l, int h, int c) {
     return &a[((size_t)l * (size_t)s->n_heads + (size_t)h) * N_CANDS + (size_t)c];
 }
 
-/* Dense causal softmax of one head into s->probs (row i holds keys 0..i). */
-static int s_dense_probs(search *s, const vidi_sparse_qk *qk, int64_t n, float scale) {
-    if (n * n > s->probs_cap) {
-        float *p = realloc(s->probs, (size_t)(n * n) * sizeof *p);
-        int32_t *k = realloc(s->keys, (size_t)n * sizeof *k);
-        if (p) s->probs = p;
-        if (k) s->keys = k;
-        if (!p || !k) return -1;
-        s->probs_cap = n * n;
-    }
-    int kvh = qk->head / (qk->n_heads / qk->n_kv_heads), d = qk->head_dim;
-    for (int64_t i = 0; i < n; i++) {
-        float *row = s->probs + i * n, mx = -INFINITY;
-        const float *q = qk->q + ((size_t)i * (size_t)qk->n_heads + (size_t)qk->head) * (size_t)d;
-        for (int64_t j = 0; j <= i; j++) {
-            const float *k = qk->k + ((size_t)j * (size_t)qk->n_kv_heads + (size_t)kvh) * (size_t)d;
-            float dot = 0;
-            for (int x = 0; x < d; x++) dot += q[x] * k[x];
-            row[j] = dot * scale;
-            if (row[j] > mx) mx = row[j];
-        }
-        double sum = 0;
-        for (int64_t j = 0; j <= i; j++) sum += (row[j] = expf(row[j] - mx));
-        for (int64_t j = 0; j <= i; j++) row[j] = (float)(row[j] / sum);
-    }
+/* Room for prompts of n tokens. */
+static int s_reserve(search *s, int64_t n) {
+    if (n <= s->cap) return 0;
+    float *p = realloc(s->prob, (size_t)n * sizeof *p);
+    if (p) s->prob = p;
+    int32_t *k = realloc(s->keys, (size_t)n * sizeof *k);
+    if (k) s->keys = k;
+    int32_t *r = realloc(s->rows, (size_t)n * sizeof *r);
+    if (r) s->rows = r;
+    int32_t *t = realloc(s->tile_of, (size_t)n * (N_CANDS + 1) * sizeof *t);
+    if (t) s->tile_of = t;
+    double *c = realloc(s->colmass, (size_t)n * sizeof *c);
+    if (c) s->colmass = c;
+    if (!p || !k || !r || !t || !c) return -1;
+    s->cap = n;
     return 0;
 }
 
-/* Recall of a plan from the dense softmax: the mass on its pairs, averaged over rows. */
-static double s_plan_recall(search *s, const vidi_sparse_plan *p) {
-    int64_t n = p->n_tokens;
-    double sum = 0;
-    for (int64_t t = 0; t < p->n_tiles; t++) {
-        const vidi_sparse_tile *tl = &p->tiles[t];
-        for (int64_t r = 0; r < tl->n_rows; r++) {
-            int64_t i = p->rows[tl->row0 + r], nk = vidi_sparse_row_keys(p, tl, i, s->keys);
-            const float *row = s->probs + i * n;
-            for (int64_t k = 0; k < nk; k++) sum += row[s->keys[k]];
-        }
+/* The rows to score: every row, or sample_rows spread evenly and the last 64. */
+static int64_t s_pick_rows(search *s, int64_t n) {
+    int64_t m = 0;
+    if (!s->sample_rows || n <= s->sample_rows + 64) {
+        for (int64_t i = 0; i < n; i++) s->rows[m++] = (int32_t)i;
+        return m;
     }
-    return sum / (double)n;
+    int64_t last = n - 64;
+    for (int64_t k = 0; k < s->sample_rows; k++) {
+        int64_t i = k * last / s->sample_rows;
+        if (!m || s->rows[m - 1] != i) s->rows[m++] = (int32_t)i;
+    }
+    for (int64_t i = last; i < n; i++) s->rows[m++] = (int32_t)i;
+    return m;
+}
+
+/* Dense causal softmax of row i of one head into s->prob[0..i]. */
+static void s_softmax_row(search *s, const vidi_sparse_qk *qk, int64_t i, float scale) {
+    int kvh = qk->head / (qk->n_heads / qk->n_kv_heads), d = qk->head_dim;
+    const float *q = qk->q + ((size_t)i * (size_t)qk->n_heads + (size_t)qk->head) * (size_t)d;
+    float mx = -INFINITY, *row = s->prob;
+    for (int64_t j = 0; j <= i; j++) {
+        const float *k = qk->k + ((size_t)j * (size_t)qk->n_kv_heads + (size_t)kvh) * (size_t)d;
+        float dot = 0;
+        for (int x = 0; x < d; x++) dot += q[x] * k[x];
+        row[j] = dot * scale;
+        if (row[j] > mx) mx = row[j];
+    }
+    double sum = 0;
+    for (int64_t j = 0; j <= i; j++) sum += (row[j] = expf(row[j] - mx));
+    for (int64_t j = 0; j <= i; j++) row[j] = (float)(row[j] / sum);
+}
+
+/* Each row's tile in plan p into tile_of[n]. */
+static void s_tiles_of(const vidi_sparse_plan *p, int32_t *tile_of) {
+    for (int64_t t = 0; t < p->n_tiles; t++)
+        for (int64_t r = 0; r < p->tiles[t].n_rows; r++) tile_of[p->rows[p->tiles[t].row0 + r]] = (int32_t)t;
+}
+
+/* The mass of row i's softmax (in s->prob) on plan p's keys of that row. */
+static double s_row_mass(search *s, const vidi_sparse_plan *p, const int32_t *tile_of, int64_t i) {
+    int64_t nk = vidi_sparse_row_keys(p, &p->tiles[tile_of[i]], i, s->keys);
+    double m = 0;
+    for (int64_t k = 0; k < nk; k++) m += s->prob[s->keys[k]];
+    return m;
+}
+
+/* The longest video span (NULL: none). */
+static const vidi_span *s_video(const search *s) {
+    const vidi_span *v = NULL;
+    for (int i = 0; i < s->n_spans; i++)
+        if (s->spans[i].kind == VIDI_SPAN_VIDEO && (!v || s->spans[i].end - s->spans[i].start > v->end - v->start))
+            v = &s->spans[i];
+    return v;
 }
 
 /* The prompt attention during the search: score the candidates, then the
@@ -127,22 +177,65 @@ static vidi_status s_hook(void *user, int layer, const vidi_tensor *q, const vid
         s->e_dense += (double)n * (double)(n + 1) / 2.0;
         vidi_sparse_plan_free(&p);
     }
+    if (!s->eval && s_reserve(s, n)) return vidi_err_set(err, VIDI_ERR_NOMEM, "search: out of memory");
+    int64_t n_rows = s->eval ? 0 : s_pick_rows(s, n);
     for (int h = 0; h < hq && rc == VIDI_OK && !s->eval; h++) {
         vidi_sparse_qk qk = {q->data, k->data, hq, hkv, d, h};
-        if (s_dense_probs(s, &qk, n, scale)) return vidi_err_set(err, VIDI_ERR_NOMEM, "search: out of memory");
-        for (int c = 0; c < N_CANDS && rc == VIDI_OK; c++) {
-            vidi_sparse_head hd;
+        vidi_sparse_plan plans[N_CANDS + 1];
+        vidi_sparse_head hds[N_CANDS];
+        int built = 0, have_off = 0;
+        memset(plans, 0, sizeof plans);
+        for (int c = 0; c < N_CANDS && rc == VIDI_OK; c++, built++) {
             int fb = 0;
-            rc = vidi_sparse_resolve(&s->cands[c], s->spans, s->n_spans, &qk, s->min_enrichment, &hd, &fb, err);
+            rc = vidi_sparse_resolve(&s->cands[c], s->spans, s->n_spans, &qk, s->min_enrichment, &hds[c], &fb, err);
+            if (rc == VIDI_OK) rc = vidi_sparse_plan_build(&hds[c], s->spans, s->n_spans, n, &qk, &plans[c], err);
+            if (rc == VIDI_OK) s_tiles_of(&plans[c], s->tile_of + (size_t)c * (size_t)n);
             if (rc) break;
-            vidi_sparse_plan p;
-            rc = vidi_sparse_plan_build(&hd, s->spans, s->n_spans, n, &qk, &p, err);
-            if (rc) break;
-            *s_at(s, s->recall, layer, h, c) += s_plan_recall(s, &p);
-            *s_at(s, s->density, layer, h, c) += vidi_sparse_plan_density(&p);
-            s->count[(layer * s->n_heads + h) * N_CANDS + c]++;
-            vidi_sparse_plan_free(&p);
         }
+        /* the offline phase of the frame grid (candidate 0): the most column mass over the scored rows */
+        const vidi_span *vid = s_video(s);
+        vidi_sparse_head off = hds[0];
+        if (rc == VIDI_OK && vid && hds[0].kind == VIDI_SPARSE_GRID) {
+            int64_t len = vid->end - vid->start, st = hds[0].stride;
+            memset(s->colmass, 0, (size_t)len * sizeof *s->colmass);
+            for (int64_t r = 0; r < n_rows; r++) {
+                int64_t i = s->rows[r];
+                if (i < vid->start) continue;
+                s_softmax_row(s, &qk, i, scale);
+                for (int64_t j = vid->start; j <= i && j < vid->end; j++) s->colmass[j - vid->start] += s->prob[j];
+            }
+            double best = -1;
+            for (int64_t ph = 0; ph < st; ph++) {
+                double m = 0;
+                for (int64_t j = ph; j < len; j += st) m += s->colmass[j];
+                if (m > best) best = m, off.phase = ph;
+            }
+            rc = vidi_sparse_plan_build(&off, s->spans, s->n_spans, n, &qk, &plans[N_CANDS], err);
+            if (rc == VIDI_OK) {
+                have_off = 1;
+                s_tiles_of(&plans[N_CANDS], s->tile_of + (size_t)N_CANDS * (size_t)n);
+            }
+        }
+        /* score: one softmax row at a time */
+        double mass[N_CANDS + 1] = {0};
+        for (int64_t r = 0; r < n_rows && rc == VIDI_OK; r++) {
+            int64_t i = s->rows[r];
+            s_softmax_row(s, &qk, i, scale);
+            for (int c = 0; c < built; c++) mass[c] += s_row_mass(s, &plans[c], s->tile_of + (size_t)c * (size_t)n, i);
+            if (have_off) mass[N_CANDS] += s_row_mass(s, &plans[N_CANDS], s->tile_of + (size_t)N_CANDS * (size_t)n, i);
+        }
+        for (int c = 0; c < built && rc == VIDI_OK; c++) {
+            *s_at(s, s->recall, layer, h, c) += mass[c] / (double)n_rows;
+            *s_at(s, s->density, layer, h, c) += vidi_sparse_plan_density(&plans[c]);
+            s->count[(layer * s->n_heads + h) * N_CANDS + c]++;
+        }
+        if (have_off && rc == VIDI_OK) {
+            s->phase_heads++;
+            s->phase_same += off.phase == hds[0].phase;
+            s->rec_online += mass[0] / (double)n_rows;
+            s->rec_offline += mass[N_CANDS] / (double)n_rows;
+        }
+        for (int c = 0; c <= N_CANDS; c++) vidi_sparse_plan_free(&plans[c]);
     }
     /* the dense answer, so that the next layers see the real activations */
     for (int h = 0; h < hq && rc == VIDI_OK; h++) {
@@ -160,12 +253,14 @@ static vidi_status s_hook(void *user, int layer, const vidi_tensor *q, const vid
 
 static void s_usage(FILE *f) {
     fprintf(f, "usage: vidi-sparse-search --model DIR (--video FILE --prompt TEXT)... [--out FILE]\n"
-               "                          [--target-recall R] [--nframes N | --fps F] [--threads N]\n");
+               "                          [--target-recall R] [--nframes N | --fps F] [--threads N]\n"
+               "                          [--sample-rows N] [--loop N] [--evaluate CONFIG]\n");
 }
 
 int main(int argc, char **argv) {
     const char *model_dir = NULL, *out_path = NULL, *eval_path = NULL, *videos[MAX_INPUTS], *prompts[MAX_INPUTS];
-    int n_in = 0, n_prompts = 0, threads = 0, nframes = 0;
+    int n_in = 0, n_prompts = 0, threads = 0, nframes = 0, loop = 1;
+    int64_t sample_rows = 0;
     double target = 0.95, fps = 0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -187,13 +282,16 @@ int main(int argc, char **argv) {
         else if (!strcmp(a, "--fps")) fps = atof(v);
         else if (!strcmp(a, "--threads")) threads = atoi(v);
         else if (!strcmp(a, "--evaluate")) eval_path = v;
+        else if (!strcmp(a, "--sample-rows")) sample_rows = atoll(v);
+        else if (!strcmp(a, "--loop")) loop = atoi(v);
         else {
             fprintf(stderr, "vidi-sparse-search: unknown option %s\n", a);
             s_usage(stderr);
             return 2;
         }
     }
-    if (!model_dir || !n_in || n_prompts != n_in || !(target > 0 && target <= 1)) {
+    if (!model_dir || !n_in || n_prompts != n_in || !(target > 0 && target <= 1) || sample_rows < 0 || loop < 1 ||
+        loop > 1000) {
         fprintf(stderr, "vidi-sparse-search: --model, and as many --prompt as --video (at most %d); a target in (0, 1]\n",
                 MAX_INPUTS);
         return 2;
@@ -221,6 +319,7 @@ int main(int argc, char **argv) {
     s.n_layers = cfg->text.num_layers;
     s.n_heads = cfg->text.num_heads;
     s.min_enrichment = 2.0;
+    s.sample_rows = sample_rows;
     size_t cells = (size_t)s.n_layers * (size_t)s.n_heads * N_CANDS;
     vidi_sparse_config *eval_cfg = NULL;
     if (eval_path && vidi_sparse_config_load(eval_path, s.n_layers, s.n_heads, &eval_cfg, &err) != VIDI_OK) {
@@ -235,7 +334,7 @@ int main(int argc, char **argv) {
     s.count = calloc(cells, sizeof *s.count);
     /* the candidates, cheapest kinds first */
     static const char *const names[N_CANDS] = {"grid frame v", "grid frame h+v", "grid row v", "ashape",
-                                               "vslash",       "block",          "dense"};
+                                               "vslash",       "block",          "dense",      "grid frame v 2d"};
     for (int c = 0; c < N_CANDS; c++) s.cand_names[c] = names[c];
     s.cands[0] = vidi_sparse_rule_default(VIDI_SPARSE_GRID);
     s.cands[1] = s.cands[0];
@@ -247,6 +346,8 @@ int main(int argc, char **argv) {
     s.cands[5] = vidi_sparse_rule_default(VIDI_SPARSE_BLOCK);
     s.cands[5].head.n_vertical = 4;
     s.cands[6] = vidi_sparse_rule_default(VIDI_SPARSE_DENSE);
+    s.cands[7] = s.cands[0];
+    s.cands[7].head.boundary2d = 1;
     int rc = 1;
     char cal[8192];
     size_t cl = (size_t)snprintf(cal, sizeof cal, "{\"inputs\": [");
@@ -265,6 +366,20 @@ int main(int argc, char **argv) {
             goto done;
         }
         free(data);
+        if (loop > 1) { /* the video N times in a row: N times the temporal patches */
+            size_t bytes = (size_t)item.rows * (size_t)item.cols * sizeof *item.pixels;
+            float *px = malloc(bytes * (size_t)loop);
+            if (!px) {
+                fprintf(stderr, "vidi-sparse-search: --loop %d: out of memory\n", loop);
+                vidi_media_item_free(&item);
+                goto done;
+            }
+            for (int r = 0; r < loop; r++) memcpy((char *)px + bytes * (size_t)r, item.pixels, bytes);
+            free(item.pixels);
+            item.pixels = px;
+            item.rows *= loop;
+            item.grid[0] *= loop;
+        }
         vidi_media md = {.kind = VIDI_MEDIA_VIDEO, .pixels = item.pixels, .n_rows = item.rows,
                          .second_per_grid_t = (float)item.second_per_grid_t};
         memcpy(md.grid, item.grid, sizeof md.grid);
@@ -307,11 +422,18 @@ int main(int argc, char **argv) {
         rc = 0;
         goto done;
     }
+    if (s.phase_heads)
+        printf("online grid phase (last queries) = offline phase (most column mass) for %d of %d heads; mean recall "
+               "%.4f online, %.4f offline\n", s.phase_same, s.phase_heads, s.rec_online / s.phase_heads,
+               s.rec_offline / s.phase_heads);
     if (cl < sizeof cal)
         snprintf(cal + cl, sizeof cal - cl,
                  "], \"candidates\": [\"grid frame v\", \"grid frame h+v\", \"grid row v\", \"ashape\", \"vslash\", "
-                 "\"block\", \"dense\"], \"rule\": \"least mean density with mean recall >= target\", "
-                 "\"backend\": \"cpu f32\"}");
+                 "\"block\", \"dense\", \"grid frame v 2d\"], \"rule\": \"least mean density with mean recall >= target\", "
+                 "\"rows\": \"%s\", \"loop\": %d, \"online_vs_offline_phase\": {\"heads\": %d, \"same\": %d, "
+                 "\"recall_online\": %.4f, \"recall_offline\": %.4f}, \"backend\": \"cpu f32\"}",
+                 s.sample_rows ? "sampled" : "all", loop, s.phase_heads, s.phase_same,
+                 s.phase_heads ? s.rec_online / s.phase_heads : 0.0, s.phase_heads ? s.rec_offline / s.phase_heads : 0.0);
     vidi_sparse_config *out = vidi_sparse_config_new(s.n_layers, s.n_heads);
     if (!out) goto done;
     out->target_recall = target;
@@ -353,8 +475,11 @@ done:
     free(s.recall);
     free(s.density);
     free(s.count);
-    free(s.probs);
+    free(s.prob);
     free(s.keys);
+    free(s.rows);
+    free(s.tile_of);
+    free(s.colmass);
     vidi_tokenizer_free(tok);
     vidi_model_free(m);
     be->ops->destroy(be);
