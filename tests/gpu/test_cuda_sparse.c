@@ -2,7 +2,8 @@
  * (ops sparse_attention, kernels/cuda/cuda_sparse.cu, tensor cores)
  * against its CPU twin (vidi_sparse_attend_plan, prefill/sparse.c) on the
  * same inputs: every pattern's plan (dense, A-shape, tri-shape,
- * vertical-slash, block, grid with horizontal and vertical lines) for a
+ * vertical-slash, block, grid with horizontal and vertical lines, Q- and
+ * 2D-boundary) for a
  * prompt of text, a video span and text, all heads' plans packed into one
  * launch (GQA), head_dim 64 and 128, bf16 and f32, a short prompt (frame 30)
  * and a longer one (frame 256: strided segments longer than a key block);
@@ -62,7 +63,7 @@ static int32_t *upload_i32(const int32_t *x, size_t n, vidi_err *err) {
     return d;
 }
 
-static double run_case(int d, vidi_dtype dt, vidi_sparse_kind kind, int T, int FRAME) {
+static double run_case(int d, vidi_dtype dt, vidi_sparse_kind kind, int twod, int T, int FRAME) {
     const int N = PREFIX + T * FRAME + SUFFIX;
     vidi_err err = {0};
     size_t nq = (size_t)N * HQ * d, nk = (size_t)N * HKV * d;
@@ -76,6 +77,7 @@ static double run_case(int d, vidi_dtype dt, vidi_sparse_kind kind, int T, int F
     vidi_sparse_head h = {.kind = kind, .sink = 8, .local = 24, .last = SUFFIX, .stride = FRAME, .phase = 3, .h = 1,
                           .v = 1, .n_vertical = 24, .n_slash = 16, .last_q = 32};
     if (kind == VIDI_SPARSE_BLOCK) h.n_vertical = 3;
+    h.boundary2d = twod;
     void *dq = upload(q, nq, dt, &err), *dk = upload(k, nk, dt, &err), *dv = upload(v, nk, dt, &err);
     void *dout = g_be->ops->buf_alloc(g_be, nq * vidi_dtype_size(dt));
     vidi_sparse_plan plans[HQ];
@@ -138,13 +140,14 @@ static void test_every_pattern_equals_the_cpu_twin(void) {
     for (int li = 0; li < 2; li++)
         for (int di = 0; di < 2; di++)
             for (int ti = 0; ti < 2; ti++)
-                for (int kind = VIDI_SPARSE_DENSE; kind <= VIDI_SPARSE_GRID; kind++) {
-                    int d = di ? 128 : 64, t = li ? 12 : 24, frame = li ? 256 : 30;
+                for (int kind = VIDI_SPARSE_DENSE; kind <= VIDI_SPARSE_GRID + 1; kind++) { /* + 1: grid, 2D */
+                    int d = di ? 128 : 64, t = li ? 12 : 24, frame = li ? 256 : 30, twod = kind > VIDI_SPARSE_GRID;
+                    vidi_sparse_kind k = twod ? VIDI_SPARSE_GRID : (vidi_sparse_kind)kind;
                     vidi_dtype dt = ti ? VIDI_DTYPE_F32 : VIDI_DTYPE_BF16;
                     double tol = 8e-3;
-                    double md = run_case(d, dt, (vidi_sparse_kind)kind, t, frame);
-                    CHECK(md >= 0 && md <= tol, "%s D %d %s %d frames of %d: max |cuda - cpu| %g (tolerance %g)",
-                          vidi_sparse_kind_name((vidi_sparse_kind)kind), d, vidi_dtype_name(dt), t, frame, md, tol);
+                    double md = run_case(d, dt, k, twod, t, frame);
+                    CHECK(md >= 0 && md <= tol, "%s%s D %d %s %d frames of %d: max |cuda - cpu| %g (tolerance %g)",
+                          vidi_sparse_kind_name(k), twod ? " 2D" : "", d, vidi_dtype_name(dt), t, frame, md, tol);
                 }
 }
 
