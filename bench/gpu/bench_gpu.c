@@ -42,7 +42,9 @@
  *                     of 16x16 merged tokens, 512 text; prefill_text_<S>'s path
  *                     timed dense and with sparse prefill (prefill/sparse_run.h:
  *                     every head a grid head, stride = the frame, phase 0,
- *                     vertical lines, sink = the text prefix, local 1024) in the
+ *                     vertical lines, sink = the text prefix, local 1024;
+ *                     bench/sparse/qwen2vl-2b-grid.json holds the same rules;
+ *                     --sparse-config FILE runs another config) in the
  *                     same run; the line has both, the share of the dense
  *                     query-key pairs kept and the layers run dense
  */
@@ -223,6 +225,7 @@ typedef struct opts {
     int64_t gemm_m;
     int64_t prefill[MAX_SIZES], attn[MAX_SIZES], sparse[MAX_SIZES];
     int n_prefill, n_attn, n_sparse;
+    const char *sparse_config;   /* --sparse-config FILE (NULL: every head the grid rule below) */
 } opts;
 
 static void case_vision(vidi_model *m, const opts *o) {
@@ -355,12 +358,13 @@ static void case_sparse_prefill(vidi_model *m, const opts *o, int64_t S) {
     }
     const int32_t grid[1][3] = {{(int32_t)frames, 32, 32}};
     int L = m->cfg.text.num_layers, NH = m->cfg.text.num_heads;
-    cfg = vidi_sparse_config_new(L, NH);
-    if (!cfg) {
+    if (o->sparse_config) {
+        if (vidi_sparse_config_load(o->sparse_config, L, NH, &cfg, &err)) goto fail;
+    } else if (!(cfg = vidi_sparse_config_new(L, NH))) {
         vidi_err_set(&err, VIDI_ERR_NOMEM, "out of host memory");
         goto fail;
     }
-    for (int r = 0; r < L * NH; r++) {
+    for (int r = 0; r < L * NH && !o->sparse_config; r++) {
         vidi_sparse_rule *ru = &cfg->rules[r];
         *ru = vidi_sparse_rule_default(VIDI_SPARSE_GRID);
         ru->stride_ref = VIDI_STRIDE_FRAME;
@@ -706,7 +710,7 @@ static void usage(void) {
             "       (decode = decode_b1,decode_b1_paged,decode_b64, each also on its own)\n"
             "       [--runs 3] [--quick] [--backend cuda|cpu] [--vision-images 32] [--prefill 8192,32768]\n"
             "       [--video-frames 64] [--attn 8192,32768,131072] [--gemm-m 8192] [--decode-tokens 128]\n"
-            "       [--sparse-prefill 131072,262144] (case sparse: not in the default list)\n");
+            "       [--sparse-prefill 131072,262144] [--sparse-config FILE] (case sparse: not in the default list)\n");
     exit(2);
 }
 
@@ -731,6 +735,7 @@ int main(int argc, char **argv) {
         else if (ARG("--prefill")) prefill = v;
         else if (ARG("--attn")) attn = v;
         else if (ARG("--sparse-prefill")) sparse = v;
+        else if (ARG("--sparse-config")) o.sparse_config = v;
         else if (!strcmp(a, "--quick")) o.quick = 1;
         else usage();
 #undef ARG

@@ -2,7 +2,9 @@
  * and loaded back is the same; malformed configs are refused with a message
  * naming what is wrong (never a crash); a rule resolves for a prompt (the
  * grid's stride from the video's frame or row size, a fixed phase, the
- * fallback to vertical-slash without a video). The model-level use is
+ * fallback to vertical-slash without a video); the shipped configs load
+ * (bench/sparse/qwen2vl-2b-grid.json: 28 layers x 12 heads of grid heads,
+ * the rules bench_gpu --cases sparse builds). The model-level use is
  * test_shapes_sparse. Label sparse. */
 #include <stdio.h>
 #include <stdlib.h>
@@ -113,8 +115,27 @@ static void test_rules_resolve_for_a_prompt(void) {
           "a non-grid rule is itself");
 }
 
+static void test_the_2b_shape_config_loads(void) {
+    char path[4096];
+    snprintf(path, sizeof path, "%s/../../bench/sparse/qwen2vl-2b-grid.json", test_data_dir());
+    vidi_sparse_config *c = NULL;
+    vidi_err err = {0};
+    REQUIRE(vidi_sparse_config_load(path, 28, 12, &c, &err) == VIDI_OK, "%s", err.msg);
+    int bad = 0;
+    for (int i = 0; i < 28 * 12; i++) {
+        const vidi_sparse_rule *r = &c->rules[i];
+        bad += r->head.kind != VIDI_SPARSE_GRID || r->stride_ref != VIDI_STRIDE_FRAME || r->estimate_phase ||
+               r->head.phase != 0 || r->head.h != 0 || r->head.v != 1 || r->head.sink != 512 || r->head.local != 1024 ||
+               r->head.boundary2d;
+    }
+    CHECK(!bad, "%d rules are not the benchmark's grid rule", bad);
+    vidi_sparse_config_free(c);
+    CHECK(vidi_sparse_config_load(path, 28, 16, &c, &err) == VIDI_ERR_FORMAT, "a 28 x 16 model accepted it");
+}
+
 int main(int argc, char **argv) {
     static const test_case cases[] = {
+        {"the_2b_shape_config_loads", test_the_2b_shape_config_loads},
         {"save_load_round_trip", test_save_load_round_trip},
         {"malformed_configs_are_refused", test_malformed_configs_are_refused},
         {"rules_resolve_for_a_prompt", test_rules_resolve_for_a_prompt},
