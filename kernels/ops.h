@@ -245,6 +245,16 @@ typedef struct vidi_backend_ops {
                                     const int32_t *tiles, int64_t n_tiles, const int32_t *segs,
                                     const int32_t *cols, float scale, vidi_err *err);
 
+    /* Optional (CUDA has it): the attention mass of query rows [r0, r1)
+     * (at most 64) of every query head, for online estimation (CPU twin:
+     * vidi_sparse_last_mass, prefill/sparse.h). q [T, Hq, D], k [T, Hkv, D]
+     * (keys [0, r1) are read), scale the q·k multiplier; col and diag
+     * [Hq, r1] f32 in backend memory, overwritten: col[h][j] = the sum over
+     * the rows i >= j of p_ij, diag[h][d] the sum of the p_ij with i - j = d
+     * (diag NULL: not computed). D 64 or 128. */
+    vidi_status (*sparse_mass)(vidi_backend *be, const vidi_tensor *q, const vidi_tensor *k, int64_t r0, int64_t r1,
+                               float scale, float *col, float *diag, vidi_err *err);
+
     void (*destroy)(vidi_backend *be);
 } vidi_backend_ops;
 

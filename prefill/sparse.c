@@ -416,48 +416,100 @@ static vidi_status s_qk_check(const vidi_sparse_qk *qk, vidi_err *err) {
 
 /* Indices of the k largest of score[0, n) (forced ones first: force[i] != 0),
  * sorted ascending into out; returns how many. */
+typedef struct scored {
+    double score;
+    int32_t i;
+} scored;
+
+static int cmp_scored(const void *a, const void *b) { /* score descending, then index ascending */
+    const scored *x = a, *y = b;
+    if (x->score != y->score) return x->score > y->score ? -1 : 1;
+    return x->i < y->i ? -1 : x->i > y->i;
+}
+
+/* Indices of the k largest of score[0, n) (forced ones first: force[i] != 0;
+ * ties to the lower index), sorted ascending into out; returns how many.
+ * O(n log n). */
 static int64_t s_topk(const double *score, const unsigned char *force, int64_t n, int64_t k, int32_t *out) {
-    int64_t m = 0;
-    unsigned char *taken = calloc((size_t)n + 1, 1);
-    if (!taken) return 0;
+    int64_t m = 0, nf = 0;
+    scored *c = malloc((size_t)(n > 0 ? n : 1) * sizeof *c);
+    if (!c) return 0;
     for (int64_t i = 0; i < n && m < k; i++)
-        if (force && force[i]) taken[i] = 1, out[m++] = (int32_t)i;
-    while (m < k) {
-        int64_t best = -1;
-        for (int64_t i = 0; i < n; i++)
-            if (!taken[i] && (best < 0 || score[i] > score[best])) best = i;
-        if (best < 0) break;
-        taken[best] = 1;
-        out[m++] = (int32_t)best;
-    }
-    free(taken);
+        if (force && force[i]) out[m++] = (int32_t)i;
+    for (int64_t i = 0; i < n; i++)
+        if (!(force && force[i])) c[nf++] = (scored){score[i], (int32_t)i};
+    qsort(c, (size_t)nf, sizeof *c, cmp_scored);
+    for (int64_t x = 0; x < nf && m < k; x++) out[m++] = c[x].i;
+    free(c);
     qsort(out, (size_t)m, sizeof *out, cmp_i32);
     return m;
+}
+
+vidi_status vidi_sparse_last_mass(const vidi_sparse_qk *qk, int64_t n, int64_t r0, int64_t r1, float scale,
+                                  float *col, float *diag, vidi_err *err) {
+    vidi_status rc = s_qk_check(qk, err);
+    if (rc) return rc;
+    if (r0 < 0 || r1 > n || r0 >= r1) return vidi_err_set(err, VIDI_ERR_INVALID, "mass: rows [%lld, %lld) of %lld",
+                                                           (long long)r0, (long long)r1, (long long)n);
+    float *p = malloc((size_t)n * sizeof *p);
+    if (!p) return vidi_err_set(err, VIDI_ERR_NOMEM, "mass: out of memory");
+    memset(col, 0, (size_t)n * sizeof *col);
+    if (diag) memset(diag, 0, (size_t)n * sizeof *diag);
+    for (int64_t i = r0; i < r1; i++) {
+        s_softmax_row(qk, i, scale, p);
+        for (int64_t j = 0; j <= i; j++) {
+            col[j] += p[j];
+            if (diag) diag[i - j] += p[j];
+        }
+    }
+    free(p);
+    return VIDI_OK;
+}
+
+/* The mass of the rows an estimator wants: given (m, checked to be those
+ * rows), or computed here from q and k into owned buffers. */
+static vidi_status s_mass(const vidi_sparse_qk *qk, const vidi_sparse_mass *m, int64_t n, int64_t r0, int64_t r1,
+                          int want_diag, const float **col, const float **diag, float **owned, vidi_err *err) {
+    *owned = NULL;
+    if (m) {
+        if (m->r0 != r0 || m->r1 != r1 || !m->col || (want_diag && !m->diag))
+            return vidi_err_set(err, VIDI_ERR_INVALID, "estimate: mass of rows [%lld, %lld), wanted [%lld, %lld)%s",
+                                (long long)m->r0, (long long)m->r1, (long long)r0, (long long)r1,
+                                want_diag && !m->diag ? " with diagonals" : "");
+        *col = m->col, *diag = m->diag;
+        return VIDI_OK;
+    }
+    float *buf = malloc((size_t)n * (want_diag ? 2 : 1) * sizeof *buf);
+    if (!buf) return vidi_err_set(err, VIDI_ERR_NOMEM, "estimate: out of memory");
+    vidi_status rc = vidi_sparse_last_mass(qk, n, r0, r1, 1.0f / sqrtf((float)qk->head_dim), buf,
+                                           want_diag ? buf + n : NULL, err);
+    if (rc) {
+        free(buf);
+        return rc;
+    }
+    *owned = buf, *col = buf, *diag = want_diag ? buf + n : NULL;
+    return VIDI_OK;
 }
 
 vidi_status vidi_sparse_estimate_vslash(const vidi_sparse_qk *qk, int64_t n, int64_t last_q, int64_t sink,
                                         int64_t local, int64_t n_vertical, int64_t n_slash, int32_t *vert,
                                         int64_t *n_vert_out, int32_t *slash, int64_t *n_slash_out, vidi_err *err) {
-    vidi_status rc = s_qk_check(qk, err);
+    vidi_status rc = qk && qk->last_rows ? VIDI_OK : s_qk_check(qk, err);
     if (rc) return rc;
     if (n < 1 || last_q < 1) return vidi_err_set(err, VIDI_ERR_INVALID, "vslash: n %lld, last_q %lld", (long long)n,
                                                  (long long)last_q);
     if (last_q > n) last_q = n;
+    const float *col = NULL, *dg = NULL;
+    float *owned = NULL;
     double *vs = calloc((size_t)n, sizeof *vs), *ss = calloc((size_t)n, sizeof *ss);
-    float *p = malloc((size_t)n * sizeof *p);
     unsigned char *fv = calloc((size_t)n, 1), *fs = calloc((size_t)n, 1);
-    if (!vs || !ss || !p || !fv || !fs) {
+    if (!vs || !ss || !fv || !fs) {
         rc = vidi_err_set(err, VIDI_ERR_NOMEM, "vslash: out of memory");
         goto done;
     }
-    float scale = 1.0f / sqrtf((float)qk->head_dim);
-    for (int64_t i = n - last_q; i < n; i++) {
-        s_softmax_row(qk, i, scale, p);
-        for (int64_t j = 0; j <= i; j++) {
-            vs[j] += p[j];
-            ss[i - j] += p[j];
-        }
-    }
+    rc = s_mass(qk, qk->last_rows, n, n - last_q, n, 1, &col, &dg, &owned, err);
+    if (rc) goto done;
+    for (int64_t j = 0; j < n; j++) vs[j] = col[j], ss[j] = dg[j];
     for (int64_t j = 0; j < n && j < sink; j++) fv[j] = 1;
     for (int64_t d = 0; d < n && d < local; d++) fs[d] = 1;
     int64_t kv = n_vertical > n ? n : n_vertical, ks = n_slash > n ? n : n_slash;
@@ -466,9 +518,9 @@ vidi_status vidi_sparse_estimate_vslash(const vidi_sparse_qk *qk, int64_t n, int
     *n_vert_out = s_topk(vs, fv, n, kv, vert);
     *n_slash_out = s_topk(ss, fs, n, ks, slash);
 done:
+    free(owned);
     free(vs);
     free(ss);
-    free(p);
     free(fv);
     free(fs);
     return rc;
@@ -477,39 +529,31 @@ done:
 vidi_status vidi_sparse_estimate_grid(const vidi_sparse_qk *qk, const vidi_span *span, int64_t last_q,
                                       const int64_t *cands, int n_cands, int64_t *stride, int64_t *phase,
                                       double *score, vidi_err *err) {
-    vidi_status rc = s_qk_check(qk, err);
+    vidi_status rc = qk && qk->span_rows ? VIDI_OK : s_qk_check(qk, err);
     if (rc) return rc;
     int64_t len = span->end - span->start;
     if (len < 2 || last_q < 1 || n_cands < 1)
         return vidi_err_set(err, VIDI_ERR_INVALID, "grid estimate: a span of %lld tokens, last_q %lld, %d candidates",
                             (long long)len, (long long)last_q, n_cands);
     if (last_q > len) last_q = len;
-    double *col = calloc((size_t)len, sizeof *col);
-    float *p = malloc((size_t)span->end * sizeof *p);
-    if (!col || !p) {
-        free(col);
-        free(p);
-        return vidi_err_set(err, VIDI_ERR_NOMEM, "grid estimate: out of memory");
-    }
-    float scale = 1.0f / sqrtf((float)qk->head_dim);
+    const float *col = NULL, *dg = NULL;
+    float *owned = NULL;
+    rc = s_mass(qk, qk->span_rows, span->end, span->end - last_q, span->end, 0, &col, &dg, &owned, err);
+    if (rc) return rc;
     double total = 0;
-    for (int64_t i = span->end - last_q; i < span->end; i++) {
-        s_softmax_row(qk, i, scale, p);
-        for (int64_t j = span->start; j <= i; j++) col[j - span->start] += p[j], total += p[j];
-    }
+    for (int64_t j = span->start; j < span->end; j++) total += col[j];
     *stride = 0, *phase = 0, *score = 0;
     for (int c = 0; c < n_cands; c++) {
         int64_t s = cands[c];
         if (s < 2 || s > len / 2) continue;
         for (int64_t ph = 0; ph < s; ph++) {
             double m = 0;
-            for (int64_t j = ph; j < len; j += s) m += col[j];
+            for (int64_t j = span->start + ph; j < span->end; j += s) m += col[j];
             double e = total > 0 ? m * (double)s / total : 0;
             if (e > *score) *score = e, *stride = s, *phase = ph;
         }
     }
-    free(col);
-    free(p);
+    free(owned);
     return VIDI_OK;
 }
 
@@ -630,7 +674,8 @@ vidi_status vidi_sparse_plan_build(const vidi_sparse_head *hd, const vidi_span *
     if (hd->kind == VIDI_SPARSE_GRID && (hd->stride < 1 || hd->phase < 0 || hd->phase >= hd->stride))
         return vidi_err_set(err, VIDI_ERR_INVALID, "sparse plan: grid stride %lld phase %lld", (long long)hd->stride,
                             (long long)hd->phase);
-    if ((hd->kind == VIDI_SPARSE_VSLASH || hd->kind == VIDI_SPARSE_BLOCK) && s_qk_check(qk, err) != VIDI_OK) return err->status;
+    if (hd->kind == VIDI_SPARSE_BLOCK && s_qk_check(qk, err) != VIDI_OK) return err->status;
+    if (hd->kind == VIDI_SPARSE_VSLASH && !(qk && qk->last_rows) && s_qk_check(qk, err) != VIDI_OK) return err->status;
     if (hd->kind == VIDI_SPARSE_BLOCK && qk->head_dim > 512)
         return vidi_err_set(err, VIDI_ERR_INVALID, "sparse plan: block pooling takes head_dim <= 512, not %d", qk->head_dim);
     builder b = {out, n, 0};

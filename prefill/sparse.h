@@ -141,9 +141,24 @@ vidi_status vidi_sparse_plan_check(const vidi_sparse_plan *p, vidi_err *err);
 /* The plan of one head. q and k (host f32, [n, Hq, D] / [n, Hkv, D]) are
  * read for the estimated patterns (VSLASH, BLOCK) of head `head`; NULL for
  * the others. */
+/* The attention mass of some query rows [r0, r1) of one head (the softmax
+ * of each row over its keys j <= i): col[j] sums p_ij over the rows,
+ * diag[d] the p_ij with i - j = d (NULL where not needed); n entries each.
+ * Computed on the host (vidi_sparse_last_mass) or by a backend's
+ * sparse_mass op, and given to the estimators through vidi_sparse_qk. */
+typedef struct vidi_sparse_mass {
+    const float *col, *diag;
+    int64_t r0, r1;
+} vidi_sparse_mass;
+
 typedef struct vidi_sparse_qk {
     const float *q, *k;
     int n_heads, n_kv_heads, head_dim, head;
+    /* optional, for the estimators instead of q and k: the mass of the
+     * prompt's last rows (VSLASH: col and diag) and of a video span's last
+     * rows (GRID phase: col). Rows must be the ones the estimator would
+     * use (last_q of them). */
+    const vidi_sparse_mass *last_rows, *span_rows;
 } vidi_sparse_qk;
 
 vidi_status vidi_sparse_plan_build(const vidi_sparse_head *hd, const vidi_span *spans, int n_spans, int64_t n,
@@ -169,6 +184,12 @@ vidi_status vidi_sparse_pack(const vidi_sparse_plan *plans, const int *heads, in
 void vidi_sparse_packed_free(vidi_sparse_packed *p);
 
 /* ---- estimation (from the last queries of a span) ---- */
+
+/* The mass of rows [r0, r1) of head qk->head (softmax scale `scale`) into
+ * col and diag (n entries each, zeroed first; diag may be NULL). The CPU
+ * twin of ops sparse_mass. */
+vidi_status vidi_sparse_last_mass(const vidi_sparse_qk *qk, int64_t n, int64_t r0, int64_t r1, float scale,
+                                  float *col, float *diag, vidi_err *err);
 
 /* Vertical columns and slash diagonals of a head (MInference 1.0): the last
  * `last_q` queries of [0, n) against every key, softmax with the causal

@@ -294,8 +294,24 @@ static vidi_status s_attend_device(vidi_sparse_ctx *ctx, int layer, const vidi_t
                                              ctx->d_cols, scale, err);
         }
     }
-    int host_qk = need && n <= VIDI_SPARSE_DEVICE_EST_MAX;
-    float *fq = NULL, *fk = NULL;
+    /* estimation: the last rows' mass on the device (ops sparse_mass) for
+     * vertical-slash and grid heads; q and k on the host for block heads
+     * (and for all estimated heads without sparse_mass), up to EST_MAX */
+    int need_block = 0, lq = 0, same_lq = 1;
+    for (int h = 0; h < hq; h++) {
+        if (!s_rule_estimates(&rules[h])) continue;
+        need_block |= rules[h].head.kind == VIDI_SPARSE_BLOCK;
+        int64_t l = rules[h].head.last_q;
+        if (rules[h].head.kind != VIDI_SPARSE_BLOCK) {
+            if (lq && l != lq) same_lq = 0;
+            lq = (int)l;
+        }
+    }
+    int dev_mass = need && lq > 0 && lq <= 64 && same_lq && be->ops->sparse_mass;
+    int host_qk = (dev_mass ? need_block : need) && n <= VIDI_SPARSE_DEVICE_EST_MAX;
+    float *fq = NULL, *fk = NULL, *mcol = NULL, *mdiag = NULL, *scol = NULL;
+    vidi_sparse_mass *m_last = NULL, *m_span = NULL;
+    const vidi_span *vid = NULL;
     vidi_sparse_plan *plans = calloc((size_t)hq, sizeof *plans);
     int *heads = malloc((size_t)hq * sizeof *heads);
     vidi_sparse_packed pk = {0};
@@ -306,6 +322,40 @@ static vidi_status s_attend_device(vidi_sparse_ctx *ctx, int layer, const vidi_t
         rc = vidi_err_set(err, VIDI_ERR_NOMEM, "sparse prefill: out of memory");
         goto done;
     }
+    if (dev_mass) {
+        for (int x = 0; x < ctx->n_spans; x++) /* the span vidi_sparse_resolve estimates a grid in */
+            if (ctx->spans[x].kind == VIDI_SPAN_VIDEO &&
+                (!vid || ctx->spans[x].end - ctx->spans[x].start > vid->end - vid->start))
+                vid = &ctx->spans[x];
+        int64_t vend = vid ? vid->end : 0, vlq = vid ? (vid->end - vid->start < lq ? vid->end - vid->start : lq) : 0;
+        size_t want = ((size_t)hq * (size_t)n * 2 + (size_t)hq * (size_t)vend) * sizeof(float);
+        if (want > ctx->mass_bytes) {
+            if (ctx->mass_dev) be->ops->buf_free(be, ctx->mass_dev);
+            ctx->mass_dev = be->ops->buf_alloc(be, want);
+            ctx->mass_bytes = ctx->mass_dev ? want : 0;
+        }
+        mcol = malloc((size_t)hq * (size_t)n * 2 * sizeof *mcol);
+        scol = vend ? malloc((size_t)hq * (size_t)vend * sizeof *scol) : NULL;
+        m_last = calloc((size_t)hq, sizeof *m_last);
+        m_span = calloc((size_t)hq, sizeof *m_span);
+        if (!ctx->mass_dev || !mcol || (vend && !scol) || !m_last || !m_span) {
+            rc = vidi_err_set(err, VIDI_ERR_NOMEM, "sparse prefill: out of memory for the estimation");
+            goto done;
+        }
+        mdiag = mcol + (size_t)hq * (size_t)n;
+        float *dcol = ctx->mass_dev, *ddiag = dcol + (size_t)hq * (size_t)n, *dspan = ddiag + (size_t)hq * (size_t)n;
+        int64_t r0 = n - lq < 0 ? 0 : n - lq;
+        rc = be->ops->sparse_mass(be, q, k, r0, n, scale, dcol, ddiag, err);
+        if (rc == VIDI_OK && vend) rc = be->ops->sparse_mass(be, q, k, vend - vlq, vend, scale, dspan, NULL, err);
+        if (rc == VIDI_OK) rc = be->ops->copy_to_host(be, mcol, dcol, (size_t)hq * (size_t)n * 2 * sizeof *mcol, err);
+        if (rc == VIDI_OK && vend)
+            rc = be->ops->copy_to_host(be, scol, dspan, (size_t)hq * (size_t)vend * sizeof *scol, err);
+        if (rc) goto done;
+        for (int h = 0; h < hq; h++) {
+            m_last[h] = (vidi_sparse_mass){mcol + (size_t)h * n, mdiag + (size_t)h * n, r0, n};
+            if (vend) m_span[h] = (vidi_sparse_mass){scol + (size_t)h * vend, NULL, vend - vlq, vend};
+        }
+    }
     if (host_qk) {
         fq = s_to_host_f32(be, q, err);
         fk = fq ? s_to_host_f32(be, k, err) : NULL;
@@ -315,11 +365,12 @@ static vidi_status s_attend_device(vidi_sparse_ctx *ctx, int layer, const vidi_t
         }
     }
     for (int h = 0; h < hq && rc == VIDI_OK; h++, n_plans++) {
-        vidi_sparse_qk qk = {fq, fk, hq, hkv, d, h};
+        vidi_sparse_qk qk = {fq, fk, hq, hkv, d, h, m_last ? &m_last[h] : NULL, vid && m_span ? &m_span[h] : NULL};
         vidi_sparse_head hd;
         int fb = 0;
         heads[h] = h;
-        if (s_rule_estimates(&rules[h]) && !host_qk) {
+        int can = !s_rule_estimates(&rules[h]) || host_qk || (dev_mass && rules[h].head.kind != VIDI_SPARSE_BLOCK);
+        if (!can) {
             hd = vidi_sparse_rule_default(VIDI_SPARSE_DENSE).head;
             ctx->est_skipped++;
         } else {
@@ -327,7 +378,7 @@ static vidi_status s_attend_device(vidi_sparse_ctx *ctx, int layer, const vidi_t
             if (rc) break;
             ctx->grid_fallbacks += fb;
         }
-        rc = vidi_sparse_plan_build(&hd, ctx->spans, ctx->n_spans, n, host_qk ? &qk : NULL, &plans[h], err);
+        rc = vidi_sparse_plan_build(&hd, ctx->spans, ctx->n_spans, n, host_qk || dev_mass ? &qk : NULL, &plans[h], err);
         if (rc == VIDI_OK) pairs += vidi_sparse_plan_pairs(&plans[h]);
     }
     if (rc) goto done;
@@ -381,6 +432,10 @@ done:
     vidi_sparse_packed_free(&pk);
     free(fq);
     free(fk);
+    free(mcol);
+    free(scol);
+    free(m_last);
+    free(m_span);
     return rc;
 }
 
@@ -404,7 +459,7 @@ vidi_status vidi_sparse_prompt_attention(void *user, int layer, const vidi_tenso
         if (q->dtype != VIDI_DTYPE_F32 || k->dtype != VIDI_DTYPE_F32 || v->dtype != VIDI_DTYPE_F32)
             return vidi_err_set(err, VIDI_ERR_UNSUPPORTED, "sparse prefill: f32 host tensors on the CPU");
         for (int h = 0; h < hq && rc == VIDI_OK; h++) {
-            vidi_sparse_qk qk = {q->data, k->data, hq, hkv, d, h};
+            vidi_sparse_qk qk = {q->data, k->data, hq, hkv, d, h, NULL, NULL};
             vidi_sparse_head hd;
             int fb = 0;
             rc = vidi_sparse_resolve(&cfg->rules[layer * cfg->n_heads + h], ctx->spans, ctx->n_spans, &qk,
@@ -444,6 +499,9 @@ vidi_status vidi_sparse_begin(vidi_text *t, const vidi_sparse_config *cfg, const
 }
 
 void vidi_sparse_end(vidi_text *t, vidi_sparse_ctx *ctx) {
+    if (ctx->mass_dev) ctx->be->ops->buf_free(ctx->be, ctx->mass_dev);
+    ctx->mass_dev = NULL;
+    ctx->mass_bytes = 0;
     if (ctx->dev) {
         vidi_err e = {0};
         ctx->be->ops->synchronize(ctx->be, &e); /* a reused plan's launch may still read dev */

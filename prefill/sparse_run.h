@@ -69,9 +69,11 @@ void vidi_sparse_config_free(vidi_sparse_config *c);
  * equal an earlier layer's and estimate nothing reuses that layer's plans,
  * already on the device. */
 #define VIDI_SPARSE_DEVICE_MAX_SHARE 0.15
-/* Heads whose pattern is estimated from q and k (vertical-slash, block, a
- * grid's phase) copy q and k to the host for it; above this many tokens
- * they run dense on a device backend instead (counted in est_skipped). */
+/* On a device backend, vertical-slash heads and a grid's phase are
+ * estimated from the last rows' mass computed there (ops sparse_mass) and
+ * copied to the host; block heads (pooled q and k), and every estimated
+ * head of a backend without sparse_mass, copy q and k to the host: above
+ * this many tokens those run dense instead (counted in est_skipped). */
 #define VIDI_SPARSE_DEVICE_EST_MAX 65536
 
 /* The prompt attention of one prefill: the config, the prompt's spans,
@@ -90,6 +92,8 @@ typedef struct vidi_sparse_ctx {
     size_t dev_bytes;
     /* device: the plans in dev are layer plan_layer's (-1: none); a later
      * layer with the same rules and no estimated head launches them again */
+    void *mass_dev;              /* device: the estimation's masses (ops sparse_mass) */
+    size_t mass_bytes;
     int plan_layer;
     int64_t plan_tiles, plan_pairs;
     const int32_t *d_rows, *d_tiles, *d_segs, *d_cols;

@@ -13,7 +13,10 @@
  * the backend's dense causal attention over all heads. Prints one JSON
  * line: ms of dense and sparse (kernel), plan building, packing, upload,
  * the share of causal pairs the plan keeps (density) and the share of the
- * dense work the kernel multiplies (computed: tile rows x tile keys). Times are medians of REPS (3) runs after a
+ * dense work the kernel multiplies (computed: tile rows x tile keys), and
+ * the online estimation of every head's grid phase (estimate_ms: the last
+ * 64 rows' mass on the GPU by ops sparse_mass, copied to the host, the
+ * phase picked; the last run, -1 without sparse_mass). Times are medians of REPS (3) runs after a
  * warm-up, with a synchronize before each clock read.
  */
 #include <math.h>
@@ -116,6 +119,37 @@ int main(int argc, char **argv) {
     /* what the kernel multiplies (tile rows x tile keys) over the dense causal work */
     double computed = (double)pk.pairs_computed / ((double)hq * (double)n * (double)(n + 1) / 2.0);
 
+    /* online estimation of every head's grid phase, timed apart: the last 64 rows of the video's
+     * mass on the GPU (ops sparse_mass), copied to the host, the phase picked per head */
+    double est_ms = -1;
+    if (be->ops->sparse_mass) {
+        int64_t vend = n - 512, r0 = vend - 64;
+        float *dmass = be->ops->buf_alloc(be, (size_t)hq * (size_t)vend * 4), *hmass = malloc((size_t)hq * (size_t)vend * 4);
+        if (dmass && hmass) {
+            int64_t cand = frame, stride = 0, phase = 0;
+            double score = 0;
+            for (int r = -1; r < reps && est_ms != -2; r++) {
+                be->ops->synchronize(be, &err);
+                double a = now_ms();
+                vidi_status est = be->ops->sparse_mass(be, &tq, &tk, r0, vend, scale, dmass, NULL, &err);
+                if (est == VIDI_OK) est = be->ops->copy_to_host(be, hmass, dmass, (size_t)hq * (size_t)vend * 4, &err);
+                for (int h = 0; h < hq && est == VIDI_OK; h++) {
+                    vidi_sparse_mass m = {hmass + (size_t)h * vend, NULL, r0, vend};
+                    vidi_sparse_qk qk = {NULL, NULL, hq, hkv, d, h, NULL, &m};
+                    est = vidi_sparse_estimate_grid(&qk, &spans[1], 64, &cand, 1, &stride, &phase, &score, &err);
+                }
+                if (est != VIDI_OK) {
+                    fprintf(stderr, "bench_sparse: estimation: %s\n", err.msg);
+                    est_ms = -2;
+                } else if (r == reps - 1) {
+                    est_ms = now_ms() - a;
+                }
+            }
+        }
+        if (dmass) be->ops->buf_free(be, dmass);
+        free(hmass);
+    }
+
     double td[20], tsp[20];
     vidi_status st = VIDI_OK;
     for (int r = -1; r < reps && st == VIDI_OK; r++) {
@@ -137,9 +171,9 @@ int main(int argc, char **argv) {
     qsort(td, (size_t)reps, sizeof *td, cmp_d);
     qsort(tsp, (size_t)reps, sizeof *tsp, cmp_d);
     printf("{\"n\": %lld, \"hq\": %d, \"hkv\": %d, \"d\": %d, \"frame\": %d, \"dense_ms\": %.3f, \"sparse_ms\": %.3f, "
-           "\"plan_ms_per_head\": %.3f, \"pack_ms\": %.3f, \"upload_ms\": %.3f, \"tiles\": %lld, \"density\": %.5f, "
+           "\"plan_ms_per_head\": %.3f, \"estimate_ms\": %.3f, \"pack_ms\": %.3f, \"upload_ms\": %.3f, \"tiles\": %lld, \"density\": %.5f, "
            "\"computed\": %.5f, \"speedup\": %.3f}\n",
-           (long long)n, hq, hkv, d, frame, td[reps / 2], tsp[reps / 2], plan_ms, pack_ms, upload_ms,
+           (long long)n, hq, hkv, d, frame, td[reps / 2], tsp[reps / 2], plan_ms, est_ms, pack_ms, upload_ms,
            (long long)pk.n_tiles, density, computed, td[reps / 2] / tsp[reps / 2]);
     vidi_sparse_packed_free(&pk);
     vidi_sparse_plan_free(&p);

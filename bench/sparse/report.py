@@ -17,7 +17,7 @@ for r in rows:
         continue
     case = (f"one layer, {r['n']} tokens, {shape.get(r['hq'], str(r['hq']) + ' heads')}, bf16, grid heads "
             f"(frame {r['frame']} tokens, sink 512, local 1024), density {r['density']:.4f}")
-    extra = {"plan_ms_per_head": r["plan_ms_per_head"], "pack_ms": r.get("pack_ms"), "upload_ms": r.get("upload_ms"),
+    extra = {"plan_ms_per_head": r["plan_ms_per_head"], "estimate_ms": r.get("estimate_ms"), "pack_ms": r.get("pack_ms"), "upload_ms": r.get("upload_ms"),
              "computed_share": r.get("computed"), "tiles": r.get("tiles")}
     results.append({"case": case, "metric": "attention ms (all heads)", "value": r["sparse_ms"],
                     "baseline": "vidi dense causal attention (tensor cores), same inputs",
@@ -37,8 +37,9 @@ doc = {"bench": "sparse-attention", "date": datetime.date.today().isoformat(), "
                  "head's: sink (the 512-token text prefix), a 1024-key local window per 64-row tile and the frame "
                  "starts as one strided segment; density is the share of the causal pairs it keeps, computed_share "
                  "the share of the dense causal work the kernel multiplies (tile rows x tile keys, causal masking "
-                 "inside a tile is not skipped). Plan building (one head, host), packing (all heads) and the upload "
-                 "are timed apart and not in 'value'. Random inputs: speed only; recall is measured on real "
+                 "inside a tile is not skipped). Plan building (one head, host), online estimation of every head's "
+                 "grid phase (estimate_ms: the last 64 rows' mass by ops sparse_mass on the GPU, copied to the host, "
+                 "the phase picked), packing (all heads) and the upload are timed apart and not in 'value'. Random inputs: speed only; recall is measured on real "
                  "activations and planted grids (ctest -L sparse).")}
 json.dump(doc, open(out, "w"), indent=1)
 for r in results:

@@ -1464,6 +1464,7 @@ static vidi_backend_ops cuda_make_ops(void) {
     o.ipc_open = cuda_ipc_open;
     o.ipc_close = cuda_ipc_close;
     o.sparse_attention = vidi_cuda_sparse_attention;
+    o.sparse_mass = vidi_cuda_sparse_mass;
     o.destroy = cuda_destroy;
     return o;
 }

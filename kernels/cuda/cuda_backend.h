@@ -71,6 +71,8 @@ vidi_status vidi_cuda_check(cudaError_t e, const char *what, vidi_err *err);
 vidi_status vidi_cuda_check_launch(const char *what, vidi_err *err);
 
 /* ---- implemented in cuda_sparse.cu ---- */
+vidi_status vidi_cuda_sparse_mass(vidi_backend *be, const vidi_tensor *q, const vidi_tensor *k, int64_t r0,
+                                  int64_t r1, float scale, float *col, float *diag, vidi_err *err);
 vidi_status vidi_cuda_sparse_attention(vidi_backend *be, const vidi_tensor *q, const vidi_tensor *k,
                                        const vidi_tensor *v, vidi_tensor *out, const int32_t *rows,
                                        const int32_t *tiles, int64_t n_tiles, const int32_t *segs,

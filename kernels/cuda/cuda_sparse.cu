@@ -344,3 +344,175 @@ extern "C" vidi_status vidi_cuda_sparse_attention(vidi_backend *be, const vidi_t
     if (q->dtype == VIDI_DTYPE_F32) return launch<float>(be, q, k, v, out, p, n_tiles, err);
     return vidi_err_set(err, VIDI_ERR_UNSUPPORTED, "sparse_attention: bf16 or f32");
 }
+
+// ---------------------------------------------------------------------------
+// The attention mass of the last query rows (online estimation). CPU twin:
+// vidi_sparse_last_mass (prefill/sparse.c).
+//
+// Rows [r0, r1) (at most 64) of every query head against keys [0, r1), in
+// fp32 on the CUDA cores. Pass 1: a CTA per (block of 256 keys, head); each
+// thread owns one key and scores it against all rows (the rows' q in shared
+// memory, read as broadcasts), then the CTA writes each row's (max, sum) over
+// its keys. Pass 2 merges the blocks' pairs per row. Pass 3 scores again and
+// writes col[h][j] = sum over rows of p_ij (each key one thread, no atomics)
+// and adds p_ij into diag[h][i - j] (atomics).
+
+namespace {
+
+constexpr int kMsRows = 64;
+constexpr int kMsKeys = 256;
+
+template <typename T, int D>
+__device__ __forceinline__ void ms_scores(const T *__restrict__ k, int j, int kvh, int hkv, const float (*qs)[D],
+                                          int r0, int R, float (&s)[kMsRows]) {
+#pragma unroll
+    for (int r = 0; r < kMsRows; r++) s[r] = 0.f;
+    const T *kp = k + ((int64_t)j * hkv + kvh) * D;
+    for (int d = 0; d < D; d += 8) {
+        float kx[8];
+#pragma unroll
+        for (int x = 0; x < 8; x++) kx[x] = to_f32(kp[d + x]);
+#pragma unroll
+        for (int r = 0; r < kMsRows; r++) {
+            float a = s[r];
+#pragma unroll
+            for (int x = 0; x < 8; x++) a += qs[r][d + x] * kx[x];
+            s[r] = a;
+        }
+    }
+#pragma unroll
+    for (int r = 0; r < kMsRows; r++)
+        if (r >= R || j > r0 + r) s[r] = -INFINITY;
+}
+
+template <typename T, int D>
+__device__ __forceinline__ void ms_load_q(const T *__restrict__ q, int hq, int h, int r0, int R, float scale,
+                                          float (*qs)[D]) {
+    for (int e = threadIdx.x; e < kMsRows * D; e += blockDim.x) {
+        const int r = e / D, x = e % D;
+        qs[r][x] = r < R ? to_f32(q[((int64_t)(r0 + r) * hq + h) * D + x]) * scale : 0.f;
+    }
+    __syncthreads();
+}
+
+template <typename T, int D>
+__global__ void __launch_bounds__(kMsKeys) mass_stats_kernel(const T *__restrict__ q, const T *__restrict__ k, int hq,
+                                                             int hkv, int r0, int r1, float scale,
+                                                             float2 *__restrict__ part) {
+    __shared__ float qs[kMsRows][D];
+    __shared__ float red[kMsKeys / 32][kMsRows];
+    __shared__ float mx[kMsRows];
+    const int h = blockIdx.y, kvh = h / (hq / hkv), R = r1 - r0, nblk = gridDim.x;
+    const int j = blockIdx.x * kMsKeys + threadIdx.x, warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    ms_load_q<T, D>(q, hq, h, r0, R, scale, qs);
+    float s[kMsRows];
+    if (j < r1) ms_scores<T, D>(k, j, kvh, hkv, qs, r0, R, s);
+    else
+#pragma unroll
+        for (int r = 0; r < kMsRows; r++) s[r] = -INFINITY;
+#pragma unroll
+    for (int r = 0; r < kMsRows; r++) {
+        float v = s[r];
+        for (int o = 16; o; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+        if (lane == 0) red[warp][r] = v;
+    }
+    __syncthreads();
+    if (threadIdx.x < kMsRows) {
+        float v = -INFINITY;
+        for (int w = 0; w < kMsKeys / 32; w++) v = fmaxf(v, red[w][threadIdx.x]);
+        mx[threadIdx.x] = v;
+    }
+    __syncthreads();
+#pragma unroll
+    for (int r = 0; r < kMsRows; r++) {
+        float v = s[r] == -INFINITY ? 0.f : __expf(s[r] - mx[r]);
+        for (int o = 16; o; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+        if (lane == 0) red[warp][r] = v;
+    }
+    __syncthreads();
+    if (threadIdx.x < kMsRows) {
+        float l = 0.f;
+        for (int w = 0; w < kMsKeys / 32; w++) l += red[w][threadIdx.x];
+        part[((size_t)h * kMsRows + threadIdx.x) * nblk + blockIdx.x] = make_float2(mx[threadIdx.x], l);
+    }
+}
+
+__global__ void mass_merge_kernel(const float2 *__restrict__ part, int nblk, float2 *__restrict__ stats) {
+    const int h = blockIdx.x, r = threadIdx.x;
+    float m = -INFINITY, l = 0.f;
+    for (int b = 0; b < nblk; b++) {
+        const float2 p = part[((size_t)h * kMsRows + r) * nblk + b];
+        if (p.x == -INFINITY) continue;
+        const float mn = fmaxf(m, p.x);
+        l = (m == -INFINITY ? 0.f : l * __expf(m - mn)) + p.y * __expf(p.x - mn);
+        m = mn;
+    }
+    stats[h * kMsRows + r] = make_float2(m, l);
+}
+
+template <typename T, int D>
+__global__ void __launch_bounds__(kMsKeys) mass_write_kernel(const T *__restrict__ q, const T *__restrict__ k, int hq,
+                                                             int hkv, int r0, int r1, float scale,
+                                                             const float2 *__restrict__ stats, float *__restrict__ col,
+                                                             float *__restrict__ diag) {
+    __shared__ float qs[kMsRows][D];
+    const int h = blockIdx.y, kvh = h / (hq / hkv), R = r1 - r0;
+    const int j = blockIdx.x * kMsKeys + threadIdx.x;
+    ms_load_q<T, D>(q, hq, h, r0, R, scale, qs);
+    if (j >= r1) return;
+    float s[kMsRows];
+    ms_scores<T, D>(k, j, kvh, hkv, qs, r0, R, s);
+    float c = 0.f;
+#pragma unroll
+    for (int r = 0; r < kMsRows; r++) {
+        if (s[r] == -INFINITY) continue;
+        const float2 st = stats[h * kMsRows + r];
+        const float p = st.y > 0.f ? __expf(s[r] - st.x) / st.y : 0.f;
+        c += p;
+        if (diag) atomicAdd(diag + (size_t)h * r1 + (r0 + r - j), p);
+    }
+    col[(size_t)h * r1 + j] = c;
+}
+
+template <typename T, int D>
+vidi_status mass_launch(cudaStream_t st, const vidi_tensor *q, const vidi_tensor *k, int r0, int r1, float scale,
+                        float *col, float *diag, vidi_err *err) {
+    const int hq = (int)q->shape[1], hkv = (int)k->shape[1], nblk = (r1 + kMsKeys - 1) / kMsKeys;
+    float2 *part = NULL, *stats = NULL;
+    size_t pb = (size_t)hq * kMsRows * nblk * sizeof(float2), sb = (size_t)hq * kMsRows * sizeof(float2);
+    vidi_status rc = vidi_cuda_check(cudaMallocAsync((void **)&part, pb + sb, st), "sparse_mass: scratch", err);
+    if (rc != VIDI_OK) return rc;
+    stats = part + (size_t)hq * kMsRows * nblk;
+    if (diag) rc = vidi_cuda_check(cudaMemsetAsync(diag, 0, (size_t)hq * r1 * sizeof(float), st), "sparse_mass", err);
+    const T *qp = (const T *)q->data, *kp = (const T *)k->data;
+    if (rc == VIDI_OK) {
+        mass_stats_kernel<T, D><<<dim3(nblk, hq), kMsKeys, 0, st>>>(qp, kp, hq, hkv, r0, r1, scale, part);
+        mass_merge_kernel<<<hq, kMsRows, 0, st>>>(part, nblk, stats);
+        mass_write_kernel<T, D><<<dim3(nblk, hq), kMsKeys, 0, st>>>(qp, kp, hq, hkv, r0, r1, scale, stats, col, diag);
+        rc = vidi_cuda_check_launch("sparse_mass", err);
+    }
+    cudaFreeAsync(part, st);
+    return rc;
+}
+
+}  // namespace
+
+extern "C" vidi_status vidi_cuda_sparse_mass(vidi_backend *be, const vidi_tensor *q, const vidi_tensor *k, int64_t r0,
+                                             int64_t r1, float scale, float *col, float *diag, vidi_err *err) {
+    if (q->ndim != 3 || k->ndim != 3 || q->dtype != k->dtype || k->shape[0] != q->shape[0] ||
+        k->shape[2] != q->shape[2] || k->shape[1] < 1 || q->shape[1] % k->shape[1] || !col)
+        return vidi_err_set(err, VIDI_ERR_INVALID, "sparse_mass: q [T, Hq, D], k [T, Hkv, D], one dtype, col");
+    if (r0 < 0 || r1 > q->shape[0] || r0 >= r1 || r1 - r0 > kMsRows || r1 > 0x7fffffff)
+        return vidi_err_set(err, VIDI_ERR_INVALID, "sparse_mass: rows [%lld, %lld) of %lld (at most %d rows)",
+                            (long long)r0, (long long)r1, (long long)q->shape[0], kMsRows);
+    cudaStream_t st = vidi_cuda_stream(be);
+    const int d = (int)q->shape[2];
+    if (q->dtype == VIDI_DTYPE_BF16) {
+        if (d == 64) return mass_launch<__nv_bfloat16, 64>(st, q, k, (int)r0, (int)r1, scale, col, diag, err);
+        if (d == 128) return mass_launch<__nv_bfloat16, 128>(st, q, k, (int)r0, (int)r1, scale, col, diag, err);
+    } else if (q->dtype == VIDI_DTYPE_F32) {
+        if (d == 64) return mass_launch<float, 64>(st, q, k, (int)r0, (int)r1, scale, col, diag, err);
+        if (d == 128) return mass_launch<float, 128>(st, q, k, (int)r0, (int)r1, scale, col, diag, err);
+    }
+    return vidi_err_set(err, VIDI_ERR_UNSUPPORTED, "sparse_mass: bf16 or f32, head_dim 64 or 128");
+}

@@ -93,7 +93,7 @@ static double run_case(int d, vidi_dtype dt, vidi_sparse_kind kind, int twod, in
     vidi_tensor tv = vidi_tensor_3d(dt, dv, N, HKV, d), to = vidi_tensor_3d(dt, dout, N, HQ, d);
     float scale = 1.0f / sqrtf((float)d);
     for (int head = 0; head < HQ; head++, n_plans++) {
-        vidi_sparse_qk qk = {q, k, HQ, HKV, d, head};
+        vidi_sparse_qk qk = {q, k, HQ, HKV, d, head, NULL, NULL};
         heads[head] = head;
         if (vidi_sparse_plan_build(&h, spans, 3, N, &qk, &plans[head], &err) != VIDI_OK) {
             printf("plan: %s\n", err.msg);
@@ -178,6 +178,56 @@ static void test_rows_without_keys_get_zeros(void) {
     g_be->ops->buf_free(g_be, ds);
 }
 
+/* ops sparse_mass (the last rows' column and diagonal mass, online
+ * estimation) against vidi_sparse_last_mass on the same (bf16-rounded)
+ * inputs: every head, head_dim 64 and 128, bf16 and f32, 40 rows at the end
+ * and 64 rows in the middle of 3000 tokens. */
+static void test_mass_equals_the_cpu_twin(void) {
+    enum { n = 3000 };
+    for (int di = 0; di < 2; di++)
+        for (int ti = 0; ti < 2; ti++)
+            for (int ci = 0; ci < 2; ci++) {
+                vidi_err err = {0};
+                int d = di ? 128 : 64;
+                vidi_dtype dt = ti ? VIDI_DTYPE_F32 : VIDI_DTYPE_BF16;
+                int64_t r1 = ci ? n / 2 : n, r0 = ci ? r1 - 64 : r1 - 40;
+                size_t nq = (size_t)n * HQ * d, nk = (size_t)n * HKV * d;
+                float *q = malloc(nq * 4), *k = malloc(nk * 4), *col = malloc((size_t)r1 * 4), *dg = malloc((size_t)r1 * 4);
+                float *gcol = malloc((size_t)HQ * r1 * 4), *gdg = malloc((size_t)HQ * r1 * 4);
+                test_fill_uniform(q, (long)nq, -2, 2, 41 + d);
+                test_fill_uniform(k, (long)nk, -2, 2, 42 + d);
+                round_bf16(q, nq), round_bf16(k, nk);
+                void *dq = upload(q, nq, dt, &err), *dk = upload(k, nk, dt, &err);
+                float *dcol = g_be->ops->buf_alloc(g_be, (size_t)HQ * r1 * 4), *ddg = g_be->ops->buf_alloc(g_be, (size_t)HQ * r1 * 4);
+                vidi_tensor tq = vidi_tensor_3d(dt, dq, n, HQ, d), tk = vidi_tensor_3d(dt, dk, n, HKV, d);
+                float scale = 1.0f / sqrtf((float)d);
+                vidi_status st = g_be->ops->sparse_mass(g_be, &tq, &tk, r0, r1, scale, dcol, ddg, &err);
+                if (st == VIDI_OK) st = g_be->ops->synchronize(g_be, &err);
+                if (st == VIDI_OK) st = g_be->ops->copy_to_host(g_be, gcol, dcol, (size_t)HQ * r1 * 4, &err);
+                if (st == VIDI_OK) st = g_be->ops->copy_to_host(g_be, gdg, ddg, (size_t)HQ * r1 * 4, &err);
+                CHECK(st == VIDI_OK, "sparse_mass: %s", err.msg);
+                double worst = 0, total = 0;
+                for (int h = 0; h < HQ && st == VIDI_OK; h++) {
+                    vidi_sparse_qk qk = {q, k, HQ, HKV, d, h, NULL, NULL};
+                    CHECK(vidi_sparse_last_mass(&qk, r1, r0, r1, scale, col, dg, &err) == VIDI_OK, "%s", err.msg);
+                    for (int64_t j = 0; j < r1; j++) {
+                        double a = fabs((double)gcol[h * r1 + j] - col[j]) / (1e-3 + fabs(col[j]));
+                        double b = fabs((double)gdg[h * r1 + j] - dg[j]) / (1e-3 + fabs(dg[j]));
+                        if (!(a <= worst)) worst = isnan(a) ? 1e9 : a;
+                        if (!(b <= worst)) worst = isnan(b) ? 1e9 : b;
+                        total += gcol[h * r1 + j];
+                    }
+                }
+                /* each row's probabilities sum to 1: the column masses of a head sum to the row count */
+                CHECK(worst < 1e-3 && fabs(total - (double)HQ * (double)(r1 - r0)) < 1e-2 * HQ,
+                      "D %d %s rows [%lld, %lld): worst relative gap %g, total mass %g", d, vidi_dtype_name(dt),
+                      (long long)r0, (long long)r1, worst, total);
+                g_be->ops->buf_free(g_be, dq), g_be->ops->buf_free(g_be, dk);
+                g_be->ops->buf_free(g_be, dcol), g_be->ops->buf_free(g_be, ddg);
+                free(q), free(k), free(col), free(dg), free(gcol), free(gdg);
+            }
+}
+
 int main(int argc, char **argv) {
     vidi_err err = {0};
     g_be = vidi_backend_cuda_create(0, &err);
@@ -188,6 +238,7 @@ int main(int argc, char **argv) {
     static const test_case cases[] = {
         {"every_pattern_equals_the_cpu_twin", test_every_pattern_equals_the_cpu_twin},
         {"rows_without_keys_get_zeros", test_rows_without_keys_get_zeros},
+        {"mass_equals_the_cpu_twin", test_mass_equals_the_cpu_twin},
     };
     int rc = test_main(argc, argv, cases, (int)(sizeof cases / sizeof cases[0]));
     g_be->ops->destroy(g_be);

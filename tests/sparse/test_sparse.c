@@ -78,7 +78,7 @@ static void test_every_pattern_plan_equals_masked_dense(void) {
         for (int head = 0; head < HQ; head++) {
             vidi_sparse_head h = head_of(k > VIDI_SPARSE_GRID ? VIDI_SPARSE_GRID : (vidi_sparse_kind)k);
             h.boundary2d = k > VIDI_SPARSE_GRID;
-            vidi_sparse_qk qk = {g_q, g_k, HQ, HKV, D, head};
+            vidi_sparse_qk qk = {g_q, g_k, HQ, HKV, D, head, NULL, NULL};
             vidi_sparse_plan p;
             vidi_status st = vidi_sparse_plan_build(&h, g_spans, g_n_spans, N, &qk, &p, &err);
             CHECK(st == VIDI_OK, "%s: %s", vidi_sparse_kind_name(h.kind), err.msg);
@@ -121,7 +121,7 @@ static void test_dense_plan_is_causal_attention(void) {
     setup();
     vidi_err err = {0};
     vidi_sparse_head h = head_of(VIDI_SPARSE_DENSE);
-    vidi_sparse_qk qk = {g_q, g_k, HQ, HKV, D, 3};
+    vidi_sparse_qk qk = {g_q, g_k, HQ, HKV, D, 3, NULL, NULL};
     vidi_sparse_plan p;
     REQUIRE(vidi_sparse_plan_build(&h, g_spans, g_n_spans, N, &qk, &p, &err) == VIDI_OK, "%s", err.msg);
     float *a = calloc((size_t)N * HQ * D, sizeof(float));
@@ -160,7 +160,7 @@ static void test_a_row_without_keys_gets_zeros(void) {
     test_fill_uniform(q, 4 * D, -1, 1, 1);
     test_fill_uniform(k, 4 * D, -1, 1, 2);
     test_fill_uniform(v, 4 * D, -1, 1, 3);
-    vidi_sparse_qk qk = {q, k, 1, 1, D, 0};
+    vidi_sparse_qk qk = {q, k, 1, 1, D, 0, NULL, NULL};
     vidi_err err = {0};
     p.segs[0].e = 4 + 16; /* beyond n: the check refuses it */
     CHECK(vidi_sparse_plan_check(&p, &err) == VIDI_ERR_INVALID, "a segment past the end accepted");
@@ -197,7 +197,7 @@ static void test_planted_grid_is_found_and_kept(void) {
     REQUIRE(q && k, "oom");
     plant_grid(q, k);
     vidi_err err = {0};
-    vidi_sparse_qk qk = {q, k, HQ, HKV, D, 1};
+    vidi_sparse_qk qk = {q, k, HQ, HKV, D, 1, NULL, NULL};
     int64_t cands[3] = {FRAME, MW, 2};
     int64_t stride = 0, phase = -1;
     double score = 0;
@@ -247,7 +247,7 @@ static void test_vslash_estimation_finds_planted_columns(void) {
     int32_t vert[N], slash[N];
     int64_t nv = 0, ns = 0;
     vidi_err err = {0};
-    vidi_sparse_qk qk = {q, k, HQ, HKV, D, 0};
+    vidi_sparse_qk qk = {q, k, HQ, HKV, D, 0, NULL, NULL};
     CHECK(vidi_sparse_estimate_vslash(&qk, N, 32, 4, 8, 4 + T, 8, vert, &nv, slash, &ns, &err) == VIDI_OK, "%s", err.msg);
     int found = 0;
     for (int64_t c = 0; c < nv; c++) found += vert[c] >= PREFIX && (vert[c] - PREFIX) % FRAME == 0;

@@ -162,7 +162,7 @@ static vidi_status s_hook(void *user, int layer, const vidi_tensor *q, const vid
     int hq = (int)q->shape[1], hkv = (int)k->shape[1], d = (int)q->shape[2];
     vidi_status rc = VIDI_OK;
     for (int h = 0; h < hq && rc == VIDI_OK && s->eval; h++) {
-        vidi_sparse_qk qk = {q->data, k->data, hq, hkv, d, h};
+        vidi_sparse_qk qk = {q->data, k->data, hq, hkv, d, h, NULL, NULL};
         vidi_sparse_head hd;
         int fb = 0;
         vidi_sparse_plan p;
@@ -180,7 +180,7 @@ static vidi_status s_hook(void *user, int layer, const vidi_tensor *q, const vid
     if (!s->eval && s_reserve(s, n)) return vidi_err_set(err, VIDI_ERR_NOMEM, "search: out of memory");
     int64_t n_rows = s->eval ? 0 : s_pick_rows(s, n);
     for (int h = 0; h < hq && rc == VIDI_OK && !s->eval; h++) {
-        vidi_sparse_qk qk = {q->data, k->data, hq, hkv, d, h};
+        vidi_sparse_qk qk = {q->data, k->data, hq, hkv, d, h, NULL, NULL};
         vidi_sparse_plan plans[N_CANDS + 1];
         vidi_sparse_head hds[N_CANDS];
         int built = 0, have_off = 0;
@@ -239,7 +239,7 @@ static vidi_status s_hook(void *user, int layer, const vidi_tensor *q, const vid
     }
     /* the dense answer, so that the next layers see the real activations */
     for (int h = 0; h < hq && rc == VIDI_OK; h++) {
-        vidi_sparse_qk qk = {q->data, k->data, hq, hkv, d, h};
+        vidi_sparse_qk qk = {q->data, k->data, hq, hkv, d, h, NULL, NULL};
         vidi_sparse_head dh = vidi_sparse_rule_default(VIDI_SPARSE_DENSE).head;
         vidi_sparse_plan p;
         rc = vidi_sparse_plan_build(&dh, s->spans, s->n_spans, n, &qk, &p, err);
