@@ -5,7 +5,13 @@
  *   bench_sparse N HQ HKV D FRAME [REPS]
  *
  * A prompt of 512 text tokens, a video of N - 1024 tokens (FRAME tokens per
- * frame) and 512 text tokens; random bf16 q, k, v. Every head is a grid
+ * frame) and 512 text tokens; random bf16 q, k, v (uniform in [-1, 1]) with
+ * a planted grid: every query after the text prefix leans along the
+ * all-ones direction by 1 and the keys of the frame starts by 1.1 (about 12
+ * more logit for those keys), so the grid plan's recall can be measured
+ * (recall: the mass its keys hold for 8 row tiles spread over the video,
+ * every head, by ops sparse_mass; -1 without it). Speed does not depend on
+ * the values. Every head is a grid
  * head (vertical lines at the frame starts, sink = the text prefix, local
  * window 1024; no horizontal lines); the plan is built on the host once
  * (timed apart: one head's plan, packing all heads, the upload) and run by
@@ -72,7 +78,13 @@ int main(int argc, char **argv) {
     for (int b = 0; b < 3; b++) {
         for (size_t i = 0; i < sizes[b]; i++) {
             x ^= x << 13, x ^= x >> 7, x ^= x << 17;
-            h[i] = vidi_f32_to_bf16((float)((double)(x >> 11) / 9007199254740992.0 * 2.0 - 1.0));
+            float val = (float)((double)(x >> 11) / 9007199254740992.0 * 2.0 - 1.0);
+            /* the planted grid: every query leans along the all-ones direction, and so do the keys
+             * of the video's frame starts, by 1.1: about 12 more logit for those keys */
+            int64_t tok = (int64_t)(i / (size_t)((b ? hkv : hq) * d));
+            if (b == 0 && tok >= 512) val += 1.0f;
+            if (b == 1 && tok >= 512 && tok < n - 512 && (tok - 512) % frame == 0) val += 1.1f;
+            h[i] = vidi_f32_to_bf16(val);
         }
         be->ops->copy_to_device(be, bufs[b], h, sizes[b] * 2, &err);
         be->ops->synchronize(be, &err);
@@ -150,6 +162,35 @@ int main(int argc, char **argv) {
         free(hmass);
     }
 
+    /* attention recall of the plan on 8 row tiles spread over the video (rows [512 + 64 t, + 64),
+     * each one plan tile): the rows' column mass by ops sparse_mass over the tile's keys */
+    double recall = -1;
+    if (be->ops->sparse_mass) {
+        int64_t ntile = (n - 1024) / 64, cnt = 0;
+        float *dm = be->ops->buf_alloc(be, (size_t)hq * (size_t)n * 4), *hm = malloc((size_t)hq * (size_t)n * 4);
+        int32_t *keys = malloc((size_t)n * 4);
+        double sum = 0;
+        for (int s8 = 0; s8 < 8 && dm && hm && keys; s8++) {
+            int64_t t = (ntile - 1) * (s8 + 1) / 8, r0 = 512 + 64 * t, r1 = r0 + 64;
+            const vidi_sparse_tile *tl = NULL;
+            for (int64_t x2 = 0; x2 < p.n_tiles && !tl; x2++)
+                if (p.tiles[x2].n_rows == 64 && p.rows[p.tiles[x2].row0] == r0) tl = &p.tiles[x2];
+            if (!tl || be->ops->sparse_mass(be, &tq, &tk, r0, r1, scale, dm, NULL, &err) != VIDI_OK ||
+                be->ops->copy_to_host(be, hm, dm, (size_t)hq * (size_t)r1 * 4, &err) != VIDI_OK)
+                break;
+            int64_t nkeys = vidi_sparse_row_keys(&p, tl, r1 - 1, keys);
+            for (int hh = 0; hh < hq; hh++, cnt++) {
+                double m = 0;
+                for (int64_t kk = 0; kk < nkeys; kk++) m += hm[(size_t)hh * (size_t)r1 + (size_t)keys[kk]];
+                sum += m / 64.0;
+            }
+        }
+        if (cnt == 8 * hq) recall = sum / (double)cnt;
+        if (dm) be->ops->buf_free(be, dm);
+        free(hm);
+        free(keys);
+    }
+
     double td[20], tsp[20];
     vidi_status st = VIDI_OK;
     for (int r = -1; r < reps && st == VIDI_OK; r++) {
@@ -172,9 +213,9 @@ int main(int argc, char **argv) {
     qsort(tsp, (size_t)reps, sizeof *tsp, cmp_d);
     printf("{\"n\": %lld, \"hq\": %d, \"hkv\": %d, \"d\": %d, \"frame\": %d, \"dense_ms\": %.3f, \"sparse_ms\": %.3f, "
            "\"plan_ms_per_head\": %.3f, \"estimate_ms\": %.3f, \"pack_ms\": %.3f, \"upload_ms\": %.3f, \"tiles\": %lld, \"density\": %.5f, "
-           "\"computed\": %.5f, \"speedup\": %.3f}\n",
+           "\"computed\": %.5f, \"recall\": %.4f, \"speedup\": %.3f}\n",
            (long long)n, hq, hkv, d, frame, td[reps / 2], tsp[reps / 2], plan_ms, est_ms, pack_ms, upload_ms,
-           (long long)pk.n_tiles, density, computed, td[reps / 2] / tsp[reps / 2]);
+           (long long)pk.n_tiles, density, computed, recall, td[reps / 2] / tsp[reps / 2]);
     vidi_sparse_packed_free(&pk);
     vidi_sparse_plan_free(&p);
     free(plans);
