@@ -271,44 +271,89 @@ done:
     free(pix);
 }
 
+/* A text prefill of S tokens into a KV cache of capacity S: the buffers of
+ * prefill_text_<S> and sparse_prefill_<S>. */
+typedef struct text_run {
+    void *embb, *logb;
+    vidi_kv_cache *kv;
+    vidi_tensor emb, logits;
+} text_run;
+
+static void text_run_close(text_run *tr) {
+    vidi_kv_cache_free(tr->kv);
+    if (tr->embb) g_be->ops->buf_free(g_be, tr->embb);
+    if (tr->logb) g_be->ops->buf_free(g_be, tr->logb);
+    memset(tr, 0, sizeof *tr);
+}
+
+static vidi_status text_run_open(vidi_model *m, int64_t S, text_run *tr, vidi_err *err) {
+    memset(tr, 0, sizeof *tr);
+    int H = vidi_text_hidden_size(m->text), V = vidi_text_vocab_size(m->text);
+    size_t es = vidi_dtype_size(g_be->act_dtype);
+    tr->embb = g_be->ops->buf_alloc(g_be, (size_t)S * H * es);
+    tr->logb = g_be->ops->buf_alloc(g_be, (size_t)V * es);
+    if (!tr->embb || !tr->logb) {
+        text_run_close(tr);
+        return vidi_err_set(err, VIDI_ERR_NOMEM, "out of backend memory");
+    }
+    if (vidi_kv_cache_create(m->text, S, &tr->kv, err)) {
+        text_run_close(tr);
+        return err->status;
+    }
+    tr->emb = vidi_tensor_2d(g_be->act_dtype, tr->embb, S, H);
+    tr->logits = vidi_tensor_2d(g_be->act_dtype, tr->logb, 1, V);
+    return VIDI_OK;
+}
+
+/* Sparse prefill for text_run_once: the config and the prompt's ids with
+ * the video as pads (the spans); ctx gets what it did. */
+typedef struct sparse_req {
+    const vidi_sparse_config *cfg;
+    const int32_t *pads;
+    const int32_t (*grid)[3];
+    vidi_sparse_ctx ctx;
+} sparse_req;
+
+/* One timed run: the cache emptied, then embeddings, the forward pass
+ * (sparse prompt attention when sp), the last row's logits and a greedy
+ * token, the backend synchronised; *ms its time. */
+static vidi_status text_run_once(vidi_model *m, text_run *tr, const int32_t *ids, const int32_t *pos, int64_t S,
+                                 sparse_req *sp, double *ms, vidi_err *err) {
+    if (vidi_kv_cache_truncate(tr->kv, 0, err) || sync_be(err)) return err->status;
+    double t0 = now_ms();
+    if (sp && vidi_sparse_begin(m->text, sp->cfg, sp->pads, S, m->cfg.image_token_id, m->cfg.video_token_id,
+                                sp->grid, 1, m->cfg.vision.spatial_merge_size, &sp->ctx, err))
+        return err->status;
+    vidi_status st = vidi_text_embed(m->text, ids, S, NULL, &tr->emb, err);
+    vidi_text_out to = {.which = VIDI_TEXT_LOGITS_LAST, .logits = &tr->logits};
+    if (st == VIDI_OK) st = vidi_text_forward(m->text, tr->kv, &tr->emb, pos, &to, err);
+    if (sp) vidi_sparse_end(m->text, &sp->ctx);
+    if (st) return st;
+    vidi_sample_params greedy = {.temperature = 0.0f, .top_k = 1, .top_p = 1.0f};
+    uint64_t rs = vidi_rng_seed(0);
+    int32_t tok;
+    if (g_be->ops->sample(g_be, &tr->logits, &greedy, &rs, &tok, err) || sync_be(err)) return err->status;
+    *ms = now_ms() - t0;
+    return VIDI_OK;
+}
+
 static void case_prefill(vidi_model *m, const opts *o, int64_t S) {
     vidi_err err = {0};
     char kase[64];
     snprintf(kase, sizeof kase, "prefill_text_%lld", (long long)S);
-    int H = vidi_text_hidden_size(m->text), V = vidi_text_vocab_size(m->text);
-    size_t es = vidi_dtype_size(g_be->act_dtype);
     int32_t *ids = malloc((size_t)S * sizeof *ids), *pos = malloc((size_t)S * 3 * sizeof *pos);
-    void *embb = NULL, *logb = NULL;
-    vidi_kv_cache *kv = NULL;
-    double ms[MAX_RUNS];
+    text_run tr = {0};
+    double ms[MAX_RUNS], t;
     if (!ids || !pos) {
         vidi_err_set(&err, VIDI_ERR_NOMEM, "out of host memory");
         goto fail;
     }
     random_ids(ids, S);
     for (int64_t i = 0; i < S; i++) pos[i * 3] = pos[i * 3 + 1] = pos[i * 3 + 2] = (int32_t)i;
-    embb = g_be->ops->buf_alloc(g_be, (size_t)S * H * es);
-    logb = g_be->ops->buf_alloc(g_be, (size_t)V * es);
-    if (!embb || !logb) {
-        vidi_err_set(&err, VIDI_ERR_NOMEM, "out of backend memory");
-        goto fail;
-    }
-    if (vidi_kv_cache_create(m->text, S, &kv, &err)) goto fail;
-    vidi_tensor emb = vidi_tensor_2d(g_be->act_dtype, embb, S, H);
-    vidi_tensor logits = vidi_tensor_2d(g_be->act_dtype, logb, 1, V);
-    vidi_sample_params greedy = {.temperature = 0.0f, .top_k = 1, .top_p = 1.0f};
+    if (text_run_open(m, S, &tr, &err)) goto fail;
     for (int r = -1; r < o->runs; r++) {
-        if (vidi_kv_cache_truncate(kv, 0, &err)) goto fail;
-        if (sync_be(&err)) goto fail;
-        double t0 = now_ms();
-        if (vidi_text_embed(m->text, ids, S, NULL, &emb, &err)) goto fail;
-        vidi_text_out to = {.which = VIDI_TEXT_LOGITS_LAST, .logits = &logits};
-        if (vidi_text_forward(m->text, kv, &emb, pos, &to, &err)) goto fail;
-        uint64_t st = vidi_rng_seed(0);
-        int32_t tok;
-        if (g_be->ops->sample(g_be, &logits, &greedy, &st, &tok, &err)) goto fail;
-        if (sync_be(&err)) goto fail;
-        if (r >= 0) ms[r] = now_ms() - t0;
+        if (text_run_once(m, &tr, ids, pos, S, NULL, &t, &err)) goto fail;
+        if (r >= 0) ms[r] = t;
     }
     line_begin(kase, o->name);
     printf(",\"tokens\":%lld", (long long)S);
@@ -318,9 +363,7 @@ static void case_prefill(vidi_model *m, const opts *o, int64_t S) {
 fail:
     emit_error(kase, o->name, &err);
 done:
-    vidi_kv_cache_free(kv);
-    if (embb) g_be->ops->buf_free(g_be, embb);
-    if (logb) g_be->ops->buf_free(g_be, logb);
+    text_run_close(&tr);
     free(ids);
     free(pos);
 }
@@ -329,17 +372,13 @@ static void case_sparse_prefill(vidi_model *m, const opts *o, int64_t S) {
     vidi_err err = {0};
     char kase[64];
     snprintf(kase, sizeof kase, "sparse_prefill_%lld", (long long)S);
-    int H = vidi_text_hidden_size(m->text), V = vidi_text_vocab_size(m->text);
     const int64_t pre = 512, frame = 256;
     int64_t frames = (S - 2 * pre) / frame;
-    size_t es = vidi_dtype_size(g_be->act_dtype);
     int32_t *ids = malloc((size_t)S * sizeof *ids), *pads = malloc((size_t)S * sizeof *pads);
     int32_t *pos = malloc((size_t)S * 3 * sizeof *pos);
-    void *embb = NULL, *logb = NULL;
-    vidi_kv_cache *kv = NULL;
+    text_run tr = {0};
     vidi_sparse_config *cfg = NULL;
-    double dms[MAX_RUNS], sms[MAX_RUNS];
-    vidi_sparse_ctx ctx = {0};
+    double dms[MAX_RUNS], sms[MAX_RUNS], t;
     if (frames < 2 || pre * 2 + frames * frame != S) {
         vidi_err_set(&err, VIDI_ERR_INVALID, "sparse prefill: S - 1024 must be a multiple of 256 (>= 512)");
         goto fail;
@@ -371,46 +410,18 @@ static void case_sparse_prefill(vidi_model *m, const opts *o, int64_t S) {
         ru->estimate_phase = 0;
         ru->head.phase = 0, ru->head.h = 0, ru->head.v = 1, ru->head.sink = pre, ru->head.local = 1024;
     }
-    embb = g_be->ops->buf_alloc(g_be, (size_t)S * H * es);
-    logb = g_be->ops->buf_alloc(g_be, (size_t)V * es);
-    if (!embb || !logb) {
-        vidi_err_set(&err, VIDI_ERR_NOMEM, "out of backend memory");
-        goto fail;
-    }
-    if (vidi_kv_cache_create(m->text, S, &kv, &err)) goto fail;
-    vidi_tensor emb = vidi_tensor_2d(g_be->act_dtype, embb, S, H);
-    vidi_tensor logits = vidi_tensor_2d(g_be->act_dtype, logb, 1, V);
-    vidi_sample_params greedy = {.temperature = 0.0f, .top_k = 1, .top_p = 1.0f};
-    int64_t pairs = 0, dense_pairs = 0;
-    int dense_layers = 0;
-    double attn_ms = 0;
+    if (text_run_open(m, S, &tr, &err)) goto fail;
+    sparse_req sp = {cfg, pads, grid, {0}};
     for (int sparse = 0; sparse < 2; sparse++)
         for (int r = -1; r < o->runs; r++) {
-            if (vidi_kv_cache_truncate(kv, 0, &err)) goto fail;
-            if (sync_be(&err)) goto fail;
-            double t0 = now_ms();
-            if (sparse && vidi_sparse_begin(m->text, cfg, pads, S, m->cfg.image_token_id, m->cfg.video_token_id, grid,
-                                            1, m->cfg.vision.spatial_merge_size, &ctx, &err))
-                goto fail;
-            vidi_status st = vidi_text_embed(m->text, ids, S, NULL, &emb, &err);
-            vidi_text_out to = {.which = VIDI_TEXT_LOGITS_LAST, .logits = &logits};
-            if (st == VIDI_OK) st = vidi_text_forward(m->text, kv, &emb, pos, &to, &err);
-            if (sparse) {
-                vidi_sparse_end(m->text, &ctx);
-                pairs = ctx.pairs, dense_pairs = ctx.dense_pairs, dense_layers = ctx.dense_layers, attn_ms = ctx.ms;
-            }
-            if (st) goto fail;
-            uint64_t rs = vidi_rng_seed(0);
-            int32_t tok;
-            if (g_be->ops->sample(g_be, &logits, &greedy, &rs, &tok, &err)) goto fail;
-            if (sync_be(&err)) goto fail;
-            if (r >= 0) (sparse ? sms : dms)[r] = now_ms() - t0;
+            if (text_run_once(m, &tr, ids, pos, S, sparse ? &sp : NULL, &t, &err)) goto fail;
+            if (r >= 0) (sparse ? sms : dms)[r] = t;
         }
     line_begin(kase, o->name);
     printf(",\"tokens\":%lld,\"frames\":%lld,\"frame_tokens\":%lld,\"kept\":%.5f,\"dense_layers\":%d,"
            "\"sparse_attention_ms\":%.3f",
-           (long long)S, (long long)frames, (long long)frame, dense_pairs ? (double)pairs / (double)dense_pairs : 0.0,
-           dense_layers, attn_ms);
+           (long long)S, (long long)frames, (long long)frame,
+           sp.ctx.dense_pairs ? (double)sp.ctx.pairs / (double)sp.ctx.dense_pairs : 0.0, sp.ctx.dense_layers, sp.ctx.ms);
     printf(",\"dense_runs_ms\":[");
     for (int r = 0; r < o->runs; r++) printf("%s%.3f", r ? "," : "", dms[r]);
     printf("]");
@@ -421,9 +432,7 @@ fail:
     emit_error(kase, o->name, &err);
 done:
     vidi_sparse_config_free(cfg);
-    vidi_kv_cache_free(kv);
-    if (embb) g_be->ops->buf_free(g_be, embb);
-    if (logb) g_be->ops->buf_free(g_be, logb);
+    text_run_close(&tr);
     free(ids);
     free(pads);
     free(pos);

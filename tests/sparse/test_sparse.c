@@ -263,6 +263,43 @@ static void test_vslash_estimation_finds_planted_columns(void) {
  * local window of its tile [rmin - local + 1, i] (rmin: the tile's first
  * row) and span.start + phase + k stride, where sink' = max(sink, span
  * start); text rows: every key. */
+/* Should a grid head g (h = 0; Q- or 2D-boundary) give row i key j, where
+ * rmin is the first row of i's tile? Q: every key for text rows, sink +
+ * the tile's local window + the lines for video rows. 2D: text rows after
+ * the video keep text keys, the local window and the lines. */
+static int grid_wants(const vidi_sparse_head *g, int64_t i, int64_t j, int64_t rmin) {
+    const vidi_span *v = &g_spans[1];
+    int64_t sink = g->sink > v->start ? g->sink : v->start;
+    int lines = j >= v->start && j < v->end && (j - v->start) % g->stride == g->phase;
+    int local = j > rmin - g->local;
+    if (i < v->start) return 1;                             /* the text prefix: dense */
+    if (i < v->end) return j < sink || local || lines;     /* V->V grid, V->T sink and local */
+    if (!g->boundary2d) return 1;                           /* Q-boundary: text rows dense */
+    return j < v->start || j >= v->end || local || lines; /* T->T dense, T->V lines and local */
+}
+
+/* Over every row of plan p: rows whose keys are not grid_wants', keys twice. */
+static void check_grid_keys(const vidi_sparse_plan *p, const vidi_sparse_head *g, int *bad, int *twice) {
+    static int64_t tile_of[N];
+    static int32_t keys[N];
+    static unsigned char want[N], got[N];
+    *bad = *twice = 0;
+    for (int64_t t = 0; t < p->n_tiles; t++)
+        for (int64_t r = 0; r < p->tiles[t].n_rows; r++) tile_of[p->rows[p->tiles[t].row0 + r]] = t;
+    for (int64_t i = 0; i < N; i++) {
+        memset(want, 0, sizeof want);
+        memset(got, 0, sizeof got);
+        const vidi_sparse_tile *tl = &p->tiles[tile_of[i]];
+        int64_t rmin = N;
+        for (int64_t r = 0; r < tl->n_rows; r++)
+            if (p->rows[tl->row0 + r] < rmin) rmin = p->rows[tl->row0 + r];
+        for (int64_t j = 0; j <= i; j++) want[j] = (unsigned char)grid_wants(g, i, j, rmin);
+        int64_t nk = vidi_sparse_row_keys(p, tl, i, keys);
+        for (int64_t k = 0; k < nk; k++) *twice += got[keys[k]]++ > 0;
+        *bad += memcmp(want, got, sizeof want) != 0;
+    }
+}
+
 static void test_grid_keys_exact_and_packed(void) {
     setup();
     vidi_err err = {0};
@@ -270,62 +307,19 @@ static void test_grid_keys_exact_and_packed(void) {
     g.h = 0, g.phase = 3;
     vidi_sparse_plan p;
     REQUIRE(vidi_sparse_plan_build(&g, g_spans, g_n_spans, N, NULL, &p, &err) == VIDI_OK, "%s", err.msg);
-    int64_t *tile_of = malloc(sizeof(int64_t) * N);
-    int32_t keys[N];
-    unsigned char want[N], got[N];
-    REQUIRE(tile_of, "oom");
-    int strided = 0;
-    for (int64_t t = 0; t < p.n_tiles; t++) {
-        for (int64_t r = 0; r < p.tiles[t].n_rows; r++) tile_of[p.rows[p.tiles[t].row0 + r]] = t;
+    int strided = 0, bad = 0, twice = 0;
+    for (int64_t t = 0; t < p.n_tiles; t++)
         for (int64_t s = 0; s < p.tiles[t].n_segs; s++) strided += p.segs[p.tiles[t].seg0 + s].step > 1;
-    }
     CHECK(strided > 0, "no strided segment in a grid plan");
-    const vidi_span *v = &g_spans[1];
-    int64_t sink = g.sink > v->start ? g.sink : v->start;
-    int bad_rows = 0, twice = 0;
-    for (int64_t i = 0; i < N; i++) {
-        memset(want, 0, sizeof want);
-        memset(got, 0, sizeof got);
-        const vidi_sparse_tile *tl = &p.tiles[tile_of[i]];
-        int64_t rmin = N;
-        for (int64_t r = 0; r < tl->n_rows; r++)
-            if (p.rows[tl->row0 + r] < rmin) rmin = p.rows[tl->row0 + r];
-        for (int64_t j = 0; j <= i; j++) {
-            int in_video = i >= v->start && i < v->end;
-            want[j] = !in_video || j < sink || j > rmin - g.local ||
-                      (j >= v->start && (j - v->start) % g.stride == g.phase);
-        }
-        int64_t nk = vidi_sparse_row_keys(&p, &p.tiles[tile_of[i]], i, keys);
-        for (int64_t k = 0; k < nk; k++) twice += got[keys[k]]++ > 0;
-        bad_rows += memcmp(want, got, sizeof want) != 0;
-    }
-    CHECK(!bad_rows && !twice, "grid keys: %d rows differ from sink + local + lines, %d keys twice", bad_rows, twice);
+    check_grid_keys(&p, &g, &bad, &twice);
+    CHECK(!bad && !twice, "grid keys: %d rows differ from sink + local + lines, %d keys twice", bad, twice);
     /* 2D-boundary: the text rows after the video get text keys, sink, local and the lines only */
     vidi_sparse_head g2 = g;
     g2.boundary2d = 1;
     vidi_sparse_plan p2d;
     REQUIRE(vidi_sparse_plan_build(&g2, g_spans, g_n_spans, N, NULL, &p2d, &err) == VIDI_OK, "%s", err.msg);
-    for (int64_t t = 0; t < p2d.n_tiles; t++)
-        for (int64_t r = 0; r < p2d.tiles[t].n_rows; r++) tile_of[p2d.rows[p2d.tiles[t].row0 + r]] = t;
-    int bad2 = 0, twice2 = 0;
-    for (int64_t i = 0; i < N; i++) {
-        memset(want, 0, sizeof want);
-        memset(got, 0, sizeof got);
-        const vidi_sparse_tile *tl = &p2d.tiles[tile_of[i]];
-        int64_t rmin = N;
-        for (int64_t r = 0; r < tl->n_rows; r++)
-            if (p2d.rows[tl->row0 + r] < rmin) rmin = p2d.rows[tl->row0 + r];
-        for (int64_t j = 0; j <= i; j++) {
-            int lines = j >= v->start && j < v->end && (j - v->start) % g.stride == g.phase;
-            if (i < v->start) want[j] = 1; /* the text prefix: dense */
-            else if (i < v->end) want[j] = j < sink || j > rmin - g.local || lines;
-            else want[j] = j < v->start || j >= v->end || j > rmin - g.local || lines; /* T->T dense, T->V lines */
-        }
-        int64_t nk = vidi_sparse_row_keys(&p2d, tl, i, keys);
-        for (int64_t k = 0; k < nk; k++) twice2 += got[keys[k]]++ > 0;
-        bad2 += memcmp(want, got, sizeof want) != 0;
-    }
-    CHECK(!bad2 && !twice2, "2D-boundary grid keys: %d rows differ, %d keys twice", bad2, twice2);
+    check_grid_keys(&p2d, &g2, &bad, &twice);
+    CHECK(!bad && !twice, "2D-boundary grid keys: %d rows differ, %d keys twice", bad, twice);
     CHECK(vidi_sparse_plan_density(&p2d) < vidi_sparse_plan_density(&p), "2D-boundary keeps no fewer pairs (%g vs %g)",
           vidi_sparse_plan_density(&p2d), vidi_sparse_plan_density(&p));
     vidi_sparse_plan_free(&p2d);
@@ -339,7 +333,8 @@ static void test_grid_keys_exact_and_packed(void) {
     REQUIRE(vidi_sparse_pack(both, heads, 2, &pk, &err) == VIDI_OK, "%s", err.msg);
     CHECK(pk.n_tiles == p.n_tiles + p2.n_tiles && pk.n_rows == 2 * N && pk.n_segs == p.n_segs + p2.n_segs,
           "packed %lld tiles %lld rows %lld segs", (long long)pk.n_tiles, (long long)pk.n_rows, (long long)pk.n_segs);
-    int64_t last = INT64_MAX, pairs = 0, rows_of[2] = {0, 0}, bad = 0;
+    int64_t last = INT64_MAX, pairs = 0, rows_of[2] = {0, 0};
+    bad = 0;
     for (int64_t t = 0; t < pk.n_tiles; t++) {
         const int32_t *o = pk.tiles + 8 * t;
         int64_t work = (int64_t)o[1] * o[7];
@@ -363,7 +358,6 @@ static void test_grid_keys_exact_and_packed(void) {
     vidi_sparse_packed_free(&pk);
     vidi_sparse_plan_free(&p2);
     vidi_sparse_plan_free(&p);
-    free(tile_of);
 }
 
 int main(int argc, char **argv) {
