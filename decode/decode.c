@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/tensor.h"
 #include "model/mrope.h"
 
 typedef struct dec_slot {
@@ -15,6 +16,8 @@ typedef struct dec_slot {
     uint64_t rng;
     int64_t joined;          /* order of arrival: the youngest is preempted first */
     vidi_decode_params p;
+    int32_t *hist;           /* prompt lookup: the context, then the output (pending last) */
+    int64_t n_hist, cap_hist;
 } dec_slot;
 
 /* A sequence swapped out to host memory: its slot (seq NULL) and its KV in
@@ -39,6 +42,16 @@ struct vidi_decoder {
     vidi_kv_seq **seqs;
     int32_t *ids, *pos;
     void *logit_buf;
+    /* speculative decoding */
+    vidi_spec_params spec;
+    void *spec_emb, *spec_logits;   /* backend: [k + 1, hidden], [k + 1, V] */
+    float *spec_host;               /* [k + 1, V] */
+    double *spec_prob;
+    vidi_spec_cand *spec_cand;
+    uint16_t *spec_raw;             /* [k + 1, V] when logits are bf16 */
+    int32_t *spec_draft;            /* [cap, k] */
+    int *spec_n;                    /* drafts per running slot this step */
+    int *done;                      /* [cap]: the slot left the batch this step */
 };
 
 vidi_status vidi_decoder_create(vidi_model *m, vidi_kv_pool *pool, int max_batch, vidi_decoder **out,
@@ -56,10 +69,11 @@ vidi_status vidi_decoder_create(vidi_model *m, vidi_kv_pool *pool, int max_batch
     d->ids = calloc((size_t)max_batch, sizeof *d->ids);
     d->pos = calloc((size_t)max_batch * 3, sizeof *d->pos);
     d->outs = calloc((size_t)max_batch, sizeof *d->outs);
+    d->done = calloc((size_t)max_batch, sizeof *d->done);
     vidi_backend *be = m->be;
     d->logit_buf = be->ops->buf_alloc(be, (size_t)max_batch * (size_t)m->cfg.text.vocab_size *
                                               vidi_dtype_size(be->act_dtype));
-    VIDI_CHECK(d->slots && d->seqs && d->ids && d->pos && d->outs && d->logit_buf, err, VIDI_ERR_NOMEM,
+    VIDI_CHECK(d->slots && d->seqs && d->ids && d->pos && d->outs && d->done && d->logit_buf, err, VIDI_ERR_NOMEM,
                "decoder: out of memory for a batch of %d", max_batch);
     *out = d;
     return VIDI_OK;
@@ -68,10 +82,27 @@ fail:
     return rc;
 }
 
+static void s_spec_free(vidi_decoder *d) {
+    vidi_backend *be = d->m->be;
+    if (d->spec_emb) be->ops->buf_free(be, d->spec_emb);
+    if (d->spec_logits) be->ops->buf_free(be, d->spec_logits);
+    free(d->spec_host);
+    free(d->spec_prob);
+    free(d->spec_cand);
+    free(d->spec_raw);
+    free(d->spec_draft);
+    free(d->spec_n);
+    d->spec_emb = d->spec_logits = NULL;
+    d->spec_host = NULL, d->spec_prob = NULL, d->spec_cand = NULL, d->spec_draft = NULL, d->spec_n = NULL;
+    d->spec_raw = NULL;
+}
+
 void vidi_decoder_free(vidi_decoder *d) {
     if (!d) return;
-    for (int i = 0; i < d->n; i++) vidi_kv_seq_free(d->slots[i].seq);
-    for (int i = 0; i < d->n_out; i++) free(d->outs[i].kv);
+    for (int i = 0; i < d->n; i++) vidi_kv_seq_free(d->slots[i].seq), free(d->slots[i].hist);
+    for (int i = 0; i < d->n_out; i++) free(d->outs[i].kv), free(d->outs[i].slot.hist);
+    s_spec_free(d);
+    free(d->done);
     free(d->outs);
     if (d->logit_buf) d->m->be->ops->buf_free(d->m->be, d->logit_buf);
     free(d->slots);
@@ -91,6 +122,20 @@ vidi_decode_state vidi_decode_check(const vidi_model_config *cfg, const vidi_dec
     return n_out >= p->max_tokens ? VIDI_DECODE_LENGTH : VIDI_DECODE_RUNNING;
 }
 
+/* Append n tokens to a slot's history (best effort: prompt lookup only
+ * proposes less when memory is short). */
+static void s_hist_push(dec_slot *s, const int32_t *t, int64_t n) {
+    if (s->n_hist + n > s->cap_hist) {
+        int64_t c = s->cap_hist ? s->cap_hist : 64;
+        while (c < s->n_hist + n) c *= 2;
+        int32_t *h = realloc(s->hist, (size_t)c * sizeof *h);
+        if (!h) return;
+        s->hist = h, s->cap_hist = c;
+    }
+    memcpy(s->hist + s->n_hist, t, (size_t)n * sizeof *t);
+    s->n_hist += n;
+}
+
 vidi_status vidi_decoder_add(vidi_decoder *d, uint64_t tag, vidi_kv_seq *seq, int32_t last_token, int n_out,
                              int64_t rope_delta, uint64_t rng, const vidi_decode_params *p, vidi_err *err) {
     vidi_status rc = VIDI_OK;
@@ -108,6 +153,8 @@ vidi_status vidi_decoder_add(vidi_decoder *d, uint64_t tag, vidi_kv_seq *seq, in
     s->rng = rng;
     s->joined = d->arrivals++;
     s->p = *p;
+    s->hist = NULL, s->n_hist = s->cap_hist = 0;
+    s_hist_push(s, &last_token, 1);
     return VIDI_OK;
 fail:
     vidi_kv_seq_free(seq);
@@ -119,6 +166,51 @@ int vidi_decoder_capacity(const vidi_decoder *d) { return d->cap; }
 
 void vidi_decoder_set_swap(vidi_decoder *d, uint64_t host_bytes) { d->swap_budget = host_bytes; }
 
+vidi_status vidi_decoder_set_spec(vidi_decoder *d, const vidi_spec_params *p, vidi_err *err) {
+    vidi_status rc = vidi_spec_params_check(p, err);
+    if (rc) return rc;
+    s_spec_free(d);
+    d->spec = *p;
+    if (p->mode == VIDI_SPEC_OFF) return VIDI_OK;
+    vidi_backend *be = d->m->be;
+    size_t rows = (size_t)p->k + 1, V = (size_t)d->m->cfg.text.vocab_size, es = vidi_dtype_size(be->act_dtype);
+    d->spec_emb = be->ops->buf_alloc(be, rows * (size_t)vidi_text_hidden_size(d->m->text) * es);
+    d->spec_logits = be->ops->buf_alloc(be, rows * V * es);
+    d->spec_host = malloc(rows * V * sizeof *d->spec_host);
+    d->spec_raw = malloc(rows * V * sizeof *d->spec_raw);
+    d->spec_prob = malloc(V * sizeof *d->spec_prob);
+    d->spec_cand = malloc(V * sizeof *d->spec_cand);
+    d->spec_draft = malloc((size_t)d->cap * (size_t)p->k * sizeof *d->spec_draft);
+    d->spec_n = calloc((size_t)d->cap, sizeof *d->spec_n);
+    if (!d->spec_emb || !d->spec_logits || !d->spec_host || !d->spec_raw || !d->spec_prob || !d->spec_cand ||
+        !d->spec_draft || !d->spec_n) {
+        s_spec_free(d);
+        d->spec.mode = VIDI_SPEC_OFF;
+        return vidi_err_set(err, VIDI_ERR_NOMEM, "decoder: out of memory for speculative decoding (k %d)", p->k);
+    }
+    return VIDI_OK;
+}
+
+vidi_status vidi_decoder_add_context(vidi_decoder *d, uint64_t tag, const int32_t *ids, int64_t n, vidi_err *err) {
+    for (int i = 0; i < d->n; i++) {
+        dec_slot *s = &d->slots[i];
+        if (s->tag != tag) continue;
+        int32_t *h = malloc((size_t)(n + s->n_hist + 1) * sizeof *h);
+        if (!h) return vidi_err_set(err, VIDI_ERR_NOMEM, "decoder: out of memory for a context of %lld", (long long)n);
+        memcpy(h, ids, (size_t)n * sizeof *h);
+        memcpy(h + n, s->hist, (size_t)s->n_hist * sizeof *h);
+        free(s->hist);
+        s->cap_hist = n + s->n_hist + 1;
+        s->hist = h, s->n_hist += n;
+        return VIDI_OK;
+    }
+    return vidi_err_set(err, VIDI_ERR_NOTFOUND, "decoder: no running sequence %llu", (unsigned long long)tag);
+}
+
+int vidi_decoder_max_events(const vidi_decoder *d) {
+    return (d->n + d->n_out) * (d->spec.mode == VIDI_SPEC_OFF ? 1 : d->spec.k + 1);
+}
+
 vidi_decoder_stats vidi_decoder_get_stats(const vidi_decoder *d) {
     vidi_decoder_stats s = d->st;
     s.swapped_now = d->n_out;
@@ -126,13 +218,19 @@ vidi_decoder_stats vidi_decoder_get_stats(const vidi_decoder *d) {
     return s;
 }
 
-static void s_remove(vidi_decoder *d, int i) {
+/* Slot i leaves the batch; its blocks go back (and its history unless it
+ * is swapped out: keep_hist). */
+static void s_remove_keep(vidi_decoder *d, int i, int keep_hist) {
     vidi_kv_seq_free(d->slots[i].seq);
+    if (!keep_hist) free(d->slots[i].hist);
     d->slots[i] = d->slots[--d->n];
 }
 
+static void s_remove(vidi_decoder *d, int i) { s_remove_keep(d, i, 0); }
+
 static void s_drop_out(vidi_decoder *d, int i) {
     free(d->outs[i].kv);
+    free(d->outs[i].slot.hist);
     d->swap_used -= d->outs[i].bytes;
     d->outs[i] = d->outs[--d->n_out];
 }
@@ -182,7 +280,7 @@ static int s_swap_out(vidi_decoder *d, int i) {
     o->bytes = bytes;
     d->swap_used += bytes;
     d->st.swapped_out++;
-    s_remove(d, i); /* frees its blocks */
+    s_remove_keep(d, i, 1); /* frees its blocks; the history goes with o->slot */
     return 1;
 }
 
@@ -206,8 +304,57 @@ static int s_swap_in(vidi_decoder *d) {
     *s = x->slot;
     s->seq = seq;
     d->st.swapped_in++;
+    x->slot.hist = NULL; /* it moved into the batch */
     s_drop_out(d, o);
     return 1;
+}
+
+/* Slot i's speculative step: one forward over its pending token and its
+ * drafts, verification, the KV cut back to what was accepted, the events. */
+static vidi_status s_spec_step(vidi_decoder *d, int i, vidi_decode_event *ev, int *n_ev, vidi_err *err) {
+    vidi_backend *be = d->m->be;
+    dec_slot *s = &d->slots[i];
+    const int m = d->spec_n[i];
+    const int64_t V = d->m->cfg.text.vocab_size, len = vidi_kv_seq_len(s->seq);
+    const int32_t *draft = d->spec_draft + (size_t)i * (size_t)d->spec.k;
+    int32_t ids[VIDI_SPEC_MAX_K + 1], pos[3 * (VIDI_SPEC_MAX_K + 1)], emit[VIDI_SPEC_MAX_K + 1];
+    ids[0] = s->pending;
+    memcpy(ids + 1, draft, (size_t)m * sizeof *ids);
+    for (int j = 0; j <= m; j++) vidi_mrope_decode_position(len + j, s->rope_delta, pos + 3 * j);
+    vidi_tensor emb = vidi_tensor_2d(be->act_dtype, d->spec_emb, m + 1, vidi_text_hidden_size(d->m->text));
+    vidi_tensor lg = vidi_tensor_2d(be->act_dtype, d->spec_logits, m + 1, V);
+    vidi_text_out out = {.which = VIDI_TEXT_LOGITS_ALL, .logits = &lg};
+    vidi_status rc = vidi_text_embed(d->m->text, ids, m + 1, NULL, &emb, err);
+    if (rc == VIDI_OK) rc = vidi_text_forward_paged(d->m->text, s->seq, &emb, pos, &out, err);
+    size_t n = (size_t)(m + 1) * (size_t)V;
+    if (rc == VIDI_OK && be->act_dtype == VIDI_DTYPE_F32) {
+        rc = be->ops->copy_to_host(be, d->spec_host, d->spec_logits, n * sizeof(float), err);
+    } else if (rc == VIDI_OK) {
+        rc = be->ops->copy_to_host(be, d->spec_raw, d->spec_logits, n * sizeof(uint16_t), err);
+        for (size_t x = 0; x < n && rc == VIDI_OK; x++) d->spec_host[x] = vidi_bf16_to_f32(d->spec_raw[x]);
+    }
+    if (rc) return rc;
+    int ne = vidi_spec_verify(d->spec_host, V, draft, m, &s->p.sample, &s->rng, d->spec_prob, d->spec_cand, emit);
+    rc = vidi_kv_seq_truncate(s->seq, len + ne, err); /* the pending token and the accepted drafts */
+    if (rc) return rc;
+    d->st.spec_steps++;
+    d->st.spec_proposed += (uint64_t)m;
+    d->st.spec_accepted += (uint64_t)(ne - 1);
+    d->st.spec_emitted += (uint64_t)ne;
+    for (int j = 0; j < m; j++) d->st.spec_proposed_at[j]++, d->st.spec_accepted_at[j] += j < ne - 1;
+    for (int j = 0; j < ne; j++) {
+        int32_t tok = emit[j];
+        s->pending = tok;
+        s->n_out++;
+        s_hist_push(s, &tok, 1);
+        vidi_decode_state st = vidi_decode_check(&d->m->cfg, &s->p, tok, s->n_out);
+        ev[(*n_ev)++] = (vidi_decode_event){s->tag, tok, s->n_out - 1, st};
+        if (st != VIDI_DECODE_RUNNING) {
+            d->done[i] = 1;
+            break;
+        }
+    }
+    return VIDI_OK;
 }
 
 vidi_status vidi_decoder_step(vidi_decoder *d, vidi_decode_event *ev, int *n_ev, vidi_err *err) {
@@ -245,28 +392,51 @@ vidi_status vidi_decoder_step(vidi_decoder *d, vidi_decode_event *ev, int *n_ev,
         s_drop_out(d, o);
     }
     if (d->n == 0) return VIDI_OK;
+    /* drafts: prompt lookup over each sequence's history, while the pool has
+     * the blocks for them next to every sequence's next token */
+    int spec = d->spec.mode == VIDI_SPEC_NGRAM, n_plain = 0;
+    int64_t spare = vidi_kv_pool_free_blocks(d->pool) - s_need(d);
     for (int i = 0; i < d->n; i++) {
         dec_slot *s = &d->slots[i];
-        d->seqs[i] = s->seq;
-        d->ids[i] = s->pending;
-        vidi_mrope_decode_position(vidi_kv_seq_len(s->seq), s->rope_delta, d->pos + 3 * i);
+        d->done[i] = 0;
+        int m = 0;
+        if (spec) {
+            int32_t *dr = d->spec_draft + (size_t)i * (size_t)d->spec.k;
+            m = vidi_spec_ngram_propose(s->hist, s->n_hist, d->spec.min_n, d->spec.max_n, d->spec.k, dr);
+            int64_t len = vidi_kv_seq_len(s->seq);
+            int64_t extra = vidi_kv_pool_blocks_for(d->pool, len + 1 + m) - vidi_kv_pool_blocks_for(d->pool, len + 1);
+            if (m > 0 && extra <= spare) spare -= extra;
+            else m = 0;
+            d->spec_n[i] = m;
+        }
+        if (m) continue;
+        d->seqs[n_plain] = s->seq;
+        d->ids[n_plain] = s->pending;
+        vidi_mrope_decode_position(vidi_kv_seq_len(s->seq), s->rope_delta, d->pos + 3 * n_plain);
+        n_plain++;
     }
-    vidi_tensor logits = vidi_tensor_2d(be->act_dtype, d->logit_buf, d->n, V);
-    VIDI_TRY(vidi_text_decode_batch(d->m->text, d->pool, d->n, d->seqs, d->ids, d->pos, &logits, 1, err));
-    int first = *n_ev;
-    for (int i = 0; i < d->n; i++) {
-        dec_slot *s = &d->slots[i];
-        vidi_tensor one = vidi_tensor_2d(be->act_dtype, (char *)d->logit_buf + (size_t)i * row, 1, V);
-        int32_t tok;
-        VIDI_TRY(be->ops->sample(be, &one, &s->p.sample, &s->rng, &tok, err));
-        s->pending = tok;
-        s->n_out++;
-        vidi_decode_state st = vidi_decode_check(&d->m->cfg, &s->p, tok, s->n_out);
-        ev[(*n_ev)++] = (vidi_decode_event){s->tag, tok, s->n_out - 1, st};
+    if (n_plain) {
+        vidi_tensor logits = vidi_tensor_2d(be->act_dtype, d->logit_buf, n_plain, V);
+        VIDI_TRY(vidi_text_decode_batch(d->m->text, d->pool, n_plain, d->seqs, d->ids, d->pos, &logits, 1, err));
+        for (int i = 0, j = 0; i < d->n; i++) {
+            if (spec && d->spec_n[i]) continue;
+            dec_slot *s = &d->slots[i];
+            vidi_tensor one = vidi_tensor_2d(be->act_dtype, (char *)d->logit_buf + (size_t)j++ * row, 1, V);
+            int32_t tok;
+            VIDI_TRY(be->ops->sample(be, &one, &s->p.sample, &s->rng, &tok, err));
+            s->pending = tok;
+            s->n_out++;
+            s_hist_push(s, &tok, 1);
+            vidi_decode_state st = vidi_decode_check(&d->m->cfg, &s->p, tok, s->n_out);
+            ev[(*n_ev)++] = (vidi_decode_event){s->tag, tok, s->n_out - 1, st};
+            d->done[i] = st != VIDI_DECODE_RUNNING;
+        }
     }
-    /* the finished leave (from the end, so indices stay valid; slot i's event is first + i) */
+    for (int i = 0; spec && i < d->n; i++)
+        if (d->spec_n[i]) VIDI_TRY(s_spec_step(d, i, ev, n_ev, err));
+    /* the finished leave (from the end, so indices stay valid) */
     for (int i = d->n - 1; i >= 0; i--)
-        if (ev[first + i].state != VIDI_DECODE_RUNNING) s_remove(d, i);
+        if (d->done[i]) s_remove(d, i);
 fail:
     return rc;
 }

@@ -17,6 +17,16 @@
  * again, and goes on with exactly the tokens it would have produced. Past
  * the budget (or with none) it leaves the batch with VIDI_DECODE_PREEMPTED
  * and the caller recomputes it (a new prefill). Single-threaded.
+ *
+ * Speculative decoding (vidi_decoder_set_spec, decode/specdec.h): each step
+ * first drafts up to k tokens per sequence by prompt lookup over its
+ * context (vidi_decoder_add_context: the prompt's ids) and its output. A
+ * sequence with a draft runs one target forward over its pending token and
+ * the draft (vidi_text_forward_paged), emits the accepted drafts and one
+ * target token, and its KV is truncated to what was accepted (no copies);
+ * sequences without a draft step together as before. Greedy sequences emit
+ * exactly the tokens of plain decoding; sampled ones keep the target's
+ * distribution (a different random stream).
  */
 #ifndef VIDI_DECODE_DECODE_H
 #define VIDI_DECODE_DECODE_H
@@ -25,6 +35,7 @@
 
 #include "core/err.h"
 #include "kernels/ops.h"
+#include "decode/specdec.h"
 #include "model/model.h"
 #include "model/text.h"
 
@@ -53,6 +64,16 @@ typedef struct vidi_decode_event {
 } vidi_decode_event;
 
 typedef struct vidi_decoder vidi_decoder;
+
+/* Speculative decoding settings for the sequences added from now on (and
+ * the running ones): VIDI_SPEC_OFF (the default) or VIDI_SPEC_NGRAM.
+ * Refused with a message when out of range. */
+vidi_status vidi_decoder_set_spec(vidi_decoder *d, const vidi_spec_params *p, vidi_err *err);
+/* The prompt's ids of the sequence `tag`, for prompt lookup (copied). */
+vidi_status vidi_decoder_add_context(vidi_decoder *d, uint64_t tag, const int32_t *ids, int64_t n, vidi_err *err);
+/* Events one vidi_decoder_step may write (running x (k + 1) with
+ * speculation, running without). */
+int vidi_decoder_max_events(const vidi_decoder *d);
 
 /* A decoder over `pool` (not owned; the model and pool outlive it),
  * batching up to max_batch sequences (<= the pool's max_batch). */
@@ -86,6 +107,12 @@ int vidi_decoder_capacity(const vidi_decoder *d);
 void vidi_decoder_set_swap(vidi_decoder *d, uint64_t host_bytes);
 
 typedef struct vidi_decoder_stats {
+    uint64_t spec_steps;              /* target forwards over a draft */
+    uint64_t spec_proposed;           /* draft tokens proposed */
+    uint64_t spec_accepted;           /* draft tokens accepted */
+    uint64_t spec_emitted;            /* tokens those forwards emitted (accepted + one each) */
+    uint64_t spec_accepted_at[VIDI_SPEC_MAX_K]; /* drafts accepted at position i (0-based) */
+    uint64_t spec_proposed_at[VIDI_SPEC_MAX_K]; /* drafts proposed at position i */
     uint64_t swapped_out, swapped_in; /* since creation */
     uint64_t preempted;               /* PREEMPTED events (recompute) */
     int swapped_now;                  /* out right now */
@@ -93,9 +120,10 @@ typedef struct vidi_decoder_stats {
 } vidi_decoder_stats;
 vidi_decoder_stats vidi_decoder_get_stats(const vidi_decoder *d);
 
-/* One step of every running sequence. ev must hold vidi_decoder_running(d)
- * events; *n_ev receives how many were written (one per sequence that ran
- * or was preempted; none for a swap). */
+/* One step of every running sequence. ev must hold
+ * vidi_decoder_max_events(d) events; *n_ev receives how many were written
+ * (one per token a sequence produced, one per sequence preempted; none for
+ * a swap). */
 vidi_status vidi_decoder_step(vidi_decoder *d, vidi_decode_event *ev, int *n_ev, vidi_err *err);
 
 /* Remove a sequence (cancelled, or its client went away): 1 if it was

@@ -1409,9 +1409,13 @@ static void s_decode_step(worker *w) {
     s_admit_waiting(w);
     int n = vidi_decoder_running(w->dec);
     if (!n) return;
-    vidi_decode_event ev[256];
+    vidi_decode_event *ev = malloc((size_t)vidi_decoder_max_events(w->dec) * sizeof *ev);
     int n_ev = 0;
     vidi_err err = {0};
+    if (!ev) {
+        fprintf(stderr, "worker %s: decode step: out of memory\n", w->name);
+        return;
+    }
     if (vidi_decoder_step(w->dec, ev, &n_ev, &err) != VIDI_OK) {
         fprintf(stderr, "worker %s: decode step: %s\n", w->name, err.msg);
         /* fail every running sequence rather than spin */
@@ -1421,6 +1425,7 @@ static void s_decode_step(worker *w) {
                 s_error_req(w, w->metas[i].req, w->metas[i].attempt, VIDI_WIRE_INTERNAL, err.msg);
                 w->metas[i].used = 0;
             }
+        free(ev);
         return;
     }
     for (int e = 0; e < n_ev; e++) {
@@ -1436,6 +1441,7 @@ static void s_decode_step(worker *w) {
             d->used = 0;
         }
     }
+    free(ev);
 }
 
 static int s_is_dead(const worker *w, uint64_t req, uint64_t attempt) {
