@@ -11,6 +11,10 @@
 #                asserted through the workers' ipc counters)
 #   answers-tcp  the same over tcp://127.0.0.1 (front, back and data sockets)
 #   colocated    one worker with every role (`--role all`, the baseline)
+#   spec         colocated workers with speculative decoding by prompt lookup
+#                (`--worker-args "--spec ngram:4"`): the same answers as `vidi
+#                generate`, and the workers' spec counters show drafts proposed,
+#                some accepted
 #   cache        a repeated video hits the MM-token cache: no media, no encode
 #   bad          malformed messages get ERROR replies; the router goes on
 #   gone         a client that goes away with 40 requests open: they are cancelled
@@ -70,6 +74,11 @@ case $CASE in
     expected
     up all
     "$CLIENT" "$FRONT" answers "$EXAMPLES/questions.tsv" "$EXAMPLES" "$RUN/expected.tsv" ;;
+  spec)
+    expected
+    up media,encode,prefill+decode --worker-args "--spec ngram:4"
+    "$CLIENT" "$FRONT" answers "$EXAMPLES/questions.tsv" "$EXAMPLES" "$RUN/expected.tsv" || exit 1
+    "$CLIENT" "$FRONT" stats "workers_spec_steps>=1" "workers_spec_proposed>=1" "workers_spec_accepted>=1" ;;
   cache)
     up media,encode,prefill,decode
     "$CLIENT" "$FRONT" cache "$EXAMPLES" video_500016.mp4 ;;

@@ -115,6 +115,7 @@ static struct {
     /* from the router's STATS (the stats thread) */
     int router_up;
     uint64_t running, waiting, roles[4];
+    uint64_t spec[4];     /* workers_spec_steps, _proposed, _accepted, _emitted */
     int64_t router_seen_ns;
 } g_m = {.mu = PTHREAD_MUTEX_INITIALIZER,
          .ttft = {k_ttft_buckets, N_TTFT, {0}, 0, 0},
@@ -170,6 +171,8 @@ static void s_metrics_end(req_metrics *rm, const vidi_client_event *done) {
 static void *s_stats_thread(void *arg) {
     (void)arg;
     static const char *const roles[4] = {"roles.media", "roles.encode", "roles.prefill", "roles.decode"};
+    static const char *const specs[4] = {"workers_spec_steps", "workers_spec_proposed", "workers_spec_accepted",
+                                         "workers_spec_emitted"};
     vidi_client *c = NULL;
     while (!g_stop) {
         if (!c && vidi_client_connect(g_cfg.router, NULL, &c) != VIDI_CLIENT_OK) c = NULL;
@@ -186,6 +189,8 @@ static void *s_stats_thread(void *arg) {
                 if (!strcmp(names[i], "waiting")) g_m.waiting = values[i];
                 for (int k = 0; k < 4; k++)
                     if (!strcmp(names[i], roles[k])) g_m.roles[k] = values[i];
+                for (int k = 0; k < 4; k++)
+                    if (!strcmp(names[i], specs[k])) g_m.spec[k] = values[i];
             }
         }
         pthread_mutex_unlock(&g_m.mu);
@@ -270,6 +275,11 @@ static char *s_metrics_text(void) {
     GAUGE("vidi_num_requests_running", "Requests dispatched to workers (router).", g_m.running);
     GAUGE("vidi_num_requests_waiting", "Requests admitted and not yet dispatched (router).", g_m.waiting);
     GAUGE("vidi_router_up", "1 when the router answered STATS within the last second.", g_m.router_up);
+    COUNTER("vidi_spec_decode_num_steps_total", "Target forwards over speculative drafts (decode workers).", g_m.spec[0]);
+    COUNTER("vidi_spec_decode_num_draft_tokens_total", "Draft tokens proposed.", g_m.spec[1]);
+    COUNTER("vidi_spec_decode_num_accepted_tokens_total", "Draft tokens accepted.", g_m.spec[2]);
+    COUNTER("vidi_spec_decode_num_emitted_tokens_total",
+            "Tokens emitted by speculative steps (accepted drafts and one target token each).", g_m.spec[3]);
 #undef COUNTER
 #undef GAUGE
     static const char *const roles[4] = {"media", "encode", "prefill", "decode"};

@@ -182,7 +182,7 @@ static void s_write_pids(const char *dir, child *cs, int n) {
 
 /* A config file for `vidi up`: one "key = value" per line (# comments), the
  * keys being the long options without "--" (model, workers, run-dir, front,
- * back, backend, threads, heartbeat-ms, router-args; "tcp-data = 1"). Its
+ * back, backend, threads, heartbeat-ms, router-args, worker-args; "tcp-data = 1"). Its
  * settings come first; options on the command line override them. Returns
  * a new argv (malloc'd strings, freed by the caller) or NULL. */
 static char **s_up_config(const char *path, int argc, char **argv, int *out_argc) {
@@ -253,7 +253,7 @@ int vidi_cmd_up(int argc, char **argv) {
     char dir[512];
     s_run_dir(dir, sizeof dir);
     const char *model = "models/vidi-shapes", *workers = "all", *backend = "cpu", *threads = NULL;
-    const char *front = NULL, *back = NULL, *extra_router = NULL, *heartbeat = NULL;
+    const char *front = NULL, *back = NULL, *extra_router = NULL, *extra_worker = NULL, *heartbeat = NULL;
     int tcp_data = 0;
     for (int i = 2; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -265,7 +265,7 @@ int vidi_cmd_up(int argc, char **argv) {
             fprintf(v ? stdout : stderr,
                     "usage: vidi up [--config FILE] [--model DIR] [--workers SPEC] [--run-dir DIR] [--front EP] [--back EP]\n"
                     "               [--backend cpu|cuda] [--threads N] [--heartbeat-ms N] [--tcp-data]\n"
-                    "               [--router-args \"...\"]\n"
+                    "               [--router-args \"...\"] [--worker-args \"...\"] (extra options of every worker)\n"
                     "  SPEC: one worker per comma, its roles joined by '+', e.g. 'all' (the default, one\n"
                     "        colocated worker) or 'media,encode,encode,prefill+decode'. A worker may end\n"
                     "        with @N for CUDA device N.\n"
@@ -284,6 +284,7 @@ int vidi_cmd_up(int argc, char **argv) {
         else if (!strcmp(a, "--backend")) backend = v;
         else if (!strcmp(a, "--threads")) threads = v;
         else if (!strcmp(a, "--router-args")) extra_router = v;
+        else if (!strcmp(a, "--worker-args")) extra_worker = v;
         else if (!strcmp(a, "--heartbeat-ms")) heartbeat = v;
         else {
             fprintf(stderr, "vidi up: unknown option %s\n", a);
@@ -370,6 +371,11 @@ int vidi_cmd_up(int argc, char **argv) {
         if (heartbeat) {
             s_arg(&cs[n], "--heartbeat-ms");
             s_arg(&cs[n], heartbeat);
+        }
+        if (extra_worker) {
+            char buf[1024];
+            snprintf(buf, sizeof buf, "%s", extra_worker);
+            for (char *save = NULL, *x = strtok_r(buf, " ", &save); x; x = strtok_r(NULL, " ", &save)) s_arg(&cs[n], x);
         }
         n++;
     }

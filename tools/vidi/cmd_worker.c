@@ -138,6 +138,8 @@ typedef struct worker {
     uint64_t mm_budget;
     int64_t kv_blocks;
     int64_t kv_swap_mb;
+    const char *spec_opt;        /* --spec: speculative decoding (decode/specdec.h) */
+    vidi_spec_params spec;
     int max_batch;
     /* sockets */
     void *ctx, *back, *data;
@@ -1047,7 +1049,7 @@ static vidi_decode_params s_decode_params(const vidi_wire_sampling *s) {
 /* The sequence leaves for decode: here, or exported to another worker. */
 static void s_hand_to_decode(worker *w, req_id r, vidi_kv_seq *seq, const char *ep, const char *ep_ipc, int32_t last,
                              int n_out, int64_t rope_delta, uint64_t rng, const vidi_wire_sampling *samp,
-                             int64_t prompt_tokens) {
+                             int64_t prompt_tokens, const int32_t *ctx, int64_t n_ctx) {
     vidi_err err = {0};
     char msg[VIDI_ERR_MSG_MAX + 2 * EP_MAX + 64];
     if (!strcmp(ep, w->data_ep) && (w->roles & ROLE_DECODE)) {
@@ -1069,6 +1071,9 @@ static void s_hand_to_decode(worker *w, req_id r, vidi_kv_seq *seq, const char *
             if (tag == UINT64_MAX) vidi_kv_seq_free(seq);
             else w->metas[tag].used = 0;
             s_error_req(w, r.req, r.attempt, VIDI_WIRE_OVERLOADED, tag == UINT64_MAX ? "decode: too many sequences" : err.msg);
+        } else if (ctx && n_ctx > 0 && w->spec.mode != VIDI_SPEC_OFF &&
+                   vidi_decoder_add_context(w->dec, tag, ctx, n_ctx, &err) != VIDI_OK) {
+            fprintf(stderr, "worker %s: speculation without the prompt: %s\n", w->name, err.msg); /* still decodes */
         }
         return;
     }
@@ -1186,8 +1191,8 @@ static void s_run_prefill(worker *w, pend *p) {
         w->sparse_dense_layers += (uint64_t)sctx.dense_layers;
     }
     if (vis_dev) w->be->ops->buf_free(w->be, vis_dev);
-    free(ids);
     if (rc != VIDI_OK) {
+        free(ids);
         vidi_kv_seq_free(seq);
         s_error_req(w, r.req, r.attempt, rc == VIDI_ERR_RANGE ? VIDI_WIRE_OVERLOADED : VIDI_WIRE_BAD_REQUEST,
                     err.msg);
@@ -1198,12 +1203,15 @@ static void s_run_prefill(worker *w, pend *p) {
     vidi_decode_params dp = s_decode_params(&p->samp);
     vidi_decode_state st = vidi_decode_check(&w->m->cfg, &dp, pr.first_token, 1);
     if (st != VIDI_DECODE_RUNNING) {
+        free(ids);
         vidi_kv_seq_free(seq);
         s_send_done(w, r.req, r.attempt, st, 1, pr.prompt_tokens);
         return;
     }
+    /* the prompt goes along as prompt lookup's context when decode runs here */
     s_hand_to_decode(w, r, seq, p->decode_ep, p->decode_ipc, pr.first_token, 1, pr.rope_delta, rng, &p->samp,
-                     pr.prompt_tokens);
+                     pr.prompt_tokens, ids, n_ids);
+    free(ids);
 }
 
 static void s_maybe_prefill(worker *w, pend *p) {
@@ -1388,7 +1396,7 @@ static void s_on_decode(worker *w, const vidi_msg *m, req_id r) {
     }
     w->n_decode_in++;
     s_hand_to_decode(w, r, seq, w->data_ep, "", (int32_t)last, (int)n_out, rope_delta, rng, &samp,
-                     (int64_t)prompt_tokens);
+                     (int64_t)prompt_tokens, NULL, 0);
 }
 
 /* Oldest waiting sequences into the batch while it has room. */
@@ -1401,7 +1409,7 @@ static void s_admit_waiting(worker *w) {
         dec_wait d = w->waits[best];
         w->waits[best].used = 0;
         s_hand_to_decode(w, (req_id){d.req, d.attempt}, d.seq, w->data_ep, "", d.last, d.n_out, d.rope_delta, d.rng,
-                         &d.samp, d.prompt_tokens);
+                         &d.samp, d.prompt_tokens, NULL, 0);
     }
 }
 
@@ -1482,11 +1490,17 @@ static void s_on_stats(worker *w) {
     vidi_mmcache_counters c = vidi_mmcache_stats(w->cache);
     vidi_decoder_stats ds = {0};
     if (w->dec) ds = vidi_decoder_get_stats(w->dec);
-    msgpack_pack_map(&o.pk, 26);
+    /* the pairs go to their own buffer first, counted, so the map's size is always theirs */
+    msgpack_sbuffer kv;
+    msgpack_packer kp;
+    msgpack_sbuffer_init(&kv);
+    msgpack_packer_init(&kp, &kv, msgpack_sbuffer_write);
+    uint32_t n_kv = 0;
 #define KV(k, v)                                                                                                      \
     do {                                                                                                              \
-        vidi_mp_pack_cstr(&o.pk, k);                                                                                  \
-        msgpack_pack_uint64(&o.pk, (uint64_t)(v));                                                                    \
+        vidi_mp_pack_cstr(&kp, k);                                                                                    \
+        msgpack_pack_uint64(&kp, (uint64_t)(v));                                                                      \
+        n_kv++;                                                                                                       \
     } while (0)
     KV("media", w->n_media);
     KV("encode", w->n_encode);
@@ -1510,12 +1524,19 @@ static void s_on_stats(worker *w) {
     KV("kv_swapped_out", ds.swapped_out);
     KV("kv_swapped_in", ds.swapped_in);
     KV("kv_preempted", ds.preempted);
+    KV("spec_steps", ds.spec_steps);
+    KV("spec_proposed", ds.spec_proposed);
+    KV("spec_accepted", ds.spec_accepted);
+    KV("spec_emitted", ds.spec_emitted);
     KV("sparse_prefills", w->n_sparse_prefills);
     KV("sparse_pairs", w->sparse_pairs);
     KV("sparse_dense_pairs", w->sparse_dense_pairs);
     KV("sparse_us", w->sparse_us);
     KV("sparse_dense_layers", w->sparse_dense_layers);
 #undef KV
+    msgpack_pack_map(&o.pk, n_kv);
+    msgpack_sbuffer_write(&o.sbuf, kv.data, kv.size);
+    msgpack_sbuffer_destroy(&kv);
     s_to_router(w, VIDI_CMD_STATS, &o);
 }
 
@@ -1526,6 +1547,7 @@ static vidi_status s_make_pool(worker *w, vidi_err *err) {
     vidi_status rc = vidi_kv_pool_create(w->m->text, &kp, &w->pool, err);
     if (rc == VIDI_OK) rc = vidi_decoder_create(w->m, w->pool, w->max_batch, &w->dec, err);
     if (rc == VIDI_OK) vidi_decoder_set_swap(w->dec, (uint64_t)w->kv_swap_mb << 20);
+    if (rc == VIDI_OK) rc = vidi_decoder_set_spec(w->dec, &w->spec, err);
     return rc;
 }
 
@@ -1700,6 +1722,8 @@ static void s_usage(FILE *f) {
                "  --max-batch N     sequences decoded together (default 32)\n"
                "  --kv-swap-mb N    host memory for KV swapped out when the pool is full\n"
                "                    (default 1024; 0: preempted sequences are recomputed)\n"
+               "  --spec off|ngram[:K[:MIN_N[:MAX_N]]]  speculative decoding by prompt lookup\n"
+               "                    (default off; ngram: K 4 drafts of n-grams 1..3)\n"
                "  --heartbeat-ms N  (default 1000); --liveness N (default 3)\n"
                "  --ipc-mb N        CUDA IPC export buffer for rows and KV to workers of this\n"
                "                    host (default 512; 0: everything through host memory)\n"
@@ -1725,6 +1749,7 @@ int vidi_cmd_worker(int argc, char **argv) {
     w->max_batch = 32;
     w->ipc_mb = 512;
     w->kv_swap_mb = 1024;
+    w->spec_opt = "off";
     w->sparse_opt = "auto";
     w->ipc_lease_ms = 60000;
     int rc = 1;
@@ -1759,11 +1784,21 @@ int vidi_cmd_worker(int argc, char **argv) {
         else if (!strcmp(a, "--liveness")) w->liveness = atoi(v);
         else if (!strcmp(a, "--ipc-mb")) w->ipc_mb = atoll(v);
         else if (!strcmp(a, "--kv-swap-mb")) w->kv_swap_mb = atoll(v);
+        else if (!strcmp(a, "--spec")) w->spec_opt = v;
         else if (!strcmp(a, "--sparse")) w->sparse_opt = v;
         else if (!strcmp(a, "--ipc-lease-ms")) w->ipc_lease_ms = atoll(v);
         else {
             fprintf(stderr, "vidi worker: unknown option %s\n", a);
             s_usage(stderr);
+            free(w->waits);
+            free(w);
+            return 2;
+        }
+    }
+    {
+        vidi_err serr = {0};
+        if (vidi_spec_params_parse(w->spec_opt, &w->spec, &serr) != VIDI_OK) {
+            fprintf(stderr, "vidi worker: --spec: %s\n", serr.msg);
             free(w->waits);
             free(w);
             return 2;
