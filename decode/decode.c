@@ -334,7 +334,7 @@ static vidi_status s_spec_step(vidi_decoder *d, int i, vidi_decode_event *ev, in
         for (size_t x = 0; x < n && rc == VIDI_OK; x++) d->spec_host[x] = vidi_bf16_to_f32(d->spec_raw[x]);
     }
     if (rc) return rc;
-    int ne = vidi_spec_verify(d->spec_host, V, draft, m, &s->p.sample, &s->rng, d->spec_prob, d->spec_cand, emit);
+    int ne = vidi_spec_verify(d->spec_host, V, draft, NULL, m, &s->p.sample, &s->rng, d->spec_prob, d->spec_cand, emit);
     rc = vidi_kv_seq_truncate(s->seq, len + ne, err); /* the pending token and the accepted drafts */
     if (rc) return rc;
     d->st.spec_steps++;

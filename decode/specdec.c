@@ -123,8 +123,9 @@ static int32_t s_draw(const double *prob, int64_t V, double total, uint64_t *rng
     return (int32_t)(last < 0 ? 0 : last);
 }
 
-int vidi_spec_verify(const float *logits, int64_t V, const int32_t *draft, int k, const vidi_sample_params *sp,
-                     uint64_t *rng, double *prob, vidi_spec_cand *scratch, int32_t *emit) {
+int vidi_spec_verify(const float *logits, int64_t V, const int32_t *draft, const double *q, int k,
+                     const vidi_sample_params *sp, uint64_t *rng, double *prob, vidi_spec_cand *scratch,
+                     int32_t *emit) {
     const int greedy = s_greedy(sp);
     for (int i = 0; i < k; i++) {
         const float *row = logits + (size_t)i * (size_t)V;
@@ -136,14 +137,24 @@ int vidi_spec_verify(const float *logits, int64_t V, const int32_t *draft, int k
             continue;
         }
         vidi_spec_warp(row, V, sp, prob, scratch);
-        double pd = d >= 0 && d < V ? prob[d] : 0.0;
-        if ((double)vidi_rng_uniform(rng) < pd) {
+        const double *qi = q ? q + (size_t)i * (size_t)V : NULL;
+        double pd = d >= 0 && d < V ? prob[d] : 0.0, qd = qi ? (d >= 0 && d < V ? qi[d] : 0.0) : 1.0;
+        if (qd > 0 && (double)vidi_rng_uniform(rng) * qd < pd) {
             emit[i] = d;
             continue;
         }
-        /* rejected: the residual max(0, p - q) of a point mass is p without d */
-        if (d >= 0 && d < V) prob[d] = 0;
-        emit[i] = s_draw(prob, V, 1.0 - pd, rng);
+        /* rejected: the residual max(0, p - q) (of a point mass: p without d) */
+        double total = 0;
+        for (int64_t x = 0; x < V; x++) {
+            double r = prob[x] - (qi ? qi[x] : (x == d ? 1.0 : 0.0));
+            prob[x] = r > 0 ? r : 0;
+            total += prob[x];
+        }
+        if (total <= 0) { /* p == q within rounding: p itself */
+            vidi_spec_warp(row, V, sp, prob, scratch);
+            total = 1.0;
+        }
+        emit[i] = s_draw(prob, V, total, rng);
         return i + 1;
     }
     const float *row = logits + (size_t)k * (size_t)V;
@@ -154,4 +165,11 @@ int vidi_spec_verify(const float *logits, int64_t V, const int32_t *draft, int k
         emit[k] = s_draw(prob, V, 1.0, rng);
     }
     return k + 1;
+}
+
+int32_t vidi_spec_draft_token(const float *logits, int64_t V, const vidi_sample_params *sp, uint64_t *rng, double *q,
+                              vidi_spec_cand *scratch) {
+    vidi_spec_warp(logits, V, sp, q, scratch);
+    if (s_greedy(sp)) return s_argmax(logits, V);
+    return s_draw(q, V, 1.0, rng);
 }

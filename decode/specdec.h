@@ -51,12 +51,23 @@ typedef struct vidi_spec_cand {
 void vidi_spec_warp(const float *logits, int64_t V, const vidi_sample_params *sp, double *prob,
                     vidi_spec_cand *scratch);
 
-/* Chain verification of k point-mass drafts against k + 1 rows of target
- * logits (host f32, row-major [k + 1, V]). Writes the emitted tokens to
- * emit (room for k + 1) and returns their count a + 1: a accepted drafts
- * and one target token. Greedy: argmax (lowest index on ties). Sampling:
- * draws from rng (vidi_rng_uniform). prob and scratch hold V entries. */
-int vidi_spec_verify(const float *logits, int64_t V, const int32_t *draft, int k, const vidi_sample_params *sp,
-                     uint64_t *rng, double *prob, vidi_spec_cand *scratch, int32_t *emit);
+/* Chain verification of k drafts against k + 1 rows of target logits (host
+ * f32, row-major [k + 1, V]). q: the draft's distributions the drafts were
+ * drawn from ([k, V], row i for draft i, warped like the target's), or NULL
+ * for point masses (prompt lookup, greedy drafts). Writes the emitted
+ * tokens to emit (room for k + 1) and returns their count a + 1: a accepted
+ * drafts and one target token. Greedy: argmax (lowest index on ties).
+ * Sampling: accept d with probability min(1, p(d) / q(d)), else draw from
+ * max(0, p - q) renormalised; draws from rng (vidi_rng_uniform). prob and
+ * scratch hold V entries. */
+int vidi_spec_verify(const float *logits, int64_t V, const int32_t *draft, const double *q, int k,
+                     const vidi_sample_params *sp, uint64_t *rng, double *prob, vidi_spec_cand *scratch,
+                     int32_t *emit);
+
+/* A draft token from draft logits (host f32, V of them): greedy, the
+ * argmax; sampling, a draw from the warped distribution, written to q (V
+ * entries; q[i] = 1 at the argmax when greedy). */
+int32_t vidi_spec_draft_token(const float *logits, int64_t V, const vidi_sample_params *sp, uint64_t *rng, double *q,
+                              vidi_spec_cand *scratch);
 
 #endif

@@ -91,13 +91,13 @@ static void test_greedy_verification(void) {
     int32_t emit[3];
     uint64_t rng = 1;
     int32_t all[2] = {1, 4}; /* the argmaxes of L1 and L2 */
-    CHECK(vidi_spec_verify(l, V, all, 2, &g, &rng, prob, scratch, emit) == 3 && emit[0] == 1 && emit[1] == 4 &&
+    CHECK(vidi_spec_verify(l, V, all, NULL, 2, &g, &rng, prob, scratch, emit) == 3 && emit[0] == 1 && emit[1] == 4 &&
               emit[2] == 1, "both accepted and the bonus: %d %d %d", emit[0], emit[1], emit[2]);
     int32_t second_wrong[2] = {1, 2};
-    CHECK(vidi_spec_verify(l, V, second_wrong, 2, &g, &rng, prob, scratch, emit) == 2 && emit[0] == 1 && emit[1] == 4,
+    CHECK(vidi_spec_verify(l, V, second_wrong, NULL, 2, &g, &rng, prob, scratch, emit) == 2 && emit[0] == 1 && emit[1] == 4,
           "one accepted, then the correction 4: %d %d", emit[0], emit[1]);
     int32_t first_wrong[2] = {3, 4};
-    CHECK(vidi_spec_verify(l, V, first_wrong, 2, &g, &rng, prob, scratch, emit) == 1 && emit[0] == 1,
+    CHECK(vidi_spec_verify(l, V, first_wrong, NULL, 2, &g, &rng, prob, scratch, emit) == 1 && emit[0] == 1,
           "the first rejected: the correction only (%d)", emit[0]);
 }
 
@@ -116,7 +116,7 @@ static void test_sampled_verification_keeps_the_distribution(void) {
         uint64_t rng = vidi_rng_seed(100 + (uint64_t)c);
         int32_t emit[3];
         for (int i = 0; i < DRAWS; i++) {
-            int n = vidi_spec_verify(l, V, drafts[c], 2, &sp, &rng, prob, scratch, emit);
+            int n = vidi_spec_verify(l, V, drafts[c], NULL, 2, &sp, &rng, prob, scratch, emit);
             f1[emit[0]] += 1.0 / DRAWS;
             if (emit[0] == drafts[c][0] && n >= 2) f2[emit[1]] += 1, n2++;
         }
@@ -129,6 +129,36 @@ static void test_sampled_verification_keeps_the_distribution(void) {
     }
 }
 
+/* Drafts drawn from a draft model's distribution q (unlike p): the first
+ * emitted token follows p1 and, after an accepted draft, the second p2. */
+static void test_draft_distribution_verification_keeps_the_distribution(void) {
+    vidi_sample_params sp = {1.0f, 0, 1.0f};
+    static const float D1[V] = {2.0f, 0.0f, 1.5f, -1.0f, 0.5f, 0.0f, 1.0f}, D2[V] = {0.0f, 1.0f, 0.0f, 2.0f, 0.0f, 0.5f, 0.0f};
+    float l[3 * V];
+    memcpy(l, L1, sizeof L1), memcpy(l + V, L2, sizeof L2), memcpy(l + 2 * V, L1, sizeof L1);
+    double p1[V], p2[V], prob[V], q[2 * V];
+    vidi_spec_cand scratch[V];
+    vidi_spec_warp(L1, V, &sp, p1, scratch);
+    vidi_spec_warp(L2, V, &sp, p2, scratch);
+    double f1[V] = {0}, f2[V] = {0};
+    int n2 = 0, acc = 0;
+    uint64_t rng = vidi_rng_seed(555), drng = vidi_rng_seed(556);
+    int32_t emit[3], draft[2];
+    for (int i = 0; i < DRAWS; i++) {
+        draft[0] = vidi_spec_draft_token(D1, V, &sp, &drng, q, scratch);
+        draft[1] = vidi_spec_draft_token(D2, V, &sp, &drng, q + V, scratch);
+        int n = vidi_spec_verify(l, V, draft, q, 2, &sp, &rng, prob, scratch, emit);
+        f1[emit[0]] += 1.0 / DRAWS;
+        acc += n >= 2;
+        if (n >= 2) f2[emit[1]] += 1, n2++;
+    }
+    for (int i = 0; i < V && n2; i++) f2[i] /= n2;
+    CHECK(max_gap(f1, p1) < 0.006, "first token frequencies differ from p1 by %.4f", max_gap(f1, p1));
+    CHECK(n2 > 1000 && max_gap(f2, p2) < 2.0 / sqrt((double)n2), "second token (n=%d) differs from p2 by %.4f", n2,
+          max_gap(f2, p2));
+    printf("     draft q != p: first draft accepted in %.3f of %d steps\n", (double)acc / DRAWS, DRAWS);
+}
+
 int main(int argc, char **argv) {
     static const test_case cases[] = {
         {"ngram_proposals", test_ngram_proposals},
@@ -136,6 +166,8 @@ int main(int argc, char **argv) {
         {"warp_is_the_samplers_distribution", test_warp_is_the_samplers_distribution},
         {"greedy_verification", test_greedy_verification},
         {"sampled_verification_keeps_the_distribution", test_sampled_verification_keeps_the_distribution},
+        {"draft_distribution_verification_keeps_the_distribution",
+         test_draft_distribution_verification_keeps_the_distribution},
     };
     return test_main(argc, argv, cases, (int)(sizeof cases / sizeof cases[0]));
 }
