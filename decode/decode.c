@@ -18,6 +18,10 @@ typedef struct dec_slot {
     vidi_decode_params p;
     int32_t *hist;           /* prompt lookup: the context, then the output (pending last) */
     int64_t n_hist, cap_hist;
+    vidi_kv_seq *dseq;       /* draft model: its sequence (NULL: none) */
+    int64_t drope;           /* its rope_delta */
+    int32_t dlag;            /* a token the draft has not seen before `pending` (-1: none) */
+    uint64_t drng;           /* the draft's random stream */
 } dec_slot;
 
 /* A sequence swapped out to host memory: its slot (seq NULL) and its KV in
@@ -52,6 +56,12 @@ struct vidi_decoder {
     int32_t *spec_draft;            /* [cap, k] */
     int *spec_n;                    /* drafts per running slot this step */
     int *done;                      /* [cap]: the slot left the batch this step */
+    /* the draft model (VIDI_SPEC_DRAFT) */
+    vidi_model *dm;
+    vidi_kv_pool *dpool;
+    void *d_emb, *d_logits;         /* backend: [2, draft hidden], [1, draft V] */
+    float *d_host;                  /* [draft V] */
+    double *d_q;                    /* [k, V]: the drafts' distributions */
 };
 
 vidi_status vidi_decoder_create(vidi_model *m, vidi_kv_pool *pool, int max_batch, vidi_decoder **out,
@@ -92,6 +102,14 @@ static void s_spec_free(vidi_decoder *d) {
     free(d->spec_raw);
     free(d->spec_draft);
     free(d->spec_n);
+    if (d->dm) {
+        vidi_backend *dbe = d->dm->be;
+        if (d->d_emb) dbe->ops->buf_free(dbe, d->d_emb);
+        if (d->d_logits) dbe->ops->buf_free(dbe, d->d_logits);
+    }
+    free(d->d_host);
+    free(d->d_q);
+    d->d_emb = d->d_logits = NULL, d->d_host = NULL, d->d_q = NULL;
     d->spec_emb = d->spec_logits = NULL;
     d->spec_host = NULL, d->spec_prob = NULL, d->spec_cand = NULL, d->spec_draft = NULL, d->spec_n = NULL;
     d->spec_raw = NULL;
@@ -99,8 +117,10 @@ static void s_spec_free(vidi_decoder *d) {
 
 void vidi_decoder_free(vidi_decoder *d) {
     if (!d) return;
-    for (int i = 0; i < d->n; i++) vidi_kv_seq_free(d->slots[i].seq), free(d->slots[i].hist);
-    for (int i = 0; i < d->n_out; i++) free(d->outs[i].kv), free(d->outs[i].slot.hist);
+    for (int i = 0; i < d->n; i++)
+        vidi_kv_seq_free(d->slots[i].seq), free(d->slots[i].hist), vidi_kv_seq_free(d->slots[i].dseq);
+    for (int i = 0; i < d->n_out; i++)
+        free(d->outs[i].kv), free(d->outs[i].slot.hist), vidi_kv_seq_free(d->outs[i].slot.dseq);
     s_spec_free(d);
     free(d->done);
     free(d->outs);
@@ -154,6 +174,7 @@ vidi_status vidi_decoder_add(vidi_decoder *d, uint64_t tag, vidi_kv_seq *seq, in
     s->joined = d->arrivals++;
     s->p = *p;
     s->hist = NULL, s->n_hist = s->cap_hist = 0;
+    s->dseq = NULL, s->dlag = -1, s->drope = 0, s->drng = rng ^ 0x9e3779b97f4a7c15ull;
     s_hist_push(s, &last_token, 1);
     return VIDI_OK;
 fail:
@@ -207,6 +228,53 @@ vidi_status vidi_decoder_add_context(vidi_decoder *d, uint64_t tag, const int32_
     return vidi_err_set(err, VIDI_ERR_NOTFOUND, "decoder: no running sequence %llu", (unsigned long long)tag);
 }
 
+vidi_status vidi_decoder_set_draft(vidi_decoder *d, vidi_model *draft, vidi_kv_pool *draft_pool, int k,
+                                   vidi_err *err) {
+    const vidi_model_config *tc = &d->m->cfg, *dc = &draft->cfg;
+    int same_eos = tc->n_eos == dc->n_eos;
+    for (int i = 0; same_eos && i < tc->n_eos; i++) same_eos = tc->eos_token_ids[i] == dc->eos_token_ids[i];
+    if (dc->text.vocab_size > tc->text.vocab_size || !same_eos || dc->image_token_id != tc->image_token_id ||
+        dc->video_token_id != tc->video_token_id)
+        return vidi_err_set(err, VIDI_ERR_INVALID, "speculative decoding: the draft's vocabulary (%lld tokens, its "
+                            "special ids) is not the target's (%lld) or a prefix of it",
+                            (long long)dc->text.vocab_size, (long long)tc->text.vocab_size);
+    vidi_spec_params p = {VIDI_SPEC_DRAFT, k, 1, 1};
+    vidi_status rc = vidi_decoder_set_spec(d, &p, err);
+    if (rc) return rc;
+    d->dm = draft;
+    d->dpool = draft_pool;
+    vidi_backend *dbe = draft->be;
+    size_t es = vidi_dtype_size(dbe->act_dtype), dv = (size_t)dc->text.vocab_size;
+    d->d_emb = dbe->ops->buf_alloc(dbe, 2 * (size_t)vidi_text_hidden_size(draft->text) * es);
+    d->d_logits = dbe->ops->buf_alloc(dbe, dv * es);
+    d->d_host = malloc(dv * sizeof *d->d_host);
+    d->d_q = malloc((size_t)k * (size_t)tc->text.vocab_size * sizeof *d->d_q);
+    if (!d->d_emb || !d->d_logits || !d->d_host || !d->d_q) {
+        s_spec_free(d);
+        d->spec.mode = VIDI_SPEC_OFF;
+        return vidi_err_set(err, VIDI_ERR_NOMEM, "decoder: out of memory for the draft model");
+    }
+    return VIDI_OK;
+}
+
+vidi_status vidi_decoder_add_draft(vidi_decoder *d, uint64_t tag, vidi_kv_seq *seq, int64_t rope_delta,
+                                   vidi_err *err) {
+    if (d->spec.mode != VIDI_SPEC_DRAFT) {
+        vidi_kv_seq_free(seq);
+        return vidi_err_set(err, VIDI_ERR_INVALID, "decoder: no draft model (vidi_decoder_set_draft)");
+    }
+    for (int i = 0; i < d->n; i++)
+        if (d->slots[i].tag == tag) {
+            vidi_kv_seq_free(d->slots[i].dseq);
+            d->slots[i].dseq = seq;
+            d->slots[i].drope = rope_delta;
+            d->slots[i].dlag = -1;
+            return VIDI_OK;
+        }
+    vidi_kv_seq_free(seq);
+    return vidi_err_set(err, VIDI_ERR_NOTFOUND, "decoder: no running sequence %llu", (unsigned long long)tag);
+}
+
 int vidi_decoder_max_events(const vidi_decoder *d) {
     return (d->n + d->n_out) * (d->spec.mode == VIDI_SPEC_OFF ? 1 : d->spec.k + 1);
 }
@@ -222,7 +290,7 @@ vidi_decoder_stats vidi_decoder_get_stats(const vidi_decoder *d) {
  * is swapped out: keep_hist). */
 static void s_remove_keep(vidi_decoder *d, int i, int keep_hist) {
     vidi_kv_seq_free(d->slots[i].seq);
-    if (!keep_hist) free(d->slots[i].hist);
+    if (!keep_hist) free(d->slots[i].hist), vidi_kv_seq_free(d->slots[i].dseq);
     d->slots[i] = d->slots[--d->n];
 }
 
@@ -231,6 +299,7 @@ static void s_remove(vidi_decoder *d, int i) { s_remove_keep(d, i, 0); }
 static void s_drop_out(vidi_decoder *d, int i) {
     free(d->outs[i].kv);
     free(d->outs[i].slot.hist);
+    vidi_kv_seq_free(d->outs[i].slot.dseq);
     d->swap_used -= d->outs[i].bytes;
     d->outs[i] = d->outs[--d->n_out];
 }
@@ -304,9 +373,53 @@ static int s_swap_in(vidi_decoder *d) {
     *s = x->slot;
     s->seq = seq;
     d->st.swapped_in++;
-    x->slot.hist = NULL; /* it moved into the batch */
+    x->slot.hist = NULL, x->slot.dseq = NULL; /* they moved into the batch */
     s_drop_out(d, o);
     return 1;
+}
+
+/* The draft model's k proposals for slot s into draft, their distributions
+ * into q ([k, V of the target]): the tokens it has not seen (a lagging
+ * accepted draft, then the pending token) and then each draft in turn, one
+ * paged forward each. Returns k, or 0 when the draft cannot go on (its pool
+ * is full, an error): the slot then drops its draft sequence and decodes
+ * plainly. */
+static int s_draft(vidi_decoder *d, dec_slot *s, int k, int32_t *draft, double *q) {
+    vidi_model *dm = d->dm;
+    vidi_backend *dbe = dm->be;
+    const int64_t Vt = d->m->cfg.text.vocab_size, Vd = dm->cfg.text.vocab_size;
+    vidi_err err = {0};
+    int32_t feed[2], pos[6];
+    int nf = 0;
+    if (s->dlag >= 0) feed[nf++] = s->dlag;
+    feed[nf++] = s->pending;
+    vidi_tensor lg = vidi_tensor_2d(dbe->act_dtype, d->d_logits, 1, Vd);
+    vidi_text_out out = {.which = VIDI_TEXT_LOGITS_LAST, .logits = &lg};
+    for (int j = 0; j < k; j++) {
+        const int32_t *in = j == 0 ? feed : &draft[j - 1];
+        int n_in = j == 0 ? nf : 1;
+        int64_t len = vidi_kv_seq_len(s->dseq);
+        for (int x = 0; x < n_in; x++) vidi_mrope_decode_position(len + x, s->drope, pos + 3 * x);
+        vidi_tensor emb = vidi_tensor_2d(dbe->act_dtype, d->d_emb, n_in, vidi_text_hidden_size(dm->text));
+        vidi_status rc = vidi_text_embed(dm->text, in, n_in, NULL, &emb, &err);
+        if (rc == VIDI_OK) rc = vidi_text_forward_paged(dm->text, s->dseq, &emb, pos, &out, &err);
+        if (rc == VIDI_OK && dbe->act_dtype == VIDI_DTYPE_F32) {
+            rc = dbe->ops->copy_to_host(dbe, d->d_host, d->d_logits, (size_t)Vd * sizeof(float), &err);
+        } else if (rc == VIDI_OK) {
+            rc = dbe->ops->copy_to_host(dbe, d->spec_raw, d->d_logits, (size_t)Vd * sizeof(uint16_t), &err);
+            for (int64_t x = 0; x < Vd && rc == VIDI_OK; x++) d->d_host[x] = vidi_bf16_to_f32(d->spec_raw[x]);
+        }
+        if (rc) {
+            vidi_kv_seq_free(s->dseq);
+            s->dseq = NULL;
+            return 0;
+        }
+        double *qj = q + (size_t)j * (size_t)Vt;
+        draft[j] = vidi_spec_draft_token(d->d_host, Vd, &s->p.sample, &s->drng, qj, d->spec_cand);
+        for (int64_t x = Vd; x < Vt; x++) qj[x] = 0; /* the target's padding rows: never drafted */
+    }
+    s->dlag = -1;
+    return k;
 }
 
 /* Slot i's speculative step: one forward over its pending token and its
@@ -314,9 +427,13 @@ static int s_swap_in(vidi_decoder *d) {
 static vidi_status s_spec_step(vidi_decoder *d, int i, vidi_decode_event *ev, int *n_ev, vidi_err *err) {
     vidi_backend *be = d->m->be;
     dec_slot *s = &d->slots[i];
-    const int m = d->spec_n[i];
+    int m = d->spec_n[i];
     const int64_t V = d->m->cfg.text.vocab_size, len = vidi_kv_seq_len(s->seq);
-    const int32_t *draft = d->spec_draft + (size_t)i * (size_t)d->spec.k;
+    int32_t *draft = d->spec_draft + (size_t)i * (size_t)d->spec.k;
+    const int by_model = d->spec.mode == VIDI_SPEC_DRAFT;
+    int64_t dlen0 = by_model && s->dseq ? vidi_kv_seq_len(s->dseq) : 0;
+    int dfed = s->dlag >= 0 ? 2 : 1; /* tokens the draft takes before its first proposal */
+    if (by_model) m = s->dseq ? s_draft(d, s, m, draft, d->d_q) : 0;
     int32_t ids[VIDI_SPEC_MAX_K + 1], pos[3 * (VIDI_SPEC_MAX_K + 1)], emit[VIDI_SPEC_MAX_K + 1];
     ids[0] = s->pending;
     memcpy(ids + 1, draft, (size_t)m * sizeof *ids);
@@ -334,13 +451,22 @@ static vidi_status s_spec_step(vidi_decoder *d, int i, vidi_decode_event *ev, in
         for (size_t x = 0; x < n && rc == VIDI_OK; x++) d->spec_host[x] = vidi_bf16_to_f32(d->spec_raw[x]);
     }
     if (rc) return rc;
-    int ne = vidi_spec_verify(d->spec_host, V, draft, NULL, m, &s->p.sample, &s->rng, d->spec_prob, d->spec_cand, emit);
+    int ne = vidi_spec_verify(d->spec_host, V, draft, by_model ? d->d_q : NULL, m, &s->p.sample, &s->rng,
+                              d->spec_prob, d->spec_cand, emit);
     rc = vidi_kv_seq_truncate(s->seq, len + ne, err); /* the pending token and the accepted drafts */
     if (rc) return rc;
-    d->st.spec_steps++;
+    if (by_model && s->dseq && m > 0) {
+        /* the draft keeps what it was fed and the accepted drafts it has seen; a last accepted
+         * draft it never took goes in first next time */
+        int a = ne - 1;
+        rc = vidi_kv_seq_truncate(s->dseq, dlen0 + dfed + (a < m - 1 ? a : m - 1), err);
+        if (rc) return rc;
+        if (a == m) s->dlag = draft[m - 1];
+    }
+    d->st.spec_steps += m > 0;
     d->st.spec_proposed += (uint64_t)m;
     d->st.spec_accepted += (uint64_t)(ne - 1);
-    d->st.spec_emitted += (uint64_t)ne;
+    d->st.spec_emitted += m > 0 ? (uint64_t)ne : 0;
     for (int j = 0; j < m; j++) d->st.spec_proposed_at[j]++, d->st.spec_accepted_at[j] += j < ne - 1;
     for (int j = 0; j < ne; j++) {
         int32_t tok = emit[j];
@@ -394,7 +520,7 @@ vidi_status vidi_decoder_step(vidi_decoder *d, vidi_decode_event *ev, int *n_ev,
     if (d->n == 0) return VIDI_OK;
     /* drafts: prompt lookup over each sequence's history, while the pool has
      * the blocks for them next to every sequence's next token */
-    int spec = d->spec.mode == VIDI_SPEC_NGRAM, n_plain = 0;
+    int spec = d->spec.mode != VIDI_SPEC_OFF, n_plain = 0;
     int64_t spare = vidi_kv_pool_free_blocks(d->pool) - s_need(d);
     for (int i = 0; i < d->n; i++) {
         dec_slot *s = &d->slots[i];
@@ -402,7 +528,8 @@ vidi_status vidi_decoder_step(vidi_decoder *d, vidi_decode_event *ev, int *n_ev,
         int m = 0;
         if (spec) {
             int32_t *dr = d->spec_draft + (size_t)i * (size_t)d->spec.k;
-            m = vidi_spec_ngram_propose(s->hist, s->n_hist, d->spec.min_n, d->spec.max_n, d->spec.k, dr);
+            if (d->spec.mode == VIDI_SPEC_DRAFT) m = s->dseq ? d->spec.k : 0; /* drafted below, after the checks */
+            else m = vidi_spec_ngram_propose(s->hist, s->n_hist, d->spec.min_n, d->spec.max_n, d->spec.k, dr);
             int64_t len = vidi_kv_seq_len(s->seq);
             int64_t extra = vidi_kv_pool_blocks_for(d->pool, len + 1 + m) - vidi_kv_pool_blocks_for(d->pool, len + 1);
             if (m > 0 && extra <= spare) spare -= extra;

@@ -69,6 +69,20 @@ typedef struct vidi_decoder vidi_decoder;
  * the running ones): VIDI_SPEC_OFF (the default) or VIDI_SPEC_NGRAM.
  * Refused with a message when out of range. */
 vidi_status vidi_decoder_set_spec(vidi_decoder *d, const vidi_spec_params *p, vidi_err *err);
+/* Speculation with a draft model (mode VIDI_SPEC_DRAFT): a smaller model
+ * of the same tokenizer (its vocabulary the target's or a prefix of it: the
+ * target's padding rows are never drafted; the same end-of-sequence ids),
+ * over its own pool (neither owned). k drafts per step, each drawn from the
+ * draft's distribution under the sequence's sampling settings; the target
+ * verifies them with that distribution. A sequence drafts once it has a
+ * draft sequence (vidi_decoder_add_draft); the others decode plainly. */
+vidi_status vidi_decoder_set_draft(vidi_decoder *d, vidi_model *draft, vidi_kv_pool *draft_pool, int k,
+                                   vidi_err *err);
+/* The draft model's sequence for `tag`: its prompt prefilled by the draft
+ * (its own vision embeddings), the prefill's rope_delta; ownership passes
+ * (on failure too). The target's pending token is not in it. */
+vidi_status vidi_decoder_add_draft(vidi_decoder *d, uint64_t tag, vidi_kv_seq *seq, int64_t rope_delta,
+                                   vidi_err *err);
 /* The prompt's ids of the sequence `tag`, for prompt lookup (copied). */
 vidi_status vidi_decoder_add_context(vidi_decoder *d, uint64_t tag, const int32_t *ids, int64_t n, vidi_err *err);
 /* Events one vidi_decoder_step may write (running x (k + 1) with

@@ -12,12 +12,12 @@ vidi_spec_params vidi_spec_params_default(void) {
 }
 
 vidi_status vidi_spec_params_check(const vidi_spec_params *p, vidi_err *err) {
-    if (p->mode != VIDI_SPEC_OFF && p->mode != VIDI_SPEC_NGRAM)
+    if (p->mode != VIDI_SPEC_OFF && p->mode != VIDI_SPEC_NGRAM && p->mode != VIDI_SPEC_DRAFT)
         return vidi_err_set(err, VIDI_ERR_INVALID, "speculative decoding: unknown mode %d", (int)p->mode);
     if (p->mode == VIDI_SPEC_OFF) return VIDI_OK;
     if (p->k < 1 || p->k > VIDI_SPEC_MAX_K)
         return vidi_err_set(err, VIDI_ERR_INVALID, "speculative decoding: k %d is outside 1..%d", p->k, VIDI_SPEC_MAX_K);
-    if (p->min_n < 1 || p->max_n > 8 || p->min_n > p->max_n)
+    if (p->mode == VIDI_SPEC_NGRAM && (p->min_n < 1 || p->max_n > 8 || p->min_n > p->max_n))
         return vidi_err_set(err, VIDI_ERR_INVALID, "speculative decoding: n-gram lengths %d..%d (1 <= min <= max <= 8)",
                             p->min_n, p->max_n);
     return VIDI_OK;

@@ -21,7 +21,7 @@
 
 #define VIDI_SPEC_MAX_K 16
 
-typedef enum vidi_spec_mode { VIDI_SPEC_OFF = 0, VIDI_SPEC_NGRAM = 1 } vidi_spec_mode;
+typedef enum vidi_spec_mode { VIDI_SPEC_OFF = 0, VIDI_SPEC_NGRAM = 1, VIDI_SPEC_DRAFT = 2 } vidi_spec_mode;
 
 typedef struct vidi_spec_params {
     vidi_spec_mode mode;

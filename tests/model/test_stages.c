@@ -29,7 +29,7 @@
 #include "prefill/prefill.h"
 #include "test_util.h"
 
-static const char *g_model, *g_examples;
+static const char *g_model, *g_examples, *g_draft;
 
 typedef struct q_case {
     const char *file;
@@ -77,9 +77,17 @@ static void run_stages(int64_t n_blocks, uint64_t swap, int join_all, const char
     REQUIRE(vidi_kv_pool_create(m->text, &kp, &pool, &err) == VIDI_OK, "pool: %s", err.msg);
     REQUIRE(vidi_decoder_create(m, pool, 8, &dec, &err) == VIDI_OK, "decoder: %s", err.msg);
     vidi_decoder_set_swap(dec, swap);
-    vidi_spec_params spp = vidi_spec_params_default();
-    REQUIRE(vidi_spec_params_parse(spec, &spp, &err) == VIDI_OK && vidi_decoder_set_spec(dec, &spp, &err) == VIDI_OK,
-            "spec %s: %s", spec ? spec : "off", err.msg);
+    vidi_model *dm = NULL; /* spec "draft:K": vidi-shapes-draft over its own pool */
+    vidi_kv_pool *dpool = NULL;
+    if (spec && !strncmp(spec, "draft:", 6)) {
+        REQUIRE(vidi_model_load(g_draft, be, &dm, &err) == VIDI_OK, "draft %s: %s", g_draft, err.msg);
+        REQUIRE(vidi_kv_pool_create(dm->text, &kp, &dpool, &err) == VIDI_OK, "draft pool: %s", err.msg);
+        REQUIRE(vidi_decoder_set_draft(dec, dm, dpool, atoi(spec + 6), &err) == VIDI_OK, "set_draft: %s", err.msg);
+    } else {
+        vidi_spec_params spp = vidi_spec_params_default();
+        REQUIRE(vidi_spec_params_parse(spec, &spp, &err) == VIDI_OK && vidi_decoder_set_spec(dec, &spp, &err) == VIDI_OK,
+                "spec %s: %s", spec ? spec : "off", err.msg);
+    }
 
     int32_t *want[N_CASES] = {0}, *got[N_CASES] = {0};
     int n_want[N_CASES] = {0}, n_got[N_CASES] = {0}, done[N_CASES] = {0};
@@ -173,9 +181,26 @@ static void run_stages(int64_t n_blocks, uint64_t swap, int join_all, const char
                 REQUIRE(vidi_decoder_add(dec, (uint64_t)c, seq, pr.first_token, 1, pr.rope_delta, rng, &dp, &err) ==
                             VIDI_OK,
                         "add: %s", err.msg);
-                if (spec)
+                if (spec && !dm)
                     REQUIRE(vidi_decoder_add_context(dec, (uint64_t)c, exp_ids, n_exp, &err) == VIDI_OK, "context: %s",
                             err.msg);
+                if (dm) { /* the draft's own vision embeddings and prefill */
+                    int64_t dh = dm->cfg.text.hidden_size;
+                    float *dvis = calloc((size_t)(rows * dh), sizeof(float));
+                    vidi_tensor dvt = vidi_tensor_2d(VIDI_DTYPE_F32, dvis, rows, dh);
+                    REQUIRE(vidi_vision_encode(dm->vision, md.pixels, md.n_rows, (const int32_t(*)[3])md.grid, 1, &dvt,
+                                               &err) == VIDI_OK,
+                            "draft vision: %s", err.msg);
+                    vidi_kv_seq *dseq = NULL;
+                    REQUIRE(vidi_kv_seq_create(dpool, &dseq, &err) == VIDI_OK, "%s", err.msg);
+                    uint64_t drng = vidi_rng_seed(77);
+                    vidi_prefill_result dpr;
+                    REQUIRE(vidi_prefill_run(dm, dseq, exp_ids, n_exp, &pi, 1, &dvt, &sp, &drng, &dpr, &err) == VIDI_OK,
+                            "draft prefill: %s", err.msg);
+                    REQUIRE(vidi_decoder_add_draft(dec, (uint64_t)c, dseq, dpr.rope_delta, &err) == VIDI_OK,
+                            "add_draft: %s", err.msg);
+                    free(dvis);
+                }
             }
             free(vis);
             free(ids);
@@ -224,6 +249,8 @@ static void run_stages(int64_t n_blocks, uint64_t swap, int join_all, const char
            (unsigned long long)st->spec_proposed);
     vidi_decoder_free(dec);
     vidi_kv_pool_free(pool);
+    vidi_kv_pool_free(dpool);
+    vidi_model_free(dm);
 out:
     vidi_tokenizer_free(tok);
     vidi_model_free(m);
@@ -264,6 +291,24 @@ static void test_speculative_greedy_equals_generate(void) {
           (unsigned long long)st.spec_emitted);
 }
 
+/* Speculation with the draft model vidi-shapes-draft (its own vision tower
+ * and prefill, 4 drafts a step): greedy answers token for token
+ * vidi_generate's, and most drafts accepted. */
+static void test_draft_model_greedy_equals_generate(void) {
+    vidi_decoder_stats st = {0};
+    run_stages(512, 0, 0, "draft:4", &st);
+    CHECK(st.spec_steps > 0 && st.spec_accepted > 0 && st.spec_accepted <= st.spec_proposed &&
+              st.spec_emitted == st.spec_accepted + st.spec_steps,
+          "draft: steps %llu, proposed %llu, accepted %llu, emitted %llu", (unsigned long long)st.spec_steps,
+          (unsigned long long)st.spec_proposed, (unsigned long long)st.spec_accepted,
+          (unsigned long long)st.spec_emitted);
+    printf("     draft model: %.2f tokens per target step over drafts; acceptance by position:", st.spec_steps ?
+           (double)st.spec_emitted / (double)st.spec_steps : 0.0);
+    for (int j = 0; j < 4; j++)
+        printf(" %.2f", st.spec_proposed_at[j] ? (double)st.spec_accepted_at[j] / (double)st.spec_proposed_at[j] : 0.0);
+    printf("\n");
+}
+
 int main(int argc, char **argv) {
     if (argc < 3) {
         fprintf(stderr, "usage: test_stages MODEL_DIR EXAMPLES_DIR [case]\n");
@@ -271,10 +316,15 @@ int main(int argc, char **argv) {
     }
     g_model = argv[1];
     g_examples = argv[2];
+    /* the draft model beside the target: MODEL_DIR-draft (models/vidi-shapes-draft) */
+    static char draft[4096];
+    snprintf(draft, sizeof draft, "%s-draft", g_model);
+    g_draft = draft;
     static const test_case cases[] = {
         {"stages_equal_generate", test_stages_equal_generate},
         {"swapping_under_a_small_pool_equals_generate", test_swapping_under_a_small_pool_equals_generate},
         {"speculative_greedy_equals_generate", test_speculative_greedy_equals_generate},
+        {"draft_model_greedy_equals_generate", test_draft_model_greedy_equals_generate},
     };
     char *sub[] = {argv[0], argc > 3 ? argv[3] : NULL};
     return test_main(argc > 3 ? 2 : 1, sub, cases, (int)(sizeof cases / sizeof cases[0]));
