@@ -309,6 +309,37 @@ static void test_draft_model_greedy_equals_generate(void) {
     printf("\n");
 }
 
+/* A draft of another vocabulary (the tiny Qwen2-VL test checkpoint: 832
+ * tokens, other special ids) is refused with a message; so are k out of
+ * range and drafts without a draft model. */
+static void test_bad_speculation_settings_are_refused(void) {
+    vidi_err err = {0};
+    vidi_backend *be = vidi_backend_cpu_create(1, &err);
+    REQUIRE(be, "%s", err.msg);
+    vidi_model *m = NULL, *other = NULL;
+    vidi_kv_pool *pool = NULL;
+    vidi_decoder *dec = NULL;
+    REQUIRE(vidi_model_load(g_model, be, &m, &err) == VIDI_OK, "%s", err.msg);
+    REQUIRE(vidi_model_load(test_data_path("models/tiny-qwen2vl"), be, &other, &err) == VIDI_OK, "%s", err.msg);
+    vidi_kv_pool_params kp = {.block_size = 16, .n_blocks = 64, .max_seq_len = 1024, .max_batch = 2};
+    REQUIRE(vidi_kv_pool_create(m->text, &kp, &pool, &err) == VIDI_OK, "%s", err.msg);
+    REQUIRE(vidi_decoder_create(m, pool, 2, &dec, &err) == VIDI_OK, "%s", err.msg);
+    CHECK(vidi_decoder_set_draft(dec, other, pool, 4, &err) == VIDI_ERR_INVALID && strstr(err.msg, "vocabulary"),
+          "a draft of another vocabulary accepted (%s)", err.msg);
+    err.msg[0] = 0;
+    CHECK(vidi_decoder_set_draft(dec, m, pool, 0, &err) == VIDI_ERR_INVALID && strstr(err.msg, "k 0"),
+          "k 0 accepted (%s)", err.msg);
+    vidi_kv_seq *seq = NULL;
+    REQUIRE(vidi_kv_seq_create(pool, &seq, &err) == VIDI_OK, "%s", err.msg);
+    CHECK(vidi_decoder_add_draft(dec, 1, seq, 0, &err) == VIDI_ERR_INVALID && strstr(err.msg, "no draft model"),
+          "a draft sequence without a draft model accepted (%s)", err.msg);
+    vidi_decoder_free(dec);
+    vidi_kv_pool_free(pool);
+    vidi_model_free(other);
+    vidi_model_free(m);
+    be->ops->destroy(be);
+}
+
 int main(int argc, char **argv) {
     if (argc < 3) {
         fprintf(stderr, "usage: test_stages MODEL_DIR EXAMPLES_DIR [case]\n");
@@ -325,6 +356,7 @@ int main(int argc, char **argv) {
         {"swapping_under_a_small_pool_equals_generate", test_swapping_under_a_small_pool_equals_generate},
         {"speculative_greedy_equals_generate", test_speculative_greedy_equals_generate},
         {"draft_model_greedy_equals_generate", test_draft_model_greedy_equals_generate},
+        {"bad_speculation_settings_are_refused", test_bad_speculation_settings_are_refused},
     };
     char *sub[] = {argv[0], argc > 3 ? argv[3] : NULL};
     return test_main(argc > 3 ? 2 : 1, sub, cases, (int)(sizeof cases / sizeof cases[0]));
