@@ -22,6 +22,7 @@ typedef struct dec_slot {
     int64_t drope;           /* its rope_delta */
     int32_t dlag;            /* a token the draft has not seen before `pending` (-1: none) */
     uint64_t drng;           /* the draft's random stream */
+    int k;                   /* drafts next step: adapted to what was accepted, 1..spec.k */
 } dec_slot;
 
 /* A sequence swapped out to host memory: its slot (seq NULL) and its KV in
@@ -175,6 +176,7 @@ vidi_status vidi_decoder_add(vidi_decoder *d, uint64_t tag, vidi_kv_seq *seq, in
     s->p = *p;
     s->hist = NULL, s->n_hist = s->cap_hist = 0;
     s->dseq = NULL, s->dlag = -1, s->drope = 0, s->drng = rng ^ 0x9e3779b97f4a7c15ull;
+    s->k = d->spec.k;
     s_hist_push(s, &last_token, 1);
     return VIDI_OK;
 fail:
@@ -463,6 +465,10 @@ static vidi_status s_spec_step(vidi_decoder *d, int i, vidi_decode_event *ev, in
         if (rc) return rc;
         if (a == m) s->dlag = draft[m - 1];
     }
+    /* k follows acceptance: one more after a fully accepted draft, one fewer
+     * when less than half was accepted */
+    if (m > 0 && ne - 1 == m && s->k < d->spec.k) s->k++;
+    else if (m > 0 && 2 * (ne - 1) < m && s->k > 1) s->k--;
     d->st.spec_steps += m > 0;
     d->st.spec_proposed += (uint64_t)m;
     d->st.spec_accepted += (uint64_t)(ne - 1);
@@ -528,8 +534,9 @@ vidi_status vidi_decoder_step(vidi_decoder *d, vidi_decode_event *ev, int *n_ev,
         int m = 0;
         if (spec) {
             int32_t *dr = d->spec_draft + (size_t)i * (size_t)d->spec.k;
-            if (d->spec.mode == VIDI_SPEC_DRAFT) m = s->dseq ? d->spec.k : 0; /* drafted below, after the checks */
-            else m = vidi_spec_ngram_propose(s->hist, s->n_hist, d->spec.min_n, d->spec.max_n, d->spec.k, dr);
+            int kk = s->k >= 1 && s->k <= d->spec.k ? s->k : d->spec.k;
+            if (d->spec.mode == VIDI_SPEC_DRAFT) m = s->dseq ? kk : 0; /* drafted below, after the checks */
+            else m = vidi_spec_ngram_propose(s->hist, s->n_hist, d->spec.min_n, d->spec.max_n, kk, dr);
             int64_t len = vidi_kv_seq_len(s->seq);
             int64_t extra = vidi_kv_pool_blocks_for(d->pool, len + 1 + m) - vidi_kv_pool_blocks_for(d->pool, len + 1);
             if (m > 0 && extra <= spare) spare -= extra;

@@ -289,6 +289,9 @@ static void test_speculative_greedy_equals_generate(void) {
           "speculative steps %llu, proposed %llu, accepted %llu, emitted %llu", (unsigned long long)st.spec_steps,
           (unsigned long long)st.spec_proposed, (unsigned long long)st.spec_accepted,
           (unsigned long long)st.spec_emitted);
+    /* prompt lookup is mostly wrong on these short answers: k adapts down */
+    CHECK(st.spec_proposed < 4 * st.spec_steps, "k did not adapt: %llu drafts in %llu steps of k 4",
+          (unsigned long long)st.spec_proposed, (unsigned long long)st.spec_steps);
 }
 
 /* Speculation with the draft model vidi-shapes-draft (its own vision tower
