@@ -472,7 +472,7 @@ static vidi_status s_spec_step(vidi_decoder *d, int i, vidi_decode_event *ev, in
     d->st.spec_steps += m > 0;
     d->st.spec_proposed += (uint64_t)m;
     d->st.spec_accepted += (uint64_t)(ne - 1);
-    d->st.spec_emitted += m > 0 ? (uint64_t)ne : 0;
+
     for (int j = 0; j < m; j++) d->st.spec_proposed_at[j]++, d->st.spec_accepted_at[j] += j < ne - 1;
     for (int j = 0; j < ne; j++) {
         int32_t tok = emit[j];
@@ -481,6 +481,7 @@ static vidi_status s_spec_step(vidi_decoder *d, int i, vidi_decode_event *ev, in
         s_hist_push(s, &tok, 1);
         vidi_decode_state st = vidi_decode_check(&d->m->cfg, &s->p, tok, s->n_out);
         ev[(*n_ev)++] = (vidi_decode_event){s->tag, tok, s->n_out - 1, st};
+        d->st.spec_emitted += m > 0; /* tokens delivered by speculative steps (not past a stop) */
         if (st != VIDI_DECODE_RUNNING) {
             d->done[i] = 1;
             break;

@@ -126,7 +126,7 @@ typedef struct vidi_decoder_stats {
     uint64_t spec_steps;              /* target forwards over a draft */
     uint64_t spec_proposed;           /* draft tokens proposed */
     uint64_t spec_accepted;           /* draft tokens accepted */
-    uint64_t spec_emitted;            /* tokens those forwards emitted (accepted + one each) */
+    uint64_t spec_emitted;            /* tokens those forwards delivered (accepted + one each, none past a stop) */
     uint64_t spec_accepted_at[VIDI_SPEC_MAX_K]; /* drafts accepted at position i (0-based) */
     uint64_t spec_proposed_at[VIDI_SPEC_MAX_K]; /* drafts proposed at position i */
     uint64_t swapped_out, swapped_in; /* since creation */

@@ -285,7 +285,7 @@ static void test_speculative_greedy_equals_generate(void) {
     vidi_decoder_stats st = {0};
     run_stages(512, 0, 0, "ngram:4:1:3", &st);
     CHECK(st.spec_steps > 0 && st.spec_proposed > 0 && st.spec_accepted > 0 && st.spec_accepted <= st.spec_proposed &&
-              st.spec_emitted == st.spec_accepted + st.spec_steps,
+              st.spec_emitted <= st.spec_accepted + st.spec_steps && st.spec_emitted > st.spec_steps,
           "speculative steps %llu, proposed %llu, accepted %llu, emitted %llu", (unsigned long long)st.spec_steps,
           (unsigned long long)st.spec_proposed, (unsigned long long)st.spec_accepted,
           (unsigned long long)st.spec_emitted);
@@ -301,7 +301,7 @@ static void test_draft_model_greedy_equals_generate(void) {
     vidi_decoder_stats st = {0};
     run_stages(512, 0, 0, "draft:4", &st);
     CHECK(st.spec_steps > 0 && st.spec_accepted > 0 && st.spec_accepted <= st.spec_proposed &&
-              st.spec_emitted == st.spec_accepted + st.spec_steps,
+              st.spec_emitted <= st.spec_accepted + st.spec_steps && st.spec_emitted > st.spec_steps,
           "draft: steps %llu, proposed %llu, accepted %llu, emitted %llu", (unsigned long long)st.spec_steps,
           (unsigned long long)st.spec_proposed, (unsigned long long)st.spec_accepted,
           (unsigned long long)st.spec_emitted);

@@ -1,0 +1,305 @@
+/* bench/specdec/bench_specdec.c — speculative decoding against plain
+ * decoding in the same run (bench/specdec/run.sh; results in
+ * bench/results/specdec-*.json).
+ *
+ *   bench_specdec --model DIR --examples DIR [--draft DIR] [--backend cuda|cpu]
+ *                 [--batch 1,8,32] [--tokens 64] [--k 4] [--threads N]
+ *
+ * Two workloads on the example files: captioning ("Describe the video." /
+ * "Describe the image." for each file) and QA (examples/questions.tsv).
+ * For each batch size B the prompts are taken round-robin until there are
+ * B sequences; they are prefilled (not timed) into one paged pool, with
+ * the draft model's own vision embeddings and prefill when it is used,
+ * and then decoded together by one vidi_decoder to the end (greedy, at
+ * most --tokens tokens each): plain, prompt lookup (ngram, k) and the
+ * draft model (k). Prints one JSON line per (workload, batch, mode): the
+ * generated tokens after the first, the decode seconds (the backend
+ * synchronised at the end), tokens/s, the drafts proposed and accepted,
+ * the target steps over drafts and whether every sequence's tokens equal
+ * the plain run's (greedy speculation is exact).
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "decode/decode.h"
+#include "kernels/ops.h"
+#include "media/media.h"
+#include "model/generate.h"
+#include "model/model.h"
+#include "model/tokenizer.h"
+#include "model/vision.h"
+#include "prefill/prefill.h"
+
+#define MAX_PROMPTS 64
+#define MAX_B 64
+
+typedef struct prompt {
+    char file[1024], question[1024];
+} prompt;
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+static int parse_list(const char *s, int *out, int cap) {
+    int n = 0;
+    while (*s && n < cap) {
+        out[n++] = atoi(s);
+        const char *c = strchr(s, ',');
+        if (!c) break;
+        s = c + 1;
+    }
+    return n;
+}
+
+/* The prompts of a workload: captions of every example file, or QA. */
+static int load_prompts(const char *examples, int qa, prompt *p) {
+    char path[4096];
+    int n = 0;
+    snprintf(path, sizeof path, "%s/questions.tsv", examples);
+    FILE *f = fopen(path, "r");
+    if (!f) return 0;
+    char line[1024], last[1024] = "";
+    while (fgets(line, sizeof line, f) && n < MAX_PROMPTS) {
+        if (line[0] == '#' || line[0] == '\n') continue;
+        char *tab = strchr(line, '\t');
+        if (!tab) continue;
+        *tab = 0;
+        char *q = tab + 1, *t2 = strchr(q, '\t');
+        if (t2) *t2 = 0;
+        q[strcspn(q, "\r\n")] = 0;
+        if (qa) {
+            snprintf(p[n].file, sizeof p[n].file, "%s", line);
+            snprintf(p[n].question, sizeof p[n].question, "%s", q);
+            n++;
+        } else if (strcmp(line, last)) {
+            snprintf(last, sizeof last, "%s", line);
+            snprintf(p[n].file, sizeof p[n].file, "%s", line);
+            snprintf(p[n].question, sizeof p[n].question, "%s",
+                     strncmp(line, "video_", 6) ? "Describe the image." : "Describe the video.");
+            n++;
+        }
+    }
+    fclose(f);
+    return n;
+}
+
+/* One prompt prefilled by model m (its own vision embeddings) into a new
+ * sequence of pool. */
+static vidi_status prefill_one(vidi_model *m, vidi_tokenizer *tok, const vidi_preproc_config *pp, const char *examples,
+                               const prompt *p, vidi_kv_pool *pool, vidi_kv_seq **seq, vidi_prefill_result *pr,
+                               int32_t **ids_out, int64_t *n_ids_out, vidi_err *err) {
+    vidi_backend *be = m->be;
+    char path[4096];
+    snprintf(path, sizeof path, "%s/%s", examples, p->file);
+    uint8_t *data = NULL;
+    size_t size = 0;
+    vidi_media_item item = {0};
+    vidi_media_options opt = vidi_media_options_default();
+    vidi_media_limits lim = vidi_media_limits_default();
+    int video = !strncmp(p->file, "video_", 6);
+    vidi_status rc = vidi_media_read_file(path, NULL, 0, lim.max_bytes, &data, &size, err);
+    if (rc == VIDI_OK)
+        rc = video ? vidi_media_video_to_item(data, size, pp, &opt, &lim, &item, err)
+                   : vidi_media_image_to_item(data, size, pp, &opt, &lim, &item, err);
+    free(data);
+    if (rc) return rc;
+    vidi_media md = {.kind = video ? VIDI_MEDIA_VIDEO : VIDI_MEDIA_IMAGE, .pixels = item.pixels, .n_rows = item.rows,
+                     .second_per_grid_t = (float)item.second_per_grid_t};
+    memcpy(md.grid, item.grid, sizeof md.grid);
+    int32_t *ids = NULL;
+    int64_t n_ids = 0;
+    void *vis = NULL;
+    rc = vidi_prompt_build(&m->cfg, tok, NULL, p->question, &md, 1, &ids, &n_ids, err);
+    vidi_prefill_item pi = {.kind = md.kind, .second_per_grid_t = md.second_per_grid_t};
+    memcpy(pi.grid, md.grid, sizeof pi.grid);
+    int64_t rows = vidi_prefill_item_rows(&m->cfg, &pi), H = m->cfg.text.hidden_size;
+    if (rc == VIDI_OK) {
+        vis = be->ops->buf_alloc(be, (size_t)(rows * H) * vidi_dtype_size(be->act_dtype));
+        if (!vis) rc = vidi_err_set(err, VIDI_ERR_NOMEM, "vision rows");
+    }
+    vidi_tensor vt = vidi_tensor_2d(be->act_dtype, vis, rows, H);
+    if (rc == VIDI_OK) rc = vidi_vision_encode(m->vision, md.pixels, md.n_rows, (const int32_t(*)[3])md.grid, 1, &vt, err);
+    if (rc == VIDI_OK) rc = vidi_kv_seq_create(pool, seq, err);
+    uint64_t rng = vidi_rng_seed(1);
+    vidi_sample_params sp = {.temperature = 0.0f, .top_k = 1, .top_p = 1.0f};
+    if (rc == VIDI_OK) rc = vidi_prefill_run(m, *seq, ids, n_ids, &pi, 1, &vt, &sp, &rng, pr, err);
+    if (rc == VIDI_OK) rc = be->ops->synchronize(be, err);
+    if (vis) be->ops->buf_free(be, vis);
+    if (ids_out && rc == VIDI_OK) {
+        *ids_out = ids, *n_ids_out = n_ids; /* the caller's now */
+        ids = NULL;
+    }
+    free(ids);
+    vidi_media_item_free(&item);
+    return rc;
+}
+
+typedef struct run_out {
+    int32_t *tok[MAX_B];
+    int n[MAX_B];
+    double seconds;
+    int64_t generated;
+    vidi_decoder_stats st;
+} run_out;
+
+/* B sequences of the workload decoded together in one mode (0 plain, 1 ngram, 2 draft). */
+static vidi_status run_mode(vidi_model *m, vidi_model *dm, vidi_tokenizer *tok, const vidi_preproc_config *pp,
+                            const vidi_preproc_config *dpp, const char *examples, const prompt *ps, int n_ps, int B,
+                            int mode, int k, int max_tokens, run_out *o, vidi_err *err) {
+    memset(o, 0, sizeof *o);
+    vidi_kv_pool_params kp = {.block_size = 16, .n_blocks = (int64_t)B * 160 + 64, .max_seq_len = 2048, .max_batch = B};
+    vidi_kv_pool *pool = NULL, *dpool = NULL;
+    vidi_decoder *dec = NULL;
+    vidi_decode_event *ev = NULL;
+    vidi_status rc = vidi_kv_pool_create(m->text, &kp, &pool, err);
+    if (rc == VIDI_OK && mode == 2) rc = vidi_kv_pool_create(dm->text, &kp, &dpool, err);
+    if (rc == VIDI_OK) rc = vidi_decoder_create(m, pool, B, &dec, err);
+    if (rc == VIDI_OK && mode == 1) {
+        vidi_spec_params sp = {VIDI_SPEC_NGRAM, k, 1, 3};
+        rc = vidi_decoder_set_spec(dec, &sp, err);
+    }
+    if (rc == VIDI_OK && mode == 2) rc = vidi_decoder_set_draft(dec, dm, dpool, k, err);
+    for (int b = 0; b < B && rc == VIDI_OK; b++) {
+        const prompt *p = &ps[b % n_ps];
+        vidi_kv_seq *seq = NULL;
+        vidi_prefill_result pr;
+        int32_t *ids = NULL;
+        int64_t n_ids = 0;
+        rc = prefill_one(m, tok, pp, examples, p, pool, &seq, &pr, &ids, &n_ids, err);
+        if (rc) break;
+        o->tok[b] = calloc((size_t)max_tokens, sizeof(int32_t));
+        o->tok[b][o->n[b]++] = pr.first_token;
+        vidi_decode_params dp = {.sample = {0.0f, 1, 1.0f}, .max_tokens = max_tokens, .stop_at_eos = 1};
+        if (vidi_decode_check(&m->cfg, &dp, pr.first_token, 1) != VIDI_DECODE_RUNNING) {
+            vidi_kv_seq_free(seq);
+            free(ids);
+            continue;
+        }
+        rc = vidi_decoder_add(dec, (uint64_t)b, seq, pr.first_token, 1, pr.rope_delta, vidi_rng_seed(1), &dp, err);
+        /* prompt lookup's context: the prompt, as a worker that prefilled it gives it */
+        if (rc == VIDI_OK && mode == 1) rc = vidi_decoder_add_context(dec, (uint64_t)b, ids, n_ids, err);
+        free(ids);
+        if (rc == VIDI_OK && mode == 2) {
+            vidi_kv_seq *dseq = NULL;
+            vidi_prefill_result dpr;
+            rc = prefill_one(dm, tok, dpp, examples, p, dpool, &dseq, &dpr, NULL, NULL, err);
+            if (rc == VIDI_OK) rc = vidi_decoder_add_draft(dec, (uint64_t)b, dseq, dpr.rope_delta, err);
+        }
+    }
+    if (rc == VIDI_OK) {
+        ev = malloc((size_t)B * (VIDI_SPEC_MAX_K + 1) * sizeof *ev);
+        if (!ev) rc = vidi_err_set(err, VIDI_ERR_NOMEM, "events");
+    }
+    double t0 = now_s();
+    while (rc == VIDI_OK && vidi_decoder_running(dec) > 0) {
+        int n_ev = 0;
+        rc = vidi_decoder_step(dec, ev, &n_ev, err);
+        for (int e = 0; e < n_ev && rc == VIDI_OK; e++) {
+            int b = (int)ev[e].tag;
+            if (ev[e].state == VIDI_DECODE_PREEMPTED) rc = vidi_err_set(err, VIDI_ERR_RANGE, "preempted");
+            else if (o->n[b] < max_tokens) o->tok[b][o->n[b]++] = ev[e].token, o->generated++;
+        }
+    }
+    if (rc == VIDI_OK) rc = m->be->ops->synchronize(m->be, err);
+    o->seconds = now_s() - t0;
+    if (dec) o->st = vidi_decoder_get_stats(dec);
+    free(ev);
+    vidi_decoder_free(dec);
+    vidi_kv_pool_free(dpool);
+    vidi_kv_pool_free(pool);
+    return rc;
+}
+
+int main(int argc, char **argv) {
+    const char *model = NULL, *examples = NULL, *draft = NULL, *backend = "cuda", *batches = "1,8,32";
+    int max_tokens = 64, k = 4, threads = 0;
+    for (int i = 1; i + 1 < argc; i += 2) {
+        if (!strcmp(argv[i], "--model")) model = argv[i + 1];
+        else if (!strcmp(argv[i], "--examples")) examples = argv[i + 1];
+        else if (!strcmp(argv[i], "--draft")) draft = argv[i + 1];
+        else if (!strcmp(argv[i], "--backend")) backend = argv[i + 1];
+        else if (!strcmp(argv[i], "--batch")) batches = argv[i + 1];
+        else if (!strcmp(argv[i], "--tokens")) max_tokens = atoi(argv[i + 1]);
+        else if (!strcmp(argv[i], "--k")) k = atoi(argv[i + 1]);
+        else if (!strcmp(argv[i], "--threads")) threads = atoi(argv[i + 1]);
+        else {
+            fprintf(stderr, "bench_specdec: unknown option %s\n", argv[i]);
+            return 2;
+        }
+    }
+    int bs[8], nb = parse_list(batches, bs, 8);
+    if (!model || !examples || nb < 1 || max_tokens < 2 || k < 1 || k > VIDI_SPEC_MAX_K) {
+        fprintf(stderr, "usage: bench_specdec --model DIR --examples DIR [--draft DIR] [--backend cuda|cpu] "
+                        "[--batch 1,8,32] [--tokens 64] [--k 4] [--threads N]\n");
+        return 2;
+    }
+    vidi_err err = {0};
+    vidi_backend *be = NULL;
+    if (!strcmp(backend, "cpu")) be = vidi_backend_cpu_create(threads, &err);
+#ifdef VIDI_HAVE_CUDA
+    else be = vidi_backend_cuda_create(0, &err);
+#endif
+    if (!be) {
+        fprintf(stderr, "bench_specdec: backend %s: %s\n", backend, err.msg[0] ? err.msg : "not built");
+        return 77;
+    }
+    vidi_model *m = NULL, *dm = NULL;
+    vidi_tokenizer *tok = NULL;
+    vidi_preproc_config pp, dpp;
+    char path[4096];
+    snprintf(path, sizeof path, "%s/tokenizer.json", model);
+    if (vidi_model_load(model, be, &m, &err) || vidi_preproc_config_load(model, &pp, &err) ||
+        vidi_tokenizer_load(path, &tok, &err) ||
+        (draft && (vidi_model_load(draft, be, &dm, &err) || vidi_preproc_config_load(draft, &dpp, &err)))) {
+        fprintf(stderr, "bench_specdec: %s\n", err.msg);
+        return 1;
+    }
+    static const char *const names[3] = {"plain", "ngram", "draft"};
+    int rc = 0;
+    for (int qa = 0; qa < 2 && !rc; qa++) {
+        prompt ps[MAX_PROMPTS];
+        int n_ps = load_prompts(examples, qa, ps);
+        if (!n_ps) {
+            fprintf(stderr, "bench_specdec: no prompts in %s/questions.tsv\n", examples);
+            return 1;
+        }
+        for (int bi = 0; bi < nb && !rc; bi++) {
+            int B = bs[bi] < 1 ? 1 : bs[bi] > MAX_B ? MAX_B : bs[bi];
+            run_out base;
+            for (int mode = 0; mode < 3 && !rc; mode++) {
+                if (mode == 2 && !dm) continue;
+                run_out o;
+                if (run_mode(m, dm, tok, &pp, &dpp, examples, ps, n_ps, B, mode, k, max_tokens, &o, &err)) {
+                    fprintf(stderr, "bench_specdec: %s B=%d %s: %s\n", qa ? "qa" : "caption", B, names[mode], err.msg);
+                    rc = 1;
+                    break;
+                }
+                int same = 1;
+                if (mode == 0) base = o;
+                for (int b = 0; b < B && mode > 0; b++)
+                    same &= o.n[b] == base.n[b] && !memcmp(o.tok[b], base.tok[b], (size_t)o.n[b] * sizeof(int32_t));
+                printf("{\"workload\": \"%s\", \"batch\": %d, \"mode\": \"%s\", \"k\": %d, \"tokens\": %lld, "
+                       "\"seconds\": %.4f, \"tok_s\": %.1f, \"steps\": %llu, \"proposed\": %llu, \"accepted\": %llu, "
+                       "\"emitted\": %llu, \"identical\": %s, \"backend\": \"%s\"}\n",
+                       qa ? "qa" : "caption", B, names[mode], mode ? k : 0, (long long)o.generated, o.seconds,
+                       o.seconds > 0 ? (double)o.generated / o.seconds : 0.0, (unsigned long long)o.st.spec_steps,
+                       (unsigned long long)o.st.spec_proposed, (unsigned long long)o.st.spec_accepted,
+                       (unsigned long long)o.st.spec_emitted, same ? "true" : "false", be->name);
+                fflush(stdout);
+                if (mode > 0)
+                    for (int b = 0; b < B; b++) free(o.tok[b]);
+            }
+            for (int b = 0; b < B; b++) free(base.tok[b]);
+        }
+    }
+    vidi_model_free(dm);
+    vidi_model_free(m);
+    vidi_tokenizer_free(tok);
+    be->ops->destroy(be);
+    return rc;
+}

@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# bench/specdec/run.sh — speculative decoding against plain decoding on the GPU host (source
+# .devlibs/env.sh first): vidi-shapes with prompt lookup and with vidi-shapes-draft, captioning
+# and QA on examples/, batch 1, 8 and 32, in one run; results in $OUT_DIR/specdec-vidi-shapes.json.
+#   BACKEND (cuda), BATCH (1,8,32), TOKENS (64), K (4)
+set -u -o pipefail
+B=${VIDI_BUILD:-.devlibs/build}
+OUT_DIR=${OUT_DIR:-bench/results}
+RAW=${RAW:-$(mktemp -d)}
+"$B/bench/specdec/bench_specdec" --model models/vidi-shapes --draft models/vidi-shapes-draft --examples examples \
+  --backend "${BACKEND:-cuda}" --batch "${BATCH:-1,8,32}" --tokens "${TOKENS:-64}" --k "${K:-4}" | tee "$RAW/specdec.jsonl"
+python3 bench/specdec/report.py "$OUT_DIR/specdec-vidi-shapes.json" \
+  "$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1 || echo host CPU)" \
+  "source .devlibs/env.sh; bench/specdec/run.sh" "$RAW/specdec.jsonl"
