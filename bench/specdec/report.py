@@ -2,9 +2,12 @@
 """bench/specdec/report.py OUT.json MACHINE COMMAND RAW.jsonl — bench_specdec's lines in the form
 ../shared/BENCH.md gives: decode tokens/s with prompt lookup and with the draft model against
 plain decoding of the same sequences in the same run, with acceptance figures."""
-import datetime
 import json
+import os
 import sys
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+import benchjson  # noqa: E402
 
 out, machine, command, raw = sys.argv[1:5]
 rows = [json.loads(l) for l in open(raw) if l.strip()]
@@ -14,19 +17,16 @@ for r in rows:
     if r["mode"] == "plain" or (r["workload"], r["batch"]) not in plain:
         continue
     b = plain[(r["workload"], r["batch"])]
-    results.append({
-        "case": f"vidi-shapes {r['workload']} on examples/, batch {r['batch']}, greedy, {r['mode']} k {r['k']}",
-        "metric": "decode tokens/s", "value": r["tok_s"], "baseline": "plain decoding, the same sequences, same run",
-        "baseline_value": b["tok_s"], "ratio": round(r["tok_s"] / b["tok_s"], 3) if b["tok_s"] else None,
-        "higher_is_better": True, "acceptance": round(r["accepted"] / r["proposed"], 3) if r["proposed"] else None,
-        "tokens_per_target_step": round(r["emitted"] / r["steps"], 3) if r["steps"] else None,
-        "identical_to_plain": r["identical"], "backend": r["backend"]})
-doc = {"bench": "specdec", "date": datetime.date.today().isoformat(), "machine": machine, "command": command,
-       "results": results,
-       "notes": ("tokens/s of the decode loop only (prefill untimed), the backend synchronised at the end. "
-                 "acceptance = drafts accepted / proposed; tokens_per_target_step counts the target's own token "
-                 "(the bonus or the correction). identical_to_plain: every sequence's greedy tokens equal the plain "
-                 "run's.")}
-json.dump(doc, open(out, "w"), indent=1)
+    results.append(benchjson.result(
+        f"vidi-shapes {r['workload']} on examples/, batch {r['batch']}, greedy, {r['mode']} k {r['k']}",
+        "decode tokens/s", r["tok_s"], "plain decoding, the same sequences, same run", b["tok_s"], True,
+        acceptance=round(r["accepted"] / r["proposed"], 3) if r["proposed"] else None,
+        tokens_per_target_step=round(r["emitted"] / r["steps"], 3) if r["steps"] else None,
+        identical_to_plain=r["identical"], backend=r["backend"]))
+NOTES = ("tokens/s of the decode loop only (prefill untimed), the backend synchronised at the end. "
+         "acceptance = drafts accepted / proposed; tokens_per_target_step counts the target's own token "
+         "(the bonus or the correction). identical_to_plain: every sequence's greedy tokens equal the plain "
+         "run's.")
+benchjson.write(out, "specdec", machine, command, results, NOTES)
 for r in results:
     print(f"{r['case'][:70]:70s} {r['value']:9.1f} vs {r['baseline_value']:9.1f}  x{r['ratio']}  acc {r['acceptance']}")
