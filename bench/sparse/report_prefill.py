@@ -30,8 +30,8 @@ NOTES = ("ratio = dense ms / sparse ms. A random-weight checkpoint with the real
          "embeddings and the video span is given to the sparse planner by the ids (the vision tower is not "
          "in the timing; bench_gpu's video case times it). sparse_attention_ms: host time inside the sparse "
          "prompt attention in the last timed run (plans built, packed and uploaded once and reused by every "
-         "layer with the same rules; their launches are asynchronous, so kernel time is in 'value'). Speed only: the pattern is fixed, not searched, since "
-         "random weights have no grid to find.")
+         "layer with the same rules; their launches are asynchronous, so kernel time is in 'value'). "
+         "Speed only: the pattern is fixed, not searched, since random weights have no grid to find.")
 benchjson.write(out, "sparse-prefill", machine, command, results, NOTES)
 for r in results:
     print(f"{r['case'][:60]:60s} sparse {r['value']:10.1f} ms  dense {r['baseline_value']:10.1f} ms  {r['ratio']:6.2f}x")
