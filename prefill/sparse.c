@@ -49,6 +49,13 @@ vidi_status vidi_sparse_spans(const int32_t *ids, int64_t n, int32_t image_pad, 
     return VIDI_OK;
 }
 
+const vidi_span *vidi_sparse_video_span(const vidi_span *spans, int n_spans) {
+    const vidi_span *v = NULL;
+    for (int i = 0; i < n_spans; i++)
+        if (spans[i].kind == VIDI_SPAN_VIDEO && (!v || spans[i].end - spans[i].start > v->end - v->start)) v = &spans[i];
+    return v;
+}
+
 /* ---------------------------------------------------------------- plans */
 
 void vidi_sparse_plan_free(vidi_sparse_plan *p) {

@@ -70,6 +70,10 @@ vidi_status vidi_sparse_spans(const int32_t *ids, int64_t n, int32_t image_pad, 
                               const int32_t (*grids)[3], int n_grids, int merge, vidi_span *out, int cap, int *n_out,
                               vidi_err *err);
 
+/* The longest video span (the first of equal ones), NULL when there is
+ * none: where a grid head's stride and phase come from. */
+const vidi_span *vidi_sparse_video_span(const vidi_span *spans, int n_spans);
+
 /* ---- patterns ---- */
 
 typedef enum vidi_sparse_kind {

@@ -202,10 +202,7 @@ vidi_status vidi_sparse_resolve(const vidi_sparse_rule *r, const vidi_span *span
     *out = r->head;
     *fell_back = 0;
     if (r->head.kind != VIDI_SPARSE_GRID) return VIDI_OK;
-    const vidi_span *vid = NULL; /* the longest video span */
-    for (int s = 0; s < n_spans; s++)
-        if (spans[s].kind == VIDI_SPAN_VIDEO && (!vid || spans[s].end - spans[s].start > vid->end - vid->start))
-            vid = &spans[s];
+    const vidi_span *vid = vidi_sparse_video_span(spans, n_spans);
     int64_t stride = r->stride_ref == VIDI_STRIDE_FRAME ? (vid ? vid->frame_tokens : 0)
                      : r->stride_ref == VIDI_STRIDE_ROW ? (vid ? vid->row_tokens : 0)
                                                         : r->head.stride;
@@ -323,10 +320,7 @@ static vidi_status s_attend_device(vidi_sparse_ctx *ctx, int layer, const vidi_t
         goto done;
     }
     if (dev_mass) {
-        for (int x = 0; x < ctx->n_spans; x++) /* the span vidi_sparse_resolve estimates a grid in */
-            if (ctx->spans[x].kind == VIDI_SPAN_VIDEO &&
-                (!vid || ctx->spans[x].end - ctx->spans[x].start > vid->end - vid->start))
-                vid = &ctx->spans[x];
+        vid = vidi_sparse_video_span(ctx->spans, ctx->n_spans); /* where vidi_sparse_resolve estimates a grid */
         int64_t vend = vid ? vid->end : 0, vlq = vid ? (vid->end - vid->start < lq ? vid->end - vid->start : lq) : 0;
         size_t want = ((size_t)hq * (size_t)n * 2 + (size_t)hq * (size_t)vend) * sizeof(float);
         if (want > ctx->mass_bytes) {

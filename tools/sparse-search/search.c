@@ -144,15 +144,6 @@ static double s_row_mass(search *s, const vidi_sparse_plan *p, const int32_t *ti
     return m;
 }
 
-/* The longest video span (NULL: none). */
-static const vidi_span *s_video(const search *s) {
-    const vidi_span *v = NULL;
-    for (int i = 0; i < s->n_spans; i++)
-        if (s->spans[i].kind == VIDI_SPAN_VIDEO && (!v || s->spans[i].end - s->spans[i].start > v->end - v->start))
-            v = &s->spans[i];
-    return v;
-}
-
 /* The prompt attention during the search: score the candidates, then the
  * dense answer (so the next layers see the real activations). */
 static vidi_status s_hook(void *user, int layer, const vidi_tensor *q, const vidi_tensor *k, const vidi_tensor *v,
@@ -193,7 +184,7 @@ static vidi_status s_hook(void *user, int layer, const vidi_tensor *q, const vid
             if (rc) break;
         }
         /* the offline phase of the frame grid (candidate 0): the most column mass over the scored rows */
-        const vidi_span *vid = s_video(s);
+        const vidi_span *vid = vidi_sparse_video_span(s->spans, s->n_spans);
         vidi_sparse_head off = hds[0];
         if (rc == VIDI_OK && vid && hds[0].kind == VIDI_SPARSE_GRID) {
             int64_t len = vid->end - vid->start, st = hds[0].stride;
