@@ -53,7 +53,6 @@ struct vidi_decoder {
     float *spec_host;               /* [k + 1, V] */
     double *spec_prob;
     vidi_spec_cand *spec_cand;
-    uint16_t *spec_raw;             /* [k + 1, V] when logits are bf16 */
     int32_t *spec_draft;            /* [cap, k] */
     int *spec_n;                    /* drafts per running slot this step */
     int *done;                      /* [cap]: the slot left the batch this step */
@@ -100,7 +99,6 @@ static void s_spec_free(vidi_decoder *d) {
     free(d->spec_host);
     free(d->spec_prob);
     free(d->spec_cand);
-    free(d->spec_raw);
     free(d->spec_draft);
     free(d->spec_n);
     if (d->dm) {
@@ -113,7 +111,6 @@ static void s_spec_free(vidi_decoder *d) {
     d->d_emb = d->d_logits = NULL, d->d_host = NULL, d->d_q = NULL;
     d->spec_emb = d->spec_logits = NULL;
     d->spec_host = NULL, d->spec_prob = NULL, d->spec_cand = NULL, d->spec_draft = NULL, d->spec_n = NULL;
-    d->spec_raw = NULL;
 }
 
 void vidi_decoder_free(vidi_decoder *d) {
@@ -200,12 +197,11 @@ vidi_status vidi_decoder_set_spec(vidi_decoder *d, const vidi_spec_params *p, vi
     d->spec_emb = be->ops->buf_alloc(be, rows * (size_t)vidi_text_hidden_size(d->m->text) * es);
     d->spec_logits = be->ops->buf_alloc(be, rows * V * es);
     d->spec_host = malloc(rows * V * sizeof *d->spec_host);
-    d->spec_raw = malloc(rows * V * sizeof *d->spec_raw);
     d->spec_prob = malloc(V * sizeof *d->spec_prob);
     d->spec_cand = malloc(V * sizeof *d->spec_cand);
     d->spec_draft = malloc((size_t)d->cap * (size_t)p->k * sizeof *d->spec_draft);
     d->spec_n = calloc((size_t)d->cap, sizeof *d->spec_n);
-    if (!d->spec_emb || !d->spec_logits || !d->spec_host || !d->spec_raw || !d->spec_prob || !d->spec_cand ||
+    if (!d->spec_emb || !d->spec_logits || !d->spec_host || !d->spec_prob || !d->spec_cand ||
         !d->spec_draft || !d->spec_n) {
         s_spec_free(d);
         d->spec.mode = VIDI_SPEC_OFF;
@@ -405,12 +401,7 @@ static int s_draft(vidi_decoder *d, dec_slot *s, int k, int32_t *draft, double *
         vidi_tensor emb = vidi_tensor_2d(dbe->act_dtype, d->d_emb, n_in, vidi_text_hidden_size(dm->text));
         vidi_status rc = vidi_text_embed(dm->text, in, n_in, NULL, &emb, &err);
         if (rc == VIDI_OK) rc = vidi_text_forward_paged(dm->text, s->dseq, &emb, pos, &out, &err);
-        if (rc == VIDI_OK && dbe->act_dtype == VIDI_DTYPE_F32) {
-            rc = dbe->ops->copy_to_host(dbe, d->d_host, d->d_logits, (size_t)Vd * sizeof(float), &err);
-        } else if (rc == VIDI_OK) {
-            rc = dbe->ops->copy_to_host(dbe, d->spec_raw, d->d_logits, (size_t)Vd * sizeof(uint16_t), &err);
-            for (int64_t x = 0; x < Vd && rc == VIDI_OK; x++) d->d_host[x] = vidi_bf16_to_f32(d->spec_raw[x]);
-        }
+        if (rc == VIDI_OK) rc = vidi_download_f32(dbe, d->d_host, d->d_logits, (size_t)Vd, &err);
         if (rc) {
             vidi_kv_seq_free(s->dseq);
             s->dseq = NULL;
@@ -446,12 +437,7 @@ static vidi_status s_spec_step(vidi_decoder *d, int i, vidi_decode_event *ev, in
     vidi_status rc = vidi_text_embed(d->m->text, ids, m + 1, NULL, &emb, err);
     if (rc == VIDI_OK) rc = vidi_text_forward_paged(d->m->text, s->seq, &emb, pos, &out, err);
     size_t n = (size_t)(m + 1) * (size_t)V;
-    if (rc == VIDI_OK && be->act_dtype == VIDI_DTYPE_F32) {
-        rc = be->ops->copy_to_host(be, d->spec_host, d->spec_logits, n * sizeof(float), err);
-    } else if (rc == VIDI_OK) {
-        rc = be->ops->copy_to_host(be, d->spec_raw, d->spec_logits, n * sizeof(uint16_t), err);
-        for (size_t x = 0; x < n && rc == VIDI_OK; x++) d->spec_host[x] = vidi_bf16_to_f32(d->spec_raw[x]);
-    }
+    if (rc == VIDI_OK) rc = vidi_download_f32(be, d->spec_host, d->spec_logits, n, err);
     if (rc) return rc;
     int ne = vidi_spec_verify(d->spec_host, V, draft, by_model ? d->d_q : NULL, m, &s->p.sample, &s->rng,
                               d->spec_prob, d->spec_cand, emit);

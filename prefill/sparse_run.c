@@ -4,6 +4,7 @@
 
 #include "core/tensor.h"
 #include "kernels/ops.h"
+#include "model/model.h"
 
 #include <jansson.h>
 #include <math.h>
@@ -245,25 +246,17 @@ static int s_rule_eq(const vidi_sparse_rule *a, const vidi_sparse_rule *b) {
 /* A device tensor [n, h, d] (bf16 or f32) as host f32. */
 static float *s_to_host_f32(vidi_backend *be, const vidi_tensor *x, vidi_err *err) {
     size_t n = (size_t)(x->shape[0] * x->shape[1] * x->shape[2]);
+    if (x->dtype != be->act_dtype) {
+        vidi_err_set(err, VIDI_ERR_UNSUPPORTED, "sparse prefill: q/k of %s, activations %s", vidi_dtype_name(x->dtype),
+                     vidi_dtype_name(be->act_dtype));
+        return NULL;
+    }
     float *f = malloc(n * sizeof *f);
     if (!f) {
         vidi_err_set(err, VIDI_ERR_NOMEM, "sparse prefill: out of memory for q/k on the host");
         return NULL;
     }
-    if (x->dtype == VIDI_DTYPE_F32) {
-        if (be->ops->copy_to_host(be, f, x->data, n * sizeof *f, err) == VIDI_OK) return f;
-    } else if (x->dtype == VIDI_DTYPE_BF16) {
-        uint16_t *h = malloc(n * sizeof *h);
-        if (h && be->ops->copy_to_host(be, h, x->data, n * sizeof *h, err) == VIDI_OK) {
-            for (size_t i = 0; i < n; i++) f[i] = vidi_bf16_to_f32(h[i]);
-            free(h);
-            return f;
-        }
-        if (!h) vidi_err_set(err, VIDI_ERR_NOMEM, "sparse prefill: out of memory for q/k on the host");
-        free(h);
-    } else {
-        vidi_err_set(err, VIDI_ERR_UNSUPPORTED, "sparse prefill: activations %s", vidi_dtype_name(x->dtype));
-    }
+    if (vidi_download_f32(be, f, x->data, n, err) == VIDI_OK) return f;
     free(f);
     return NULL;
 }
