@@ -26,12 +26,15 @@ vidi_status vidi_spec_params_check(const vidi_spec_params *p, vidi_err *err) {
 vidi_status vidi_spec_params_parse(const char *s, vidi_spec_params *p, vidi_err *err) {
     *p = vidi_spec_params_default();
     if (!s || !strcmp(s, "off")) return VIDI_OK;
-    if (strncmp(s, "ngram", 5) || (s[5] && s[5] != ':'))
-        return vidi_err_set(err, VIDI_ERR_INVALID, "speculative decoding '%s': off or ngram[:K[:MIN_N[:MAX_N]]]", s);
-    p->mode = VIDI_SPEC_NGRAM;
+    int ngram = !strncmp(s, "ngram", 5) && (!s[5] || s[5] == ':');
+    int draft = !strncmp(s, "draft", 5) && (!s[5] || s[5] == ':');
+    if (!ngram && !draft)
+        return vidi_err_set(err, VIDI_ERR_INVALID,
+                            "speculative decoding '%s': off, ngram[:K[:MIN_N[:MAX_N]]] or draft[:K]", s);
+    p->mode = ngram ? VIDI_SPEC_NGRAM : VIDI_SPEC_DRAFT;
     int v[3] = {p->k, p->min_n, p->max_n}, nv = 0;
     const char *c = s + 5;
-    while (*c == ':' && nv < 3) {
+    while (*c == ':' && nv < (ngram ? 3 : 1)) {
         char *end;
         long x = strtol(c + 1, &end, 10);
         if (end == c + 1 || x < -1000 || x > 1000)

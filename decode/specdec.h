@@ -32,7 +32,8 @@ typedef struct vidi_spec_params {
 vidi_spec_params vidi_spec_params_default(void); /* off; k 4, n 1..3 when on */
 /* Checks the settings (k and n ranges) with a message naming what is wrong. */
 vidi_status vidi_spec_params_check(const vidi_spec_params *p, vidi_err *err);
-/* "off", or "ngram[:K[:MIN_N[:MAX_N]]]" into *p. */
+/* "off", "ngram[:K[:MIN_N[:MAX_N]]]" or "draft[:K]" (a draft model; its model is
+ * given to the decoder by vidi_decoder_set_draft) into *p. */
 vidi_status vidi_spec_params_parse(const char *s, vidi_spec_params *p, vidi_err *err);
 
 /* Prompt lookup: the longest n-gram (max_n down to min_n) ending ctx[n-1]

@@ -31,6 +31,17 @@ void vidi_mm_key(const void *bytes, size_t n, const vidi_mm_params *p, uint8_t k
     memcpy(key, c.digest, 16);
 }
 
+void vidi_mm_key_model(const uint8_t key[16], const char *model, uint8_t out[16]) {
+    XXH3_state_t st;
+    XXH3_128bits_reset(&st);
+    XXH3_128bits_update(&st, key, 16);
+    XXH3_128bits_update(&st, "vidimd1", 8);
+    XXH3_128bits_update(&st, model, strlen(model));
+    XXH128_canonical_t c;
+    XXH128_canonicalFromHash(&c, XXH3_128bits_digest(&st));
+    memcpy(out, c.digest, 16);
+}
+
 void vidi_mm_key_hex(const uint8_t key[16], char out[33]) {
     for (int i = 0; i < 16; i++) snprintf(out + 2 * i, 3, "%02x", key[i]);
 }

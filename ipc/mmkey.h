@@ -23,6 +23,11 @@ typedef struct vidi_mm_params {
  * layout with a version tag), written as 16 big-endian bytes. */
 void vidi_mm_key(const void *bytes, size_t n, const vidi_mm_params *p, uint8_t key[16]);
 
+/* The key of what another model made of the same item: XXH3-128 of (key,
+ * "vidimd1", the model's name), 16 big-endian bytes (the draft model's
+ * vision rows, PROTOCOL.md §5.5). */
+void vidi_mm_key_model(const uint8_t key[16], const char *model, uint8_t out[16]);
+
 /* 32 hex digits and a NUL. */
 void vidi_mm_key_hex(const uint8_t key[16], char out[33]);
 

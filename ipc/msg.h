@@ -25,7 +25,7 @@
 #include "core/err.h"
 
 #define VIDI_PROTO_MAJOR 1
-#define VIDI_PROTO_MINOR 1
+#define VIDI_PROTO_MINOR 2
 #define VIDI_PROTO_VERSION_LEN 6 /* "VIDI" major minor */
 #define VIDI_IDENTITY_MAX 255    /* ZeroMQ's routing-id limit */
 #define VIDI_WIRE_MAX_DIMS 4

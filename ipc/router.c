@@ -45,7 +45,8 @@ static const char *const k_wk_stats[] = {"media", "encode", "encode_batches", "e
                                          "decode_in", "tokens", "mm_cache_hits", "mm_cache_misses",
                                          "mm_cache_entries", "ipc_sent", "ipc_received", "sparse_prefills",
                                          "sparse_pairs", "sparse_dense_pairs", "sparse_us", "spec_steps",
-                                         "spec_proposed", "spec_accepted", "spec_emitted"};
+                                         "spec_proposed", "spec_accepted", "spec_emitted", "draft_encodes",
+                                         "draft_prefills"};
 #define WK_STATS ((int)(sizeof k_wk_stats / sizeof k_wk_stats[0]))
 #define CLIENT_SILENCE_MS 5000 /* clients heartbeat every second (client.c); 5 missed: gone */
 

@@ -15,6 +15,13 @@
 #                (`--worker-args "--spec ngram:4"`): the same answers as `vidi
 #                generate`, and the workers' spec counters show drafts proposed,
 #                some accepted
+#   spec-draft   media, encode, prefill, decode as 4 processes with the draft model
+#                (`--spec draft:4 --draft MODEL-draft`): its vision tower in the
+#                encoder, its prefill, its KV handed to decode beside the target's
+#                (PROTOCOL.md §5.5); every question twice (the second time from the
+#                MM-token cache, the draft's rows with it): the answers of `vidi
+#                generate` both times, every request prefilled by the draft too,
+#                drafts proposed and accepted
 #   cache        a repeated video hits the MM-token cache: no media, no encode
 #   bad          malformed messages get ERROR replies; the router goes on
 #   gone         a client that goes away with 40 requests open: they are cancelled
@@ -79,6 +86,24 @@ case $CASE in
     up media,encode,prefill+decode --worker-args "--spec ngram:4"
     "$CLIENT" "$FRONT" answers "$EXAMPLES/questions.tsv" "$EXAMPLES" "$RUN/expected.tsv" || exit 1
     "$CLIENT" "$FRONT" stats "workers_spec_steps>=1" "workers_spec_proposed>=1" "workers_spec_accepted>=1" ;;
+  spec-draft)
+    # bad settings: refused at start with a message, before joining
+    W="$VIDI worker --router ipc://$RUN/none --data ipc://$RUN/none-data --model $MODEL"
+    $W --spec draft:4 2>"$RUN/refused.txt"; rc=$?
+    [ $rc = 2 ] && grep -q 'needs --draft' "$RUN/refused.txt" || { echo "e2e: --spec draft without --draft: rc $rc"; cat "$RUN/refused.txt"; exit 1; }
+    $W --spec draft:17 --draft "$MODEL-draft" 2>"$RUN/refused.txt"; rc=$?
+    [ $rc = 2 ] && grep -q 'k 17' "$RUN/refused.txt" || { echo "e2e: --spec draft:17: rc $rc"; cat "$RUN/refused.txt"; exit 1; }
+    $W --spec draft:4 --draft "$(dirname "$0")/../data/models/tiny-qwen2vl" 2>"$RUN/refused.txt"; rc=$?
+    [ $rc != 0 ] && grep -q 'vocabulary\|vision input' "$RUN/refused.txt" ||
+      { echo "e2e: a draft of another vocabulary: rc $rc"; cat "$RUN/refused.txt"; exit 1; }
+    echo "spec-draft: bad settings refused ($(tr '\n' ' ' <"$RUN/refused.txt"))"
+    expected
+    up media,encode,prefill,decode --worker-args "--spec draft:4 --draft $MODEL-draft"
+    "$CLIENT" "$FRONT" answers "$EXAMPLES/questions.tsv" "$EXAMPLES" "$RUN/expected.tsv" || exit 1
+    "$CLIENT" "$FRONT" answers "$EXAMPLES/questions.tsv" "$EXAMPLES" "$RUN/expected.tsv" || exit 1
+    N=$(grep -vc '^#\|^$' "$EXAMPLES/questions.tsv")
+    "$CLIENT" "$FRONT" stats "workers_draft_prefills>=$((2 * N))" "workers_draft_encodes>=1" \
+      "workers_encode_cached>=1" "workers_decode_in>=$((2 * N))" "workers_spec_steps>=1" "workers_spec_accepted>=1" ;;
   cache)
     up media,encode,prefill,decode
     "$CLIENT" "$FRONT" cache "$EXAMPLES" video_500016.mp4 ;;

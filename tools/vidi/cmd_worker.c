@@ -87,6 +87,7 @@ typedef struct slice_in {
     int64_t rows;
     void *data;              /* act dtype [rows, hidden]: host, or backend memory when on_dev */
     int on_dev;
+    void *ddata;             /* the draft model's rows (host, act dtype [rows, draft hidden]); NULL: none */
 } slice_in;
 
 typedef struct pend {
@@ -116,6 +117,8 @@ typedef struct dec_wait {
     int64_t rope_delta, prompt_tokens;
     uint64_t rng;
     vidi_wire_sampling samp;
+    vidi_kv_seq *dseq;       /* the draft model's sequence (NULL: none) */
+    int64_t drope;
 } dec_wait;
 
 #define MAX_WAIT 1024
@@ -140,6 +143,7 @@ typedef struct worker {
     int64_t kv_swap_mb;
     const char *spec_opt;        /* --spec: speculative decoding (decode/specdec.h) */
     vidi_spec_params spec;
+    const char *draft_dir;       /* --draft: the draft model (PROTOCOL.md §5.5) */
     int max_batch;
     /* sockets */
     void *ctx, *back, *data;
@@ -162,6 +166,10 @@ typedef struct worker {
     vidi_mmcache *cache;
     vidi_kv_pool *pool;
     vidi_decoder *dec;
+    vidi_model *dm;              /* the draft model (NULL: none) and its pool (prefill, decode) */
+    vidi_kv_pool *dpool;
+    char draft_name[128];        /* its folder's name: READY's draft, its cache keys */
+    uint64_t n_draft_encodes, n_draft_prefills;
     pend pends[MAX_PEND];
     dec_meta metas[512];
     dec_wait *waits;             /* MAX_WAIT */
@@ -197,6 +205,11 @@ typedef struct worker {
 
 static int64_t s_act_bytes(const worker *w, int64_t rows) {
     return rows * w->m->cfg.text.hidden_size * (int64_t)vidi_dtype_size(w->be->act_dtype);
+}
+
+/* Bytes of `rows` rows of the draft model's hidden size. */
+static int64_t s_draft_bytes(const worker *w, int64_t rows) {
+    return rows * w->dm->cfg.text.hidden_size * (int64_t)vidi_dtype_size(w->be->act_dtype);
 }
 
 /* ---- sending ---- */
@@ -414,9 +427,10 @@ static void s_error_plain(worker *w, vidi_wire_code code, const char *msg) {
 static void s_send_ready(worker *w) {
     vidi_msg_out o;
     vidi_msg_out_init(&o);
-    msgpack_pack_map(&o.pk, 8 + (w->ipc_id[0] != 0));
+    msgpack_pack_map(&o.pk, 8 + (w->ipc_id[0] != 0) + (w->dm != NULL));
     vidi_mp_kv_str(&o.pk, "name", w->name);
     if (w->ipc_id[0]) vidi_mp_kv_str(&o.pk, "cuda_ipc", w->ipc_id);
+    if (w->dm) vidi_mp_kv_str(&o.pk, "draft", w->draft_name);
     vidi_mp_kv_u64(&o.pk, "pid", (uint64_t)getpid());
     vidi_mp_pack_cstr(&o.pk, "roles");
     int nr = 0;
@@ -529,6 +543,23 @@ static const vidi_wire_tensor *s_tensor_field(const vidi_msg *m, const msgpack_o
         return NULL;
     if (m->n_tensors == 0 || (m->tensors[t].frame < 0 && !ipc_ok)) {
         vidi_err_set(err, VIDI_ERR_FORMAT, "field 'tensor': no such raw tensor");
+        return NULL;
+    }
+    return &m->tensors[t];
+}
+
+/* The raw tensor an optional field names (PROTOCOL.md §5.5): NULL with
+ * *bad 0 when the field is absent, NULL with *bad 1 (err set) when it is
+ * wrong. */
+static const vidi_wire_tensor *s_opt_raw_tensor(const vidi_msg *m, const msgpack_object *map, const char *key,
+                                                int *bad, vidi_err *err) {
+    *bad = 0;
+    if (!vidi_mp_get(map, key)) return NULL;
+    uint64_t t;
+    if (vidi_mp_u64(map, key, 1, 0, 0, (uint64_t)(m->n_tensors ? m->n_tensors - 1 : 0), &t, err) != VIDI_OK ||
+        m->n_tensors == 0 || m->tensors[t].frame < 0) {
+        if (err->status == VIDI_OK) vidi_err_set(err, VIDI_ERR_FORMAT, "field '%s': no such raw tensor", key);
+        *bad = 1;
         return NULL;
     }
     return &m->tensors[t];
@@ -669,11 +700,17 @@ static void s_cache_free(void *data, void *user) {
  * copy is made from whichever is nearer to where they go). They go
  * through our CUDA IPC export buffer when `prefill` is another CUDA worker
  * of this host (`peer` its identity, "" when it has none), else as a raw
- * frame. */
+ * frame. `dhost`: the draft model's rows of the slice (host), sent as a
+ * raw frame (`draft_tensor`, PROTOCOL.md §5.5), or NULL. */
 static vidi_status s_send_embeds(worker *w, req_id r, const char *prefill, const char *peer, uint64_t item,
                                  uint64_t slice, uint64_t n_slices, vidi_media_kind kind, const int32_t grid[3],
-                                 double spgt, const void *host, const void *dev, int64_t rows, vidi_err *err) {
+                                 double spgt, const void *host, const void *dev, int64_t rows, const void *dhost,
+                                 vidi_err *err) {
     size_t bytes = (size_t)s_act_bytes(w, rows);
+    size_t dbytes = dhost ? (size_t)s_draft_bytes(w, rows) : 0;
+    void *dcopy = dhost ? malloc(dbytes ? dbytes : 1) : NULL;
+    if (dhost && !dcopy) return vidi_err_set(err, VIDI_ERR_NOMEM, "embeds: out of memory");
+    if (dcopy) memcpy(dcopy, dhost, dbytes);
     void *dst = NULL, *copy = NULL;
     vidi_wire_ipc d;
     int ipc = s_ipc_take(w, prefill, peer, bytes, &dst, &d);
@@ -690,10 +727,14 @@ static vidi_status s_send_embeds(worker *w, req_id r, const char *prefill, const
     }
     if (!ipc) {
         copy = malloc(bytes ? bytes : 1);
-        if (!copy) return vidi_err_set(err, VIDI_ERR_NOMEM, "embeds: out of memory");
+        if (!copy) {
+            free(dcopy);
+            return vidi_err_set(err, VIDI_ERR_NOMEM, "embeds: out of memory");
+        }
         if (host) memcpy(copy, host, bytes);
         else if (w->be->ops->copy_to_host(w->be, copy, dev, bytes, err) != VIDI_OK) {
             free(copy);
+            free(dcopy);
             return err->status;
         }
     }
@@ -704,7 +745,7 @@ static vidi_status s_send_embeds(worker *w, req_id r, const char *prefill, const
     vidi_mp_kv_str(&o.pk, "stage", "embeds");
     vidi_mp_pack_cstr(&o.pk, "items");
     msgpack_pack_array(&o.pk, 1);
-    msgpack_pack_map(&o.pk, 7);
+    msgpack_pack_map(&o.pk, 7 + (dcopy != NULL));
     vidi_mp_kv_u64(&o.pk, "item", item);
     vidi_mp_kv_u64(&o.pk, "slice", slice);
     vidi_mp_kv_u64(&o.pk, "n_slices", n_slices);
@@ -714,12 +755,17 @@ static vidi_status s_send_embeds(worker *w, req_id r, const char *prefill, const
     for (int i = 0; i < 3; i++) msgpack_pack_uint64(&o.pk, (uint64_t)grid[i]);
     vidi_mp_kv_f64(&o.pk, "second_per_grid_t", spgt);
     vidi_mp_kv_u64(&o.pk, "tensor", 0);
+    if (dcopy) vidi_mp_kv_u64(&o.pk, "draft_tensor", 1);
     vidi_mp_pack_cstr(&o.pk, "tensors");
-    msgpack_pack_array(&o.pk, 1);
+    msgpack_pack_array(&o.pk, 1 + (dcopy != NULL));
     int64_t shape[2] = {rows, w->m->cfg.text.hidden_size};
     vidi_wire_dtype dt = w->be->act_dtype == VIDI_DTYPE_BF16 ? VIDI_WIRE_BF16 : VIDI_WIRE_F32;
     if (ipc) vidi_msg_out_tensor_ipc(&o, dt, 2, shape, &d, err);
     else vidi_msg_out_tensor(&o, dt, 2, shape, copy, bytes, s_free_frame, NULL, err);
+    if (dcopy) {
+        int64_t dshape[2] = {rows, w->dm->cfg.text.hidden_size};
+        vidi_msg_out_tensor(&o, dt, 2, dshape, dcopy, dbytes, s_free_frame, NULL, err);
+    }
     vidi_status rc = s_deliver(w, prefill, VIDI_CMD_WORK, &o, err);
     if (ipc && rc != VIDI_OK) vidi_lease_give(w->leases, d.lease);
     else if (ipc) w->n_ipc_sent++;
@@ -770,12 +816,23 @@ static void s_encode_cached(worker *w, req_id r, const char *prefill, const char
             continue;
         }
         w->n_encode_cached++;
+        /* the draft model's rows of the slice, when still here (a miss only costs the draft) */
+        vidi_mmcache_entry *de = NULL;
+        if (w->dm) {
+            uint8_t dkey[16];
+            vidi_mm_key_model(key, w->draft_name, dkey);
+            if (vidi_mmcache_get(w->cache, dkey, &de) && de->rows != e->rows) {
+                vidi_mmcache_release(w->cache, de);
+                de = NULL;
+            }
+        }
         vidi_media_kind kind = e->grid[0] > 1 || e->second_per_grid_t > 0 ? VIDI_MEDIA_VIDEO : VIDI_MEDIA_IMAGE;
         if (s_send_embeds(w, r, prefill, prefill_ipc, item, slice, ns, kind, e->grid, e->second_per_grid_t, e->data,
-                          NULL, e->rows, &err) != VIDI_OK) {
+                          NULL, e->rows, de ? de->data : NULL, &err) != VIDI_OK) {
             snprintf(msg, sizeof msg, "encode: to prefill %s: %s", prefill, err.msg);
             s_error_req(w, r.req, r.attempt, VIDI_WIRE_WORKER_LOST, msg);
         }
+        if (de) vidi_mmcache_release(w->cache, de);
         vidi_mmcache_release(w->cache, e);
     }
     if (!n_missing) return;
@@ -887,6 +944,7 @@ static void s_encode_batch(worker *w, vidi_msg *const *msgs, const req_id *rids,
         void *dev = w->be->ops->buf_alloc(w->be, bytes);
         char *host = malloc(bytes);
         vidi_status rc = pix && grids && dev && host ? VIDI_OK : vidi_err_set(&err, VIDI_ERR_NOMEM, "encode: out of memory");
+        char *dhost = NULL; /* the draft model's rows (PROTOCOL.md §5.5) */
         if (rc == VIDI_OK) {
             int64_t off = 0;
             for (int i = 0; i < n; i++) {
@@ -898,6 +956,26 @@ static void s_encode_batch(worker *w, vidi_msg *const *msgs, const req_id *rids,
             rc = vidi_vision_encode(w->m->vision, pix, rows_in, (const int32_t(*)[3])grids, n, &out, &err);
         }
         if (rc == VIDI_OK) rc = w->be->ops->copy_to_host(w->be, host, dev, bytes, &err);
+        if (rc == VIDI_OK && w->dm) {
+            /* the same patches through the draft's tower; a failure only costs the draft */
+            vidi_err e2 = {0};
+            size_t db = (size_t)s_draft_bytes(w, rows_out);
+            void *ddev = w->be->ops->buf_alloc(w->be, db);
+            dhost = malloc(db ? db : 1);
+            vidi_tensor dout = vidi_tensor_2d(w->be->act_dtype, ddev, rows_out, w->dm->cfg.text.hidden_size);
+            vidi_status drc = ddev && dhost ? VIDI_OK : vidi_err_set(&e2, VIDI_ERR_NOMEM, "out of memory");
+            if (drc == VIDI_OK)
+                drc = vidi_vision_encode(w->dm->vision, pix, rows_in, (const int32_t(*)[3])grids, n, &dout, &e2);
+            if (drc == VIDI_OK) drc = w->be->ops->copy_to_host(w->be, dhost, ddev, db, &e2);
+            if (ddev) w->be->ops->buf_free(w->be, ddev);
+            if (drc != VIDI_OK) {
+                fprintf(stderr, "worker %s: the draft's vision tower: %s\n", w->name, e2.msg);
+                free(dhost);
+                dhost = NULL;
+            } else {
+                w->n_draft_encodes += (uint64_t)n;
+            }
+        }
         if (n > 1) free(pix);
         free(grids);
         if (rc != VIDI_OK) {
@@ -905,6 +983,7 @@ static void s_encode_batch(worker *w, vidi_msg *const *msgs, const req_id *rids,
                 if (ems[k].ok) s_error_req(w, ems[k].r.req, ems[k].r.attempt, VIDI_WIRE_INTERNAL, err.msg);
             if (dev) w->be->ops->buf_free(w->be, dev);
             free(host);
+            free(dhost);
             goto out;
         }
         w->n_encode += (uint64_t)n;
@@ -916,9 +995,10 @@ static void s_encode_batch(worker *w, vidi_msg *const *msgs, const req_id *rids,
             const char *rows = host + (size_t)s_act_bytes(w, row);
             const char *drows = w->be->host_memory ? NULL : (const char *)dev + (size_t)s_act_bytes(w, row);
             size_t ib = (size_t)s_act_bytes(w, e->rows_out);
+            const char *dr = dhost ? dhost + (size_t)s_draft_bytes(w, row) : NULL;
             row += e->rows_out;
             if (s_send_embeds(w, em->r, em->prefill, em->prefill_ipc, e->item, e->slice, e->ns, e->kind, e->grid,
-                              e->spgt, rows, drows, e->rows_out, &err) != VIDI_OK) {
+                              e->spgt, rows, drows, e->rows_out, dr, &err) != VIDI_OK) {
                 char msg[VIDI_ERR_MSG_MAX + 2 * EP_MAX + 64];
                 snprintf(msg, sizeof msg, "encode: to prefill %s: %s", em->prefill, err.msg);
                 s_error_req(w, em->r.req, em->r.attempt, VIDI_WIRE_WORKER_LOST, msg);
@@ -929,9 +1009,21 @@ static void s_encode_batch(worker *w, vidi_msg *const *msgs, const req_id *rids,
                 e->stored = vidi_mmcache_put(w->cache, e->key, copy, ib, w->be->act_dtype, e->rows_out, H, e->grid,
                                              (float)e->spgt, NULL, &err) == VIDI_OK;
             }
+            if (dr) { /* the draft's rows beside them, under the slice key hashed with the draft's name */
+                size_t db = (size_t)s_draft_bytes(w, e->rows_out);
+                void *dcopy = malloc(db ? db : 1);
+                uint8_t dkey[16];
+                vidi_mm_key_model(e->key, w->draft_name, dkey);
+                vidi_err e2 = {0};
+                if (dcopy) memcpy(dcopy, dr, db);
+                if (dcopy && vidi_mmcache_put(w->cache, dkey, dcopy, db, w->be->act_dtype, e->rows_out,
+                                              w->dm->cfg.text.hidden_size, e->grid, (float)e->spgt, NULL, &e2) != VIDI_OK)
+                    fprintf(stderr, "worker %s: the draft's rows not cached: %s\n", w->name, e2.msg);
+            }
         }
         w->be->ops->buf_free(w->be, dev);
         free(host);
+        free(dhost);
     }
     /* RESULT per message: what the router's directory needs */
     for (int k = 0; k < n_msgs; k++) {
@@ -1008,6 +1100,7 @@ static void s_pend_free(pend *p) {
                 slice_in *sl = &p->slices[k][s];
                 if (sl->on_dev && sl->data) p->be->ops->buf_free(p->be, sl->data);
                 else free(sl->data);
+                free(sl->ddata);
             }
             free(p->slices[k]);
         }
@@ -1046,10 +1139,13 @@ static vidi_decode_params s_decode_params(const vidi_wire_sampling *s) {
     return p;
 }
 
-/* The sequence leaves for decode: here, or exported to another worker. */
+/* The sequence leaves for decode: here, or exported to another worker,
+ * with the draft model's sequence of the same prompt when there is one
+ * (dseq, its rope_delta drope; ownership of both passes). */
 static void s_hand_to_decode(worker *w, req_id r, vidi_kv_seq *seq, const char *ep, const char *ep_ipc, int32_t last,
                              int n_out, int64_t rope_delta, uint64_t rng, const vidi_wire_sampling *samp,
-                             int64_t prompt_tokens, const int32_t *ctx, int64_t n_ctx) {
+                             int64_t prompt_tokens, const int32_t *ctx, int64_t n_ctx, vidi_kv_seq *dseq,
+                             int64_t drope) {
     vidi_err err = {0};
     char msg[VIDI_ERR_MSG_MAX + 2 * EP_MAX + 64];
     if (!strcmp(ep, w->data_ep) && (w->roles & ROLE_DECODE)) {
@@ -1058,11 +1154,12 @@ static void s_hand_to_decode(worker *w, req_id r, vidi_kv_seq *seq, const char *
             /* the batch is full: wait (holding the KV) for a sequence to finish */
             for (int i = 0; i < MAX_WAIT; i++)
                 if (!w->waits[i].used) {
-                    w->waits[i] = (dec_wait){1, r.req, r.attempt, w->arrivals++, seq, last, n_out, rope_delta,
-                                             prompt_tokens, rng, *samp};
+                    w->waits[i] = (dec_wait){1,           r.req, r.attempt, w->arrivals++, seq, last, n_out, rope_delta,
+                                             prompt_tokens, rng,  *samp,     dseq,          drope};
                     return;
                 }
             vidi_kv_seq_free(seq);
+            vidi_kv_seq_free(dseq);
             s_error_req(w, r.req, r.attempt, VIDI_WIRE_OVERLOADED, "decode: the batch and its waiting list are full");
             return;
         }
@@ -1070,12 +1167,34 @@ static void s_hand_to_decode(worker *w, req_id r, vidi_kv_seq *seq, const char *
         if (tag == UINT64_MAX || vidi_decoder_add(w->dec, tag, seq, last, n_out, rope_delta, rng, &dp, &err) != VIDI_OK) {
             if (tag == UINT64_MAX) vidi_kv_seq_free(seq);
             else w->metas[tag].used = 0;
+            vidi_kv_seq_free(dseq);
             s_error_req(w, r.req, r.attempt, VIDI_WIRE_OVERLOADED, tag == UINT64_MAX ? "decode: too many sequences" : err.msg);
-        } else if (ctx && n_ctx > 0 && w->spec.mode != VIDI_SPEC_OFF &&
-                   vidi_decoder_add_context(w->dec, tag, ctx, n_ctx, &err) != VIDI_OK) {
+            return;
+        }
+        if (ctx && n_ctx > 0 && w->spec.mode == VIDI_SPEC_NGRAM &&
+            vidi_decoder_add_context(w->dec, tag, ctx, n_ctx, &err) != VIDI_OK)
             fprintf(stderr, "worker %s: speculation without the prompt: %s\n", w->name, err.msg); /* still decodes */
+        if (dseq && w->spec.mode == VIDI_SPEC_DRAFT) {
+            if (vidi_decoder_add_draft(w->dec, tag, dseq, drope, &err) != VIDI_OK) /* frees dseq */
+                fprintf(stderr, "worker %s: no draft for this sequence: %s\n", w->name, err.msg); /* still decodes */
+        } else {
+            vidi_kv_seq_free(dseq);
         }
         return;
+    }
+    /* the draft's KV: a raw frame (PROTOCOL.md §5.5); without it the request still decodes */
+    void *dkv = NULL;
+    size_t dbytes = 0;
+    int64_t dlen = dseq ? vidi_kv_seq_len(dseq) : 0;
+    if (dseq) {
+        dbytes = vidi_kv_seq_export_bytes(w->dpool, dlen);
+        if (!(dkv = malloc(dbytes ? dbytes : 1)) || vidi_kv_seq_export(dseq, 0, dlen, dkv, dbytes, &err) != VIDI_OK) {
+            fprintf(stderr, "worker %s: the draft's KV stays here: %s\n", w->name, dkv ? err.msg : "out of memory");
+            free(dkv);
+            dkv = NULL;
+            err = (vidi_err){0};
+        }
+        vidi_kv_seq_free(dseq);
     }
     int64_t len = vidi_kv_seq_len(seq);
     size_t bytes = vidi_kv_seq_export_bytes(w->pool, len);
@@ -1090,6 +1209,7 @@ static void s_hand_to_decode(worker *w, req_id r, vidi_kv_seq *seq, const char *
     }
     if (!ipc && (!(kv = malloc(bytes ? bytes : 1)) || vidi_kv_seq_export(seq, 0, len, kv, bytes, &err) != VIDI_OK)) {
         free(kv);
+        free(dkv);
         vidi_kv_seq_free(seq);
         s_error_req(w, r.req, r.attempt, VIDI_WIRE_INTERNAL, kv ? err.msg : "prefill: out of memory for the KV");
         return;
@@ -1099,9 +1219,21 @@ static void s_hand_to_decode(worker *w, req_id r, vidi_kv_seq *seq, const char *
     vidi_kv_pool_layout(w->pool, &layers, &kvh, &hd);
     vidi_msg_out o;
     vidi_msg_out_init(&o);
-    msgpack_pack_map(&o.pk, 13 + vidi_wire_sampling_fields(samp));
+    msgpack_pack_map(&o.pk, 13 + vidi_wire_sampling_fields(samp) + (dkv != NULL));
     s_pack_req(&o.pk, r.req, r.attempt);
     vidi_mp_kv_str(&o.pk, "stage", "decode");
+    if (dkv) {
+        int dl, dk, dh;
+        vidi_kv_pool_layout(w->dpool, &dl, &dk, &dh);
+        vidi_mp_pack_cstr(&o.pk, "draft");
+        msgpack_pack_map(&o.pk, 6);
+        vidi_mp_kv_u64(&o.pk, "len", (uint64_t)dlen);
+        vidi_mp_kv_u64(&o.pk, "layers", (uint64_t)dl);
+        vidi_mp_kv_u64(&o.pk, "kv_heads", (uint64_t)dk);
+        vidi_mp_kv_u64(&o.pk, "head_dim", (uint64_t)dh);
+        vidi_mp_kv_i64(&o.pk, "rope_delta", drope);
+        vidi_mp_kv_u64(&o.pk, "tensor", 1);
+    }
     vidi_mp_kv_u64(&o.pk, "len", (uint64_t)len);
     vidi_mp_kv_u64(&o.pk, "layers", (uint64_t)layers);
     vidi_mp_kv_u64(&o.pk, "kv_heads", (uint64_t)kvh);
@@ -1113,11 +1245,16 @@ static void s_hand_to_decode(worker *w, req_id r, vidi_kv_seq *seq, const char *
     vidi_mp_kv_u64(&o.pk, "prompt_tokens", (uint64_t)prompt_tokens);
     vidi_wire_sampling_pack(&o.pk, samp);
     vidi_mp_pack_cstr(&o.pk, "tensors");
-    msgpack_pack_array(&o.pk, 1);
+    msgpack_pack_array(&o.pk, 1 + (dkv != NULL));
     int64_t shape[1] = {(int64_t)(bytes / vidi_dtype_size(vidi_kv_pool_dtype(w->pool)))};
     vidi_wire_dtype dt = vidi_kv_pool_dtype(w->pool) == VIDI_DTYPE_BF16 ? VIDI_WIRE_BF16 : VIDI_WIRE_F32;
     if (ipc) vidi_msg_out_tensor_ipc(&o, dt, 1, shape, &d, &err);
     else vidi_msg_out_tensor(&o, dt, 1, shape, kv, bytes, s_free_frame, NULL, &err);
+    if (dkv) {
+        int64_t dshape[1] = {(int64_t)(dbytes / vidi_dtype_size(vidi_kv_pool_dtype(w->dpool)))};
+        vidi_wire_dtype ddt = vidi_kv_pool_dtype(w->dpool) == VIDI_DTYPE_BF16 ? VIDI_WIRE_BF16 : VIDI_WIRE_F32;
+        vidi_msg_out_tensor(&o, ddt, 1, dshape, dkv, dbytes, s_free_frame, NULL, &err);
+    }
     if (s_deliver(w, ep, VIDI_CMD_WORK, &o, &err) != VIDI_OK) {
         if (ipc) vidi_lease_give(w->leases, d.lease);
         snprintf(msg, sizeof msg, "prefill: to decode %s: %s", ep, err.msg);
@@ -1125,6 +1262,51 @@ static void s_hand_to_decode(worker *w, req_id r, vidi_kv_seq *seq, const char *
     } else if (ipc) {
         w->n_ipc_sent++;
     }
+}
+
+/* The draft model's prefill of the same prompt (PROTOCOL.md §5.5), when
+ * this worker has a draft and every slice brought the draft's rows: its
+ * sequence (rope_delta in *drope), or NULL (the request decodes without
+ * the draft; nothing is lost). */
+static vidi_kv_seq *s_draft_prefill(worker *w, const pend *p, const int32_t *ids, int64_t n_ids,
+                                    const vidi_prefill_item *items, int64_t total_rows, int64_t *drope) {
+    if (!w->dm || !w->dpool) return NULL;
+    for (int i = 0; i < p->n_items; i++)
+        for (int s = 0; s < p->n_slices[i]; s++)
+            if (!p->slices[i][s].ddata) return NULL;
+    vidi_err err = {0};
+    void *dev = NULL;
+    vidi_status rc = VIDI_OK;
+    if (total_rows > 0) {
+        dev = w->be->ops->buf_alloc(w->be, (size_t)s_draft_bytes(w, total_rows));
+        if (!dev) rc = vidi_err_set(&err, VIDI_ERR_NOMEM, "out of memory");
+        size_t off = 0;
+        for (int i = 0; rc == VIDI_OK && i < p->n_items; i++)
+            for (int s = 0; rc == VIDI_OK && s < p->n_slices[i]; s++) {
+                size_t b = (size_t)s_draft_bytes(w, p->slices[i][s].rows);
+                rc = w->be->ops->copy_to_device(w->be, (char *)dev + off, p->slices[i][s].ddata, b, &err);
+                off += b;
+            }
+    }
+    vidi_kv_seq *dseq = NULL;
+    if (rc == VIDI_OK) rc = vidi_kv_seq_create(w->dpool, &dseq, &err);
+    if (rc == VIDI_OK) {
+        vidi_tensor vt = vidi_tensor_2d(w->be->act_dtype, dev, total_rows, w->dm->cfg.text.hidden_size);
+        vidi_sample_params greedy = {0.0f, 0, 1.0f}; /* its token is not used */
+        uint64_t rng = 0;
+        vidi_prefill_result dpr = {0};
+        rc = vidi_prefill_run(w->dm, dseq, ids, n_ids, items, p->n_items, total_rows ? &vt : NULL, &greedy, &rng, &dpr,
+                              &err);
+        *drope = dpr.rope_delta;
+    }
+    if (dev) w->be->ops->buf_free(w->be, dev);
+    if (rc != VIDI_OK) {
+        fprintf(stderr, "worker %s: the draft's prefill: %s (decoding without it)\n", w->name, err.msg);
+        vidi_kv_seq_free(dseq);
+        return NULL;
+    }
+    w->n_draft_prefills++;
+    return dseq;
 }
 
 static void s_run_prefill(worker *w, pend *p) {
@@ -1209,8 +1391,10 @@ static void s_run_prefill(worker *w, pend *p) {
         return;
     }
     /* the prompt goes along as prompt lookup's context when decode runs here */
+    int64_t drope = 0;
+    vidi_kv_seq *dseq = s_draft_prefill(w, p, ids, n_ids, items, total_rows, &drope);
     s_hand_to_decode(w, r, seq, p->decode_ep, p->decode_ipc, pr.first_token, 1, pr.rope_delta, rng, &p->samp,
-                     pr.prompt_tokens, ids, n_ids);
+                     pr.prompt_tokens, ids, n_ids, dseq, drope);
     free(ids);
 }
 
@@ -1308,6 +1492,18 @@ static void s_on_embeds(worker *w, const vidi_msg *m, req_id r) {
             s_error_req(w, r.req, r.attempt, VIDI_WIRE_BAD_TENSOR, "embeds: rows do not match the grid or the model");
             return;
         }
+        int bad = 0;
+        const vidi_wire_tensor *dt = s_opt_raw_tensor(m, &items[i], "draft_tensor", &bad, &err);
+        if (bad) {
+            s_error_req(w, r.req, r.attempt, VIDI_WIRE_BAD_FIELD, err.msg);
+            return;
+        }
+        if (dt && w->dm &&
+            (dt->dtype != want || dt->ndim != 2 || dt->shape[0] != rows || dt->shape[1] != w->dm->cfg.text.hidden_size)) {
+            s_error_req(w, r.req, r.attempt, VIDI_WIRE_BAD_TENSOR,
+                        "embeds: the draft's rows do not match the grid or the draft model");
+            return;
+        }
         if (!p->n_slices[item]) {
             p->slices[item] = calloc(ns, sizeof(slice_in));
             if (!p->slices[item]) return;
@@ -1340,6 +1536,8 @@ static void s_on_embeds(worker *w, const vidi_msg *m, req_id r) {
             if (!sl->data) return;
             memcpy(sl->data, t->data, t->bytes);
         }
+        if (dt && w->dm && (sl->ddata = malloc(dt->bytes ? dt->bytes : 1)) != NULL)
+            memcpy(sl->ddata, dt->data, dt->bytes);
         sl->rows = rows;
         sl->item = pi;
         sl->have = 1;
@@ -1370,9 +1568,39 @@ static void s_on_decode(worker *w, const vidi_msg *m, req_id r) {
     int L, K, D;
     vidi_kv_pool_layout(w->pool, &L, &K, &D);
     size_t want = vidi_kv_seq_export_bytes(w->pool, (int64_t)len);
-    if ((int)layers != L || (int)kvh != K || (int)hd != D || m->n_tensors != 1 || m->tensors[0].bytes != want) {
+    /* the draft model's KV (PROTOCOL.md §5.5): checked like the target's; used when we draft */
+    const msgpack_object *dmap = NULL;
+    const vidi_wire_tensor *dt = NULL;
+    uint64_t dlen = 0, dlayers = 0, dkvh = 0, dhd = 0;
+    int64_t drope = 0;
+    int bad = 0;
+    if (vidi_mp_map(m->header, "draft", 0, &dmap, &err) != VIDI_OK ||
+        (dmap && (vidi_mp_u64(dmap, "len", 1, 0, 1, 1 << 24, &dlen, &err) ||
+                  vidi_mp_u64(dmap, "layers", 1, 0, 1, 4096, &dlayers, &err) ||
+                  vidi_mp_u64(dmap, "kv_heads", 1, 0, 1, 4096, &dkvh, &err) ||
+                  vidi_mp_u64(dmap, "head_dim", 1, 0, 1, 4096, &dhd, &err) ||
+                  vidi_mp_i64(dmap, "rope_delta", 1, 0, -(1LL << 40), 1LL << 40, &drope, &err)))) {
+        s_error_req(w, r.req, r.attempt, VIDI_WIRE_BAD_FIELD, err.msg);
+        return;
+    }
+    if (dmap && !(dt = s_opt_raw_tensor(m, dmap, "tensor", &bad, &err))) {
+        s_error_req(w, r.req, r.attempt, VIDI_WIRE_BAD_FIELD, bad ? err.msg : "decode: field 'draft' has no 'tensor'");
+        return;
+    }
+    if ((int)layers != L || (int)kvh != K || (int)hd != D || m->n_tensors != 1 + (dt != NULL) ||
+        m->tensors[0].bytes != want || dt == &m->tensors[0]) {
         s_error_req(w, r.req, r.attempt, VIDI_WIRE_BAD_TENSOR, "decode: the KV does not fit this model's layout");
         return;
+    }
+    if (dt && w->dpool) {
+        int dL, dK, dD;
+        vidi_kv_pool_layout(w->dpool, &dL, &dK, &dD);
+        if ((int)dlayers != dL || (int)dkvh != dK || (int)dhd != dD ||
+            dt->bytes != vidi_kv_seq_export_bytes(w->dpool, (int64_t)dlen)) {
+            s_error_req(w, r.req, r.attempt, VIDI_WIRE_BAD_TENSOR,
+                        "decode: the draft's KV does not fit this worker's draft model");
+            return;
+        }
     }
     const vidi_wire_tensor *t = &m->tensors[0];
     const void *src = t->frame >= 0 ? t->data : s_ipc_source(w, t, &err);
@@ -1395,8 +1623,16 @@ static void s_on_decode(worker *w, const vidi_msg *m, req_id r) {
         return;
     }
     w->n_decode_in++;
+    vidi_kv_seq *dseq = NULL;
+    if (dt && w->dpool && w->spec.mode == VIDI_SPEC_DRAFT &&
+        (vidi_kv_seq_create(w->dpool, &dseq, &err) != VIDI_OK ||
+         vidi_kv_seq_import(dseq, dt->data, dt->bytes, (int64_t)dlen, &err) != VIDI_OK)) {
+        fprintf(stderr, "worker %s: the draft's KV: %s (decoding without it)\n", w->name, err.msg);
+        vidi_kv_seq_free(dseq);
+        dseq = NULL;
+    }
     s_hand_to_decode(w, r, seq, w->data_ep, "", (int32_t)last, (int)n_out, rope_delta, rng, &samp,
-                     (int64_t)prompt_tokens, NULL, 0);
+                     (int64_t)prompt_tokens, NULL, 0, dseq, drope);
 }
 
 /* Oldest waiting sequences into the batch while it has room. */
@@ -1409,7 +1645,7 @@ static void s_admit_waiting(worker *w) {
         dec_wait d = w->waits[best];
         w->waits[best].used = 0;
         s_hand_to_decode(w, (req_id){d.req, d.attempt}, d.seq, w->data_ep, "", d.last, d.n_out, d.rope_delta, d.rng,
-                         &d.samp, d.prompt_tokens, NULL, 0);
+                         &d.samp, d.prompt_tokens, NULL, 0, d.dseq, d.drope);
     }
 }
 
@@ -1480,6 +1716,7 @@ static void s_on_cancel(worker *w, const vidi_msg *m) {
     for (int i = 0; i < MAX_WAIT; i++)
         if (w->waits[i].used && w->waits[i].req == req && w->waits[i].attempt <= attempt) {
             vidi_kv_seq_free(w->waits[i].seq);
+            vidi_kv_seq_free(w->waits[i].dseq);
             w->waits[i].used = 0;
         }
 }
@@ -1528,6 +1765,8 @@ static void s_on_stats(worker *w) {
     KV("spec_proposed", ds.spec_proposed);
     KV("spec_accepted", ds.spec_accepted);
     KV("spec_emitted", ds.spec_emitted);
+    KV("draft_encodes", w->n_draft_encodes);
+    KV("draft_prefills", w->n_draft_prefills);
     KV("sparse_prefills", w->n_sparse_prefills);
     KV("sparse_pairs", w->sparse_pairs);
     KV("sparse_dense_pairs", w->sparse_dense_pairs);
@@ -1547,8 +1786,49 @@ static vidi_status s_make_pool(worker *w, vidi_err *err) {
     vidi_status rc = vidi_kv_pool_create(w->m->text, &kp, &w->pool, err);
     if (rc == VIDI_OK) rc = vidi_decoder_create(w->m, w->pool, w->max_batch, &w->dec, err);
     if (rc == VIDI_OK) vidi_decoder_set_swap(w->dec, (uint64_t)w->kv_swap_mb << 20);
-    if (rc == VIDI_OK) rc = vidi_decoder_set_spec(w->dec, &w->spec, err);
+    /* the draft model's pool: its prefill here, its sequences in decode (PROTOCOL.md §5.5) */
+    if (rc == VIDI_OK && w->dm) rc = vidi_kv_pool_create(w->dm->text, &kp, &w->dpool, err);
+    if (rc == VIDI_OK && w->spec.mode == VIDI_SPEC_DRAFT)
+        rc = vidi_decoder_set_draft(w->dec, w->dm, w->dpool, w->spec.k, err);
+    else if (rc == VIDI_OK) rc = vidi_decoder_set_spec(w->dec, &w->spec, err);
     return rc;
+}
+
+/* --draft DIR: the draft model on our backend, refused unless the media
+ * stage's patches and the prompt's ids serve it as they are (PROTOCOL.md
+ * §5.5): the same patch, merge and temporal patch sizes, pixel limits and
+ * special ids, its vocabulary the target's or a prefix of it. */
+static vidi_status s_load_draft(worker *w, vidi_err *err) {
+    vidi_preproc_config dpp;
+    vidi_status rc = vidi_model_load(w->draft_dir, w->be, &w->dm, err);
+    if (rc == VIDI_OK) rc = vidi_preproc_config_load(w->draft_dir, &dpp, err);
+    if (rc != VIDI_OK) return rc;
+    const vidi_model_config *t = &w->m->cfg, *d = &w->dm->cfg;
+    int same_eos = t->n_eos == d->n_eos;
+    for (int i = 0; same_eos && i < t->n_eos; i++) same_eos = t->eos_token_ids[i] == d->eos_token_ids[i];
+    if (d->text.vocab_size > t->text.vocab_size || !same_eos || d->image_token_id != t->image_token_id ||
+        d->video_token_id != t->video_token_id || d->vision_start_token_id != t->vision_start_token_id)
+        return vidi_err_set(err, VIDI_ERR_INVALID, "the draft's vocabulary (%lld tokens, its special ids) is not the "
+                            "target's (%lld) or a prefix of it",
+                            (long long)d->text.vocab_size, (long long)t->text.vocab_size);
+    if (d->vision.patch_size != t->vision.patch_size || d->vision.spatial_merge_size != t->vision.spatial_merge_size ||
+        d->vision.temporal_patch_size != t->vision.temporal_patch_size || d->vision.in_channels != t->vision.in_channels ||
+        dpp.min_pixels != w->pp.min_pixels || dpp.max_pixels != w->pp.max_pixels ||
+        dpp.patch_size != w->pp.patch_size || dpp.merge_size != w->pp.merge_size ||
+        dpp.temporal_patch_size != w->pp.temporal_patch_size || dpp.rescale_factor != w->pp.rescale_factor ||
+        memcmp(dpp.image_mean, w->pp.image_mean, sizeof dpp.image_mean) != 0 ||
+        memcmp(dpp.image_std, w->pp.image_std, sizeof dpp.image_std) != 0)
+        return vidi_err_set(err, VIDI_ERR_INVALID, "the draft's vision input (patch %d, merge %d, temporal patch %d, "
+                            "pixels %lld..%lld, its mean and std) is not the target's (patch %d, merge %d, temporal "
+                            "patch %d, pixels %lld..%lld)",
+                            d->vision.patch_size, d->vision.spatial_merge_size, d->vision.temporal_patch_size,
+                            (long long)dpp.min_pixels, (long long)dpp.max_pixels, t->vision.patch_size,
+                            t->vision.spatial_merge_size, t->vision.temporal_patch_size, (long long)w->pp.min_pixels,
+                            (long long)w->pp.max_pixels);
+    const char *base = strrchr(w->draft_dir, '/');
+    base = base && base[1] ? base + 1 : w->draft_dir;
+    snprintf(w->draft_name, sizeof w->draft_name, "%s", base);
+    return VIDI_OK;
 }
 
 static int s_parse_roles(const char *s, int *roles);
@@ -1722,8 +2002,10 @@ static void s_usage(FILE *f) {
                "  --max-batch N     sequences decoded together (default 32)\n"
                "  --kv-swap-mb N    host memory for KV swapped out when the pool is full\n"
                "                    (default 1024; 0: preempted sequences are recomputed)\n"
-               "  --spec off|ngram[:K[:MIN_N[:MAX_N]]]  speculative decoding by prompt lookup\n"
-               "                    (default off; ngram: K 4 drafts of n-grams 1..3)\n"
+               "  --spec off|ngram[:K[:MIN_N[:MAX_N]]]|draft[:K]  speculative decoding by prompt\n"
+               "                    lookup or with the draft model (default off; K 4; n-grams 1..3)\n"
+               "  --draft DIR       a draft model of the same family and tokenizer: its vision\n"
+               "                    tower in encode, its prefill, its drafts with --spec draft\n"
                "  --heartbeat-ms N  (default 1000); --liveness N (default 3)\n"
                "  --ipc-mb N        CUDA IPC export buffer for rows and KV to workers of this\n"
                "                    host (default 512; 0: everything through host memory)\n"
@@ -1785,6 +2067,7 @@ int vidi_cmd_worker(int argc, char **argv) {
         else if (!strcmp(a, "--ipc-mb")) w->ipc_mb = atoll(v);
         else if (!strcmp(a, "--kv-swap-mb")) w->kv_swap_mb = atoll(v);
         else if (!strcmp(a, "--spec")) w->spec_opt = v;
+        else if (!strcmp(a, "--draft")) w->draft_dir = v;
         else if (!strcmp(a, "--sparse")) w->sparse_opt = v;
         else if (!strcmp(a, "--ipc-lease-ms")) w->ipc_lease_ms = atoll(v);
         else {
@@ -1799,6 +2082,12 @@ int vidi_cmd_worker(int argc, char **argv) {
         vidi_err serr = {0};
         if (vidi_spec_params_parse(w->spec_opt, &w->spec, &serr) != VIDI_OK) {
             fprintf(stderr, "vidi worker: --spec: %s\n", serr.msg);
+            free(w->waits);
+            free(w);
+            return 2;
+        }
+        if (w->spec.mode == VIDI_SPEC_DRAFT && !w->draft_dir) {
+            fprintf(stderr, "vidi worker: --spec draft needs --draft DIR (the draft model)\n");
             free(w->waits);
             free(w);
             return 2;
@@ -1833,6 +2122,10 @@ int vidi_cmd_worker(int argc, char **argv) {
         vidi_preproc_config_load(w->model_dir, &w->pp, &err) != VIDI_OK ||
         vidi_mmcache_create(w->mm_budget, s_cache_free, NULL, &w->cache, &err) != VIDI_OK) {
         fprintf(stderr, "vidi worker: %s\n", err.msg);
+        goto done;
+    }
+    if (w->draft_dir && s_load_draft(w, &err) != VIDI_OK) {
+        fprintf(stderr, "vidi worker: --draft %s: %s\n", w->draft_dir, err.msg);
         goto done;
     }
     if (w->use_cuda && w->ipc_mb > 0 && w->be->ops->ipc_alloc) s_host_identity(w->ipc_id);
@@ -1954,13 +2247,15 @@ done:
     for (int i = 0; i < MAX_PEND; i++)
         if (w->pends[i].used) s_pend_free(&w->pends[i]);
     for (int i = 0; i < MAX_WAIT; i++)
-        if (w->waits[i].used) vidi_kv_seq_free(w->waits[i].seq);
+        if (w->waits[i].used) vidi_kv_seq_free(w->waits[i].seq), vidi_kv_seq_free(w->waits[i].dseq);
     for (int i = 0; i < w->n_peers; i++) zmq_close(w->peers[i].sock);
     if (w->back) zmq_close(w->back);
     if (w->data) zmq_close(w->data);
     if (w->ctx) zmq_ctx_term(w->ctx);
     vidi_decoder_free(w->dec);
     vidi_kv_pool_free(w->pool);
+    vidi_kv_pool_free(w->dpool);
+    vidi_model_free(w->dm);
     vidi_mmcache_free(w->cache);
     vidi_model_free(w->m);
     for (int i = 0; i < w->n_maps; i++) w->be->ops->ipc_close(w->be, w->maps[i].base);
