@@ -44,13 +44,17 @@ struct vidi_decoder {
     int n_out;
     uint64_t swap_budget, swap_used;
     vidi_decoder_stats st;
+    /* a step's rows (up to the pool's max_batch): a plain sequence has one,
+     * a speculative one its pending token and its drafts */
+    int rows_max;
     vidi_kv_seq **seqs;
-    int32_t *ids, *pos;
-    void *logit_buf;
+    int32_t *ids, *pos, *tok;       /* tok: the rows' greedy tokens */
+    void *logit_buf;                /* backend [rows_max, V] */
+    int *order;                     /* [cap]: the slots in row order */
+    int *row0;                      /* [cap]: a slot's first row */
     /* speculative decoding */
     vidi_spec_params spec;
-    void *spec_emb, *spec_logits;   /* backend: [k + 1, hidden], [k + 1, V] */
-    float *spec_host;               /* [k + 1, V] */
+    float *spec_host;               /* [k + 1, V]: one sampled slot's rows */
     double *spec_prob;
     vidi_spec_cand *spec_cand;
     int32_t *spec_draft;            /* [cap, k] */
@@ -59,9 +63,14 @@ struct vidi_decoder {
     /* the draft model (VIDI_SPEC_DRAFT) */
     vidi_model *dm;
     vidi_kv_pool *dpool;
-    void *d_emb, *d_logits;         /* backend: [2, draft hidden], [1, draft V] */
+    int d_rows_max;                 /* its pool's max_batch */
+    vidi_kv_seq **d_seqs;
+    int32_t *d_ids, *d_pos, *d_tok, *d_slot; /* [d_rows_max]: a draft step's rows, their slots */
+    void *d_logits;                 /* backend: [d_rows_max, draft V] */
     float *d_host;                  /* [draft V] */
-    double *d_q;                    /* [k, V]: the drafts' distributions */
+    double *d_q;                    /* [cap, k, V]: sampled slots' draft distributions */
+    int *d_fed;                     /* [cap]: tokens a slot's draft took before its first proposal */
+    int64_t *d_len0;                /* [cap]: the draft's length before the step */
 };
 
 vidi_status vidi_decoder_create(vidi_model *m, vidi_kv_pool *pool, int max_batch, vidi_decoder **out,
@@ -71,20 +80,26 @@ vidi_status vidi_decoder_create(vidi_model *m, vidi_kv_pool *pool, int max_batch
     vidi_decoder *d = calloc(1, sizeof *d);
     VIDI_CHECK(d, err, VIDI_ERR_NOMEM, "decoder: out of memory");
     VIDI_CHECK(max_batch > 0, err, VIDI_ERR_INVALID, "decoder: max_batch %d must be positive", max_batch);
+    VIDI_CHECK(max_batch <= vidi_kv_pool_max_batch(pool), err, VIDI_ERR_INVALID,
+               "decoder: max_batch %d is above the pool's %d", max_batch, vidi_kv_pool_max_batch(pool));
     d->m = m;
     d->pool = pool;
     d->cap = max_batch;
+    d->rows_max = vidi_kv_pool_max_batch(pool);
+    size_t R = (size_t)d->rows_max;
     d->slots = calloc((size_t)max_batch, sizeof *d->slots);
-    d->seqs = calloc((size_t)max_batch, sizeof *d->seqs);
-    d->ids = calloc((size_t)max_batch, sizeof *d->ids);
-    d->pos = calloc((size_t)max_batch * 3, sizeof *d->pos);
+    d->seqs = calloc(R, sizeof *d->seqs);
+    d->ids = calloc(R, sizeof *d->ids);
+    d->pos = calloc(R * 3, sizeof *d->pos);
+    d->tok = calloc(R, sizeof *d->tok);
+    d->order = calloc((size_t)max_batch, sizeof *d->order);
+    d->row0 = calloc((size_t)max_batch, sizeof *d->row0);
     d->outs = calloc((size_t)max_batch, sizeof *d->outs);
     d->done = calloc((size_t)max_batch, sizeof *d->done);
     vidi_backend *be = m->be;
-    d->logit_buf = be->ops->buf_alloc(be, (size_t)max_batch * (size_t)m->cfg.text.vocab_size *
-                                              vidi_dtype_size(be->act_dtype));
-    VIDI_CHECK(d->slots && d->seqs && d->ids && d->pos && d->outs && d->done && d->logit_buf, err, VIDI_ERR_NOMEM,
-               "decoder: out of memory for a batch of %d", max_batch);
+    d->logit_buf = be->ops->buf_alloc(be, R * (size_t)m->cfg.text.vocab_size * vidi_dtype_size(be->act_dtype));
+    VIDI_CHECK(d->slots && d->seqs && d->ids && d->pos && d->tok && d->order && d->row0 && d->outs && d->done &&
+                   d->logit_buf, err, VIDI_ERR_NOMEM, "decoder: out of memory for a batch of %d", max_batch);
     *out = d;
     return VIDI_OK;
 fail:
@@ -93,23 +108,24 @@ fail:
 }
 
 static void s_spec_free(vidi_decoder *d) {
-    vidi_backend *be = d->m->be;
-    if (d->spec_emb) be->ops->buf_free(be, d->spec_emb);
-    if (d->spec_logits) be->ops->buf_free(be, d->spec_logits);
     free(d->spec_host);
     free(d->spec_prob);
     free(d->spec_cand);
     free(d->spec_draft);
     free(d->spec_n);
-    if (d->dm) {
-        vidi_backend *dbe = d->dm->be;
-        if (d->d_emb) dbe->ops->buf_free(dbe, d->d_emb);
-        if (d->d_logits) dbe->ops->buf_free(dbe, d->d_logits);
-    }
+    if (d->dm && d->d_logits) d->dm->be->ops->buf_free(d->dm->be, d->d_logits);
+    free(d->d_seqs);
+    free(d->d_ids);
+    free(d->d_pos);
+    free(d->d_tok);
+    free(d->d_slot);
     free(d->d_host);
     free(d->d_q);
-    d->d_emb = d->d_logits = NULL, d->d_host = NULL, d->d_q = NULL;
-    d->spec_emb = d->spec_logits = NULL;
+    free(d->d_fed);
+    free(d->d_len0);
+    d->d_fed = NULL, d->d_len0 = NULL;
+    d->d_logits = NULL, d->d_host = NULL, d->d_q = NULL, d->d_seqs = NULL;
+    d->d_ids = d->d_pos = d->d_tok = d->d_slot = NULL;
     d->spec_host = NULL, d->spec_prob = NULL, d->spec_cand = NULL, d->spec_draft = NULL, d->spec_n = NULL;
 }
 
@@ -127,6 +143,9 @@ void vidi_decoder_free(vidi_decoder *d) {
     free(d->seqs);
     free(d->ids);
     free(d->pos);
+    free(d->tok);
+    free(d->order);
+    free(d->row0);
     free(d);
 }
 
@@ -192,17 +211,13 @@ vidi_status vidi_decoder_set_spec(vidi_decoder *d, const vidi_spec_params *p, vi
     s_spec_free(d);
     d->spec = *p;
     if (p->mode == VIDI_SPEC_OFF) return VIDI_OK;
-    vidi_backend *be = d->m->be;
-    size_t rows = (size_t)p->k + 1, V = (size_t)d->m->cfg.text.vocab_size, es = vidi_dtype_size(be->act_dtype);
-    d->spec_emb = be->ops->buf_alloc(be, rows * (size_t)vidi_text_hidden_size(d->m->text) * es);
-    d->spec_logits = be->ops->buf_alloc(be, rows * V * es);
+    size_t rows = (size_t)p->k + 1, V = (size_t)d->m->cfg.text.vocab_size;
     d->spec_host = malloc(rows * V * sizeof *d->spec_host);
     d->spec_prob = malloc(V * sizeof *d->spec_prob);
     d->spec_cand = malloc(V * sizeof *d->spec_cand);
     d->spec_draft = malloc((size_t)d->cap * (size_t)p->k * sizeof *d->spec_draft);
     d->spec_n = calloc((size_t)d->cap, sizeof *d->spec_n);
-    if (!d->spec_emb || !d->spec_logits || !d->spec_host || !d->spec_prob || !d->spec_cand ||
-        !d->spec_draft || !d->spec_n) {
+    if (!d->spec_host || !d->spec_prob || !d->spec_cand || !d->spec_draft || !d->spec_n) {
         s_spec_free(d);
         d->spec.mode = VIDI_SPEC_OFF;
         return vidi_err_set(err, VIDI_ERR_NOMEM, "decoder: out of memory for speculative decoding (k %d)", p->k);
@@ -243,11 +258,18 @@ vidi_status vidi_decoder_set_draft(vidi_decoder *d, vidi_model *draft, vidi_kv_p
     d->dpool = draft_pool;
     vidi_backend *dbe = draft->be;
     size_t es = vidi_dtype_size(dbe->act_dtype), dv = (size_t)dc->text.vocab_size;
-    d->d_emb = dbe->ops->buf_alloc(dbe, 2 * (size_t)vidi_text_hidden_size(draft->text) * es);
-    d->d_logits = dbe->ops->buf_alloc(dbe, dv * es);
+    size_t R = (size_t)(d->d_rows_max = vidi_kv_pool_max_batch(draft_pool));
+    d->d_seqs = calloc(R, sizeof *d->d_seqs);
+    d->d_ids = calloc(R, sizeof *d->d_ids);
+    d->d_pos = calloc(3 * R, sizeof *d->d_pos);
+    d->d_tok = calloc(R, sizeof *d->d_tok);
+    d->d_slot = calloc(R, sizeof *d->d_slot);
+    d->d_logits = dbe->ops->buf_alloc(dbe, R * dv * es);
     d->d_host = malloc(dv * sizeof *d->d_host);
-    d->d_q = malloc((size_t)k * (size_t)tc->text.vocab_size * sizeof *d->d_q);
-    if (!d->d_emb || !d->d_logits || !d->d_host || !d->d_q) {
+    d->d_q = malloc((size_t)d->cap * (size_t)k * (size_t)tc->text.vocab_size * sizeof *d->d_q);
+    d->d_fed = calloc((size_t)d->cap, sizeof *d->d_fed);
+    d->d_len0 = calloc((size_t)d->cap, sizeof *d->d_len0);
+    if (!d->d_fed || !d->d_len0 || !d->d_seqs || !d->d_ids || !d->d_pos || !d->d_tok || !d->d_slot || !d->d_logits || !d->d_host || !d->d_q) {
         s_spec_free(d);
         d->spec.mode = VIDI_SPEC_OFF;
         return vidi_err_set(err, VIDI_ERR_NOMEM, "decoder: out of memory for the draft model");
@@ -376,104 +398,108 @@ static int s_swap_in(vidi_decoder *d) {
     return 1;
 }
 
-/* The draft model's k proposals for slot s into draft, their distributions
- * into q ([k, V of the target]): the tokens it has not seen (a lagging
- * accepted draft, then the pending token) and then each draft in turn, one
- * paged forward each. Returns k, or 0 when the draft cannot go on (its pool
- * is full, an error): the slot then drops its draft sequence and decodes
- * plainly. */
-static int s_draft(vidi_decoder *d, dec_slot *s, int k, int32_t *draft, double *q) {
+static int s_greedy(const vidi_sample_params *sp) { return !(sp->temperature > 0.0f) || sp->top_k == 1; }
+
+static const vidi_sample_params k_argmax = {0.0f, 1, 1.0f};
+
+/* Slot i decodes plainly from now on: its draft sequence goes. */
+static void s_drop_draft(vidi_decoder *d, int i) {
+    vidi_kv_seq_free(d->slots[i].dseq);
+    d->slots[i].dseq = NULL;
+    d->spec_n[i] = 0;
+}
+
+/* The draft model's proposals for every slot with spec_n[i] > 0, in
+ * batched steps over its pool (vidi_text_decode_batch, several rows per
+ * sequence): step 0 feeds each slot what the draft has not seen (a lagging
+ * accepted draft, then the pending token), step j its draft j - 1 (only
+ * the slots drafting that far). A step's last row of a slot gives its next
+ * draft: greedy slots from one argmax over the step's rows, sampled ones
+ * drawn on the host from the warped draft distribution (kept in d_q for
+ * verification). A slot the draft cannot serve this step (its pool is
+ * short of blocks or rows) drops its draft sequence and decodes plainly
+ * from now on; a failed draft step drops every drafting slot's. dfed[i]
+ * and dlen0[i]: what step 0 fed and the draft's length before it. */
+static void s_draft_all(vidi_decoder *d, int *dfed, int64_t *dlen0) {
     vidi_model *dm = d->dm;
     vidi_backend *dbe = dm->be;
     const int64_t Vt = d->m->cfg.text.vocab_size, Vd = dm->cfg.text.vocab_size;
-    vidi_err err = {0};
-    int32_t feed[2], pos[6];
-    int nf = 0;
-    if (s->dlag >= 0) feed[nf++] = s->dlag;
-    feed[nf++] = s->pending;
-    vidi_tensor lg = vidi_tensor_2d(dbe->act_dtype, d->d_logits, 1, Vd);
-    vidi_text_out out = {.which = VIDI_TEXT_LOGITS_LAST, .logits = &lg};
-    for (int j = 0; j < k; j++) {
-        const int32_t *in = j == 0 ? feed : &draft[j - 1];
-        int n_in = j == 0 ? nf : 1;
-        int64_t len = vidi_kv_seq_len(s->dseq);
-        for (int x = 0; x < n_in; x++) vidi_mrope_decode_position(len + x, s->drope, pos + 3 * x);
-        vidi_tensor emb = vidi_tensor_2d(dbe->act_dtype, d->d_emb, n_in, vidi_text_hidden_size(dm->text));
-        vidi_status rc = vidi_text_embed(dm->text, in, n_in, NULL, &emb, &err);
-        if (rc == VIDI_OK) rc = vidi_text_forward_paged(dm->text, s->dseq, &emb, pos, &out, &err);
-        if (rc == VIDI_OK) rc = vidi_download_f32(dbe, d->d_host, d->d_logits, (size_t)Vd, &err);
-        if (rc) {
-            vidi_kv_seq_free(s->dseq);
-            s->dseq = NULL;
-            return 0;
+    const size_t drow = (size_t)Vd * vidi_dtype_size(dbe->act_dtype);
+    int64_t spare = vidi_kv_pool_free_blocks(d->dpool);
+    int rows0 = 0, M = 0;
+    for (int i = 0; i < d->n; i++) {
+        dec_slot *s = &d->slots[i];
+        int m = d->spec_n[i];
+        if (!m) continue;
+        dfed[i] = s->dlag >= 0 ? 2 : 1;
+        dlen0[i] = vidi_kv_seq_len(s->dseq);
+        int64_t need = vidi_kv_pool_blocks_for(d->dpool, dlen0[i] + dfed[i] + m - 1) -
+                       vidi_kv_pool_blocks_for(d->dpool, dlen0[i]);
+        if (need > spare || rows0 + dfed[i] > d->d_rows_max) {
+            s_drop_draft(d, i);
+            continue;
         }
-        double *qj = q + (size_t)j * (size_t)Vt;
-        draft[j] = vidi_spec_draft_token(d->d_host, Vd, &s->p.sample, &s->drng, qj, d->spec_cand);
-        for (int64_t x = Vd; x < Vt; x++) qj[x] = 0; /* the target's padding rows: never drafted */
+        spare -= need;
+        rows0 += dfed[i];
+        if (m > M) M = m;
     }
-    s->dlag = -1;
-    return k;
+    vidi_err err = {0};
+    for (int j = 0; j < M; j++) {
+        int R = 0, any_greedy = 0;
+        for (int i = 0; i < d->n; i++) {
+            dec_slot *s = &d->slots[i];
+            if (d->spec_n[i] <= j) continue;
+            const int32_t *dr = d->spec_draft + (size_t)i * (size_t)d->spec.k;
+            int32_t in[2];
+            int n_in = 0;
+            if (j == 0 && s->dlag >= 0) in[n_in++] = s->dlag;
+            in[n_in++] = j == 0 ? s->pending : dr[j - 1];
+            int64_t len = vidi_kv_seq_len(s->dseq);
+            for (int x = 0; x < n_in; x++, R++) {
+                d->d_seqs[R] = s->dseq;
+                d->d_ids[R] = in[x];
+                d->d_slot[R] = i;
+                vidi_mrope_decode_position(len + x, s->drope, d->d_pos + 3 * R);
+            }
+            any_greedy |= s_greedy(&s->p.sample);
+        }
+        vidi_tensor lg = vidi_tensor_2d(dbe->act_dtype, d->d_logits, R, Vd);
+        vidi_status rc = vidi_text_decode_batch(dm->text, d->dpool, R, d->d_seqs, d->d_ids, d->d_pos, &lg, 1, &err);
+        if (rc == VIDI_OK && any_greedy) rc = dbe->ops->sample(dbe, &lg, &k_argmax, NULL, d->d_tok, &err);
+        for (int r = 0; rc == VIDI_OK && r < R; r++) {
+            if (r + 1 < R && d->d_slot[r + 1] == d->d_slot[r]) continue; /* the slot's last row */
+            int i = d->d_slot[r];
+            dec_slot *s = &d->slots[i];
+            int32_t *dr = d->spec_draft + (size_t)i * (size_t)d->spec.k;
+            if (s_greedy(&s->p.sample)) {
+                dr[j] = d->d_tok[r];
+                continue;
+            }
+            rc = vidi_download_f32(dbe, d->d_host, (const char *)d->d_logits + (size_t)r * drow, (size_t)Vd, &err);
+            if (rc) break;
+            double *qj = d->d_q + ((size_t)i * (size_t)d->spec.k + (size_t)j) * (size_t)Vt;
+            dr[j] = vidi_spec_draft_token(d->d_host, Vd, &s->p.sample, &s->drng, qj, d->spec_cand);
+            for (int64_t x = Vd; x < Vt; x++) qj[x] = 0; /* the target's padding rows: never drafted */
+        }
+        if (rc != VIDI_OK) {
+            for (int i = 0; i < d->n; i++)
+                if (d->spec_n[i]) s_drop_draft(d, i);
+            return;
+        }
+    }
+    for (int i = 0; i < d->n; i++)
+        if (d->spec_n[i]) d->slots[i].dlag = -1;
 }
 
-/* Slot i's speculative step: one forward over its pending token and its
- * drafts, verification, the KV cut back to what was accepted, the events. */
-static vidi_status s_spec_step(vidi_decoder *d, int i, vidi_decode_event *ev, int *n_ev, vidi_err *err) {
-    vidi_backend *be = d->m->be;
-    dec_slot *s = &d->slots[i];
-    int m = d->spec_n[i];
-    const int64_t V = d->m->cfg.text.vocab_size, len = vidi_kv_seq_len(s->seq);
-    int32_t *draft = d->spec_draft + (size_t)i * (size_t)d->spec.k;
-    const int by_model = d->spec.mode == VIDI_SPEC_DRAFT;
-    int64_t dlen0 = by_model && s->dseq ? vidi_kv_seq_len(s->dseq) : 0;
-    int dfed = s->dlag >= 0 ? 2 : 1; /* tokens the draft takes before its first proposal */
-    if (by_model) m = s->dseq ? s_draft(d, s, m, draft, d->d_q) : 0;
-    int32_t ids[VIDI_SPEC_MAX_K + 1], pos[3 * (VIDI_SPEC_MAX_K + 1)], emit[VIDI_SPEC_MAX_K + 1];
-    ids[0] = s->pending;
-    memcpy(ids + 1, draft, (size_t)m * sizeof *ids);
-    for (int j = 0; j <= m; j++) vidi_mrope_decode_position(len + j, s->rope_delta, pos + 3 * j);
-    vidi_tensor emb = vidi_tensor_2d(be->act_dtype, d->spec_emb, m + 1, vidi_text_hidden_size(d->m->text));
-    vidi_tensor lg = vidi_tensor_2d(be->act_dtype, d->spec_logits, m + 1, V);
-    vidi_text_out out = {.which = VIDI_TEXT_LOGITS_ALL, .logits = &lg};
-    vidi_status rc = vidi_text_embed(d->m->text, ids, m + 1, NULL, &emb, err);
-    if (rc == VIDI_OK) rc = vidi_text_forward_paged(d->m->text, s->seq, &emb, pos, &out, err);
-    size_t n = (size_t)(m + 1) * (size_t)V;
-    if (rc == VIDI_OK) rc = vidi_download_f32(be, d->spec_host, d->spec_logits, n, err);
-    if (rc) return rc;
-    int ne = vidi_spec_verify(d->spec_host, V, draft, by_model ? d->d_q : NULL, m, &s->p.sample, &s->rng,
-                              d->spec_prob, d->spec_cand, emit);
-    rc = vidi_kv_seq_truncate(s->seq, len + ne, err); /* the pending token and the accepted drafts */
-    if (rc) return rc;
-    if (by_model && s->dseq && m > 0) {
-        /* the draft keeps what it was fed and the accepted drafts it has seen; a last accepted
-         * draft it never took goes in first next time */
-        int a = ne - 1;
-        rc = vidi_kv_seq_truncate(s->dseq, dlen0 + dfed + (a < m - 1 ? a : m - 1), err);
-        if (rc) return rc;
-        if (a == m) s->dlag = draft[m - 1];
-    }
-    /* k follows acceptance: one more after a fully accepted draft, one fewer
-     * when less than half was accepted */
-    if (m > 0 && ne - 1 == m && s->k < d->spec.k) s->k++;
-    else if (m > 0 && 2 * (ne - 1) < m && s->k > 1) s->k--;
-    d->st.spec_steps += m > 0;
-    d->st.spec_proposed += (uint64_t)m;
-    d->st.spec_accepted += (uint64_t)(ne - 1);
-
-    for (int j = 0; j < m; j++) d->st.spec_proposed_at[j]++, d->st.spec_accepted_at[j] += j < ne - 1;
-    for (int j = 0; j < ne; j++) {
-        int32_t tok = emit[j];
-        s->pending = tok;
-        s->n_out++;
-        s_hist_push(s, &tok, 1);
-        vidi_decode_state st = vidi_decode_check(&d->m->cfg, &s->p, tok, s->n_out);
-        ev[(*n_ev)++] = (vidi_decode_event){s->tag, tok, s->n_out - 1, st};
-        d->st.spec_emitted += m > 0; /* tokens delivered by speculative steps (not past a stop) */
-        if (st != VIDI_DECODE_RUNNING) {
-            d->done[i] = 1;
-            break;
-        }
-    }
-    return VIDI_OK;
+/* Greedy chain verification from the target's argmax tokens of the rows
+ * [pending, d1..dm]: accept while d_j is the argmax after what precedes it,
+ * then the argmax (a correction, or the bonus after all m). Returns the
+ * tokens emitted (accepted + 1). */
+static int s_verify_argmax(const int32_t *argmax, const int32_t *draft, int m, int32_t *emit) {
+    int j = 0;
+    while (j < m && draft[j] == argmax[j]) emit[j] = draft[j], j++;
+    emit[j] = argmax[j];
+    return j + 1;
 }
 
 vidi_status vidi_decoder_step(vidi_decoder *d, vidi_decode_event *ev, int *n_ev, vidi_err *err) {
@@ -511,50 +537,110 @@ vidi_status vidi_decoder_step(vidi_decoder *d, vidi_decode_event *ev, int *n_ev,
         s_drop_out(d, o);
     }
     if (d->n == 0) return VIDI_OK;
-    /* drafts: prompt lookup over each sequence's history, while the pool has
-     * the blocks for them next to every sequence's next token */
-    int spec = d->spec.mode != VIDI_SPEC_OFF, n_plain = 0;
+    /* drafts: prompt lookup over each sequence's history (or the draft
+     * model's, below), while the pool has the blocks for them next to every
+     * sequence's next token and the step has rows for them */
+    int spec = d->spec.mode != VIDI_SPEC_OFF;
     int64_t spare = vidi_kv_pool_free_blocks(d->pool) - s_need(d);
+    int rows_left = d->rows_max - d->n;
     for (int i = 0; i < d->n; i++) {
         dec_slot *s = &d->slots[i];
         d->done[i] = 0;
+        if (!spec) continue;
+        int32_t *dr = d->spec_draft + (size_t)i * (size_t)d->spec.k;
+        int kk = s->k >= 1 && s->k <= d->spec.k ? s->k : d->spec.k;
         int m = 0;
-        if (spec) {
-            int32_t *dr = d->spec_draft + (size_t)i * (size_t)d->spec.k;
-            int kk = s->k >= 1 && s->k <= d->spec.k ? s->k : d->spec.k;
-            if (d->spec.mode == VIDI_SPEC_DRAFT) m = s->dseq ? kk : 0; /* drafted below, after the checks */
-            else m = vidi_spec_ngram_propose(s->hist, s->n_hist, d->spec.min_n, d->spec.max_n, kk, dr);
-            int64_t len = vidi_kv_seq_len(s->seq);
-            int64_t extra = vidi_kv_pool_blocks_for(d->pool, len + 1 + m) - vidi_kv_pool_blocks_for(d->pool, len + 1);
-            if (m > 0 && extra <= spare) spare -= extra;
-            else m = 0;
-            d->spec_n[i] = m;
-        }
-        if (m) continue;
-        d->seqs[n_plain] = s->seq;
-        d->ids[n_plain] = s->pending;
-        vidi_mrope_decode_position(vidi_kv_seq_len(s->seq), s->rope_delta, d->pos + 3 * n_plain);
-        n_plain++;
+        if (d->spec.mode == VIDI_SPEC_DRAFT) m = s->dseq ? kk : 0;
+        else m = vidi_spec_ngram_propose(s->hist, s->n_hist, d->spec.min_n, d->spec.max_n, kk, dr);
+        if (m > rows_left) m = rows_left;
+        int64_t len = vidi_kv_seq_len(s->seq);
+        int64_t extra = vidi_kv_pool_blocks_for(d->pool, len + 1 + m) - vidi_kv_pool_blocks_for(d->pool, len + 1);
+        if (m > 0 && extra <= spare) spare -= extra, rows_left -= m;
+        else m = 0;
+        /* a drafting sequence that cannot draft this step would leave the draft behind */
+        if (!m && s->dseq) vidi_kv_seq_free(s->dseq), s->dseq = NULL;
+        d->spec_n[i] = m;
     }
-    if (n_plain) {
-        vidi_tensor logits = vidi_tensor_2d(be->act_dtype, d->logit_buf, n_plain, V);
-        VIDI_TRY(vidi_text_decode_batch(d->m->text, d->pool, n_plain, d->seqs, d->ids, d->pos, &logits, 1, err));
-        for (int i = 0, j = 0; i < d->n; i++) {
-            if (spec && d->spec_n[i]) continue;
+    if (spec && d->spec.mode == VIDI_SPEC_DRAFT) s_draft_all(d, d->d_fed, d->d_len0);
+
+    /* one forward over every row: greedy slots first (one argmax over their
+     * rows), then the sampled ones */
+    int R = 0, Rg = 0, no = 0;
+    for (int pass = 0; pass < 2; pass++) {
+        for (int i = 0; i < d->n; i++) {
             dec_slot *s = &d->slots[i];
-            vidi_tensor one = vidi_tensor_2d(be->act_dtype, (char *)d->logit_buf + (size_t)j++ * row, 1, V);
-            int32_t tok;
-            VIDI_TRY(be->ops->sample(be, &one, &s->p.sample, &s->rng, &tok, err));
-            s->pending = tok;
+            if (s_greedy(&s->p.sample) != (pass == 0)) continue;
+            int m = spec ? d->spec_n[i] : 0;
+            const int32_t *dr = spec ? d->spec_draft + (size_t)i * (size_t)d->spec.k : NULL;
+            int64_t len = vidi_kv_seq_len(s->seq);
+            d->order[no++] = i;
+            d->row0[i] = R;
+            for (int j = 0; j <= m; j++, R++) {
+                d->seqs[R] = s->seq;
+                d->ids[R] = j == 0 ? s->pending : dr[j - 1];
+                vidi_mrope_decode_position(len + j, s->rope_delta, d->pos + 3 * R);
+            }
+        }
+        if (pass == 0) Rg = R;
+    }
+    vidi_tensor logits = vidi_tensor_2d(be->act_dtype, d->logit_buf, R, V);
+    VIDI_TRY(vidi_text_decode_batch(d->m->text, d->pool, R, d->seqs, d->ids, d->pos, &logits, 1, err));
+    if (Rg) {
+        vidi_tensor lg = vidi_tensor_2d(be->act_dtype, d->logit_buf, Rg, V);
+        VIDI_TRY(be->ops->sample(be, &lg, &k_argmax, NULL, d->tok, err));
+    }
+    for (int o = 0; o < no; o++) {
+        int i = d->order[o], r = d->row0[i];
+        dec_slot *s = &d->slots[i];
+        int m = spec ? d->spec_n[i] : 0, ne;
+        const int32_t *dr = spec ? d->spec_draft + (size_t)i * (size_t)d->spec.k : NULL;
+        int32_t emit[VIDI_SPEC_MAX_K + 1];
+        if (s_greedy(&s->p.sample)) {
+            ne = s_verify_argmax(d->tok + r, dr, m, emit);
+        } else if (!m) {
+            vidi_tensor one = vidi_tensor_2d(be->act_dtype, (char *)d->logit_buf + (size_t)r * row, 1, V);
+            VIDI_TRY(be->ops->sample(be, &one, &s->p.sample, &s->rng, emit, err));
+            ne = 1;
+        } else {
+            const int by_model = d->spec.mode == VIDI_SPEC_DRAFT;
+            VIDI_TRY(vidi_download_f32(be, d->spec_host, (const char *)d->logit_buf + (size_t)r * row,
+                                       (size_t)(m + 1) * (size_t)V, err));
+            const double *q = by_model ? d->d_q + (size_t)i * (size_t)d->spec.k * (size_t)V : NULL;
+            ne = vidi_spec_verify(d->spec_host, V, dr, q, m, &s->p.sample, &s->rng, d->spec_prob, d->spec_cand, emit);
+        }
+        if (m > 0) {
+            /* the KV keeps the pending token and the accepted drafts (no copies) */
+            VIDI_TRY(vidi_kv_seq_truncate(s->seq, vidi_kv_seq_len(s->seq) - (m + 1) + ne, err));
+            if (s->dseq) {
+                /* the draft keeps what it was fed and the accepted drafts it has seen; a last accepted
+                 * draft it never took goes in first next time */
+                int a = ne - 1;
+                VIDI_TRY(vidi_kv_seq_truncate(s->dseq, d->d_len0[i] + d->d_fed[i] + (a < m - 1 ? a : m - 1), err));
+                if (a == m) s->dlag = dr[m - 1];
+            }
+            /* k follows acceptance: one more after a fully accepted draft, one fewer
+             * when less than half was accepted */
+            if (ne - 1 == m && s->k < d->spec.k) s->k++;
+            else if (2 * (ne - 1) < m && s->k > 1) s->k--;
+            d->st.spec_steps++;
+            d->st.spec_proposed += (uint64_t)m;
+            for (int j = 0; j < m; j++) d->st.spec_proposed_at[j]++;
+        }
+        for (int j = 0; j < ne; j++) {
+            if (j < ne - 1) d->st.spec_accepted++, d->st.spec_accepted_at[j]++; /* none past a stop */
+            int32_t tk = emit[j];
+            s->pending = tk;
             s->n_out++;
-            s_hist_push(s, &tok, 1);
-            vidi_decode_state st = vidi_decode_check(&d->m->cfg, &s->p, tok, s->n_out);
-            ev[(*n_ev)++] = (vidi_decode_event){s->tag, tok, s->n_out - 1, st};
-            d->done[i] = st != VIDI_DECODE_RUNNING;
+            s_hist_push(s, &tk, 1);
+            vidi_decode_state st = vidi_decode_check(&d->m->cfg, &s->p, tk, s->n_out);
+            ev[(*n_ev)++] = (vidi_decode_event){s->tag, tk, s->n_out - 1, st};
+            d->st.spec_emitted += m > 0; /* tokens delivered by speculative steps (not past a stop) */
+            if (st != VIDI_DECODE_RUNNING) {
+                d->done[i] = 1;
+                break;
+            }
         }
     }
-    for (int i = 0; spec && i < d->n; i++)
-        if (d->spec_n[i]) VIDI_TRY(s_spec_step(d, i, ev, n_ev, err));
     /* the finished leave (from the end, so indices stay valid) */
     for (int i = d->n - 1; i >= 0; i--)
         if (d->done[i]) s_remove(d, i);

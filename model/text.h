@@ -141,6 +141,8 @@ vidi_status vidi_kv_pool_create(vidi_text *t, const vidi_kv_pool_params *p, vidi
                                 vidi_err *err);
 void vidi_kv_pool_free(vidi_kv_pool *pool);
 int64_t vidi_kv_pool_free_blocks(const vidi_kv_pool *pool);
+/* Rows a decode step of this pool takes at most (its max_batch). */
+int vidi_kv_pool_max_batch(const vidi_kv_pool *pool);
 /* Blocks a sequence of `tokens` tokens holds. */
 int64_t vidi_kv_pool_blocks_for(const vidi_kv_pool *pool, int64_t tokens);
 
@@ -159,12 +161,15 @@ vidi_status vidi_kv_seq_truncate(vidi_kv_seq *s, int64_t len, vidi_err *err);
 vidi_status vidi_text_forward_paged(vidi_text *t, vidi_kv_seq *s, const vidi_tensor *embeds,
                                     const int32_t *pos, const vidi_text_out *out, vidi_err *err);
 
-/* One decode step of B sequences of one pool (1 <= B <= max_batch, each
- * sequence at most once): token ids[b] at positions pos[3b .. 3b+2] (t, h, w)
- * is appended to seqs[b], and its logits are row b of `logits` (backend,
- * act dtype, [B, V]). Each sequence's new block, when it needs one, is taken
- * first; VIDI_ERR_RANGE when the pool runs out (no sequence is appended to;
- * blocks taken stay with their sequences). With use_graph on a backend with
+/* One decode step of B rows of one pool (1 <= B <= max_batch): token
+ * ids[b] at positions pos[3b .. 3b+2] (t, h, w) is appended to seqs[b], and
+ * its logits are row b of `logits` (backend, act dtype, [B, V]). A sequence
+ * may have several rows, consecutive: its next tokens in order, each row
+ * attending to the sequence's keys up to its own (speculative verification
+ * and drafting, in the same kernels as a plain step). Each sequence's new
+ * blocks, when it needs them, are taken first; VIDI_ERR_RANGE when the pool
+ * runs out (no sequence is appended to; blocks taken stay with their
+ * sequences). With use_graph on a backend with
  * graphs, the step is recorded once per batch size (and `logits` buffer)
  * after one eager step, and replayed. Results may still be in flight. */
 vidi_status vidi_text_decode_batch(vidi_text *t, vidi_kv_pool *pool, int B, vidi_kv_seq *const *seqs,

@@ -43,6 +43,7 @@ struct vidi_kv_pool {
     int32_t *d_ints, *d_table;
     text_act act;
     int32_t *h_ints, *h_table;   /* host staging of the same */
+    int32_t *h_off;              /* [max_batch]: a row's token after its sequence's length */
     text_graph *graphs;          /* [max_batch + 1], the recorded step of each batch size */
 };
 
@@ -106,8 +107,9 @@ vidi_status vidi_kv_pool_create(vidi_text *t, const vidi_kv_pool_params *p, vidi
     pool->d_table = d_table;
     pool->h_ints = calloc((size_t)(PG_INTS * Bm), sizeof(int32_t));
     pool->h_table = malloc(table_ints * sizeof(int32_t));
+    pool->h_off = malloc((size_t)Bm * sizeof(int32_t));
     pool->graphs = calloc((size_t)Bm + 1, sizeof *pool->graphs);
-    VIDI_CHECK(pool->h_ints && pool->h_table && pool->graphs, err,
+    VIDI_CHECK(pool->h_ints && pool->h_table && pool->h_off && pool->graphs, err,
                VIDI_ERR_NOMEM, "kv pool: out of memory");
     *out = pool;
     return VIDI_OK;
@@ -127,11 +129,14 @@ void vidi_kv_pool_free(vidi_kv_pool *pool) {
     free(pool->free_list);
     free(pool->h_ints);
     free(pool->h_table);
+    free(pool->h_off);
     free(pool->graphs);
     free(pool);
 }
 
 int64_t vidi_kv_pool_free_blocks(const vidi_kv_pool *pool) { return pool->n_free; }
+
+int vidi_kv_pool_max_batch(const vidi_kv_pool *pool) { return pool->max_batch; }
 
 int64_t vidi_kv_pool_blocks_for(const vidi_kv_pool *pool, int64_t tokens) {
     return tokens <= 0 ? 0 : (tokens + pool->block_size - 1) / pool->block_size;
@@ -329,16 +334,22 @@ vidi_status vidi_text_decode_batch(vidi_text *t, vidi_kv_pool *pool, int B, vidi
                vidi_dtype_name(be->act_dtype), B, (long long)V);
     for (int b = 0; b < B; b++) {
         VIDI_CHECK(seqs[b] && seqs[b]->pool == pool, err, VIDI_ERR_INVALID,
-                   "sequence %d is missing or belongs to another pool", b);
+                   "row %d: its sequence is missing or belongs to another pool", b);
         VIDI_CHECK(ids[b] >= 0 && ids[b] < V, err, VIDI_ERR_INVALID,
-                   "sequence %d: token id %d is outside the vocabulary [0, %lld)", b, ids[b], (long long)V);
+                   "row %d: token id %d is outside the vocabulary [0, %lld)", b, ids[b], (long long)V);
+        if (b > 0 && seqs[b - 1] == seqs[b]) continue; /* the sequence's next token */
         for (int j = 0; j < b; j++)
-            VIDI_CHECK(seqs[j] != seqs[b], err, VIDI_ERR_INVALID, "sequences %d and %d are the same", j, b);
+            VIDI_CHECK(seqs[j] != seqs[b], err, VIDI_ERR_INVALID,
+                       "rows %d and %d: a sequence's rows must be consecutive", j, b);
     }
+    /* rows of one sequence: its tokens len, len + 1, ... (off[b] after len) */
+    int32_t *off = pool->h_off;
+    for (int b = 0; b < B; b++) off[b] = b > 0 && seqs[b - 1] == seqs[b] ? off[b - 1] + 1 : 0;
     for (int b = 0; b < B; b++) {
-        rc = seq_reserve(seqs[b], seqs[b]->len + 1, err);
+        if (b + 1 < B && seqs[b + 1] == seqs[b]) continue; /* reserved at the sequence's last row */
+        rc = seq_reserve(seqs[b], seqs[b]->len + off[b] + 1, err);
         if (rc != VIDI_OK) {
-            vidi_err_prefix(err, "sequence %d", b);
+            vidi_err_prefix(err, "row %d", b);
             goto fail;
         }
     }
@@ -349,8 +360,8 @@ vidi_status vidi_text_decode_batch(vidi_text *t, vidi_kv_pool *pool, int B, vidi
         const vidi_kv_seq *s = seqs[b];
         hi[PG_IDS * Bm + b] = ids[b];
         for (int a = 0; a < 3; a++) hi[PG_POS * Bm + 3 * b + a] = pos[3 * b + a];
-        hi[PG_SLOTS * Bm + b] = seq_slot(s, s->len);
-        hi[PG_LENS * Bm + b] = (int32_t)(s->len + 1);
+        hi[PG_SLOTS * Bm + b] = seq_slot(s, s->len + off[b]);
+        hi[PG_LENS * Bm + b] = (int32_t)(s->len + off[b] + 1); /* causal: up to its own token */
         int32_t *row = pool->h_table + (size_t)b * mb;
         memcpy(row, s->blocks, (size_t)s->n_blocks * sizeof *row);
         for (int64_t j = s->n_blocks; j < mb; j++) row[j] = -1;
@@ -368,7 +379,7 @@ vidi_status vidi_text_decode_batch(vidi_text *t, vidi_kv_pool *pool, int B, vidi
     for (int b = 0; b < B; b++) seqs[b]->len += 1;
     return VIDI_OK;
 fail:
-    vidi_err_prefix(err, "decode step of %d sequences", B);
+    vidi_err_prefix(err, "decode step of %d rows", B);
     return rc;
 }
 

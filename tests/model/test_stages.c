@@ -71,7 +71,8 @@ static void run_stages(int64_t n_blocks, uint64_t swap, int join_all, const char
     }
     const vidi_model_config *cfg = &m->cfg;
     int64_t H = cfg->text.hidden_size;
-    vidi_kv_pool_params kp = {.block_size = 16, .n_blocks = n_blocks, .max_seq_len = 4096, .max_batch = 8};
+    /* a step's rows: 8 sequences, each its pending token and up to 4 drafts */
+    vidi_kv_pool_params kp = {.block_size = 16, .n_blocks = n_blocks, .max_seq_len = 4096, .max_batch = 8 * 5};
     vidi_kv_pool *pool = NULL;
     vidi_decoder *dec = NULL;
     REQUIRE(vidi_kv_pool_create(m->text, &kp, &pool, &err) == VIDI_OK, "pool: %s", err.msg);

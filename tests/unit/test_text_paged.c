@@ -86,7 +86,7 @@ static void run_model(const char *rel) {
     size_t es = vidi_dtype_size(be->act_dtype);
     const int64_t maxp = 40;
     emb = be->ops->buf_alloc(be, (size_t)(maxp * H) * es);
-    lg = be->ops->buf_alloc(be, (size_t)(N_SEQ * V) * es);
+    lg = be->ops->buf_alloc(be, (size_t)((N_SEQ + 1) * V) * es);
     ref = malloc((size_t)(N_SEQ * (STEPS + 1) * V) * sizeof *ref);
     got = malloc((size_t)(N_SEQ * V) * sizeof *got);
     ids = malloc((size_t)maxp * sizeof *ids);
@@ -100,7 +100,7 @@ static void run_model(const char *rel) {
     unsigned long long rs = 12345;
     int64_t embed_vocab = V < 200 ? V : 200;  /* plain byte-level ids */
     for (int s = 0; s < N_SEQ; s++) {
-        if (vidi_kv_cache_create(t, plen[s] + STEPS + 1, &kv[s], &err) != VIDI_OK) {
+        if (vidi_kv_cache_create(t, plen[s] + STEPS + 4, &kv[s], &err) != VIDI_OK) {
             CHECK(0, "kv cache: %s", err.msg);
             goto done;
         }
@@ -210,19 +210,59 @@ static void run_model(const char *rel) {
           "truncate to 8 tokens kept %lld free blocks", (long long)vidi_kv_pool_free_blocks(pool));
     CHECK(vidi_kv_seq_truncate(seq[2], 9, &err) == VIDI_ERR_INVALID, "truncate past the end accepted");
 
+    /* Several rows of one sequence in a step (speculative verification):
+     * sequence 0's next token and sequence 1's next three, each row equal to
+     * the reference's decode steps one at a time; then cut back. */
+    {
+        const int32_t rid[4] = {7, 11, 13, 17};
+        vidi_kv_seq *rs4[4] = {seq[0], seq[1], seq[1], seq[1]};
+        int32_t rpos[12];
+        int64_t l0 = vidi_kv_seq_len(seq[0]), l1 = vidi_kv_seq_len(seq[1]);
+        text_pos(rpos, l0, 1);
+        text_pos(rpos + 3, l1, 3);
+        vidi_tensor tl = vidi_tensor_2d(be->act_dtype, lg, 4, V);
+        float *rows = malloc((size_t)(4 * V) * sizeof *rows);
+        if (!rows || vidi_text_decode_batch(t, pool, 4, rs4, rid, rpos, &tl, 1, &err) != VIDI_OK ||
+            vidi_download_f32(be, rows, lg, (size_t)(4 * V), &err) != VIDI_OK) {
+            CHECK(0, "rows of one sequence: %s", rows ? err.msg : "out of memory");
+            free(rows);
+            goto done;
+        }
+        CHECK(vidi_kv_seq_len(seq[0]) == l0 + 1 && vidi_kv_seq_len(seq[1]) == l1 + 3,
+              "rows of one sequence: lengths %lld, %lld", (long long)vidi_kv_seq_len(seq[0]),
+              (long long)vidi_kv_seq_len(seq[1]));
+        vidi_tensor t1 = vidi_tensor_2d(be->act_dtype, lg, 1, V);
+        for (int r = 0; r < 4; r++) {
+            int s = r == 0 ? 0 : 1;
+            if (vidi_text_decode_step(t, kv[s], rid[r], rpos + 3 * r, &t1, 0, &err) != VIDI_OK ||
+                vidi_download_f32(be, got, lg, (size_t)V, &err) != VIDI_OK) {
+                CHECK(0, "reference decode: %s", err.msg);
+                free(rows);
+                goto done;
+            }
+            char what[80];
+            snprintf(what, sizeof what, "%s step row %d (sequence %d)", rel, r, s);
+            compare(what, rows + (size_t)r * V, got, V);
+        }
+        free(rows);
+        CHECK(vidi_kv_seq_truncate(seq[0], l0, &err) == VIDI_OK && vidi_kv_seq_truncate(seq[1], l1, &err) == VIDI_OK,
+              "cut back: %s", err.msg);
+    }
+
     /* Bad arguments leave every sequence as it was. */
     {
-        vidi_tensor tl = vidi_tensor_2d(be->act_dtype, lg, 2, V);
-        int32_t bid[2] = {1, 2}, bpos[6] = {0};
-        vidi_kv_seq *dup[2] = {seq[0], seq[0]};
+        vidi_tensor tl = vidi_tensor_2d(be->act_dtype, lg, 3, V);
+        int32_t bid[3] = {1, 2, 3}, bpos[9] = {0};
+        vidi_kv_seq *dup[3] = {seq[0], seq[1], seq[0]};
         int64_t l0 = vidi_kv_seq_len(seq[0]);
-        CHECK(vidi_text_decode_batch(t, pool, 2, dup, bid, bpos, &tl, 1, &err) == VIDI_ERR_INVALID,
-              "a sequence twice in one step accepted");
+        CHECK(vidi_text_decode_batch(t, pool, 3, dup, bid, bpos, &tl, 1, &err) == VIDI_ERR_INVALID &&
+                  strstr(err.msg, "consecutive"), "a sequence's rows apart in one step accepted (%s)", err.msg);
         CHECK(vidi_text_decode_batch(t, pool, 0, seq, bid, bpos, &tl, 1, &err) == VIDI_ERR_INVALID,
               "an empty step accepted");
         CHECK(vidi_text_decode_batch(t, pool, 5, seq, bid, bpos, &tl, 1, &err) == VIDI_ERR_INVALID,
               "a step over max_batch accepted");
         bid[1] = (int32_t)V;
+        tl = vidi_tensor_2d(be->act_dtype, lg, 2, V);
         CHECK(vidi_text_decode_batch(t, pool, 2, seq, bid, bpos, &tl, 1, &err) == VIDI_ERR_INVALID &&
                   strstr(err.msg, "vocabulary"), "a token outside the vocabulary: %s", err.msg);
         CHECK(vidi_kv_seq_len(seq[0]) == l0, "a refused step changed a sequence");

@@ -1781,13 +1781,16 @@ static void s_on_stats(worker *w) {
 
 static vidi_status s_make_pool(worker *w, vidi_err *err) {
     if (w->pool) return VIDI_OK;
-    vidi_kv_pool_params kp = {.block_size = 16, .n_blocks = w->kv_blocks, .max_seq_len = 32768,
-                              .max_batch = w->max_batch};
+    /* a decode step's rows: every sequence's next token, and up to k drafts each when speculating */
+    int rows = w->max_batch * (w->spec.mode == VIDI_SPEC_OFF ? 1 : w->spec.k + 1);
+    vidi_kv_pool_params kp = {.block_size = 16, .n_blocks = w->kv_blocks, .max_seq_len = 32768, .max_batch = rows};
     vidi_status rc = vidi_kv_pool_create(w->m->text, &kp, &w->pool, err);
     if (rc == VIDI_OK) rc = vidi_decoder_create(w->m, w->pool, w->max_batch, &w->dec, err);
     if (rc == VIDI_OK) vidi_decoder_set_swap(w->dec, (uint64_t)w->kv_swap_mb << 20);
     /* the draft model's pool: its prefill here, its sequences in decode (PROTOCOL.md §5.5) */
-    if (rc == VIDI_OK && w->dm) rc = vidi_kv_pool_create(w->dm->text, &kp, &w->dpool, err);
+    vidi_kv_pool_params dkp = kp;
+    dkp.max_batch = 2 * w->max_batch; /* a draft step: a lagging accepted draft and the pending token */
+    if (rc == VIDI_OK && w->dm) rc = vidi_kv_pool_create(w->dm->text, &dkp, &w->dpool, err);
     if (rc == VIDI_OK && w->spec.mode == VIDI_SPEC_DRAFT)
         rc = vidi_decoder_set_draft(w->dec, w->dm, w->dpool, w->spec.k, err);
     else if (rc == VIDI_OK) rc = vidi_decoder_set_spec(w->dec, &w->spec, err);
