@@ -295,5 +295,16 @@ vidi_backend *vidi_backend_cpu_create(int threads, vidi_err *err);
  * with err filled when there is no such device or CUDA fails. Freed by
  * be->ops->destroy(be). */
 vidi_backend *vidi_backend_cuda_create(int device, vidi_err *err);
+/* Exact mode on (1) or off (0) for the CUDA backend `be`: batch-invariant
+ * kernels, so that a row's result does not depend on how many rows an op
+ * has: matmul through a plain fixed-order kernel instead of cuBLASLt, the
+ * split count of attention_paged from the table's capacity alone. Then a
+ * speculative step's rows equal plain decode steps bit for bit (greedy
+ * speculation gives plain greedy's tokens). Much slower matmuls: for tests
+ * and for whoever needs the guarantee. Set it before running anything (a
+ * recorded graph keeps the kernels it was recorded with); also on at create
+ * when the environment has VIDI_CUDA_EXACT=1. VIDI_ERR_INVALID for another
+ * backend. */
+vidi_status vidi_backend_cuda_set_exact(vidi_backend *be, int on, vidi_err *err);
 
 #endif

@@ -2,7 +2,7 @@
  * decoding in the same run (bench/specdec/run.sh; results in
  * bench/results/specdec-*.json).
  *
- *   bench_specdec --model DIR --examples DIR [--questions TSV] [--draft DIR]
+ *   bench_specdec [--exact] --model DIR --examples DIR [--questions TSV] [--draft DIR]
  *                 [--backend cuda|cpu] [--batch 1,8,32] [--tokens 64] [--k 4] [--threads N]
  *
  * Two workloads on the media files of DIR: captioning ("Describe the
@@ -19,7 +19,8 @@
  * the generated tokens after the first, the decode seconds (the backend
  * synchronised at the end of each round), tokens/s, the drafts proposed and
  * accepted, the target steps over drafts and whether every sequence's
- * tokens equal the plain run's (greedy speculation is exact).
+ * tokens equal the plain run's (greedy speculation is exact; on CUDA bit for
+ * bit with --exact, the backend's batch-invariant kernels).
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -254,25 +255,35 @@ static vidi_status run_mode(vidi_model *m, vidi_model *dm, vidi_tokenizer *tok, 
 
 int main(int argc, char **argv) {
     const char *model = NULL, *examples = NULL, *draft = NULL, *backend = "cuda", *batches = "1,8,32", *qpath = NULL;
-    int max_tokens = 64, k = 4, threads = 0;
-    for (int i = 1; i + 1 < argc; i += 2) {
-        if (!strcmp(argv[i], "--model")) model = argv[i + 1];
-        else if (!strcmp(argv[i], "--examples")) examples = argv[i + 1];
-        else if (!strcmp(argv[i], "--questions")) qpath = argv[i + 1];
-        else if (!strcmp(argv[i], "--draft")) draft = argv[i + 1];
-        else if (!strcmp(argv[i], "--backend")) backend = argv[i + 1];
-        else if (!strcmp(argv[i], "--batch")) batches = argv[i + 1];
-        else if (!strcmp(argv[i], "--tokens")) max_tokens = atoi(argv[i + 1]);
-        else if (!strcmp(argv[i], "--k")) k = atoi(argv[i + 1]);
-        else if (!strcmp(argv[i], "--threads")) threads = atoi(argv[i + 1]);
+    int max_tokens = 64, k = 4, threads = 0, exact = 0;
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--exact")) {
+            exact = 1;
+            continue;
+        }
+        const char *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (!v) {
+            fprintf(stderr, "bench_specdec: %s needs a value\n", argv[i]);
+            return 2;
+        }
+        if (!strcmp(argv[i], "--model")) model = v;
+        else if (!strcmp(argv[i], "--examples")) examples = v;
+        else if (!strcmp(argv[i], "--questions")) qpath = v;
+        else if (!strcmp(argv[i], "--draft")) draft = v;
+        else if (!strcmp(argv[i], "--backend")) backend = v;
+        else if (!strcmp(argv[i], "--batch")) batches = v;
+        else if (!strcmp(argv[i], "--tokens")) max_tokens = atoi(v);
+        else if (!strcmp(argv[i], "--k")) k = atoi(v);
+        else if (!strcmp(argv[i], "--threads")) threads = atoi(v);
         else {
             fprintf(stderr, "bench_specdec: unknown option %s\n", argv[i]);
             return 2;
         }
+        i++;
     }
     int bs[8], nb = parse_list(batches, bs, 8);
     if (!model || !examples || nb < 1 || max_tokens < 2 || k < 1 || k > VIDI_SPEC_MAX_K) {
-        fprintf(stderr, "usage: bench_specdec --model DIR --examples DIR [--draft DIR] [--backend cuda|cpu] "
+        fprintf(stderr, "usage: bench_specdec [--exact] --model DIR --examples DIR [--draft DIR] [--backend cuda|cpu] "
                         "[--batch 1,8,32] [--tokens 64] [--k 4] [--threads N]\n");
         return 2;
     }
@@ -286,6 +297,17 @@ int main(int argc, char **argv) {
         fprintf(stderr, "bench_specdec: backend %s: %s\n", backend, err.msg[0] ? err.msg : "not built");
         return 77;
     }
+#ifdef VIDI_HAVE_CUDA
+    if (exact && vidi_backend_cuda_set_exact(be, 1, &err) != VIDI_OK) {
+        fprintf(stderr, "bench_specdec: --exact: %s\n", err.msg);
+        return 2;
+    }
+#else
+    if (exact) {
+        fprintf(stderr, "bench_specdec: --exact needs the CUDA backend\n");
+        return 2;
+    }
+#endif
     vidi_model *m = NULL, *dm = NULL;
     vidi_tokenizer *tok = NULL;
     vidi_preproc_config pp, dpp;
@@ -327,11 +349,12 @@ int main(int argc, char **argv) {
                     same &= o.n[b] == base.n[b] && !memcmp(o.tok[b], base.tok[b], (size_t)o.n[b] * sizeof(int32_t));
                 printf("{\"workload\": \"%s\", \"batch\": %d, \"sequences\": %d, \"mode\": \"%s\", \"k\": %d, \"tokens\": %lld, "
                        "\"seconds\": %.4f, \"tok_s\": %.1f, \"steps\": %llu, \"proposed\": %llu, \"accepted\": %llu, "
-                       "\"emitted\": %llu, \"identical\": %s, \"backend\": \"%s\"}\n",
+                       "\"emitted\": %llu, \"identical\": %s, \"backend\": \"%s%s\"}\n",
                        qa ? "qa" : "caption", B, o.n_seqs, names[mode], mode ? k : 0, (long long)o.generated, o.seconds,
                        o.seconds > 0 ? (double)o.generated / o.seconds : 0.0, (unsigned long long)o.st.spec_steps,
                        (unsigned long long)o.st.spec_proposed, (unsigned long long)o.st.spec_accepted,
-                       (unsigned long long)o.st.spec_emitted, same ? "true" : "false", be->name);
+                       (unsigned long long)o.st.spec_emitted, same ? "true" : "false", be->name,
+                       exact ? " exact" : "");
                 fflush(stdout);
                 if (mode > 0)
                     for (int b = 0; b < o.n_seqs; b++) free(o.tok[b]);

@@ -847,7 +847,9 @@ extern "C" vidi_status vidi_cuda_attention_paged(vidi_backend *be, const vidi_te
         p.part_o = p.part_ml = NULL;
         // Splits: enough CTAs for two waves, none with fewer than kPgMinChunk
         // keys at the table's full capacity, at most 64.
-        const int64_t ctas = B * hkv * p.n_hgroups, cap = max_blocks * bs;
+        // In exact mode the count ignores B: a row's sum does not depend on
+        // how many rows the step has (batch invariance).
+        const int64_t ctas = (ctx && ctx->exact ? 1 : B) * hkv * p.n_hgroups, cap = max_blocks * bs;
         const int sms = ctx && ctx->num_sms > 0 ? ctx->num_sms : 132;
         int64_t n_splits = (2 * sms + ctas - 1) / ctas;
         const int64_t by_len = (cap + kPgMinChunk - 1) / kPgMinChunk;

@@ -875,11 +875,65 @@ static vidi_status lt_plan_get(vidi_cuda_ctx *c, vidi_dtype ab, vidi_dtype cd, i
     return VIDI_OK;
 }
 
+// Exact mode (vidi_backend_cuda_set_exact): one warp per output element,
+// the lanes' strided partial sums over K in order, then a fixed butterfly.
+// Nothing depends on M, so a row's result is the same in a product of any
+// number of rows (batch invariance); slow next to cuBLASLt.
+static __device__ __forceinline__ float ex_ld(const float *p) { return *p; }
+static __device__ __forceinline__ float ex_ld(const __nv_bfloat16 *p) { return __bfloat162float(*p); }
+static __device__ __forceinline__ float ex_ld(const __half *p) { return __half2float(*p); }
+static __device__ __forceinline__ void ex_st(float *p, float v) { *p = v; }
+static __device__ __forceinline__ void ex_st(__nv_bfloat16 *p, float v) { *p = __float2bfloat16(v); }
+static __device__ __forceinline__ void ex_st(__half *p, float v) { *p = __float2half(v); }
+
+template <typename TA, typename TD>
+__global__ void k_matmul_exact(const TA *__restrict__ w, const TA *__restrict__ x, TD *d, const TD *__restrict__ bias,
+                               int64_t M, int64_t N, int64_t K, float beta) {
+    const int64_t o = (int64_t)blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32;
+    if (o >= M * N) return;
+    const int64_t m = o / N, n = o % N;
+    const int lane = threadIdx.x & 31;
+    const TA *xr = x + m * K, *wr = w + n * K;
+    float acc = 0.0f;
+    for (int64_t k = lane; k < K; k += 32) acc = fmaf(ex_ld(xr + k), ex_ld(wr + k), acc);
+    for (int off = 16; off > 0; off >>= 1) acc += __shfl_xor_sync(0xffffffffu, acc, off);
+    if (lane == 0) {
+        float v = acc;
+        if (beta != 0.0f) v = fmaf(beta, ex_ld(d + o), v);
+        if (bias) v += ex_ld(bias + n);
+        ex_st(d + o, v);
+    }
+}
+
+template <typename TA>
+static vidi_status ex_launch(cudaStream_t s, vidi_dtype cd, const void *w, const void *x, void *d, const void *bias,
+                             int64_t M, int64_t N, int64_t K, float beta, vidi_err *err) {
+    const int64_t outs = M * N, per = 256 / 32;
+    const unsigned blocks = (unsigned)((outs + per - 1) / per);
+    if (cd == VIDI_DTYPE_F32)
+        k_matmul_exact<TA, float><<<blocks, 256, 0, s>>>((const TA *)w, (const TA *)x, (float *)d, (const float *)bias,
+                                                         M, N, K, beta);
+    else if (cd == VIDI_DTYPE_BF16)
+        k_matmul_exact<TA, __nv_bfloat16><<<blocks, 256, 0, s>>>((const TA *)w, (const TA *)x, (__nv_bfloat16 *)d,
+                                                                 (const __nv_bfloat16 *)bias, M, N, K, beta);
+    else
+        k_matmul_exact<TA, __half><<<blocks, 256, 0, s>>>((const TA *)w, (const TA *)x, (__half *)d,
+                                                          (const __half *)bias, M, N, K, beta);
+    return vidi_cuda_check_launch("matmul (exact mode)", err);
+}
+
 // D = w·x^T + beta·D with A/B of type ab, D of type cd (column-major view);
 // with bias (of type cd, [N]) the BIAS epilogue adds it per row of y.
 static vidi_status lt_matmul(vidi_backend *be, vidi_dtype ab, vidi_dtype cd, const void *w, const void *x, void *d,
                              int64_t M, int64_t N, int64_t K, float beta, const void *bias, vidi_err *err) {
     vidi_cuda_ctx *c = cuda_ctx(be);
+    if (c->exact) {
+        if (M * N > (int64_t)UINT_MAX * 8)
+            return vidi_err_set(err, VIDI_ERR_UNSUPPORTED, "matmul (exact mode): %lld outputs", (long long)(M * N));
+        if (ab == VIDI_DTYPE_BF16) return ex_launch<__nv_bfloat16>(c->stream, cd, w, x, d, bias, M, N, K, beta, err);
+        if (ab == VIDI_DTYPE_F16) return ex_launch<__half>(c->stream, cd, w, x, d, bias, M, N, K, beta, err);
+        return ex_launch<float>(c->stream, cd, w, x, d, bias, M, N, K, beta, err);
+    }
     const float alpha = 1.0f;
     const lt_plan *p = NULL;
     vidi_status rc = lt_plan_get(c, ab, cd, M, N, K, ptr_align(w), ptr_align(x), ptr_align(d), bias != NULL, &p, err);
@@ -1519,6 +1573,10 @@ extern "C" vidi_backend *vidi_backend_cuda_create(int device, vidi_err *err) {
                                  "cuda backend: staging event", err));
     VIDI_TRY(vidi_cuda_check(cudaMallocHost(&c->h_stage, (size_t)VIDI_CUDA_STAGE_SLOTS * VIDI_CUDA_STAGE_BYTES),
                              "cuda backend: pinned staging buffer", err));
+    {
+        const char *ex = getenv("VIDI_CUDA_EXACT");
+        c->exact = ex && !strcmp(ex, "1");
+    }
     be->name = "cuda";
     be->ops = &cuda_ops;
     be->act_dtype = VIDI_DTYPE_BF16;
@@ -1529,4 +1587,10 @@ fail:
     cuda_destroy(be);
     (void)rc;
     return NULL;
+}
+
+extern "C" vidi_status vidi_backend_cuda_set_exact(vidi_backend *be, int on, vidi_err *err) {
+    if (!be || be->ops != &cuda_ops) return vidi_err_set(err, VIDI_ERR_INVALID, "exact mode: not a CUDA backend");
+    cuda_ctx(be)->exact = on != 0;
+    return VIDI_OK;
 }

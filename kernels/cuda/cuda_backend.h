@@ -47,6 +47,7 @@ typedef struct vidi_cuda_ctx {
     cudaEvent_t big_ev[2];       /* recorded after each big slot's upload */
     int big_next;
     int num_sms;                 /* multiprocessor count */
+    int exact;                   /* batch-invariant kernels (vidi_backend_cuda_set_exact) */
     size_t smem_optin;           /* max dynamic shared memory per block after
                                     cudaFuncSetAttribute (sharedMemPerBlockOptin) */
 } vidi_cuda_ctx;

@@ -716,6 +716,89 @@ static void test_attention_paged(void) {
     free(kc), free(vc), free(q), free(kd), free(vd), free(ref), free(got);
 }
 
+/* ---- exact mode (vidi_backend_cuda_set_exact) ---- */
+
+/* In exact mode a row's result does not depend on the op's other rows: a
+ * matmul of M rows (with and without bias, into bf16) equals, bit for bit,
+ * each row's matmul alone, and still the CPU twin within tolerance; paged
+ * attention of B sequences equals each sequence's alone (its split count
+ * no longer follows B). What speculative verification needs to give plain
+ * greedy decoding's tokens. */
+static void test_exact_batch_invariance(void) {
+    vidi_err err = {0};
+    REQUIRE(vidi_backend_cuda_set_exact(g_gpu, 1, &err) == VIDI_OK, "exact mode: %s", err.msg);
+    REQUIRE(vidi_backend_cuda_set_exact(g_cpu, 1, &err) == VIDI_ERR_INVALID, "exact mode on the CPU accepted");
+    vidi_backend *be = g_gpu;
+    for (int with_bias = 0; with_bias < 2; with_bias++) {
+        run_matmul(37, 256, 200, with_bias); /* against the CPU */
+        const long M = 37, K = 256, N = 200;
+        float *x = rnd_act(M * K, -1, 1, 71), *w = rnd(N * K, -1, 1, 72), *b = rnd(N, -1, 1, 73);
+        round_to(VIDI_DTYPE_BF16, w, N * K);
+        round_to(VIDI_DTYPE_BF16, b, N);
+        float *all = zeros(M * N), *one = zeros(N);
+        void *dx = up_act(be, x, M * K), *dw = up(be, VIDI_DTYPE_BF16, w, N * K), *db = up(be, VIDI_DTYPE_BF16, b, N);
+        void *dy = up_act(be, all, M * N);
+        vidi_tensor tw = vidi_tensor_2d(VIDI_DTYPE_BF16, dw, N, K), tb = vidi_tensor_1d(VIDI_DTYPE_BF16, db, N);
+        if (dx && dw && db && dy) {
+            vidi_tensor tx = vidi_tensor_2d(be->act_dtype, dx, M, K), ty = vidi_tensor_2d(be->act_dtype, dy, M, N);
+            OK_ON(be, be->ops->matmul(be, &tx, &tw, with_bias ? &tb : NULL, &ty, ERR_ARG), "exact matmul");
+            down_act(be, dy, M * N, all);
+            for (long m = 0; m < M; m++) {
+                size_t es = vidi_dtype_size(be->act_dtype);
+                vidi_tensor x1 = vidi_tensor_2d(be->act_dtype, (char *)dx + (size_t)(m * K) * es, 1, K);
+                vidi_tensor y1 = vidi_tensor_2d(be->act_dtype, dy, 1, N);
+                OK_ON(be, be->ops->matmul(be, &x1, &tw, with_bias ? &tb : NULL, &y1, ERR_ARG), "exact matmul, a row");
+                down_act(be, dy, N, one);
+                char what[80];
+                snprintf(what, sizeof what, "exact matmul%s: row %ld alone vs in %ld rows", with_bias ? " +bias" : "",
+                         m, M);
+                check_equal(what, one, all + m * N, N);
+            }
+        }
+        release(be, dx), release(be, dw), release(be, db), release(be, dy);
+        free(x), free(w), free(b), free(all), free(one);
+    }
+    /* paged attention: 4 sequences together, then each alone */
+    enum { B = 4, BS = 16, NB = 40, MAXB = 10 };
+    const long Hq = 4, Hkv = 2, D = 64;
+    int32_t lens[B] = {1, 37, 130, 77};
+    int32_t table[B * MAXB];
+    for (int i = 0; i < B * MAXB; i++) table[i] = -1;
+    for (int b = 0, next = 0; b < B; b++)
+        for (int j = 0; j * BS < lens[b]; j++, next++) table[b * MAXB + j] = (int32_t)((next * 17 + 3) % NB);
+    const long cache_n = (long)NB * BS * Hkv * D;
+    float *kc = rnd_act(cache_n, -1, 1, 74), *vc = rnd_act(cache_n, -1, 1, 75), *q = rnd_act(B * Hq * D, -1, 1, 76);
+    float *all = zeros(B * Hq * D), *one = zeros(Hq * D);
+    void *dq = up_act(be, q, B * Hq * D), *dk = up_act(be, kc, cache_n), *dv = up_act(be, vc, cache_n);
+    void *dt = up(be, VIDI_DTYPE_I32, table, B * MAXB), *dl = up(be, VIDI_DTYPE_I32, lens, B);
+    void *dy = up_act(be, all, B * Hq * D);
+    int64_t cshape[4] = {NB, BS, Hkv, D};
+    const float scale = 1.0f / sqrtf((float)D);
+    vidi_tensor tk = vidi_tensor_view(be->act_dtype, dk, 4, cshape), tv = vidi_tensor_view(be->act_dtype, dv, 4, cshape);
+    if (dq && dk && dv && dt && dl && dy) {
+        vidi_tensor tq = vidi_tensor_3d(be->act_dtype, dq, B, Hq, D), ty = vidi_tensor_3d(be->act_dtype, dy, B, Hq, D);
+        vidi_tensor tt = vidi_tensor_2d(VIDI_DTYPE_I32, dt, B, MAXB), tl = vidi_tensor_1d(VIDI_DTYPE_I32, dl, B);
+        OK_ON(be, be->ops->attention_paged(be, &tq, &tk, &tv, &tt, &tl, scale, &ty, ERR_ARG), "exact attention_paged");
+        down_act(be, dy, B * Hq * D, all);
+        size_t es = vidi_dtype_size(be->act_dtype);
+        for (int b = 0; b < B; b++) {
+            vidi_tensor q1 = vidi_tensor_3d(be->act_dtype, (char *)dq + (size_t)(b * Hq * D) * es, 1, Hq, D);
+            vidi_tensor y1 = vidi_tensor_3d(be->act_dtype, dy, 1, Hq, D);
+            vidi_tensor t1 = vidi_tensor_2d(VIDI_DTYPE_I32, (int32_t *)dt + b * MAXB, 1, MAXB);
+            vidi_tensor l1 = vidi_tensor_1d(VIDI_DTYPE_I32, (int32_t *)dl + b, 1);
+            OK_ON(be, be->ops->attention_paged(be, &q1, &tk, &tv, &t1, &l1, scale, &y1, ERR_ARG),
+                  "exact attention_paged, a sequence");
+            down_act(be, dy, Hq * D, one);
+            char what[80];
+            snprintf(what, sizeof what, "exact attention_paged: sequence %d alone vs in %d", b, B);
+            check_equal(what, one, all + (long)b * Hq * D, Hq * D);
+        }
+    }
+    release(be, dq), release(be, dk), release(be, dv), release(be, dt), release(be, dl), release(be, dy);
+    free(kc), free(vc), free(q), free(all), free(one);
+    vidi_backend_cuda_set_exact(g_gpu, 0, &err);
+}
+
 /* ---- sampling ---- */
 
 /* Samples logits [B, V] (f32 host values, already representable in the
@@ -823,6 +906,7 @@ static const test_case cases[] = {
     {"attention_head_dims", test_attention_head_dims},
     {"attention_zero_query", test_attention_zero_query},
     {"attention_paged", test_attention_paged},
+    {"exact_batch_invariance", test_exact_batch_invariance},
     {"sample_greedy", test_sample_greedy},
     {"sample_topk_topp", test_sample_topk_topp},
 };

@@ -2009,6 +2009,8 @@ static void s_usage(FILE *f) {
                "                    lookup or with the draft model (default off; K 4; n-grams 1..3)\n"
                "  --draft DIR       a draft model of the same family and tokenizer: its vision\n"
                "                    tower in encode, its prefill, its drafts with --spec draft\n"
+               "  --exact           CUDA: batch-invariant kernels (slower), so that greedy\n"
+               "                    speculation gives plain greedy's tokens bit for bit\n"
                "  --heartbeat-ms N  (default 1000); --liveness N (default 3)\n"
                "  --ipc-mb N        CUDA IPC export buffer for rows and KV to workers of this\n"
                "                    host (default 512; 0: everything through host memory)\n"
@@ -2037,7 +2039,7 @@ int vidi_cmd_worker(int argc, char **argv) {
     w->spec_opt = "off";
     w->sparse_opt = "auto";
     w->ipc_lease_ms = 60000;
-    int rc = 1;
+    int rc = 1, exact = 0;
     for (int i = 2; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
@@ -2045,6 +2047,10 @@ int vidi_cmd_worker(int argc, char **argv) {
             free(w->waits);
             free(w);
             return 0;
+        }
+        if (!strcmp(a, "--exact")) {
+            exact = 1;
+            continue;
         }
         if (!v) {
             fprintf(stderr, "vidi worker: %s needs a value\n", a);
@@ -2115,11 +2121,15 @@ int vidi_cmd_worker(int argc, char **argv) {
     if (w->use_cuda) {
 #ifdef VIDI_HAVE_CUDA
         w->be = vidi_backend_cuda_create(w->device, &err);
+        if (w->be && exact && vidi_backend_cuda_set_exact(w->be, 1, &err) != VIDI_OK) {
+            w->be->ops->destroy(w->be);
+            w->be = NULL;
+        }
 #else
         vidi_err_set(&err, VIDI_ERR_UNSUPPORTED, "this vidi was built without the CUDA backend");
 #endif
     } else {
-        w->be = vidi_backend_cpu_create((int)threads, &err);
+        w->be = vidi_backend_cpu_create((int)threads, &err); /* batch-invariant already: --exact changes nothing */
     }
     if (!w->be || vidi_model_load(w->model_dir, w->be, &w->m, &err) != VIDI_OK ||
         vidi_preproc_config_load(w->model_dir, &w->pp, &err) != VIDI_OK ||
