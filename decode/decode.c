@@ -54,6 +54,7 @@ struct vidi_decoder {
     int *row0;                      /* [cap]: a slot's first row */
     /* speculative decoding */
     vidi_spec_params spec;
+    int spec_batch;                 /* speculate while at most this many run (0: always) */
     float *spec_host;               /* [k + 1, V]: one sampled slot's rows */
     double *spec_prob;
     vidi_spec_cand *spec_cand;
@@ -294,6 +295,8 @@ vidi_status vidi_decoder_add_draft(vidi_decoder *d, uint64_t tag, vidi_kv_seq *s
     vidi_kv_seq_free(seq);
     return vidi_err_set(err, VIDI_ERR_NOTFOUND, "decoder: no running sequence %llu", (unsigned long long)tag);
 }
+
+void vidi_decoder_set_spec_batch(vidi_decoder *d, int n) { d->spec_batch = n > 0 ? n : 0; }
 
 int vidi_decoder_max_events(const vidi_decoder *d) {
     return (d->n + d->n_out) * (d->spec.mode == VIDI_SPEC_OFF ? 1 : d->spec.k + 1);
@@ -540,13 +543,16 @@ vidi_status vidi_decoder_step(vidi_decoder *d, vidi_decode_event *ev, int *n_ev,
     /* drafts: prompt lookup over each sequence's history (or the draft
      * model's, below), while the pool has the blocks for them next to every
      * sequence's next token and the step has rows for them */
-    int spec = d->spec.mode != VIDI_SPEC_OFF;
+    int spec = d->spec.mode != VIDI_SPEC_OFF && (!d->spec_batch || d->n <= d->spec_batch);
     int64_t spare = vidi_kv_pool_free_blocks(d->pool) - s_need(d);
     int rows_left = d->rows_max - d->n;
     for (int i = 0; i < d->n; i++) {
         dec_slot *s = &d->slots[i];
         d->done[i] = 0;
-        if (!spec) continue;
+        if (!spec) {
+            if (s->dseq) vidi_kv_seq_free(s->dseq), s->dseq = NULL; /* it would miss this step's token */
+            continue;
+        }
         int32_t *dr = d->spec_draft + (size_t)i * (size_t)d->spec.k;
         int kk = s->k >= 1 && s->k <= d->spec.k ? s->k : d->spec.k;
         int m = 0;

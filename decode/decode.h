@@ -85,6 +85,11 @@ vidi_status vidi_decoder_set_draft(vidi_decoder *d, vidi_model *draft, vidi_kv_p
  * (on failure too). The target's pending token is not in it. */
 vidi_status vidi_decoder_add_draft(vidi_decoder *d, uint64_t tag, vidi_kv_seq *seq, int64_t rope_delta,
                                    vidi_err *err);
+/* Speculate only while at most n sequences run (0: always, the default).
+ * A step above it decodes plainly, and the draft model's sequences are
+ * dropped (they would miss the step's tokens): speculation pays while a
+ * step is cheap next to its rows (bench/results/specdec-*.json). */
+void vidi_decoder_set_spec_batch(vidi_decoder *d, int n);
 /* The prompt's ids of the sequence `tag`, for prompt lookup (copied). */
 vidi_status vidi_decoder_add_context(vidi_decoder *d, uint64_t tag, const int32_t *ids, int64_t n, vidi_err *err);
 /* Events one vidi_decoder_step may write (running x (k + 1) with

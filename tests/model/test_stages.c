@@ -80,6 +80,13 @@ static void run_stages(int64_t n_blocks, uint64_t swap, int join_all, const char
     vidi_decoder_set_swap(dec, swap);
     vidi_model *dm = NULL; /* spec "draft:K": vidi-shapes-draft over its own pool */
     vidi_kv_pool *dpool = NULL;
+    char spec_buf[64];
+    int spec_batch = 0; /* "...@N": speculate while at most N sequences run */
+    if (spec && strchr(spec, '@')) {
+        snprintf(spec_buf, sizeof spec_buf, "%.*s", (int)(strchr(spec, '@') - spec), spec);
+        spec_batch = atoi(strchr(spec, '@') + 1);
+        spec = spec_buf;
+    }
     if (spec && !strncmp(spec, "draft:", 6)) {
         REQUIRE(vidi_model_load(g_draft, be, &dm, &err) == VIDI_OK, "draft %s: %s", g_draft, err.msg);
         REQUIRE(vidi_kv_pool_create(dm->text, &kp, &dpool, &err) == VIDI_OK, "draft pool: %s", err.msg);
@@ -89,6 +96,7 @@ static void run_stages(int64_t n_blocks, uint64_t swap, int join_all, const char
         REQUIRE(vidi_spec_params_parse(spec, &spp, &err) == VIDI_OK && vidi_decoder_set_spec(dec, &spp, &err) == VIDI_OK,
                 "spec %s: %s", spec ? spec : "off", err.msg);
     }
+    vidi_decoder_set_spec_batch(dec, spec_batch);
 
     int32_t *want[N_CASES] = {0}, *got[N_CASES] = {0};
     int n_want[N_CASES] = {0}, n_got[N_CASES] = {0}, done[N_CASES] = {0};
@@ -313,6 +321,20 @@ static void test_draft_model_greedy_equals_generate(void) {
     printf("\n");
 }
 
+/* Speculation only while one sequence runs alone (vidi_decoder_set_spec_batch
+ * 1; the 5 requests arrive a step apart): steps with more are plain (the
+ * draft sequences dropped); greedy answers still equal vidi_generate's,
+ * with fewer drafting steps. */
+static void test_speculation_only_at_small_batch(void) {
+    vidi_decoder_stats all = {0}, small = {0};
+    run_stages(512, 0, 0, "draft:4", &all);
+    run_stages(512, 0, 0, "ngram:4@1", &small);
+    CHECK(small.spec_steps > 0, "no speculation while one sequence ran alone");
+    run_stages(512, 0, 0, "draft:4@1", &small);
+    CHECK(small.spec_steps < all.spec_steps, "draft speculation at batch 1 only: %llu steps, always: %llu",
+          (unsigned long long)small.spec_steps, (unsigned long long)all.spec_steps);
+}
+
 /* A draft of another vocabulary (the tiny Qwen2-VL test checkpoint: 832
  * tokens, other special ids) is refused with a message; so are k out of
  * range and drafts without a draft model. */
@@ -360,6 +382,7 @@ int main(int argc, char **argv) {
         {"swapping_under_a_small_pool_equals_generate", test_swapping_under_a_small_pool_equals_generate},
         {"speculative_greedy_equals_generate", test_speculative_greedy_equals_generate},
         {"draft_model_greedy_equals_generate", test_draft_model_greedy_equals_generate},
+        {"speculation_only_at_small_batch", test_speculation_only_at_small_batch},
         {"bad_speculation_settings_are_refused", test_bad_speculation_settings_are_refused},
     };
     char *sub[] = {argv[0], argc > 3 ? argv[3] : NULL};

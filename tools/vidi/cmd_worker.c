@@ -144,6 +144,7 @@ typedef struct worker {
     const char *spec_opt;        /* --spec: speculative decoding (decode/specdec.h) */
     vidi_spec_params spec;
     const char *draft_dir;       /* --draft: the draft model (PROTOCOL.md §5.5) */
+    int spec_batch;              /* --spec-max-batch: speculate while at most this many decode */
     int max_batch;
     /* sockets */
     void *ctx, *back, *data;
@@ -1794,6 +1795,7 @@ static vidi_status s_make_pool(worker *w, vidi_err *err) {
     if (rc == VIDI_OK && w->spec.mode == VIDI_SPEC_DRAFT)
         rc = vidi_decoder_set_draft(w->dec, w->dm, w->dpool, w->spec.k, err);
     else if (rc == VIDI_OK) rc = vidi_decoder_set_spec(w->dec, &w->spec, err);
+    if (rc == VIDI_OK) vidi_decoder_set_spec_batch(w->dec, w->spec_batch);
     return rc;
 }
 
@@ -2009,6 +2011,8 @@ static void s_usage(FILE *f) {
                "                    lookup or with the draft model (default off; K 4; n-grams 1..3)\n"
                "  --draft DIR       a draft model of the same family and tokenizer: its vision\n"
                "                    tower in encode, its prefill, its drafts with --spec draft\n"
+               "  --spec-max-batch N  speculate while at most N sequences decode (default 16;\n"
+               "                    0: always); above, plain steps cost less (bench/specdec)\n"
                "  --exact           CUDA: batch-invariant kernels (slower), so that greedy\n"
                "                    speculation gives plain greedy's tokens bit for bit\n"
                "  --heartbeat-ms N  (default 1000); --liveness N (default 3)\n"
@@ -2037,6 +2041,7 @@ int vidi_cmd_worker(int argc, char **argv) {
     w->ipc_mb = 512;
     w->kv_swap_mb = 1024;
     w->spec_opt = "off";
+    w->spec_batch = 16;
     w->sparse_opt = "auto";
     w->ipc_lease_ms = 60000;
     int rc = 1, exact = 0;
@@ -2077,6 +2082,7 @@ int vidi_cmd_worker(int argc, char **argv) {
         else if (!strcmp(a, "--kv-swap-mb")) w->kv_swap_mb = atoll(v);
         else if (!strcmp(a, "--spec")) w->spec_opt = v;
         else if (!strcmp(a, "--draft")) w->draft_dir = v;
+        else if (!strcmp(a, "--spec-max-batch")) w->spec_batch = atoi(v);
         else if (!strcmp(a, "--sparse")) w->sparse_opt = v;
         else if (!strcmp(a, "--ipc-lease-ms")) w->ipc_lease_ms = atoll(v);
         else {
@@ -2103,7 +2109,7 @@ int vidi_cmd_worker(int argc, char **argv) {
         }
     }
     if (!w->router_ep || !data_opt || !w->model_dir || s_parse_roles(roles, &w->roles) != 0 || w->mm_budget == 0 ||
-        w->kv_blocks <= 0 || w->max_batch <= 0 || w->max_batch > 256 || w->heartbeat_ms <= 0 || w->liveness <= 0 ||
+        w->kv_blocks <= 0 || w->max_batch <= 0 || w->max_batch > 256 || w->spec_batch < 0 || w->heartbeat_ms <= 0 || w->liveness <= 0 ||
         w->ipc_mb < 0 || w->ipc_mb > (1 << 20) || w->kv_swap_mb < 0 || w->kv_swap_mb > (1LL << 30) || w->ipc_lease_ms < 2 * IPC_MARGIN_MS) {
         fprintf(stderr, "vidi worker: --router, --data and --model are required; roles are media, encode, prefill, "
                         "decode, all; sizes must be positive (max batch <= 256)\n");
