@@ -3,6 +3,7 @@
 
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "core/tensor.h"
 #include "model/mrope.h"
@@ -412,6 +413,47 @@ static void s_drop_draft(vidi_decoder *d, int i) {
     d->spec_n[i] = 0;
 }
 
+/* Greedy drafts 2..m of every slot drafting more than one, chained on the
+ * device (vidi_text_decode_chain): each step's argmax is the next step's
+ * input without a round trip to the host; the slots in order of their m,
+ * largest first. */
+static vidi_status s_draft_chain(vidi_decoder *d) {
+    vidi_model *dm = d->dm;
+    int B = 0;
+    for (int i = 0; i < d->n; i++)
+        if (d->spec_n[i] > 1) d->d_slot[B++] = i;
+    if (!B) return VIDI_OK;
+    for (int a = 1; a < B; a++) /* insertion sort, m descending */
+        for (int b = a; b > 0 && d->spec_n[d->d_slot[b]] > d->spec_n[d->d_slot[b - 1]]; b--) {
+            int x = d->d_slot[b];
+            d->d_slot[b] = d->d_slot[b - 1], d->d_slot[b - 1] = x;
+        }
+    int n = d->spec_n[d->d_slot[0]] - 1;
+    int32_t *pos = malloc((size_t)n * (size_t)B * 3 * sizeof *pos), *tok = malloc((size_t)n * (size_t)B * sizeof *tok);
+    int *steps = malloc((size_t)B * sizeof *steps);
+    vidi_err err = {0};
+    vidi_status rc = pos && tok && steps ? VIDI_OK : vidi_err_set(&err, VIDI_ERR_NOMEM, "out of memory");
+    for (int b = 0; rc == VIDI_OK && b < B; b++) {
+        dec_slot *s = &d->slots[d->d_slot[b]];
+        d->d_seqs[b] = s->dseq;
+        d->d_ids[b] = d->spec_draft[(size_t)d->d_slot[b] * (size_t)d->spec.k]; /* its first draft */
+        steps[b] = d->spec_n[d->d_slot[b]] - 1;
+        int64_t len = vidi_kv_seq_len(s->dseq);
+        for (int j = 0; j < n; j++) vidi_mrope_decode_position(len + j, s->drope, pos + 3 * ((size_t)j * B + b));
+    }
+    vidi_tensor lg = vidi_tensor_2d(dm->be->act_dtype, d->d_logits, B, dm->cfg.text.vocab_size);
+    if (rc == VIDI_OK)
+        rc = vidi_text_decode_chain(dm->text, d->dpool, B, d->d_seqs, steps, d->d_ids, pos, &lg, tok, &err);
+    for (int b = 0; rc == VIDI_OK && b < B; b++) {
+        int32_t *dr = d->spec_draft + (size_t)d->d_slot[b] * (size_t)d->spec.k;
+        for (int j = 0; j < steps[b]; j++) dr[j + 1] = tok[(size_t)j * B + b];
+    }
+    free(pos);
+    free(tok);
+    free(steps);
+    return rc;
+}
+
 /* The draft model's proposals for every slot with spec_n[i] > 0, in
  * batched steps over its pool (vidi_text_decode_batch, several rows per
  * sequence): step 0 feeds each slot what the draft has not seen (a lagging
@@ -447,7 +489,16 @@ static void s_draft_all(vidi_decoder *d, int *dfed, int64_t *dlen0) {
         if (m > M) M = m;
     }
     vidi_err err = {0};
+    int all_greedy = dbe->ops->argmax_rows != NULL;
+    for (int i = 0; i < d->n; i++)
+        if (d->spec_n[i] && !s_greedy(&d->slots[i].p.sample)) all_greedy = 0;
     for (int j = 0; j < M; j++) {
+        if (j == 1 && all_greedy) { /* the rest chained on the device, one wait */
+            if (s_draft_chain(d) != VIDI_OK)
+                for (int i = 0; i < d->n; i++)
+                    if (d->spec_n[i]) s_drop_draft(d, i);
+            break;
+        }
         int R = 0, any_greedy = 0;
         for (int i = 0; i < d->n; i++) {
             dec_slot *s = &d->slots[i];
@@ -567,7 +618,13 @@ vidi_status vidi_decoder_step(vidi_decoder *d, vidi_decode_event *ev, int *n_ev,
         if (!m && s->dseq) vidi_kv_seq_free(s->dseq), s->dseq = NULL;
         d->spec_n[i] = m;
     }
-    if (spec && d->spec.mode == VIDI_SPEC_DRAFT) s_draft_all(d, d->d_fed, d->d_len0);
+    if (spec && d->spec.mode == VIDI_SPEC_DRAFT) {
+        struct timespec t0, t1;
+        clock_gettime(CLOCK_MONOTONIC, &t0);
+        s_draft_all(d, d->d_fed, d->d_len0);
+        clock_gettime(CLOCK_MONOTONIC, &t1);
+        d->st.draft_ns += (uint64_t)((t1.tv_sec - t0.tv_sec) * 1000000000LL + (t1.tv_nsec - t0.tv_nsec));
+    }
 
     /* one forward over every row: greedy slots first (one argmax over their
      * rows), then the sampled ones */

@@ -201,6 +201,11 @@ typedef struct vidi_backend_ops {
     vidi_status (*sample)(vidi_backend *be, const vidi_tensor *logits,
                           const vidi_sample_params *params, uint64_t *rng_state,
                           int32_t *out_tokens, vidi_err *err);
+    /* The greedy token of each row of logits ([B, V] act dtype) by sample's
+     * greedy rule (the largest, lowest index on ties, NaN skipped) into out
+     * (backend memory, i32 [B]); nothing waits for it (the draft model's
+     * steps chained on the device, decode/decode.c). */
+    vidi_status (*argmax_rows)(vidi_backend *be, const vidi_tensor *logits, vidi_tensor *out, vidi_err *err);
 
     /* ---- graphs (optional: NULL where the backend has none, e.g. CPU) ----
      * graph_begin starts recording the ops queued after it (nothing runs);

@@ -44,6 +44,8 @@ struct vidi_kv_pool {
     text_act act;
     int32_t *h_ints, *h_table;   /* host staging of the same */
     int32_t *h_off;              /* [max_batch]: a row's token after its sequence's length */
+    void *chain;                 /* backend: chained steps' inputs and tokens (grown on use) */
+    size_t chain_bytes;
     text_graph *graphs;          /* [max_batch + 1], the recorded step of each batch size */
 };
 
@@ -125,6 +127,7 @@ void vidi_kv_pool_free(vidi_kv_pool *pool) {
         for (int b = 0; b <= pool->max_batch; b++)
             text_graph_free(be, &pool->graphs[b]);
     if (pool->dec) be->ops->buf_free(be, pool->dec);
+    if (pool->chain) be->ops->buf_free(be, pool->chain);
     if (pool->buf) be->ops->buf_free(be, pool->buf);
     free(pool->free_list);
     free(pool->h_ints);
@@ -380,6 +383,104 @@ vidi_status vidi_text_decode_batch(vidi_text *t, vidi_kv_pool *pool, int B, vidi
     return VIDI_OK;
 fail:
     vidi_err_prefix(err, "decode step of %d rows", B);
+    return rc;
+}
+
+vidi_status vidi_text_decode_chain(vidi_text *t, vidi_kv_pool *pool, int B, vidi_kv_seq *const *seqs,
+                                   const int *n_steps, const int32_t *ids, const int32_t *pos, vidi_tensor *logits,
+                                   int32_t *tokens, vidi_err *err) {
+    vidi_status rc = VIDI_OK;
+    vidi_backend *be = t->be;
+    const vidi_backend_ops *op = be->ops;
+    int64_t V = t->cfg.vocab_size;
+    int32_t *h = NULL;
+    VIDI_CHECK(pool && pool->t == t, err, VIDI_ERR_INVALID, "the pool belongs to another model");
+    VIDI_CHECK(op->argmax_rows, err, VIDI_ERR_UNSUPPORTED, "backend %s has no argmax_rows", be->name);
+    VIDI_CHECK(B >= 1 && B <= pool->max_batch, err, VIDI_ERR_INVALID,
+               "%d sequences: a step takes 1 to %d (the pool's max_batch)", B, pool->max_batch);
+    VIDI_CHECK(seqs && n_steps && ids && pos && tokens, err, VIDI_ERR_INVALID, "no sequences, steps, ids or positions");
+    VIDI_CHECK(logits && logits->dtype == be->act_dtype && vidi_tensor_rows(logits) == B &&
+                   vidi_tensor_cols(logits) == V, err, VIDI_ERR_INVALID, "logits must be %s [%d, %lld]",
+               vidi_dtype_name(be->act_dtype), B, (long long)V);
+    const int n = n_steps[0];
+    for (int b = 0; b < B; b++) {
+        VIDI_CHECK(seqs[b] && seqs[b]->pool == pool, err, VIDI_ERR_INVALID,
+                   "row %d: its sequence is missing or belongs to another pool", b);
+        VIDI_CHECK(n_steps[b] >= 1 && n_steps[b] <= n && n_steps[b] <= 64, err, VIDI_ERR_INVALID,
+                   "row %d: %d steps (1..64, not more than the row before)", b, n_steps[b]);
+        VIDI_CHECK(b == 0 || n_steps[b] <= n_steps[b - 1], err, VIDI_ERR_INVALID,
+                   "row %d: the rows' step counts must not increase", b);
+        VIDI_CHECK(ids[b] >= 0 && ids[b] < V, err, VIDI_ERR_INVALID,
+                   "row %d: token id %d is outside the vocabulary [0, %lld)", b, ids[b], (long long)V);
+        for (int j = 0; j < b; j++)
+            VIDI_CHECK(seqs[j] != seqs[b], err, VIDI_ERR_INVALID, "rows %d and %d are the same sequence", j, b);
+    }
+    for (int b = 0; b < B; b++) {
+        rc = seq_reserve(seqs[b], seqs[b]->len + n_steps[b], err);
+        if (rc != VIDI_OK) {
+            vidi_err_prefix(err, "row %d", b);
+            goto fail;
+        }
+    }
+    {
+        /* every step's inputs, laid out as pool->d_ints, then the tokens [n, B] */
+        int Bm = pool->max_batch, mb = pool->max_blocks;
+        const size_t seg = (size_t)(PG_INTS * Bm), bytes = ((size_t)n * seg + (size_t)n * B) * sizeof(int32_t);
+        if (pool->chain_bytes < bytes) {
+            if (pool->chain) op->buf_free(be, pool->chain);
+            pool->chain_bytes = 0;
+            pool->chain = op->buf_alloc(be, bytes);
+            VIDI_CHECK(pool->chain, err, VIDI_ERR_NOMEM, "out of %s memory for %d chained steps", be->name, n);
+            pool->chain_bytes = bytes;
+        }
+        h = calloc((size_t)n * seg, sizeof *h);
+        VIDI_CHECK(h, err, VIDI_ERR_NOMEM, "out of memory for %d chained steps", n);
+        for (int j = 0; j < n; j++) {
+            int32_t *hi = h + (size_t)j * seg;
+            for (int b = 0; b < B && n_steps[b] > j; b++) {
+                const vidi_kv_seq *s = seqs[b];
+                hi[PG_IDS * Bm + b] = j == 0 ? ids[b] : 0; /* later ones: the step before's argmax */
+                for (int a = 0; a < 3; a++) hi[PG_POS * Bm + 3 * b + a] = pos[3 * ((size_t)j * B + b) + a];
+                hi[PG_SLOTS * Bm + b] = seq_slot(s, s->len + j);
+                hi[PG_LENS * Bm + b] = (int32_t)(s->len + j + 1);
+            }
+        }
+        for (int b = 0; b < B; b++) {
+            int32_t *row = pool->h_table + (size_t)b * mb;
+            memcpy(row, seqs[b]->blocks, (size_t)seqs[b]->n_blocks * sizeof *row);
+            for (int64_t j = seqs[b]->n_blocks; j < mb; j++) row[j] = -1;
+        }
+        int32_t *d_seg = pool->chain, *d_tok = (int32_t *)pool->chain + (size_t)n * seg;
+        VIDI_TRY(op->copy_to_device(be, d_seg, h, (size_t)n * seg * sizeof *h, err));
+        VIDI_TRY(op->copy_to_device(be, pool->d_table, pool->h_table, (size_t)B * mb * sizeof(int32_t), err));
+        int graphs = op->graph_begin && op->graph_end && op->graph_launch && op->graph_free;
+        for (int j = 0; j < n; j++) {
+            int Bj = 0;
+            while (Bj < B && n_steps[Bj] > j) Bj++;
+            VIDI_TRY(op->copy(be, pool->d_ints, d_seg + (size_t)j * seg, seg * sizeof(int32_t), err));
+            vidi_tensor lg = vidi_tensor_2d(be->act_dtype, logits->data, Bj, V);
+            if (!graphs) {
+                VIDI_TRY(dec_body(t, pool, Bj, &lg, err));
+            } else {
+                dec_ctx ctx = {t, pool, Bj, &lg};
+                VIDI_TRY(text_graph_step(be, &pool->graphs[Bj], dec_run, &ctx, &lg, err));
+            }
+            vidi_tensor tk = vidi_tensor_1d(VIDI_DTYPE_I32, d_tok + (size_t)j * B, Bj);
+            VIDI_TRY(op->argmax_rows(be, &lg, &tk, err));
+            int Bn = 0;
+            while (j + 1 < n && Bn < B && n_steps[Bn] > j + 1) Bn++;
+            if (Bn) /* the next step's ids */
+                VIDI_TRY(op->copy(be, d_seg + (size_t)(j + 1) * seg + PG_IDS * Bm, d_tok + (size_t)j * B,
+                                  (size_t)Bn * sizeof(int32_t), err));
+        }
+        VIDI_TRY(op->copy_to_host(be, tokens, d_tok, (size_t)n * B * sizeof(int32_t), err));
+        for (int b = 0; b < B; b++) seqs[b]->len += n_steps[b];
+    }
+    free(h);
+    return VIDI_OK;
+fail:
+    free(h);
+    vidi_err_prefix(err, "chained decode steps of %d sequences", B);
     return rc;
 }
 

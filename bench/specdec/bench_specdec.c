@@ -245,6 +245,7 @@ static vidi_status run_mode(vidi_model *m, vidi_model *dm, vidi_tokenizer *tok, 
         o->st = st;
         o->st.spec_steps -= st0.spec_steps, o->st.spec_proposed -= st0.spec_proposed;
         o->st.spec_accepted -= st0.spec_accepted, o->st.spec_emitted -= st0.spec_emitted;
+        o->st.draft_ns -= st0.draft_ns;
     }
     free(ev);
     vidi_decoder_free(dec);
@@ -349,11 +350,11 @@ int main(int argc, char **argv) {
                     same &= o.n[b] == base.n[b] && !memcmp(o.tok[b], base.tok[b], (size_t)o.n[b] * sizeof(int32_t));
                 printf("{\"workload\": \"%s\", \"batch\": %d, \"sequences\": %d, \"mode\": \"%s\", \"k\": %d, \"tokens\": %lld, "
                        "\"seconds\": %.4f, \"tok_s\": %.1f, \"steps\": %llu, \"proposed\": %llu, \"accepted\": %llu, "
-                       "\"emitted\": %llu, \"identical\": %s, \"backend\": \"%s%s\"}\n",
+                       "\"emitted\": %llu, \"draft_seconds\": %.4f, \"identical\": %s, \"backend\": \"%s%s\"}\n",
                        qa ? "qa" : "caption", B, o.n_seqs, names[mode], mode ? k : 0, (long long)o.generated, o.seconds,
                        o.seconds > 0 ? (double)o.generated / o.seconds : 0.0, (unsigned long long)o.st.spec_steps,
                        (unsigned long long)o.st.spec_proposed, (unsigned long long)o.st.spec_accepted,
-                       (unsigned long long)o.st.spec_emitted, same ? "true" : "false", be->name,
+                       (unsigned long long)o.st.spec_emitted, (double)o.st.draft_ns * 1e-9, same ? "true" : "false", be->name,
                        exact ? " exact" : "");
                 fflush(stdout);
                 if (mode > 0)

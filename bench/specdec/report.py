@@ -23,12 +23,13 @@ for r in rows:
         "decode tokens/s", r["tok_s"], "plain decoding, the same sequences, same run", b["tok_s"], True,
         acceptance=round(r["accepted"] / r["proposed"], 3) if r["proposed"] else None,
         tokens_per_target_step=round(r["emitted"] / r["steps"], 3) if r["steps"] else None,
-        tokens=r["tokens"], identical_to_plain=r["identical"], backend=r["backend"]))
+        tokens=r["tokens"], draft_share=round(r["draft_seconds"] / r["seconds"], 3) if r["seconds"] else None,
+        identical_to_plain=r["identical"], backend=r["backend"]))
 NOTES = ("tokens/s of the decode loop only (prefill untimed), the backend synchronised at the end of each round "
          "of `batch` sequences; the whole set runs once untimed first (CUDA graphs, caches). "
          "acceptance = drafts accepted / proposed; tokens_per_target_step counts the target's own token "
          "(the bonus or the correction). identical_to_plain: every sequence's greedy tokens equal the plain "
-         "run's.")
+         "run's. draft_share: the part of the decode time spent in the draft model's steps.")
 benchjson.write(out, "specdec", machine, command, results, NOTES)
 for r in results:
     print(f"{r['case'][:90]:90s} {r['value']:9.1f} vs {r['baseline_value']:9.1f}  x{r['ratio']}  acc {r['acceptance']}")

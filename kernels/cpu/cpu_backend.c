@@ -827,6 +827,21 @@ static int32_t sample_row(const float *l, int64_t n, const vidi_sample_params *s
     return c[keep - 1].id;
 }
 
+static vidi_status cpu_argmax_rows(vidi_backend *be, const vidi_tensor *logits, vidi_tensor *out, vidi_err *err) {
+    const char *op = "argmax_rows";
+    vidi_status rc = VIDI_OK;
+    (void)be;
+    VIDI_TRY(check_act(op, "logits", logits, err));
+    const int64_t B = vidi_tensor_rows(logits), V = vidi_tensor_cols(logits);
+    VIDI_CHECK(V >= 1 && V <= INT32_MAX, err, VIDI_ERR_INVALID, "argmax_rows: logits %s need 1..2^31-1 columns",
+               vidi_shape_of(logits).s);
+    VIDI_CHECK(out && out->dtype == VIDI_DTYPE_I32 && vidi_tensor_numel(out) == B && (out->data || B == 0), err,
+               VIDI_ERR_INVALID, "argmax_rows: out must be i32 [%lld]", (long long)B);
+    for (int64_t b = 0; b < B; b++) ((int32_t *)out->data)[b] = sample_greedy((const float *)logits->data + b * V, V);
+fail:
+    return rc;
+}
+
 static vidi_status cpu_sample(vidi_backend *be, const vidi_tensor *logits, const vidi_sample_params *params,
                               uint64_t *rng_state, int32_t *out_tokens, vidi_err *err) {
     const char *op = "sample";
@@ -892,6 +907,7 @@ static const vidi_backend_ops cpu_ops = {
     .gather_rows = cpu_gather_rows,
     .scatter_rows = cpu_scatter_rows,
     .sample = cpu_sample,
+    .argmax_rows = cpu_argmax_rows,
     .destroy = cpu_destroy,
 };
 

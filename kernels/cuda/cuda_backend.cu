@@ -1508,6 +1508,7 @@ static vidi_backend_ops cuda_make_ops(void) {
     o.gather_rows = cuda_gather_rows;
     o.scatter_rows = cuda_scatter_rows;
     o.sample = vidi_cuda_sample;
+    o.argmax_rows = vidi_cuda_argmax_rows;
     o.attention_klen = vidi_cuda_attention_klen;
     o.graph_begin = vidi_cuda_graph_begin;
     o.graph_end = vidi_cuda_graph_end;

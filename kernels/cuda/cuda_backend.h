@@ -89,6 +89,7 @@ vidi_status vidi_cuda_attention_paged(vidi_backend *be, const vidi_tensor *q,
                                       float scale, vidi_tensor *out, vidi_err *err);
 
 /* ---- implemented in cuda_sample.cu ---- */
+vidi_status vidi_cuda_argmax_rows(vidi_backend *be, const vidi_tensor *logits, vidi_tensor *out, vidi_err *err);
 vidi_status vidi_cuda_sample(vidi_backend *be, const vidi_tensor *logits,
                              const vidi_sample_params *p, uint64_t *rng_state,
                              int32_t *out_tokens, vidi_err *err);

@@ -375,3 +375,25 @@ fail:
     free(h_used);
     return rc;
 }
+
+extern "C" vidi_status vidi_cuda_argmax_rows(vidi_backend *be, const vidi_tensor *logits, vidi_tensor *out,
+                                             vidi_err *err) {
+    vidi_status rc = VIDI_OK;
+    int64_t B = 0, V = 0;
+    VIDI_CHECK(logits && logits->ndim >= 1 && logits->ndim <= VIDI_MAX_DIMS &&
+                   (logits->dtype == VIDI_DTYPE_BF16 || logits->dtype == VIDI_DTYPE_F32),
+               err, VIDI_ERR_INVALID, "argmax_rows: logits must be bf16 or f32 of 1..%d dimensions", VIDI_MAX_DIMS);
+    B = vidi_tensor_rows(logits);
+    V = vidi_tensor_cols(logits);
+    VIDI_CHECK(V >= 1 && V <= INT32_MAX && B <= INT32_MAX, err, VIDI_ERR_INVALID, "argmax_rows: logits of %lld x %lld",
+               (long long)B, (long long)V);
+    VIDI_CHECK(out && out->dtype == VIDI_DTYPE_I32 && vidi_tensor_numel(out) == B && (out->data || B == 0), err,
+               VIDI_ERR_INVALID, "argmax_rows: out must be i32 [%lld]", (long long)B);
+    if (B == 0) return VIDI_OK;
+    if (logits->dtype == VIDI_DTYPE_BF16)
+        return sample_launch_greedy(vidi_cuda_stream(be), (const uint16_t *)logits->data, B, V, (int32_t *)out->data,
+                                    err);
+    return sample_launch_greedy(vidi_cuda_stream(be), (const float *)logits->data, B, V, (int32_t *)out->data, err);
+fail:
+    return rc;
+}

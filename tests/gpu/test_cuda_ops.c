@@ -716,6 +716,40 @@ static void test_attention_paged(void) {
     free(kc), free(vc), free(q), free(kd), free(vd), free(ref), free(got);
 }
 
+/* argmax_rows (the draft model's chained steps): sample's greedy rule into
+ * device memory, against the CPU twin, with ties, NaN and infinities. */
+static void test_argmax_rows(void) {
+    enum { B = 5 };
+    const long V = 151936;
+    float *l = rnd_act(B * V, -20, 20, 121);
+    l[0 * V + 5000] = 40, l[0 * V + 9000] = 40;             /* tie: the lower index wins */
+    l[1 * V + 0] = NAN, l[1 * V + 77] = 50;                 /* NaN never wins */
+    for (long i = 0; i < V; i++) l[2 * V + i] = NAN;        /* all NaN: token 0 */
+    for (long i = 0; i < V; i++) l[3 * V + i] = -INFINITY;  /* all -inf: the first */
+    l[4 * V + V - 1] = INFINITY;                            /* +inf at the end */
+    int32_t want[B], got[B];
+    vidi_tensor cl = vidi_tensor_2d(VIDI_DTYPE_F32, l, B, V), ct = vidi_tensor_1d(VIDI_DTYPE_I32, want, B);
+    OK_ON(g_cpu, g_cpu->ops->argmax_rows(g_cpu, &cl, &ct, ERR_ARG), "cpu argmax_rows");
+    CHECK(want[0] == 5000 && want[1] == 77 && want[2] == 0 && want[3] == 0 && want[4] == V - 1,
+          "the CPU twin: %d %d %d %d %d", want[0], want[1], want[2], want[3], want[4]);
+    static const vidi_dtype dts[2] = {VIDI_DTYPE_BF16, VIDI_DTYPE_F32};
+    for (int d = 0; d < 2; d++) {
+        vidi_backend *be = g_gpu;
+        void *dl = up(be, dts[d], l, B * V), *dt = be->ops->buf_alloc(be, B * sizeof(int32_t));
+        if (dl && dt) {
+            vidi_tensor gl = vidi_tensor_2d(dts[d], dl, B, V), gt = vidi_tensor_1d(VIDI_DTYPE_I32, dt, B);
+            OK_ON(be, be->ops->argmax_rows(be, &gl, &gt, ERR_ARG), "argmax_rows");
+            vidi_err e = {0};
+            CHECK(be->ops->copy_to_host(be, got, dt, sizeof got, &e) == VIDI_OK, "copy: %s", e.msg);
+            for (int b = 0; b < B; b++)
+                CHECK(got[b] == want[b], "argmax_rows (%s) row %d: gpu %d, cpu %d", vidi_dtype_name(dts[d]), b, got[b],
+                      want[b]);
+        }
+        release(be, dl), release(be, dt);
+    }
+    free(l);
+}
+
 /* ---- exact mode (vidi_backend_cuda_set_exact) ---- */
 
 /* In exact mode a row's result does not depend on the op's other rows: a
@@ -906,6 +940,7 @@ static const test_case cases[] = {
     {"attention_head_dims", test_attention_head_dims},
     {"attention_zero_query", test_attention_zero_query},
     {"attention_paged", test_attention_paged},
+    {"argmax_rows", test_argmax_rows},
     {"exact_batch_invariance", test_exact_batch_invariance},
     {"sample_greedy", test_sample_greedy},
     {"sample_topk_topp", test_sample_topk_topp},
