@@ -716,17 +716,27 @@ static void test_attention_paged(void) {
     free(kc), free(vc), free(q), free(kd), free(vd), free(ref), free(got);
 }
 
+/* Random logits of B >= 5 rows with the greedy rule's edge cases: row 0 a
+ * tie (token 5000 wins over 9000), row 1 a NaN and a winner at 77, row 2
+ * all NaN (token 0), row 3 all -inf and a NaN (the first, 0), row 4 +inf
+ * at the end (V - 1). */
+static float *greedy_logits(int B, long V, unsigned long long seed) {
+    float *l = rnd_act(B * V, -20, 20, seed);
+    l[0 * V + 5000] = 40, l[0 * V + 9000] = 40;
+    l[1 * V + 0] = NAN, l[1 * V + 77] = 50;
+    for (long i = 0; i < V; i++) l[2 * V + i] = NAN;
+    for (long i = 0; i < V; i++) l[3 * V + i] = -INFINITY;
+    l[3 * V + 3] = NAN;
+    l[4 * V + V - 1] = INFINITY;
+    return l;
+}
+
 /* argmax_rows (the draft model's chained steps): sample's greedy rule into
  * device memory, against the CPU twin, with ties, NaN and infinities. */
 static void test_argmax_rows(void) {
     enum { B = 5 };
     const long V = 151936;
-    float *l = rnd_act(B * V, -20, 20, 121);
-    l[0 * V + 5000] = 40, l[0 * V + 9000] = 40;             /* tie: the lower index wins */
-    l[1 * V + 0] = NAN, l[1 * V + 77] = 50;                 /* NaN never wins */
-    for (long i = 0; i < V; i++) l[2 * V + i] = NAN;        /* all NaN: token 0 */
-    for (long i = 0; i < V; i++) l[3 * V + i] = -INFINITY;  /* all -inf: the first */
-    l[4 * V + V - 1] = INFINITY;                            /* +inf at the end */
+    float *l = greedy_logits(B, V, 121);
     int32_t want[B], got[B];
     vidi_tensor cl = vidi_tensor_2d(VIDI_DTYPE_F32, l, B, V), ct = vidi_tensor_1d(VIDI_DTYPE_I32, want, B);
     OK_ON(g_cpu, g_cpu->ops->argmax_rows(g_cpu, &cl, &ct, ERR_ARG), "cpu argmax_rows");
@@ -850,13 +860,7 @@ static vidi_status sample_on(vidi_backend *be, vidi_dtype dt, const float *l, lo
 static void test_sample_greedy(void) {
     enum { B = 6 };
     const long V = 151936;
-    float *l = rnd_act(B * V, -20, 20, 111);
-    l[0 * V + 5000] = 40, l[0 * V + 9000] = 40;             /* tie: the lower index wins */
-    l[1 * V + 0] = NAN, l[1 * V + 77] = 50;                 /* NaN never wins */
-    for (long i = 0; i < V; i++) l[2 * V + i] = NAN;        /* all NaN: token 0 */
-    for (long i = 0; i < V; i++) l[3 * V + i] = -INFINITY;  /* all -inf: the first */
-    l[3 * V + 3] = NAN;
-    l[4 * V + V - 1] = INFINITY;                            /* +inf at the end */
+    float *l = greedy_logits(B, V, 111);
     static const vidi_sample_params ps[3] = {{0.0f, 0, 1.0f}, {-1.0f, 50, 0.9f}, {0.7f, 1, 0.5f}};
     static const vidi_dtype dts[2] = {VIDI_DTYPE_BF16, VIDI_DTYPE_F32};
     for (int k = 0; k < 3; k++)
