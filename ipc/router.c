@@ -40,13 +40,17 @@ static const char *const k_roles[] = {"media", "encode", "prefill", "decode"};
 #define MAX_STOPS 4
 #define EP_MAX 256
 #define DIR_MAX 4096
+/* "P0", "P1", ... "P15": per-position counters (speculative drafts) */
+#define VIDI_POS16(p)                                                                                                 \
+    p "0", p "1", p "2", p "3", p "4", p "5", p "6", p "7", p "8", p "9", p "10", p "11", p "12", p "13", p "14", p "15"
 /* worker counters the router collects (STATS every second) and sums for clients */
 static const char *const k_wk_stats[] = {"media", "encode", "encode_batches", "encode_cached", "prefill",
                                          "decode_in", "tokens", "mm_cache_hits", "mm_cache_misses",
                                          "mm_cache_entries", "ipc_sent", "ipc_received", "sparse_prefills",
                                          "sparse_pairs", "sparse_dense_pairs", "sparse_us", "spec_steps",
                                          "spec_proposed", "spec_accepted", "spec_emitted", "draft_encodes",
-                                         "draft_prefills"};
+                                         "draft_prefills", VIDI_POS16("spec_proposed_at_"),
+                                         VIDI_POS16("spec_accepted_at_")};
 #define WK_STATS ((int)(sizeof k_wk_stats / sizeof k_wk_stats[0]))
 #define CLIENT_SILENCE_MS 5000 /* clients heartbeat every second (client.c); 5 missed: gone */
 

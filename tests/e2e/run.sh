@@ -103,7 +103,8 @@ case $CASE in
     "$CLIENT" "$FRONT" answers "$EXAMPLES/questions.tsv" "$EXAMPLES" "$RUN/expected.tsv" || exit 1
     N=$(grep -vc '^#\|^$' "$EXAMPLES/questions.tsv")
     "$CLIENT" "$FRONT" stats "workers_draft_prefills>=$((2 * N))" "workers_draft_encodes>=1" \
-      "workers_encode_cached>=1" "workers_decode_in>=$((2 * N))" "workers_spec_steps>=1" "workers_spec_accepted>=1" ;;
+      "workers_encode_cached>=1" "workers_decode_in>=$((2 * N))" "workers_spec_steps>=1" "workers_spec_accepted>=1" \
+      "workers_spec_proposed_at_0>=1" "workers_spec_accepted_at_0>=1" "workers_spec_proposed_at_3>=1" ;;
   cache)
     up media,encode,prefill,decode
     "$CLIENT" "$FRONT" cache "$EXAMPLES" video_500016.mp4 ;;

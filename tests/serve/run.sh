@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # tests/serve/run.sh VIDI VIDI_SERVE MODEL EXAMPLES — vidi-serve end to end
-# (ctest e2e_serve): `vidi up` (all roles, CPU) and vidi-serve with an API
+# (ctest e2e_serve): `vidi up` (all roles, CPU, speculating with the draft
+# model) and vidi-serve with an API
 # key, a file:// root and an 8 MiB body limit; tests/serve/test_serve.py
 # checks OpenAI-style requests, streamed and not, with a plain HTTP client
 # and with the `openai` package (from PyPI, in a venv under the build
@@ -24,7 +25,8 @@ export EXPECT_VIDEO EXPECT_IMAGE
 EXPECT_VIDEO=$(gen --video video_500016.mp4 "What moves?") || exit 1
 EXPECT_IMAGE=$(gen --image image_500001.png "What colour is the square?") || exit 1
 
-e2e_up "$VIDI" "$MODEL" all cpu
+# the worker speculates with the draft model: the answers stay vidi generate's, /metrics counts the drafts
+e2e_up "$VIDI" "$MODEL" all cpu --worker-args "--spec draft:4 --draft $MODEL-draft"
 
 PORT=$(( 20000 + RANDOM % 20000 ))
 export VIDI_SERVE_URL="http://127.0.0.1:$PORT" VIDI_SERVE_KEY=e2e-key VIDI_EXAMPLES=$EXAMPLES

@@ -211,6 +211,13 @@ for name in ("vidi_time_to_first_token_seconds_count", "vidi_inter_token_latency
 check(metric("vidi_mm_cache_hits_total") is not None and metric("vidi_num_requests_running") is not None and
       metric("vidi_num_requests_waiting") is not None, "cache hits and running/waiting gauges are exported")
 check('vidi_workers{model_name="vidi-shapes",role="prefill"} 1' in m, "workers per role")
+# the worker speculates with the draft model (tests/serve/run.sh): drafts, acceptance, per position
+for name in ("vidi_spec_decode_num_steps_total", "vidi_spec_decode_num_draft_tokens_total",
+             "vidi_spec_decode_num_accepted_tokens_total",
+             'vidi_spec_decode_num_draft_tokens_per_pos_total{model_name="vidi-shapes",position="0"}',
+             'vidi_spec_decode_num_accepted_tokens_per_pos_total{model_name="vidi-shapes",position="0"}'):
+    v = next((float(l.rsplit(" ", 1)[1]) for l in m.splitlines() if l.startswith(name)), None)
+    check((v or 0) > 0, f"metric {name} = {v}")
 check("# TYPE vidi_time_to_first_token_seconds histogram" in m and
       'vidi_time_to_first_token_seconds_bucket{model_name="vidi-shapes",le="+Inf"}' in m, "histogram exposition")
 

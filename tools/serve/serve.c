@@ -116,6 +116,7 @@ static struct {
     int router_up;
     uint64_t running, waiting, roles[4];
     uint64_t spec[4];     /* workers_spec_steps, _proposed, _accepted, _emitted */
+    uint64_t spec_at[2][16]; /* workers_spec_proposed_at_I, workers_spec_accepted_at_I */
     int64_t router_seen_ns;
 } g_m = {.mu = PTHREAD_MUTEX_INITIALIZER,
          .ttft = {k_ttft_buckets, N_TTFT, {0}, 0, 0},
@@ -191,6 +192,12 @@ static void *s_stats_thread(void *arg) {
                     if (!strcmp(names[i], roles[k])) g_m.roles[k] = values[i];
                 for (int k = 0; k < 4; k++)
                     if (!strcmp(names[i], specs[k])) g_m.spec[k] = values[i];
+                int pos;
+                char tail;
+                if (sscanf(names[i], "workers_spec_proposed_at_%d%c", &pos, &tail) == 1 && pos >= 0 && pos < 16)
+                    g_m.spec_at[0][pos] = values[i];
+                if (sscanf(names[i], "workers_spec_accepted_at_%d%c", &pos, &tail) == 1 && pos >= 0 && pos < 16)
+                    g_m.spec_at[1][pos] = values[i];
             }
         }
         pthread_mutex_unlock(&g_m.mu);
@@ -282,6 +289,18 @@ static char *s_metrics_text(void) {
             "Tokens emitted by speculative steps (accepted drafts and one target token each).", g_m.spec[3]);
 #undef COUNTER
 #undef GAUGE
+    /* acceptance by draft position (0: the first draft of a step), positions drafted so far */
+    static const char *const at_name[2] = {"vidi_spec_decode_num_draft_tokens_per_pos_total",
+                                           "vidi_spec_decode_num_accepted_tokens_per_pos_total"};
+    static const char *const at_help[2] = {"Draft tokens proposed at each position of a step.",
+                                           "Draft tokens accepted at each position of a step."};
+    for (int k = 0; k < 2; k++) {
+        sb_printf(&b, "# HELP %s %s\n# TYPE %s counter\n", at_name[k], at_help[k], at_name[k]);
+        for (int p = 0; p < 16; p++)
+            if (g_m.spec_at[0][p])
+                sb_printf(&b, "%s{model_name=\"%s\",position=\"%d\"} %" PRIu64 "\n", at_name[k], m, p,
+                          g_m.spec_at[k][p]);
+    }
     static const char *const roles[4] = {"media", "encode", "prefill", "decode"};
     sb_printf(&b, "# HELP vidi_workers Live workers per role (router).\n# TYPE vidi_workers gauge\n");
     for (int k = 0; k < 4; k++)

@@ -1766,6 +1766,13 @@ static void s_on_stats(worker *w) {
     KV("spec_proposed", ds.spec_proposed);
     KV("spec_accepted", ds.spec_accepted);
     KV("spec_emitted", ds.spec_emitted);
+    for (int i = 0; i < VIDI_SPEC_MAX_K; i++) {
+        char name[32];
+        snprintf(name, sizeof name, "spec_proposed_at_%d", i);
+        KV(name, ds.spec_proposed_at[i]);
+        snprintf(name, sizeof name, "spec_accepted_at_%d", i);
+        KV(name, ds.spec_accepted_at[i]);
+    }
     KV("draft_encodes", w->n_draft_encodes);
     KV("draft_prefills", w->n_draft_prefills);
     KV("sparse_prefills", w->n_sparse_prefills);
