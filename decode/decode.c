@@ -194,7 +194,7 @@ vidi_status vidi_decoder_add(vidi_decoder *d, uint64_t tag, vidi_kv_seq *seq, in
     s->p = *p;
     s->hist = NULL, s->n_hist = s->cap_hist = 0;
     s->dseq = NULL, s->dlag = -1, s->drope = 0, s->drng = rng ^ 0x9e3779b97f4a7c15ull;
-    s->k = d->spec.k;
+    s->k = 1; /* grows with acceptance (a short answer wastes no long draft) */
     s_hist_push(s, &last_token, 1);
     return VIDI_OK;
 fail:

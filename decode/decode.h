@@ -26,9 +26,9 @@
  * target token, and its KV is truncated to what was accepted (no copies);
  * sequences without a draft step together as before. Greedy sequences emit
  * exactly the tokens of plain decoding; sampled ones keep the target's
- * distribution (a different random stream). Each sequence's k adapts to
- * what it gets accepted: one more after a fully accepted draft (up to the
- * configured k), one fewer when less than half was (down to 1).
+ * distribution (a different random stream). Each sequence's k starts at 1
+ * and adapts to what it gets accepted: one more after a fully accepted draft
+ * (up to the configured k), one fewer when less than half was (down to 1).
  */
 #ifndef VIDI_DECODE_DECODE_H
 #define VIDI_DECODE_DECODE_H
