@@ -2143,6 +2143,7 @@ int vidi_cmd_worker(int argc, char **argv) {
 #endif
     } else {
         w->be = vidi_backend_cpu_create((int)threads, &err); /* batch-invariant already: --exact changes nothing */
+        (void)exact;
     }
     if (!w->be || vidi_model_load(w->model_dir, w->be, &w->m, &err) != VIDI_OK ||
         vidi_preproc_config_load(w->model_dir, &w->pp, &err) != VIDI_OK ||
