@@ -402,8 +402,6 @@ static int s_swap_in(vidi_decoder *d) {
     return 1;
 }
 
-static int s_greedy(const vidi_sample_params *sp) { return !(sp->temperature > 0.0f) || sp->top_k == 1; }
-
 static const vidi_sample_params k_argmax = {0.0f, 1, 1.0f};
 
 /* Slot i decodes plainly from now on: its draft sequence goes. */
@@ -491,7 +489,7 @@ static void s_draft_all(vidi_decoder *d, int *dfed, int64_t *dlen0) {
     vidi_err err = {0};
     int all_greedy = dbe->ops->argmax_rows != NULL;
     for (int i = 0; i < d->n; i++)
-        if (d->spec_n[i] && !s_greedy(&d->slots[i].p.sample)) all_greedy = 0;
+        if (d->spec_n[i] && !vidi_spec_greedy(&d->slots[i].p.sample)) all_greedy = 0;
     for (int j = 0; j < M; j++) {
         if (j == 1 && all_greedy) { /* the rest chained on the device, one wait */
             if (s_draft_chain(d) != VIDI_OK)
@@ -515,7 +513,7 @@ static void s_draft_all(vidi_decoder *d, int *dfed, int64_t *dlen0) {
                 d->d_slot[R] = i;
                 vidi_mrope_decode_position(len + x, s->drope, d->d_pos + 3 * R);
             }
-            any_greedy |= s_greedy(&s->p.sample);
+            any_greedy |= vidi_spec_greedy(&s->p.sample);
         }
         vidi_tensor lg = vidi_tensor_2d(dbe->act_dtype, d->d_logits, R, Vd);
         vidi_status rc = vidi_text_decode_batch(dm->text, d->dpool, R, d->d_seqs, d->d_ids, d->d_pos, &lg, 1, &err);
@@ -525,7 +523,7 @@ static void s_draft_all(vidi_decoder *d, int *dfed, int64_t *dlen0) {
             int i = d->d_slot[r];
             dec_slot *s = &d->slots[i];
             int32_t *dr = d->spec_draft + (size_t)i * (size_t)d->spec.k;
-            if (s_greedy(&s->p.sample)) {
+            if (vidi_spec_greedy(&s->p.sample)) {
                 dr[j] = d->d_tok[r];
                 continue;
             }
@@ -543,17 +541,6 @@ static void s_draft_all(vidi_decoder *d, int *dfed, int64_t *dlen0) {
     }
     for (int i = 0; i < d->n; i++)
         if (d->spec_n[i]) d->slots[i].dlag = -1;
-}
-
-/* Greedy chain verification from the target's argmax tokens of the rows
- * [pending, d1..dm]: accept while d_j is the argmax after what precedes it,
- * then the argmax (a correction, or the bonus after all m). Returns the
- * tokens emitted (accepted + 1). */
-static int s_verify_argmax(const int32_t *argmax, const int32_t *draft, int m, int32_t *emit) {
-    int j = 0;
-    while (j < m && draft[j] == argmax[j]) emit[j] = draft[j], j++;
-    emit[j] = argmax[j];
-    return j + 1;
 }
 
 vidi_status vidi_decoder_step(vidi_decoder *d, vidi_decode_event *ev, int *n_ev, vidi_err *err) {
@@ -632,7 +619,7 @@ vidi_status vidi_decoder_step(vidi_decoder *d, vidi_decode_event *ev, int *n_ev,
     for (int pass = 0; pass < 2; pass++) {
         for (int i = 0; i < d->n; i++) {
             dec_slot *s = &d->slots[i];
-            if (s_greedy(&s->p.sample) != (pass == 0)) continue;
+            if (vidi_spec_greedy(&s->p.sample) != (pass == 0)) continue;
             int m = spec ? d->spec_n[i] : 0;
             const int32_t *dr = spec ? d->spec_draft + (size_t)i * (size_t)d->spec.k : NULL;
             int64_t len = vidi_kv_seq_len(s->seq);
@@ -658,8 +645,8 @@ vidi_status vidi_decoder_step(vidi_decoder *d, vidi_decode_event *ev, int *n_ev,
         int m = spec ? d->spec_n[i] : 0, ne;
         const int32_t *dr = spec ? d->spec_draft + (size_t)i * (size_t)d->spec.k : NULL;
         int32_t emit[VIDI_SPEC_MAX_K + 1];
-        if (s_greedy(&s->p.sample)) {
-            ne = s_verify_argmax(d->tok + r, dr, m, emit);
+        if (vidi_spec_greedy(&s->p.sample)) {
+            ne = vidi_spec_verify_tokens(d->tok + r, dr, m, emit);
         } else if (!m) {
             vidi_tensor one = vidi_tensor_2d(be->act_dtype, (char *)d->logit_buf + (size_t)r * row, 1, V);
             VIDI_TRY(be->ops->sample(be, &one, &s->p.sample, &s->rng, emit, err));

@@ -70,7 +70,7 @@ static int cmp_cand(const void *a, const void *b) { /* logit descending, then id
     return x->id < y->id ? -1 : x->id > y->id;
 }
 
-static int s_greedy(const vidi_sample_params *sp) { return !(sp->temperature > 0.0f) || sp->top_k == 1; }
+int vidi_spec_greedy(const vidi_sample_params *sp) { return !(sp->temperature > 0.0f) || sp->top_k == 1; }
 
 static int32_t s_argmax(const float *l, int64_t V) {
     int64_t best = -1;
@@ -85,7 +85,7 @@ void vidi_spec_warp(const float *logits, int64_t V, const vidi_sample_params *sp
     int64_t m = 0;
     for (int64_t i = 0; i < V; i++)
         if (!isnan(logits[i]) && logits[i] != -INFINITY) c[m++] = (vidi_spec_cand){logits[i], (int32_t)i};
-    if (m == 0 || s_greedy(sp)) {
+    if (m == 0 || vidi_spec_greedy(sp)) {
         prob[s_argmax(logits, V)] = 1.0;
         return;
     }
@@ -129,7 +129,7 @@ static int32_t s_draw(const double *prob, int64_t V, double total, uint64_t *rng
 int vidi_spec_verify(const float *logits, int64_t V, const int32_t *draft, const double *q, int k,
                      const vidi_sample_params *sp, uint64_t *rng, double *prob, vidi_spec_cand *scratch,
                      int32_t *emit) {
-    const int greedy = s_greedy(sp);
+    const int greedy = vidi_spec_greedy(sp);
     for (int i = 0; i < k; i++) {
         const float *row = logits + (size_t)i * (size_t)V;
         const int32_t d = draft[i];
@@ -170,9 +170,16 @@ int vidi_spec_verify(const float *logits, int64_t V, const int32_t *draft, const
     return k + 1;
 }
 
+int vidi_spec_verify_tokens(const int32_t *argmax, const int32_t *draft, int k, int32_t *emit) {
+    int i = 0;
+    while (i < k && draft[i] == argmax[i]) emit[i] = draft[i], i++;
+    emit[i] = argmax[i];
+    return i + 1;
+}
+
 int32_t vidi_spec_draft_token(const float *logits, int64_t V, const vidi_sample_params *sp, uint64_t *rng, double *q,
                               vidi_spec_cand *scratch) {
     vidi_spec_warp(logits, V, sp, q, scratch);
-    if (s_greedy(sp)) return s_argmax(logits, V);
+    if (vidi_spec_greedy(sp)) return s_argmax(logits, V);
     return s_draw(q, V, 1.0, rng);
 }

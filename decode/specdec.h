@@ -65,6 +65,14 @@ int vidi_spec_verify(const float *logits, int64_t V, const int32_t *draft, const
                      const vidi_sample_params *sp, uint64_t *rng, double *prob, vidi_spec_cand *scratch,
                      int32_t *emit);
 
+/* Is sampling with sp greedy (temperature <= 0 or top_k 1)? The rule of
+ * vidi_spec_verify and of the backends' sample op. */
+int vidi_spec_greedy(const vidi_sample_params *sp);
+/* Greedy chain verification from the target's argmax tokens already taken
+ * (argmax[i]: row i's, k + 1 of them): the same rule as vidi_spec_verify's
+ * greedy one. Writes the emitted tokens and returns their count. */
+int vidi_spec_verify_tokens(const int32_t *argmax, const int32_t *draft, int k, int32_t *emit);
+
 /* A draft token from draft logits (host f32, V of them): greedy, the
  * argmax; sampling, a draw from the warped distribution, written to q (V
  * entries; q[i] = 1 at the argmax when greedy). */

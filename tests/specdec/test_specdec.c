@@ -101,6 +101,19 @@ static void test_greedy_verification(void) {
     int32_t first_wrong[2] = {3, 4};
     CHECK(vidi_spec_verify(l, V, first_wrong, NULL, 2, &g, &rng, prob, scratch, emit) == 1 && emit[0] == 1,
           "the first rejected: the correction only (%d)", emit[0]);
+    /* the same rule from argmax tokens taken on the device (the decoder's greedy rows) */
+    const int32_t argmax[3] = {1, 4, 1};
+    const int32_t *drafts[3] = {all, second_wrong, first_wrong};
+    for (int c = 0; c < 3; c++) {
+        int32_t e2[3];
+        int n1 = vidi_spec_verify(l, V, drafts[c], NULL, 2, &g, &rng, prob, scratch, emit);
+        int n2 = vidi_spec_verify_tokens(argmax, drafts[c], 2, e2);
+        CHECK(n1 == n2 && !memcmp(emit, e2, (size_t)n1 * sizeof *emit), "case %d: from tokens %d, from logits %d", c,
+              n2, n1);
+    }
+    CHECK(vidi_spec_verify_tokens(argmax, all, 0, emit) == 1 && emit[0] == 1, "no drafts: the argmax only");
+    CHECK(vidi_spec_greedy(&g) && !vidi_spec_greedy(&(vidi_sample_params){0.7f, 0, 1.0f}) &&
+              vidi_spec_greedy(&(vidi_sample_params){0.7f, 1, 1.0f}), "the greedy rule");
 }
 
 static void test_sampled_verification_keeps_the_distribution(void) {
