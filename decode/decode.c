@@ -246,15 +246,10 @@ vidi_status vidi_decoder_add_context(vidi_decoder *d, uint64_t tag, const int32_
 vidi_status vidi_decoder_set_draft(vidi_decoder *d, vidi_model *draft, vidi_kv_pool *draft_pool, int k,
                                    vidi_err *err) {
     const vidi_model_config *tc = &d->m->cfg, *dc = &draft->cfg;
-    int same_eos = tc->n_eos == dc->n_eos;
-    for (int i = 0; same_eos && i < tc->n_eos; i++) same_eos = tc->eos_token_ids[i] == dc->eos_token_ids[i];
-    if (dc->text.vocab_size > tc->text.vocab_size || !same_eos || dc->image_token_id != tc->image_token_id ||
-        dc->video_token_id != tc->video_token_id)
-        return vidi_err_set(err, VIDI_ERR_INVALID, "speculative decoding: the draft's vocabulary (%lld tokens, its "
-                            "special ids) is not the target's (%lld) or a prefix of it",
-                            (long long)dc->text.vocab_size, (long long)tc->text.vocab_size);
+    vidi_status rc = vidi_spec_draft_check(tc, dc, err);
+    if (rc) return rc;
     vidi_spec_params p = {VIDI_SPEC_DRAFT, k, 1, 1};
-    vidi_status rc = vidi_decoder_set_spec(d, &p, err);
+    rc = vidi_decoder_set_spec(d, &p, err);
     if (rc) return rc;
     d->dm = draft;
     d->dpool = draft_pool;

@@ -70,6 +70,17 @@ static int cmp_cand(const void *a, const void *b) { /* logit descending, then id
     return x->id < y->id ? -1 : x->id > y->id;
 }
 
+vidi_status vidi_spec_draft_check(const vidi_model_config *t, const vidi_model_config *d, vidi_err *err) {
+    int same_eos = t->n_eos == d->n_eos;
+    for (int i = 0; same_eos && i < t->n_eos; i++) same_eos = t->eos_token_ids[i] == d->eos_token_ids[i];
+    if (d->text.vocab_size > t->text.vocab_size || !same_eos || d->image_token_id != t->image_token_id ||
+        d->video_token_id != t->video_token_id || d->vision_start_token_id != t->vision_start_token_id)
+        return vidi_err_set(err, VIDI_ERR_INVALID, "speculative decoding: the draft's vocabulary (%lld tokens, its "
+                            "special ids) is not the target's (%lld) or a prefix of it",
+                            (long long)d->text.vocab_size, (long long)t->text.vocab_size);
+    return VIDI_OK;
+}
+
 int vidi_spec_greedy(const vidi_sample_params *sp) { return !(sp->temperature > 0.0f) || sp->top_k == 1; }
 
 static int32_t s_argmax(const float *l, int64_t V) {

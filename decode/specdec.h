@@ -18,6 +18,7 @@
 
 #include "core/err.h"
 #include "kernels/ops.h"
+#include "model/config.h"
 
 #define VIDI_SPEC_MAX_K 16
 
@@ -64,6 +65,12 @@ void vidi_spec_warp(const float *logits, int64_t V, const vidi_sample_params *sp
 int vidi_spec_verify(const float *logits, int64_t V, const int32_t *draft, const double *q, int k,
                      const vidi_sample_params *sp, uint64_t *rng, double *prob, vidi_spec_cand *scratch,
                      int32_t *emit);
+
+/* May `draft` draft for `target`: its vocabulary the target's or a prefix
+ * of it (the target's padding rows never drafted), the same end-of-sequence
+ * ids and image, video and vision-start ids? VIDI_ERR_INVALID with a
+ * message naming the vocabularies otherwise. */
+vidi_status vidi_spec_draft_check(const vidi_model_config *target, const vidi_model_config *draft, vidi_err *err);
 
 /* Is sampling with sp greedy (temperature <= 0 or top_k 1)? The rule of
  * vidi_spec_verify and of the backends' sample op. */

@@ -1816,13 +1816,7 @@ static vidi_status s_load_draft(worker *w, vidi_err *err) {
     if (rc == VIDI_OK) rc = vidi_preproc_config_load(w->draft_dir, &dpp, err);
     if (rc != VIDI_OK) return rc;
     const vidi_model_config *t = &w->m->cfg, *d = &w->dm->cfg;
-    int same_eos = t->n_eos == d->n_eos;
-    for (int i = 0; same_eos && i < t->n_eos; i++) same_eos = t->eos_token_ids[i] == d->eos_token_ids[i];
-    if (d->text.vocab_size > t->text.vocab_size || !same_eos || d->image_token_id != t->image_token_id ||
-        d->video_token_id != t->video_token_id || d->vision_start_token_id != t->vision_start_token_id)
-        return vidi_err_set(err, VIDI_ERR_INVALID, "the draft's vocabulary (%lld tokens, its special ids) is not the "
-                            "target's (%lld) or a prefix of it",
-                            (long long)d->text.vocab_size, (long long)t->text.vocab_size);
+    if ((rc = vidi_spec_draft_check(t, d, err)) != VIDI_OK) return rc;
     if (d->vision.patch_size != t->vision.patch_size || d->vision.spatial_merge_size != t->vision.spatial_merge_size ||
         d->vision.temporal_patch_size != t->vision.temporal_patch_size || d->vision.in_channels != t->vision.in_channels ||
         dpp.min_pixels != w->pp.min_pixels || dpp.max_pixels != w->pp.max_pixels ||
