@@ -537,33 +537,23 @@ static vidi_status s_kind_field(const msgpack_object *map, vidi_media_kind *k, v
 
 /* The tensor that field 'tensor' of map names: a raw frame, or (ipc_ok)
  * also a CUDA IPC range. */
-static const vidi_wire_tensor *s_tensor_field(const vidi_msg *m, const msgpack_object *map, int ipc_ok,
-                                              vidi_err *err) {
+/* The tensor the field `key` names (a raw frame unless ipc_ok: a CUDA IPC
+ * descriptor then does too), or NULL with err set. */
+static const vidi_wire_tensor *s_tensor_named(const vidi_msg *m, const msgpack_object *map, const char *key,
+                                              int ipc_ok, vidi_err *err) {
     uint64_t t;
-    if (vidi_mp_u64(map, "tensor", 1, 0, 0, (uint64_t)(m->n_tensors ? m->n_tensors - 1 : 0), &t, err) != VIDI_OK)
+    if (vidi_mp_u64(map, key, 1, 0, 0, (uint64_t)(m->n_tensors ? m->n_tensors - 1 : 0), &t, err) != VIDI_OK)
         return NULL;
     if (m->n_tensors == 0 || (m->tensors[t].frame < 0 && !ipc_ok)) {
-        vidi_err_set(err, VIDI_ERR_FORMAT, "field 'tensor': no such raw tensor");
+        vidi_err_set(err, VIDI_ERR_FORMAT, "field '%s': no such raw tensor", key);
         return NULL;
     }
     return &m->tensors[t];
 }
 
-/* The raw tensor an optional field names (PROTOCOL.md §5.5): NULL with
- * *bad 0 when the field is absent, NULL with *bad 1 (err set) when it is
- * wrong. */
-static const vidi_wire_tensor *s_opt_raw_tensor(const vidi_msg *m, const msgpack_object *map, const char *key,
-                                                int *bad, vidi_err *err) {
-    *bad = 0;
-    if (!vidi_mp_get(map, key)) return NULL;
-    uint64_t t;
-    if (vidi_mp_u64(map, key, 1, 0, 0, (uint64_t)(m->n_tensors ? m->n_tensors - 1 : 0), &t, err) != VIDI_OK ||
-        m->n_tensors == 0 || m->tensors[t].frame < 0) {
-        if (err->status == VIDI_OK) vidi_err_set(err, VIDI_ERR_FORMAT, "field '%s': no such raw tensor", key);
-        *bad = 1;
-        return NULL;
-    }
-    return &m->tensors[t];
+static const vidi_wire_tensor *s_tensor_field(const vidi_msg *m, const msgpack_object *map, int ipc_ok,
+                                              vidi_err *err) {
+    return s_tensor_named(m, map, "tensor", ipc_ok, err);
 }
 
 /* ---- media ---- */
@@ -918,6 +908,35 @@ static int s_encode_collect(worker *w, const vidi_msg *m, int k, enc_msg *em, en
     return 0;
 }
 
+/* Model vm's vision tower over n items' patches: rows_out rows into host;
+ * in backend memory too, left in *dev_keep when it is given. */
+static vidi_status s_encode_rows(worker *w, const vidi_model *vm, const float *pix, int64_t rows_in,
+                                 const int32_t (*grids)[3], int n, int64_t rows_out, void **dev_keep, char *host,
+                                 vidi_err *err) {
+    int64_t H = vm->cfg.text.hidden_size;
+    size_t bytes = (size_t)(rows_out * H) * vidi_dtype_size(w->be->act_dtype);
+    void *dev = w->be->ops->buf_alloc(w->be, bytes);
+    if (!dev) return vidi_err_set(err, VIDI_ERR_NOMEM, "encode: out of memory");
+    vidi_tensor out = vidi_tensor_2d(w->be->act_dtype, dev, rows_out, H);
+    vidi_status rc = vidi_vision_encode(vm->vision, pix, rows_in, grids, n, &out, err);
+    if (rc == VIDI_OK) rc = w->be->ops->copy_to_host(w->be, host, dev, bytes, err);
+    if (rc == VIDI_OK && dev_keep) *dev_keep = dev;
+    else w->be->ops->buf_free(w->be, dev);
+    return rc;
+}
+
+/* A copy of item e's rows ([rows_out, hidden], act dtype) into the MM-token
+ * cache under key: 1 when it is there. */
+static int s_cache_rows(worker *w, const uint8_t key[16], const void *rows, int64_t hidden, const enc_item *e,
+                        vidi_err *err) {
+    size_t b = (size_t)(e->rows_out * hidden) * vidi_dtype_size(w->be->act_dtype);
+    void *copy = malloc(b ? b : 1);
+    if (!copy) return 0;
+    memcpy(copy, rows, b);
+    return vidi_mmcache_put(w->cache, key, copy, b, w->be->act_dtype, e->rows_out, hidden, e->grid, (float)e->spgt,
+                            NULL, err) == VIDI_OK;
+}
+
 /* Encode the new items of n_msgs encode WORKs in one vision-tower call (the
  * tower keeps items apart, so batching changes no row), send each item's rows
  * to its prefill worker, cache them, and answer each message with RESULT. */
@@ -941,10 +960,9 @@ static void s_encode_batch(worker *w, vidi_msg *const *msgs, const req_id *rids,
         for (int i = 0; i < n; i++) rows_in += items[i].n_rows, rows_out += items[i].rows_out;
         float *pix = n == 1 ? (float *)items[0].pixels : malloc((size_t)(rows_in * cols) * sizeof(float));
         int32_t(*grids)[3] = calloc((size_t)n, sizeof *grids);
-        size_t bytes = (size_t)s_act_bytes(w, rows_out);
-        void *dev = w->be->ops->buf_alloc(w->be, bytes);
-        char *host = malloc(bytes);
-        vidi_status rc = pix && grids && dev && host ? VIDI_OK : vidi_err_set(&err, VIDI_ERR_NOMEM, "encode: out of memory");
+        void *dev = NULL;
+        char *host = malloc((size_t)s_act_bytes(w, rows_out));
+        vidi_status rc = pix && grids && host ? VIDI_OK : vidi_err_set(&err, VIDI_ERR_NOMEM, "encode: out of memory");
         char *dhost = NULL; /* the draft model's rows (PROTOCOL.md §5.5) */
         if (rc == VIDI_OK) {
             int64_t off = 0;
@@ -953,22 +971,15 @@ static void s_encode_batch(worker *w, vidi_msg *const *msgs, const req_id *rids,
                 off += items[i].n_rows;
                 memcpy(grids[i], items[i].grid, sizeof grids[i]);
             }
-            vidi_tensor out = vidi_tensor_2d(w->be->act_dtype, dev, rows_out, H);
-            rc = vidi_vision_encode(w->m->vision, pix, rows_in, (const int32_t(*)[3])grids, n, &out, &err);
+            rc = s_encode_rows(w, w->m, pix, rows_in, (const int32_t(*)[3])grids, n, rows_out, &dev, host, &err);
         }
-        if (rc == VIDI_OK) rc = w->be->ops->copy_to_host(w->be, host, dev, bytes, &err);
         if (rc == VIDI_OK && w->dm) {
             /* the same patches through the draft's tower; a failure only costs the draft */
             vidi_err e2 = {0};
-            size_t db = (size_t)s_draft_bytes(w, rows_out);
-            void *ddev = w->be->ops->buf_alloc(w->be, db);
-            dhost = malloc(db ? db : 1);
-            vidi_tensor dout = vidi_tensor_2d(w->be->act_dtype, ddev, rows_out, w->dm->cfg.text.hidden_size);
-            vidi_status drc = ddev && dhost ? VIDI_OK : vidi_err_set(&e2, VIDI_ERR_NOMEM, "out of memory");
-            if (drc == VIDI_OK)
-                drc = vidi_vision_encode(w->dm->vision, pix, rows_in, (const int32_t(*)[3])grids, n, &dout, &e2);
-            if (drc == VIDI_OK) drc = w->be->ops->copy_to_host(w->be, dhost, ddev, db, &e2);
-            if (ddev) w->be->ops->buf_free(w->be, ddev);
+            dhost = malloc((size_t)s_draft_bytes(w, rows_out) + 1);
+            vidi_status drc = dhost ? s_encode_rows(w, w->dm, pix, rows_in, (const int32_t(*)[3])grids, n, rows_out,
+                                                    NULL, dhost, &e2)
+                                    : vidi_err_set(&e2, VIDI_ERR_NOMEM, "out of memory");
             if (drc != VIDI_OK) {
                 fprintf(stderr, "worker %s: the draft's vision tower: %s\n", w->name, e2.msg);
                 free(dhost);
@@ -995,7 +1006,6 @@ static void s_encode_batch(worker *w, vidi_msg *const *msgs, const req_id *rids,
             enc_msg *em = &ems[e->msg];
             const char *rows = host + (size_t)s_act_bytes(w, row);
             const char *drows = w->be->host_memory ? NULL : (const char *)dev + (size_t)s_act_bytes(w, row);
-            size_t ib = (size_t)s_act_bytes(w, e->rows_out);
             const char *dr = dhost ? dhost + (size_t)s_draft_bytes(w, row) : NULL;
             row += e->rows_out;
             if (s_send_embeds(w, em->r, em->prefill, em->prefill_ipc, e->item, e->slice, e->ns, e->kind, e->grid,
@@ -1004,25 +1014,16 @@ static void s_encode_batch(worker *w, vidi_msg *const *msgs, const req_id *rids,
                 snprintf(msg, sizeof msg, "encode: to prefill %s: %s", em->prefill, err.msg);
                 s_error_req(w, em->r.req, em->r.attempt, VIDI_WIRE_WORKER_LOST, msg);
             }
-            void *copy = malloc(ib);
-            if (copy) {
-                memcpy(copy, rows, ib);
-                e->stored = vidi_mmcache_put(w->cache, e->key, copy, ib, w->be->act_dtype, e->rows_out, H, e->grid,
-                                             (float)e->spgt, NULL, &err) == VIDI_OK;
-            }
+            e->stored = s_cache_rows(w, e->key, rows, H, e, &err);
             if (dr) { /* the draft's rows beside them, under the slice key hashed with the draft's name */
-                size_t db = (size_t)s_draft_bytes(w, e->rows_out);
-                void *dcopy = malloc(db ? db : 1);
                 uint8_t dkey[16];
                 vidi_mm_key_model(e->key, w->draft_name, dkey);
                 vidi_err e2 = {0};
-                if (dcopy) memcpy(dcopy, dr, db);
-                if (dcopy && vidi_mmcache_put(w->cache, dkey, dcopy, db, w->be->act_dtype, e->rows_out,
-                                              w->dm->cfg.text.hidden_size, e->grid, (float)e->spgt, NULL, &e2) != VIDI_OK)
+                if (!s_cache_rows(w, dkey, dr, w->dm->cfg.text.hidden_size, e, &e2))
                     fprintf(stderr, "worker %s: the draft's rows not cached: %s\n", w->name, e2.msg);
             }
         }
-        w->be->ops->buf_free(w->be, dev);
+        if (dev) w->be->ops->buf_free(w->be, dev);
         free(host);
         free(dhost);
     }
@@ -1140,6 +1141,42 @@ static vidi_decode_params s_decode_params(const vidi_wire_sampling *s) {
     return p;
 }
 
+/* A KV hand-off's description (PROTOCOL.md §5.3 decode, §5.5 draft): its
+ * length and layout, and the prefill's rope_delta. */
+typedef struct kv_desc {
+    uint64_t len, layers, kv_heads, head_dim;
+    int64_t rope_delta;
+} kv_desc;
+
+/* The five fields of a KV of len tokens of `pool`. */
+static void s_kv_desc_pack(msgpack_packer *pk, const vidi_kv_pool *pool, int64_t len, int64_t rope_delta) {
+    int layers, kvh, hd;
+    vidi_kv_pool_layout(pool, &layers, &kvh, &hd);
+    vidi_mp_kv_u64(pk, "len", (uint64_t)len);
+    vidi_mp_kv_u64(pk, "layers", (uint64_t)layers);
+    vidi_mp_kv_u64(pk, "kv_heads", (uint64_t)kvh);
+    vidi_mp_kv_u64(pk, "head_dim", (uint64_t)hd);
+    vidi_mp_kv_i64(pk, "rope_delta", rope_delta);
+}
+
+static vidi_status s_kv_desc_parse(const msgpack_object *map, kv_desc *k, vidi_err *err) {
+    vidi_status rc;
+    if ((rc = vidi_mp_u64(map, "len", 1, 0, 1, 1 << 24, &k->len, err)) ||
+        (rc = vidi_mp_u64(map, "layers", 1, 0, 1, 4096, &k->layers, err)) ||
+        (rc = vidi_mp_u64(map, "kv_heads", 1, 0, 1, 4096, &k->kv_heads, err)) ||
+        (rc = vidi_mp_u64(map, "head_dim", 1, 0, 1, 4096, &k->head_dim, err)))
+        return rc;
+    return vidi_mp_i64(map, "rope_delta", 1, 0, -(1LL << 40), 1LL << 40, &k->rope_delta, err);
+}
+
+/* Does a KV of this description, in `bytes`, fit `pool`'s model? */
+static int s_kv_desc_fits(const kv_desc *k, const vidi_kv_pool *pool, size_t bytes) {
+    int L, K, D;
+    vidi_kv_pool_layout(pool, &L, &K, &D);
+    return (int)k->layers == L && (int)k->kv_heads == K && (int)k->head_dim == D &&
+           bytes == vidi_kv_seq_export_bytes(pool, (int64_t)k->len);
+}
+
 /* The sequence leaves for decode: here, or exported to another worker,
  * with the draft model's sequence of the same prompt when there is one
  * (dseq, its rope_delta drope; ownership of both passes). */
@@ -1216,30 +1253,18 @@ static void s_hand_to_decode(worker *w, req_id r, vidi_kv_seq *seq, const char *
         return;
     }
     vidi_kv_seq_free(seq);
-    int layers, kvh, hd;
-    vidi_kv_pool_layout(w->pool, &layers, &kvh, &hd);
     vidi_msg_out o;
     vidi_msg_out_init(&o);
     msgpack_pack_map(&o.pk, 13 + vidi_wire_sampling_fields(samp) + (dkv != NULL));
     s_pack_req(&o.pk, r.req, r.attempt);
     vidi_mp_kv_str(&o.pk, "stage", "decode");
     if (dkv) {
-        int dl, dk, dh;
-        vidi_kv_pool_layout(w->dpool, &dl, &dk, &dh);
         vidi_mp_pack_cstr(&o.pk, "draft");
         msgpack_pack_map(&o.pk, 6);
-        vidi_mp_kv_u64(&o.pk, "len", (uint64_t)dlen);
-        vidi_mp_kv_u64(&o.pk, "layers", (uint64_t)dl);
-        vidi_mp_kv_u64(&o.pk, "kv_heads", (uint64_t)dk);
-        vidi_mp_kv_u64(&o.pk, "head_dim", (uint64_t)dh);
-        vidi_mp_kv_i64(&o.pk, "rope_delta", drope);
+        s_kv_desc_pack(&o.pk, w->dpool, dlen, drope);
         vidi_mp_kv_u64(&o.pk, "tensor", 1);
     }
-    vidi_mp_kv_u64(&o.pk, "len", (uint64_t)len);
-    vidi_mp_kv_u64(&o.pk, "layers", (uint64_t)layers);
-    vidi_mp_kv_u64(&o.pk, "kv_heads", (uint64_t)kvh);
-    vidi_mp_kv_u64(&o.pk, "head_dim", (uint64_t)hd);
-    vidi_mp_kv_i64(&o.pk, "rope_delta", rope_delta);
+    s_kv_desc_pack(&o.pk, w->pool, len, rope_delta);
     vidi_mp_kv_u64(&o.pk, "last", (uint64_t)last);
     vidi_mp_kv_u64(&o.pk, "n_out", (uint64_t)n_out);
     vidi_mp_kv_u64(&o.pk, "rng", rng);
@@ -1265,6 +1290,32 @@ static void s_hand_to_decode(worker *w, req_id r, vidi_kv_seq *seq, const char *
     }
 }
 
+/* A prompt's slices in order in one new buffer of backend memory (*dev;
+ * NULL when it has no rows): the target's rows (from host frames, or
+ * already on the device after CUDA IPC) or, with `draft`, the draft
+ * model's (host). */
+static vidi_status s_slices_to_device(worker *w, const pend *p, int draft, int64_t total_rows, void **dev,
+                                      vidi_err *err) {
+    *dev = NULL;
+    if (total_rows <= 0) return VIDI_OK;
+    int64_t (*row_bytes)(const worker *, int64_t) = draft ? s_draft_bytes : s_act_bytes;
+    *dev = w->be->ops->buf_alloc(w->be, (size_t)row_bytes(w, total_rows));
+    if (!*dev) return vidi_err_set(err, VIDI_ERR_NOMEM, "prefill: out of memory");
+    vidi_status rc = VIDI_OK;
+    size_t off = 0;
+    for (int i = 0; rc == VIDI_OK && i < p->n_items; i++)
+        for (int s = 0; rc == VIDI_OK && s < p->n_slices[i]; s++) {
+            const slice_in *sl = &p->slices[i][s];
+            size_t b = (size_t)row_bytes(w, sl->rows);
+            char *to = (char *)*dev + off;
+            rc = draft ? w->be->ops->copy_to_device(w->be, to, sl->ddata, b, err)
+                 : sl->on_dev ? w->be->ops->copy(w->be, to, sl->data, b, err)
+                              : w->be->ops->copy_to_device(w->be, to, sl->data, b, err);
+            off += b;
+        }
+    return rc;
+}
+
 /* The draft model's prefill of the same prompt (PROTOCOL.md §5.5), when
  * this worker has a draft and every slice brought the draft's rows: its
  * sequence (rope_delta in *drope), or NULL (the request decodes without
@@ -1277,18 +1328,7 @@ static vidi_kv_seq *s_draft_prefill(worker *w, const pend *p, const int32_t *ids
             if (!p->slices[i][s].ddata) return NULL;
     vidi_err err = {0};
     void *dev = NULL;
-    vidi_status rc = VIDI_OK;
-    if (total_rows > 0) {
-        dev = w->be->ops->buf_alloc(w->be, (size_t)s_draft_bytes(w, total_rows));
-        if (!dev) rc = vidi_err_set(&err, VIDI_ERR_NOMEM, "out of memory");
-        size_t off = 0;
-        for (int i = 0; rc == VIDI_OK && i < p->n_items; i++)
-            for (int s = 0; rc == VIDI_OK && s < p->n_slices[i]; s++) {
-                size_t b = (size_t)s_draft_bytes(w, p->slices[i][s].rows);
-                rc = w->be->ops->copy_to_device(w->be, (char *)dev + off, p->slices[i][s].ddata, b, &err);
-                off += b;
-            }
-    }
+    vidi_status rc = s_slices_to_device(w, p, 1, total_rows, &dev, &err);
     vidi_kv_seq *dseq = NULL;
     if (rc == VIDI_OK) rc = vidi_kv_seq_create(w->dpool, &dseq, &err);
     if (rc == VIDI_OK) {
@@ -1330,21 +1370,7 @@ static void s_run_prefill(worker *w, pend *p) {
     void *vis_dev = NULL;
     vidi_kv_seq *seq = NULL;
     vidi_status rc = vidi_prefill_expand_pads(&w->m->cfg, p->ids, p->n_ids, items, p->n_items, &ids, &n_ids, &err);
-    size_t bytes = (size_t)s_act_bytes(w, total_rows);
-    if (rc == VIDI_OK && total_rows > 0) {
-        /* the slices in order: from host frames, or already on the device (CUDA IPC) */
-        vis_dev = w->be->ops->buf_alloc(w->be, bytes);
-        if (!vis_dev) rc = vidi_err_set(&err, VIDI_ERR_NOMEM, "prefill: out of memory");
-        size_t off = 0;
-        for (int i = 0; rc == VIDI_OK && i < p->n_items; i++)
-            for (int s = 0; rc == VIDI_OK && s < p->n_slices[i]; s++) {
-                const slice_in *sl = &p->slices[i][s];
-                size_t b = (size_t)s_act_bytes(w, sl->rows);
-                rc = sl->on_dev ? w->be->ops->copy(w->be, (char *)vis_dev + off, sl->data, b, &err)
-                                : w->be->ops->copy_to_device(w->be, (char *)vis_dev + off, sl->data, b, &err);
-                off += b;
-            }
-    }
+    if (rc == VIDI_OK) rc = s_slices_to_device(w, p, 0, total_rows, &vis_dev, &err);
     if (rc == VIDI_OK) rc = vidi_kv_seq_create(w->pool, &seq, &err);
     vidi_prefill_result pr = {0};
     uint64_t rng = vidi_rng_seed(p->samp.seed);
@@ -1493,9 +1519,8 @@ static void s_on_embeds(worker *w, const vidi_msg *m, req_id r) {
             s_error_req(w, r.req, r.attempt, VIDI_WIRE_BAD_TENSOR, "embeds: rows do not match the grid or the model");
             return;
         }
-        int bad = 0;
-        const vidi_wire_tensor *dt = s_opt_raw_tensor(m, &items[i], "draft_tensor", &bad, &err);
-        if (bad) {
+        const vidi_wire_tensor *dt = NULL; /* the draft model's rows, optional (PROTOCOL.md §5.5) */
+        if (vidi_mp_get(&items[i], "draft_tensor") && !(dt = s_tensor_named(m, &items[i], "draft_tensor", 0, &err))) {
             s_error_req(w, r.req, r.attempt, VIDI_WIRE_BAD_FIELD, err.msg);
             return;
         }
@@ -1550,14 +1575,10 @@ static void s_on_embeds(worker *w, const vidi_msg *m, req_id r) {
 
 static void s_on_decode(worker *w, const vidi_msg *m, req_id r) {
     vidi_err err = {0};
-    uint64_t len, layers, kvh, hd, last, n_out, rng, prompt_tokens;
-    int64_t rope_delta;
+    uint64_t last, n_out, rng, prompt_tokens;
+    kv_desc kd, dd = {0};
     vidi_wire_sampling samp;
-    if (vidi_mp_u64(m->header, "len", 1, 0, 1, 1 << 24, &len, &err) ||
-        vidi_mp_u64(m->header, "layers", 1, 0, 1, 4096, &layers, &err) ||
-        vidi_mp_u64(m->header, "kv_heads", 1, 0, 1, 4096, &kvh, &err) ||
-        vidi_mp_u64(m->header, "head_dim", 1, 0, 1, 4096, &hd, &err) ||
-        vidi_mp_i64(m->header, "rope_delta", 1, 0, -(1LL << 40), 1LL << 40, &rope_delta, &err) ||
+    if (s_kv_desc_parse(m->header, &kd, &err) ||
         vidi_mp_u64(m->header, "last", 1, 0, 0, INT32_MAX, &last, &err) ||
         vidi_mp_u64(m->header, "n_out", 1, 0, 1, VIDI_WIRE_MAX_TOKENS, &n_out, &err) ||
         vidi_mp_u64(m->header, "rng", 1, 0, 0, UINT64_MAX, &rng, &err) ||
@@ -1566,42 +1587,24 @@ static void s_on_decode(worker *w, const vidi_msg *m, req_id r) {
         s_error_req(w, r.req, r.attempt, VIDI_WIRE_BAD_FIELD, err.msg);
         return;
     }
-    int L, K, D;
-    vidi_kv_pool_layout(w->pool, &L, &K, &D);
-    size_t want = vidi_kv_seq_export_bytes(w->pool, (int64_t)len);
+    size_t want = vidi_kv_seq_export_bytes(w->pool, (int64_t)kd.len);
     /* the draft model's KV (PROTOCOL.md §5.5): checked like the target's; used when we draft */
     const msgpack_object *dmap = NULL;
     const vidi_wire_tensor *dt = NULL;
-    uint64_t dlen = 0, dlayers = 0, dkvh = 0, dhd = 0;
-    int64_t drope = 0;
-    int bad = 0;
-    if (vidi_mp_map(m->header, "draft", 0, &dmap, &err) != VIDI_OK ||
-        (dmap && (vidi_mp_u64(dmap, "len", 1, 0, 1, 1 << 24, &dlen, &err) ||
-                  vidi_mp_u64(dmap, "layers", 1, 0, 1, 4096, &dlayers, &err) ||
-                  vidi_mp_u64(dmap, "kv_heads", 1, 0, 1, 4096, &dkvh, &err) ||
-                  vidi_mp_u64(dmap, "head_dim", 1, 0, 1, 4096, &dhd, &err) ||
-                  vidi_mp_i64(dmap, "rope_delta", 1, 0, -(1LL << 40), 1LL << 40, &drope, &err)))) {
+    if (vidi_mp_map(m->header, "draft", 0, &dmap, &err) != VIDI_OK || (dmap && s_kv_desc_parse(dmap, &dd, &err)) ||
+        (dmap && !(dt = s_tensor_named(m, dmap, "tensor", 0, &err)))) {
         s_error_req(w, r.req, r.attempt, VIDI_WIRE_BAD_FIELD, err.msg);
         return;
     }
-    if (dmap && !(dt = s_opt_raw_tensor(m, dmap, "tensor", &bad, &err))) {
-        s_error_req(w, r.req, r.attempt, VIDI_WIRE_BAD_FIELD, bad ? err.msg : "decode: field 'draft' has no 'tensor'");
-        return;
-    }
-    if ((int)layers != L || (int)kvh != K || (int)hd != D || m->n_tensors != 1 + (dt != NULL) ||
-        m->tensors[0].bytes != want || dt == &m->tensors[0]) {
+    if (m->n_tensors != 1 + (dt != NULL) || dt == &m->tensors[0] ||
+        !s_kv_desc_fits(&kd, w->pool, m->tensors[0].bytes)) {
         s_error_req(w, r.req, r.attempt, VIDI_WIRE_BAD_TENSOR, "decode: the KV does not fit this model's layout");
         return;
     }
-    if (dt && w->dpool) {
-        int dL, dK, dD;
-        vidi_kv_pool_layout(w->dpool, &dL, &dK, &dD);
-        if ((int)dlayers != dL || (int)dkvh != dK || (int)dhd != dD ||
-            dt->bytes != vidi_kv_seq_export_bytes(w->dpool, (int64_t)dlen)) {
-            s_error_req(w, r.req, r.attempt, VIDI_WIRE_BAD_TENSOR,
-                        "decode: the draft's KV does not fit this worker's draft model");
-            return;
-        }
+    if (dt && w->dpool && !s_kv_desc_fits(&dd, w->dpool, dt->bytes)) {
+        s_error_req(w, r.req, r.attempt, VIDI_WIRE_BAD_TENSOR,
+                    "decode: the draft's KV does not fit this worker's draft model");
+        return;
     }
     const vidi_wire_tensor *t = &m->tensors[0];
     const void *src = t->frame >= 0 ? t->data : s_ipc_source(w, t, &err);
@@ -1611,10 +1614,10 @@ static void s_on_decode(worker *w, const vidi_msg *m, req_id r) {
     }
     vidi_kv_seq *seq = NULL;
     vidi_status rc = vidi_kv_seq_create(w->pool, &seq, &err);
-    if (rc == VIDI_OK && t->frame >= 0) rc = vidi_kv_seq_import(seq, src, want, (int64_t)len, &err);
+    if (rc == VIDI_OK && t->frame >= 0) rc = vidi_kv_seq_import(seq, src, want, (int64_t)kd.len, &err);
     else if (rc == VIDI_OK) {
         /* CUDA IPC: scattered into our pool from the owner's range, then waited for (s_handle releases it) */
-        rc = vidi_kv_seq_import_dev(seq, src, want, (int64_t)len, &err);
+        rc = vidi_kv_seq_import_dev(seq, src, want, (int64_t)kd.len, &err);
         if (rc == VIDI_OK) rc = w->be->ops->synchronize(w->be, &err);
         if (rc == VIDI_OK) w->n_ipc_received++;
     }
@@ -1627,13 +1630,13 @@ static void s_on_decode(worker *w, const vidi_msg *m, req_id r) {
     vidi_kv_seq *dseq = NULL;
     if (dt && w->dpool && w->spec.mode == VIDI_SPEC_DRAFT &&
         (vidi_kv_seq_create(w->dpool, &dseq, &err) != VIDI_OK ||
-         vidi_kv_seq_import(dseq, dt->data, dt->bytes, (int64_t)dlen, &err) != VIDI_OK)) {
+         vidi_kv_seq_import(dseq, dt->data, dt->bytes, (int64_t)dd.len, &err) != VIDI_OK)) {
         fprintf(stderr, "worker %s: the draft's KV: %s (decoding without it)\n", w->name, err.msg);
         vidi_kv_seq_free(dseq);
         dseq = NULL;
     }
-    s_hand_to_decode(w, r, seq, w->data_ep, "", (int32_t)last, (int)n_out, rope_delta, rng, &samp,
-                     (int64_t)prompt_tokens, NULL, 0, dseq, drope);
+    s_hand_to_decode(w, r, seq, w->data_ep, "", (int32_t)last, (int)n_out, kd.rope_delta, rng, &samp,
+                     (int64_t)prompt_tokens, NULL, 0, dseq, dd.rope_delta);
 }
 
 /* Oldest waiting sequences into the batch while it has room. */
