@@ -72,6 +72,8 @@ struct vidi_decoder {
     float *d_host;                  /* [draft V] */
     double *d_q;                    /* [cap, k, V]: sampled slots' draft distributions */
     int *d_fed;                     /* [cap]: tokens a slot's draft took before its first proposal */
+    int32_t *c_pos, *c_tok;         /* its chained steps (s_draft_chain): [k, cap, 3] positions, [k, cap] tokens */
+    int *c_steps;                   /* [cap] */
     int64_t *d_len0;                /* [cap]: the draft's length before the step */
 };
 
@@ -125,7 +127,10 @@ static void s_spec_free(vidi_decoder *d) {
     free(d->d_q);
     free(d->d_fed);
     free(d->d_len0);
-    d->d_fed = NULL, d->d_len0 = NULL;
+    free(d->c_pos);
+    free(d->c_tok);
+    free(d->c_steps);
+    d->d_fed = NULL, d->d_len0 = NULL, d->c_pos = d->c_tok = NULL, d->c_steps = NULL;
     d->d_logits = NULL, d->d_host = NULL, d->d_q = NULL, d->d_seqs = NULL;
     d->d_ids = d->d_pos = d->d_tok = d->d_slot = NULL;
     d->spec_host = NULL, d->spec_prob = NULL, d->spec_cand = NULL, d->spec_draft = NULL, d->spec_n = NULL;
@@ -265,8 +270,11 @@ vidi_status vidi_decoder_set_draft(vidi_decoder *d, vidi_model *draft, vidi_kv_p
     d->d_host = malloc(dv * sizeof *d->d_host);
     d->d_q = malloc((size_t)d->cap * (size_t)k * (size_t)tc->text.vocab_size * sizeof *d->d_q);
     d->d_fed = calloc((size_t)d->cap, sizeof *d->d_fed);
+    d->c_pos = malloc((size_t)k * (size_t)d->cap * 3 * sizeof *d->c_pos);
+    d->c_tok = malloc((size_t)k * (size_t)d->cap * sizeof *d->c_tok);
+    d->c_steps = malloc((size_t)d->cap * sizeof *d->c_steps);
     d->d_len0 = calloc((size_t)d->cap, sizeof *d->d_len0);
-    if (!d->d_fed || !d->d_len0 || !d->d_seqs || !d->d_ids || !d->d_pos || !d->d_tok || !d->d_slot || !d->d_logits || !d->d_host || !d->d_q) {
+    if (!d->d_fed || !d->d_len0 || !d->c_pos || !d->c_tok || !d->c_steps || !d->d_seqs || !d->d_ids || !d->d_pos || !d->d_tok || !d->d_slot || !d->d_logits || !d->d_host || !d->d_q) {
         s_spec_free(d);
         d->spec.mode = VIDI_SPEC_OFF;
         return vidi_err_set(err, VIDI_ERR_NOMEM, "decoder: out of memory for the draft model");
@@ -421,12 +429,11 @@ static vidi_status s_draft_chain(vidi_decoder *d) {
             int x = d->d_slot[b];
             d->d_slot[b] = d->d_slot[b - 1], d->d_slot[b - 1] = x;
         }
-    int n = d->spec_n[d->d_slot[0]] - 1;
-    int32_t *pos = malloc((size_t)n * (size_t)B * 3 * sizeof *pos), *tok = malloc((size_t)n * (size_t)B * sizeof *tok);
-    int *steps = malloc((size_t)B * sizeof *steps);
+    int n = d->spec_n[d->d_slot[0]] - 1, *steps = d->c_steps;
+    int32_t *pos = d->c_pos, *tok = d->c_tok;
     vidi_err err = {0};
-    vidi_status rc = pos && tok && steps ? VIDI_OK : vidi_err_set(&err, VIDI_ERR_NOMEM, "out of memory");
-    for (int b = 0; rc == VIDI_OK && b < B; b++) {
+    vidi_status rc = VIDI_OK;
+    for (int b = 0; b < B; b++) {
         dec_slot *s = &d->slots[d->d_slot[b]];
         d->d_seqs[b] = s->dseq;
         d->d_ids[b] = d->spec_draft[(size_t)d->d_slot[b] * (size_t)d->spec.k]; /* its first draft */
@@ -441,9 +448,6 @@ static vidi_status s_draft_chain(vidi_decoder *d) {
         int32_t *dr = d->spec_draft + (size_t)d->d_slot[b] * (size_t)d->spec.k;
         for (int j = 0; j < steps[b]; j++) dr[j + 1] = tok[(size_t)j * B + b];
     }
-    free(pos);
-    free(tok);
-    free(steps);
     return rc;
 }
 

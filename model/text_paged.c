@@ -45,7 +45,8 @@ struct vidi_kv_pool {
     int32_t *h_ints, *h_table;   /* host staging of the same */
     int32_t *h_off;              /* [max_batch]: a row's token after its sequence's length */
     void *chain;                 /* backend: chained steps' inputs and tokens (grown on use) */
-    size_t chain_bytes;
+    int32_t *h_chain;            /* host staging of the same */
+    size_t chain_ints;
     text_graph *graphs;          /* [max_batch + 1], the recorded step of each batch size */
 };
 
@@ -133,6 +134,7 @@ void vidi_kv_pool_free(vidi_kv_pool *pool) {
     free(pool->h_ints);
     free(pool->h_table);
     free(pool->h_off);
+    free(pool->h_chain);
     free(pool->graphs);
     free(pool);
 }
@@ -321,12 +323,13 @@ static vidi_status dec_run(void *ctx, vidi_err *err) {
     return dec_body(c->t, c->pool, c->B, c->logits, err);
 }
 
-vidi_status vidi_text_decode_batch(vidi_text *t, vidi_kv_pool *pool, int B, vidi_kv_seq *const *seqs,
-                                   const int32_t *ids, const int32_t *pos, vidi_tensor *logits,
-                                   int use_graph, vidi_err *err) {
+/* The arguments both kinds of step share: the pool, B rows, the logits,
+ * each row's sequence and token id; a sequence's rows consecutive (a
+ * step's several tokens of it) or, without several, each at most once. */
+static vidi_status dec_check(vidi_text *t, vidi_kv_pool *pool, int B, vidi_kv_seq *const *seqs, const int32_t *ids,
+                             const int32_t *pos, const vidi_tensor *logits, int several, vidi_err *err) {
     vidi_status rc = VIDI_OK;
     vidi_backend *be = t->be;
-    const vidi_backend_ops *op = be->ops;
     int64_t V = t->cfg.vocab_size;
     VIDI_CHECK(pool && pool->t == t, err, VIDI_ERR_INVALID, "the pool belongs to another model");
     VIDI_CHECK(B >= 1 && B <= pool->max_batch, err, VIDI_ERR_INVALID,
@@ -340,11 +343,57 @@ vidi_status vidi_text_decode_batch(vidi_text *t, vidi_kv_pool *pool, int B, vidi
                    "row %d: its sequence is missing or belongs to another pool", b);
         VIDI_CHECK(ids[b] >= 0 && ids[b] < V, err, VIDI_ERR_INVALID,
                    "row %d: token id %d is outside the vocabulary [0, %lld)", b, ids[b], (long long)V);
-        if (b > 0 && seqs[b - 1] == seqs[b]) continue; /* the sequence's next token */
+        if (several && b > 0 && seqs[b - 1] == seqs[b]) continue; /* the sequence's next token */
         for (int j = 0; j < b; j++)
             VIDI_CHECK(seqs[j] != seqs[b], err, VIDI_ERR_INVALID,
-                       "rows %d and %d: a sequence's rows must be consecutive", j, b);
+                       several ? "rows %d and %d: a sequence's rows must be consecutive"
+                               : "rows %d and %d are the same sequence", j, b);
     }
+fail:
+    return rc;
+}
+
+/* Row b of a step's inputs (hi laid out as pool->d_ints): token id at
+ * positions pos[0..2], sequence s's token len + off (its slot; it attends
+ * up to it). */
+static void dec_row(const vidi_kv_pool *pool, int32_t *hi, int b, const vidi_kv_seq *s, int64_t off, int32_t id,
+                    const int32_t *pos) {
+    int Bm = pool->max_batch;
+    hi[PG_IDS * Bm + b] = id;
+    for (int a = 0; a < 3; a++) hi[PG_POS * Bm + 3 * b + a] = pos[a];
+    hi[PG_SLOTS * Bm + b] = seq_slot(s, s->len + off);
+    hi[PG_LENS * Bm + b] = (int32_t)(s->len + off + 1); /* causal: up to its own token */
+}
+
+/* The block table of B rows, uploaded. */
+static vidi_status dec_table(vidi_kv_pool *pool, int B, vidi_kv_seq *const *seqs, vidi_err *err) {
+    vidi_backend *be = pool->t->be;
+    int mb = pool->max_blocks;
+    for (int b = 0; b < B; b++) {
+        int32_t *row = pool->h_table + (size_t)b * mb;
+        memcpy(row, seqs[b]->blocks, (size_t)seqs[b]->n_blocks * sizeof *row);
+        for (int64_t j = seqs[b]->n_blocks; j < mb; j++) row[j] = -1;
+    }
+    return be->ops->copy_to_device(be, pool->d_table, pool->h_table, (size_t)B * mb * sizeof(int32_t), err);
+}
+
+/* One step of B rows from pool->d_ints: replayed as a graph where the
+ * backend has them (and use_graph), else queued op by op. */
+static vidi_status dec_launch(vidi_text *t, vidi_kv_pool *pool, int B, vidi_tensor *logits, int use_graph,
+                              vidi_err *err) {
+    const vidi_backend_ops *op = t->be->ops;
+    if (!(use_graph && op->graph_begin && op->graph_end && op->graph_launch && op->graph_free))
+        return dec_body(t, pool, B, logits, err);
+    dec_ctx ctx = {t, pool, B, logits};
+    return text_graph_step(t->be, &pool->graphs[B], dec_run, &ctx, logits, err);
+}
+
+vidi_status vidi_text_decode_batch(vidi_text *t, vidi_kv_pool *pool, int B, vidi_kv_seq *const *seqs,
+                                   const int32_t *ids, const int32_t *pos, vidi_tensor *logits,
+                                   int use_graph, vidi_err *err) {
+    vidi_status rc = VIDI_OK;
+    vidi_backend *be = t->be;
+    VIDI_TRY(dec_check(t, pool, B, seqs, ids, pos, logits, 1, err));
     /* rows of one sequence: its tokens len, len + 1, ... (off[b] after len) */
     int32_t *off = pool->h_off;
     for (int b = 0; b < B; b++) off[b] = b > 0 && seqs[b - 1] == seqs[b] ? off[b - 1] + 1 : 0;
@@ -356,29 +405,11 @@ vidi_status vidi_text_decode_batch(vidi_text *t, vidi_kv_pool *pool, int B, vidi
             goto fail;
         }
     }
-
-    int Bm = pool->max_batch, mb = pool->max_blocks;
-    int32_t *hi = pool->h_ints;
-    for (int b = 0; b < B; b++) {
-        const vidi_kv_seq *s = seqs[b];
-        hi[PG_IDS * Bm + b] = ids[b];
-        for (int a = 0; a < 3; a++) hi[PG_POS * Bm + 3 * b + a] = pos[3 * b + a];
-        hi[PG_SLOTS * Bm + b] = seq_slot(s, s->len + off[b]);
-        hi[PG_LENS * Bm + b] = (int32_t)(s->len + off[b] + 1); /* causal: up to its own token */
-        int32_t *row = pool->h_table + (size_t)b * mb;
-        memcpy(row, s->blocks, (size_t)s->n_blocks * sizeof *row);
-        for (int64_t j = s->n_blocks; j < mb; j++) row[j] = -1;
-    }
-    VIDI_TRY(op->copy_to_device(be, pool->d_ints, hi, (size_t)(PG_INTS * Bm) * sizeof(int32_t), err));
-    VIDI_TRY(op->copy_to_device(be, pool->d_table, pool->h_table, (size_t)B * mb * sizeof(int32_t), err));
-
-    int graphs = use_graph && op->graph_begin && op->graph_end && op->graph_launch && op->graph_free;
-    if (!graphs) {
-        VIDI_TRY(dec_body(t, pool, B, logits, err));
-    } else {
-        dec_ctx ctx = {t, pool, B, logits};
-        VIDI_TRY(text_graph_step(be, &pool->graphs[B], dec_run, &ctx, logits, err));
-    }
+    for (int b = 0; b < B; b++) dec_row(pool, pool->h_ints, b, seqs[b], off[b], ids[b], pos + 3 * b);
+    VIDI_TRY(be->ops->copy_to_device(be, pool->d_ints, pool->h_ints, (size_t)(PG_INTS * pool->max_batch) *
+                                                                         sizeof(int32_t), err));
+    VIDI_TRY(dec_table(pool, B, seqs, err));
+    VIDI_TRY(dec_launch(t, pool, B, logits, use_graph, err));
     for (int b = 0; b < B; b++) seqs[b]->len += 1;
     return VIDI_OK;
 fail:
@@ -392,29 +423,13 @@ vidi_status vidi_text_decode_chain(vidi_text *t, vidi_kv_pool *pool, int B, vidi
     vidi_status rc = VIDI_OK;
     vidi_backend *be = t->be;
     const vidi_backend_ops *op = be->ops;
-    int64_t V = t->cfg.vocab_size;
-    int32_t *h = NULL;
-    VIDI_CHECK(pool && pool->t == t, err, VIDI_ERR_INVALID, "the pool belongs to another model");
     VIDI_CHECK(op->argmax_rows, err, VIDI_ERR_UNSUPPORTED, "backend %s has no argmax_rows", be->name);
-    VIDI_CHECK(B >= 1 && B <= pool->max_batch, err, VIDI_ERR_INVALID,
-               "%d sequences: a step takes 1 to %d (the pool's max_batch)", B, pool->max_batch);
-    VIDI_CHECK(seqs && n_steps && ids && pos && tokens, err, VIDI_ERR_INVALID, "no sequences, steps, ids or positions");
-    VIDI_CHECK(logits && logits->dtype == be->act_dtype && vidi_tensor_rows(logits) == B &&
-                   vidi_tensor_cols(logits) == V, err, VIDI_ERR_INVALID, "logits must be %s [%d, %lld]",
-               vidi_dtype_name(be->act_dtype), B, (long long)V);
+    VIDI_TRY(dec_check(t, pool, B, seqs, ids, pos, logits, 0, err));
+    VIDI_CHECK(n_steps && tokens, err, VIDI_ERR_INVALID, "no step counts or tokens");
     const int n = n_steps[0];
-    for (int b = 0; b < B; b++) {
-        VIDI_CHECK(seqs[b] && seqs[b]->pool == pool, err, VIDI_ERR_INVALID,
-                   "row %d: its sequence is missing or belongs to another pool", b);
-        VIDI_CHECK(n_steps[b] >= 1 && n_steps[b] <= n && n_steps[b] <= 64, err, VIDI_ERR_INVALID,
-                   "row %d: %d steps (1..64, not more than the row before)", b, n_steps[b]);
-        VIDI_CHECK(b == 0 || n_steps[b] <= n_steps[b - 1], err, VIDI_ERR_INVALID,
-                   "row %d: the rows' step counts must not increase", b);
-        VIDI_CHECK(ids[b] >= 0 && ids[b] < V, err, VIDI_ERR_INVALID,
-                   "row %d: token id %d is outside the vocabulary [0, %lld)", b, ids[b], (long long)V);
-        for (int j = 0; j < b; j++)
-            VIDI_CHECK(seqs[j] != seqs[b], err, VIDI_ERR_INVALID, "rows %d and %d are the same sequence", j, b);
-    }
+    for (int b = 0; b < B; b++)
+        VIDI_CHECK(n_steps[b] >= 1 && n_steps[b] <= 64 && (b == 0 || n_steps[b] <= n_steps[b - 1]), err,
+                   VIDI_ERR_INVALID, "row %d: %d steps (1..64, not more than the row before)", b, n_steps[b]);
     for (int b = 0; b < B; b++) {
         rc = seq_reserve(seqs[b], seqs[b]->len + n_steps[b], err);
         if (rc != VIDI_OK) {
@@ -423,48 +438,32 @@ vidi_status vidi_text_decode_chain(vidi_text *t, vidi_kv_pool *pool, int B, vidi
         }
     }
     {
-        /* every step's inputs, laid out as pool->d_ints, then the tokens [n, B] */
-        int Bm = pool->max_batch, mb = pool->max_blocks;
-        const size_t seg = (size_t)(PG_INTS * Bm), bytes = ((size_t)n * seg + (size_t)n * B) * sizeof(int32_t);
-        if (pool->chain_bytes < bytes) {
+        /* every step's inputs, laid out as pool->d_ints, then the tokens [n, B]; host staging beside */
+        int Bm = pool->max_batch;
+        const size_t seg = (size_t)(PG_INTS * Bm), ints = (size_t)n * seg + (size_t)n * B;
+        if (pool->chain_ints < ints) {
             if (pool->chain) op->buf_free(be, pool->chain);
-            pool->chain_bytes = 0;
-            pool->chain = op->buf_alloc(be, bytes);
-            VIDI_CHECK(pool->chain, err, VIDI_ERR_NOMEM, "out of %s memory for %d chained steps", be->name, n);
-            pool->chain_bytes = bytes;
+            free(pool->h_chain);
+            pool->chain_ints = 0;
+            pool->chain = op->buf_alloc(be, ints * sizeof(int32_t));
+            pool->h_chain = malloc(ints * sizeof(int32_t));
+            VIDI_CHECK(pool->chain && pool->h_chain, err, VIDI_ERR_NOMEM, "out of memory for %d chained steps", n);
+            pool->chain_ints = ints;
         }
-        h = calloc((size_t)n * seg, sizeof *h);
-        VIDI_CHECK(h, err, VIDI_ERR_NOMEM, "out of memory for %d chained steps", n);
-        for (int j = 0; j < n; j++) {
-            int32_t *hi = h + (size_t)j * seg;
-            for (int b = 0; b < B && n_steps[b] > j; b++) {
-                const vidi_kv_seq *s = seqs[b];
-                hi[PG_IDS * Bm + b] = j == 0 ? ids[b] : 0; /* later ones: the step before's argmax */
-                for (int a = 0; a < 3; a++) hi[PG_POS * Bm + 3 * b + a] = pos[3 * ((size_t)j * B + b) + a];
-                hi[PG_SLOTS * Bm + b] = seq_slot(s, s->len + j);
-                hi[PG_LENS * Bm + b] = (int32_t)(s->len + j + 1);
-            }
-        }
-        for (int b = 0; b < B; b++) {
-            int32_t *row = pool->h_table + (size_t)b * mb;
-            memcpy(row, seqs[b]->blocks, (size_t)seqs[b]->n_blocks * sizeof *row);
-            for (int64_t j = seqs[b]->n_blocks; j < mb; j++) row[j] = -1;
-        }
+        int32_t *h = pool->h_chain;
+        memset(h, 0, (size_t)n * seg * sizeof *h);
+        for (int j = 0; j < n; j++)
+            for (int b = 0; b < B && n_steps[b] > j; b++) /* ids after step 0: the step before's argmax */
+                dec_row(pool, h + (size_t)j * seg, b, seqs[b], j, j == 0 ? ids[b] : 0, pos + 3 * ((size_t)j * B + b));
         int32_t *d_seg = pool->chain, *d_tok = (int32_t *)pool->chain + (size_t)n * seg;
         VIDI_TRY(op->copy_to_device(be, d_seg, h, (size_t)n * seg * sizeof *h, err));
-        VIDI_TRY(op->copy_to_device(be, pool->d_table, pool->h_table, (size_t)B * mb * sizeof(int32_t), err));
-        int graphs = op->graph_begin && op->graph_end && op->graph_launch && op->graph_free;
+        VIDI_TRY(dec_table(pool, B, seqs, err));
         for (int j = 0; j < n; j++) {
             int Bj = 0;
             while (Bj < B && n_steps[Bj] > j) Bj++;
             VIDI_TRY(op->copy(be, pool->d_ints, d_seg + (size_t)j * seg, seg * sizeof(int32_t), err));
-            vidi_tensor lg = vidi_tensor_2d(be->act_dtype, logits->data, Bj, V);
-            if (!graphs) {
-                VIDI_TRY(dec_body(t, pool, Bj, &lg, err));
-            } else {
-                dec_ctx ctx = {t, pool, Bj, &lg};
-                VIDI_TRY(text_graph_step(be, &pool->graphs[Bj], dec_run, &ctx, &lg, err));
-            }
+            vidi_tensor lg = vidi_tensor_2d(be->act_dtype, logits->data, Bj, t->cfg.vocab_size);
+            VIDI_TRY(dec_launch(t, pool, Bj, &lg, 1, err));
             vidi_tensor tk = vidi_tensor_1d(VIDI_DTYPE_I32, d_tok + (size_t)j * B, Bj);
             VIDI_TRY(op->argmax_rows(be, &lg, &tk, err));
             int Bn = 0;
@@ -476,10 +475,8 @@ vidi_status vidi_text_decode_chain(vidi_text *t, vidi_kv_pool *pool, int B, vidi
         VIDI_TRY(op->copy_to_host(be, tokens, d_tok, (size_t)n * B * sizeof(int32_t), err));
         for (int b = 0; b < B; b++) seqs[b]->len += n_steps[b];
     }
-    free(h);
     return VIDI_OK;
 fail:
-    free(h);
     vidi_err_prefix(err, "chained decode steps of %d sequences", B);
     return rc;
 }

@@ -9,13 +9,7 @@ B=${VIDI_BUILD:-.devlibs/build}
 OUT_DIR=${OUT_DIR:-bench/results}
 RAW=${RAW:-$(mktemp -d)}
 DATA=${DATA:-tests/data/shapes}
-# the manifest's questions as the bench's TSV (file, question)
-python3 - "$DATA/manifest.json" >"$RAW/questions.tsv" <<'PY' || exit 1
-import json, sys
-for sc in json.load(open(sys.argv[1]))["scenes"]:
-    for q in sc["questions"]:
-        print(f"{sc['file']}\t{q['question']}")
-PY
+python3 bench/specdec/questions.py "$DATA/manifest.json" >"$RAW/questions.tsv" || exit 1
 "$B/bench/specdec/bench_specdec" --model models/vidi-shapes --draft models/vidi-shapes-draft --examples "$DATA" \
   --questions "$RAW/questions.tsv" --backend "${BACKEND:-cuda}" --batch "${BATCH:-1,8,32}" --tokens "${TOKENS:-64}" \
   --k "${K:-4}" | tee "$RAW/specdec.jsonl"

@@ -9,12 +9,7 @@ set -u -o pipefail
 BENCH=$1 MODEL=$2 DRAFT=$3 DATA=$4
 RUN=$(mktemp -d)
 trap 'rm -rf "$RUN"' EXIT
-python3 - "$DATA/manifest.json" >"$RUN/questions.tsv" <<'PY' || exit 1
-import json, sys
-for sc in json.load(open(sys.argv[1]))["scenes"]:
-    for q in sc["questions"]:
-        print(f"{sc['file']}\t{q['question']}")
-PY
+python3 "$(dirname "$0")/../../bench/specdec/questions.py" "$DATA/manifest.json" >"$RUN/questions.tsv" || exit 1
 "$BENCH" --exact --model "$MODEL" --draft "$DRAFT" --examples "$DATA" --questions "$RUN/questions.tsv" \
   --backend cuda --batch 1,8,32 --tokens 64 --k 4 >"$RUN/out.jsonl"
 rc=$?
