@@ -40,6 +40,7 @@ struct vidi_decoder {
     vidi_kv_pool *pool;
     int cap, n;
     int64_t arrivals;
+    double acc_hit, acc_miss;       /* recent drafts: accepted ones, and steps that rejected one (s_k_start) */
     dec_slot *slots;
     dec_out *outs;           /* n_out swapped-out sequences (cap) */
     int n_out;
@@ -73,6 +74,7 @@ struct vidi_decoder {
     double *d_q;                    /* [cap, k, V]: sampled slots' draft distributions */
     int *d_fed;                     /* [cap]: tokens a slot's draft took before its first proposal */
     int32_t *c_pos, *c_tok;         /* its chained steps (s_draft_chain): [k, cap, 3] positions, [k, cap] tokens */
+    int32_t *c_lag, *c_lpos;        /* [cap] lag tokens, [cap, 3] their positions */
     int *c_steps;                   /* [cap] */
     int64_t *d_len0;                /* [cap]: the draft's length before the step */
 };
@@ -130,6 +132,9 @@ static void s_spec_free(vidi_decoder *d) {
     free(d->c_pos);
     free(d->c_tok);
     free(d->c_steps);
+    free(d->c_lag);
+    free(d->c_lpos);
+    d->c_lag = d->c_lpos = NULL;
     d->d_fed = NULL, d->d_len0 = NULL, d->c_pos = d->c_tok = NULL, d->c_steps = NULL;
     d->d_logits = NULL, d->d_host = NULL, d->d_q = NULL, d->d_seqs = NULL;
     d->d_ids = d->d_pos = d->d_tok = d->d_slot = NULL;
@@ -180,6 +185,19 @@ static void s_hist_push(dec_slot *s, const int32_t *t, int64_t n) {
     s->n_hist += n;
 }
 
+/* The k a new sequence starts with: the longest draft (up to the
+ * configured k) that the recent per-token acceptance a would accept whole
+ * at least half the time (a^k >= 1/2; the chance of a whole draft when
+ * each token is accepted with probability a); 1 until 8 drafts and misses are
+ * on record, and for a poor draft. */
+static int s_k_start(const vidi_decoder *d) {
+    if (d->spec.mode == VIDI_SPEC_OFF || d->acc_hit + d->acc_miss < 8) return 1;
+    double a = d->acc_hit / (d->acc_hit + d->acc_miss), p = a;
+    int k = 1;
+    while (k < d->spec.k && (p *= a) >= 0.5) k++;
+    return k;
+}
+
 vidi_status vidi_decoder_add(vidi_decoder *d, uint64_t tag, vidi_kv_seq *seq, int32_t last_token, int n_out,
                              int64_t rope_delta, uint64_t rng, const vidi_decode_params *p, vidi_err *err) {
     vidi_status rc = VIDI_OK;
@@ -199,7 +217,7 @@ vidi_status vidi_decoder_add(vidi_decoder *d, uint64_t tag, vidi_kv_seq *seq, in
     s->p = *p;
     s->hist = NULL, s->n_hist = s->cap_hist = 0;
     s->dseq = NULL, s->dlag = -1, s->drope = 0, s->drng = rng ^ 0x9e3779b97f4a7c15ull;
-    s->k = 1; /* grows with acceptance (a short answer wastes no long draft) */
+    s->k = s_k_start(d); /* then follows the sequence's own acceptance */
     s_hist_push(s, &last_token, 1);
     return VIDI_OK;
 fail:
@@ -273,8 +291,10 @@ vidi_status vidi_decoder_set_draft(vidi_decoder *d, vidi_model *draft, vidi_kv_p
     d->c_pos = malloc((size_t)k * (size_t)d->cap * 3 * sizeof *d->c_pos);
     d->c_tok = malloc((size_t)k * (size_t)d->cap * sizeof *d->c_tok);
     d->c_steps = malloc((size_t)d->cap * sizeof *d->c_steps);
+    d->c_lag = malloc((size_t)d->cap * sizeof *d->c_lag);
+    d->c_lpos = malloc((size_t)d->cap * 3 * sizeof *d->c_lpos);
     d->d_len0 = calloc((size_t)d->cap, sizeof *d->d_len0);
-    if (!d->d_fed || !d->d_len0 || !d->c_pos || !d->c_tok || !d->c_steps || !d->d_seqs || !d->d_ids || !d->d_pos || !d->d_tok || !d->d_slot || !d->d_logits || !d->d_host || !d->d_q) {
+    if (!d->d_fed || !d->d_len0 || !d->c_pos || !d->c_lag || !d->c_lpos || !d->c_tok || !d->c_steps || !d->d_seqs || !d->d_ids || !d->d_pos || !d->d_tok || !d->d_slot || !d->d_logits || !d->d_host || !d->d_q) {
         s_spec_free(d);
         d->spec.mode = VIDI_SPEC_OFF;
         return vidi_err_set(err, VIDI_ERR_NOMEM, "decoder: out of memory for the draft model");
@@ -414,39 +434,41 @@ static void s_drop_draft(vidi_decoder *d, int i) {
     d->spec_n[i] = 0;
 }
 
-/* Greedy drafts 2..m of every slot drafting more than one, chained on the
- * device (vidi_text_decode_chain): each step's argmax is the next step's
- * input without a round trip to the host; the slots in order of their m,
- * largest first. */
+/* Every slot's greedy drafts chained on the device (vidi_text_decode_chain):
+ * step 0 feeds each slot what the draft has not seen (a lagging accepted
+ * draft, then the pending token), each later step the step before's argmax
+ * without a round trip to the host, one wait at the end; the slots in order
+ * of their m, largest first. */
 static vidi_status s_draft_chain(vidi_decoder *d) {
     vidi_model *dm = d->dm;
     int B = 0;
     for (int i = 0; i < d->n; i++)
-        if (d->spec_n[i] > 1) d->d_slot[B++] = i;
+        if (d->spec_n[i] > 0) d->d_slot[B++] = i;
     if (!B) return VIDI_OK;
     for (int a = 1; a < B; a++) /* insertion sort, m descending */
         for (int b = a; b > 0 && d->spec_n[d->d_slot[b]] > d->spec_n[d->d_slot[b - 1]]; b--) {
             int x = d->d_slot[b];
             d->d_slot[b] = d->d_slot[b - 1], d->d_slot[b - 1] = x;
         }
-    int n = d->spec_n[d->d_slot[0]] - 1, *steps = d->c_steps;
+    int n = d->spec_n[d->d_slot[0]], *steps = d->c_steps;
     int32_t *pos = d->c_pos, *tok = d->c_tok;
     vidi_err err = {0};
-    vidi_status rc = VIDI_OK;
     for (int b = 0; b < B; b++) {
         dec_slot *s = &d->slots[d->d_slot[b]];
         d->d_seqs[b] = s->dseq;
-        d->d_ids[b] = d->spec_draft[(size_t)d->d_slot[b] * (size_t)d->spec.k]; /* its first draft */
-        steps[b] = d->spec_n[d->d_slot[b]] - 1;
-        int64_t len = vidi_kv_seq_len(s->dseq);
-        for (int j = 0; j < n; j++) vidi_mrope_decode_position(len + j, s->drope, pos + 3 * ((size_t)j * B + b));
+        d->d_ids[b] = s->pending;
+        d->c_lag[b] = s->dlag;
+        steps[b] = d->spec_n[d->d_slot[b]];
+        int64_t len = vidi_kv_seq_len(s->dseq), has = s->dlag >= 0;
+        if (has) vidi_mrope_decode_position(len, s->drope, d->c_lpos + 3 * b);
+        for (int j = 0; j < n; j++) vidi_mrope_decode_position(len + has + j, s->drope, pos + 3 * ((size_t)j * B + b));
     }
-    vidi_tensor lg = vidi_tensor_2d(dm->be->act_dtype, d->d_logits, B, dm->cfg.text.vocab_size);
-    if (rc == VIDI_OK)
-        rc = vidi_text_decode_chain(dm->text, d->dpool, B, d->d_seqs, steps, d->d_ids, pos, &lg, tok, &err);
+    vidi_tensor lg = vidi_tensor_2d(dm->be->act_dtype, d->d_logits, d->d_rows_max, dm->cfg.text.vocab_size);
+    vidi_status rc = vidi_text_decode_chain(dm->text, d->dpool, B, d->d_seqs, d->c_lag, d->c_lpos, steps, d->d_ids,
+                                            pos, &lg, tok, &err);
     for (int b = 0; rc == VIDI_OK && b < B; b++) {
         int32_t *dr = d->spec_draft + (size_t)d->d_slot[b] * (size_t)d->spec.k;
-        for (int j = 0; j < steps[b]; j++) dr[j + 1] = tok[(size_t)j * B + b];
+        for (int j = 0; j < steps[b]; j++) dr[j] = tok[(size_t)j * B + b];
     }
     return rc;
 }
@@ -489,13 +511,13 @@ static void s_draft_all(vidi_decoder *d, int *dfed, int64_t *dlen0) {
     int all_greedy = dbe->ops->argmax_rows != NULL;
     for (int i = 0; i < d->n; i++)
         if (d->spec_n[i] && !vidi_spec_greedy(&d->slots[i].p.sample)) all_greedy = 0;
+    if (all_greedy) { /* every step chained on the device, one wait */
+        if (s_draft_chain(d) != VIDI_OK)
+            for (int i = 0; i < d->n; i++)
+                if (d->spec_n[i]) s_drop_draft(d, i);
+        M = 0;
+    }
     for (int j = 0; j < M; j++) {
-        if (j == 1 && all_greedy) { /* the rest chained on the device, one wait */
-            if (s_draft_chain(d) != VIDI_OK)
-                for (int i = 0; i < d->n; i++)
-                    if (d->spec_n[i]) s_drop_draft(d, i);
-            break;
-        }
         int R = 0, any_greedy = 0;
         for (int i = 0; i < d->n; i++) {
             dec_slot *s = &d->slots[i];
@@ -671,6 +693,11 @@ vidi_status vidi_decoder_step(vidi_decoder *d, vidi_decode_event *ev, int *n_ev,
              * when less than half was accepted */
             if (ne - 1 == m && s->k < d->spec.k) s->k++;
             else if (2 * (ne - 1) < m && s->k > 1) s->k--;
+            /* per-token acceptance over recent steps: accepted drafts against steps that rejected
+             * one (a geometric run's estimate), older ones fading */
+            d->acc_hit += ne - 1;
+            d->acc_miss += ne - 1 < m;
+            if (d->acc_hit + d->acc_miss > 512) d->acc_hit *= 0.5, d->acc_miss *= 0.5;
             d->st.spec_steps++;
             d->st.spec_proposed += (uint64_t)m;
             for (int j = 0; j < m; j++) d->st.spec_proposed_at[j]++;

@@ -180,15 +180,19 @@ vidi_status vidi_text_decode_batch(vidi_text *t, vidi_kv_pool *pool, int B, vidi
  * at the end (the draft model's proposals, decode/decode.c): row b (a
  * sequence at most once) runs n_steps[b] steps (1..64, non-increasing over
  * the rows: step j has the rows with n_steps[b] > j); its step 0 appends
- * ids[b], each later step the argmax of the step before (the backend's
+ * lag[b] at lag_pos[3b ..] when lag is given and lag[b] >= 0 (a token the
+ * sequence has not seen yet; no argmax is taken there), then ids[b]; each
+ * later step appends the argmax of the step before (the backend's
  * argmax_rows, sample's greedy rule); positions pos[3 (j B + b) ..] for
  * step j. tokens[j B + b] (host, [n_steps[0], B]) gets step j's argmax of
- * row b. logits: backend memory [B, V] the steps write (a fixed buffer
- * keeps the recorded graphs). Blocks are taken first (VIDI_ERR_RANGE as
- * for vidi_text_decode_batch). */
+ * row b. logits: backend memory of at least B rows plus the lag tokens
+ * [R, V] that the steps write (a fixed buffer keeps the recorded graphs);
+ * step 0's rows (B plus the lag tokens) must fit the pool's max_batch.
+ * Blocks are taken first (VIDI_ERR_RANGE as for vidi_text_decode_batch). */
 vidi_status vidi_text_decode_chain(vidi_text *t, vidi_kv_pool *pool, int B, vidi_kv_seq *const *seqs,
-                                   const int *n_steps, const int32_t *ids, const int32_t *pos, vidi_tensor *logits,
-                                   int32_t *tokens, vidi_err *err);
+                                   const int32_t *lag, const int32_t *lag_pos, const int *n_steps,
+                                   const int32_t *ids, const int32_t *pos, vidi_tensor *logits, int32_t *tokens,
+                                   vidi_err *err);
 
 /* ---- KV hand-off between pools ----
  *

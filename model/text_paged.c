@@ -44,6 +44,7 @@ struct vidi_kv_pool {
     text_act act;
     int32_t *h_ints, *h_table;   /* host staging of the same */
     int32_t *h_off;              /* [max_batch]: a row's token after its sequence's length */
+    vidi_kv_seq **h_rows;        /* [max_batch]: a chained step's sequence of each row */
     void *chain;                 /* backend: chained steps' inputs and tokens (grown on use) */
     int32_t *h_chain;            /* host staging of the same */
     size_t chain_ints;
@@ -111,8 +112,9 @@ vidi_status vidi_kv_pool_create(vidi_text *t, const vidi_kv_pool_params *p, vidi
     pool->h_ints = calloc((size_t)(PG_INTS * Bm), sizeof(int32_t));
     pool->h_table = malloc(table_ints * sizeof(int32_t));
     pool->h_off = malloc((size_t)Bm * sizeof(int32_t));
+    pool->h_rows = malloc((size_t)Bm * sizeof *pool->h_rows);
     pool->graphs = calloc((size_t)Bm + 1, sizeof *pool->graphs);
-    VIDI_CHECK(pool->h_ints && pool->h_table && pool->h_off && pool->graphs, err,
+    VIDI_CHECK(pool->h_ints && pool->h_table && pool->h_off && pool->h_rows && pool->graphs, err,
                VIDI_ERR_NOMEM, "kv pool: out of memory");
     *out = pool;
     return VIDI_OK;
@@ -134,6 +136,7 @@ void vidi_kv_pool_free(vidi_kv_pool *pool) {
     free(pool->h_ints);
     free(pool->h_table);
     free(pool->h_off);
+    free(pool->h_rows);
     free(pool->h_chain);
     free(pool->graphs);
     free(pool);
@@ -418,20 +421,39 @@ fail:
 }
 
 vidi_status vidi_text_decode_chain(vidi_text *t, vidi_kv_pool *pool, int B, vidi_kv_seq *const *seqs,
-                                   const int *n_steps, const int32_t *ids, const int32_t *pos, vidi_tensor *logits,
-                                   int32_t *tokens, vidi_err *err) {
+                                   const int32_t *lag, const int32_t *lag_pos, const int *n_steps,
+                                   const int32_t *ids, const int32_t *pos, vidi_tensor *logits, int32_t *tokens,
+                                   vidi_err *err) {
     vidi_status rc = VIDI_OK;
     vidi_backend *be = t->be;
     const vidi_backend_ops *op = be->ops;
+    const int64_t V = t->cfg.vocab_size;
     VIDI_CHECK(op->argmax_rows, err, VIDI_ERR_UNSUPPORTED, "backend %s has no argmax_rows", be->name);
-    VIDI_TRY(dec_check(t, pool, B, seqs, ids, pos, logits, 0, err));
+    VIDI_CHECK(logits && vidi_tensor_rows(logits) >= B, err, VIDI_ERR_INVALID, "no logits for %d rows", B);
+    {
+        vidi_tensor lb = vidi_tensor_2d(logits->dtype, logits->data, B, vidi_tensor_cols(logits));
+        VIDI_TRY(dec_check(t, pool, B, seqs, ids, pos, &lb, 0, err));
+    }
     VIDI_CHECK(n_steps && tokens, err, VIDI_ERR_INVALID, "no step counts or tokens");
+    VIDI_CHECK(!lag || lag_pos, err, VIDI_ERR_INVALID, "lag tokens without their positions");
     const int n = n_steps[0];
-    for (int b = 0; b < B; b++)
+    int n_lag = 0;
+    for (int b = 0; b < B; b++) {
         VIDI_CHECK(n_steps[b] >= 1 && n_steps[b] <= 64 && (b == 0 || n_steps[b] <= n_steps[b - 1]), err,
                    VIDI_ERR_INVALID, "row %d: %d steps (1..64, not more than the row before)", b, n_steps[b]);
+        if (lag && lag[b] >= 0) {
+            VIDI_CHECK(lag[b] < V, err, VIDI_ERR_INVALID, "row %d: lag token %d is outside the vocabulary [0, %lld)",
+                       b, lag[b], (long long)V);
+            n_lag++;
+        }
+    }
+    const int R0 = B + n_lag; /* step 0's rows: the lag tokens, then every row's ids[b] */
+    VIDI_CHECK(R0 <= pool->max_batch && vidi_tensor_rows(logits) >= R0, err, VIDI_ERR_INVALID,
+               "step 0 has %d rows (%d lag tokens): the pool takes %d, the logits %lld", R0, n_lag, pool->max_batch,
+               (long long)vidi_tensor_rows(logits));
     for (int b = 0; b < B; b++) {
-        rc = seq_reserve(seqs[b], seqs[b]->len + n_steps[b], err);
+        int has = lag && lag[b] >= 0;
+        rc = seq_reserve(seqs[b], seqs[b]->len + has + n_steps[b], err);
         if (rc != VIDI_OK) {
             vidi_err_prefix(err, "row %d", b);
             goto fail;
@@ -452,28 +474,49 @@ vidi_status vidi_text_decode_chain(vidi_text *t, vidi_kv_pool *pool, int B, vidi
         }
         int32_t *h = pool->h_chain;
         memset(h, 0, (size_t)n * seg * sizeof *h);
-        for (int j = 0; j < n; j++)
+        /* step 0: the lag rows first, so that rows n_lag.. are every sequence's last, in order; the
+         * table is per row, so step 0 puts the lagging sequences' rows in front too */
+        int r = 0;
+        for (int b = 0; b < B; b++)
+            if (lag && lag[b] >= 0) dec_row(pool, h, r++, seqs[b], 0, lag[b], lag_pos + 3 * b);
+        for (int b = 0; b < B; b++) dec_row(pool, h, r++, seqs[b], lag && lag[b] >= 0, ids[b], pos + 3 * b);
+        for (int j = 1; j < n; j++)
             for (int b = 0; b < B && n_steps[b] > j; b++) /* ids after step 0: the step before's argmax */
-                dec_row(pool, h + (size_t)j * seg, b, seqs[b], j, j == 0 ? ids[b] : 0, pos + 3 * ((size_t)j * B + b));
+                dec_row(pool, h + (size_t)j * seg, b, seqs[b], (lag && lag[b] >= 0) + j, 0,
+                        pos + 3 * ((size_t)j * B + b));
         int32_t *d_seg = pool->chain, *d_tok = (int32_t *)pool->chain + (size_t)n * seg;
         VIDI_TRY(op->copy_to_device(be, d_seg, h, (size_t)n * seg * sizeof *h, err));
-        VIDI_TRY(dec_table(pool, B, seqs, err));
-        for (int j = 0; j < n; j++) {
-            int Bj = 0;
-            while (Bj < B && n_steps[Bj] > j) Bj++;
-            VIDI_TRY(op->copy(be, pool->d_ints, d_seg + (size_t)j * seg, seg * sizeof(int32_t), err));
-            vidi_tensor lg = vidi_tensor_2d(be->act_dtype, logits->data, Bj, t->cfg.vocab_size);
-            VIDI_TRY(dec_launch(t, pool, Bj, &lg, 1, err));
-            vidi_tensor tk = vidi_tensor_1d(VIDI_DTYPE_I32, d_tok + (size_t)j * B, Bj);
-            VIDI_TRY(op->argmax_rows(be, &lg, &tk, err));
-            int Bn = 0;
-            while (j + 1 < n && Bn < B && n_steps[Bn] > j + 1) Bn++;
-            if (Bn) /* the next step's ids */
-                VIDI_TRY(op->copy(be, d_seg + (size_t)(j + 1) * seg + PG_IDS * Bm, d_tok + (size_t)j * B,
-                                  (size_t)Bn * sizeof(int32_t), err));
+        for (int pass = 0; pass < 2; pass++) { /* the block tables: step 0's rows, then the later steps' */
+            vidi_kv_seq **rows = pool->h_rows;
+            int nr = 0;
+            if (pass == 0)
+                for (int b = 0; b < B; b++)
+                    if (lag && lag[b] >= 0) rows[nr++] = seqs[b];
+            for (int b = 0; b < B; b++) rows[nr++] = seqs[b];
+            if (pass == 1 && n < 2) break;
+            if (pass == 0 || n_lag) VIDI_TRY(dec_table(pool, nr, rows, err)); /* else step 0's is theirs */
+            for (int j = pass; j < (pass ? n : 1); j++) {
+                int Bj = pass ? 0 : R0;
+                while (pass && Bj < B && n_steps[Bj] > j) Bj++;
+                VIDI_TRY(op->copy(be, pool->d_ints, d_seg + (size_t)j * seg, seg * sizeof(int32_t), err));
+                vidi_tensor lg = vidi_tensor_2d(be->act_dtype, logits->data, Bj, V);
+                VIDI_TRY(dec_launch(t, pool, Bj, &lg, 1, err));
+                int last = pass ? 0 : n_lag; /* the rows whose argmax is the next input */
+                vidi_tensor lr = vidi_tensor_2d(be->act_dtype,
+                                                (char *)logits->data + (size_t)last * (size_t)V *
+                                                                           vidi_dtype_size(be->act_dtype),
+                                                Bj - last, V);
+                vidi_tensor tk = vidi_tensor_1d(VIDI_DTYPE_I32, d_tok + (size_t)j * B, Bj - last);
+                VIDI_TRY(op->argmax_rows(be, &lr, &tk, err));
+                int Bn = 0;
+                while (j + 1 < n && Bn < B && n_steps[Bn] > j + 1) Bn++;
+                if (Bn) /* the next step's ids */
+                    VIDI_TRY(op->copy(be, d_seg + (size_t)(j + 1) * seg + PG_IDS * Bm, d_tok + (size_t)j * B,
+                                      (size_t)Bn * sizeof(int32_t), err));
+            }
         }
         VIDI_TRY(op->copy_to_host(be, tokens, d_tok, (size_t)n * B * sizeof(int32_t), err));
-        for (int b = 0; b < B; b++) seqs[b]->len += n_steps[b];
+        for (int b = 0; b < B; b++) seqs[b]->len += (lag && lag[b] >= 0) + n_steps[b];
     }
     return VIDI_OK;
 fail:

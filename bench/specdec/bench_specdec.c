@@ -2,7 +2,7 @@
  * decoding in the same run (bench/specdec/run.sh; results in
  * bench/results/specdec-*.json).
  *
- *   bench_specdec [--exact] --model DIR --examples DIR [--questions TSV] [--draft DIR]
+ *   bench_specdec [--exact] --model DIR --examples DIR [--questions TSV] [--draft DIR[,DIR...]]
  *                 [--backend cuda|cpu] [--batch 1,8,32] [--tokens 64] [--k 4] [--threads N]
  *
  * Two workloads on the media files of DIR: captioning ("Describe the
@@ -14,8 +14,9 @@
  * pool, with the draft model's own vision embeddings and prefill when it is
  * used, and then decoded together by one vidi_decoder to the end (greedy, at
  * most --tokens tokens each, timed): plain, prompt lookup (ngram, k) and
- * the draft model (k). The whole set runs once untimed first (CUDA graphs
- * recorded, caches warm). Prints one JSON line per (workload, batch, mode):
+ * each draft model of --draft in turn (k). The whole set runs once untimed
+ * first (CUDA graphs recorded, caches warm). Prints one JSON line per
+ * (workload, batch, mode, draft):
  * the generated tokens after the first, the decode seconds (the backend
  * synchronised at the end of each round), tokens/s, the drafts proposed and
  * accepted, the target steps over drafts and whether every sequence's
@@ -309,16 +310,38 @@ int main(int argc, char **argv) {
         return 2;
     }
 #endif
-    vidi_model *m = NULL, *dm = NULL;
+    vidi_model *m = NULL;
     vidi_tokenizer *tok = NULL;
-    vidi_preproc_config pp, dpp;
+    vidi_preproc_config pp;
     char path[4096];
     snprintf(path, sizeof path, "%s/tokenizer.json", model);
     if (vidi_model_load(model, be, &m, &err) || vidi_preproc_config_load(model, &pp, &err) ||
-        vidi_tokenizer_load(path, &tok, &err) ||
-        (draft && (vidi_model_load(draft, be, &dm, &err) || vidi_preproc_config_load(draft, &dpp, &err)))) {
+        vidi_tokenizer_load(path, &tok, &err)) {
         fprintf(stderr, "bench_specdec: %s\n", err.msg);
         return 1;
+    }
+    /* --draft DIR[,DIR]: each draft model runs in turn against the same plain baseline */
+    enum { MAX_DRAFTS = 4 };
+    vidi_model *dms[MAX_DRAFTS] = {0};
+    vidi_preproc_config dpps[MAX_DRAFTS];
+    char dnames[MAX_DRAFTS][4096];
+    int n_dm = 0;
+    for (const char *p = draft; p && *p && n_dm < MAX_DRAFTS;) {
+        const char *e = strchr(p, ',');
+        size_t len = e ? (size_t)(e - p) : strlen(p);
+        snprintf(path, sizeof path, "%.*s", (int)len, p);
+        if (vidi_model_load(path, be, &dms[n_dm], &err) || vidi_preproc_config_load(path, &dpps[n_dm], &err)) {
+            fprintf(stderr, "bench_specdec: draft %s: %s\n", path, err.msg);
+            return 1;
+        }
+        const char *base = strrchr(path, '/');
+        while (base && !base[1] && base > path) { /* a trailing slash */
+            path[base - path] = 0;
+            base = strrchr(path, '/');
+        }
+        snprintf(dnames[n_dm], sizeof dnames[n_dm], "%s", base ? base + 1 : path);
+        n_dm++;
+        p = e ? e + 1 : NULL;
     }
     static const char *const names[3] = {"plain", "ngram", "draft"};
     int rc = 0;
@@ -336,8 +359,10 @@ int main(int argc, char **argv) {
             int B = bs[bi] < 1 ? 1 : bs[bi] > MAX_B ? MAX_B : bs[bi];
             run_out base;
             memset(&base, 0, sizeof base);
-            for (int mode = 0; mode < 3 && !rc; mode++) {
-                if (mode == 2 && !dm) continue;
+            for (int run = 0; run < 2 + n_dm && !rc; run++) {
+                int mode = run < 2 ? run : 2;
+                vidi_model *dm = mode == 2 ? dms[run - 2] : NULL;
+                vidi_preproc_config dpp = mode == 2 ? dpps[run - 2] : pp;
                 run_out o;
                 if (run_mode(m, dm, tok, &pp, &dpp, examples, ps, n_ps, B, mode, k, max_tokens, &o, &err)) {
                     fprintf(stderr, "bench_specdec: %s B=%d %s: %s\n", qa ? "qa" : "caption", B, names[mode], err.msg);
@@ -350,12 +375,13 @@ int main(int argc, char **argv) {
                     same &= o.n[b] == base.n[b] && !memcmp(o.tok[b], base.tok[b], (size_t)o.n[b] * sizeof(int32_t));
                 printf("{\"workload\": \"%s\", \"batch\": %d, \"sequences\": %d, \"mode\": \"%s\", \"k\": %d, \"tokens\": %lld, "
                        "\"seconds\": %.4f, \"tok_s\": %.1f, \"steps\": %llu, \"proposed\": %llu, \"accepted\": %llu, "
-                       "\"emitted\": %llu, \"draft_seconds\": %.4f, \"identical\": %s, \"backend\": \"%s%s\"}\n",
+                       "\"emitted\": %llu, \"draft_seconds\": %.4f, \"identical\": %s, \"backend\": \"%s%s\", "
+                       "\"draft\": \"%s\"}\n",
                        qa ? "qa" : "caption", B, o.n_seqs, names[mode], mode ? k : 0, (long long)o.generated, o.seconds,
                        o.seconds > 0 ? (double)o.generated / o.seconds : 0.0, (unsigned long long)o.st.spec_steps,
                        (unsigned long long)o.st.spec_proposed, (unsigned long long)o.st.spec_accepted,
                        (unsigned long long)o.st.spec_emitted, (double)o.st.draft_ns * 1e-9, same ? "true" : "false", be->name,
-                       exact ? " exact" : "");
+                       exact ? " exact" : "", mode == 2 ? dnames[run - 2] : "");
                 fflush(stdout);
                 if (mode > 0)
                     for (int b = 0; b < o.n_seqs; b++) free(o.tok[b]);
@@ -363,7 +389,7 @@ int main(int argc, char **argv) {
             for (int b = 0; b < base.n_seqs; b++) free(base.tok[b]);
         }
     }
-    vidi_model_free(dm);
+    for (int i = 0; i < n_dm; i++) vidi_model_free(dms[i]);
     vidi_model_free(m);
     vidi_tokenizer_free(tok);
     be->ops->destroy(be);

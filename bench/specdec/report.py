@@ -19,7 +19,7 @@ for r in rows:
     b = plain[(r["workload"], r["batch"])]
     results.append(benchjson.result(
         f"vidi-shapes {r['workload']}, {r['sequences']} sequences of tests/data/shapes, batch {r['batch']}, greedy, "
-        f"{r['mode']} k {r['k']}",
+        f"{r['mode']}{' ' + r['draft'] if r.get('draft') else ''} k {r['k']}",
         "decode tokens/s", r["tok_s"], "plain decoding, the same sequences, same run", b["tok_s"], True,
         acceptance=round(r["accepted"] / r["proposed"], 3) if r["proposed"] else None,
         tokens_per_target_step=round(r["emitted"] / r["steps"], 3) if r["steps"] else None,

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# tests/gpu/specdec_exact.sh BENCH_SPECDEC MODEL DRAFT DATA — speculative decoding on the CUDA
+# tests/gpu/specdec_exact.sh BENCH_SPECDEC MODEL DRAFT[,DRAFT...] DATA — speculative decoding on the CUDA
 # backend in exact mode (batch-invariant kernels, vidi_backend_cuda_set_exact): every caption and
 # every answer of DATA (tests/data/shapes: 120 scenes, their questions) decoded plainly, with prompt
-# lookup and with the draft model, at batch 1, 8 and 32: greedy speculation must give plain greedy
+# lookup and with each draft model, at batch 1, 8 and 32: greedy speculation must give plain greedy
 # decoding's tokens for 100 % of the sequences ("identical": true on every line). Exits 77 (skipped)
 # without a CUDA device.
 set -u -o pipefail
@@ -21,4 +21,5 @@ spec=$(grep -c '"mode": "\(ngram\|draft\)"' "$RUN/out.jsonl")
 same=$(grep '"mode": "\(ngram\|draft\)"' "$RUN/out.jsonl" | grep -c '"identical": true')
 accepted=$(grep '"mode": "draft"' "$RUN/out.jsonl" | grep -vc '"accepted": 0,')
 echo "specdec_exact: $same of $spec speculative runs identical to plain greedy ($lines lines); draft runs with drafts accepted: $accepted"
-[ "$spec" = 12 ] && [ "$same" = "$spec" ] && [ "$accepted" = 6 ]
+n_drafts=$(echo "$DRAFT" | tr ',' '\n' | grep -c .)
+[ "$spec" = $((6 * (1 + n_drafts))) ] && [ "$same" = "$spec" ] && [ "$accepted" = $((6 * n_drafts)) ]

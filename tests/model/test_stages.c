@@ -321,6 +321,27 @@ static void test_draft_model_greedy_equals_generate(void) {
     printf("\n");
 }
 
+/* The distilled one-layer draft (models/vidi-shapes-draft1, fed the lag
+ * token and its drafts in one chained call): greedy answers token for
+ * token vidi_generate's, and it agrees with the target more often than
+ * not. */
+static void test_distilled_draft_greedy_equals_generate(void) {
+    static char d1[4096];
+    snprintf(d1, sizeof d1, "%s-draft1", g_model);
+    const char *keep = g_draft;
+    g_draft = d1;
+    vidi_decoder_stats st = {0};
+    run_stages(512, 0, 0, "draft:4", &st);
+    g_draft = keep;
+    CHECK(st.spec_steps > 0 && 2 * st.spec_accepted > st.spec_proposed && st.spec_emitted > 2 * st.spec_steps,
+          "draft1: steps %llu, proposed %llu, accepted %llu, emitted %llu", (unsigned long long)st.spec_steps,
+          (unsigned long long)st.spec_proposed, (unsigned long long)st.spec_accepted,
+          (unsigned long long)st.spec_emitted);
+    printf("     draft1: %.2f tokens per target step over drafts, %llu of %llu drafts accepted\n",
+           st.spec_steps ? (double)st.spec_emitted / (double)st.spec_steps : 0.0,
+           (unsigned long long)st.spec_accepted, (unsigned long long)st.spec_proposed);
+}
+
 /* Speculation only while one sequence runs alone (vidi_decoder_set_spec_batch
  * 1; the 5 requests arrive a step apart): steps with more are plain (the
  * draft sequences dropped); greedy answers still equal vidi_generate's,
@@ -382,6 +403,7 @@ int main(int argc, char **argv) {
         {"swapping_under_a_small_pool_equals_generate", test_swapping_under_a_small_pool_equals_generate},
         {"speculative_greedy_equals_generate", test_speculative_greedy_equals_generate},
         {"draft_model_greedy_equals_generate", test_draft_model_greedy_equals_generate},
+        {"distilled_draft_greedy_equals_generate", test_distilled_draft_greedy_equals_generate},
         {"speculation_only_at_small_batch", test_speculation_only_at_small_batch},
         {"bad_speculation_settings_are_refused", test_bad_speculation_settings_are_refused},
     };
