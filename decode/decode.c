@@ -77,6 +77,12 @@ struct vidi_decoder {
     int32_t *c_lag, *c_lpos;        /* [cap] lag tokens, [cap, 3] their positions */
     int *c_steps;                   /* [cap] */
     int64_t *d_len0;                /* [cap]: the draft's length before the step */
+    /* drafts that go to the target's step on the device (s_step_deferred) */
+    int defer;                      /* this step's chain leaves its tokens on the device */
+    int c_B;                        /* the chain's sequences (0: none ran) */
+    int32_t *v_offs, *v_pack;       /* [rows_max]: a row's token offset; the rows' tokens per slot */
+    int *v_row;                     /* [cap, k]: the target row of a slot's draft j */
+    vidi_dev_ids *v_dev;            /* [k] */
 };
 
 vidi_status vidi_decoder_create(vidi_model *m, vidi_kv_pool *pool, int max_batch, vidi_decoder **out,
@@ -135,6 +141,11 @@ static void s_spec_free(vidi_decoder *d) {
     free(d->c_lag);
     free(d->c_lpos);
     d->c_lag = d->c_lpos = NULL;
+    free(d->v_offs);
+    free(d->v_pack);
+    free(d->v_row);
+    free(d->v_dev);
+    d->v_offs = d->v_pack = NULL, d->v_row = NULL, d->v_dev = NULL;
     d->d_fed = NULL, d->d_len0 = NULL, d->c_pos = d->c_tok = NULL, d->c_steps = NULL;
     d->d_logits = NULL, d->d_host = NULL, d->d_q = NULL, d->d_seqs = NULL;
     d->d_ids = d->d_pos = d->d_tok = d->d_slot = NULL;
@@ -291,10 +302,14 @@ vidi_status vidi_decoder_set_draft(vidi_decoder *d, vidi_model *draft, vidi_kv_p
     d->c_pos = malloc((size_t)k * (size_t)d->cap * 3 * sizeof *d->c_pos);
     d->c_tok = malloc((size_t)k * (size_t)d->cap * sizeof *d->c_tok);
     d->c_steps = malloc((size_t)d->cap * sizeof *d->c_steps);
+    d->v_offs = malloc((size_t)d->rows_max * sizeof *d->v_offs);
+    d->v_pack = malloc((size_t)d->rows_max * sizeof *d->v_pack);
+    d->v_row = malloc((size_t)d->cap * (size_t)k * sizeof *d->v_row);
+    d->v_dev = malloc((size_t)k * sizeof *d->v_dev);
     d->c_lag = malloc((size_t)d->cap * sizeof *d->c_lag);
     d->c_lpos = malloc((size_t)d->cap * 3 * sizeof *d->c_lpos);
     d->d_len0 = calloc((size_t)d->cap, sizeof *d->d_len0);
-    if (!d->d_fed || !d->d_len0 || !d->c_pos || !d->c_lag || !d->c_lpos || !d->c_tok || !d->c_steps || !d->d_seqs || !d->d_ids || !d->d_pos || !d->d_tok || !d->d_slot || !d->d_logits || !d->d_host || !d->d_q) {
+    if (!d->d_fed || !d->d_len0 || !d->c_pos || !d->c_lag || !d->c_lpos || !d->v_offs || !d->v_pack || !d->v_row || !d->v_dev || !d->c_tok || !d->c_steps || !d->d_seqs || !d->d_ids || !d->d_pos || !d->d_tok || !d->d_slot || !d->d_logits || !d->d_host || !d->d_q) {
         s_spec_free(d);
         d->spec.mode = VIDI_SPEC_OFF;
         return vidi_err_set(err, VIDI_ERR_NOMEM, "decoder: out of memory for the draft model");
@@ -465,7 +480,11 @@ static vidi_status s_draft_chain(vidi_decoder *d) {
     }
     vidi_tensor lg = vidi_tensor_2d(dm->be->act_dtype, d->d_logits, d->d_rows_max, dm->cfg.text.vocab_size);
     vidi_status rc = vidi_text_decode_chain(dm->text, d->dpool, B, d->d_seqs, d->c_lag, d->c_lpos, steps, d->d_ids,
-                                            pos, &lg, tok, &err);
+                                            pos, &lg, d->defer ? NULL : tok, &err);
+    if (d->defer) { /* the tokens stay on the device for the target's step (s_step_deferred) */
+        d->c_B = rc == VIDI_OK ? B : 0;
+        return rc;
+    }
     for (int b = 0; rc == VIDI_OK && b < B; b++) {
         int32_t *dr = d->spec_draft + (size_t)d->d_slot[b] * (size_t)d->spec.k;
         for (int j = 0; j < steps[b]; j++) dr[j] = tok[(size_t)j * B + b];
@@ -564,6 +583,62 @@ static void s_draft_all(vidi_decoder *d, int *dfed, int64_t *dlen0) {
         if (d->spec_n[i]) d->slots[i].dlag = -1;
 }
 
+/* The target's step when the draft's chain left its tokens on the device
+ * (every slot greedy): rows are every slot's pending token, then draft j of
+ * the chain's slots for j = 0, 1, ... (the chain's order, so that step j's
+ * tokens are one device copy into the step's ids); one argmax over all rows
+ * waits, then the drafts come to the host. The rows' greedy tokens are then
+ * packed per slot (pending, draft 1, ...) into d->tok with row0 and order
+ * as the plain path leaves them; *no: the slots. */
+static vidi_status s_step_deferred(vidi_decoder *d, int *no, vidi_err *err) {
+    vidi_status rc = VIDI_OK;
+    vidi_backend *be = d->m->be;
+    const int Bc = d->c_B, K = d->spec.k, n = d->spec_n[d->d_slot[0]];
+    const int32_t *ctok = vidi_text_chain_tokens(d->dpool);
+    int R = 0;
+    for (int i = 0; i < d->n; i++) {
+        dec_slot *s = &d->slots[i];
+        d->seqs[R] = s->seq, d->ids[R] = s->pending, d->v_offs[R] = 0;
+        vidi_mrope_decode_position(vidi_kv_seq_len(s->seq), s->rope_delta, d->pos + 3 * R);
+        d->row0[i] = R++;
+    }
+    for (int j = 0; j < n; j++) {
+        int Bj = 0;
+        while (Bj < Bc && d->c_steps[Bj] > j) Bj++;
+        d->v_dev[j] = (vidi_dev_ids){R, ctok + (size_t)j * Bc, Bj};
+        for (int b = 0; b < Bj; b++) {
+            int i = d->d_slot[b];
+            dec_slot *s = &d->slots[i];
+            d->seqs[R] = s->seq, d->ids[R] = 0, d->v_offs[R] = j + 1;
+            vidi_mrope_decode_position(vidi_kv_seq_len(s->seq) + j + 1, s->rope_delta, d->pos + 3 * R);
+            d->v_row[(size_t)i * K + j] = R++;
+        }
+    }
+    vidi_tensor logits = vidi_tensor_2d(be->act_dtype, d->logit_buf, R, d->m->cfg.text.vocab_size);
+    VIDI_TRY(vidi_text_decode_rows(d->m->text, d->pool, R, d->seqs, d->v_offs, d->ids, d->pos, d->v_dev, n, &logits,
+                                   err));
+    VIDI_TRY(be->ops->sample(be, &logits, &k_argmax, NULL, d->tok, err));
+    VIDI_TRY(be->ops->copy_to_host(be, d->c_tok, ctok, (size_t)n * Bc * sizeof(int32_t), err));
+    for (int b = 0; b < Bc; b++) {
+        int32_t *dr = d->spec_draft + (size_t)d->d_slot[b] * (size_t)K;
+        for (int j = 0; j < d->c_steps[b]; j++) dr[j] = d->c_tok[(size_t)j * Bc + b];
+    }
+    /* pack: slot i's rows at row0[i] .. row0[i] + m */
+    int P = 0;
+    for (int i = 0; i < d->n; i++) {
+        int m = d->spec_n[i];
+        d->v_pack[P] = d->tok[d->row0[i]];
+        for (int j = 0; j < m; j++) d->v_pack[P + 1 + j] = d->tok[d->v_row[(size_t)i * K + j]];
+        d->order[i] = i;
+        d->row0[i] = P;
+        P += m + 1;
+    }
+    memcpy(d->tok, d->v_pack, (size_t)P * sizeof *d->tok);
+    *no = d->n;
+fail:
+    return rc;
+}
+
 vidi_status vidi_decoder_step(vidi_decoder *d, vidi_decode_event *ev, int *n_ev, vidi_err *err) {
     vidi_status rc = VIDI_OK;
     vidi_backend *be = d->m->be;
@@ -626,6 +701,14 @@ vidi_status vidi_decoder_step(vidi_decoder *d, vidi_decode_event *ev, int *n_ev,
         if (!m && s->dseq) vidi_kv_seq_free(s->dseq), s->dseq = NULL;
         d->spec_n[i] = m;
     }
+    /* greedy sequences only, the draft on the target's backend: the draft's
+     * tokens go from its chain into the target's step without a wait */
+    d->defer = 0, d->c_B = 0;
+    if (spec && d->spec.mode == VIDI_SPEC_DRAFT && d->dm->be == be && be->ops->argmax_rows) {
+        d->defer = 1;
+        for (int i = 0; i < d->n; i++)
+            if (!vidi_spec_greedy(&d->slots[i].p.sample)) d->defer = 0;
+    }
     if (spec && d->spec.mode == VIDI_SPEC_DRAFT) {
         struct timespec t0, t1;
         clock_gettime(CLOCK_MONOTONIC, &t0);
@@ -637,6 +720,10 @@ vidi_status vidi_decoder_step(vidi_decoder *d, vidi_decode_event *ev, int *n_ev,
     /* one forward over every row: greedy slots first (one argmax over their
      * rows), then the sampled ones */
     int R = 0, Rg = 0, no = 0;
+    if (d->defer && d->c_B > 0) {
+        VIDI_TRY(s_step_deferred(d, &no, err));
+        goto verify;
+    }
     for (int pass = 0; pass < 2; pass++) {
         for (int i = 0; i < d->n; i++) {
             dec_slot *s = &d->slots[i];
@@ -660,6 +747,7 @@ vidi_status vidi_decoder_step(vidi_decoder *d, vidi_decode_event *ev, int *n_ev,
         vidi_tensor lg = vidi_tensor_2d(be->act_dtype, d->logit_buf, Rg, V);
         VIDI_TRY(be->ops->sample(be, &lg, &k_argmax, NULL, d->tok, err));
     }
+verify:
     for (int o = 0; o < no; o++) {
         int i = d->order[o], r = d->row0[i];
         dec_slot *s = &d->slots[i];

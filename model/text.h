@@ -185,7 +185,8 @@ vidi_status vidi_text_decode_batch(vidi_text *t, vidi_kv_pool *pool, int B, vidi
  * later step appends the argmax of the step before (the backend's
  * argmax_rows, sample's greedy rule); positions pos[3 (j B + b) ..] for
  * step j. tokens[j B + b] (host, [n_steps[0], B]) gets step j's argmax of
- * row b. logits: backend memory of at least B rows plus the lag tokens
+ * row b, after a wait; with tokens NULL nothing waits (vidi_text_chain_tokens).
+ * logits: backend memory of at least B rows plus the lag tokens
  * [R, V] that the steps write (a fixed buffer keeps the recorded graphs);
  * step 0's rows (B plus the lag tokens) must fit the pool's max_batch.
  * Blocks are taken first (VIDI_ERR_RANGE as for vidi_text_decode_batch). */
@@ -193,6 +194,27 @@ vidi_status vidi_text_decode_chain(vidi_text *t, vidi_kv_pool *pool, int B, vidi
                                    const int32_t *lag, const int32_t *lag_pos, const int *n_steps,
                                    const int32_t *ids, const int32_t *pos, vidi_tensor *logits, int32_t *tokens,
                                    vidi_err *err);
+/* The device tokens [n_steps[0], B] of the pool's last vidi_text_decode_chain
+ * (valid until its next chain): with tokens NULL the chain does not wait,
+ * and a later step of the same backend reads them (vidi_text_decode_rows). */
+const int32_t *vidi_text_chain_tokens(const vidi_kv_pool *pool);
+
+/* Token ids of a step that come from backend memory: rows [row, row + n)
+ * get src[0 .. n) (i32), copied on the device after the host's ids. */
+typedef struct vidi_dev_ids {
+    int row;
+    const int32_t *src;
+    int n;
+} vidi_dev_ids;
+
+/* vidi_text_decode_batch with the rows in any order: row r is token
+ * len + offs[r] of seqs[r] (a sequence's rows have the offsets 0 .. c - 1,
+ * each once), with ids[r] from the host or, for the rows dev lists, from
+ * backend memory (the draft model's chained tokens going straight into the
+ * target's verification, decode/decode.c). Recorded graphs as use_graph. */
+vidi_status vidi_text_decode_rows(vidi_text *t, vidi_kv_pool *pool, int R, vidi_kv_seq *const *seqs,
+                                  const int32_t *offs, const int32_t *ids, const int32_t *pos, const vidi_dev_ids *dev,
+                                  int n_dev, vidi_tensor *logits, vidi_err *err);
 
 /* ---- KV hand-off between pools ----
  *

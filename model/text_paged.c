@@ -48,8 +48,20 @@ struct vidi_kv_pool {
     void *chain;                 /* backend: chained steps' inputs and tokens (grown on use) */
     int32_t *h_chain;            /* host staging of the same */
     size_t chain_ints;
+    int32_t *chain_tok;          /* the last chain's tokens in `chain` (vidi_text_chain_tokens) */
     text_graph *graphs;          /* [max_batch + 1], the recorded step of each batch size */
+    struct chain_graph *cg;      /* [CHAIN_GRAPHS]: recorded chained steps (dec_chain_launch) */
+    int n_cg;
 };
+
+/* A recorded chained step: its rows, inputs and argmax output. */
+#define CHAIN_GRAPHS 256
+typedef struct chain_graph {
+    int B, last;
+    const int32_t *ints, *ids;
+    int32_t *out;
+    text_graph g;
+} chain_graph;
 
 /* ---- pool ---- */
 
@@ -114,7 +126,8 @@ vidi_status vidi_kv_pool_create(vidi_text *t, const vidi_kv_pool_params *p, vidi
     pool->h_off = malloc((size_t)Bm * sizeof(int32_t));
     pool->h_rows = malloc((size_t)Bm * sizeof *pool->h_rows);
     pool->graphs = calloc((size_t)Bm + 1, sizeof *pool->graphs);
-    VIDI_CHECK(pool->h_ints && pool->h_table && pool->h_off && pool->h_rows && pool->graphs, err,
+    pool->cg = calloc(CHAIN_GRAPHS, sizeof *pool->cg);
+    VIDI_CHECK(pool->h_ints && pool->h_table && pool->h_off && pool->h_rows && pool->graphs && pool->cg, err,
                VIDI_ERR_NOMEM, "kv pool: out of memory");
     *out = pool;
     return VIDI_OK;
@@ -129,6 +142,9 @@ void vidi_kv_pool_free(vidi_kv_pool *pool) {
     if (pool->graphs)
         for (int b = 0; b <= pool->max_batch; b++)
             text_graph_free(be, &pool->graphs[b]);
+    if (pool->cg)
+        for (int i = 0; i < pool->n_cg; i++) text_graph_free(be, &pool->cg[i].g);
+    free(pool->cg);
     if (pool->dec) be->ops->buf_free(be, pool->dec);
     if (pool->chain) be->ops->buf_free(be, pool->chain);
     if (pool->buf) be->ops->buf_free(be, pool->buf);
@@ -288,18 +304,20 @@ fail:
 
 /* ---- decode steps ---- */
 
-/* The step's ops for B sequences, every input read from pool->dec. */
-static vidi_status dec_body(vidi_text *t, vidi_kv_pool *pool, int B, vidi_tensor *logits, vidi_err *err) {
+/* The step's ops for B sequences: positions, slots and lengths from `ints`
+ * (laid out as pool->d_ints), token ids from `ids`, the block table from
+ * pool->d_table. */
+static vidi_status dec_body(vidi_text *t, vidi_kv_pool *pool, int B, const int32_t *ints, const int32_t *ids,
+                            vidi_tensor *logits, vidi_err *err) {
     vidi_status rc = VIDI_OK;
     vidi_backend *be = t->be;
     const vidi_text_config *c = &t->cfg;
     vidi_dtype adt = be->act_dtype;
     int Bm = pool->max_batch;
-    int32_t *ints = pool->d_ints;
-    vidi_tensor tid = vidi_tensor_1d(VIDI_DTYPE_I32, ints + PG_IDS * Bm, B);
-    vidi_tensor tpos = vidi_tensor_2d(VIDI_DTYPE_I32, ints + PG_POS * Bm, B, 3);
-    vidi_tensor tslots = vidi_tensor_1d(VIDI_DTYPE_I32, ints + PG_SLOTS * Bm, B);
-    vidi_tensor tlens = vidi_tensor_1d(VIDI_DTYPE_I32, ints + PG_LENS * Bm, B);
+    vidi_tensor tid = vidi_tensor_1d(VIDI_DTYPE_I32, (void *)ids, B);
+    vidi_tensor tpos = vidi_tensor_2d(VIDI_DTYPE_I32, (void *)(ints + PG_POS * Bm), B, 3);
+    vidi_tensor tslots = vidi_tensor_1d(VIDI_DTYPE_I32, (void *)(ints + PG_SLOTS * Bm), B);
+    vidi_tensor tlens = vidi_tensor_1d(VIDI_DTYPE_I32, (void *)(ints + PG_LENS * Bm), B);
     vidi_tensor ttable = vidi_tensor_2d(VIDI_DTYPE_I32, pool->d_table, B, pool->max_blocks);
     vidi_tensor tx = vidi_tensor_2d(adt, pool->act.x, B, c->hidden_size);
     vidi_tensor tn = vidi_tensor_2d(adt, pool->act.h, B, c->hidden_size);
@@ -318,12 +336,23 @@ typedef struct dec_ctx {
     vidi_text *t;
     vidi_kv_pool *pool;
     int B;
+    const int32_t *ints, *ids;
     vidi_tensor *logits;
+    int32_t *argmax;             /* NULL, or the argmax of rows [last, B) goes here (a chained step) */
+    int last;
 } dec_ctx;
 
 static vidi_status dec_run(void *ctx, vidi_err *err) {
     dec_ctx *c = ctx;
-    return dec_body(c->t, c->pool, c->B, c->logits, err);
+    vidi_status rc = dec_body(c->t, c->pool, c->B, c->ints, c->ids, c->logits, err);
+    if (rc != VIDI_OK || !c->argmax) return rc;
+    vidi_backend *be = c->t->be;
+    const int64_t V = c->t->cfg.vocab_size;
+    vidi_tensor lr = vidi_tensor_2d(be->act_dtype,
+                                    (char *)c->logits->data + (size_t)c->last * (size_t)V * vidi_dtype_size(be->act_dtype),
+                                    c->B - c->last, V);
+    vidi_tensor tk = vidi_tensor_1d(VIDI_DTYPE_I32, c->argmax, c->B - c->last);
+    return be->ops->argmax_rows(be, &lr, &tk, err);
 }
 
 /* The arguments both kinds of step share: the pool, B rows, the logits,
@@ -346,6 +375,7 @@ static vidi_status dec_check(vidi_text *t, vidi_kv_pool *pool, int B, vidi_kv_se
                    "row %d: its sequence is missing or belongs to another pool", b);
         VIDI_CHECK(ids[b] >= 0 && ids[b] < V, err, VIDI_ERR_INVALID,
                    "row %d: token id %d is outside the vocabulary [0, %lld)", b, ids[b], (long long)V);
+        if (several == 2) continue; /* rows of a sequence in any order (vidi_text_decode_rows checks them) */
         if (several && b > 0 && seqs[b - 1] == seqs[b]) continue; /* the sequence's next token */
         for (int j = 0; j < b; j++)
             VIDI_CHECK(seqs[j] != seqs[b], err, VIDI_ERR_INVALID,
@@ -385,10 +415,36 @@ static vidi_status dec_table(vidi_kv_pool *pool, int B, vidi_kv_seq *const *seqs
 static vidi_status dec_launch(vidi_text *t, vidi_kv_pool *pool, int B, vidi_tensor *logits, int use_graph,
                               vidi_err *err) {
     const vidi_backend_ops *op = t->be->ops;
+    const int32_t *ints = pool->d_ints, *ids = pool->d_ints + PG_IDS * pool->max_batch;
     if (!(use_graph && op->graph_begin && op->graph_end && op->graph_launch && op->graph_free))
-        return dec_body(t, pool, B, logits, err);
-    dec_ctx ctx = {t, pool, B, logits};
+        return dec_body(t, pool, B, ints, ids, logits, err);
+    dec_ctx ctx = {t, pool, B, ints, ids, logits, NULL, 0};
     return text_graph_step(t->be, &pool->graphs[B], dec_run, &ctx, logits, err);
+}
+
+/* A chained step (vidi_text_decode_chain) of B rows reading `ints` and
+ * `ids` in the chain's buffer, its argmax of rows [last, B) into `out`:
+ * replayed as a graph recorded for these pointers and sizes (kept in
+ * pool->cg; all dropped when the cache is full), else queued op by op. */
+static vidi_status dec_chain_launch(vidi_text *t, vidi_kv_pool *pool, int B, const int32_t *ints, const int32_t *ids,
+                                    vidi_tensor *logits, int32_t *out, int last, vidi_err *err) {
+    const vidi_backend_ops *op = t->be->ops;
+    dec_ctx ctx = {t, pool, B, ints, ids, logits, out, last};
+    if (!(op->graph_begin && op->graph_end && op->graph_launch && op->graph_free)) return dec_run(&ctx, err);
+    chain_graph *g = NULL;
+    for (int i = 0; i < pool->n_cg && !g; i++) {
+        chain_graph *c = &pool->cg[i];
+        if (c->B == B && c->last == last && c->ints == ints && c->ids == ids && c->out == out) g = c;
+    }
+    if (!g) {
+        if (pool->n_cg == CHAIN_GRAPHS) {
+            for (int i = 0; i < pool->n_cg; i++) text_graph_free(t->be, &pool->cg[i].g);
+            pool->n_cg = 0;
+        }
+        g = &pool->cg[pool->n_cg++];
+        *g = (chain_graph){.B = B, .last = last, .ints = ints, .ids = ids, .out = out};
+    }
+    return text_graph_step(t->be, &g->g, dec_run, &ctx, logits, err);
 }
 
 vidi_status vidi_text_decode_batch(vidi_text *t, vidi_kv_pool *pool, int B, vidi_kv_seq *const *seqs,
@@ -434,7 +490,7 @@ vidi_status vidi_text_decode_chain(vidi_text *t, vidi_kv_pool *pool, int B, vidi
         vidi_tensor lb = vidi_tensor_2d(logits->dtype, logits->data, B, vidi_tensor_cols(logits));
         VIDI_TRY(dec_check(t, pool, B, seqs, ids, pos, &lb, 0, err));
     }
-    VIDI_CHECK(n_steps && tokens, err, VIDI_ERR_INVALID, "no step counts or tokens");
+    VIDI_CHECK(n_steps, err, VIDI_ERR_INVALID, "no step counts");
     VIDI_CHECK(!lag || lag_pos, err, VIDI_ERR_INVALID, "lag tokens without their positions");
     const int n = n_steps[0];
     int n_lag = 0;
@@ -498,29 +554,72 @@ vidi_status vidi_text_decode_chain(vidi_text *t, vidi_kv_pool *pool, int B, vidi
             for (int j = pass; j < (pass ? n : 1); j++) {
                 int Bj = pass ? 0 : R0;
                 while (pass && Bj < B && n_steps[Bj] > j) Bj++;
-                VIDI_TRY(op->copy(be, pool->d_ints, d_seg + (size_t)j * seg, seg * sizeof(int32_t), err));
+                /* step j reads its segment, its ids (step 0: the segment's; later: the step before's
+                 * argmax) and writes its argmax of the rows that go on (step 0: after the lag rows) */
+                const int32_t *sj = d_seg + (size_t)j * seg;
+                const int32_t *ids_j = j == 0 ? sj + PG_IDS * Bm : d_tok + (size_t)(j - 1) * B;
                 vidi_tensor lg = vidi_tensor_2d(be->act_dtype, logits->data, Bj, V);
-                VIDI_TRY(dec_launch(t, pool, Bj, &lg, 1, err));
-                int last = pass ? 0 : n_lag; /* the rows whose argmax is the next input */
-                vidi_tensor lr = vidi_tensor_2d(be->act_dtype,
-                                                (char *)logits->data + (size_t)last * (size_t)V *
-                                                                           vidi_dtype_size(be->act_dtype),
-                                                Bj - last, V);
-                vidi_tensor tk = vidi_tensor_1d(VIDI_DTYPE_I32, d_tok + (size_t)j * B, Bj - last);
-                VIDI_TRY(op->argmax_rows(be, &lr, &tk, err));
-                int Bn = 0;
-                while (j + 1 < n && Bn < B && n_steps[Bn] > j + 1) Bn++;
-                if (Bn) /* the next step's ids */
-                    VIDI_TRY(op->copy(be, d_seg + (size_t)(j + 1) * seg + PG_IDS * Bm, d_tok + (size_t)j * B,
-                                      (size_t)Bn * sizeof(int32_t), err));
+                VIDI_TRY(dec_chain_launch(t, pool, Bj, sj, ids_j, &lg, d_tok + (size_t)j * B, pass ? 0 : n_lag, err));
             }
         }
-        VIDI_TRY(op->copy_to_host(be, tokens, d_tok, (size_t)n * B * sizeof(int32_t), err));
+        pool->chain_tok = d_tok;
+        if (tokens) VIDI_TRY(op->copy_to_host(be, tokens, d_tok, (size_t)n * B * sizeof(int32_t), err));
         for (int b = 0; b < B; b++) seqs[b]->len += (lag && lag[b] >= 0) + n_steps[b];
     }
     return VIDI_OK;
 fail:
     vidi_err_prefix(err, "chained decode steps of %d sequences", B);
+    return rc;
+}
+
+const int32_t *vidi_text_chain_tokens(const vidi_kv_pool *pool) { return pool ? pool->chain_tok : NULL; }
+
+vidi_status vidi_text_decode_rows(vidi_text *t, vidi_kv_pool *pool, int R, vidi_kv_seq *const *seqs,
+                                  const int32_t *offs, const int32_t *ids, const int32_t *pos, const vidi_dev_ids *dev,
+                                  int n_dev, vidi_tensor *logits, vidi_err *err) {
+    vidi_status rc = VIDI_OK;
+    vidi_backend *be = t->be;
+    const int Bm = pool ? pool->max_batch : 0;
+    VIDI_TRY(dec_check(t, pool, R, seqs, ids, pos, logits, 2, err));
+    VIDI_CHECK(offs && (n_dev == 0 || dev), err, VIDI_ERR_INVALID, "no offsets or device ids");
+    /* each sequence's rows: offsets 0 .. c - 1, each once (c its row count) */
+    for (int r = 0; r < R; r++) {
+        int c = 0, seen = 0, first = 1;
+        for (int q = 0; q < R; q++)
+            if (seqs[q] == seqs[r]) {
+                c++;
+                seen += offs[q] == offs[r];
+                if (q < r) first = 0;
+            }
+        VIDI_CHECK(offs[r] >= 0 && offs[r] < c && seen == 1, err, VIDI_ERR_INVALID,
+                   "row %d: offset %d of a sequence with %d rows (each of 0 .. %d once)", r, offs[r], c, c - 1);
+        if (!first) continue;
+        rc = seq_reserve(seqs[r], seqs[r]->len + c, err);
+        if (rc != VIDI_OK) {
+            vidi_err_prefix(err, "row %d", r);
+            goto fail;
+        }
+    }
+    for (int i = 0; i < n_dev; i++)
+        VIDI_CHECK(dev[i].src && dev[i].row >= 0 && dev[i].n >= 0 && dev[i].row + dev[i].n <= R, err,
+                   VIDI_ERR_INVALID, "device ids %d: rows [%d, %d + %d) outside the step's %d", i, dev[i].row,
+                   dev[i].row, dev[i].n, R);
+    for (int r = 0; r < R; r++) dec_row(pool, pool->h_ints, r, seqs[r], offs[r], ids[r], pos + 3 * r);
+    VIDI_TRY(be->ops->copy_to_device(be, pool->d_ints, pool->h_ints, (size_t)(PG_INTS * Bm) * sizeof(int32_t), err));
+    for (int i = 0; i < n_dev; i++)
+        if (dev[i].n) VIDI_TRY(be->ops->copy(be, pool->d_ints + PG_IDS * Bm + dev[i].row, dev[i].src,
+                                             (size_t)dev[i].n * sizeof(int32_t), err));
+    VIDI_TRY(dec_table(pool, R, seqs, err));
+    VIDI_TRY(dec_launch(t, pool, R, logits, 1, err));
+    for (int r = 0; r < R; r++) {
+        int c = 0, first = 1;
+        for (int q = 0; q < R; q++)
+            if (seqs[q] == seqs[r]) c++, first &= q >= r;
+        if (first) seqs[r]->len += c;
+    }
+    return VIDI_OK;
+fail:
+    vidi_err_prefix(err, "decode step of %d rows", R);
     return rc;
 }
 

@@ -244,9 +244,53 @@ static void run_model(const char *rel) {
             snprintf(what, sizeof what, "%s step row %d (sequence %d)", rel, r, s);
             compare(what, rows + (size_t)r * V, got, V);
         }
-        free(rows);
         CHECK(vidi_kv_seq_truncate(seq[0], l0, &err) == VIDI_OK && vidi_kv_seq_truncate(seq[1], l1, &err) == VIDI_OK,
               "cut back: %s", err.msg);
+        /* the same rows in another order (vidi_text_decode_rows), the last token of sequence 1 from
+         * backend memory: each row's logits equal the batch's */
+        {
+            static const int perm[4] = {2, 0, 1, 3}; /* row r of this step is row perm[r] above */
+            vidi_kv_seq *ps[4];
+            int32_t pid[4], poff[4], ppos[12];
+            for (int r = 0; r < 4; r++) {
+                int q = perm[r];
+                ps[r] = rs4[q], pid[r] = q == 3 ? 0 : rid[q], poff[r] = q == 0 ? 0 : q - 1;
+                memcpy(ppos + 3 * r, rpos + 3 * q, 3 * sizeof *ppos);
+            }
+            int32_t *dsrc = be->ops->buf_alloc(be, sizeof(int32_t));
+            vidi_dev_ids dv = {3, dsrc, 1};
+            float *prow = malloc((size_t)V * sizeof *prow);
+            if (!dsrc || !prow || be->ops->copy_to_device(be, dsrc, &rid[3], sizeof rid[3], &err) != VIDI_OK ||
+                vidi_text_decode_rows(t, pool, 4, ps, poff, pid, ppos, &dv, 1, &tl, &err) != VIDI_OK) {
+                CHECK(0, "rows in any order: %s", dsrc && prow ? err.msg : "out of memory");
+            } else {
+                CHECK(vidi_kv_seq_len(seq[0]) == l0 + 1 && vidi_kv_seq_len(seq[1]) == l1 + 3,
+                      "rows in any order: lengths %lld, %lld", (long long)vidi_kv_seq_len(seq[0]),
+                      (long long)vidi_kv_seq_len(seq[1]));
+                for (int r = 0; r < 4; r++) {
+                    if (vidi_download_f32(be, prow, (char *)lg + (size_t)r * V * vidi_dtype_size(be->act_dtype),
+                                          (size_t)V, &err) != VIDI_OK)
+                        break;
+                    char what[80];
+                    snprintf(what, sizeof what, "%s rows in any order, row %d", rel, r);
+                    compare(what, prow, rows + (size_t)perm[r] * V, V);
+                }
+                CHECK(vidi_kv_seq_truncate(seq[0], l0, &err) == VIDI_OK &&
+                          vidi_kv_seq_truncate(seq[1], l1, &err) == VIDI_OK, "cut back: %s", err.msg);
+                /* a sequence's offsets twice, or past its rows: refused, nothing appended */
+                poff[0] = poff[2];
+                CHECK(vidi_text_decode_rows(t, pool, 4, ps, poff, pid, ppos, NULL, 0, &tl, &err) == VIDI_ERR_INVALID &&
+                          strstr(err.msg, "offset"), "a repeated offset accepted (%s)", err.msg);
+                poff[0] = 3;
+                CHECK(vidi_text_decode_rows(t, pool, 4, ps, poff, pid, ppos, NULL, 0, &tl, &err) == VIDI_ERR_INVALID,
+                      "an offset past the sequence's rows accepted");
+                CHECK(vidi_kv_seq_len(seq[0]) == l0 && vidi_kv_seq_len(seq[1]) == l1,
+                      "a refused step changed a sequence");
+            }
+            free(prow);
+            if (dsrc) be->ops->buf_free(be, dsrc);
+        }
+        free(rows);
     }
 
     /* Bad arguments leave every sequence as it was. */
