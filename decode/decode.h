@@ -134,7 +134,8 @@ typedef struct vidi_decoder_stats {
     uint64_t spec_emitted;            /* tokens those forwards delivered (accepted + one each, none past a stop) */
     uint64_t spec_accepted_at[VIDI_SPEC_MAX_K]; /* drafts accepted at position i (0-based) */
     uint64_t spec_proposed_at[VIDI_SPEC_MAX_K]; /* drafts proposed at position i */
-    uint64_t draft_ns;                /* wall time in the draft model's steps (they end waiting for it) */
+    uint64_t draft_ns;                /* wall time in the draft model's steps: they end waiting for it, except
+                                         all-greedy chains (queued only; their tokens go on to the target's step) */
     uint64_t swapped_out, swapped_in; /* since creation */
     uint64_t preempted;               /* PREEMPTED events (recompute) */
     int swapped_now;                  /* out right now */

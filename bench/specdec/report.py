@@ -29,7 +29,9 @@ NOTES = ("tokens/s of the decode loop only (prefill untimed), the backend synchr
          "of `batch` sequences; the whole set runs once untimed first (CUDA graphs, caches). "
          "acceptance = drafts accepted / proposed; tokens_per_target_step counts the target's own token "
          "(the bonus or the correction). identical_to_plain: every sequence's greedy tokens equal the plain "
-         "run's. draft_share: the part of the decode time spent in the draft model's steps.")
+         "run's. draft_share: the part of the decode time spent in the draft model's steps on the host; greedy "
+         "drafts are queued without a wait (their tokens go from the device into the target's step), so it is "
+         "the launch time there, not the draft's GPU time.")
 benchjson.write(out, "specdec", machine, command, results, NOTES)
 for r in results:
     print(f"{r['case'][:90]:90s} {r['value']:9.1f} vs {r['baseline_value']:9.1f}  x{r['ratio']}  acc {r['acceptance']}")
