@@ -33,7 +33,6 @@ import argparse
 import contextlib
 import copy
 import json
-import math
 import os
 import sys
 import time
@@ -182,15 +181,6 @@ def agreement(student, teacher, items, text, device, amp):
     return res
 
 
-def lr_factor(step, warmup, total, floor):
-    if step < warmup:
-        return (step + 1) / warmup
-    if total <= warmup:
-        return 1.0
-    p = min(1.0, (step - warmup) / (total - warmup))
-    return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * p))
-
-
 def readme(name, cfg, args, steps, seconds, before, after, teacher_name, init_name):
     def line(tag, r):
         return (f"| {tag} | {r['caption']['agreement']:.3f} | {r['caption']['tokens_per_step']['k4']:.2f} | "
@@ -275,7 +265,7 @@ def main(argv=None):
         if time.time() + reserve >= deadline:
             break
         b = train.to_device(next(it), device)
-        f = lr_factor(step, args.warmup, total or 10 ** 9, args.min_lr_ratio)
+        f = train.lr_factor(step, args.warmup, total or 10 ** 9, args.min_lr_ratio)
         for g in opt.param_groups:
             g["lr"] = args.lr * f
         with amp():
