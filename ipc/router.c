@@ -50,7 +50,12 @@ static const char *const k_wk_stats[] = {"media", "encode", "encode_batches", "e
                                          "sparse_pairs", "sparse_dense_pairs", "sparse_us", "spec_steps",
                                          "spec_proposed", "spec_accepted", "spec_emitted", "draft_encodes",
                                          "draft_prefills", VIDI_POS16("spec_proposed_at_"),
-                                         VIDI_POS16("spec_accepted_at_")};
+                                         VIDI_POS16("spec_accepted_at_"), "media_us", "encode_us", "prefill_us",
+                                         "decode_us"};
+/* the load monitor: per stage (k_roles' order) its busy counter and its unit of work in k_wk_stats */
+static const char *const k_stage_busy[4] = {"media_us", "encode_us", "prefill_us", "decode_us"};
+static const char *const k_stage_unit[4] = {"media", "encode", "prefill", "tokens"};
+#define SLO_WINDOW 128
 #define WK_STATS ((int)(sizeof k_wk_stats / sizeof k_wk_stats[0]))
 #define CLIENT_SILENCE_MS 5000 /* clients heartbeat every second (client.c); 5 missed: gone */
 
@@ -63,6 +68,8 @@ vidi_router_config vidi_router_config_default(void) {
     c.request_timeout_ms = 600000;
     c.max_attempts = 5;
     c.use_cache = 1;
+    c.ttft_ms = 2000;
+    c.tpot_ms = 100;
     return c;
 }
 
@@ -81,6 +88,11 @@ typedef struct wk {
     uint64_t kv_free_tokens;    /* free, as its last heartbeat said */
     uint64_t st[WK_STATS];      /* its counters, as its last STATS said (k_wk_stats) */
     int64_t stats_asked_ms;
+    int64_t mon_ms;             /* the load monitor's last sample of it (0: none yet) */
+    uint64_t mon_base[8];       /* busy and unit counters of each stage at that sample */
+    uint64_t busy_pct[4];       /* each stage's share of its time between its last two heartbeats */
+    int64_t hb_ms;              /* its last heartbeat with load.busy_us (0: none yet) */
+    uint64_t hb_busy[4];        /* that heartbeat's busy_us */
 } wk;
 
 typedef struct media_in {
@@ -99,6 +111,8 @@ typedef struct rq {
     int64_t client_heard_ms;    /* the client's last message (PROTOCOL.md §6, clients) */
     int64_t created_ms, deadline_ms, queued_since_ms;
     int64_t dispatched_ms;      /* its first dispatch (0 before): queue time = dispatched - created */
+    int64_t first_token_ms;     /* its first token's arrival (0 before) */
+    int encoded;                /* an encoder's RESULT came for the current attempt (the load monitor) */
     int running;                /* dispatched under the current attempt */
     int tries;                  /* attempts that lost a worker mid-flight (max_attempts bounds them) */
     vidi_wire_code last_code;   /* why the last try failed (worker_lost or overloaded) */
@@ -151,6 +165,11 @@ typedef struct router {
     /* counters (STATS) */
     uint64_t c_requests, c_done, c_errors, c_overloaded, c_retries, c_cache_hit_items, c_media_items,
         c_encode_work, c_workers_lost, c_bad_msgs, c_clients_gone;
+    /* the load monitor (STATS' stage_* and slo) */
+    int stage_busy_at[4], stage_unit_at[4]; /* k_wk_stats indices */
+    double service_us[4];       /* recent time per unit of work of each stage (moving average) */
+    struct slo_sample { uint32_t ttft_ms, tpot_ms, queue_ms; } slo[SLO_WINDOW];
+    int n_slo, slo_next;
 } router;
 
 static void s_log(router *r, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -324,8 +343,11 @@ static void s_fail(router *r, rq *q, vidi_wire_code code, const char *msg) {
     s_rq_free(q);
 }
 
+static void s_monitor_done(router *r, const rq *q);
+
 static void s_finish(router *r, rq *q, const char *finish) {
     r->c_done++;
+    if (strcmp(finish, "cancelled")) s_monitor_done(r, q);
     size_t nt = 0;
     char tail[64];
     if (vidi_detok_flush(&q->detok, tail, sizeof tail, &nt, NULL) == VIDI_OK && nt && q->text_len + nt < q->text_cap) {
@@ -411,6 +433,7 @@ static int s_dispatch_sends(router *r, rq *q) {
     if (wp < 0 || wd < 0 || ((need & ROLE_MEDIA) && wm < 0) || ((need & ROLE_ENCODE) && n_encs == 0)) return 1;
 
     q->running = 1;
+    q->encoded = 0;
     if (!q->dispatched_ms) q->dispatched_ms = vidi_now_ms();
     q->w_prefill = wp, q->w_decode = wd, q->w_media = wm;
     q->w_encoders = 0;
@@ -826,13 +849,15 @@ static rq *s_find_client_req(router *r, const vidi_msg *m, uint64_t id) {
     return NULL;
 }
 
+static void s_pack_monitor(router *r, msgpack_packer *pk);
+
 static void s_on_stats_client(router *r, const vidi_msg *m) {
     vidi_msg_out o;
     vidi_msg_out_init(&o);
     int n_workers = 0, active = 0, running = 0;
     for (int i = 0; i < MAX_WORKERS; i++) n_workers += r->workers[i].used;
     for (int i = 0; i < r->n_reqs_cap; i++) active += r->reqs[i].used, running += r->reqs[i].used && r->reqs[i].running;
-    msgpack_pack_map(&o.pk, (size_t)(16 + WK_STATS));
+    msgpack_pack_map(&o.pk, (size_t)(16 + WK_STATS + 5));
 #define KV(k, v)                                                                                                      \
     do {                                                                                                              \
         vidi_mp_pack_cstr(&o.pk, k);                                                                                  \
@@ -870,6 +895,7 @@ static void s_on_stats_client(router *r, const vidi_msg *m) {
         vidi_mp_pack_cstr(&o.pk, k_roles[k]);
         msgpack_pack_uint64(&o.pk, (uint64_t)n);
     }
+    s_pack_monitor(r, &o.pk);
     vidi_msg_send(r->front, m->identity, m->identity_len, VIDI_CMD_STATS, &o, NULL);
     vidi_msg_out_free(&o);
 }
@@ -897,6 +923,137 @@ static void s_on_front(router *r, vidi_msg *m) {
         r->c_bad_msgs++;
         s_client_error(r, m, -1, VIDI_WIRE_BAD_COMMAND, "a client sends REQUEST, CANCEL, STATS or HEARTBEAT");
     }
+}
+
+/* ---- the load monitor ---- */
+
+/* A worker's heartbeat (its heartbeat thread's, sent while the main thread
+ * computes) with load.busy_us: each stage's share of its time since the
+ * heartbeat before (at least MONITOR_MS ago). */
+#define MONITOR_MS 500
+static void s_monitor_heartbeat(wk *w, const vidi_msg *m) {
+    const msgpack_object *load, *busy;
+    size_t n;
+    uint64_t v[4];
+    if (vidi_mp_map(m->header, "load", 0, &load, NULL) != VIDI_OK || !load ||
+        vidi_mp_array(load, "busy_us", 0, 4, &busy, &n, NULL) != VIDI_OK || n != 4)
+        return;
+    for (int k = 0; k < 4; k++) {
+        if (busy[k].type != MSGPACK_OBJECT_POSITIVE_INTEGER) return;
+        v[k] = busy[k].via.u64;
+    }
+    int64_t now = vidi_now_ms(), dt = now - w->hb_ms;
+    if (w->hb_ms && dt < MONITOR_MS) return;
+    for (int k = 0; k < 4 && w->hb_ms; k++) {
+        if (v[k] < w->hb_busy[k]) continue; /* the worker restarted */
+        uint64_t pct = (v[k] - w->hb_busy[k]) / 10u / (uint64_t)dt; /* us over ms x 1000, in percent */
+        w->busy_pct[k] = pct > 100 ? 100 : pct;
+    }
+    memcpy(w->hb_busy, v, sizeof v);
+    w->hb_ms = now;
+}
+
+/* A worker's STATS came: each stage's time per unit of work since the
+ * sample before (at least MONITOR_MS ago: a worker busy with a long stage
+ * answers the STATS queued meanwhile together, and their increments are
+ * kept for the next sample). */
+static void s_monitor_sample(router *r, wk *w) {
+    int64_t now = vidi_now_ms(), dt = now - w->mon_ms;
+    if (w->mon_ms && dt < MONITOR_MS) return;
+    uint64_t base[8];
+    memcpy(base, w->mon_base, sizeof base);
+    for (int k = 0; k < 4; k++) {
+        w->mon_base[2 * k] = w->st[r->stage_busy_at[k]];
+        w->mon_base[2 * k + 1] = w->st[r->stage_unit_at[k]];
+    }
+    int first = !w->mon_ms;
+    w->mon_ms = now;
+    if (first) return;
+    for (int k = 0; k < 4; k++) {
+        uint64_t b0 = base[2 * k], b1 = w->mon_base[2 * k], u0 = base[2 * k + 1], u1 = w->mon_base[2 * k + 1];
+        if (b1 < b0 || u1 < u0) continue; /* the worker restarted */
+        if (u1 > u0) {
+            double per = (double)(b1 - b0) / (double)(u1 - u0);
+            r->service_us[k] = r->service_us[k] > 0 ? 0.7 * r->service_us[k] + 0.3 * per : per;
+        }
+    }
+}
+
+/* A finished request's latencies into the window of the slo map. */
+static void s_monitor_done(router *r, const rq *q) {
+    if (!q->first_token_ms || q->n_sent < 1) return;
+    int64_t end = vidi_now_ms();
+    struct slo_sample *x = &r->slo[r->slo_next];
+    x->ttft_ms = (uint32_t)(q->first_token_ms - q->created_ms);
+    x->tpot_ms = q->n_sent > 1 ? (uint32_t)((end - q->first_token_ms) / (q->n_sent - 1)) : 0;
+    x->queue_ms = q->dispatched_ms ? (uint32_t)(q->dispatched_ms - q->created_ms) : 0;
+    r->slo_next = (r->slo_next + 1) % SLO_WINDOW;
+    if (r->n_slo < SLO_WINDOW) r->n_slo++;
+}
+
+static int s_cmp_u32(const void *a, const void *b) {
+    uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* The 90th percentile of field f (0 ttft, 1 tpot, 2 queue) over the window. */
+static uint64_t s_slo_p90(const router *r, int f) {
+    uint32_t v[SLO_WINDOW];
+    if (!r->n_slo) return 0;
+    for (int i = 0; i < r->n_slo; i++)
+        v[i] = f == 0 ? r->slo[i].ttft_ms : f == 1 ? r->slo[i].tpot_ms : r->slo[i].queue_ms;
+    qsort(v, (size_t)r->n_slo, sizeof v[0], s_cmp_u32);
+    return v[(r->n_slo * 9 + 9) / 10 - 1];
+}
+
+/* STATS' stage_<role> maps and slo map (PROTOCOL.md §5.2). */
+static void s_pack_monitor(router *r, msgpack_packer *pk) {
+    for (int k = 0; k < 4; k++) {
+        uint64_t n = 0, queue = 0, busy = 0;
+        for (int i = 0; i < MAX_WORKERS; i++) {
+            const wk *w = &r->workers[i];
+            if (!w->used || !(w->roles >> k & 1)) continue;
+            n++;
+            queue += w->queued;
+            busy += w->busy_pct[k];
+        }
+        for (int i = 0; i < r->n_reqs_cap; i++) { /* requests waiting for the stage or in it */
+            const rq *q = &r->reqs[i];
+            if (!q->used) continue;
+            int media = q->n_media > 0 && q->running && q->w_media >= 0 && !q->encoded && !q->first_token_ms;
+            int at;
+            if (!q->running) at = k >= 2 || q->n_media > 0; /* admitted, not dispatched: every stage it needs */
+            else if (k <= 1) at = media;                   /* media and encode: before an encoder's RESULT */
+            else if (k == 2) at = !media && !q->first_token_ms;
+            else at = q->first_token_ms != 0;
+            queue += (uint64_t)at;
+        }
+        char key[32];
+        snprintf(key, sizeof key, "stage_%s", k_roles[k]);
+        vidi_mp_pack_cstr(pk, key);
+        msgpack_pack_map(pk, 4);
+        vidi_mp_kv_u64(pk, "workers", n);
+        vidi_mp_kv_u64(pk, "queue", queue);
+        vidi_mp_kv_u64(pk, "busy_pct", n ? busy / n : 0);
+        vidi_mp_kv_u64(pk, "service_us", (uint64_t)(r->service_us[k] + 0.5));
+    }
+    uint64_t ttft = s_slo_p90(r, 0), tpot = s_slo_p90(r, 1), tt = (uint64_t)r->cfg->ttft_ms,
+             tp = (uint64_t)r->cfg->tpot_ms;
+    int ok = 0;
+    for (int i = 0; i < r->n_slo; i++) ok += r->slo[i].ttft_ms <= tt && r->slo[i].tpot_ms <= tp;
+    vidi_mp_pack_cstr(pk, "slo");
+    msgpack_pack_map(pk, 11);
+    vidi_mp_kv_u64(pk, "ttft_target_ms", tt);
+    vidi_mp_kv_u64(pk, "tpot_target_ms", tp);
+    vidi_mp_kv_u64(pk, "window", (uint64_t)r->n_slo);
+    vidi_mp_kv_u64(pk, "ttft_p90_ms", ttft);
+    vidi_mp_kv_u64(pk, "tpot_p90_ms", tpot);
+    vidi_mp_kv_u64(pk, "queue_p90_ms", s_slo_p90(r, 2));
+    vidi_mp_kv_u64(pk, "ttft_slack_ms", tt > ttft ? tt - ttft : 0);
+    vidi_mp_kv_u64(pk, "tpot_slack_ms", tp > tpot ? tp - tpot : 0);
+    vidi_mp_kv_u64(pk, "ttft_over_ms", ttft > tt ? ttft - tt : 0);
+    vidi_mp_kv_u64(pk, "tpot_over_ms", tpot > tp ? tpot - tp : 0);
+    vidi_mp_kv_u64(pk, "attained_pct", r->n_slo ? (uint64_t)(100 * ok / r->n_slo) : 0);
 }
 
 /* ---- worker messages ---- */
@@ -965,6 +1122,7 @@ static void s_on_token(router *r, const vidi_msg *m) {
         q->n_sent++;
     }
     if (!n_new) return;
+    if (!q->first_token_ms) q->first_token_ms = vidi_now_ms();
     /* stop strings: the text ends before the first one */
     size_t cut = q->text_len;
     int stopped = 0;
@@ -1022,6 +1180,11 @@ static void s_on_done(router *r, const vidi_msg *m) {
 static void s_on_result(router *r, int wi, const vidi_msg *m) {
     const msgpack_object *stored, *missing;
     size_t ns = 0, nm = 0;
+    {
+        int stale_;
+        rq *q = s_find_req(r, m, &stale_);
+        if (q) q->encoded = 1;
+    }
     vidi_mp_array(m->header, "stored", 0, 4096, &stored, &ns, NULL);
     vidi_mp_array(m->header, "missing", 0, 4096, &missing, &nm, NULL);
     r->c_encode_work++;
@@ -1144,7 +1307,10 @@ static int s_hb_owner(router *r, const vidi_msg *m) {
 static void s_on_back(router *r, vidi_msg *m) {
     int hb = s_hb_owner(r, m);
     if (hb != -2) { /* the liveness thread of a worker: heard, never answered */
-        if (hb >= 0 && m->cmd == VIDI_CMD_HEARTBEAT) vidi_liveness_heard(&r->workers[hb].live, vidi_now_ms());
+        if (hb >= 0 && m->cmd == VIDI_CMD_HEARTBEAT) {
+            vidi_liveness_heard(&r->workers[hb].live, vidi_now_ms());
+            s_monitor_heartbeat(&r->workers[hb], m);
+        }
         return;
     }
     int wi = s_worker_find(r, m->identity, m->identity_len);
@@ -1177,10 +1343,13 @@ static void s_on_back(router *r, vidi_msg *m) {
     case VIDI_CMD_DONE: s_on_done(r, m); return;
     case VIDI_CMD_RESULT: s_on_result(r, wi, m); return;
     case VIDI_CMD_ERROR: s_on_worker_error(r, m); return;
-    case VIDI_CMD_STATS:
+    case VIDI_CMD_STATS: {
+        wk *w = &r->workers[wi];
         for (int k = 0; k < WK_STATS; k++)
-            vidi_mp_u64(m->header, k_wk_stats[k], 0, r->workers[wi].st[k], 0, UINT64_MAX, &r->workers[wi].st[k], NULL);
+            vidi_mp_u64(m->header, k_wk_stats[k], 0, w->st[k], 0, UINT64_MAX, &w->st[k], NULL);
+        s_monitor_sample(r, w);
         return;
+    }
     case VIDI_CMD_DISCONNECT: s_worker_lost(r, wi, "it disconnected"); return;
     default:
         r->c_bad_msgs++;
@@ -1248,6 +1417,11 @@ vidi_status vidi_router_run(const vidi_router_config *cfg, volatile sig_atomic_t
     r->dir = calloc(DIR_MAX, sizeof *r->dir);
     VIDI_CHECK(r->reqs && r->dir, err, VIDI_ERR_NOMEM, "router: out of memory");
     r->rng = (uint64_t)time(NULL) ^ ((uint64_t)getpid() << 32);
+    for (int k = 0; k < 4; k++)
+        for (int i = 0; i < WK_STATS; i++) {
+            if (!strcmp(k_wk_stats[i], k_stage_busy[k])) r->stage_busy_at[k] = i;
+            if (!strcmp(k_wk_stats[i], k_stage_unit[k])) r->stage_unit_at[k] = i;
+        }
     VIDI_TRY(vidi_model_config_load(cfg->model_dir, &r->mcfg, err));
     char path[4096];
     snprintf(path, sizeof path, "%s/tokenizer.json", cfg->model_dir);

@@ -30,6 +30,7 @@ typedef struct vidi_router_config {
     int max_attempts;             /* tries per request when workers are lost (5) */
     int max_split;                /* encoders one video is split over (0: every encode worker) */
     int use_cache;                /* route cache hits to the encoder holding them (1) */
+    int64_t ttft_ms, tpot_ms;     /* latency targets of the load monitor (2000, 100): STATS' slo */
     const char *curve_secret;     /* Z85 CURVE secret key of front (NULL: no encryption) */
     int verbose;
 } vidi_router_config;

@@ -597,8 +597,8 @@ static int cmd_bad(const char *router) {
     return ok == n && serves ? 0 : 1;
 }
 
-/* stats KEY>=N ...: the router's STATS (after its next collection from the
- * workers) hold at least N under each KEY. */
+/* stats KEY>=N|KEY<=N ...: the router's STATS (after its next collection
+ * from the workers) hold at least (at most) N under each KEY. */
 static int cmd_stats(const char *router, int argc, char **argv) {
     vidi_err err = {0};
     vidi_conn *c;
@@ -612,15 +612,17 @@ static int cmd_stats(const char *router, int argc, char **argv) {
     int bad = 0;
     for (int i = 0; i < argc; i++) {
         char key[128];
-        unsigned long long min = 0;
-        const char *ge = strstr(argv[i], ">=");
-        if (!ge || ge == argv[i] || (size_t)(ge - argv[i]) >= sizeof key) return 2;
-        memcpy(key, argv[i], (size_t)(ge - argv[i]));
-        key[ge - argv[i]] = 0;
-        min = strtoull(ge + 2, NULL, 10);
+        unsigned long long lim = 0;
+        const char *ge = strstr(argv[i], ">="), *le = strstr(argv[i], "<="), *op = ge ? ge : le;
+        if (!op || op == argv[i] || (size_t)(op - argv[i]) >= sizeof key) return 2;
+        memcpy(key, argv[i], (size_t)(op - argv[i]));
+        key[op - argv[i]] = 0;
+        lim = strtoull(op + 2, NULL, 10);
         uint64_t v = vidi_conn_stat(&st, key);
-        printf("stats: %s = %llu (want >= %llu)%s\n", key, (unsigned long long)v, min, v >= min ? "" : ": FAIL");
-        bad += v < min;
+        int ok = ge ? v >= lim : v <= lim;
+        printf("stats: %s = %llu (want %s %llu)%s\n", key, (unsigned long long)v, ge ? ">=" : "<=", lim,
+               ok ? "" : ": FAIL");
+        bad += !ok;
     }
     vidi_conn_event_free(&st);
     vidi_conn_close(c);

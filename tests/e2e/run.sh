@@ -29,6 +29,10 @@
 #   chat         REQUEST's messages form (one turn = the prompt form; three turns)
 #   sdk          the C SDK (CLIENT = tests/sdk/e2e_sdk): answers, streaming, errors
 #   sdk-curve    the C SDK against a router whose front is CURVE-encrypted
+#   monitor      the router's load monitor (label roles): per stage its workers, queue,
+#                busy share and time per unit of work while 40 requests run 8 at a time,
+#                then the latency window against loose targets (all met) and, after a
+#                restart with --ttft-ms 1 --tpot-ms 1, against targets nothing meets
 #   chaos        200 requests while a random worker is killed with -9 every
 #                2-4 s (vidi up restarts it): prints lost=0 hung=0 errors=N
 #
@@ -120,6 +124,41 @@ case $CASE in
   gone)
     up media,encode,prefill,decode
     "$CLIENT" "$FRONT" gone "$EXAMPLES" video_500016.mp4 ;;
+  monitor)
+    expected
+    N=$(grep -vc '^#\|^$' "$EXAMPLES/questions.tsv")
+    up media,encode,prefill,decode --router-args "--ttft-ms 600000 --tpot-ms 600000"
+    "$CLIENT" "$FRONT" load 40 8 "$EXAMPLES/questions.tsv" "$EXAMPLES" "$RUN/expected.tsv" 300 >"$RUN/load.txt" &
+    LOAD=$!
+    sleep 4
+    # while it runs: every stage has its worker, requests are at the stages, the busiest
+    # stage (the bottleneck: on the CPU encode or prefill) works most of the time
+    "$CLIENT" "$FRONT" stats "stage_media.workers>=1" "stage_encode.workers>=1" "stage_prefill.workers>=1" \
+      "stage_decode.workers>=1" || { kill $LOAD; exit 1; }
+    for try in 1 2 3 4 5; do # a second's share: a few looks while the load runs
+      S=$("$VIDI" stats --router "$FRONT")
+      busiest=$(awk '/^stage_.*\.busy_pct /{ if ($2 > m) { m = $2; k = $1 } } END { print m + 0, k }' <<<"$S")
+      at=$(awk '/^stage_.*\.queue /{ s += $2 } END { print s + 0 }' <<<"$S")
+      echo "monitor: busiest stage ${busiest#* } at ${busiest%% *} %, $at requests at the stages"
+      [ "${busiest%% *}" -ge 50 ] && [ "$at" -ge 1 ] && break
+      [ $try = 5 ] && { echo "$S" | grep '^stage_'; kill $LOAD; exit 1; }
+      sleep 1.1
+    done
+    wait $LOAD || { cat "$RUN/load.txt"; exit 1; }
+    tail -1 "$RUN/load.txt"
+    "$CLIENT" "$FRONT" answers "$EXAMPLES/questions.tsv" "$EXAMPLES" "$RUN/expected.tsv" >/dev/null || exit 1
+    "$VIDI" stats --router "$FRONT" | grep -E '^(requests|done|active|running|waiting|retries|errors) ' | tr '\n' ' '
+    echo
+    "$CLIENT" "$FRONT" stats "workers_media_us>=1" "workers_encode_us>=1" "workers_prefill_us>=1" \
+      "workers_decode_us>=1" "stage_media.service_us>=1" "stage_encode.service_us>=1" \
+      "stage_prefill.service_us>=1" "stage_decode.service_us>=1" "stage_prefill.queue<=0" "stage_decode.queue<=0" \
+      "slo.window>=$N" "slo.ttft_target_ms>=600000" "slo.ttft_p90_ms>=1" "slo.ttft_slack_ms>=1" \
+      "slo.ttft_over_ms<=0" "slo.tpot_over_ms<=0" "slo.attained_pct>=100" || exit 1
+    e2e_stop "$E2E_UP_PID"
+    up media,encode,prefill,decode --router-args "--ttft-ms 1 --tpot-ms 1"
+    "$CLIENT" "$FRONT" answers "$EXAMPLES/questions.tsv" "$EXAMPLES" "$RUN/expected.tsv" >/dev/null || exit 1
+    "$CLIENT" "$FRONT" stats "slo.window>=$N" "slo.ttft_target_ms<=1" "slo.ttft_over_ms>=1" "slo.ttft_slack_ms<=0" \
+      "slo.attained_pct<=0" ;;
   chaos)
     expected
     up media,media,encode,encode,prefill+decode,prefill+decode --heartbeat-ms 300

@@ -218,6 +218,13 @@ for name in ("vidi_spec_decode_num_steps_total", "vidi_spec_decode_num_draft_tok
              'vidi_spec_decode_num_accepted_tokens_per_pos_total{model_name="vidi-shapes",position="0"}'):
     v = next((float(l.rsplit(" ", 1)[1]) for l in m.splitlines() if l.startswith(name)), None)
     check((v or 0) > 0, f"metric {name} = {v}")
+# the router's load monitor: every stage's workers, time per unit of work, the latency window
+for stage in ("media", "encode", "prefill", "decode"):
+    check(f'vidi_stage_workers{{model_name="vidi-shapes",stage="{stage}"}} 1' in m, f"stage {stage}'s workers")
+check(any(l.startswith('vidi_stage_service_seconds{model_name="vidi-shapes",stage="prefill"}') and
+          float(l.rsplit(" ", 1)[1]) > 0 for l in m.splitlines()), "prefill's time per prompt")
+check(any(l.startswith("vidi_slo_window_requests") and float(l.rsplit(" ", 1)[1]) > 0 for l in m.splitlines()) and
+      'vidi_slo_target_seconds{model_name="vidi-shapes",metric="ttft"} 2' in m, "the latency window and targets")
 check("# TYPE vidi_time_to_first_token_seconds histogram" in m and
       'vidi_time_to_first_token_seconds_bucket{model_name="vidi-shapes",le="+Inf"}' in m, "histogram exposition")
 

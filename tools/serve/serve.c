@@ -117,6 +117,8 @@ static struct {
     uint64_t running, waiting, roles[4];
     uint64_t spec[4];     /* workers_spec_steps, _proposed, _accepted, _emitted */
     uint64_t spec_at[2][16]; /* workers_spec_proposed_at_I, workers_spec_accepted_at_I */
+    uint64_t stage[4][4]; /* the load monitor: stage_<role>.{workers, queue, busy_pct, service_us} */
+    uint64_t slo[11];     /* slo.<k_slo_fields> */
     int64_t router_seen_ns;
 } g_m = {.mu = PTHREAD_MUTEX_INITIALIZER,
          .ttft = {k_ttft_buckets, N_TTFT, {0}, 0, 0},
@@ -168,6 +170,26 @@ static void s_metrics_end(req_metrics *rm, const vidi_client_event *done) {
     pthread_mutex_unlock(&g_m.mu);
 }
 
+static const char *const k_stage_fields[4] = {"workers", "queue", "busy_pct", "service_us"};
+static const char *const k_slo_fields[11] = {"ttft_target_ms", "tpot_target_ms", "window", "ttft_p90_ms",
+                                             "tpot_p90_ms", "queue_p90_ms", "ttft_slack_ms", "tpot_slack_ms",
+                                             "ttft_over_ms", "tpot_over_ms", "attained_pct"};
+static const char *const k_stage_names[4] = {"media", "encode", "prefill", "decode"};
+
+/* A load-monitor value of the router's STATS ("stage_<role>.<field>", "slo.<field>") into g_m. */
+static void s_monitor_value(const char *name, uint64_t v) {
+    for (int k = 0; k < 4; k++) {
+        char pre[32];
+        int n = snprintf(pre, sizeof pre, "stage_%s.", k_stage_names[k]);
+        if (strncmp(name, pre, (size_t)n)) continue;
+        for (int f = 0; f < 4; f++)
+            if (!strcmp(name + n, k_stage_fields[f])) g_m.stage[k][f] = v;
+    }
+    if (!strncmp(name, "slo.", 4))
+        for (int f = 0; f < 11; f++)
+            if (!strcmp(name + 4, k_slo_fields[f])) g_m.slo[f] = v;
+}
+
 /* The router's gauges, once a second, on a connection of its own. */
 static void *s_stats_thread(void *arg) {
     (void)arg;
@@ -198,6 +220,7 @@ static void *s_stats_thread(void *arg) {
                     g_m.spec_at[0][pos] = values[i];
                 if (sscanf(names[i], "workers_spec_accepted_at_%d%c", &pos, &tail) == 1 && pos >= 0 && pos < 16)
                     g_m.spec_at[1][pos] = values[i];
+                s_monitor_value(names[i], values[i]);
             }
         }
         pthread_mutex_unlock(&g_m.mu);
@@ -301,6 +324,42 @@ static char *s_metrics_text(void) {
                 sb_printf(&b, "%s{model_name=\"%s\",position=\"%d\"} %" PRIu64 "\n", at_name[k], m, p,
                           g_m.spec_at[k][p]);
     }
+    /* the router's load monitor (PROTOCOL.md §5.2: stage_<role>, slo) */
+    static const char *const st_name[4] = {"vidi_stage_workers", "vidi_stage_queue", "vidi_stage_busy_ratio",
+                                           "vidi_stage_service_seconds"};
+    static const char *const st_help[4] = {
+        "Live workers holding the stage's role.",
+        "Requests waiting for the stage at the router plus the work its workers report queued.",
+        "The stage's share of its workers' time over the last second.",
+        "Recent time per unit of the stage's work (media item, encoded item, prefilled prompt, decoded token)."};
+    static const double st_scale[4] = {1.0, 1.0, 0.01, 1e-6};
+    for (int f = 0; f < 4; f++) {
+        sb_printf(&b, "# HELP %s %s\n# TYPE %s gauge\n", st_name[f], st_help[f], st_name[f]);
+        for (int k = 0; k < 4; k++)
+            sb_printf(&b, "%s{model_name=\"%s\",stage=\"%s\"} %.6g\n", st_name[f], m, k_stage_names[k],
+                      (double)g_m.stage[k][f] * st_scale[f]);
+    }
+    sb_printf(&b, "# HELP vidi_slo_target_seconds The router's latency targets (vidi router --ttft-ms, --tpot-ms).\n"
+                  "# TYPE vidi_slo_target_seconds gauge\n"
+                  "vidi_slo_target_seconds{model_name=\"%s\",metric=\"ttft\"} %.6g\n"
+                  "vidi_slo_target_seconds{model_name=\"%s\",metric=\"tpot\"} %.6g\n",
+              m, (double)g_m.slo[0] / 1e3, m, (double)g_m.slo[1] / 1e3);
+    sb_printf(&b, "# HELP vidi_slo_p90_seconds 90th percentile over the router's last finished requests.\n"
+                  "# TYPE vidi_slo_p90_seconds gauge\n");
+    static const char *const p90[3] = {"ttft", "tpot", "queue"};
+    for (int k = 0; k < 3; k++)
+        sb_printf(&b, "vidi_slo_p90_seconds{model_name=\"%s\",metric=\"%s\"} %.6g\n", m, p90[k],
+                  (double)g_m.slo[3 + k] / 1e3);
+    sb_printf(&b, "# HELP vidi_slo_slack_seconds Target minus the 90th percentile (negative: over the target).\n"
+                  "# TYPE vidi_slo_slack_seconds gauge\n"
+                  "vidi_slo_slack_seconds{model_name=\"%s\",metric=\"ttft\"} %.6g\n"
+                  "vidi_slo_slack_seconds{model_name=\"%s\",metric=\"tpot\"} %.6g\n",
+              m, ((double)g_m.slo[6] - (double)g_m.slo[8]) / 1e3, m, ((double)g_m.slo[7] - (double)g_m.slo[9]) / 1e3);
+    sb_printf(&b, "# HELP vidi_slo_attained_ratio Share of the window's requests within both targets.\n"
+                  "# TYPE vidi_slo_attained_ratio gauge\nvidi_slo_attained_ratio{model_name=\"%s\"} %.6g\n"
+                  "# HELP vidi_slo_window_requests Finished requests the slo gauges are over.\n"
+                  "# TYPE vidi_slo_window_requests gauge\nvidi_slo_window_requests{model_name=\"%s\"} %" PRIu64 "\n",
+              m, (double)g_m.slo[10] / 100.0, m, g_m.slo[2]);
     static const char *const roles[4] = {"media", "encode", "prefill", "decode"};
     sb_printf(&b, "# HELP vidi_workers Live workers per role (router).\n# TYPE vidi_workers gauge\n");
     for (int k = 0; k < 4; k++)

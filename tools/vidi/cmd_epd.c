@@ -83,6 +83,7 @@ int vidi_cmd_router(int argc, char **argv) {
                     "usage: vidi router [--front EP] [--back EP] [--model DIR] [--max-requests N]\n"
                     "       [--heartbeat-ms N] [--liveness N] [--stage-timeout-ms N] [--request-timeout-ms N]\n"
                     "       [--max-split N] [--max-attempts N] [--no-cache] [--verbose]\n"
+                    "       [--ttft-ms N] [--tpot-ms N]  (the load monitor's latency targets: 2000, 100)\n"
                     "       [--curve-secret-file FILE]  (front encrypted with CURVE; FILE holds the Z85\n"
                     "        secret key, `vidi keygen` makes a pair)\n");
             return v ? 0 : 2;
@@ -98,6 +99,15 @@ int vidi_cmd_router(int argc, char **argv) {
         else if (!strcmp(a, "--request-timeout-ms")) cfg.request_timeout_ms = atoll(v);
         else if (!strcmp(a, "--max-split")) cfg.max_split = atoi(v);
         else if (!strcmp(a, "--max-attempts")) cfg.max_attempts = atoi(v);
+        else if (!strcmp(a, "--ttft-ms") || !strcmp(a, "--tpot-ms")) {
+            char *end = NULL;
+            long long x = strtoll(v, &end, 10);
+            if (!end || *end || x < 1 || x > 3600000) {
+                fprintf(stderr, "vidi router: %s %s: a whole number of milliseconds, 1 to 3600000\n", a, v);
+                return 2;
+            }
+            *(!strcmp(a, "--ttft-ms") ? &cfg.ttft_ms : &cfg.tpot_ms) = x;
+        }
         else if (!strcmp(a, "--curve-secret-file")) {
             FILE *f = fopen(v, "r");
             if (!f || !fgets(curve, sizeof curve, f)) {

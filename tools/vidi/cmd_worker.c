@@ -202,7 +202,30 @@ typedef struct worker {
     /* counters */
     uint64_t n_media, n_encode, n_encode_batches, n_encode_cached, n_prefill, n_decode_in, n_tokens, n_errors,
         n_bad_msgs;
+    /* time in each stage's work (media, encode, prefill with the embeddings, decode), and the work in
+     * progress: the heartbeat thread reads them (HEARTBEAT load.busy_us, the router's load monitor) */
+    _Atomic uint64_t busy_us[4];
+    atomic_int busy_stage;      /* the stage running now, -1 none */
+    _Atomic uint64_t busy_since;
 } worker;
+
+/* A monotonic clock in microseconds (the busy counters). */
+static uint64_t s_now_us(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (uint64_t)t.tv_sec * 1000000u + (uint64_t)t.tv_nsec / 1000u;
+}
+
+/* Stage k's work starts / ends on the main thread (busy_us). */
+static void s_busy_begin(worker *w, int k) {
+    atomic_store(&w->busy_since, s_now_us());
+    atomic_store(&w->busy_stage, k);
+}
+
+static void s_busy_end(worker *w, int k) {
+    atomic_store(&w->busy_stage, -1);
+    atomic_fetch_add(&w->busy_us[k], s_now_us() - atomic_load(&w->busy_since));
+}
 
 static int64_t s_act_bytes(const worker *w, int64_t rows) {
     return rows * w->m->cfg.text.hidden_size * (int64_t)vidi_dtype_size(w->be->act_dtype);
@@ -1664,7 +1687,10 @@ static void s_decode_step(worker *w) {
         fprintf(stderr, "worker %s: decode step: out of memory\n", w->name);
         return;
     }
-    if (vidi_decoder_step(w->dec, ev, &n_ev, &err) != VIDI_OK) {
+    s_busy_begin(w, 3);
+    vidi_status step_rc = vidi_decoder_step(w->dec, ev, &n_ev, &err);
+    s_busy_end(w, 3);
+    if (step_rc != VIDI_OK) {
         fprintf(stderr, "worker %s: decode step: %s\n", w->name, err.msg);
         /* fail every running sequence rather than spin */
         for (int i = 0; i < (int)(sizeof w->metas / sizeof w->metas[0]); i++)
@@ -1783,6 +1809,10 @@ static void s_on_stats(worker *w) {
     KV("sparse_dense_pairs", w->sparse_dense_pairs);
     KV("sparse_us", w->sparse_us);
     KV("sparse_dense_layers", w->sparse_dense_layers);
+    KV("media_us", atomic_load(&w->busy_us[0]));
+    KV("encode_us", atomic_load(&w->busy_us[1]));
+    KV("prefill_us", atomic_load(&w->busy_us[2]));
+    KV("decode_us", atomic_load(&w->busy_us[3]));
 #undef KV
     msgpack_pack_map(&o.pk, n_kv);
     msgpack_sbuffer_write(&o.sbuf, kv.data, kv.size);
@@ -1916,18 +1946,21 @@ static void s_on_work(worker *w, vidi_msg *m) {
     const msgpack_object *st = vidi_mp_get(m->header, "stage");
     int need = 0;
     void (*fn)(worker *, const vidi_msg *, req_id) = NULL;
-    if (vidi_mp_str_eq(st, "media")) need = ROLE_MEDIA, fn = s_on_media;
-    else if (vidi_mp_str_eq(st, "encode")) need = ROLE_ENCODE, fn = s_on_encode;
-    else if (vidi_mp_str_eq(st, "embeds")) need = ROLE_PREFILL, fn = s_on_embeds;
-    else if (vidi_mp_str_eq(st, "prefill")) need = ROLE_PREFILL, fn = s_on_prefill;
-    else if (vidi_mp_str_eq(st, "decode")) need = ROLE_DECODE, fn = s_on_decode;
+    int stage = 0; /* busy_us index */
+    if (vidi_mp_str_eq(st, "media")) need = ROLE_MEDIA, fn = s_on_media, stage = 0;
+    else if (vidi_mp_str_eq(st, "encode")) need = ROLE_ENCODE, fn = s_on_encode, stage = 1;
+    else if (vidi_mp_str_eq(st, "embeds")) need = ROLE_PREFILL, fn = s_on_embeds, stage = 2;
+    else if (vidi_mp_str_eq(st, "prefill")) need = ROLE_PREFILL, fn = s_on_prefill, stage = 2;
+    else if (vidi_mp_str_eq(st, "decode")) need = ROLE_DECODE, fn = s_on_decode, stage = 3;
     if (!fn || !(w->roles & need)) {
         w->n_bad_msgs++;
         s_error_req(w, r.req, r.attempt, VIDI_WIRE_BAD_FIELD,
                     fn ? "WORK for a role this worker does not hold" : "WORK: unknown stage");
         return;
     }
+    s_busy_begin(w, stage);
     fn(w, m, r);
+    s_busy_end(w, stage);
 }
 
 /* ---- the loop ---- */
@@ -1951,6 +1984,18 @@ static void *s_heartbeat_thread(void *arg) {
     while (!atomic_load(&w->hb_stop)) {
         vidi_msg_out o;
         vidi_msg_out_init(&o);
+        /* the load: time in each stage's work so far, the work in progress included */
+        uint64_t busy[4], now = s_now_us();
+        int cur = atomic_load(&w->busy_stage);
+        uint64_t since = atomic_load(&w->busy_since);
+        for (int k = 0; k < 4; k++) busy[k] = atomic_load(&w->busy_us[k]);
+        if (cur >= 0 && cur < 4 && now > since && atomic_load(&w->busy_stage) == cur) busy[cur] += now - since;
+        msgpack_pack_map(&o.pk, 1);
+        vidi_mp_pack_cstr(&o.pk, "load");
+        msgpack_pack_map(&o.pk, 1);
+        vidi_mp_pack_cstr(&o.pk, "busy_us");
+        msgpack_pack_array(&o.pk, 4);
+        for (int k = 0; k < 4; k++) msgpack_pack_uint64(&o.pk, busy[k]);
         vidi_msg_send(s, NULL, 0, VIDI_CMD_HEARTBEAT, &o, NULL); /* dropped when the router is not there */
         vidi_msg_out_free(&o);
         for (int64_t t = 0; t < w->heartbeat_ms && !atomic_load(&w->hb_stop); t += 50) usleep(50000);
@@ -2183,6 +2228,7 @@ int vidi_cmd_worker(int argc, char **argv) {
     }
     vidi_backoff_init(&w->backoff, 1000, 32000);
     atomic_init(&w->hb_stop, 0);
+    atomic_init(&w->busy_stage, -1);
     w->hb_started = pthread_create(&w->hb_thread, NULL, s_heartbeat_thread, w) == 0;
     fprintf(stderr, "worker %s: roles %s, data %s, router %s\n", w->name, roles, w->data_ep, w->router_ep);
     vidi_msg m;
@@ -2231,7 +2277,9 @@ int vidi_cmd_worker(int argc, char **argv) {
             }
         }
         if (n_enc) {
+            s_busy_begin(w, 1);
             s_encode_batch(w, encp, enc_r, n_enc);
+            s_busy_end(w, 1);
             for (int i = 0; i < n_enc; i++) vidi_msg_close(&enc[i]);
         }
         if (w->dec) s_decode_step(w);

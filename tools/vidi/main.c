@@ -56,6 +56,7 @@ static void usage(FILE *f) {
                "  media      what the model would be fed for image/video files\n"
                "  up         start the router and its workers (EPD serving; vidi-shapes on the CPU by default)\n"
                "  ask        send one question to a running router and print the answer\n"
+               "  stats      a running router's counters and load monitor (vidi ask --stats)\n"
                "  keygen     a CURVE key pair for an encrypted router front (router --curve-secret-file)\n"
                "  router     the router alone (vidi up starts it)\n"
                "  worker     one worker: media, encode, prefill and/or decode (vidi up starts them)\n"
@@ -565,6 +566,14 @@ int main(int argc, char **argv) {
     if (!strcmp(argv[1], "router")) return vidi_cmd_router(argc, argv);
     if (!strcmp(argv[1], "up")) return vidi_cmd_up(argc, argv);
     if (!strcmp(argv[1], "ask")) return vidi_cmd_ask(argc, argv);
+    if (!strcmp(argv[1], "stats")) { /* vidi ask --stats [--router EP] */
+        char *av[16];
+        int ac = 0;
+        av[ac++] = argv[0], av[ac++] = (char *)"ask", av[ac++] = (char *)"--stats";
+        for (int i = 2; i < argc && ac < 15; i++) av[ac++] = argv[i];
+        av[ac] = NULL;
+        return vidi_cmd_ask(ac, av);
+    }
     if (!strcmp(argv[1], "keygen")) return vidi_cmd_keygen(argc, argv);
     if (!strcmp(argv[1], "-h") || !strcmp(argv[1], "--help") || !strcmp(argv[1], "help")) {
         usage(stdout);
