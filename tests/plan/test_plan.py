@@ -1,0 +1,80 @@
+#!/usr/bin/env python3
+"""tests/plan/test_plan.py PLAN_PY — tools/plan/plan.py (ctest label roles): the split it picks
+follows the workload (image-heavy traffic gets encoders, long answers get decoders), more
+workers never plan less goodput, `vidi stats` output gives the service times, and a bad
+profile is refused with a message."""
+import json
+import os
+import subprocess
+import sys
+import tempfile
+
+PLAN = sys.argv[1]
+failures = []
+
+
+def check(ok, what):
+    print(("ok   " if ok else "FAIL ") + what)
+    if not ok:
+        failures.append(what)
+
+
+def run(profile, *args):
+    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
+        json.dump(profile, f)
+    try:
+        return subprocess.run([sys.executable, PLAN, f.name, "--json", *args], capture_output=True, text=True,
+                              timeout=300)
+    finally:
+        os.unlink(f.name)
+
+
+SERVICE = {"media_us": 60000, "encode_us": 80000, "prefill_us": 50000, "decode_step_us": 5000, "decode_seq_us": 200}
+TARGETS = {"ttft_ms": 2000, "tpot_ms": 100}
+images = {"workers": 6, "targets": TARGETS, "service": SERVICE,
+          "requests": [{"weight": 1, "images": 4, "output_tokens": 4}]}
+text = {"workers": 6, "targets": TARGETS,
+        "service": dict(SERVICE, prefill_us=20000, decode_step_us=20000, decode_seq_us=2000),
+        "requests": [{"weight": 1, "images": 0, "output_tokens": 200}]}
+
+r = run(images)
+check(r.returncode == 0, f"image-heavy profile planned ({r.stderr.strip()})")
+a = json.loads(r.stdout) if r.returncode == 0 else {"best": {}, "goodput_rps": 0, "splits": []}
+best = a["best"]
+print("     image-heavy:", best, a["goodput_rps"], "req/s")
+check(best.get("encode", 0) >= 2 and best.get("decode", 9) == 1, "image-heavy traffic: encoders, one decoder")
+check(len(a["splits"]) == 10 and a["goodput_rps"] == max(s["goodput_rps"] for s in a["splits"]),
+      "every split of 6 workers (10) considered, the best first")
+
+r = run(text)
+b = json.loads(r.stdout) if r.returncode == 0 else {"best": {}, "goodput_rps": 0}
+print("     text-heavy: ", b["best"], b["goodput_rps"], "req/s")
+check(b["best"].get("decode", 0) >= 3 and b["best"].get("encode", 9) == 1, "long answers: decoders, one encoder")
+
+r8 = run(images, "--workers", "8")
+c = json.loads(r8.stdout) if r8.returncode == 0 else {"goodput_rps": 0}
+check(c["goodput_rps"] >= a["goodput_rps"] > 0, f"8 workers plan at least 6's goodput ({c['goodput_rps']})")
+
+# the service times from a running router's `vidi stats`
+with tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False) as f:
+    f.write("requests 12\nstage_media.service_us 60000\nstage_encode.service_us 80000\n"
+            "stage_prefill.service_us 50000\nstage_decode.service_us 5000\n")
+r = run(dict(images, service={}), "--stats", f.name)
+d = json.loads(r.stdout) if r.returncode == 0 else {"best": {}}
+check(r.returncode == 0 and d["best"].get("encode", 0) >= 2, f"--stats: service times from vidi stats ({r.stderr.strip()})")
+with open(f.name, "w") as g:
+    g.write("requests 0\n")
+r = run(images, "--stats", f.name)
+check(r.returncode != 0 and "service_us" in r.stderr, f"--stats without the monitor refused: {r.stderr.strip()}")
+os.unlink(f.name)
+
+# bad profiles
+for bad, want in ((dict(images, requests=[]), "weight"), (dict(images, service=dict(SERVICE, prefill_us=0)), "prefill_us"),
+                  ({"requests": []}, "targets")):
+    r = run(bad)
+    check(r.returncode != 0 and want in r.stderr, f"bad profile refused ({r.stderr.strip()})")
+r = run(images, "--workers", "3")
+check(r.returncode != 0 and "4 to 16" in r.stderr, "fewer workers than stages refused")
+
+print(f"plan: {len(failures)} failed" if failures else "plan: every check passed")
+sys.exit(1 if failures else 0)
