@@ -1014,7 +1014,6 @@ static void s_pack_monitor(router *r, msgpack_packer *pk) {
             const wk *w = &r->workers[i];
             if (!w->used || !(w->roles >> k & 1)) continue;
             n++;
-            queue += w->queued;
             busy += w->busy_pct[k];
         }
         for (int i = 0; i < r->n_reqs_cap; i++) { /* requests waiting for the stage or in it */
