@@ -1008,31 +1008,32 @@ static uint64_t s_slo_p90(const router *r, int f) {
 
 /* STATS' stage_<role> maps and slo map (PROTOCOL.md §5.2). */
 static void s_pack_monitor(router *r, msgpack_packer *pk) {
+    uint64_t queue[4] = {0}; /* requests waiting for each stage or in it */
+    for (int i = 0; i < r->n_reqs_cap; i++) {
+        const rq *q = &r->reqs[i];
+        if (!q->used) continue;
+        if (!q->running) { /* admitted, not dispatched: every stage it needs */
+            for (int k = q->n_media > 0 ? 0 : 2; k < 4; k++) queue[k]++;
+        } else if (q->n_media > 0 && q->w_media >= 0 && !q->encoded && !q->first_token_ms) {
+            queue[0]++, queue[1]++; /* media and encode: before an encoder's RESULT */
+        } else {
+            queue[q->first_token_ms ? 3 : 2]++; /* prefill until the first token, then decode */
+        }
+    }
     for (int k = 0; k < 4; k++) {
-        uint64_t n = 0, queue = 0, busy = 0;
+        uint64_t n = 0, busy = 0;
         for (int i = 0; i < MAX_WORKERS; i++) {
             const wk *w = &r->workers[i];
             if (!w->used || !(w->roles >> k & 1)) continue;
             n++;
             busy += w->busy_pct[k];
         }
-        for (int i = 0; i < r->n_reqs_cap; i++) { /* requests waiting for the stage or in it */
-            const rq *q = &r->reqs[i];
-            if (!q->used) continue;
-            int media = q->n_media > 0 && q->running && q->w_media >= 0 && !q->encoded && !q->first_token_ms;
-            int at;
-            if (!q->running) at = k >= 2 || q->n_media > 0; /* admitted, not dispatched: every stage it needs */
-            else if (k <= 1) at = media;                   /* media and encode: before an encoder's RESULT */
-            else if (k == 2) at = !media && !q->first_token_ms;
-            else at = q->first_token_ms != 0;
-            queue += (uint64_t)at;
-        }
         char key[32];
         snprintf(key, sizeof key, "stage_%s", k_roles[k]);
         vidi_mp_pack_cstr(pk, key);
         msgpack_pack_map(pk, 4);
         vidi_mp_kv_u64(pk, "workers", n);
-        vidi_mp_kv_u64(pk, "queue", queue);
+        vidi_mp_kv_u64(pk, "queue", queue[k]);
         vidi_mp_kv_u64(pk, "busy_pct", n ? busy / n : 0);
         vidi_mp_kv_u64(pk, "service_us", (uint64_t)(r->service_us[k] + 0.5));
     }
@@ -1179,11 +1180,9 @@ static void s_on_done(router *r, const vidi_msg *m) {
 static void s_on_result(router *r, int wi, const vidi_msg *m) {
     const msgpack_object *stored, *missing;
     size_t ns = 0, nm = 0;
-    {
-        int stale_;
-        rq *q = s_find_req(r, m, &stale_);
-        if (q) q->encoded = 1;
-    }
+    int stale;
+    rq *q = s_find_req(r, m, &stale);
+    if (q) q->encoded = 1; /* the load monitor: its media and encode are done */
     vidi_mp_array(m->header, "stored", 0, 4096, &stored, &ns, NULL);
     vidi_mp_array(m->header, "missing", 0, 4096, &missing, &nm, NULL);
     r->c_encode_work++;
@@ -1207,8 +1206,6 @@ static void s_on_result(router *r, int wi, const vidi_msg *m) {
                 if (r->dir[d].used && missing[i].type == MSGPACK_OBJECT_BIN && missing[i].via.bin.size == 16)
                     for (int s = 0; s < r->dir[d].n_slices; s++)
                         if (!memcmp(r->dir[d].slices[s].key, missing[i].via.bin.ptr, 16)) r->dir[d].used = 0;
-        int stale;
-        rq *q = s_find_req(r, m, &stale);
         if (q) s_retry(r, q, "an MM-cache entry was evicted");
     }
 }

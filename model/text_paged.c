@@ -476,6 +476,9 @@ fail:
     return rc;
 }
 
+/* Whether chain row b has a lag token (vidi_text_decode_chain). */
+static int has_lag(const int32_t *lag, int b) { return lag && lag[b] >= 0; }
+
 vidi_status vidi_text_decode_chain(vidi_text *t, vidi_kv_pool *pool, int B, vidi_kv_seq *const *seqs,
                                    const int32_t *lag, const int32_t *lag_pos, const int *n_steps,
                                    const int32_t *ids, const int32_t *pos, vidi_tensor *logits, int32_t *tokens,
@@ -497,7 +500,7 @@ vidi_status vidi_text_decode_chain(vidi_text *t, vidi_kv_pool *pool, int B, vidi
     for (int b = 0; b < B; b++) {
         VIDI_CHECK(n_steps[b] >= 1 && n_steps[b] <= 64 && (b == 0 || n_steps[b] <= n_steps[b - 1]), err,
                    VIDI_ERR_INVALID, "row %d: %d steps (1..64, not more than the row before)", b, n_steps[b]);
-        if (lag && lag[b] >= 0) {
+        if (has_lag(lag, b)) {
             VIDI_CHECK(lag[b] < V, err, VIDI_ERR_INVALID, "row %d: lag token %d is outside the vocabulary [0, %lld)",
                        b, lag[b], (long long)V);
             n_lag++;
@@ -508,8 +511,7 @@ vidi_status vidi_text_decode_chain(vidi_text *t, vidi_kv_pool *pool, int B, vidi
                "step 0 has %d rows (%d lag tokens): the pool takes %d, the logits %lld", R0, n_lag, pool->max_batch,
                (long long)vidi_tensor_rows(logits));
     for (int b = 0; b < B; b++) {
-        int has = lag && lag[b] >= 0;
-        rc = seq_reserve(seqs[b], seqs[b]->len + has + n_steps[b], err);
+        rc = seq_reserve(seqs[b], seqs[b]->len + has_lag(lag, b) + n_steps[b], err);
         if (rc != VIDI_OK) {
             vidi_err_prefix(err, "row %d", b);
             goto fail;
@@ -534,11 +536,11 @@ vidi_status vidi_text_decode_chain(vidi_text *t, vidi_kv_pool *pool, int B, vidi
          * table is per row, so step 0 puts the lagging sequences' rows in front too */
         int r = 0;
         for (int b = 0; b < B; b++)
-            if (lag && lag[b] >= 0) dec_row(pool, h, r++, seqs[b], 0, lag[b], lag_pos + 3 * b);
-        for (int b = 0; b < B; b++) dec_row(pool, h, r++, seqs[b], lag && lag[b] >= 0, ids[b], pos + 3 * b);
+            if (has_lag(lag, b)) dec_row(pool, h, r++, seqs[b], 0, lag[b], lag_pos + 3 * b);
+        for (int b = 0; b < B; b++) dec_row(pool, h, r++, seqs[b], has_lag(lag, b), ids[b], pos + 3 * b);
         for (int j = 1; j < n; j++)
             for (int b = 0; b < B && n_steps[b] > j; b++) /* ids after step 0: the step before's argmax */
-                dec_row(pool, h + (size_t)j * seg, b, seqs[b], (lag && lag[b] >= 0) + j, 0,
+                dec_row(pool, h + (size_t)j * seg, b, seqs[b], has_lag(lag, b) + j, 0,
                         pos + 3 * ((size_t)j * B + b));
         int32_t *d_seg = pool->chain, *d_tok = (int32_t *)pool->chain + (size_t)n * seg;
         VIDI_TRY(op->copy_to_device(be, d_seg, h, (size_t)n * seg * sizeof *h, err));
@@ -547,7 +549,7 @@ vidi_status vidi_text_decode_chain(vidi_text *t, vidi_kv_pool *pool, int B, vidi
             int nr = 0;
             if (pass == 0)
                 for (int b = 0; b < B; b++)
-                    if (lag && lag[b] >= 0) rows[nr++] = seqs[b];
+                    if (has_lag(lag, b)) rows[nr++] = seqs[b];
             for (int b = 0; b < B; b++) rows[nr++] = seqs[b];
             if (pass == 1 && n < 2) break;
             if (pass == 0 || n_lag) VIDI_TRY(dec_table(pool, nr, rows, err)); /* else step 0's is theirs */
@@ -564,7 +566,7 @@ vidi_status vidi_text_decode_chain(vidi_text *t, vidi_kv_pool *pool, int B, vidi
         }
         pool->chain_tok = d_tok;
         if (tokens) VIDI_TRY(op->copy_to_host(be, tokens, d_tok, (size_t)n * B * sizeof(int32_t), err));
-        for (int b = 0; b < B; b++) seqs[b]->len += (lag && lag[b] >= 0) + n_steps[b];
+        for (int b = 0; b < B; b++) seqs[b]->len += has_lag(lag, b) + n_steps[b];
     }
     return VIDI_OK;
 fail:
@@ -582,19 +584,20 @@ vidi_status vidi_text_decode_rows(vidi_text *t, vidi_kv_pool *pool, int R, vidi_
     const int Bm = pool ? pool->max_batch : 0;
     VIDI_TRY(dec_check(t, pool, R, seqs, ids, pos, logits, 2, err));
     VIDI_CHECK(offs && (n_dev == 0 || dev), err, VIDI_ERR_INVALID, "no offsets or device ids");
-    /* each sequence's rows: offsets 0 .. c - 1, each once (c its row count) */
+    /* each sequence's rows: offsets 0 .. c - 1, each once (c its row count, kept in h_off at its
+     * offset-0 row, which takes its blocks and later its length) */
+    int32_t *count = pool->h_off;
     for (int r = 0; r < R; r++) {
-        int c = 0, seen = 0, first = 1;
+        int c = 0, seen = 0;
         for (int q = 0; q < R; q++)
-            if (seqs[q] == seqs[r]) {
-                c++;
-                seen += offs[q] == offs[r];
-                if (q < r) first = 0;
-            }
+            if (seqs[q] == seqs[r]) c++, seen += offs[q] == offs[r];
         VIDI_CHECK(offs[r] >= 0 && offs[r] < c && seen == 1, err, VIDI_ERR_INVALID,
                    "row %d: offset %d of a sequence with %d rows (each of 0 .. %d once)", r, offs[r], c, c - 1);
-        if (!first) continue;
-        rc = seq_reserve(seqs[r], seqs[r]->len + c, err);
+        count[r] = c;
+    }
+    for (int r = 0; r < R; r++) {
+        if (offs[r]) continue;
+        rc = seq_reserve(seqs[r], seqs[r]->len + count[r], err);
         if (rc != VIDI_OK) {
             vidi_err_prefix(err, "row %d", r);
             goto fail;
@@ -611,12 +614,8 @@ vidi_status vidi_text_decode_rows(vidi_text *t, vidi_kv_pool *pool, int R, vidi_
                                              (size_t)dev[i].n * sizeof(int32_t), err));
     VIDI_TRY(dec_table(pool, R, seqs, err));
     VIDI_TRY(dec_launch(t, pool, R, logits, 1, err));
-    for (int r = 0; r < R; r++) {
-        int c = 0, first = 1;
-        for (int q = 0; q < R; q++)
-            if (seqs[q] == seqs[r]) c++, first &= q >= r;
-        if (first) seqs[r]->len += c;
-    }
+    for (int r = 0; r < R; r++)
+        if (!offs[r]) seqs[r]->len += count[r];
     return VIDI_OK;
 fail:
     vidi_err_prefix(err, "decode step of %d rows", R);
