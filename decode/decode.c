@@ -83,6 +83,8 @@ struct vidi_decoder {
     int32_t *v_offs, *v_pack;       /* [rows_max]: a row's token offset; the rows' tokens per slot */
     int *v_row;                     /* [cap, k]: the target row of a slot's draft j */
     vidi_dev_ids *v_dev;            /* [k] */
+    int32_t *v_dtok;                /* backend [k * cap + rows_max]: the chain's drafts, then the rows' argmax */
+    int32_t *v_htok;                /* the same on the host: one copy, one wait per step */
 };
 
 vidi_status vidi_decoder_create(vidi_model *m, vidi_kv_pool *pool, int max_batch, vidi_decoder **out,
@@ -145,7 +147,9 @@ static void s_spec_free(vidi_decoder *d) {
     free(d->v_pack);
     free(d->v_row);
     free(d->v_dev);
-    d->v_offs = d->v_pack = NULL, d->v_row = NULL, d->v_dev = NULL;
+    if (d->v_dtok) d->m->be->ops->buf_free(d->m->be, d->v_dtok);
+    free(d->v_htok);
+    d->v_offs = d->v_pack = NULL, d->v_row = NULL, d->v_dev = NULL, d->v_dtok = d->v_htok = NULL;
     d->d_fed = NULL, d->d_len0 = NULL, d->c_pos = d->c_tok = NULL, d->c_steps = NULL;
     d->d_logits = NULL, d->d_host = NULL, d->d_q = NULL, d->d_seqs = NULL;
     d->d_ids = d->d_pos = d->d_tok = d->d_slot = NULL;
@@ -306,10 +310,13 @@ vidi_status vidi_decoder_set_draft(vidi_decoder *d, vidi_model *draft, vidi_kv_p
     d->v_pack = malloc((size_t)d->rows_max * sizeof *d->v_pack);
     d->v_row = malloc((size_t)d->cap * (size_t)k * sizeof *d->v_row);
     d->v_dev = malloc((size_t)k * sizeof *d->v_dev);
+    size_t nv = (size_t)k * (size_t)d->cap + (size_t)d->rows_max;
+    d->v_dtok = d->m->be->ops->buf_alloc(d->m->be, nv * sizeof(int32_t));
+    d->v_htok = malloc(nv * sizeof *d->v_htok);
     d->c_lag = malloc((size_t)d->cap * sizeof *d->c_lag);
     d->c_lpos = malloc((size_t)d->cap * 3 * sizeof *d->c_lpos);
     d->d_len0 = calloc((size_t)d->cap, sizeof *d->d_len0);
-    if (!d->d_fed || !d->d_len0 || !d->c_pos || !d->c_lag || !d->c_lpos || !d->v_offs || !d->v_pack || !d->v_row || !d->v_dev || !d->c_tok || !d->c_steps || !d->d_seqs || !d->d_ids || !d->d_pos || !d->d_tok || !d->d_slot || !d->d_logits || !d->d_host || !d->d_q) {
+    if (!d->d_fed || !d->d_len0 || !d->c_pos || !d->c_lag || !d->c_lpos || !d->v_offs || !d->v_pack || !d->v_row || !d->v_dev || !d->v_dtok || !d->v_htok || !d->c_tok || !d->c_steps || !d->d_seqs || !d->d_ids || !d->d_pos || !d->d_tok || !d->d_slot || !d->d_logits || !d->d_host || !d->d_q) {
         s_spec_free(d);
         d->spec.mode = VIDI_SPEC_OFF;
         return vidi_err_set(err, VIDI_ERR_NOMEM, "decoder: out of memory for the draft model");
@@ -586,8 +593,8 @@ static void s_draft_all(vidi_decoder *d, int *dfed, int64_t *dlen0) {
 /* The target's step when the draft's chain left its tokens on the device
  * (every slot greedy): rows are every slot's pending token, then draft j of
  * the chain's slots for j = 0, 1, ... (the chain's order, so that step j's
- * tokens are one device copy into the step's ids); one argmax over all rows
- * waits, then the drafts come to the host. The rows' greedy tokens are then
+ * tokens are one device copy into the step's ids); the rows' argmax and the
+ * drafts come to the host in one copy, one wait. The rows' greedy tokens are then
  * packed per slot (pending, draft 1, ...) into d->tok with row0 and order
  * as the plain path leaves them; *no: the slots. */
 static vidi_status s_step_deferred(vidi_decoder *d, int *no, vidi_err *err) {
@@ -617,11 +624,16 @@ static vidi_status s_step_deferred(vidi_decoder *d, int *no, vidi_err *err) {
     vidi_tensor logits = vidi_tensor_2d(be->act_dtype, d->logit_buf, R, d->m->cfg.text.vocab_size);
     VIDI_TRY(vidi_text_decode_rows(d->m->text, d->pool, R, d->seqs, d->v_offs, d->ids, d->pos, d->v_dev, n, &logits,
                                    err));
-    VIDI_TRY(be->ops->sample(be, &logits, &k_argmax, NULL, d->tok, err));
-    VIDI_TRY(be->ops->copy_to_host(be, d->c_tok, ctok, (size_t)n * Bc * sizeof(int32_t), err));
+    /* the drafts and the rows' argmax side by side on the device: one copy to the host, one wait */
+    const size_t nc = (size_t)n * (size_t)Bc;
+    vidi_tensor am = vidi_tensor_1d(VIDI_DTYPE_I32, d->v_dtok + nc, R);
+    VIDI_TRY(be->ops->argmax_rows(be, &logits, &am, err));
+    VIDI_TRY(be->ops->copy(be, d->v_dtok, ctok, nc * sizeof(int32_t), err));
+    VIDI_TRY(be->ops->copy_to_host(be, d->v_htok, d->v_dtok, (nc + (size_t)R) * sizeof(int32_t), err));
+    memcpy(d->tok, d->v_htok + nc, (size_t)R * sizeof *d->tok);
     for (int b = 0; b < Bc; b++) {
         int32_t *dr = d->spec_draft + (size_t)d->d_slot[b] * (size_t)K;
-        for (int j = 0; j < d->c_steps[b]; j++) dr[j] = d->c_tok[(size_t)j * Bc + b];
+        for (int j = 0; j < d->c_steps[b]; j++) dr[j] = d->v_htok[(size_t)j * Bc + b];
     }
     /* pack: slot i's rows at row0[i] .. row0[i] + m */
     int P = 0;

@@ -32,6 +32,7 @@ vidi_status vidi_spec_params_parse(const char *s, vidi_spec_params *p, vidi_err 
         return vidi_err_set(err, VIDI_ERR_INVALID,
                             "speculative decoding '%s': off, ngram[:K[:MIN_N[:MAX_N]]] or draft[:K]", s);
     p->mode = ngram ? VIDI_SPEC_NGRAM : VIDI_SPEC_DRAFT;
+    if (draft) p->k = VIDI_SPEC_DRAFT_K;
     int v[3] = {p->k, p->min_n, p->max_n}, nv = 0;
     const char *c = s + 5;
     while (*c == ':' && nv < (ngram ? 3 : 1)) {

@@ -21,6 +21,9 @@
 #include "model/config.h"
 
 #define VIDI_SPEC_MAX_K 16
+/* "draft" without K: the k that served vidi-shapes-draft1 best on the H100
+ * (bench/results/specdec-k-sweep.json: 5 and 6 alike, 4 and 8 below) */
+#define VIDI_SPEC_DRAFT_K 5
 
 typedef enum vidi_spec_mode { VIDI_SPEC_OFF = 0, VIDI_SPEC_NGRAM = 1, VIDI_SPEC_DRAFT = 2 } vidi_spec_mode;
 
@@ -34,7 +37,8 @@ vidi_spec_params vidi_spec_params_default(void); /* off; k 4, n 1..3 when on */
 /* Checks the settings (k and n ranges) with a message naming what is wrong. */
 vidi_status vidi_spec_params_check(const vidi_spec_params *p, vidi_err *err);
 /* "off", "ngram[:K[:MIN_N[:MAX_N]]]" or "draft[:K]" (a draft model; its model is
- * given to the decoder by vidi_decoder_set_draft) into *p. */
+ * given to the decoder by vidi_decoder_set_draft; K VIDI_SPEC_DRAFT_K unless
+ * given) into *p. */
 vidi_status vidi_spec_params_parse(const char *s, vidi_spec_params *p, vidi_err *err);
 
 /* Prompt lookup: the longest n-gram (max_n down to min_n) ending ctx[n-1]

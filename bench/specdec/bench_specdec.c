@@ -4,6 +4,7 @@
  *
  *   bench_specdec [--exact] --model DIR --examples DIR [--questions TSV] [--draft DIR[,DIR...]]
  *                 [--backend cuda|cpu] [--batch 1,8,32] [--tokens 64] [--k 4] [--threads N]
+ *                 [--workload caption|qa|both] [--repeat N]
  *
  * Two workloads on the media files of DIR: captioning ("Describe the
  * video." / "Describe the image." for each file) and QA (the TSV's file and
@@ -15,11 +16,12 @@
  * used, and then decoded together by one vidi_decoder to the end (greedy, at
  * most --tokens tokens each, timed): plain, prompt lookup (ngram, k) and
  * each draft model of --draft in turn (k). The whole set runs once untimed
- * first (CUDA graphs recorded, caches warm). Prints one JSON line per
+ * first (CUDA graphs recorded, caches warm), then --repeat times timed (the
+ * median reported). Prints one JSON line per
  * (workload, batch, mode, draft):
  * the generated tokens after the first, the decode seconds (the backend
  * synchronised at the end of each round), tokens/s, the drafts proposed and
- * accepted, the target steps over drafts and whether every sequence's
+ * accepted (in all and at each draft position), the target steps over drafts and whether every sequence's
  * tokens equal the plain run's (greedy speculation is exact; on CUDA bit for
  * bit with --exact, the backend's batch-invariant kernels).
  */
@@ -40,6 +42,7 @@
 #define MAX_PROMPTS 512
 #define MAX_B 64
 #define MAX_SEQS 1024
+#define MAX_REPEAT 15
 
 typedef struct prompt {
     char file[1024], question[1024];
@@ -204,10 +207,12 @@ static vidi_status run_round(vidi_model *m, vidi_model *dm, vidi_tokenizer *tok,
 /* The workload in one mode (0 plain, 1 ngram, 2 draft) at batch B: its
  * sequences (every prompt at least once, a multiple of B) in rounds of B
  * decoded together; the whole set once untimed first (CUDA graphs of every
- * row count recorded, caches warm), then timed. */
+ * row count recorded, caches warm), then timed `repeat` times: the median
+ * time, the last timed pass's tokens and counters (greedy decoding repeats
+ * itself). */
 static vidi_status run_mode(vidi_model *m, vidi_model *dm, vidi_tokenizer *tok, const vidi_preproc_config *pp,
                             const vidi_preproc_config *dpp, const char *examples, const prompt *ps, int n_ps, int B,
-                            int mode, int k, int max_tokens, run_out *o, vidi_err *err) {
+                            int mode, int k, int max_tokens, int repeat, run_out *o, vidi_err *err) {
     memset(o, 0, sizeof *o);
     int N = ((n_ps > B ? n_ps : B) + B - 1) / B * B;
     if (N > MAX_SEQS) N = MAX_SEQS / B * B;
@@ -234,7 +239,8 @@ static vidi_status run_mode(vidi_model *m, vidi_model *dm, vidi_tokenizer *tok, 
         ev = malloc((size_t)B * (VIDI_SPEC_MAX_K + 1) * sizeof *ev);
         if (!ev) rc = vidi_err_set(err, VIDI_ERR_NOMEM, "events");
     }
-    for (int pass = 0; pass < 2 && rc == VIDI_OK; pass++) {
+    double secs[MAX_REPEAT + 1];
+    for (int pass = 0; pass <= repeat && rc == VIDI_OK; pass++) {
         o->seconds = 0;
         o->generated = 0;
         vidi_decoder_stats st0 = vidi_decoder_get_stats(dec);
@@ -247,6 +253,17 @@ static vidi_status run_mode(vidi_model *m, vidi_model *dm, vidi_tokenizer *tok, 
         o->st.spec_steps -= st0.spec_steps, o->st.spec_proposed -= st0.spec_proposed;
         o->st.spec_accepted -= st0.spec_accepted, o->st.spec_emitted -= st0.spec_emitted;
         o->st.draft_ns -= st0.draft_ns;
+        for (int j = 0; j < VIDI_SPEC_MAX_K; j++)
+            o->st.spec_proposed_at[j] -= st0.spec_proposed_at[j], o->st.spec_accepted_at[j] -= st0.spec_accepted_at[j];
+        secs[pass] = o->seconds;
+    }
+    if (rc == VIDI_OK) { /* the median of the timed passes (1 .. repeat) */
+        for (int a = 2; a <= repeat; a++)
+            for (int b = a; b > 1 && secs[b] < secs[b - 1]; b--) {
+                double x = secs[b];
+                secs[b] = secs[b - 1], secs[b - 1] = x;
+            }
+        o->seconds = repeat % 2 ? secs[1 + repeat / 2] : 0.5 * (secs[repeat / 2] + secs[repeat / 2 + 1]);
     }
     free(ev);
     vidi_decoder_free(dec);
@@ -257,7 +274,7 @@ static vidi_status run_mode(vidi_model *m, vidi_model *dm, vidi_tokenizer *tok, 
 
 int main(int argc, char **argv) {
     const char *model = NULL, *examples = NULL, *draft = NULL, *backend = "cuda", *batches = "1,8,32", *qpath = NULL;
-    int max_tokens = 64, k = 4, threads = 0, exact = 0;
+    int max_tokens = 64, k = 4, threads = 0, exact = 0, qa0 = 0, qa1 = 1, repeat = 1;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--exact")) {
             exact = 1;
@@ -277,6 +294,10 @@ int main(int argc, char **argv) {
         else if (!strcmp(argv[i], "--tokens")) max_tokens = atoi(v);
         else if (!strcmp(argv[i], "--k")) k = atoi(v);
         else if (!strcmp(argv[i], "--threads")) threads = atoi(v);
+        else if (!strcmp(argv[i], "--repeat")) repeat = atoi(v);
+        else if (!strcmp(argv[i], "--workload") && !strcmp(v, "caption")) qa0 = qa1 = 0;
+        else if (!strcmp(argv[i], "--workload") && !strcmp(v, "qa")) qa0 = qa1 = 1;
+        else if (!strcmp(argv[i], "--workload") && !strcmp(v, "both")) qa0 = 0, qa1 = 1;
         else {
             fprintf(stderr, "bench_specdec: unknown option %s\n", argv[i]);
             return 2;
@@ -284,9 +305,10 @@ int main(int argc, char **argv) {
         i++;
     }
     int bs[8], nb = parse_list(batches, bs, 8);
-    if (!model || !examples || nb < 1 || max_tokens < 2 || k < 1 || k > VIDI_SPEC_MAX_K) {
+    if (!model || !examples || nb < 1 || max_tokens < 2 || k < 1 || k > VIDI_SPEC_MAX_K ||
+        repeat < 1 || repeat > MAX_REPEAT) {
         fprintf(stderr, "usage: bench_specdec [--exact] --model DIR --examples DIR [--draft DIR] [--backend cuda|cpu] "
-                        "[--batch 1,8,32] [--tokens 64] [--k 4] [--threads N]\n");
+                        "[--batch 1,8,32] [--tokens 64] [--k 4] [--threads N] [--workload caption|qa|both] [--repeat N]\n");
         return 2;
     }
     vidi_err err = {0};
@@ -345,7 +367,7 @@ int main(int argc, char **argv) {
     }
     static const char *const names[3] = {"plain", "ngram", "draft"};
     int rc = 0;
-    for (int qa = 0; qa < 2 && !rc; qa++) {
+    for (int qa = qa0; qa <= qa1 && !rc; qa++) {
         static prompt ps[MAX_PROMPTS];
         char qp[4096];
         if (qpath) snprintf(qp, sizeof qp, "%s", qpath);
@@ -364,7 +386,7 @@ int main(int argc, char **argv) {
                 vidi_model *dm = mode == 2 ? dms[run - 2] : NULL;
                 vidi_preproc_config dpp = mode == 2 ? dpps[run - 2] : pp;
                 run_out o;
-                if (run_mode(m, dm, tok, &pp, &dpp, examples, ps, n_ps, B, mode, k, max_tokens, &o, &err)) {
+                if (run_mode(m, dm, tok, &pp, &dpp, examples, ps, n_ps, B, mode, k, max_tokens, repeat, &o, &err)) {
                     fprintf(stderr, "bench_specdec: %s B=%d %s: %s\n", qa ? "qa" : "caption", B, names[mode], err.msg);
                     rc = 1;
                     break;
@@ -373,15 +395,23 @@ int main(int argc, char **argv) {
                 if (mode == 0) base = o;
                 for (int b = 0; b < o.n_seqs && mode > 0; b++)
                     same &= o.n[b] == base.n[b] && !memcmp(o.tok[b], base.tok[b], (size_t)o.n[b] * sizeof(int32_t));
+                /* acceptance at each draft position: accepted / proposed there */
+                char at[2][VIDI_SPEC_MAX_K * 24 + 4];
+                for (int w = 0; w < 2; w++) {
+                    const uint64_t *a = w ? o.st.spec_accepted_at : o.st.spec_proposed_at;
+                    size_t u = 0;
+                    for (int j = 0; j < k; j++)
+                        u += (size_t)snprintf(at[w] + u, sizeof at[w] - u, "%s%llu", j ? ", " : "", (unsigned long long)a[j]);
+                }
                 printf("{\"workload\": \"%s\", \"batch\": %d, \"sequences\": %d, \"mode\": \"%s\", \"k\": %d, \"tokens\": %lld, "
                        "\"seconds\": %.4f, \"tok_s\": %.1f, \"steps\": %llu, \"proposed\": %llu, \"accepted\": %llu, "
                        "\"emitted\": %llu, \"draft_seconds\": %.4f, \"identical\": %s, \"backend\": \"%s%s\", "
-                       "\"draft\": \"%s\"}\n",
+                       "\"draft\": \"%s\", \"proposed_at\": [%s], \"accepted_at\": [%s]}\n",
                        qa ? "qa" : "caption", B, o.n_seqs, names[mode], mode ? k : 0, (long long)o.generated, o.seconds,
                        o.seconds > 0 ? (double)o.generated / o.seconds : 0.0, (unsigned long long)o.st.spec_steps,
                        (unsigned long long)o.st.spec_proposed, (unsigned long long)o.st.spec_accepted,
                        (unsigned long long)o.st.spec_emitted, (double)o.st.draft_ns * 1e-9, same ? "true" : "false", be->name,
-                       exact ? " exact" : "", mode == 2 ? dnames[run - 2] : "");
+                       exact ? " exact" : "", mode == 2 ? dnames[run - 2] : "", at[0], at[1]);
                 fflush(stdout);
                 if (mode > 0)
                     for (int b = 0; b < o.n_seqs; b++) free(o.tok[b]);

@@ -11,9 +11,11 @@ import benchjson  # noqa: E402
 
 out, machine, command, raw = sys.argv[1:5]
 rows = [json.loads(l) for l in open(raw) if l.strip()]
-plain = {(r["workload"], r["batch"]): r for r in rows if r["mode"] == "plain"}
+plain = {}  # each line's baseline: the latest plain line of its workload and batch (the same run)
 results = []
 for r in rows:
+    if r["mode"] == "plain":
+        plain[(r["workload"], r["batch"])] = r
     if r["mode"] == "plain" or (r["workload"], r["batch"]) not in plain:
         continue
     b = plain[(r["workload"], r["batch"])]
@@ -24,10 +26,13 @@ for r in rows:
         acceptance=round(r["accepted"] / r["proposed"], 3) if r["proposed"] else None,
         tokens_per_target_step=round(r["emitted"] / r["steps"], 3) if r["steps"] else None,
         tokens=r["tokens"], draft_share=round(r["draft_seconds"] / r["seconds"], 3) if r["seconds"] else None,
-        identical_to_plain=r["identical"], backend=r["backend"]))
+        identical_to_plain=r["identical"], backend=r["backend"],
+        acceptance_at=[round(a / p, 3) if p else None for a, p in zip(r.get("accepted_at", []), r.get("proposed_at", []))]))
 NOTES = ("tokens/s of the decode loop only (prefill untimed), the backend synchronised at the end of each round "
-         "of `batch` sequences; the whole set runs once untimed first (CUDA graphs, caches). "
-         "acceptance = drafts accepted / proposed; tokens_per_target_step counts the target's own token "
+         "of `batch` sequences; the whole set runs once untimed first (CUDA graphs, caches), then each mode is "
+         "timed --repeat times and the median reported. "
+         "acceptance = drafts accepted / proposed; acceptance_at: the same at each draft position (k adapts per "
+         "sequence, so later positions are proposed less often); tokens_per_target_step counts the target's own token "
          "(the bonus or the correction). identical_to_plain: every sequence's greedy tokens equal the plain "
          "run's. draft_share: the part of the decode time spent in the draft model's steps on the host; greedy "
          "drafts are queued without a wait (their tokens go from the device into the target's step), so it is "

@@ -39,7 +39,7 @@ static void test_settings(void) {
     CHECK(vidi_spec_params_parse("ngram", &p, &err) == VIDI_OK && p.mode == VIDI_SPEC_NGRAM && p.k == 4, "ngram");
     CHECK(vidi_spec_params_parse("ngram:6:2:4", &p, &err) == VIDI_OK && p.k == 6 && p.min_n == 2 && p.max_n == 4,
           "ngram:6:2:4");
-    CHECK(vidi_spec_params_parse("draft", &p, &err) == VIDI_OK && p.mode == VIDI_SPEC_DRAFT && p.k == 4, "draft");
+    CHECK(vidi_spec_params_parse("draft", &p, &err) == VIDI_OK && p.mode == VIDI_SPEC_DRAFT && p.k == VIDI_SPEC_DRAFT_K, "draft");
     CHECK(vidi_spec_params_parse("draft:6", &p, &err) == VIDI_OK && p.mode == VIDI_SPEC_DRAFT && p.k == 6, "draft:6");
     const char *bad[] = {"ngram:0", "ngram:17", "ngram:4:0", "ngram:4:3:2", "ngram:4:1:9", "ngramx", "drafty",
                          "ngram:x", "ngram:4:1:3:7", "draft:0", "draft:17", "draft:4:2", "draft:"};
