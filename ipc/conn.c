@@ -144,6 +144,31 @@ vidi_status vidi_conn_stats(vidi_conn *c, vidi_err *err) {
     return rc;
 }
 
+vidi_status vidi_conn_role(vidi_conn *c, const char *worker, const char *roles, vidi_err *err) {
+    char buf[256];
+    const char *part[4];
+    int n = 0;
+    if (!worker || !roles || strlen(roles) >= sizeof buf)
+        return vidi_err_set(err, VIDI_ERR_INVALID, "client: ROLE needs a worker and its roles");
+    snprintf(buf, sizeof buf, "%s", roles);
+    for (char *save = NULL, *t = strtok_r(buf, ",+", &save); t; t = strtok_r(NULL, ",+", &save)) {
+        if (n == 4) return vidi_err_set(err, VIDI_ERR_INVALID, "client: at most 4 roles");
+        part[n++] = t;
+    }
+    if (!n) return vidi_err_set(err, VIDI_ERR_INVALID, "client: ROLE names no role");
+    vidi_msg_out o;
+    vidi_msg_out_init(&o);
+    msgpack_pack_map(&o.pk, 2);
+    vidi_mp_kv_str(&o.pk, "worker", worker);
+    vidi_mp_pack_cstr(&o.pk, "roles");
+    msgpack_pack_array(&o.pk, (size_t)n);
+    for (int i = 0; i < n; i++) vidi_mp_pack_cstr(&o.pk, part[i]);
+    vidi_status rc = vidi_msg_send(c->sock, NULL, 0, VIDI_CMD_ROLE, &o, err);
+    vidi_msg_out_free(&o);
+    if (rc == VIDI_OK) s_sent(c);
+    return rc;
+}
+
 static char *s_dup(const char *s, size_t n) {
     char *t = malloc(n + 1);
     if (t) {
@@ -250,6 +275,10 @@ vidi_status vidi_conn_next(vidi_conn *c, int timeout_ms, vidi_conn_event *ev, vi
         }
         break;
     }
+    case VIDI_CMD_ROLE:
+        ev->type = VIDI_CONN_ROLE;
+        vidi_mp_str(h, "text", 0, 1 << 16, &s, &sn, NULL);
+        break;
     default: return vidi_err_set(err, VIDI_ERR_FORMAT, "client: unexpected %s from the router", vidi_cmd_name(c->m.cmd));
     }
     ev->text = s_dup(s ? s : "", s ? sn : 0);

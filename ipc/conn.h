@@ -58,6 +58,7 @@ typedef enum vidi_conn_event_type {
     VIDI_CONN_DONE = 2,
     VIDI_CONN_ERROR = 3,
     VIDI_CONN_STATS = 4,
+    VIDI_CONN_ROLE = 5,       /* the router began a forced switch (text: what it does) */
 } vidi_conn_event_type;
 
 typedef struct vidi_conn_event {
@@ -85,6 +86,10 @@ void vidi_conn_event_free(vidi_conn_event *ev);
 
 /* Ask for the router's STATS (the answer arrives as a VIDI_CONN_STATS event). */
 vidi_status vidi_conn_stats(vidi_conn *c, vidi_err *err);
+/* Force worker `worker` (READY's name) to the roles of the comma list
+ * `roles` (media, encode, prefill, decode; PROTOCOL.md §5.6); the answer is
+ * a VIDI_CONN_ROLE event when its drain has begun, else VIDI_CONN_ERROR. */
+vidi_status vidi_conn_role(vidi_conn *c, const char *worker, const char *roles, vidi_err *err);
 /* The value of a STATS counter (0 when absent). */
 uint64_t vidi_conn_stat(const vidi_conn_event *ev, const char *name);
 

@@ -70,6 +70,10 @@ vidi_router_config vidi_router_config_default(void) {
     c.use_cache = 1;
     c.ttft_ms = 2000;
     c.tpot_ms = 100;
+    c.switch_windows = 2;
+    c.switch_hi = 70;
+    c.switch_lo = 30;
+    c.switch_drain_ms = 60000;
     return c;
 }
 
@@ -93,6 +97,14 @@ typedef struct wk {
     uint64_t busy_pct[4];       /* each stage's share of its time between its last two heartbeats */
     int64_t hb_ms;              /* its last heartbeat with load.busy_us (0: none yet) */
     uint64_t hb_busy[4];        /* that heartbeat's busy_us */
+    /* a role switch (PROTOCOL.md §5.6) */
+    int draining;               /* nothing new is placed on it */
+    int role_sent;              /* drained: ROLE went, READY is awaited */
+    int switch_to;              /* the roles it is switching to */
+    int64_t drain_ms, role_ms;  /* when DRAIN and ROLE went */
+    int64_t sw_ms;              /* the switch policy's last look at its heartbeats (0: none yet) */
+    uint64_t sw_busy[4];        /* busy_us then */
+    int sw_util[4];             /* each stage's share of its time between the policy's last two looks */
 } wk;
 
 typedef struct media_in {
@@ -113,6 +125,7 @@ typedef struct rq {
     int64_t dispatched_ms;      /* its first dispatch (0 before): queue time = dispatched - created */
     int64_t first_token_ms;     /* its first token's arrival (0 before) */
     int encoded;                /* an encoder's RESULT came for the current attempt (the load monitor) */
+    int prefilled;              /* a TOKEN came under the current attempt: media, encode, prefill are done */
     int running;                /* dispatched under the current attempt */
     int tries;                  /* attempts that lost a worker mid-flight (max_attempts bounds them) */
     vidi_wire_code last_code;   /* why the last try failed (worker_lost or overloaded) */
@@ -170,6 +183,12 @@ typedef struct router {
     double service_us[4];       /* recent time per unit of work of each stage (moving average) */
     struct slo_sample { uint32_t ttft_ms, tpot_ms, queue_ms; } slo[SLO_WINDOW];
     int n_slo, slo_next;
+    /* role switching (PROTOCOL.md §5.6) */
+    uint64_t c_switches, c_switch_aborted, c_switch_to[4], c_switch_from[4];
+    uint64_t sw_last_ms, sw_max_ms, sw_role_last_ms, sw_role_max_ms;
+    int64_t sw_next_ms, sw_cool_until;
+    int sw_streak, sw_starved, sw_slack;  /* the policy's looks in a row at the same pair */
+    int sw_prev_from, sw_prev_to;         /* the last switch by load: the stages it took from and gave to */
 } router;
 
 static void s_log(router *r, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -191,12 +210,22 @@ static int s_worker_find(router *r, const uint8_t *id, size_t n) {
     return -1;
 }
 
+/* A worker new work may be placed on for a role: live, holding it, not draining. */
+static int s_serves(const router *r, int wi, int role) {
+    const wk *w = &r->workers[wi];
+    return w->used && (w->roles & role) && !w->draining;
+}
+
+static void s_stage_util(const router *r, int util[4], int n[4]);
+static void s_switch_done(router *r, int wi, int mask);
+static void s_on_role_client(router *r, const vidi_msg *m);
+
 static int s_pick(router *r, int role, int prefer) {
-    if (prefer >= 0 && r->workers[prefer].used && (r->workers[prefer].roles & role)) return prefer;
+    if (prefer >= 0 && s_serves(r, prefer, role)) return prefer;
     int best = -1;
     for (int i = 0; i < MAX_WORKERS; i++) {
         wk *w = &r->workers[i];
-        if (!w->used || !(w->roles & role)) continue;
+        if (!s_serves(r, i, role)) continue;
         if (best < 0 || w->assigned < r->workers[best].assigned) best = i;
     }
     return best;
@@ -211,6 +240,7 @@ static void s_worker_lost(router *r, int wi, const char *why) {
     if (!w->used) return;
     fprintf(stderr, "router: worker %s lost (%s)\n", w->name, why);
     r->c_workers_lost++;
+    if (w->draining) r->c_switch_aborted++;
     w->used = 0;
     for (int d = 0; d < DIR_MAX; d++)
         if (r->dir[d].used)
@@ -268,7 +298,7 @@ static dir_entry *s_dir_add(router *r, const uint8_t key[16], int n_slices) {
 static int s_dir_complete(router *r, const dir_entry *e) {
     for (int s = 0; s < e->n_slices; s++) {
         int h = e->slices[s].holder;
-        if (h < 0 || !r->workers[h].used || !(r->workers[h].roles & ROLE_ENCODE)) return 0;
+        if (h < 0 || !s_serves(r, h, ROLE_ENCODE)) return 0;
     }
     return e->n_slices > 0;
 }
@@ -416,7 +446,7 @@ static int s_dispatch_sends(router *r, rq *q) {
     int wm = any_miss ? s_pick(r, ROLE_MEDIA, wp) : -1; /* media, and the first encoder, where prefill runs */
     int encs[MAX_WORKERS], n_encs = 0;
     for (int i = 0; i < MAX_WORKERS; i++)
-        if (r->workers[i].used && (r->workers[i].roles & ROLE_ENCODE)) encs[n_encs++] = i;
+        if (s_serves(r, i, ROLE_ENCODE)) encs[n_encs++] = i;
     /* least loaded first */
     for (int i = 1; i < n_encs; i++)
         for (int k = i; k > 0 && r->workers[encs[k]].assigned < r->workers[encs[k - 1]].assigned; k--) {
@@ -434,6 +464,7 @@ static int s_dispatch_sends(router *r, rq *q) {
 
     q->running = 1;
     q->encoded = 0;
+    q->prefilled = 0;
     if (!q->dispatched_ms) q->dispatched_ms = vidi_now_ms();
     q->w_prefill = wp, q->w_decode = wd, q->w_media = wm;
     q->w_encoders = 0;
@@ -857,7 +888,7 @@ static void s_on_stats_client(router *r, const vidi_msg *m) {
     int n_workers = 0, active = 0, running = 0;
     for (int i = 0; i < MAX_WORKERS; i++) n_workers += r->workers[i].used;
     for (int i = 0; i < r->n_reqs_cap; i++) active += r->reqs[i].used, running += r->reqs[i].used && r->reqs[i].running;
-    msgpack_pack_map(&o.pk, (size_t)(16 + WK_STATS + 5));
+    msgpack_pack_map(&o.pk, (size_t)(16 + 7 + WK_STATS + 5 + 2));
 #define KV(k, v)                                                                                                      \
     do {                                                                                                              \
         vidi_mp_pack_cstr(&o.pk, k);                                                                                  \
@@ -878,7 +909,21 @@ static void s_on_stats_client(router *r, const vidi_msg *m) {
     KV("running", running);
     KV("waiting", active - running);
     KV("workers", n_workers);
+    int draining = 0;
+    for (int i = 0; i < MAX_WORKERS; i++) draining += r->workers[i].used && r->workers[i].draining;
+    KV("switches", r->c_switches);
+    KV("switches_aborted", r->c_switch_aborted);
+    KV("switch_ms_last", r->sw_last_ms);
+    KV("switch_ms_max", r->sw_max_ms);
+    KV("switch_role_ms_last", r->sw_role_last_ms);
+    KV("switch_role_ms_max", r->sw_role_max_ms);
+    KV("draining", draining);
 #undef KV
+    for (int t = 0; t < 2; t++) {
+        vidi_mp_pack_cstr(&o.pk, t ? "switched_from" : "switched_to");
+        msgpack_pack_map(&o.pk, 4);
+        for (int k = 0; k < 4; k++) vidi_mp_kv_u64(&o.pk, k_roles[k], t ? r->c_switch_from[k] : r->c_switch_to[k]);
+    }
     for (int k = 0; k < WK_STATS; k++) { /* "workers_<counter>": the sum over live workers */
         uint64_t sum = 0;
         char key[64];
@@ -911,6 +956,7 @@ static void s_on_front(router *r, vidi_msg *m) {
     switch (m->cmd) {
     case VIDI_CMD_REQUEST: s_on_request(r, m); return;
     case VIDI_CMD_STATS: s_on_stats_client(r, m); return;
+    case VIDI_CMD_ROLE: s_on_role_client(r, m); return;
     case VIDI_CMD_HEARTBEAT: return;
     case VIDI_CMD_CANCEL:
         if (vidi_mp_u64(m->header, "id", 1, 0, 0, UINT64_MAX, &id, NULL) == VIDI_OK && (q = s_find_client_req(r, m, id))) {
@@ -921,7 +967,7 @@ static void s_on_front(router *r, vidi_msg *m) {
         return;
     default:
         r->c_bad_msgs++;
-        s_client_error(r, m, -1, VIDI_WIRE_BAD_COMMAND, "a client sends REQUEST, CANCEL, STATS or HEARTBEAT");
+        s_client_error(r, m, -1, VIDI_WIRE_BAD_COMMAND, "a client sends REQUEST, CANCEL, STATS, ROLE or HEARTBEAT");
     }
 }
 
@@ -1020,21 +1066,20 @@ static void s_pack_monitor(router *r, msgpack_packer *pk) {
             queue[q->first_token_ms ? 3 : 2]++; /* prefill until the first token, then decode */
         }
     }
+    int util[4], n[4];
+    s_stage_util(r, util, n);
     for (int k = 0; k < 4; k++) {
-        uint64_t n = 0, busy = 0;
-        for (int i = 0; i < MAX_WORKERS; i++) {
-            const wk *w = &r->workers[i];
-            if (!w->used || !(w->roles >> k & 1)) continue;
-            n++;
-            busy += w->busy_pct[k];
-        }
+        uint64_t nd = 0;
+        for (int i = 0; i < MAX_WORKERS; i++)
+            nd += r->workers[i].used && (r->workers[i].roles >> k & 1) && r->workers[i].draining;
         char key[32];
         snprintf(key, sizeof key, "stage_%s", k_roles[k]);
         vidi_mp_pack_cstr(pk, key);
-        msgpack_pack_map(pk, 4);
-        vidi_mp_kv_u64(pk, "workers", n);
+        msgpack_pack_map(pk, 5);
+        vidi_mp_kv_u64(pk, "workers", (uint64_t)n[k]);
+        vidi_mp_kv_u64(pk, "draining", nd);
         vidi_mp_kv_u64(pk, "queue", queue[k]);
-        vidi_mp_kv_u64(pk, "busy_pct", n ? busy / n : 0);
+        vidi_mp_kv_u64(pk, "busy_pct", (uint64_t)util[k]);
         vidi_mp_kv_u64(pk, "service_us", (uint64_t)(r->service_us[k] + 0.5));
     }
     uint64_t ttft = s_slo_p90(r, 0), tpot = s_slo_p90(r, 1), tt = (uint64_t)r->cfg->ttft_ms,
@@ -1121,6 +1166,7 @@ static void s_on_token(router *r, const vidi_msg *m) {
         new_ids[n_new++] = id;
         q->n_sent++;
     }
+    q->prefilled = 1; /* its prefill worker sent a token under this attempt */
     if (!n_new) return;
     if (!q->first_token_ms) q->first_token_ms = vidi_now_ms();
     /* stop strings: the text ends before the first one */
@@ -1262,6 +1308,18 @@ static void s_on_ready(router *r, vidi_msg *m) {
     }
     wk *w = &r->workers[wi];
     int was = w->used;
+    if (was && w->draining && !w->role_sent) return; /* a 1.3 worker's answer to DRAIN */
+    if (was && w->role_sent) { /* the end of a switch: the record stays */
+        s_switch_done(r, wi, mask);
+        vidi_msg_out o;
+        vidi_msg_out_init(&o);
+        msgpack_pack_map(&o.pk, 3);
+        vidi_mp_kv_str(&o.pk, "name", "router");
+        vidi_mp_kv_u64(&o.pk, "heartbeat_ms", (uint64_t)r->cfg->heartbeat_ms);
+        vidi_mp_kv_u64(&o.pk, "liveness", (uint64_t)r->cfg->liveness);
+        s_send_worker(r, wi, VIDI_CMD_READY, &o);
+        return;
+    }
     memset(w, 0, sizeof *w);
     w->used = 1;
     memcpy(w->id, m->identity, m->identity_len);
@@ -1354,6 +1412,292 @@ static void s_on_back(router *r, vidi_msg *m) {
     }
 }
 
+/* ---- role switching (PROTOCOL.md §5.6) ---- */
+
+static void s_pack_roles(msgpack_packer *pk, int mask) {
+    int n = 0;
+    for (int k = 0; k < 4; k++) n += mask >> k & 1;
+    msgpack_pack_array(pk, (size_t)n);
+    for (int k = 0; k < 4; k++)
+        if (mask >> k & 1) vidi_mp_pack_cstr(pk, k_roles[k]);
+}
+
+static void s_roles_str(int mask, char *out, size_t cap) {
+    size_t u = 0;
+    out[0] = 0;
+    for (int k = 0; k < 4 && u < cap; k++)
+        if (mask >> k & 1) u += (size_t)snprintf(out + u, cap - u, "%s%s", u ? "+" : "", k_roles[k]);
+}
+
+/* Whether a request in the table still needs worker wi: it decodes there,
+ * or it has not had its first token under its current attempt and wi is its
+ * media, encode or prefill worker. */
+static int s_worker_owed(const router *r, int wi) {
+    for (int i = 0; i < r->n_reqs_cap; i++) {
+        const rq *q = &r->reqs[i];
+        if (!q->used || !q->running) continue;
+        if (q->w_decode == wi) return 1;
+        if (!q->prefilled && (q->w_media == wi || q->w_prefill == wi || (q->w_encoders >> wi & 1))) return 1;
+    }
+    return 0;
+}
+
+/* Why worker wi may not switch to `roles` now, or NULL. */
+static const char *s_switch_refusal(const router *r, int wi, int roles, char *buf, size_t cap) {
+    const wk *w = &r->workers[wi];
+    if (!roles) return "no role named";
+    for (int i = 0; i < MAX_WORKERS; i++)
+        if (r->workers[i].used && r->workers[i].draining) return "a switch is running already";
+    if (roles == w->roles) return "the worker holds those roles already";
+    for (int k = 0; k < 4; k++) {
+        if (!(w->roles >> k & 1) || (roles >> k & 1)) continue;
+        int others = 0;
+        for (int i = 0; i < MAX_WORKERS; i++) others += i != wi && s_serves(r, i, 1 << k);
+        if (!others) {
+            snprintf(buf, cap, "it is the last worker of stage %s", k_roles[k]);
+            return buf;
+        }
+    }
+    return NULL;
+}
+
+/* Begin switching worker wi to `roles`: nothing new is placed on it, and
+ * DRAIN tells it; s_switch_poll sends ROLE once nothing needs it. */
+static void s_switch_begin(router *r, int wi, int roles, const char *why) {
+    wk *w = &r->workers[wi];
+    char a[64], b[64];
+    s_roles_str(w->roles, a, sizeof a);
+    s_roles_str(roles, b, sizeof b);
+    fprintf(stderr, "router: worker %s: switching from %s to %s (%s)\n", w->name, a, b, why);
+    w->draining = 1;
+    w->role_sent = 0;
+    w->switch_to = roles;
+    w->drain_ms = vidi_now_ms();
+    vidi_msg_out o;
+    vidi_msg_out_init(&o);
+    msgpack_pack_map(&o.pk, 1);
+    vidi_mp_pack_cstr(&o.pk, "roles");
+    s_pack_roles(&o.pk, roles);
+    s_send_worker(r, wi, VIDI_CMD_DRAIN, &o);
+}
+
+static void s_switch_abort(router *r, int wi, const char *why) {
+    wk *w = &r->workers[wi];
+    fprintf(stderr, "router: worker %s: switch abandoned (%s)\n", w->name, why);
+    w->draining = w->role_sent = 0;
+    r->c_switch_aborted++;
+    int64_t cool = r->cfg->switch_cooldown_ms > 0 ? r->cfg->switch_cooldown_ms : 2 * r->cfg->switch_ms;
+    r->sw_cool_until = vidi_now_ms() + cool;
+}
+
+/* Drained workers get ROLE; a drain past switch_drain_ms is abandoned. */
+static void s_switch_poll(router *r, int64_t now) {
+    for (int wi = 0; wi < MAX_WORKERS; wi++) {
+        wk *w = &r->workers[wi];
+        if (!w->used || !w->draining || w->role_sent) continue;
+        if (s_worker_owed(r, wi)) {
+            if (now - w->drain_ms > r->cfg->switch_drain_ms) s_switch_abort(r, wi, "its work did not finish in time");
+            continue;
+        }
+        w->role_sent = 1;
+        w->role_ms = now;
+        vidi_msg_out o;
+        vidi_msg_out_init(&o);
+        msgpack_pack_map(&o.pk, 1);
+        vidi_mp_pack_cstr(&o.pk, "roles");
+        s_pack_roles(&o.pk, w->switch_to);
+        s_send_worker(r, wi, VIDI_CMD_ROLE, &o);
+    }
+}
+
+/* READY from a worker that was sent ROLE: the switch's end (mask: the roles
+ * it names, the old ones when it refused). */
+static void s_switch_done(router *r, int wi, int mask) {
+    wk *w = &r->workers[wi];
+    int64_t now = vidi_now_ms();
+    int from = w->roles, ok = mask == w->switch_to;
+    w->draining = w->role_sent = 0;
+    w->roles = mask;
+    if (ok) {
+        r->c_switches++;
+        for (int k = 0; k < 4; k++) {
+            if ((mask >> k & 1) && !(from >> k & 1)) r->c_switch_to[k]++;
+            if ((from >> k & 1) && !(mask >> k & 1)) r->c_switch_from[k]++;
+        }
+        r->sw_last_ms = (uint64_t)(now - w->drain_ms);
+        r->sw_role_last_ms = (uint64_t)(now - w->role_ms);
+        if (r->sw_last_ms > r->sw_max_ms) r->sw_max_ms = r->sw_last_ms;
+        if (r->sw_role_last_ms > r->sw_role_max_ms) r->sw_role_max_ms = r->sw_role_last_ms;
+    } else {
+        r->c_switch_aborted++;
+    }
+    if (!(mask & ROLE_ENCODE)) /* its cache entries are gone with the role */
+        for (int d = 0; d < DIR_MAX; d++)
+            if (r->dir[d].used)
+                for (int s = 0; s < r->dir[d].n_slices; s++)
+                    if (r->dir[d].slices[s].holder == wi) r->dir[d].used = 0;
+    char b[64];
+    s_roles_str(mask, b, sizeof b);
+    fprintf(stderr, "router: worker %s: %s %s after %lld ms (ROLE to READY %lld ms)\n", w->name,
+            ok ? "switched to" : "refused the switch; keeps", b, (long long)(now - w->drain_ms),
+            (long long)(now - w->role_ms));
+    int64_t cool = r->cfg->switch_cooldown_ms > 0 ? r->cfg->switch_cooldown_ms : 2 * r->cfg->switch_ms;
+    r->sw_cool_until = now + cool;
+}
+
+/* The switch policy's look at worker w's heartbeats: each stage's share of
+ * its time since the look before, averaged with the share before (halves:
+ * a batch that spans a look does not swing it), kept when no heartbeat came
+ * between. */
+static void s_switch_sample(wk *w) {
+    if (!w->hb_ms || w->hb_ms == w->sw_ms) return;
+    int64_t dt = w->hb_ms - w->sw_ms;
+    for (int k = 0; k < 4 && w->sw_ms; k++) {
+        uint64_t d = w->hb_busy[k] >= w->sw_busy[k] ? w->hb_busy[k] - w->sw_busy[k] : 0;
+        uint64_t pct = d / 10u / (uint64_t)dt;
+        w->sw_util[k] = (w->sw_util[k] + (pct > 100 ? 100 : (int)pct) + 1) / 2;
+    }
+    memcpy(w->sw_busy, w->hb_busy, sizeof w->sw_busy);
+    w->sw_ms = w->hb_ms;
+}
+
+/* Each stage's utilisation (percent): the mean over its live, not draining
+ * workers of the stage's share of their time, over the switch policy's last
+ * window when `window` (else between their last two heartbeats, as STATS
+ * shows it); n[k] those workers. */
+static void s_stage_util_of(const router *r, int window, int util[4], int n[4]) {
+    for (int k = 0; k < 4; k++) {
+        uint64_t busy = 0;
+        n[k] = 0;
+        for (int i = 0; i < MAX_WORKERS; i++)
+            if (s_serves(r, i, 1 << k))
+                n[k]++, busy += window ? (uint64_t)r->workers[i].sw_util[k] : r->workers[i].busy_pct[k];
+        util[k] = n[k] ? (int)(busy / (uint64_t)n[k]) : 0;
+    }
+}
+
+static void s_stage_util(const router *r, int util[4], int n[4]) { s_stage_util_of(r, 0, util, n); }
+
+/* Every switch_ms, over the window since the look before: the starved
+ * stage (the most utilised at switch_hi or more; at switch_lo or more for
+ * the stages whose latency target is missed) and a stage to take a worker
+ * from: one whose own target is met and that has a worker that may leave it,
+ * such that the busier of the two after the move (utilisation spread over
+ * one worker more and one fewer) is below the starved stage's now by
+ * SWITCH_GAIN points; the least utilised after the move wins. The same pair
+ * switch_windows looks in a row moves one worker (fewest roles, then least
+ * work); three times as many when it would undo the last switch by load (a
+ * bottleneck that moves back and forth between two stages). */
+#define SWITCH_GAIN 10
+static void s_switch_policy(router *r, int64_t now) {
+    if (r->cfg->switch_ms <= 0 || now < r->sw_next_ms) return;
+    r->sw_next_ms = now + r->cfg->switch_ms;
+    for (int i = 0; i < MAX_WORKERS; i++)
+        if (r->workers[i].used) s_switch_sample(&r->workers[i]);
+    for (int i = 0; i < MAX_WORKERS; i++)
+        if (r->workers[i].used && r->workers[i].draining) return;
+    if (now < r->sw_cool_until) {
+        r->sw_streak = 0;
+        return;
+    }
+    int util[4], n[4];
+    s_stage_util_of(r, 1, util, n);
+    int ttft_over = r->n_slo && s_slo_p90(r, 0) > (uint64_t)r->cfg->ttft_ms;
+    int tpot_over = r->n_slo && s_slo_p90(r, 1) > (uint64_t)r->cfg->tpot_ms;
+    int starved = -1, slack = -1, mover = -1, after = 0;
+    for (int k = 0; k < 4; k++) {
+        if (!n[k]) continue;
+        int missed = k < 3 ? ttft_over : tpot_over;
+        if ((util[k] >= r->cfg->switch_hi || (missed && util[k] >= r->cfg->switch_lo)) &&
+            (starved < 0 || util[k] > util[starved]))
+            starved = k;
+    }
+    char buf[128];
+    for (int k = 0; k < 4 && starved >= 0; k++) {
+        if (k == starved || n[k] < 2 || (k < 3 ? ttft_over : tpot_over)) continue;
+        int gives = util[k] * n[k] / (n[k] - 1), gets = util[starved] * n[starved] / (n[starved] + 1);
+        int worst = gives > gets ? gives : gets;
+        if (worst > util[starved] - SWITCH_GAIN) continue;
+        /* its worker that may leave it: fewest roles, then least work */
+        int best = -1, best_n = 0;
+        for (int i = 0; i < MAX_WORKERS; i++) {
+            const wk *w = &r->workers[i];
+            if (!s_serves(r, i, 1 << k) || (w->roles >> starved & 1)) continue;
+            int roles = (w->roles & ~(1 << k)) | (1 << starved);
+            if (s_switch_refusal(r, i, roles, buf, sizeof buf)) continue;
+            int nr = __builtin_popcount((unsigned)w->roles);
+            if (best < 0 || nr < best_n || (nr == best_n && w->assigned < r->workers[best].assigned)) best = i, best_n = nr;
+        }
+        if (best >= 0 && (slack < 0 || gives < after)) slack = k, mover = best, after = gives;
+    }
+    if (starved < 0 || slack < 0) {
+        r->sw_streak = 0;
+        return;
+    }
+    if (starved == r->sw_starved && slack == r->sw_slack) r->sw_streak++;
+    else r->sw_streak = 1, r->sw_starved = starved, r->sw_slack = slack;
+    int need = r->cfg->switch_windows > 0 ? r->cfg->switch_windows : 1;
+    if (slack == r->sw_prev_to && starved == r->sw_prev_from) need *= 3;
+    if (r->sw_streak < need) return;
+    r->sw_streak = 0;
+    r->sw_prev_from = slack, r->sw_prev_to = starved;
+    snprintf(buf, sizeof buf, "%s %d %% busy over %d workers, %s %d %% over %d", k_roles[starved], util[starved],
+             n[starved], k_roles[slack], util[slack], n[slack]);
+    s_switch_begin(r, mover, (r->workers[mover].roles & ~(1 << slack)) | (1 << starved), buf);
+}
+
+/* ROLE from a client: switch the worker of that name now (a forced switch). */
+static void s_on_role_client(router *r, const vidi_msg *m) {
+    vidi_err err = {0};
+    const char *name;
+    size_t nn, nr;
+    const msgpack_object *roles;
+    if (vidi_mp_str(m->header, "worker", 1, 127, &name, &nn, &err) ||
+        vidi_mp_array(m->header, "roles", 1, 4, &roles, &nr, &err)) {
+        s_client_error(r, m, -1, VIDI_WIRE_BAD_FIELD, err.msg);
+        return;
+    }
+    int mask = 0;
+    for (size_t i = 0; i < nr; i++) {
+        int k = 0;
+        while (k < 4 && !vidi_mp_str_eq(&roles[i], k_roles[k])) k++;
+        if (k == 4) {
+            s_client_error(r, m, -1, VIDI_WIRE_BAD_FIELD, "ROLE: roles are media, encode, prefill and decode");
+            return;
+        }
+        mask |= 1 << k;
+    }
+    int wi = -1;
+    for (int i = 0; i < MAX_WORKERS && wi < 0; i++)
+        if (r->workers[i].used && strlen(r->workers[i].name) == nn && !memcmp(r->workers[i].name, name, nn)) wi = i;
+    if (wi < 0) {
+        char msg[192];
+        snprintf(msg, sizeof msg, "ROLE: no worker named '%.*s'", (int)nn, name);
+        s_client_error(r, m, -1, VIDI_WIRE_BAD_FIELD, msg);
+        return;
+    }
+    char buf[96], msg[256];
+    const char *no = s_switch_refusal(r, wi, mask, buf, sizeof buf);
+    if (no) {
+        snprintf(msg, sizeof msg, "ROLE: worker %s cannot switch now: %s", r->workers[wi].name, no);
+        s_client_error(r, m, -1, VIDI_WIRE_BAD_REQUEST, msg);
+        return;
+    }
+    s_switch_begin(r, wi, mask, "asked by a client");
+    char a[64];
+    s_roles_str(mask, a, sizeof a);
+    snprintf(msg, sizeof msg, "worker %s drains, then takes %s", r->workers[wi].name, a);
+    vidi_msg_out o;
+    vidi_msg_out_init(&o);
+    msgpack_pack_map(&o.pk, 3);
+    vidi_mp_kv_str(&o.pk, "worker", r->workers[wi].name);
+    vidi_mp_pack_cstr(&o.pk, "roles");
+    s_pack_roles(&o.pk, mask);
+    vidi_mp_kv_str(&o.pk, "text", msg);
+    vidi_msg_send(r->front, m->identity, m->identity_len, VIDI_CMD_ROLE, &o, NULL);
+    vidi_msg_out_free(&o);
+}
+
 /* ---- time ---- */
 
 static void s_tick(router *r) {
@@ -1399,6 +1743,8 @@ static void s_tick(router *r) {
                 s_fail(r, q, VIDI_WIRE_NO_WORKER, "no worker for one of the request's stages");
         }
     }
+    s_switch_poll(r, now);
+    s_switch_policy(r, now);
 }
 
 /* ---- main loop ---- */
@@ -1413,6 +1759,7 @@ vidi_status vidi_router_run(const vidi_router_config *cfg, volatile sig_atomic_t
     r->dir = calloc(DIR_MAX, sizeof *r->dir);
     VIDI_CHECK(r->reqs && r->dir, err, VIDI_ERR_NOMEM, "router: out of memory");
     r->rng = (uint64_t)time(NULL) ^ ((uint64_t)getpid() << 32);
+    r->sw_prev_from = r->sw_prev_to = -1;
     for (int k = 0; k < 4; k++)
         for (int i = 0; i < WK_STATS; i++) {
             if (!strcmp(k_wk_stats[i], k_stage_busy[k])) r->stage_busy_at[k] = i;

@@ -31,6 +31,12 @@ typedef struct vidi_router_config {
     int max_split;                /* encoders one video is split over (0: every encode worker) */
     int use_cache;                /* route cache hits to the encoder holding them (1) */
     int64_t ttft_ms, tpot_ms;     /* latency targets of the load monitor (2000, 100): STATS' slo */
+    /* role switching (PROTOCOL.md §5.6) */
+    int64_t switch_ms;            /* look at the stages' load this often (0: never switch by load) */
+    int switch_windows;           /* the same starved and slack stages this many looks in a row (2) */
+    int64_t switch_cooldown_ms;   /* no look for this long after a switch (0: 2 x switch_ms) */
+    int switch_hi, switch_lo;     /* utilisation (percent) starved at or above, slack at or below (70, 30) */
+    int64_t switch_drain_ms;      /* a drain not done by then is abandoned (60000) */
     const char *curve_secret;     /* Z85 CURVE secret key of front (NULL: no encryption) */
     int verbose;
 } vidi_router_config;

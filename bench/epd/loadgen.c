@@ -11,14 +11,18 @@
  * (sent at their times whatever is in flight: an open loop, so a slow
  * system builds a queue instead of slowing the arrivals). MIX is "image"
  * (80 % image questions, 20 % video) or "video" (the reverse), drawn from
- * examples/questions.tsv. Each request's TTFT (submit to its first TOKEN)
+ * examples/questions.tsv; "text" (questions without media, whose answers
+ * are the longest vidi-shapes gives: about 20 tokens); or "alt:P", phases of
+ * P seconds that alternate "image" and "text", starting with "image" (a
+ * workload whose bottleneck moves: bench/roles/switch.sh). Each request's TTFT (submit to its first TOKEN)
  * and TPOT ((DONE - first token) / (tokens - 1)) are measured; a request
  * meets the SLO when both are within the targets and it finished without
  * error. After the last arrival it waits up to 60 s for stragglers (those
  * count as missing the SLO).
  *
  * Prints one JSON object: rate, requests, completed, errors, slo
- * attainment, throughput (completed / wall time), TTFT and TPOT p50 / p90.
+ * attainment, throughput (completed / wall time), goodput (completed within
+ * both targets / wall time), TTFT and TPOT p50 / p90.
  */
 #include <errno.h>
 #include <math.h>
@@ -102,13 +106,22 @@ int main(int argc, char **argv) {
         return 0;
     }
     if (argc < 8) {
-        fprintf(stderr, "usage: epd_loadgen ROUTER EXAMPLES image|video RATE SECONDS TTFT_MS TPOT_MS [SEED]\n");
+        fprintf(stderr, "usage: epd_loadgen ROUTER EXAMPLES image|video|text|alt:P RATE SECONDS TTFT_MS TPOT_MS [SEED]\n");
         return 2;
     }
     const char *router = argv[1], *examples = argv[2], *mix = argv[3];
     double rate = atof(argv[4]), seconds = atof(argv[5]), ttft_slo = atof(argv[6]), tpot_slo = atof(argv[7]);
     unsigned seed = argc > 8 ? (unsigned)atoi(argv[8]) : 1;
-    if (rate <= 0 || seconds <= 0 || (strcmp(mix, "image") && strcmp(mix, "video"))) return 2;
+    double phase = !strncmp(mix, "alt:", 4) ? atof(mix + 4) : 0;
+    if (rate <= 0 || seconds <= 0 ||
+        (strcmp(mix, "image") && strcmp(mix, "video") && strcmp(mix, "text") && !(phase > 0)))
+        return 2;
+    /* text questions (no media): the longest answers vidi-shapes gives */
+    static const char *const texts[] = {"white white white white white white", "List every colour you know.",
+                                        "Count the shapes one by one.", "red green blue yellow white orange purple",
+                                        "Repeat: circle square triangle star diamond.",
+                                        "Tell me a long story about shapes."};
+    const int n_texts = (int)(sizeof texts / sizeof texts[0]);
     /* questions */
     static qa q[MAXQ];
     int nq = 0;
@@ -148,15 +161,16 @@ int main(int argc, char **argv) {
     srand(seed);
     int cap = (int)(rate * seconds * 2 + 16), n = 0;
     double *at = malloc((size_t)cap * sizeof *at);
-    int *which = malloc((size_t)cap * sizeof *which);
+    int *which = malloc((size_t)cap * sizeof *which); /* a question, or -1 - k for text k */
     rec *r = calloc((size_t)cap, sizeof *r);
     for (double t = 0;;) {
         double u = (rand() + 1.0) / ((double)RAND_MAX + 2.0);
         t += -log(u) / rate;
         if (t >= seconds || n == cap) break;
         int video = ((rand() % 100) < 80) == !strcmp(mix, "video");
+        int text = !strcmp(mix, "text") || (phase > 0 && (int)(t / phase) % 2 == 1);
         at[n] = t;
-        which[n] = video ? vid[rand() % nv] : img[rand() % ni];
+        which[n] = text ? -1 - rand() % n_texts : video ? vid[rand() % nv] : img[rand() % ni];
         n++;
     }
     vidi_conn *c;
@@ -171,13 +185,14 @@ int main(int argc, char **argv) {
     while (finished < n) {
         int64_t now = vidi_now_ms();
         while (next < n && now - t0 >= (int64_t)(at[next] * 1000)) {
-            const qa *x = &q[which[next]];
+            const qa *x = which[next] >= 0 ? &q[which[next]] : NULL;
             vidi_conn_request rq = vidi_conn_request_default();
-            vidi_conn_media m = {.video = x->video, .bytes = x->bytes, .n = x->n};
+            vidi_conn_media m = {0};
+            if (x) m = (vidi_conn_media){.video = x->video, .bytes = x->bytes, .n = x->n};
             rq.id = (uint64_t)next + 1;
-            rq.prompt = x->question;
-            rq.media = &m;
-            rq.n_media = 1;
+            rq.prompt = x ? x->question : texts[-1 - which[next]];
+            rq.media = x ? &m : NULL;
+            rq.n_media = x ? 1 : 0;
             rq.sampling.max_tokens = 64;
             r[next].sent = vidi_now_ms();
             if (vidi_conn_submit(c, &rq, &err) != VIDI_OK) {
@@ -226,10 +241,11 @@ int main(int argc, char **argv) {
     double p50t = s_pct(ttft, done, 0.5), p90t = s_pct(ttft, done, 0.9);
     double p50p = s_pct(tpot, nt, 0.5), p90p = s_pct(tpot, nt, 0.9);
     printf("{\"mix\": \"%s\", \"rate\": %.3f, \"requests\": %d, \"completed\": %d, \"errors\": %d, "
-           "\"slo_attainment\": %.4f, \"throughput\": %.3f, \"ttft_ms_p50\": %.1f, \"ttft_ms_p90\": %.1f, "
-           "\"tpot_ms_p50\": %.2f, \"tpot_ms_p90\": %.2f, \"ttft_slo_ms\": %.0f, \"tpot_slo_ms\": %.0f}\n",
-           mix, rate, n, done, errors, n ? (double)ok / n : 0.0, done / wall, p50t, p90t, p50p, p90p, ttft_slo,
-           tpot_slo);
+           "\"slo_attainment\": %.4f, \"throughput\": %.3f, \"goodput\": %.3f, \"ttft_ms_p50\": %.1f, "
+           "\"ttft_ms_p90\": %.1f, \"tpot_ms_p50\": %.2f, \"tpot_ms_p90\": %.2f, \"ttft_slo_ms\": %.0f, "
+           "\"tpot_slo_ms\": %.0f}\n",
+           mix, rate, n, done, errors, n ? (double)ok / n : 0.0, done / wall, ok / wall, p50t, p90t, p50p, p90p,
+           ttft_slo, tpot_slo);
     vidi_conn_close(c);
     for (int i = 0; i < nq; i++) free(q[i].bytes);
     free(at);

@@ -66,9 +66,14 @@ static void s_cpy(char *dst, size_t cap, const char *src) {
 }
 
 /* EXAMPLES/FILE into q->bytes (malloc'd); the video flag from the name. */
+/* file "-": a text-only question (no media) */
 static int s_read_example(const char *examples, const char *file, qa *q) {
     char path[1024];
     vidi_err err = {0};
+    if (!strcmp(file, "-")) {
+        q->bytes = NULL, q->n = 0, q->video = 0;
+        return 0;
+    }
     snprintf(path, sizeof path, "%.500s/%.255s", examples, file);
     if (vidi_media_read_file(path, NULL, 0, 1 << 30, &q->bytes, &q->n, &err) != VIDI_OK) {
         fprintf(stderr, "e2e: %s\n", err.msg);
@@ -125,8 +130,8 @@ static vidi_status s_submit(vidi_conn *c, uint64_t id, const qa *q, vidi_err *er
     vidi_conn_media m = {.video = q->video, .bytes = q->bytes, .n = q->n};
     rq.id = id;
     rq.prompt = q->question;
-    rq.media = &m;
-    rq.n_media = 1;
+    rq.media = q->bytes ? &m : NULL;
+    rq.n_media = q->bytes ? 1 : 0;
     rq.sampling.max_tokens = 64;
     rq.stream = 1;
     return vidi_conn_submit(c, &rq, err);

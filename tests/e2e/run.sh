@@ -33,6 +33,16 @@
 #                busy share and time per unit of work while 40 requests run 8 at a time,
 #                then the latency window against loose targets (all met) and, after a
 #                restart with --ttft-ms 1 --tpot-ms 1, against targets nothing meets
+#   roles-shift  role switching by load (label roles): media, two encode, prefill and two
+#                decode workers under `--switch-ms 1000`; an image-heavy phase (every question
+#                of examples/questions.tsv, short answers) and then a text-heavy one
+#                (questions without media); a worker leaves decode in the first, one
+#                takes decode in the second, no request is lost or answered wrongly, and
+#                a watcher sees every stage with a worker that is not draining throughout
+#   roles-forced forced switches (`vidi role --wait`) while 60 requests run: a decode
+#                worker with sequences in flight becomes an encoder, the first encoder a
+#                prefill worker, the first prefill worker a decoder; nothing lost, every
+#                answer right; bad switches refused with their reason
 #   chaos        200 requests while a random worker is killed with -9 every
 #                2-4 s (vidi up restarts it): prints lost=0 hung=0 errors=N
 #
@@ -46,6 +56,31 @@ e2e_init e2e
 
 # up WORKERS [extra vidi up args]: start and wait until every worker joined
 up() { local workers=$1; shift; e2e_up "$VIDI" "$MODEL" "$workers" "$BACKEND" "$@"; }
+
+# text-only questions (file "-" for e2e_client) and their answers from vidi generate
+text_expected() {
+  printf -- '-\t%s\n' "Tell me a long story about shapes." "Describe the video." "What is in the picture?" \
+    "List every colour you know." "Count the shapes one by one." "Which shapes move and where do they go?" \
+    >"$RUN/text.tsv"
+  while IFS=$'\t' read -r file question; do
+    answer=$("$VIDI" generate --model "$MODEL" --prompt "$question" --max-tokens 64 --backend "$BACKEND" \
+             $([ "$BACKEND" = cpu ] && echo --threads 2))
+    printf '%s\t%s\t%s\n' "$file" "$question" "$answer"
+  done <"$RUN/text.tsv" >"$RUN/text_expected.tsv"
+}
+
+# watch_stages: every 0.3 s until $RUN/watch.stop exists, the least number of workers
+# (not draining) any stage had goes to $RUN/watch.min
+watch_stages() {
+  local min=99
+  while [ ! -f "$RUN/watch.stop" ]; do
+    local s
+    s=$("$VIDI" stats --router "$FRONT" 2>/dev/null | awk '/^stage_[a-z]*\.workers /{ if (m == "" || $2 < m) m = $2 } END { print m }')
+    [ -n "$s" ] && [ "$s" -lt "$min" ] && min=$s
+    echo "$min" >"$RUN/watch.min"
+    sleep 0.3
+  done
+}
 
 # expected answers: single-process vidi generate on every question
 expected() {
@@ -159,6 +194,58 @@ case $CASE in
     "$CLIENT" "$FRONT" answers "$EXAMPLES/questions.tsv" "$EXAMPLES" "$RUN/expected.tsv" >/dev/null || exit 1
     "$CLIENT" "$FRONT" stats "slo.window>=$N" "slo.ttft_target_ms<=1" "slo.ttft_over_ms>=1" "slo.ttft_slack_ms<=0" \
       "slo.attained_pct<=0" ;;
+  roles-shift)
+    expected
+    text_expected
+    up media,encode,encode,prefill,decode,decode --heartbeat-ms 250 \
+      --router-args "--switch-ms 1000 --switch-windows 2 --switch-cooldown-ms 2000 --ttft-ms 600000 --tpot-ms 600000"
+    watch_stages &
+    WATCH=$!
+    e2e_bg $WATCH
+    # image-heavy: every question with its image or video, 8 at a time
+    "$CLIENT" "$FRONT" load 84 8 "$EXAMPLES/questions.tsv" "$EXAMPLES" "$RUN/expected.tsv" 300 >"$RUN/load1.txt"
+    rc1=$?
+    tail -1 "$RUN/load1.txt"
+    "$VIDI" stats --router "$FRONT" | grep -E '^(switch|stage_.*busy_pct|stage_.*workers|roles)' | tr '\n' ' '; echo
+    "$CLIENT" "$FRONT" stats "switched_from.decode>=1" || { grep -E 'switch' "$RUN/up.log"; exit 1; }
+    # text-heavy: questions without media, 16 at a time
+    "$CLIENT" "$FRONT" load 1200 16 "$RUN/text.tsv" "$EXAMPLES" "$RUN/text_expected.tsv" 300 >"$RUN/load2.txt"
+    rc2=$?
+    tail -1 "$RUN/load2.txt"
+    touch "$RUN/watch.stop"
+    wait $WATCH
+    "$VIDI" stats --router "$FRONT" | grep -E '^(switch|stage_.*busy_pct|stage_.*workers|roles)' | tr '\n' ' '; echo
+    grep -E 'router: worker .*(switch|refused)' "$RUN/up.log"
+    [ $rc1 = 0 ] && [ $rc2 = 0 ] || { cat "$RUN/load1.txt" "$RUN/load2.txt" | grep -v '^lost'; exit 1; }
+    grep -q ' errors=0 ' "$RUN/load1.txt" && grep -q ' errors=0 ' "$RUN/load2.txt" || { echo "e2e: requests failed"; exit 1; }
+    echo "roles-shift: the fewest workers any stage had: $(cat "$RUN/watch.min")"
+    [ "$(cat "$RUN/watch.min")" -ge 1 ] || exit 1
+    "$CLIENT" "$FRONT" stats "switched_to.decode>=1" "switches>=2" ;;
+  roles-forced)
+    expected
+    up media,encode,prefill,decode,decode --heartbeat-ms 250
+    # bad switches are refused with a reason, nothing changes
+    "$VIDI" role --router "$FRONT" w2 media 2>"$RUN/r.txt" && exit 1
+    grep -q 'last worker of stage prefill' "$RUN/r.txt" || { cat "$RUN/r.txt"; exit 1; }
+    "$VIDI" role --router "$FRONT" nobody encode 2>"$RUN/r.txt" && exit 1
+    grep -q "no worker named 'nobody'" "$RUN/r.txt" || { cat "$RUN/r.txt"; exit 1; }
+    "$VIDI" role --router "$FRONT" w4 decode 2>"$RUN/r.txt" && exit 1
+    grep -q 'holds those roles already' "$RUN/r.txt" || { cat "$RUN/r.txt"; exit 1; }
+    "$VIDI" role --router "$FRONT" w4 painter 2>"$RUN/r.txt" && exit 1
+    grep -q 'roles are media, encode, prefill and decode' "$RUN/r.txt" || { cat "$RUN/r.txt"; exit 1; }
+    echo "roles-forced: bad switches refused"
+    "$CLIENT" "$FRONT" load 60 12 "$EXAMPLES/questions.tsv" "$EXAMPLES" "$RUN/expected.tsv" 300 >"$RUN/load.txt" &
+    LOAD=$!
+    sleep 3
+    "$VIDI" role --router "$FRONT" --wait w4 encode || { kill $LOAD; exit 1; }
+    "$VIDI" role --router "$FRONT" --wait w1 prefill || { kill $LOAD; exit 1; }
+    "$VIDI" role --router "$FRONT" --wait w2 decode || { kill $LOAD; exit 1; }
+    wait $LOAD || { cat "$RUN/load.txt"; exit 1; }
+    tail -1 "$RUN/load.txt"
+    grep -q ' errors=0 ' "$RUN/load.txt" || { cat "$RUN/load.txt"; exit 1; }
+    grep -E 'router: worker .*(switch|refused)' "$RUN/up.log"
+    "$CLIENT" "$FRONT" stats "switches>=3" "switches_aborted<=0" "switched_to.decode>=1" "switched_to.prefill>=1" \
+      "stage_decode.workers>=2" "stage_prefill.workers>=1" "stage_encode.workers>=1" "draining<=0" ;;
   chaos)
     expected
     up media,media,encode,encode,prefill+decode,prefill+decode --heartbeat-ms 300

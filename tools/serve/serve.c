@@ -117,7 +117,8 @@ static struct {
     uint64_t running, waiting, roles[4];
     uint64_t spec[4];     /* workers_spec_steps, _proposed, _accepted, _emitted */
     uint64_t spec_at[2][16]; /* workers_spec_proposed_at_I, workers_spec_accepted_at_I */
-    uint64_t stage[4][4]; /* the load monitor: stage_<role>.{workers, queue, busy_pct, service_us} */
+    uint64_t stage[4][5]; /* the load monitor: stage_<role>.{workers, queue, busy_pct, service_us, draining} */
+    uint64_t sw[4];       /* role switching: switches, switches_aborted, switch_ms_last, switch_ms_max */
     uint64_t slo[11];     /* slo.<k_slo_fields> */
     int64_t router_seen_ns;
 } g_m = {.mu = PTHREAD_MUTEX_INITIALIZER,
@@ -170,21 +171,25 @@ static void s_metrics_end(req_metrics *rm, const vidi_client_event *done) {
     pthread_mutex_unlock(&g_m.mu);
 }
 
-static const char *const k_stage_fields[4] = {"workers", "queue", "busy_pct", "service_us"};
+static const char *const k_stage_fields[5] = {"workers", "queue", "busy_pct", "service_us", "draining"};
+static const char *const k_sw_fields[4] = {"switches", "switches_aborted", "switch_ms_last", "switch_ms_max"};
 static const char *const k_slo_fields[11] = {"ttft_target_ms", "tpot_target_ms", "window", "ttft_p90_ms",
                                              "tpot_p90_ms", "queue_p90_ms", "ttft_slack_ms", "tpot_slack_ms",
                                              "ttft_over_ms", "tpot_over_ms", "attained_pct"};
 static const char *const k_stage_names[4] = {"media", "encode", "prefill", "decode"};
 
-/* A load-monitor value of the router's STATS ("stage_<role>.<field>", "slo.<field>") into g_m. */
+/* A load-monitor value of the router's STATS ("stage_<role>.<field>", "slo.<field>", the switch
+ * counters) into g_m. */
 static void s_monitor_value(const char *name, uint64_t v) {
     for (int k = 0; k < 4; k++) {
         char pre[32];
         int n = snprintf(pre, sizeof pre, "stage_%s.", k_stage_names[k]);
         if (strncmp(name, pre, (size_t)n)) continue;
-        for (int f = 0; f < 4; f++)
+        for (int f = 0; f < 5; f++)
             if (!strcmp(name + n, k_stage_fields[f])) g_m.stage[k][f] = v;
     }
+    for (int f = 0; f < 4; f++)
+        if (!strcmp(name, k_sw_fields[f])) g_m.sw[f] = v;
     if (!strncmp(name, "slo.", 4))
         for (int f = 0; f < 11; f++)
             if (!strcmp(name + 4, k_slo_fields[f])) g_m.slo[f] = v;
@@ -325,20 +330,32 @@ static char *s_metrics_text(void) {
                           g_m.spec_at[k][p]);
     }
     /* the router's load monitor (PROTOCOL.md §5.2: stage_<role>, slo) */
-    static const char *const st_name[4] = {"vidi_stage_workers", "vidi_stage_queue", "vidi_stage_busy_ratio",
-                                           "vidi_stage_service_seconds"};
-    static const char *const st_help[4] = {
-        "Live workers holding the stage's role.",
+    static const char *const st_name[5] = {"vidi_stage_workers", "vidi_stage_queue", "vidi_stage_busy_ratio",
+                                           "vidi_stage_service_seconds", "vidi_stage_draining"};
+    static const char *const st_help[5] = {
+        "Live workers holding the stage's role and taking work (not draining for a role switch).",
         "Requests waiting for the stage at the router plus the work its workers report queued.",
         "The stage's share of its workers' time over the last second.",
-        "Recent time per unit of the stage's work (media item, encoded item, prefilled prompt, decoded token)."};
-    static const double st_scale[4] = {1.0, 1.0, 0.01, 1e-6};
-    for (int f = 0; f < 4; f++) {
+        "Recent time per unit of the stage's work (media item, encoded item, prefilled prompt, decoded token).",
+        "Workers holding the stage's role that drain for a role switch."};
+    static const double st_scale[5] = {1.0, 1.0, 0.01, 1e-6, 1.0};
+    for (int f = 0; f < 5; f++) {
         sb_printf(&b, "# HELP %s %s\n# TYPE %s gauge\n", st_name[f], st_help[f], st_name[f]);
         for (int k = 0; k < 4; k++)
             sb_printf(&b, "%s{model_name=\"%s\",stage=\"%s\"} %.6g\n", st_name[f], m, k_stage_names[k],
                       (double)g_m.stage[k][f] * st_scale[f]);
     }
+    /* role switching (PROTOCOL.md §5.6) */
+    sb_printf(&b, "# HELP vidi_role_switches_total Workers switched to other roles (by load or asked).\n"
+                  "# TYPE vidi_role_switches_total counter\nvidi_role_switches_total{model_name=\"%s\"} %" PRIu64 "\n"
+                  "# HELP vidi_role_switches_aborted_total Switches abandoned or refused.\n"
+                  "# TYPE vidi_role_switches_aborted_total counter\n"
+                  "vidi_role_switches_aborted_total{model_name=\"%s\"} %" PRIu64 "\n"
+                  "# HELP vidi_role_switch_seconds A switch's time from DRAIN to READY (the drain included).\n"
+                  "# TYPE vidi_role_switch_seconds gauge\n"
+                  "vidi_role_switch_seconds{model_name=\"%s\",which=\"last\"} %.6g\n"
+                  "vidi_role_switch_seconds{model_name=\"%s\",which=\"max\"} %.6g\n",
+              m, g_m.sw[0], m, g_m.sw[1], m, (double)g_m.sw[2] / 1e3, m, (double)g_m.sw[3] / 1e3);
     sb_printf(&b, "# HELP vidi_slo_target_seconds The router's latency targets (vidi router --ttft-ms, --tpot-ms).\n"
                   "# TYPE vidi_slo_target_seconds gauge\n"
                   "vidi_slo_target_seconds{model_name=\"%s\",metric=\"ttft\"} %.6g\n"

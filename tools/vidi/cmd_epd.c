@@ -84,6 +84,9 @@ int vidi_cmd_router(int argc, char **argv) {
                     "       [--heartbeat-ms N] [--liveness N] [--stage-timeout-ms N] [--request-timeout-ms N]\n"
                     "       [--max-split N] [--max-attempts N] [--no-cache] [--verbose]\n"
                     "       [--ttft-ms N] [--tpot-ms N]  (the load monitor's latency targets: 2000, 100)\n"
+                    "       [--switch-ms N]  (switch workers' roles by load, looking every N ms; 0, the\n"
+                    "        default: never) [--switch-windows N] (2) [--switch-cooldown-ms N] (2 x N)\n"
+                    "       [--switch-hi PCT] (70) [--switch-lo PCT] (30) [--switch-drain-ms N] (60000)\n"
                     "       [--curve-secret-file FILE]  (front encrypted with CURVE; FILE holds the Z85\n"
                     "        secret key, `vidi keygen` makes a pair)\n");
             return v ? 0 : 2;
@@ -108,6 +111,25 @@ int vidi_cmd_router(int argc, char **argv) {
             }
             *(!strcmp(a, "--ttft-ms") ? &cfg.ttft_ms : &cfg.tpot_ms) = x;
         }
+        else if (!strncmp(a, "--switch-", 9)) {
+            char *end = NULL;
+            long long x = strtoll(v, &end, 10);
+            int pct = !strcmp(a, "--switch-hi") || !strcmp(a, "--switch-lo");
+            if (!end || *end || x < 0 || x > (pct ? 100 : 3600000)) {
+                fprintf(stderr, "vidi router: %s %s: a whole number, 0 to %d\n", a, v, pct ? 100 : 3600000);
+                return 2;
+            }
+            if (!strcmp(a, "--switch-ms")) cfg.switch_ms = x;
+            else if (!strcmp(a, "--switch-windows")) cfg.switch_windows = (int)x;
+            else if (!strcmp(a, "--switch-cooldown-ms")) cfg.switch_cooldown_ms = x;
+            else if (!strcmp(a, "--switch-hi")) cfg.switch_hi = (int)x;
+            else if (!strcmp(a, "--switch-lo")) cfg.switch_lo = (int)x;
+            else if (!strcmp(a, "--switch-drain-ms")) cfg.switch_drain_ms = x;
+            else {
+                fprintf(stderr, "vidi router: unknown option %s\n", a);
+                return 2;
+            }
+        }
         else if (!strcmp(a, "--curve-secret-file")) {
             FILE *f = fopen(v, "r");
             if (!f || !fgets(curve, sizeof curve, f)) {
@@ -128,8 +150,8 @@ int vidi_cmd_router(int argc, char **argv) {
         }
     }
     if (cfg.max_requests <= 0 || cfg.max_attempts <= 0 || cfg.heartbeat_ms <= 0 || cfg.liveness <= 0 || cfg.stage_timeout_ms <= 0 ||
-        cfg.request_timeout_ms <= 0) {
-        fprintf(stderr, "vidi router: limits and intervals must be positive\n");
+        cfg.request_timeout_ms <= 0 || cfg.switch_windows < 1 || cfg.switch_drain_ms < 1 || cfg.switch_lo > cfg.switch_hi) {
+        fprintf(stderr, "vidi router: limits and intervals must be positive (and --switch-lo at most --switch-hi)\n");
         return 2;
     }
     mkdir(dir, 0700);
@@ -597,5 +619,79 @@ int vidi_cmd_ask(int argc, char **argv) {
     vidi_conn_close(c);
 done:
     for (int i = 0; i < 16; i++) free(bufs[i]);
+    return rc;
+}
+
+/* vidi role [--router EP] WORKER ROLES: a forced switch (PROTOCOL.md §5.6);
+ * with --wait, until the router's STATS count it done. */
+int vidi_cmd_role(int argc, char **argv) {
+    char dir[512], front[600];
+    s_run_dir(dir, sizeof dir);
+    snprintf(front, sizeof front, "ipc://%s/front", dir);
+    const char *router = front, *worker = NULL, *roles = NULL;
+    int wait = 0;
+    for (int i = 2; i < argc; i++) {
+        if (!strcmp(argv[i], "--router") && i + 1 < argc) router = argv[++i];
+        else if (!strcmp(argv[i], "--wait")) wait = 1;
+        else if (argv[i][0] != '-' && !worker) worker = argv[i];
+        else if (argv[i][0] != '-' && !roles) roles = argv[i];
+        else {
+            worker = NULL;
+            break;
+        }
+    }
+    if (!worker || !roles) {
+        fprintf(stderr, "usage: vidi role [--router EP] [--wait] WORKER ROLES\n"
+                        "  ROLES: media, encode, prefill, decode joined by ',' or '+'. The router stops placing\n"
+                        "  work on WORKER, waits until nothing needs it, and switches it; a stage is never left\n"
+                        "  without a worker. --wait: until the switch is done (the router's STATS).\n");
+        return 2;
+    }
+    vidi_err err = {0};
+    vidi_conn *c = NULL;
+    int rc = 1;
+    uint64_t before = 0, aborted = 0;
+    vidi_conn_event ev;
+    if (vidi_conn_connect(router, &c, &err) != VIDI_OK) goto fail;
+    if (wait) { /* the counters before, to see this switch end */
+        if (vidi_conn_stats(c, &err) != VIDI_OK || vidi_conn_next(c, 10000, &ev, &err) != VIDI_OK) goto fail;
+        before = vidi_conn_stat(&ev, "switches"), aborted = vidi_conn_stat(&ev, "switches_aborted");
+        vidi_conn_event_free(&ev);
+    }
+    if (vidi_conn_role(c, worker, roles, &err) != VIDI_OK || vidi_conn_next(c, 10000, &ev, &err) != VIDI_OK) goto fail;
+    if (ev.type != VIDI_CONN_ROLE) {
+        fprintf(stderr, "vidi role: %s: %s\n", ev.code, ev.text);
+        vidi_conn_event_free(&ev);
+        goto done;
+    }
+    printf("%s\n", ev.text);
+    vidi_conn_event_free(&ev);
+    rc = 0;
+    for (int64_t until = vidi_now_ms() + 120000; wait && rc == 0;) {
+        if (vidi_now_ms() > until) {
+            fprintf(stderr, "vidi role: the switch did not end within 120 s\n");
+            rc = 1;
+            break;
+        }
+        if (vidi_conn_stats(c, &err) != VIDI_OK || vidi_conn_next(c, 10000, &ev, &err) != VIDI_OK) goto fail;
+        uint64_t done = vidi_conn_stat(&ev, "switches"), ab = vidi_conn_stat(&ev, "switches_aborted");
+        uint64_t ms = vidi_conn_stat(&ev, "switch_ms_last"), role_ms = vidi_conn_stat(&ev, "switch_role_ms_last");
+        vidi_conn_event_free(&ev);
+        if (done > before) {
+            printf("switched in %llu ms (ROLE to READY %llu ms)\n", (unsigned long long)ms, (unsigned long long)role_ms);
+            break;
+        }
+        if (ab > aborted) {
+            fprintf(stderr, "vidi role: the switch was abandoned (the router's log says why)\n");
+            rc = 1;
+            break;
+        }
+        usleep(100000);
+    }
+    goto done;
+fail:
+    fprintf(stderr, "vidi role: %s\n", err.msg);
+done:
+    vidi_conn_close(c);
     return rc;
 }

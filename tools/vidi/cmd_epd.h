@@ -7,5 +7,6 @@ int vidi_cmd_router(int argc, char **argv);
 int vidi_cmd_keygen(int argc, char **argv);
 int vidi_cmd_up(int argc, char **argv);
 int vidi_cmd_ask(int argc, char **argv);
+int vidi_cmd_role(int argc, char **argv);
 
 #endif

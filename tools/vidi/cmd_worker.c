@@ -1870,28 +1870,83 @@ static vidi_status s_load_draft(worker *w, vidi_err *err) {
     return VIDI_OK;
 }
 
+/* --sparse: the prefill role's sparse attention configuration (once). */
+static vidi_status s_load_sparse(worker *w, vidi_err *err) {
+    if (w->sparse || !strcmp(w->sparse_opt, "off")) return VIDI_OK;
+    char sp[4096];
+    int auto_ = !strcmp(w->sparse_opt, "auto");
+    if (auto_) snprintf(sp, sizeof sp, "%s/sparse_config.json", w->model_dir);
+    else snprintf(sp, sizeof sp, "%s", w->sparse_opt);
+    if (!w->be->host_memory && !w->be->ops->sparse_attention) {
+        if (!auto_) fprintf(stderr, "worker %s: backend %s has no sparse attention; dense here\n", w->name, w->be->name);
+        return VIDI_OK;
+    }
+    if (auto_ && access(sp, R_OK) != 0) return VIDI_OK;
+    vidi_status rc = vidi_sparse_config_load(sp, w->m->cfg.text.num_layers, w->m->cfg.text.num_heads, &w->sparse, err);
+    if (rc == VIDI_OK) fprintf(stderr, "worker %s: sparse prefill with %s\n", w->name, sp);
+    return rc;
+}
+
 static int s_parse_roles(const char *s, int *roles);
 
-/* ROLE {roles}: the router moves this worker to other roles (after a DRAIN);
- * it keeps its model, cache and pool, and says READY with the new roles. */
+/* ROLE {roles}: the router moves this worker to other roles once it has
+ * drained (PROTOCOL.md §5.6). The model stays; what the old roles held and
+ * the new ones do not need goes (the KV pools and the decoder without
+ * prefill and decode, the MM-token cache's entries without encode), what the
+ * new ones need is made, and READY names the roles it holds: the old ones
+ * when it refuses (work of a role it would drop is still here, or the new
+ * role's memory cannot be had; ERROR says which). */
 static void s_on_role(worker *w, const vidi_msg *m) {
     vidi_err err = {0};
     const msgpack_object *roles;
     size_t n;
     int mask = 0;
+    int64_t t0 = vidi_now_ms();
     if (vidi_mp_array(m->header, "roles", 1, 4, &roles, &n, &err) == VIDI_OK)
         for (size_t i = 0; i < n; i++)
             for (int k = 0; k < 4; k++)
                 if (vidi_mp_str_eq(&roles[i], k_role_names[k])) mask |= 1 << k;
     if (!mask) {
         s_error_plain(w, VIDI_WIRE_BAD_FIELD, err.msg[0] ? err.msg : "ROLE: field 'roles' names no role");
+        s_send_ready(w);
         return;
     }
-    if ((mask & (ROLE_PREFILL | ROLE_DECODE)) && s_make_pool(w, &err) != VIDI_OK) {
-        fprintf(stderr, "worker %s: ROLE: %s\n", w->name, err.msg);
-        mask &= ~(ROLE_PREFILL | ROLE_DECODE);
+    int pends = 0, waits = 0, running = w->dec ? vidi_decoder_running(w->dec) : 0;
+    for (int i = 0; i < MAX_PEND; i++) pends += w->pends[i].used;
+    for (int i = 0; i < MAX_WAIT; i++) waits += w->waits[i].used;
+    char why[256] = "";
+    if ((w->roles & ROLE_PREFILL) && !(mask & ROLE_PREFILL) && pends)
+        snprintf(why, sizeof why, "%d prefills still wait for their embeddings", pends);
+    else if ((w->roles & ROLE_DECODE) && !(mask & ROLE_DECODE) && (running || waits))
+        snprintf(why, sizeof why, "%d sequences still decode here (%d waiting)", running + waits, waits);
+    else if ((mask & ROLE_PREFILL) && s_load_sparse(w, &err) != VIDI_OK)
+        snprintf(why, sizeof why, "sparse prefill: %.200s", err.msg);
+    else if ((mask & (ROLE_PREFILL | ROLE_DECODE)) && s_make_pool(w, &err) != VIDI_OK)
+        snprintf(why, sizeof why, "the KV pool: %.200s", err.msg);
+    if (why[0]) {
+        char msg[320];
+        snprintf(msg, sizeof msg, "ROLE refused: %s", why);
+        fprintf(stderr, "worker %s: %s\n", w->name, msg);
+        s_error_plain(w, VIDI_WIRE_BAD_REQUEST, msg);
+        s_send_ready(w);
+        return;
     }
-    w->roles = mask ? mask : w->roles;
+    if (!(mask & (ROLE_PREFILL | ROLE_DECODE)) && w->pool) { /* no sequences here any more */
+        vidi_decoder_free(w->dec);
+        vidi_kv_pool_free(w->pool);
+        vidi_kv_pool_free(w->dpool);
+        w->dec = NULL, w->pool = w->dpool = NULL;
+    }
+    if ((w->roles & ROLE_ENCODE) && !(mask & ROLE_ENCODE)) { /* the router forgets what it held */
+        vidi_mmcache *c = NULL;
+        if (vidi_mmcache_create(w->mm_budget, s_cache_free, NULL, &c, &err) == VIDI_OK) {
+            vidi_mmcache_free(w->cache);
+            w->cache = c;
+        }
+    }
+    int from = w->roles;
+    w->roles = mask;
+    fprintf(stderr, "worker %s: roles 0x%x -> 0x%x in %lld ms\n", w->name, from, mask, (long long)(vidi_now_ms() - t0));
     s_send_ready(w);
 }
 
@@ -1907,7 +1962,9 @@ static void s_handle(worker *w, vidi_msg *m, int from_back) {
     case VIDI_CMD_CANCEL: s_on_cancel(w, m); return;
     case VIDI_CMD_STATS: s_on_stats(w); return;
     case VIDI_CMD_DISCONNECT: g_stop = 1; return;
-    case VIDI_CMD_DRAIN: /* nothing is queued beyond what is in flight: say READY again */ s_send_ready(w); return;
+    case VIDI_CMD_DRAIN: /* the router places nothing new here; ROLE follows once it is done (§5.6) */
+        fprintf(stderr, "worker %s: draining for a role switch\n", w->name);
+        return;
     case VIDI_CMD_ROLE: s_on_role(w, m); return;
     case VIDI_CMD_ERROR:
         /* never answered; but a router that does not know us (it dropped us while we were
@@ -2199,21 +2256,9 @@ int vidi_cmd_worker(int argc, char **argv) {
         goto done;
     }
     if (w->use_cuda && w->ipc_mb > 0 && w->be->ops->ipc_alloc) s_host_identity(w->ipc_id);
-    if ((w->roles & ROLE_PREFILL) && strcmp(w->sparse_opt, "off") != 0) {
-        char sp[4096];
-        int auto_ = !strcmp(w->sparse_opt, "auto");
-        if (auto_) snprintf(sp, sizeof sp, "%s/sparse_config.json", w->model_dir);
-        else snprintf(sp, sizeof sp, "%s", w->sparse_opt);
-        if (!w->be->host_memory && !w->be->ops->sparse_attention) {
-            if (!auto_) fprintf(stderr, "worker %s: backend %s has no sparse attention; dense here\n", w->name, w->be->name);
-        } else if (!auto_ || access(sp, R_OK) == 0) {
-            if (vidi_sparse_config_load(sp, w->m->cfg.text.num_layers, w->m->cfg.text.num_heads, &w->sparse, &err) !=
-                VIDI_OK) {
-                fprintf(stderr, "vidi worker: %s\n", err.msg);
-                goto done;
-            }
-            fprintf(stderr, "worker %s: sparse prefill with %s\n", w->name, sp);
-        }
+    if ((w->roles & ROLE_PREFILL) && s_load_sparse(w, &err) != VIDI_OK) {
+        fprintf(stderr, "vidi worker: %s\n", err.msg);
+        goto done;
     }
     if (w->roles & (ROLE_PREFILL | ROLE_DECODE)) {
         if (s_make_pool(w, &err) != VIDI_OK) {

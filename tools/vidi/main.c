@@ -57,6 +57,7 @@ static void usage(FILE *f) {
                "  up         start the router and its workers (EPD serving; vidi-shapes on the CPU by default)\n"
                "  ask        send one question to a running router and print the answer\n"
                "  stats      a running router's counters and load monitor (vidi ask --stats)\n"
+               "  role       switch a running worker to other roles (drained first)\n"
                "  keygen     a CURVE key pair for an encrypted router front (router --curve-secret-file)\n"
                "  router     the router alone (vidi up starts it)\n"
                "  worker     one worker: media, encode, prefill and/or decode (vidi up starts them)\n"
@@ -575,6 +576,7 @@ int main(int argc, char **argv) {
         return vidi_cmd_ask(ac, av);
     }
     if (!strcmp(argv[1], "keygen")) return vidi_cmd_keygen(argc, argv);
+    if (!strcmp(argv[1], "role")) return vidi_cmd_role(argc, argv);
     if (!strcmp(argv[1], "-h") || !strcmp(argv[1], "--help") || !strcmp(argv[1], "help")) {
         usage(stdout);
         return 0;
