@@ -12,9 +12,10 @@
  * system builds a queue instead of slowing the arrivals). MIX is "image"
  * (80 % image questions, 20 % video) or "video" (the reverse), drawn from
  * examples/questions.tsv; "text" (questions without media, whose answers
- * are the longest vidi-shapes gives: about 20 tokens); or "alt:P", phases of
- * P seconds that alternate "image" and "text", starting with "image" (a
- * workload whose bottleneck moves: bench/roles/switch.sh). Each request's TTFT (submit to its first TOKEN)
+ * are the longest vidi-shapes gives: about 20 tokens); or "alt:P[:T]", phases
+ * of P seconds that alternate "image" and "text", starting with "image", the
+ * text phases at T requests a second (default RATE) (a workload whose
+ * bottleneck moves: bench/roles/switch.sh). Each request's TTFT (submit to its first TOKEN)
  * and TPOT ((DONE - first token) / (tokens - 1)) are measured; a request
  * meets the SLO when both are within the targets and it finished without
  * error. After the last arrival it waits up to 60 s for stragglers (those
@@ -112,7 +113,9 @@ int main(int argc, char **argv) {
     const char *router = argv[1], *examples = argv[2], *mix = argv[3];
     double rate = atof(argv[4]), seconds = atof(argv[5]), ttft_slo = atof(argv[6]), tpot_slo = atof(argv[7]);
     unsigned seed = argc > 8 ? (unsigned)atoi(argv[8]) : 1;
-    double phase = !strncmp(mix, "alt:", 4) ? atof(mix + 4) : 0;
+    double phase = !strncmp(mix, "alt:", 4) ? atof(mix + 4) : 0, text_rate = rate;
+    if (phase > 0 && strchr(mix + 4, ':')) text_rate = atof(strchr(mix + 4, ':') + 1);
+    if (!(text_rate > 0)) return 2;
     if (rate <= 0 || seconds <= 0 ||
         (strcmp(mix, "image") && strcmp(mix, "video") && strcmp(mix, "text") && !(phase > 0)))
         return 2;
@@ -159,13 +162,14 @@ int main(int argc, char **argv) {
     if (!ni || !nv) return 1;
     /* arrivals */
     srand(seed);
-    int cap = (int)(rate * seconds * 2 + 16), n = 0;
+    int cap = (int)((rate > text_rate ? rate : text_rate) * seconds * 2 + 16), n = 0;
     double *at = malloc((size_t)cap * sizeof *at);
     int *which = malloc((size_t)cap * sizeof *which); /* a question, or -1 - k for text k */
     rec *r = calloc((size_t)cap, sizeof *r);
     for (double t = 0;;) {
         double u = (rand() + 1.0) / ((double)RAND_MAX + 2.0);
-        t += -log(u) / rate;
+        int in_text = phase > 0 && (int)(t / phase) % 2 == 1;
+        t += -log(u) / (in_text ? text_rate : rate);
         if (t >= seconds || n == cap) break;
         int video = ((rand() % 100) < 80) == !strcmp(mix, "video");
         int text = !strcmp(mix, "text") || (phase > 0 && (int)(t / phase) % 2 == 1);

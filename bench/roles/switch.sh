@@ -1,0 +1,114 @@
+#!/usr/bin/env bash
+# bench/roles/switch.sh — role switching against static splits and colocated workers under a
+# workload whose bottleneck moves: open-loop arrivals (bench/epd/loadgen.c, mix alt:PHASE) that
+# alternate image-heavy phases (80 % image, 20 % video questions, short answers; RATE requests a
+# second) and text phases (questions without media; TEXT_RATE a second) every PHASE seconds, for
+# DURATION seconds.
+#
+# For N = WORKERS single-role worker processes it runs every static split (each stage at least one
+# worker), N colocated workers (every role each), and the switching router (`--switch-ms SWITCH_MS`)
+# started from the split START; each configuration on a fresh `vidi up` with the same arrivals
+# (same seed). Goodput: requests within both targets (TTFT_MS, TPOT_MS) per second of the run.
+# The baseline of every line is the best static split of the same run;
+# OUT_DIR/roles-switch-BACKEND.json.
+#   VIDI_BUILD (build), BACKEND (cpu; cuda on the GPU host: DEVICES spreads the workers over GPUs,
+#   e.g. "0,1"), WORKERS (5), START (media,encode,encode,prefill,decode), RATE (3), DURATION (80),
+#   TEXT_RATE (40), PHASE (20), TTFT_MS (4000), TPOT_MS (400), SWITCH_MS (1000), OUT_DIR (bench/results)
+set -u -o pipefail
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+cd "$ROOT"
+B=${VIDI_BUILD:-build}
+VIDI=$B/vidi LOADGEN=$B/bench/epd/epd_loadgen
+BACKEND=${BACKEND:-cpu} N=${WORKERS:-5} START=${START:-media,encode,encode,prefill,decode}
+RATE=${RATE:-3} TEXT_RATE=${TEXT_RATE:-40} DURATION=${DURATION:-80} PHASE=${PHASE:-20} TTFT_MS=${TTFT_MS:-4000} TPOT_MS=${TPOT_MS:-400}
+SWITCH_MS=${SWITCH_MS:-1000} OUT_DIR=${OUT_DIR:-bench/results} DEVICES=${DEVICES:-}
+RUN=$(mktemp -d /tmp/vidi-switch.XXXXXX)
+UP=
+stop_up() {
+  [ -n "$UP" ] && kill -TERM "$UP" 2>/dev/null && for _ in $(seq 1 50); do kill -0 "$UP" 2>/dev/null || break; sleep 0.1; done
+  [ -f "$RUN/pids" ] && awk '{print $NF}' "$RUN/pids" | xargs -r kill -KILL 2>/dev/null
+  rm -f "$RUN/pids"
+  UP=
+}
+trap 'stop_up; rm -rf "$RUN"' EXIT
+FRONT="ipc://$RUN/front"
+
+# WORKERS list with devices (cuda: round robin over DEVICES)
+place() {
+  [ -z "$DEVICES" ] && { echo "$1"; return; }
+  local out= i=0 d
+  IFS=, read -ra devs <<<"$DEVICES"
+  IFS=, read -ra ws <<<"$1"
+  for w in "${ws[@]}"; do d=${devs[$((i % ${#devs[@]}))]}; out+="${out:+,}$w@$d"; i=$((i + 1)); done
+  echo "$out"
+}
+
+# run NAME WORKERS [router args...]: one configuration, its loadgen line into $RUN/lines.jsonl
+run() {
+  local name=$1 workers=$2; shift 2
+  local log="$RUN/up-${name//[^a-z0-9]/_}.log"
+  "$VIDI" up --run-dir "$RUN" --model models/vidi-shapes --workers "$(place "$workers")" --threads 1 \
+    --backend "$BACKEND" --heartbeat-ms 250 --router-args "--no-cache --ttft-ms $TTFT_MS --tpot-ms $TPOT_MS $*" \
+    >"$log" 2>&1 &
+  UP=$!
+  local want
+  want=$(awk -F, '{print NF}' <<<"$workers")
+  for _ in $(seq 1 600); do [ "$(grep -c joined "$log")" -ge "$want" ] && break; sleep 0.1; done
+  [ "$(grep -c joined "$log")" -ge "$want" ] || { cat "$log"; exit 1; }
+  local out
+  out=$("$LOADGEN" "$FRONT" examples "alt:$PHASE:$TEXT_RATE" "$RATE" "$DURATION" "$TTFT_MS" "$TPOT_MS" 7) || { cat "$log"; exit 1; }
+  local sw
+  sw=$("$VIDI" stats --router "$FRONT" | awk '/^(switches|switches_aborted|switch_ms_max|switch_role_ms_max) /{ printf "%s\"%s\": %s", n++ ? ", " : "", $1, $2 }')
+  stop_up
+  echo "$name ($workers): $out {$sw}"
+  python3 -c "import json,sys; d=json.loads(sys.argv[3]); d.update(json.loads('{'+sys.argv[4]+'}')); d['config']=sys.argv[1]; d['workers']=sys.argv[2]; print(json.dumps(d))" \
+    "$name" "$workers" "$out" "$sw" >>"$RUN/lines.jsonl"
+}
+
+: >"$RUN/lines.jsonl"
+# every static split of N single-role workers
+python3 - "$N" >"$RUN/splits.txt" <<'PY'
+import itertools, sys
+n = int(sys.argv[1])
+for m, e, p in itertools.product(range(1, n), repeat=3):
+    d = n - m - e - p
+    if d >= 1:
+        print(",".join(["media"] * m + ["encode"] * e + ["prefill"] * p + ["decode"] * d), f"{m}/{e}/{p}/{d}")
+PY
+while read -r w s; do run "static $s" "$w"; done <"$RUN/splits.txt"
+run colocated "$(python3 -c "print(','.join(['all'] * $N))")"
+run switching "$START" --switch-ms "$SWITCH_MS" --switch-windows 2 --switch-cooldown-ms $((2 * SWITCH_MS))
+python3 - "$RUN/lines.jsonl" "$OUT_DIR/roles-switch-$BACKEND.json" \
+  "$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1 || echo "$(nproc) CPU cores")" \
+  "$N" "$RATE/$TEXT_RATE" "$DURATION" "$PHASE" "$TTFT_MS" "$TPOT_MS" "$BACKEND" <<'PY'
+import json, os, sys
+sys.path.insert(0, "bench")
+import benchjson
+raw, out, machine, n, rate, dur, phase, ttft, tpot, backend = sys.argv[1:11]
+rows = [json.loads(l) for l in open(raw) if l.strip()]
+static = [r for r in rows if r["config"].startswith("static")]
+best = max(static, key=lambda r: r["goodput"])
+results = []
+for r in rows:
+    results.append(benchjson.result(
+        f"vidi-shapes on {backend}, {n} workers, {r['config']} ({r['workers']}), alternating {phase} s image-heavy "
+        f"and text phases, {rate} req/s (image/text) for {dur} s, targets TTFT {ttft} ms TPOT {tpot} ms",
+        "goodput (requests within both targets per second)", r["goodput"],
+        f"the best static split of the same run ({best['config']})", best["goodput"], True,
+        slo_attainment=r["slo_attainment"], throughput=r["throughput"], completed=r["completed"],
+        requests=r["requests"], errors=r["errors"], ttft_ms_p90=r["ttft_ms_p90"], tpot_ms_p90=r["tpot_ms_p90"],
+        switches=r.get("switches"), switches_aborted=r.get("switches_aborted"),
+        switch_ms_max=r.get("switch_ms_max"), switch_role_ms_max=r.get("switch_role_ms_max")))
+NOTES = ("Every configuration on a fresh `vidi up` with the same Poisson arrivals (seed 7) from bench/epd/loadgen "
+         "(mix alt:PHASE: image-heavy and text phases in turn); goodput = requests that finished within both targets "
+         "per second of the run (stragglers up to 60 s after the last arrival count against it). Static splits: "
+         "every split of the workers with each stage at least one; colocated: every worker with every role; "
+         "switching: the router's policy (PROTOCOL.md 5.6) from the split START. switch_ms_max: DRAIN to READY; "
+         "switch_role_ms_max: ROLE to READY.")
+benchjson.write(out, "roles-switch", machine, "bench/roles/switch.sh (" + " ".join(
+    f"{k}={os.environ[k]}" for k in ("BACKEND", "WORKERS", "START", "RATE", "TEXT_RATE", "DURATION", "PHASE", "DEVICES") if os.environ.get(k)) + ")",
+    results, NOTES)
+for r in results:
+    print(f"{r['case'][:110]:110s} goodput {r['value']:.3f} vs {r['baseline_value']:.3f}  x{r['ratio']}  "
+          f"attained {r['slo_attainment']}")
+PY
