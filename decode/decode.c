@@ -387,6 +387,21 @@ int vidi_decoder_cancel(vidi_decoder *d, uint64_t tag) {
     return 0;
 }
 
+int vidi_decoder_take(vidi_decoder *d, uint64_t tag, vidi_decoder_taken *out) {
+    for (int i = 0; i < d->n; i++) {
+        dec_slot *s = &d->slots[i];
+        if (s->tag != tag) continue;
+        *out = (vidi_decoder_taken){.seq = s->seq, .pending = s->pending, .n_out = s->n_out,
+                                    .rope_delta = s->rope_delta, .rng = s->rng, .drope = s->drope};
+        if (s->dseq && s->dlag < 0 && vidi_kv_seq_len(s->dseq) == vidi_kv_seq_len(s->seq)) out->dseq = s->dseq;
+        else vidi_kv_seq_free(s->dseq);
+        free(s->hist);
+        d->slots[i] = d->slots[--d->n];
+        return 1;
+    }
+    return 0;
+}
+
 /* Blocks the running sequences need for their next token. */
 static int64_t s_need(const vidi_decoder *d) {
     int64_t need = 0;

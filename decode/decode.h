@@ -153,4 +153,21 @@ vidi_status vidi_decoder_step(vidi_decoder *d, vidi_decode_event *ev, int *n_ev,
  * there. */
 int vidi_decoder_cancel(vidi_decoder *d, uint64_t tag);
 
+/* A running sequence taken out to go on elsewhere (a decode worker's role
+ * switch hands its sequences to another: PROTOCOL.md §5.6): its KV, the
+ * token it has not fed yet (the last emitted), the tokens emitted so far,
+ * its rope_delta and sampler state, and its draft model's sequence when
+ * that has seen every token the target's has (else NULL, freed). The
+ * caller owns seq and dseq. */
+typedef struct vidi_decoder_taken {
+    vidi_kv_seq *seq, *dseq;
+    int32_t pending;
+    int n_out;
+    int64_t rope_delta, drope;
+    uint64_t rng;
+} vidi_decoder_taken;
+/* 1 and *out when tag runs in the pool; 0 when it is not here or swapped
+ * out to host memory (it stays). */
+int vidi_decoder_take(vidi_decoder *d, uint64_t tag, vidi_decoder_taken *out);
+
 #endif

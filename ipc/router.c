@@ -51,7 +51,7 @@ static const char *const k_wk_stats[] = {"media", "encode", "encode_batches", "e
                                          "spec_proposed", "spec_accepted", "spec_emitted", "draft_encodes",
                                          "draft_prefills", VIDI_POS16("spec_proposed_at_"),
                                          VIDI_POS16("spec_accepted_at_"), "media_us", "encode_us", "prefill_us",
-                                         "decode_us"};
+                                         "decode_us", "decode_moved"};
 /* the load monitor: per stage (k_roles' order) its busy counter and its unit of work in k_wk_stats */
 static const char *const k_stage_busy[4] = {"media_us", "encode_us", "prefill_us", "decode_us"};
 static const char *const k_stage_unit[4] = {"media", "encode", "prefill", "tokens"};
@@ -1462,7 +1462,9 @@ static const char *s_switch_refusal(const router *r, int wi, int roles, char *bu
 }
 
 /* Begin switching worker wi to `roles`: nothing new is placed on it, and
- * DRAIN tells it; s_switch_poll sends ROLE once nothing needs it. */
+ * DRAIN tells it; s_switch_poll sends ROLE once nothing needs it. A worker
+ * that leaves decode hands its sequences to another decode worker (DRAIN's
+ * decode_to): the requests decoding there are that worker's from now on. */
 static void s_switch_begin(router *r, int wi, int roles, const char *why) {
     wk *w = &r->workers[wi];
     char a[64], b[64];
@@ -1473,11 +1475,22 @@ static void s_switch_begin(router *r, int wi, int roles, const char *why) {
     w->role_sent = 0;
     w->switch_to = roles;
     w->drain_ms = vidi_now_ms();
+    int to = (w->roles & ROLE_DECODE) && !(roles & ROLE_DECODE) ? s_pick(r, ROLE_DECODE, -1) : -1;
+    for (int i = 0; i < r->n_reqs_cap && to >= 0; i++) {
+        rq *q = &r->reqs[i];
+        if (!q->used || !q->running || q->w_decode != wi) continue;
+        q->w_decode = to;
+        if (q->w_prefill != wi && q->held[wi]) q->held[wi]--, w->assigned -= w->assigned > 0;
+        s_hold(r, q, to);
+    }
     vidi_msg_out o;
     vidi_msg_out_init(&o);
-    msgpack_pack_map(&o.pk, 1);
+    int ipc = to >= 0 && r->workers[to].ipc[0];
+    msgpack_pack_map(&o.pk, 1 + (to >= 0) + ipc);
     vidi_mp_pack_cstr(&o.pk, "roles");
     s_pack_roles(&o.pk, roles);
+    if (to >= 0) vidi_mp_kv_str(&o.pk, "decode_to", r->workers[to].data);
+    if (ipc) vidi_mp_kv_str(&o.pk, "decode_to_ipc", r->workers[to].ipc);
     s_send_worker(r, wi, VIDI_CMD_DRAIN, &o);
 }
 

@@ -39,10 +39,12 @@
 #                (questions without media); a worker leaves decode in the first, one
 #                takes decode in the second, no request is lost or answered wrongly, and
 #                a watcher sees every stage with a worker that is not draining throughout
-#   roles-forced forced switches (`vidi role --wait`) while 60 requests run: a decode
-#                worker with sequences in flight becomes an encoder, the first encoder a
-#                prefill worker, the first prefill worker a decoder; nothing lost, every
-#                answer right; bad switches refused with their reason
+#   roles-forced forced switches (`vidi role --wait`) while 60 image and video questions
+#                and 600 questions without media run (decoders of 2 sequences a step, so
+#                that sequences wait there): a decode worker becomes an encoder (its
+#                sequences, running and waiting, go on at the other decoder with their KV), the
+#                first encoder a prefill worker, the first prefill worker a decoder;
+#                nothing lost, every answer right; bad switches refused with their reason
 #   chaos        200 requests while a random worker is killed with -9 every
 #                2-4 s (vidi up restarts it): prints lost=0 hung=0 errors=N
 #
@@ -223,7 +225,9 @@ case $CASE in
     "$CLIENT" "$FRONT" stats "switched_to.decode>=1" "switches>=2" ;;
   roles-forced)
     expected
-    up media,encode,prefill,decode,decode --heartbeat-ms 250
+    text_expected
+    # two sequences a decode step: decode is the bottleneck, sequences wait at the decoders
+    up media,encode,prefill,decode,decode --heartbeat-ms 250 --worker-args "--max-batch 2"
     # bad switches are refused with a reason, nothing changes
     "$VIDI" role --router "$FRONT" w2 media 2>"$RUN/r.txt" && exit 1
     grep -q 'last worker of stage prefill' "$RUN/r.txt" || { cat "$RUN/r.txt"; exit 1; }
@@ -236,16 +240,23 @@ case $CASE in
     echo "roles-forced: bad switches refused"
     "$CLIENT" "$FRONT" load 60 12 "$EXAMPLES/questions.tsv" "$EXAMPLES" "$RUN/expected.tsv" 300 >"$RUN/load.txt" &
     LOAD=$!
+    "$CLIENT" "$FRONT" load 600 24 "$RUN/text.tsv" "$EXAMPLES" "$RUN/text_expected.tsv" 300 >"$RUN/load_text.txt" &
+    LOAD2=$!
     sleep 3
-    "$VIDI" role --router "$FRONT" --wait w4 encode || { kill $LOAD; exit 1; }
-    "$VIDI" role --router "$FRONT" --wait w1 prefill || { kill $LOAD; exit 1; }
-    "$VIDI" role --router "$FRONT" --wait w2 decode || { kill $LOAD; exit 1; }
+    # a decoder with sequences in flight: they go on at the other decoder (their answers are checked)
+    "$VIDI" role --router "$FRONT" --wait w4 encode || { kill $LOAD $LOAD2; exit 1; }
+    "$VIDI" role --router "$FRONT" --wait w1 prefill || { kill $LOAD $LOAD2; exit 1; }
+    "$VIDI" role --router "$FRONT" --wait w2 decode || { kill $LOAD $LOAD2; exit 1; }
     wait $LOAD || { cat "$RUN/load.txt"; exit 1; }
+    wait $LOAD2 || { cat "$RUN/load_text.txt"; exit 1; }
     tail -1 "$RUN/load.txt"
-    grep -q ' errors=0 ' "$RUN/load.txt" || { cat "$RUN/load.txt"; exit 1; }
-    grep -E 'router: worker .*(switch|refused)' "$RUN/up.log"
+    tail -1 "$RUN/load_text.txt"
+    grep -q ' errors=0 ' "$RUN/load.txt" && grep -q ' errors=0 ' "$RUN/load_text.txt" ||
+      { cat "$RUN/load.txt" "$RUN/load_text.txt"; exit 1; }
+    grep -E 'router: worker .*(switch|refused)|sequences go on' "$RUN/up.log"
     "$CLIENT" "$FRONT" stats "switches>=3" "switches_aborted<=0" "switched_to.decode>=1" "switched_to.prefill>=1" \
-      "stage_decode.workers>=2" "stage_prefill.workers>=1" "stage_encode.workers>=1" "draining<=0" ;;
+      "workers_decode_moved>=1" "stage_decode.workers>=2" "stage_prefill.workers>=1" "stage_encode.workers>=1" \
+      "draining<=0" ;;
   chaos)
     expected
     up media,media,encode,encode,prefill+decode,prefill+decode --heartbeat-ms 300

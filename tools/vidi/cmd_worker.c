@@ -122,12 +122,14 @@ typedef struct dec_wait {
 } dec_wait;
 
 #define MAX_WAIT 1024
+#define MOVE_GRACE_MS 10000 /* a switched decoder forwards late hand-offs this long (PROTOCOL.md §5.6) */
 #define TOMBSTONES 4096
 
 typedef struct dec_meta {
     int used;
     uint64_t req, attempt;
     int64_t prompt_tokens;
+    vidi_wire_sampling samp;     /* to hand the sequence on (a role switch's move) */
 } dec_meta;
 
 typedef struct worker {
@@ -197,6 +199,11 @@ typedef struct worker {
     uint64_t n_ipc_sent, n_ipc_received, n_ipc_expired, n_ipc_full;
     /* sparse prefill (prefill/sparse_run.h): the model's config (CPU tile kernel, or CUDA sparse_attention) */
     const char *sparse_opt;      /* "auto" (MODEL/sparse_config.json when present), "off", or a file */
+    /* a role switch away from decode (PROTOCOL.md §5.6): where its sequences go on ("" when staying) */
+    char move_to[EP_MAX];
+    char move_ipc[IPC_ID_MAX];
+    int64_t move_until_ms;       /* after the switch: late decode WORK still follows them until then */
+    uint64_t n_moved;
     vidi_sparse_config *sparse;
     uint64_t n_sparse_prefills, sparse_pairs, sparse_dense_pairs, sparse_us, sparse_dense_layers;
     /* counters */
@@ -1143,10 +1150,10 @@ static int s_pend_complete(const pend *p) {
     return 1;
 }
 
-static uint64_t s_seq_tag(worker *w, req_id r, int64_t prompt_tokens) {
+static uint64_t s_seq_tag(worker *w, req_id r, int64_t prompt_tokens, const vidi_wire_sampling *samp) {
     for (int i = 0; i < (int)(sizeof w->metas / sizeof w->metas[0]); i++)
         if (!w->metas[i].used) {
-            w->metas[i] = (dec_meta){1, r.req, r.attempt, prompt_tokens};
+            w->metas[i] = (dec_meta){1, r.req, r.attempt, prompt_tokens, *samp};
             return (uint64_t)i;
         }
     return UINT64_MAX;
@@ -1209,6 +1216,8 @@ static void s_hand_to_decode(worker *w, req_id r, vidi_kv_seq *seq, const char *
                              int64_t drope) {
     vidi_err err = {0};
     char msg[VIDI_ERR_MSG_MAX + 2 * EP_MAX + 64];
+    if (w->move_to[0] && !strcmp(ep, w->data_ep)) /* this worker leaves decode: its sequences go on there */
+        ep = w->move_to, ep_ipc = w->move_ipc;
     if (!strcmp(ep, w->data_ep) && (w->roles & ROLE_DECODE)) {
         vidi_decode_params dp = s_decode_params(samp);
         if (vidi_decoder_running(w->dec) >= vidi_decoder_capacity(w->dec)) {
@@ -1224,7 +1233,7 @@ static void s_hand_to_decode(worker *w, req_id r, vidi_kv_seq *seq, const char *
             s_error_req(w, r.req, r.attempt, VIDI_WIRE_OVERLOADED, "decode: the batch and its waiting list are full");
             return;
         }
-        uint64_t tag = s_seq_tag(w, r, prompt_tokens);
+        uint64_t tag = s_seq_tag(w, r, prompt_tokens, samp);
         if (tag == UINT64_MAX || vidi_decoder_add(w->dec, tag, seq, last, n_out, rope_delta, rng, &dp, &err) != VIDI_OK) {
             if (tag == UINT64_MAX) vidi_kv_seq_free(seq);
             else w->metas[tag].used = 0;
@@ -1662,6 +1671,52 @@ static void s_on_decode(worker *w, const vidi_msg *m, req_id r) {
                      (int64_t)prompt_tokens, NULL, 0, dseq, dd.rope_delta);
 }
 
+/* DRAIN away from decode with a worker to go on (PROTOCOL.md §5.6): every
+ * waiting and running sequence is handed there as a decode WORK (its KV, the
+ * token not fed yet, the tokens emitted so far, the sampler's state, the
+ * draft's KV when it is in step); a swapped-out one finishes here. */
+static void s_move_all(worker *w) {
+    for (int i = 0; i < MAX_WAIT; i++) {
+        if (!w->waits[i].used) continue;
+        dec_wait d = w->waits[i];
+        w->waits[i].used = 0;
+        s_hand_to_decode(w, (req_id){d.req, d.attempt}, d.seq, w->data_ep, "", d.last, d.n_out, d.rope_delta, d.rng,
+                         &d.samp, d.prompt_tokens, NULL, 0, d.dseq, d.drope);
+        w->n_moved++;
+    }
+    for (int i = 0; w->dec && i < (int)(sizeof w->metas / sizeof w->metas[0]); i++) {
+        vidi_decoder_taken t;
+        if (!w->metas[i].used || !vidi_decoder_take(w->dec, (uint64_t)i, &t)) continue;
+        dec_meta d = w->metas[i];
+        w->metas[i].used = 0;
+        s_hand_to_decode(w, (req_id){d.req, d.attempt}, t.seq, w->data_ep, "", t.pending, t.n_out, t.rope_delta, t.rng,
+                         &d.samp, d.prompt_tokens, NULL, 0, t.dseq, t.drope);
+        w->n_moved++;
+    }
+}
+
+/* DRAIN {roles, decode_to?}: the router places nothing new here; ROLE follows
+ * once nothing needs this worker. Leaving decode with decode_to named, the
+ * sequences go on there now (and any that arrive later follow them). */
+static void s_on_drain(worker *w, const vidi_msg *m) {
+    const msgpack_object *roles;
+    const char *to = NULL, *ipc = NULL;
+    size_t n = 0, tn = 0, in = 0;
+    int mask = 0;
+    if (vidi_mp_array(m->header, "roles", 0, 4, &roles, &n, NULL) == VIDI_OK)
+        for (size_t i = 0; i < n; i++)
+            for (int k = 0; k < 4; k++)
+                if (vidi_mp_str_eq(&roles[i], k_role_names[k])) mask |= 1 << k;
+    vidi_mp_str(m->header, "decode_to", 0, EP_MAX - 1, &to, &tn, NULL);
+    vidi_mp_str(m->header, "decode_to_ipc", 0, IPC_ID_MAX - 1, &ipc, &in, NULL);
+    fprintf(stderr, "worker %s: draining for a role switch%s%.*s\n", w->name, to ? "; sequences go on at " : "",
+            (int)tn, to ? to : "");
+    if (!to || !tn || !(w->roles & ROLE_DECODE) || (mask & ROLE_DECODE)) return;
+    snprintf(w->move_to, sizeof w->move_to, "%.*s", (int)tn, to);
+    snprintf(w->move_ipc, sizeof w->move_ipc, "%.*s", (int)in, ipc ? ipc : "");
+    s_move_all(w);
+}
+
 /* Oldest waiting sequences into the batch while it has room. */
 static void s_admit_waiting(worker *w) {
     while (vidi_decoder_running(w->dec) < vidi_decoder_capacity(w->dec)) {
@@ -1775,6 +1830,7 @@ static void s_on_stats(worker *w) {
     KV("encode_cached", w->n_encode_cached);
     KV("prefill", w->n_prefill);
     KV("decode_in", w->n_decode_in);
+    KV("decode_moved", w->n_moved);
     KV("tokens", w->n_tokens);
     KV("errors", w->n_errors);
     KV("bad_messages", w->n_bad_msgs);
@@ -1889,6 +1945,24 @@ static vidi_status s_load_sparse(worker *w, vidi_err *err) {
 
 static int s_parse_roles(const char *s, int *roles);
 
+/* The KV pools and the decoder go (no prefill or decode role here). */
+static void s_free_pool(worker *w) {
+    vidi_decoder_free(w->dec);
+    vidi_kv_pool_free(w->pool);
+    vidi_kv_pool_free(w->dpool);
+    w->dec = NULL, w->pool = w->dpool = NULL;
+}
+
+/* After a switch away from decode: past MOVE_GRACE_MS no late hand-off is
+ * expected; the pool goes unless a role here needs it. */
+static void s_move_expire(worker *w, int64_t now) {
+    if (!w->move_to[0] || !w->move_until_ms || now < w->move_until_ms || (w->roles & ROLE_DECODE)) return;
+    w->move_to[0] = w->move_ipc[0] = 0;
+    w->move_until_ms = 0;
+    if (!(w->roles & (ROLE_PREFILL | ROLE_DECODE)) && w->pool && !(w->dec && vidi_decoder_running(w->dec) > 0))
+        s_free_pool(w);
+}
+
 /* ROLE {roles}: the router moves this worker to other roles once it has
  * drained (PROTOCOL.md §5.6). The model stays; what the old roles held and
  * the new ones do not need goes (the KV pools and the decoder without
@@ -1931,11 +2005,12 @@ static void s_on_role(worker *w, const vidi_msg *m) {
         s_send_ready(w);
         return;
     }
-    if (!(mask & (ROLE_PREFILL | ROLE_DECODE)) && w->pool) { /* no sequences here any more */
-        vidi_decoder_free(w->dec);
-        vidi_kv_pool_free(w->pool);
-        vidi_kv_pool_free(w->dpool);
-        w->dec = NULL, w->pool = w->dpool = NULL;
+    if (w->move_to[0] && !(mask & ROLE_DECODE)) {
+        /* a prefill planned before the drain may still hand a sequence here: it goes on to
+         * move_to through the pool, which stays for MOVE_GRACE_MS (s_move_expire) */
+        w->move_until_ms = vidi_now_ms() + MOVE_GRACE_MS;
+    } else if (!(mask & (ROLE_PREFILL | ROLE_DECODE)) && w->pool) { /* no sequences here any more */
+        s_free_pool(w);
     }
     if ((w->roles & ROLE_ENCODE) && !(mask & ROLE_ENCODE)) { /* the router forgets what it held */
         vidi_mmcache *c = NULL;
@@ -1946,6 +2021,7 @@ static void s_on_role(worker *w, const vidi_msg *m) {
     }
     int from = w->roles;
     w->roles = mask;
+    if (mask & ROLE_DECODE) w->move_to[0] = w->move_ipc[0] = 0, w->move_until_ms = 0; /* decoding here again */
     fprintf(stderr, "worker %s: roles 0x%x -> 0x%x in %lld ms\n", w->name, from, mask, (long long)(vidi_now_ms() - t0));
     s_send_ready(w);
 }
@@ -1962,9 +2038,7 @@ static void s_handle(worker *w, vidi_msg *m, int from_back) {
     case VIDI_CMD_CANCEL: s_on_cancel(w, m); return;
     case VIDI_CMD_STATS: s_on_stats(w); return;
     case VIDI_CMD_DISCONNECT: g_stop = 1; return;
-    case VIDI_CMD_DRAIN: /* the router places nothing new here; ROLE follows once it is done (§5.6) */
-        fprintf(stderr, "worker %s: draining for a role switch\n", w->name);
-        return;
+    case VIDI_CMD_DRAIN: s_on_drain(w, m); return;
     case VIDI_CMD_ROLE: s_on_role(w, m); return;
     case VIDI_CMD_ERROR:
         /* never answered; but a router that does not know us (it dropped us while we were
@@ -2009,7 +2083,9 @@ static void s_on_work(worker *w, vidi_msg *m) {
     else if (vidi_mp_str_eq(st, "embeds")) need = ROLE_PREFILL, fn = s_on_embeds, stage = 2;
     else if (vidi_mp_str_eq(st, "prefill")) need = ROLE_PREFILL, fn = s_on_prefill, stage = 2;
     else if (vidi_mp_str_eq(st, "decode")) need = ROLE_DECODE, fn = s_on_decode, stage = 3;
-    if (!fn || !(w->roles & need)) {
+    /* a decode WORK planned before this worker left decode: it follows the moved sequences */
+    int follows = need == ROLE_DECODE && w->move_to[0] && w->pool;
+    if (!fn || !((w->roles & need) || follows)) {
         w->n_bad_msgs++;
         s_error_req(w, r.req, r.attempt, VIDI_WIRE_BAD_FIELD,
                     fn ? "WORK for a role this worker does not hold" : "WORK: unknown stage");
@@ -2330,6 +2406,7 @@ int vidi_cmd_worker(int argc, char **argv) {
         }
         if (w->dec) s_decode_step(w);
         int64_t now = vidi_now_ms();
+        s_move_expire(w, now);
         if (w->leases) w->n_ipc_expired += (uint64_t)vidi_lease_expire(w->leases, (uint64_t)now);
         /* parts of an attempt the router gave up on never complete: drop them */
         for (int i = 0; i < MAX_PEND; i++)
