@@ -3,6 +3,7 @@
 
 #include <stdlib.h>
 #include <string.h>
+#include <stdio.h>
 #include <time.h>
 
 #include "core/tensor.h"
@@ -326,6 +327,11 @@ vidi_status vidi_decoder_set_draft(vidi_decoder *d, vidi_model *draft, vidi_kv_p
 
 vidi_status vidi_decoder_add_draft(vidi_decoder *d, uint64_t tag, vidi_kv_seq *seq, int64_t rope_delta,
                                    vidi_err *err) {
+    return vidi_decoder_add_draft_lag(d, tag, seq, rope_delta, -1, err);
+}
+
+vidi_status vidi_decoder_add_draft_lag(vidi_decoder *d, uint64_t tag, vidi_kv_seq *seq, int64_t rope_delta, int32_t lag,
+                                       vidi_err *err) {
     if (d->spec.mode != VIDI_SPEC_DRAFT) {
         vidi_kv_seq_free(seq);
         return vidi_err_set(err, VIDI_ERR_INVALID, "decoder: no draft model (vidi_decoder_set_draft)");
@@ -335,7 +341,7 @@ vidi_status vidi_decoder_add_draft(vidi_decoder *d, uint64_t tag, vidi_kv_seq *s
             vidi_kv_seq_free(d->slots[i].dseq);
             d->slots[i].dseq = seq;
             d->slots[i].drope = rope_delta;
-            d->slots[i].dlag = -1;
+            d->slots[i].dlag = lag >= 0 && lag < d->dm->cfg.text.vocab_size ? lag : -1;
             return VIDI_OK;
         }
     vidi_kv_seq_free(seq);
@@ -391,9 +397,10 @@ int vidi_decoder_take(vidi_decoder *d, uint64_t tag, vidi_decoder_taken *out) {
     for (int i = 0; i < d->n; i++) {
         dec_slot *s = &d->slots[i];
         if (s->tag != tag) continue;
-        *out = (vidi_decoder_taken){.seq = s->seq, .pending = s->pending, .n_out = s->n_out,
+        *out = (vidi_decoder_taken){.seq = s->seq, .pending = s->pending, .dlag = -1, .n_out = s->n_out,
                                     .rope_delta = s->rope_delta, .rng = s->rng, .drope = s->drope};
-        if (s->dseq && s->dlag < 0 && vidi_kv_seq_len(s->dseq) == vidi_kv_seq_len(s->seq)) out->dseq = s->dseq;
+        int64_t behind = s->dseq ? vidi_kv_seq_len(s->seq) - vidi_kv_seq_len(s->dseq) : -1;
+        if (s->dseq && behind == (s->dlag >= 0)) out->dseq = s->dseq, out->dlag = s->dlag;
         else vidi_kv_seq_free(s->dseq);
         free(s->hist);
         d->slots[i] = d->slots[--d->n];

@@ -85,6 +85,12 @@ vidi_status vidi_decoder_set_draft(vidi_decoder *d, vidi_model *draft, vidi_kv_p
  * (on failure too). The target's pending token is not in it. */
 vidi_status vidi_decoder_add_draft(vidi_decoder *d, uint64_t tag, vidi_kv_seq *seq, int64_t rope_delta,
                                    vidi_err *err);
+/* The same for a draft sequence one token behind the target's KV: `lag`
+ * (>= 0) is the token it has not seen before the pending one (a sequence
+ * handed on after a fully accepted draft: vidi_decoder_taken's dlag); -1 is
+ * vidi_decoder_add_draft. */
+vidi_status vidi_decoder_add_draft_lag(vidi_decoder *d, uint64_t tag, vidi_kv_seq *seq, int64_t rope_delta, int32_t lag,
+                                       vidi_err *err);
 /* Speculate only while at most n sequences run (0: always, the default).
  * A step above it decodes plainly, and the draft model's sequences are
  * dropped (they would miss the step's tokens): speculation pays while a
@@ -157,11 +163,12 @@ int vidi_decoder_cancel(vidi_decoder *d, uint64_t tag);
  * switch hands its sequences to another: PROTOCOL.md §5.6): its KV, the
  * token it has not fed yet (the last emitted), the tokens emitted so far,
  * its rope_delta and sampler state, and its draft model's sequence when
- * that has seen every token the target's has (else NULL, freed). The
- * caller owns seq and dseq. */
+ * that has seen every token the target's KV has, or all but dlag (>= 0,
+ * the token before the pending one; else -1); otherwise dseq is NULL
+ * (freed). The caller owns seq and dseq. */
 typedef struct vidi_decoder_taken {
     vidi_kv_seq *seq, *dseq;
-    int32_t pending;
+    int32_t pending, dlag;
     int n_out;
     int64_t rope_delta, drope;
     uint64_t rng;

@@ -140,6 +140,7 @@ typedef struct rq {
     char *stops[MAX_STOPS];
     /* workers of the current attempt (indices into the registry) */
     int w_media, w_prefill, w_decode;
+    int w_decode_plan;          /* the decode worker the prefill WORK names (w_decode may move on: §5.6) */
     uint64_t w_encoders;        /* bit mask */
     uint8_t held[MAX_WORKERS];  /* stages of this attempt counted in each worker's `assigned` */
     /* output */
@@ -345,7 +346,7 @@ static void s_cancel_workers(router *r, rq *q) {
         vidi_mp_kv_u64(&o.pk, "attempt", q->attempt);
         s_send_worker(r, wi, VIDI_CMD_CANCEL, &o);
     }
-    q->w_media = q->w_prefill = q->w_decode = -1;
+    q->w_media = q->w_prefill = q->w_decode = q->w_decode_plan = -1;
     q->w_encoders = 0;
 }
 
@@ -466,7 +467,7 @@ static int s_dispatch_sends(router *r, rq *q) {
     q->encoded = 0;
     q->prefilled = 0;
     if (!q->dispatched_ms) q->dispatched_ms = vidi_now_ms();
-    q->w_prefill = wp, q->w_decode = wd, q->w_media = wm;
+    q->w_prefill = wp, q->w_decode = wd, q->w_media = wm, q->w_decode_plan = wd;
     q->w_encoders = 0;
     q->cache_hits = 0;
     s_hold(r, q, wp);
@@ -721,7 +722,7 @@ static void s_on_request(router *r, vidi_msg *m) {
         return;
     }
     memset(q, 0, sizeof *q);
-    q->w_media = q->w_prefill = q->w_decode = -1;
+    q->w_media = q->w_prefill = q->w_decode = q->w_decode_plan = -1;
     const char *prompt = NULL, *system = NULL;
     size_t pn = 0, sn = 0;
     const msgpack_object *media = NULL, *stops = NULL;
@@ -1431,13 +1432,16 @@ static void s_roles_str(int mask, char *out, size_t cap) {
 
 /* Whether a request in the table still needs worker wi: it decodes there,
  * or it has not had its first token under its current attempt and wi is its
- * media, encode or prefill worker. */
+ * media, encode or prefill worker or the decode worker its prefill will hand
+ * the sequence to (after a move, that worker passes it on). */
 static int s_worker_owed(const router *r, int wi) {
     for (int i = 0; i < r->n_reqs_cap; i++) {
         const rq *q = &r->reqs[i];
         if (!q->used || !q->running) continue;
         if (q->w_decode == wi) return 1;
-        if (!q->prefilled && (q->w_media == wi || q->w_prefill == wi || (q->w_encoders >> wi & 1))) return 1;
+        if (!q->prefilled &&
+            (q->w_media == wi || q->w_prefill == wi || q->w_decode_plan == wi || (q->w_encoders >> wi & 1)))
+            return 1;
     }
     return 0;
 }

@@ -41,8 +41,9 @@
 #                a watcher sees every stage with a worker that is not draining throughout
 #   roles-forced forced switches (`vidi role --wait`) while 60 image and video questions
 #                and 600 questions without media run (decoders of 2 sequences a step, so
-#                that sequences wait there): a decode worker becomes an encoder (its
-#                sequences, running and waiting, go on at the other decoder with their KV), the
+#                that sequences wait there; speculating with the draft model): a decode
+#                worker becomes an encoder (its sequences, running and waiting, go on at
+#                the other decoder with their KV and the draft's), the
 #                first encoder a prefill worker, the first prefill worker a decoder;
 #                nothing lost, every answer right; bad switches refused with their reason
 #   chaos        200 requests while a random worker is killed with -9 every
@@ -226,8 +227,10 @@ case $CASE in
   roles-forced)
     expected
     text_expected
-    # two sequences a decode step: decode is the bottleneck, sequences wait at the decoders
-    up media,encode,prefill,decode,decode --heartbeat-ms 250 --worker-args "--max-batch 2"
+    # two sequences a decode step: decode is the bottleneck, sequences wait at the decoders; they
+    # speculate with the draft model, whose KV moves with them
+    up media,encode,prefill,decode,decode --heartbeat-ms 250 \
+      --worker-args "--max-batch 2 --spec draft:4 --draft $MODEL-draft"
     # bad switches are refused with a reason, nothing changes
     "$VIDI" role --router "$FRONT" w2 media 2>"$RUN/r.txt" && exit 1
     grep -q 'last worker of stage prefill' "$RUN/r.txt" || { cat "$RUN/r.txt"; exit 1; }
@@ -238,13 +241,18 @@ case $CASE in
     "$VIDI" role --router "$FRONT" w4 painter 2>"$RUN/r.txt" && exit 1
     grep -q 'roles are media, encode, prefill and decode' "$RUN/r.txt" || { cat "$RUN/r.txt"; exit 1; }
     echo "roles-forced: bad switches refused"
-    "$CLIENT" "$FRONT" load 60 12 "$EXAMPLES/questions.tsv" "$EXAMPLES" "$RUN/expected.tsv" 300 >"$RUN/load.txt" &
-    LOAD=$!
     "$CLIENT" "$FRONT" load 600 24 "$RUN/text.tsv" "$EXAMPLES" "$RUN/text_expected.tsv" 300 >"$RUN/load_text.txt" &
     LOAD2=$!
-    sleep 3
-    # a decoder with sequences in flight: they go on at the other decoder (their answers are checked)
-    "$VIDI" role --router "$FRONT" --wait w4 encode || { kill $LOAD $LOAD2; exit 1; }
+    # a decoder with sequences in flight (requests at decode) leaves decode: they go on at the
+    # other decoder (their answers are checked)
+    for _ in $(seq 1 100); do
+      [ "$("$VIDI" stats --router "$FRONT" | awk '/^stage_decode.queue /{ print $2 }')" -ge 8 ] && break
+      sleep 0.2
+    done
+    "$VIDI" role --router "$FRONT" --wait w4 encode || { kill $LOAD2; exit 1; }
+    "$CLIENT" "$FRONT" load 60 12 "$EXAMPLES/questions.tsv" "$EXAMPLES" "$RUN/expected.tsv" 300 >"$RUN/load.txt" &
+    LOAD=$!
+    sleep 2
     "$VIDI" role --router "$FRONT" --wait w1 prefill || { kill $LOAD $LOAD2; exit 1; }
     "$VIDI" role --router "$FRONT" --wait w2 decode || { kill $LOAD $LOAD2; exit 1; }
     wait $LOAD || { cat "$RUN/load.txt"; exit 1; }

@@ -50,6 +50,25 @@ static const q_case k_cases[] = {
 /* The prompt lengths of the cases as the first run saw them (for sizing a
  * pool that is too small). */
 static int64_t g_prompt_len[N_CASES];
+static int g_move;      /* run_stages moves every running sequence every third step (a role switch's hand-off) */
+static int g_moved, g_moved_draft; /* how many moves it made, with the draft's sequence in step */
+
+/* A sequence through the hand-off layout: exported to host memory, freed,
+ * imported into a new sequence of the pool (what a decode WORK carries). */
+static vidi_kv_seq *moved_copy(vidi_kv_pool *pool, vidi_kv_seq *seq) {
+    vidi_err err = {0};
+    int64_t len = vidi_kv_seq_len(seq);
+    size_t bytes = vidi_kv_seq_export_bytes(pool, len);
+    void *buf = malloc(bytes ? bytes : 1);
+    vidi_kv_seq *out = NULL;
+    int ok = buf && vidi_kv_seq_export(seq, 0, len, buf, bytes, &err) == VIDI_OK;
+    vidi_kv_seq_free(seq);
+    ok = ok && vidi_kv_seq_create(pool, &out, &err) == VIDI_OK && vidi_kv_seq_import(out, buf, bytes, len, &err) == VIDI_OK;
+    CHECK(ok, "the hand-off layout: %s", err.msg);
+    free(buf);
+    if (!ok) vidi_kv_seq_free(out);
+    return ok ? out : NULL;
+}
 
 /* Every case through the stages over a pool of n_blocks blocks of 16 tokens
  * with `swap` host bytes for swapped-out KV, joining one per step (or all
@@ -229,6 +248,26 @@ static void run_stages(int64_t n_blocks, uint64_t swap, int join_all, const char
             if (n_got[c] < max_tokens) got[c][n_got[c]++] = ev[e].token;
             if (ev[e].state != VIDI_DECODE_RUNNING) done[c] = 1;
         }
+        /* every running sequence taken out and handed back through the hand-off layout, its
+         * state (last token, count, sampler, the draft when in step) with it */
+        for (int c = 0; g_move && step % 3 == 2 && c < joined; c++) {
+            vidi_decoder_taken t;
+            if (done[c] || !vidi_decoder_take(dec, (uint64_t)c, &t)) continue;
+            CHECK(t.n_out == n_got[c] && t.pending == got[c][n_got[c] - 1], "case %d: taken at %d tokens, last %d", c,
+                  t.n_out, t.pending);
+            vidi_sample_params sp = {.temperature = k_cases[c].temperature, .top_k = 0, .top_p = 1.0f};
+            vidi_decode_params dp = {.sample = sp, .max_tokens = max_tokens, .stop_at_eos = 1};
+            vidi_kv_seq *ms = moved_copy(pool, t.seq), *md = t.dseq ? moved_copy(dpool, t.dseq) : NULL;
+            REQUIRE(ms && vidi_decoder_add(dec, (uint64_t)c, ms, t.pending, t.n_out, t.rope_delta, t.rng, &dp, &err) ==
+                              VIDI_OK,
+                    "re-add: %s", err.msg);
+            if (md) {
+                REQUIRE(vidi_decoder_add_draft_lag(dec, (uint64_t)c, md, t.drope, t.dlag, &err) == VIDI_OK,
+                        "re-add draft: %s", err.msg);
+                g_moved_draft++;
+            }
+            g_moved++;
+        }
         step++;
     }
     for (int c = 0; c < N_CASES; c++) {
@@ -286,6 +325,24 @@ static void test_swapping_under_a_small_pool_equals_generate(void) {
           "swapped out %llu, in %llu, preempted %llu, out now %d (%llu bytes)", (unsigned long long)st.swapped_out,
           (unsigned long long)st.swapped_in, (unsigned long long)st.preempted, st.swapped_now,
           (unsigned long long)st.swap_bytes);
+}
+
+/* Sequences handed on mid-answer (vidi_decoder_take, the KV through the
+ * hand-off layout, the state re-added: what a decoder leaving decode does)
+ * give vidi_generate's tokens, greedy and sampled (the sampler's state moves
+ * with them); with the draft model too, greedy. */
+static void test_moved_sequences_equal_generate(void) {
+    vidi_decoder_stats st = {0};
+    g_move = 1, g_moved = 0;
+    run_stages(512, 0, 0, NULL, &st);
+    CHECK(g_moved > 0, "no sequence was moved");
+    int plain = g_moved;
+    g_moved = g_moved_draft = 0;
+    run_stages(512, 0, 0, "draft:4", &st);
+    CHECK(g_moved_draft > 0 && st.spec_accepted > 0, "draft: %d moves (%d with the draft's KV), %llu drafts accepted",
+          g_moved, g_moved_draft, (unsigned long long)st.spec_accepted);
+    printf("moved %d sequences plainly, %d with the draft (%d with its KV)\n", plain, g_moved, g_moved_draft);
+    g_move = 0;
 }
 
 /* Speculative decoding by prompt lookup: greedy answers token for token
@@ -401,6 +458,7 @@ int main(int argc, char **argv) {
     static const test_case cases[] = {
         {"stages_equal_generate", test_stages_equal_generate},
         {"swapping_under_a_small_pool_equals_generate", test_swapping_under_a_small_pool_equals_generate},
+        {"moved_sequences_equal_generate", test_moved_sequences_equal_generate},
         {"speculative_greedy_equals_generate", test_speculative_greedy_equals_generate},
         {"draft_model_greedy_equals_generate", test_draft_model_greedy_equals_generate},
         {"distilled_draft_greedy_equals_generate", test_distilled_draft_greedy_equals_generate},

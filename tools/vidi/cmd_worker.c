@@ -119,6 +119,7 @@ typedef struct dec_wait {
     vidi_wire_sampling samp;
     vidi_kv_seq *dseq;       /* the draft model's sequence (NULL: none) */
     int64_t drope;
+    int32_t dlag;            /* a token it has not seen before `last` (-1: none) */
 } dec_wait;
 
 #define MAX_WAIT 1024
@@ -1209,11 +1210,12 @@ static int s_kv_desc_fits(const kv_desc *k, const vidi_kv_pool *pool, size_t byt
 
 /* The sequence leaves for decode: here, or exported to another worker,
  * with the draft model's sequence of the same prompt when there is one
- * (dseq, its rope_delta drope; ownership of both passes). */
+ * (dseq, its rope_delta drope, dlag the token it has not seen before `last`
+ * or -1; ownership of both passes). */
 static void s_hand_to_decode(worker *w, req_id r, vidi_kv_seq *seq, const char *ep, const char *ep_ipc, int32_t last,
                              int n_out, int64_t rope_delta, uint64_t rng, const vidi_wire_sampling *samp,
                              int64_t prompt_tokens, const int32_t *ctx, int64_t n_ctx, vidi_kv_seq *dseq,
-                             int64_t drope) {
+                             int64_t drope, int32_t dlag) {
     vidi_err err = {0};
     char msg[VIDI_ERR_MSG_MAX + 2 * EP_MAX + 64];
     if (w->move_to[0] && !strcmp(ep, w->data_ep)) /* this worker leaves decode: its sequences go on there */
@@ -1224,8 +1226,8 @@ static void s_hand_to_decode(worker *w, req_id r, vidi_kv_seq *seq, const char *
             /* the batch is full: wait (holding the KV) for a sequence to finish */
             for (int i = 0; i < MAX_WAIT; i++)
                 if (!w->waits[i].used) {
-                    w->waits[i] = (dec_wait){1,           r.req, r.attempt, w->arrivals++, seq, last, n_out, rope_delta,
-                                             prompt_tokens, rng,  *samp,     dseq,          drope};
+                    w->waits[i] = (dec_wait){1,   r.req, r.attempt, w->arrivals++, seq,  last, n_out, rope_delta,
+                                             prompt_tokens, rng, *samp, dseq, drope, dlag};
                     return;
                 }
             vidi_kv_seq_free(seq);
@@ -1245,7 +1247,7 @@ static void s_hand_to_decode(worker *w, req_id r, vidi_kv_seq *seq, const char *
             vidi_decoder_add_context(w->dec, tag, ctx, n_ctx, &err) != VIDI_OK)
             fprintf(stderr, "worker %s: speculation without the prompt: %s\n", w->name, err.msg); /* still decodes */
         if (dseq && w->spec.mode == VIDI_SPEC_DRAFT) {
-            if (vidi_decoder_add_draft(w->dec, tag, dseq, drope, &err) != VIDI_OK) /* frees dseq */
+            if (vidi_decoder_add_draft_lag(w->dec, tag, dseq, drope, dlag, &err) != VIDI_OK) /* frees dseq */
                 fprintf(stderr, "worker %s: no draft for this sequence: %s\n", w->name, err.msg); /* still decodes */
         } else {
             vidi_kv_seq_free(dseq);
@@ -1292,9 +1294,10 @@ static void s_hand_to_decode(worker *w, req_id r, vidi_kv_seq *seq, const char *
     vidi_mp_kv_str(&o.pk, "stage", "decode");
     if (dkv) {
         vidi_mp_pack_cstr(&o.pk, "draft");
-        msgpack_pack_map(&o.pk, 6);
+        msgpack_pack_map(&o.pk, 6 + (dlag >= 0));
         s_kv_desc_pack(&o.pk, w->dpool, dlen, drope);
         vidi_mp_kv_u64(&o.pk, "tensor", 1);
+        if (dlag >= 0) vidi_mp_kv_u64(&o.pk, "lag", (uint64_t)dlag);
     }
     s_kv_desc_pack(&o.pk, w->pool, len, rope_delta);
     vidi_mp_kv_u64(&o.pk, "last", (uint64_t)last);
@@ -1453,7 +1456,7 @@ static void s_run_prefill(worker *w, pend *p) {
     int64_t drope = 0;
     vidi_kv_seq *dseq = s_draft_prefill(w, p, ids, n_ids, items, total_rows, &drope);
     s_hand_to_decode(w, r, seq, p->decode_ep, p->decode_ipc, pr.first_token, 1, pr.rope_delta, rng, &p->samp,
-                     pr.prompt_tokens, ids, n_ids, dseq, drope);
+                     pr.prompt_tokens, ids, n_ids, dseq, drope, -1);
     free(ids);
 }
 
@@ -1623,8 +1626,10 @@ static void s_on_decode(worker *w, const vidi_msg *m, req_id r) {
     /* the draft model's KV (PROTOCOL.md §5.5): checked like the target's; used when we draft */
     const msgpack_object *dmap = NULL;
     const vidi_wire_tensor *dt = NULL;
+    uint64_t dlag = UINT64_MAX; /* "lag": a token the draft has not seen before `last` (a moved sequence) */
     if (vidi_mp_map(m->header, "draft", 0, &dmap, &err) != VIDI_OK || (dmap && s_kv_desc_parse(dmap, &dd, &err)) ||
-        (dmap && !(dt = s_tensor_named(m, dmap, "tensor", 0, &err)))) {
+        (dmap && !(dt = s_tensor_named(m, dmap, "tensor", 0, &err))) ||
+        (dmap && vidi_mp_u64(dmap, "lag", 0, UINT64_MAX, 0, INT32_MAX, &dlag, &err) != VIDI_OK)) {
         s_error_req(w, r.req, r.attempt, VIDI_WIRE_BAD_FIELD, err.msg);
         return;
     }
@@ -1668,7 +1673,7 @@ static void s_on_decode(worker *w, const vidi_msg *m, req_id r) {
         dseq = NULL;
     }
     s_hand_to_decode(w, r, seq, w->data_ep, "", (int32_t)last, (int)n_out, kd.rope_delta, rng, &samp,
-                     (int64_t)prompt_tokens, NULL, 0, dseq, dd.rope_delta);
+                     (int64_t)prompt_tokens, NULL, 0, dseq, dd.rope_delta, dlag <= INT32_MAX ? (int32_t)dlag : -1);
 }
 
 /* DRAIN away from decode with a worker to go on (PROTOCOL.md §5.6): every
@@ -1681,7 +1686,7 @@ static void s_move_all(worker *w) {
         dec_wait d = w->waits[i];
         w->waits[i].used = 0;
         s_hand_to_decode(w, (req_id){d.req, d.attempt}, d.seq, w->data_ep, "", d.last, d.n_out, d.rope_delta, d.rng,
-                         &d.samp, d.prompt_tokens, NULL, 0, d.dseq, d.drope);
+                         &d.samp, d.prompt_tokens, NULL, 0, d.dseq, d.drope, d.dlag);
         w->n_moved++;
     }
     for (int i = 0; w->dec && i < (int)(sizeof w->metas / sizeof w->metas[0]); i++) {
@@ -1690,7 +1695,7 @@ static void s_move_all(worker *w) {
         dec_meta d = w->metas[i];
         w->metas[i].used = 0;
         s_hand_to_decode(w, (req_id){d.req, d.attempt}, t.seq, w->data_ep, "", t.pending, t.n_out, t.rope_delta, t.rng,
-                         &d.samp, d.prompt_tokens, NULL, 0, t.dseq, t.drope);
+                         &d.samp, d.prompt_tokens, NULL, 0, t.dseq, t.drope, t.dlag);
         w->n_moved++;
     }
 }
@@ -1727,7 +1732,7 @@ static void s_admit_waiting(worker *w) {
         dec_wait d = w->waits[best];
         w->waits[best].used = 0;
         s_hand_to_decode(w, (req_id){d.req, d.attempt}, d.seq, w->data_ep, "", d.last, d.n_out, d.rope_delta, d.rng,
-                         &d.samp, d.prompt_tokens, NULL, 0, d.dseq, d.drope);
+                         &d.samp, d.prompt_tokens, NULL, 0, d.dseq, d.drope, d.dlag);
     }
 }
 
@@ -2087,8 +2092,9 @@ static void s_on_work(worker *w, vidi_msg *m) {
     int follows = need == ROLE_DECODE && w->move_to[0] && w->pool;
     if (!fn || !((w->roles & need) || follows)) {
         w->n_bad_msgs++;
-        s_error_req(w, r.req, r.attempt, VIDI_WIRE_BAD_FIELD,
-                    fn ? "WORK for a role this worker does not hold" : "WORK: unknown stage");
+        char msg[256];
+        snprintf(msg, sizeof msg, "WORK of stage %s for a role worker %.128s does not hold", k_role_names[stage], w->name);
+        s_error_req(w, r.req, r.attempt, VIDI_WIRE_BAD_FIELD, fn ? msg : "WORK: unknown stage");
         return;
     }
     s_busy_begin(w, stage);
