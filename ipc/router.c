@@ -1278,6 +1278,17 @@ static void s_on_worker_error(router *r, const vidi_msg *m) {
     else s_fail(r, q, c == VIDI_WIRE_CODE_COUNT ? VIDI_WIRE_INTERNAL : c, text);
 }
 
+/* The router's READY to a worker that joined (or ended a switch). */
+static void s_ready_reply(router *r, int wi) {
+    vidi_msg_out o;
+    vidi_msg_out_init(&o);
+    msgpack_pack_map(&o.pk, 3);
+    vidi_mp_kv_str(&o.pk, "name", "router");
+    vidi_mp_kv_u64(&o.pk, "heartbeat_ms", (uint64_t)r->cfg->heartbeat_ms);
+    vidi_mp_kv_u64(&o.pk, "liveness", (uint64_t)r->cfg->liveness);
+    s_send_worker(r, wi, VIDI_CMD_READY, &o);
+}
+
 static void s_on_ready(router *r, vidi_msg *m) {
     vidi_err err = {0};
     const char *name, *data, *ipc = NULL;
@@ -1312,13 +1323,7 @@ static void s_on_ready(router *r, vidi_msg *m) {
     if (was && w->draining && !w->role_sent) return; /* a 1.3 worker's answer to DRAIN */
     if (was && w->role_sent) { /* the end of a switch: the record stays */
         s_switch_done(r, wi, mask);
-        vidi_msg_out o;
-        vidi_msg_out_init(&o);
-        msgpack_pack_map(&o.pk, 3);
-        vidi_mp_kv_str(&o.pk, "name", "router");
-        vidi_mp_kv_u64(&o.pk, "heartbeat_ms", (uint64_t)r->cfg->heartbeat_ms);
-        vidi_mp_kv_u64(&o.pk, "liveness", (uint64_t)r->cfg->liveness);
-        s_send_worker(r, wi, VIDI_CMD_READY, &o);
+        s_ready_reply(r, wi);
         return;
     }
     memset(w, 0, sizeof *w);
@@ -1336,13 +1341,7 @@ static void s_on_ready(router *r, vidi_msg *m) {
     w->kv_tokens = w->kv_free_tokens = blocks * 16; /* vidi worker's blocks hold 16 tokens */
     vidi_liveness_init(&w->live, r->cfg->heartbeat_ms, r->cfg->liveness, vidi_now_ms());
     fprintf(stderr, "router: worker %s %s (roles 0x%x, data %s)\n", w->name, was ? "rejoined" : "joined", mask, w->data);
-    vidi_msg_out o;
-    vidi_msg_out_init(&o);
-    msgpack_pack_map(&o.pk, 3);
-    vidi_mp_kv_str(&o.pk, "name", "router");
-    vidi_mp_kv_u64(&o.pk, "heartbeat_ms", (uint64_t)r->cfg->heartbeat_ms);
-    vidi_mp_kv_u64(&o.pk, "liveness", (uint64_t)r->cfg->liveness);
-    s_send_worker(r, wi, VIDI_CMD_READY, &o);
+    s_ready_reply(r, wi);
 }
 
 /* A heartbeat thread's socket "h.NAME.PID" stands for the worker "w.NAME.PID.GEN". */

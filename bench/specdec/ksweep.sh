@@ -4,13 +4,7 @@
 # plain decoding in the same run each time, each mode timed REPEAT times (the median); on the GPU host
 # (source .devlibs/env.sh first); results in $OUT_DIR/specdec-k-sweep.json. It chose VIDI_SPEC_DRAFT_K.
 #   BACKEND (cuda), KS (3 4 5 6 8), REPEAT (3), DATA (tests/data/shapes)
-set -u -o pipefail
-B=${VIDI_BUILD:-.devlibs/build}
-OUT_DIR=${OUT_DIR:-bench/results}
-RAW=${RAW:-$(mktemp -d)}
-mkdir -p "$RAW" || exit 1
-DATA=${DATA:-tests/data/shapes}
-python3 bench/specdec/questions.py "$DATA/manifest.json" >"$RAW/questions.tsv" || exit 1
+source "$(dirname "$0")/setup.sh"
 : >"$RAW/ksweep.jsonl"
 for k in ${KS:-3 4 5 6 8}; do
   "$B/bench/specdec/bench_specdec" --model models/vidi-shapes --draft models/vidi-shapes-draft1 --examples "$DATA" \

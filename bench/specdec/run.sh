@@ -12,13 +12,7 @@
 # tool's 10 minutes a command: with the same RAW, a second run (RESUME=1) keeps the workloads and batches
 # already done (a part cut off midway is done again) and writes the report over all of them.
 # bench/specdec/ksweep.sh: captioning at batch 1 for several k.
-set -u -o pipefail
-B=${VIDI_BUILD:-.devlibs/build}
-OUT_DIR=${OUT_DIR:-bench/results}
-RAW=${RAW:-$(mktemp -d)}
-mkdir -p "$RAW" || exit 1
-DATA=${DATA:-tests/data/shapes}
-python3 bench/specdec/questions.py "$DATA/manifest.json" >"$RAW/questions.tsv" || exit 1
+source "$(dirname "$0")/setup.sh"
 [ "${RESUME:-0}" = 1 ] && [ -f "$RAW/specdec.jsonl" ] || : >"$RAW/specdec.jsonl"
 for w in ${WORKLOADS:-caption qa}; do
   for b in ${BATCH:-1 8 32}; do
