@@ -240,7 +240,12 @@ case $CASE in
     grep -q 'holds those roles already' "$RUN/r.txt" || { cat "$RUN/r.txt"; exit 1; }
     "$VIDI" role --router "$FRONT" w4 painter 2>"$RUN/r.txt" && exit 1
     grep -q 'roles are media, encode, prefill and decode' "$RUN/r.txt" || { cat "$RUN/r.txt"; exit 1; }
-    echo "roles-forced: bad switches refused"
+    # bad switching settings: the router refuses to start, naming the setting
+    "$VIDI" router --model "$MODEL" --switch-hi 200 2>"$RUN/r.txt" && exit 1
+    grep -q -- '--switch-hi 200: a whole number, 0 to 100' "$RUN/r.txt" || { cat "$RUN/r.txt"; exit 1; }
+    "$VIDI" router --model "$MODEL" --switch-lo 80 --switch-hi 50 2>"$RUN/r.txt" && exit 1
+    grep -q -- '--switch-lo at most --switch-hi' "$RUN/r.txt" || { cat "$RUN/r.txt"; exit 1; }
+    echo "roles-forced: bad switches and settings refused"
     "$CLIENT" "$FRONT" load 600 24 "$RUN/text.tsv" "$EXAMPLES" "$RUN/text_expected.tsv" 300 >"$RUN/load_text.txt" &
     LOAD2=$!
     # a decoder with sequences in flight (requests at decode) leaves decode: they go on at the
