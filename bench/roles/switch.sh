@@ -10,7 +10,15 @@
 # started from the split START; each configuration on a fresh `vidi up` with the same arrivals
 # (same seed). Goodput: requests within both targets (TTFT_MS, TPOT_MS) per second of the run.
 # The baseline of every line is the best static split of the same run;
-# OUT_DIR/roles-switch-BACKEND.json.
+# OUT_DIR/NAME.json (NAME: roles-switch-BACKEND).
+#
+# STATIC ("m/e/p/d ..."): only these static splits (all of them by default; 35 for 8 workers). Each
+# configuration takes DURATION plus up to a minute: with RAW (a folder kept between commands) and
+# RESUME=1 a run cut short (the device tool's 10 minutes a command) goes on with the configurations
+# not in RAW/lines.jsonl yet, and the report covers all of them.
+# On the GPU host: source .devlibs/env.sh; VIDI_BUILD=.devlibs/build BACKEND=cuda bench/roles/switch.sh
+# (carry .devlibs/build/vidi and .devlibs/build/bench/epd/epd_loadgen; rates that load an H100 are far
+# above the CPU's defaults: calibrate RATE and TEXT_RATE with a short run first).
 #   VIDI_BUILD (build), BACKEND (cpu; cuda on the GPU host: DEVICES spreads the workers over GPUs,
 #   e.g. "0,1"), WORKERS (5), START (media,encode,encode,prefill,decode), RATE (3), DURATION (80),
 #   TEXT_RATE (40), PHASE (20), TTFT_MS (4000), TPOT_MS (400), SWITCH_MS (1000), OUT_DIR (bench/results)
@@ -21,8 +29,10 @@ B=${VIDI_BUILD:-build}
 VIDI=$B/vidi LOADGEN=$B/bench/epd/epd_loadgen
 BACKEND=${BACKEND:-cpu} N=${WORKERS:-5} START=${START:-media,encode,encode,prefill,decode}
 RATE=${RATE:-3} TEXT_RATE=${TEXT_RATE:-40} DURATION=${DURATION:-80} PHASE=${PHASE:-20} TTFT_MS=${TTFT_MS:-4000} TPOT_MS=${TPOT_MS:-400}
-SWITCH_MS=${SWITCH_MS:-1000} OUT_DIR=${OUT_DIR:-bench/results} DEVICES=${DEVICES:-}
+SWITCH_MS=${SWITCH_MS:-1000} OUT_DIR=${OUT_DIR:-bench/results} DEVICES=${DEVICES:-} NAME=${NAME:-roles-switch-$BACKEND}
 RUN=$(mktemp -d /tmp/vidi-switch.XXXXXX)
+RAW=${RAW:-$RUN}
+mkdir -p "$RAW" || exit 1
 UP=
 stop_up() {
   [ -n "$UP" ] && kill -TERM "$UP" 2>/dev/null && for _ in $(seq 1 50); do kill -0 "$UP" 2>/dev/null || break; sleep 0.1; done
@@ -43,9 +53,10 @@ place() {
   echo "$out"
 }
 
-# run NAME WORKERS [router args...]: one configuration, its loadgen line into $RUN/lines.jsonl
+# run NAME WORKERS [router args...]: one configuration, its loadgen line into $RAW/lines.jsonl
 run() {
   local name=$1 workers=$2; shift 2
+  if grep -q "\"config\": \"$name\"" "$RAW/lines.jsonl"; then echo "$name: done before, kept"; return; fi
   local log="$RUN/up-${name//[^a-z0-9]/_}.log"
   "$VIDI" up --run-dir "$RUN" --model models/vidi-shapes --workers "$(place "$workers")" --threads 1 \
     --backend "$BACKEND" --heartbeat-ms 250 --router-args "--no-cache --ttft-ms $TTFT_MS --tpot-ms $TPOT_MS $*" \
@@ -62,11 +73,11 @@ run() {
   stop_up
   echo "$name ($workers): $out {$sw}"
   python3 -c "import json,sys; d=json.loads(sys.argv[3]); d.update(json.loads('{'+sys.argv[4]+'}')); d['config']=sys.argv[1]; d['workers']=sys.argv[2]; print(json.dumps(d))" \
-    "$name" "$workers" "$out" "$sw" >>"$RUN/lines.jsonl"
+    "$name" "$workers" "$out" "$sw" >>"$RAW/lines.jsonl"
 }
 
-: >"$RUN/lines.jsonl"
-# every static split of N single-role workers
+[ "${RESUME:-0}" = 1 ] && [ -f "$RAW/lines.jsonl" ] || : >"$RAW/lines.jsonl"
+# every static split of N single-role workers (or those STATIC names)
 python3 - "$N" >"$RUN/splits.txt" <<'PY'
 import itertools, sys
 n = int(sys.argv[1])
@@ -75,10 +86,13 @@ for m, e, p in itertools.product(range(1, n), repeat=3):
     if d >= 1:
         print(",".join(["media"] * m + ["encode"] * e + ["prefill"] * p + ["decode"] * d), f"{m}/{e}/{p}/{d}")
 PY
-while read -r w s; do run "static $s" "$w"; done <"$RUN/splits.txt"
+while read -r w s; do
+  [ -n "${STATIC:-}" ] && [[ " $STATIC " != *" $s "* ]] && continue
+  run "static $s" "$w"
+done <"$RUN/splits.txt"
 run colocated "$(python3 -c "print(','.join(['all'] * $N))")"
 run switching "$START" --switch-ms "$SWITCH_MS" --switch-windows 2 --switch-cooldown-ms $((2 * SWITCH_MS))
-python3 - "$RUN/lines.jsonl" "$OUT_DIR/roles-switch-$BACKEND.json" \
+python3 - "$RAW/lines.jsonl" "$OUT_DIR/$NAME.json" \
   "$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1 || echo "$(nproc) CPU cores")" \
   "$N" "$RATE/$TEXT_RATE" "$DURATION" "$PHASE" "$TTFT_MS" "$TPOT_MS" "$BACKEND" <<'PY'
 import json, os, sys
@@ -106,7 +120,8 @@ NOTES = ("Every configuration on a fresh `vidi up` with the same Poisson arrival
          "switching: the router's policy (PROTOCOL.md 5.6) from the split START. switch_ms_max: DRAIN to READY; "
          "switch_role_ms_max: ROLE to READY.")
 benchjson.write(out, "roles-switch", machine, "bench/roles/switch.sh (" + " ".join(
-    f"{k}={os.environ[k]}" for k in ("BACKEND", "WORKERS", "START", "RATE", "TEXT_RATE", "DURATION", "PHASE", "DEVICES") if os.environ.get(k)) + ")",
+    f"{k}={os.environ[k]}" for k in ("BACKEND", "WORKERS", "START", "RATE", "TEXT_RATE", "DURATION", "PHASE", "DEVICES",
+                                     "STATIC") if os.environ.get(k)) + ")",
     results, NOTES)
 for r in results:
     print(f"{r['case'][:110]:110s} goodput {r['value']:.3f} vs {r['baseline_value']:.3f}  x{r['ratio']}  "
