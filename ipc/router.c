@@ -211,13 +211,35 @@ static int s_worker_find(router *r, const uint8_t *id, size_t n) {
     return -1;
 }
 
+/* The roles of a msgpack array of names as a mask; *unknown (when given)
+ * counts the names that are none of k_roles. */
+static int s_roles_mask(const msgpack_object *roles, size_t n, int *unknown) {
+    int mask = 0;
+    for (size_t i = 0; i < n; i++) {
+        int k = 0;
+        while (k < 4 && !vidi_mp_str_eq(&roles[i], k_roles[k])) k++;
+        if (k < 4) mask |= 1 << k;
+        else if (unknown) (*unknown)++;
+    }
+    return mask;
+}
+
 /* A worker new work may be placed on for a role: live, holding it, not draining. */
 static int s_serves(const router *r, int wi, int role) {
     const wk *w = &r->workers[wi];
     return w->used && (w->roles & role) && !w->draining;
 }
 
-static void s_stage_util(const router *r, int util[4], int n[4]);
+/* Workers draining for a switch now (at most one: §5.6). */
+static int s_n_draining(const router *r) {
+    int n = 0;
+    for (int i = 0; i < MAX_WORKERS; i++) n += r->workers[i].used && r->workers[i].draining;
+    return n;
+}
+
+/* Each stage's utilisation and its workers taking work (s_switch_policy's
+ * window or the last heartbeats). */
+static void s_stage_util_of(const router *r, int window, int util[4], int n[4]);
 static void s_switch_done(router *r, int wi, int mask);
 static void s_on_role_client(router *r, const vidi_msg *m);
 
@@ -236,6 +258,14 @@ static vidi_status s_send_worker(router *r, int wi, vidi_cmd cmd, vidi_msg_out *
 static void s_retry(router *r, rq *q, const char *why);
 static void s_fail(router *r, rq *q, vidi_wire_code code, const char *msg);
 
+/* The directory forgets the items any of whose slices worker wi held. */
+static void s_dir_forget(router *r, int wi) {
+    for (int d = 0; d < DIR_MAX; d++)
+        if (r->dir[d].used)
+            for (int s = 0; s < r->dir[d].n_slices; s++)
+                if (r->dir[d].slices[s].holder == wi) r->dir[d].used = 0;
+}
+
 static void s_worker_lost(router *r, int wi, const char *why) {
     wk *w = &r->workers[wi];
     if (!w->used) return;
@@ -243,10 +273,7 @@ static void s_worker_lost(router *r, int wi, const char *why) {
     r->c_workers_lost++;
     if (w->draining) r->c_switch_aborted++;
     w->used = 0;
-    for (int d = 0; d < DIR_MAX; d++)
-        if (r->dir[d].used)
-            for (int s = 0; s < r->dir[d].n_slices; s++)
-                if (r->dir[d].slices[s].holder == wi) r->dir[d].used = 0;
+    s_dir_forget(r, wi);
     for (int i = 0; i < r->n_reqs_cap; i++) {
         rq *q = &r->reqs[i];
         if (q->used && q->running && !q->busy &&
@@ -910,15 +937,13 @@ static void s_on_stats_client(router *r, const vidi_msg *m) {
     KV("running", running);
     KV("waiting", active - running);
     KV("workers", n_workers);
-    int draining = 0;
-    for (int i = 0; i < MAX_WORKERS; i++) draining += r->workers[i].used && r->workers[i].draining;
     KV("switches", r->c_switches);
     KV("switches_aborted", r->c_switch_aborted);
     KV("switch_ms_last", r->sw_last_ms);
     KV("switch_ms_max", r->sw_max_ms);
     KV("switch_role_ms_last", r->sw_role_last_ms);
     KV("switch_role_ms_max", r->sw_role_max_ms);
-    KV("draining", draining);
+    KV("draining", s_n_draining(r));
 #undef KV
     for (int t = 0; t < 2; t++) {
         vidi_mp_pack_cstr(&o.pk, t ? "switched_from" : "switched_to");
@@ -978,6 +1003,13 @@ static void s_on_front(router *r, vidi_msg *m) {
  * computes) with load.busy_us: each stage's share of its time since the
  * heartbeat before (at least MONITOR_MS ago). */
 #define MONITOR_MS 500
+
+/* Busy microseconds over dt_ms of wall time, in percent (at most 100). */
+static int s_busy_pct(uint64_t busy_us, int64_t dt_ms) {
+    uint64_t pct = busy_us / 10u / (uint64_t)dt_ms; /* us over ms x 1000 */
+    return pct > 100 ? 100 : (int)pct;
+}
+
 static void s_monitor_heartbeat(wk *w, const vidi_msg *m) {
     const msgpack_object *load, *busy;
     size_t n;
@@ -993,8 +1025,7 @@ static void s_monitor_heartbeat(wk *w, const vidi_msg *m) {
     if (w->hb_ms && dt < MONITOR_MS) return;
     for (int k = 0; k < 4 && w->hb_ms; k++) {
         if (v[k] < w->hb_busy[k]) continue; /* the worker restarted */
-        uint64_t pct = (v[k] - w->hb_busy[k]) / 10u / (uint64_t)dt; /* us over ms x 1000, in percent */
-        w->busy_pct[k] = pct > 100 ? 100 : pct;
+        w->busy_pct[k] = (uint64_t)s_busy_pct(v[k] - w->hb_busy[k], dt);
     }
     memcpy(w->hb_busy, v, sizeof v);
     w->hb_ms = now;
@@ -1068,7 +1099,7 @@ static void s_pack_monitor(router *r, msgpack_packer *pk) {
         }
     }
     int util[4], n[4];
-    s_stage_util(r, util, n);
+    s_stage_util_of(r, 0, util, n);
     for (int k = 0; k < 4; k++) {
         uint64_t nd = 0;
         for (int i = 0; i < MAX_WORKERS; i++)
@@ -1302,10 +1333,7 @@ static void s_on_ready(router *r, vidi_msg *m) {
         vidi_msg_send_error(r->back, m->identity, m->identity_len, VIDI_WIRE_BAD_FIELD, -1, err.msg, NULL);
         return;
     }
-    int mask = 0;
-    for (size_t i = 0; i < nr; i++)
-        for (int k = 0; k < 4; k++)
-            if (vidi_mp_str_eq(&roles[i], k_roles[k])) mask |= 1 << k;
+    int mask = s_roles_mask(roles, nr, NULL); /* a role this router does not know is ignored */
     int wi = s_worker_find(r, m->identity, m->identity_len);
     if (wi < 0)
         for (int i = 0; i < MAX_WORKERS; i++)
@@ -1449,8 +1477,7 @@ static int s_worker_owed(const router *r, int wi) {
 static const char *s_switch_refusal(const router *r, int wi, int roles, char *buf, size_t cap) {
     const wk *w = &r->workers[wi];
     if (!roles) return "no role named";
-    for (int i = 0; i < MAX_WORKERS; i++)
-        if (r->workers[i].used && r->workers[i].draining) return "a switch is running already";
+    if (s_n_draining(r)) return "a switch is running already";
     if (roles == w->roles) return "the worker holds those roles already";
     for (int k = 0; k < 4; k++) {
         if (!(w->roles >> k & 1) || (roles >> k & 1)) continue;
@@ -1497,13 +1524,17 @@ static void s_switch_begin(router *r, int wi, int roles, const char *why) {
     s_send_worker(r, wi, VIDI_CMD_DRAIN, &o);
 }
 
+/* No look by the policy for switch_cooldown_ms (2 x switch_ms when 0) from now. */
+static void s_switch_cool(router *r, int64_t now) {
+    r->sw_cool_until = now + (r->cfg->switch_cooldown_ms > 0 ? r->cfg->switch_cooldown_ms : 2 * r->cfg->switch_ms);
+}
+
 static void s_switch_abort(router *r, int wi, const char *why) {
     wk *w = &r->workers[wi];
     fprintf(stderr, "router: worker %s: switch abandoned (%s)\n", w->name, why);
     w->draining = w->role_sent = 0;
     r->c_switch_aborted++;
-    int64_t cool = r->cfg->switch_cooldown_ms > 0 ? r->cfg->switch_cooldown_ms : 2 * r->cfg->switch_ms;
-    r->sw_cool_until = vidi_now_ms() + cool;
+    s_switch_cool(r, vidi_now_ms());
 }
 
 /* Drained workers get ROLE; a drain past switch_drain_ms is abandoned. */
@@ -1547,18 +1578,13 @@ static void s_switch_done(router *r, int wi, int mask) {
     } else {
         r->c_switch_aborted++;
     }
-    if (!(mask & ROLE_ENCODE)) /* its cache entries are gone with the role */
-        for (int d = 0; d < DIR_MAX; d++)
-            if (r->dir[d].used)
-                for (int s = 0; s < r->dir[d].n_slices; s++)
-                    if (r->dir[d].slices[s].holder == wi) r->dir[d].used = 0;
+    if (!(mask & ROLE_ENCODE)) s_dir_forget(r, wi); /* its cache entries are gone with the role */
     char b[64];
     s_roles_str(mask, b, sizeof b);
     fprintf(stderr, "router: worker %s: %s %s after %lld ms (ROLE to READY %lld ms)\n", w->name,
             ok ? "switched to" : "refused the switch; keeps", b, (long long)(now - w->drain_ms),
             (long long)(now - w->role_ms));
-    int64_t cool = r->cfg->switch_cooldown_ms > 0 ? r->cfg->switch_cooldown_ms : 2 * r->cfg->switch_ms;
-    r->sw_cool_until = now + cool;
+    s_switch_cool(r, now);
 }
 
 /* The switch policy's look at worker w's heartbeats: each stage's share of
@@ -1570,8 +1596,7 @@ static void s_switch_sample(wk *w) {
     int64_t dt = w->hb_ms - w->sw_ms;
     for (int k = 0; k < 4 && w->sw_ms; k++) {
         uint64_t d = w->hb_busy[k] >= w->sw_busy[k] ? w->hb_busy[k] - w->sw_busy[k] : 0;
-        uint64_t pct = d / 10u / (uint64_t)dt;
-        w->sw_util[k] = (w->sw_util[k] + (pct > 100 ? 100 : (int)pct) + 1) / 2;
+        w->sw_util[k] = (w->sw_util[k] + s_busy_pct(d, dt) + 1) / 2;
     }
     memcpy(w->sw_busy, w->hb_busy, sizeof w->sw_busy);
     w->sw_ms = w->hb_ms;
@@ -1592,8 +1617,6 @@ static void s_stage_util_of(const router *r, int window, int util[4], int n[4]) 
     }
 }
 
-static void s_stage_util(const router *r, int util[4], int n[4]) { s_stage_util_of(r, 0, util, n); }
-
 /* Every switch_ms, over the window since the look before: the starved
  * stage (the most utilised at switch_hi or more; at switch_lo or more for
  * the stages whose latency target is missed) and a stage to take a worker
@@ -1610,8 +1633,7 @@ static void s_switch_policy(router *r, int64_t now) {
     r->sw_next_ms = now + r->cfg->switch_ms;
     for (int i = 0; i < MAX_WORKERS; i++)
         if (r->workers[i].used) s_switch_sample(&r->workers[i]);
-    for (int i = 0; i < MAX_WORKERS; i++)
-        if (r->workers[i].used && r->workers[i].draining) return;
+    if (s_n_draining(r)) return;
     if (now < r->sw_cool_until) {
         r->sw_streak = 0;
         return;
@@ -1673,15 +1695,10 @@ static void s_on_role_client(router *r, const vidi_msg *m) {
         s_client_error(r, m, -1, VIDI_WIRE_BAD_FIELD, err.msg);
         return;
     }
-    int mask = 0;
-    for (size_t i = 0; i < nr; i++) {
-        int k = 0;
-        while (k < 4 && !vidi_mp_str_eq(&roles[i], k_roles[k])) k++;
-        if (k == 4) {
-            s_client_error(r, m, -1, VIDI_WIRE_BAD_FIELD, "ROLE: roles are media, encode, prefill and decode");
-            return;
-        }
-        mask |= 1 << k;
+    int unknown = 0, mask = s_roles_mask(roles, nr, &unknown);
+    if (unknown) {
+        s_client_error(r, m, -1, VIDI_WIRE_BAD_FIELD, "ROLE: roles are media, encode, prefill and decode");
+        return;
     }
     int wi = -1;
     for (int i = 0; i < MAX_WORKERS && wi < 0; i++)

@@ -59,6 +59,16 @@ int vidi_cmd_keygen(int argc, char **argv) {
     return 0;
 }
 
+/* vidi router's option a with value v: a whole number in [lo, hi] into *x,
+ * else 1 after saying what was expected ("a whole number<unit>, lo to hi"). */
+static int s_whole(const char *a, const char *v, const char *unit, long long lo, long long hi, long long *x) {
+    char *end = NULL;
+    *x = strtoll(v, &end, 10);
+    if (end && end != v && !*end && *x >= lo && *x <= hi) return 0;
+    fprintf(stderr, "vidi router: %s %s: a whole number%s, %lld to %lld\n", a, v, unit, lo, hi);
+    return 1;
+}
+
 int vidi_cmd_router(int argc, char **argv) {
     vidi_router_config cfg = vidi_router_config_default();
     char dir[512], front[600], back[600], curve[64];
@@ -103,22 +113,14 @@ int vidi_cmd_router(int argc, char **argv) {
         else if (!strcmp(a, "--max-split")) cfg.max_split = atoi(v);
         else if (!strcmp(a, "--max-attempts")) cfg.max_attempts = atoi(v);
         else if (!strcmp(a, "--ttft-ms") || !strcmp(a, "--tpot-ms")) {
-            char *end = NULL;
-            long long x = strtoll(v, &end, 10);
-            if (!end || *end || x < 1 || x > 3600000) {
-                fprintf(stderr, "vidi router: %s %s: a whole number of milliseconds, 1 to 3600000\n", a, v);
-                return 2;
-            }
+            long long x;
+            if (s_whole(a, v, " of milliseconds", 1, 3600000, &x)) return 2;
             *(!strcmp(a, "--ttft-ms") ? &cfg.ttft_ms : &cfg.tpot_ms) = x;
         }
         else if (!strncmp(a, "--switch-", 9)) {
-            char *end = NULL;
-            long long x = strtoll(v, &end, 10);
+            long long x;
             int pct = !strcmp(a, "--switch-hi") || !strcmp(a, "--switch-lo");
-            if (!end || *end || x < 0 || x > (pct ? 100 : 3600000)) {
-                fprintf(stderr, "vidi router: %s %s: a whole number, 0 to %d\n", a, v, pct ? 100 : 3600000);
-                return 2;
-            }
+            if (s_whole(a, v, "", 0, pct ? 100 : 3600000, &x)) return 2;
             if (!strcmp(a, "--switch-ms")) cfg.switch_ms = x;
             else if (!strcmp(a, "--switch-windows")) cfg.switch_windows = (int)x;
             else if (!strcmp(a, "--switch-cooldown-ms")) cfg.switch_cooldown_ms = x;

@@ -1676,6 +1676,15 @@ static void s_on_decode(worker *w, const vidi_msg *m, req_id r) {
                      (int64_t)prompt_tokens, NULL, 0, dseq, dd.rope_delta, dlag <= INT32_MAX ? (int32_t)dlag : -1);
 }
 
+/* DRAIN's and ROLE's `roles` (names of k_role_names; others ignored) as a mask. */
+static int s_roles_mask(const msgpack_object *roles, size_t n) {
+    int mask = 0;
+    for (size_t i = 0; i < n; i++)
+        for (int k = 0; k < 4; k++)
+            if (vidi_mp_str_eq(&roles[i], k_role_names[k])) mask |= 1 << k;
+    return mask;
+}
+
 /* DRAIN away from decode with a worker to go on (PROTOCOL.md §5.6): every
  * waiting and running sequence is handed there as a decode WORK (its KV, the
  * token not fed yet, the tokens emitted so far, the sampler's state, the
@@ -1707,11 +1716,7 @@ static void s_on_drain(worker *w, const vidi_msg *m) {
     const msgpack_object *roles;
     const char *to = NULL, *ipc = NULL;
     size_t n = 0, tn = 0, in = 0;
-    int mask = 0;
-    if (vidi_mp_array(m->header, "roles", 0, 4, &roles, &n, NULL) == VIDI_OK)
-        for (size_t i = 0; i < n; i++)
-            for (int k = 0; k < 4; k++)
-                if (vidi_mp_str_eq(&roles[i], k_role_names[k])) mask |= 1 << k;
+    int mask = vidi_mp_array(m->header, "roles", 0, 4, &roles, &n, NULL) == VIDI_OK ? s_roles_mask(roles, n) : 0;
     vidi_mp_str(m->header, "decode_to", 0, EP_MAX - 1, &to, &tn, NULL);
     vidi_mp_str(m->header, "decode_to_ipc", 0, IPC_ID_MAX - 1, &ipc, &in, NULL);
     fprintf(stderr, "worker %s: draining for a role switch%s%.*s\n", w->name, to ? "; sequences go on at " : "",
@@ -1979,12 +1984,8 @@ static void s_on_role(worker *w, const vidi_msg *m) {
     vidi_err err = {0};
     const msgpack_object *roles;
     size_t n;
-    int mask = 0;
     int64_t t0 = vidi_now_ms();
-    if (vidi_mp_array(m->header, "roles", 1, 4, &roles, &n, &err) == VIDI_OK)
-        for (size_t i = 0; i < n; i++)
-            for (int k = 0; k < 4; k++)
-                if (vidi_mp_str_eq(&roles[i], k_role_names[k])) mask |= 1 << k;
+    int mask = vidi_mp_array(m->header, "roles", 1, 4, &roles, &n, &err) == VIDI_OK ? s_roles_mask(roles, n) : 0;
     if (!mask) {
         s_error_plain(w, VIDI_WIRE_BAD_FIELD, err.msg[0] ? err.msg : "ROLE: field 'roles' names no role");
         s_send_ready(w);
