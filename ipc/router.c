@@ -1084,9 +1084,9 @@ static uint64_t s_slo_p90(const router *r, int f) {
     return v[(r->n_slo * 9 + 9) / 10 - 1];
 }
 
-/* STATS' stage_<role> maps and slo map (PROTOCOL.md §5.2). */
-static void s_pack_monitor(router *r, msgpack_packer *pk) {
-    uint64_t queue[4] = {0}; /* requests waiting for each stage or in it */
+/* The requests waiting for each stage or in it (STATS' stage_<role>.queue). */
+static void s_stage_queue(const router *r, uint64_t queue[4]) {
+    memset(queue, 0, 4 * sizeof queue[0]);
     for (int i = 0; i < r->n_reqs_cap; i++) {
         const rq *q = &r->reqs[i];
         if (!q->used) continue;
@@ -1098,6 +1098,12 @@ static void s_pack_monitor(router *r, msgpack_packer *pk) {
             queue[q->first_token_ms ? 3 : 2]++; /* prefill until the first token, then decode */
         }
     }
+}
+
+/* STATS' stage_<role> maps and slo map (PROTOCOL.md §5.2). */
+static void s_pack_monitor(router *r, msgpack_packer *pk) {
+    uint64_t queue[4];
+    s_stage_queue(r, queue);
     int util[4], n[4];
     s_stage_util_of(r, 0, util, n);
     for (int k = 0; k < 4; k++) {
@@ -1618,16 +1624,22 @@ static void s_stage_util_of(const router *r, int window, int util[4], int n[4]) 
 }
 
 /* Every switch_ms, over the window since the look before: the starved
- * stage (the most utilised at switch_hi or more; at switch_lo or more for
- * the stages whose latency target is missed) and a stage to take a worker
- * from: one whose own target is met and that has a worker that may leave it,
- * such that the busier of the two after the move (utilisation spread over
- * one worker more and one fewer) is below the starved stage's now by
- * SWITCH_GAIN points; the least utilised after the move wins. The same pair
- * switch_windows looks in a row moves one worker (fewest roles, then least
- * work); three times as many when it would undo the last switch by load (a
- * bottleneck that moves back and forth between two stages). */
-#define SWITCH_GAIN 10
+ * stage (the most utilised of those at switch_hi or more while work waits for
+ * them: queue x time per unit over the workers at least s_backlog_ms, for
+ * decode the time a step takes to give each sequence a token; or at
+ * switch_lo or more when the latency target is missed: TTFT with such a wait
+ * for media, encode and prefill, TPOT for decode) and a stage to take a worker from: two or more workers, no such wait
+ * (under half of it), media, encode and prefill under switch_hi (a decoder
+ * steps whenever a sequence runs: its busy share says little), decode with
+ * TPOT met, and a worker that may leave it; the least utilised gives. The same pair switch_windows
+ * looks in a row moves one worker (fewest roles, then least work); three
+ * times as many when it would undo the last switch by load (a bottleneck that
+ * moves back and forth between two stages). PROTOCOL.md §5.6. */
+static int64_t s_backlog_ms(const router *r, int k) {
+    int64_t t = k < 3 ? r->cfg->ttft_ms / 10 : r->cfg->tpot_ms / 2, cap = k < 3 ? 100 : 25;
+    return t < cap ? t : cap;
+}
+
 static void s_switch_policy(router *r, int64_t now) {
     if (r->cfg->switch_ms <= 0 || now < r->sw_next_ms) return;
     r->sw_next_ms = now + r->cfg->switch_ms;
@@ -1639,23 +1651,27 @@ static void s_switch_policy(router *r, int64_t now) {
         return;
     }
     int util[4], n[4];
+    uint64_t queue[4];
+    int64_t wait_ms[4] = {0};
     s_stage_util_of(r, 1, util, n);
+    s_stage_queue(r, queue);
+    for (int k = 0; k < 4; k++)
+        if (n[k]) wait_ms[k] = (int64_t)((double)queue[k] * r->service_us[k] / n[k] / 1000.0);
     int ttft_over = r->n_slo && s_slo_p90(r, 0) > (uint64_t)r->cfg->ttft_ms;
     int tpot_over = r->n_slo && s_slo_p90(r, 1) > (uint64_t)r->cfg->tpot_ms;
-    int starved = -1, slack = -1, mover = -1, after = 0;
+    int starved = -1, slack = -1, mover = -1;
     for (int k = 0; k < 4; k++) {
         if (!n[k]) continue;
-        int missed = k < 3 ? ttft_over : tpot_over;
-        if ((util[k] >= r->cfg->switch_hi || (missed && util[k] >= r->cfg->switch_lo)) &&
-            (starved < 0 || util[k] > util[starved]))
-            starved = k;
+        int waits = wait_ms[k] >= s_backlog_ms(r, k);
+        int hot = (util[k] >= r->cfg->switch_hi && waits) ||
+                  (util[k] >= r->cfg->switch_lo && (k < 3 ? ttft_over && waits : tpot_over));
+        if (hot && (starved < 0 || util[k] > util[starved])) starved = k;
     }
     char buf[128];
     for (int k = 0; k < 4 && starved >= 0; k++) {
-        if (k == starved || n[k] < 2 || (k < 3 ? ttft_over : tpot_over)) continue;
-        int gives = util[k] * n[k] / (n[k] - 1), gets = util[starved] * n[starved] / (n[starved] + 1);
-        int worst = gives > gets ? gives : gets;
-        if (worst > util[starved] - SWITCH_GAIN) continue;
+        if (k == starved || n[k] < 2 || (k < 3 && util[k] >= r->cfg->switch_hi) ||
+            2 * wait_ms[k] >= s_backlog_ms(r, k) || (k == 3 && tpot_over))
+            continue;
         /* its worker that may leave it: fewest roles, then least work */
         int best = -1, best_n = 0;
         for (int i = 0; i < MAX_WORKERS; i++) {
@@ -1666,7 +1682,7 @@ static void s_switch_policy(router *r, int64_t now) {
             int nr = __builtin_popcount((unsigned)w->roles);
             if (best < 0 || nr < best_n || (nr == best_n && w->assigned < r->workers[best].assigned)) best = i, best_n = nr;
         }
-        if (best >= 0 && (slack < 0 || gives < after)) slack = k, mover = best, after = gives;
+        if (best >= 0 && (slack < 0 || util[k] < util[slack])) slack = k, mover = best;
     }
     if (starved < 0 || slack < 0) {
         r->sw_streak = 0;
@@ -1679,8 +1695,9 @@ static void s_switch_policy(router *r, int64_t now) {
     if (r->sw_streak < need) return;
     r->sw_streak = 0;
     r->sw_prev_from = slack, r->sw_prev_to = starved;
-    snprintf(buf, sizeof buf, "%s %d %% busy over %d workers, %s %d %% over %d", k_roles[starved], util[starved],
-             n[starved], k_roles[slack], util[slack], n[slack]);
+    snprintf(buf, sizeof buf, "%s %d %% busy over %d workers, %lld ms of work waiting; %s %d %% over %d",
+             k_roles[starved], util[starved], n[starved], (long long)wait_ms[starved], k_roles[slack], util[slack],
+             n[slack]);
     s_switch_begin(r, mover, (r->workers[mover].roles & ~(1 << slack)) | (1 << starved), buf);
 }
 

@@ -1,6 +1,6 @@
 /* bench/epd/loadgen.c — open-loop load against a running router (bench/epd/run.sh).
  *
- *   epd_loadgen ROUTER EXAMPLES MIX RATE SECONDS TTFT_MS TPOT_MS [SEED]
+ *   epd_loadgen ROUTER EXAMPLES MIX RATE SECONDS TTFT_MS TPOT_MS [SEED [MEDIA_MAX [TEXT_MAX]]]
  *   epd_loadgen ROUTER EXAMPLES repeat FILE N
  *
  * The second form asks about the same video N times, one after the other,
@@ -20,6 +20,10 @@
  * meets the SLO when both are within the targets and it finished without
  * error. After the last arrival it waits up to 60 s for stragglers (those
  * count as missing the SLO).
+ *
+ * MEDIA_MAX and TEXT_MAX (default 64 each) are the max_tokens of the questions
+ * with media and of those without (a random-weight model answers to the limit:
+ * they set each phase's decode work).
  *
  * Prints one JSON object: rate, requests, completed, errors, slo
  * attainment, throughput (completed / wall time), goodput (completed within
@@ -107,12 +111,18 @@ int main(int argc, char **argv) {
         return 0;
     }
     if (argc < 8) {
-        fprintf(stderr, "usage: epd_loadgen ROUTER EXAMPLES image|video|text|alt:P RATE SECONDS TTFT_MS TPOT_MS [SEED]\n");
+        fprintf(stderr, "usage: epd_loadgen ROUTER EXAMPLES image|video|text|alt:P RATE SECONDS TTFT_MS TPOT_MS "
+                        "[SEED [MEDIA_MAX [TEXT_MAX]]]\n");
         return 2;
     }
     const char *router = argv[1], *examples = argv[2], *mix = argv[3];
     double rate = atof(argv[4]), seconds = atof(argv[5]), ttft_slo = atof(argv[6]), tpot_slo = atof(argv[7]);
     unsigned seed = argc > 8 ? (unsigned)atoi(argv[8]) : 1;
+    int media_max = argc > 9 ? atoi(argv[9]) : 64, text_max = argc > 10 ? atoi(argv[10]) : 64;
+    if (media_max < 1 || media_max > 4096 || text_max < 1 || text_max > 4096) {
+        fprintf(stderr, "loadgen: MEDIA_MAX and TEXT_MAX: 1 to 4096 tokens\n");
+        return 2;
+    }
     double phase = !strncmp(mix, "alt:", 4) ? atof(mix + 4) : 0, text_rate = rate;
     if (phase > 0 && strchr(mix + 4, ':')) text_rate = atof(strchr(mix + 4, ':') + 1);
     if (!(text_rate > 0)) return 2;
@@ -197,7 +207,7 @@ int main(int argc, char **argv) {
             rq.prompt = x ? x->question : texts[-1 - which[next]];
             rq.media = x ? &m : NULL;
             rq.n_media = x ? 1 : 0;
-            rq.sampling.max_tokens = 64;
+            rq.sampling.max_tokens = x ? media_max : text_max;
             r[next].sent = vidi_now_ms();
             if (vidi_conn_submit(c, &rq, &err) != VIDI_OK) {
                 r[next].error = 1;
