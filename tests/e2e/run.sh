@@ -47,7 +47,8 @@
 #                worker becomes an encoder (its sequences, running and waiting, go on at
 #                the other decoder with their KV and the draft's), the
 #                first encoder a prefill worker, the first prefill worker a decoder;
-#                nothing lost, every answer right; bad switches refused with their reason
+#                nothing lost, every answer right; bad switches refused with their reason;
+#                the switched decoder, killed, comes back (vidi up) as an encoder
 #   chaos        200 requests while a random worker is killed with -9 every
 #                2-4 s (vidi up restarts it): prints lost=0 hung=0 errors=N
 #
@@ -278,7 +279,13 @@ case $CASE in
     grep -E 'router: worker .*(switch|refused)|sequences go on' "$RUN/up.log"
     "$CLIENT" "$FRONT" stats "switches>=3" "switches_aborted<=0" "switched_to.decode>=1" "switched_to.prefill>=1" \
       "workers_decode_moved>=1" "stage_decode.workers>=2" "stage_prefill.workers>=1" "stage_encode.workers>=1" \
-      "draining<=0" ;;
+      "draining<=0" || exit 1
+    # a switched worker that dies comes back (vidi up) with the roles it had since its switch
+    kill -9 "$(awk '$2 == "w4" { print $NF }' "$RUN/pids")"
+    for _ in $(seq 1 150); do grep -qE 'router: worker w4 (re)?joined \(roles 0x2,' "$RUN/up.log" && break; sleep 0.2; done
+    grep -q 'worker w4 (decode) restarts as encode' "$RUN/up.log" && grep -qE 'router: worker w4 (re)?joined \(roles 0x2,' "$RUN/up.log" ||
+      { grep w4 "$RUN/up.log"; exit 1; }
+    echo "roles-forced: w4 (decode, then encode), killed, came back as an encoder" ;;
   chaos)
     expected
     up media,media,encode,encode,prefill+decode,prefill+decode --heartbeat-ms 300

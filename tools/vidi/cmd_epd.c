@@ -177,6 +177,8 @@ typedef struct child {
     pid_t pid;
     int64_t started_ms, next_start_ms;
     int restarts;
+    int role_arg;        /* a worker: argv's index of its --role value, else 0 */
+    char roles_file[720]; /* a worker: where it writes its roles after a switch */
 } child;
 
 static void s_child_add(child *c, const char *label) {
@@ -201,6 +203,28 @@ static pid_t s_spawn(child *c) {
         c->started_ms = vidi_now_ms();
     }
     return p;
+}
+
+/* A worker about to be restarted takes the roles it wrote to its roles file
+ * after its last switch (role names and commas only), in place of those of
+ * its command line. */
+static void s_restart_roles(child *c) {
+    if (!c->role_arg || !c->roles_file[0]) return;
+    FILE *f = fopen(c->roles_file, "r");
+    if (!f) return;
+    char r[128] = "";
+    int ok = fgets(r, sizeof r, f) != NULL;
+    fclose(f);
+    r[strcspn(r, "\n")] = 0;
+    ok = ok && r[0] && strspn(r, "abcdefghijklmnopqrstuvwxyz,") == strlen(r);
+    if (!ok) {
+        fprintf(stderr, "vidi up: %s: %s is not a roles list; restarting with its own\n", c->label, c->roles_file);
+        return;
+    }
+    if (!strcmp(c->argv[c->role_arg], r)) return;
+    fprintf(stderr, "vidi up: %s restarts as %s (its roles since its last switch)\n", c->label, r);
+    free(c->argv[c->role_arg]);
+    c->argv[c->role_arg] = strdup(r);
 }
 
 static void s_write_pids(const char *dir, child *cs, int n) {
@@ -389,9 +413,14 @@ int vidi_cmd_up(int argc, char **argv) {
         s_arg(&cs[n], "--model");
         s_arg(&cs[n], model);
         s_arg(&cs[n], "--role");
+        cs[n].role_arg = cs[n].argc;
         s_arg(&cs[n], roles);
         s_arg(&cs[n], "--name");
         s_arg(&cs[n], name);
+        snprintf(cs[n].roles_file, sizeof cs[n].roles_file, "%s/%s.roles", dir, name);
+        unlink(cs[n].roles_file); /* a fresh start takes the command line's roles */
+        s_arg(&cs[n], "--roles-file");
+        s_arg(&cs[n], cs[n].roles_file);
         s_arg(&cs[n], "--backend");
         s_arg(&cs[n], backend);
         if (device) {
@@ -453,6 +482,7 @@ int vidi_cmd_up(int argc, char **argv) {
         int changed = 0;
         for (int i = 0; i < n; i++)
             if (!cs[i].pid && now >= cs[i].next_start_ms) {
+                s_restart_roles(&cs[i]);
                 s_spawn(&cs[i]);
                 changed = 1;
             }

@@ -200,6 +200,7 @@ typedef struct worker {
     uint64_t n_ipc_sent, n_ipc_received, n_ipc_expired, n_ipc_full;
     /* sparse prefill (prefill/sparse_run.h): the model's config (CPU tile kernel, or CUDA sparse_attention) */
     const char *sparse_opt;      /* "auto" (MODEL/sparse_config.json when present), "off", or a file */
+    const char *roles_file;      /* --roles-file: the roles after each switch (vidi up restarts with them) */
     /* a role switch away from decode (PROTOCOL.md §5.6): where its sequences go on ("" when staying) */
     char move_to[EP_MAX];
     char move_ipc[IPC_ID_MAX];
@@ -1980,6 +1981,22 @@ static void s_move_expire(worker *w, int64_t now) {
  * new ones need is made, and READY names the roles it holds: the old ones
  * when it refuses (work of a role it would drop is still here, or the new
  * role's memory cannot be had; ERROR says which). */
+/* The worker's roles into --roles-file ("encode,prefill\n"), replaced whole
+ * (written aside, then renamed): `vidi up` restarts a worker that dies after
+ * a switch with the roles it had then, not those of its command line. */
+static void s_write_roles_file(const worker *w) {
+    if (!w->roles_file) return;
+    char tmp[1100];
+    snprintf(tmp, sizeof tmp, "%s.tmp", w->roles_file);
+    FILE *f = fopen(tmp, "w");
+    int ok = f != NULL;
+    for (int k = 0, n = 0; ok && k < 4; k++)
+        if (w->roles >> k & 1) ok = fprintf(f, "%s%s", n++ ? "," : "", k_role_names[k]) > 0;
+    if (f) ok = fputc('\n', f) != EOF && fclose(f) == 0 && ok;
+    if (!ok || rename(tmp, w->roles_file) != 0)
+        fprintf(stderr, "worker %s: --roles-file %s: %s\n", w->name, w->roles_file, strerror(errno));
+}
+
 static void s_on_role(worker *w, const vidi_msg *m) {
     vidi_err err = {0};
     const msgpack_object *roles;
@@ -2029,6 +2046,7 @@ static void s_on_role(worker *w, const vidi_msg *m) {
     w->roles = mask;
     if (mask & ROLE_DECODE) w->move_to[0] = w->move_ipc[0] = 0, w->move_until_ms = 0; /* decoding here again */
     fprintf(stderr, "worker %s: roles 0x%x -> 0x%x in %lld ms\n", w->name, from, mask, (long long)(vidi_now_ms() - t0));
+    s_write_roles_file(w);
     s_send_ready(w);
 }
 
@@ -2192,6 +2210,8 @@ static void s_usage(FILE *f) {
                "  --name NAME       for logs and stats (default worker-PID)\n"
                "  --backend cpu|cuda, --device N, --threads N\n"
                "  --mm-cache-mb N   MM-token cache budget (default 256)\n"
+               "  --roles-file F    write the roles to F after each switch (vidi up restarts\n"
+               "                    a worker with the roles it last had)\n"
                "  --kv-blocks N     paged KV blocks of 16 tokens (default 4096)\n"
                "  --max-batch N     sequences decoded together (default 32)\n"
                "  --kv-swap-mb N    host memory for KV swapped out when the pool is full\n"
@@ -2274,6 +2294,7 @@ int vidi_cmd_worker(int argc, char **argv) {
         else if (!strcmp(a, "--draft")) w->draft_dir = v;
         else if (!strcmp(a, "--spec-max-batch")) w->spec_batch = atoi(v);
         else if (!strcmp(a, "--sparse")) w->sparse_opt = v;
+        else if (!strcmp(a, "--roles-file")) w->roles_file = v;
         else if (!strcmp(a, "--ipc-lease-ms")) w->ipc_lease_ms = atoll(v);
         else {
             fprintf(stderr, "vidi worker: unknown option %s\n", a);
