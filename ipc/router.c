@@ -74,6 +74,7 @@ vidi_router_config vidi_router_config_default(void) {
     c.switch_hi = 70;
     c.switch_lo = 30;
     c.switch_drain_ms = 60000;
+    c.switch_share = 0;
     return c;
 }
 
@@ -190,6 +191,7 @@ typedef struct router {
     int64_t sw_next_ms, sw_cool_until;
     int sw_streak, sw_starved, sw_slack;  /* the policy's looks in a row at the same pair */
     int sw_prev_from, sw_prev_to;         /* the last switch by load: the stages it took from and gave to */
+    int64_t sw_said_ms;                   /* when the policy last said a starved stage found no giver */
 } router;
 
 static void s_log(router *r, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -224,10 +226,11 @@ static int s_roles_mask(const msgpack_object *roles, size_t n, int *unknown) {
     return mask;
 }
 
-/* A worker new work may be placed on for a role: live, holding it, not draining. */
+/* A worker new work may be placed on for a role: live, holding it, and not
+ * draining to drop it (a switching worker keeps serving the roles it keeps). */
 static int s_serves(const router *r, int wi, int role) {
     const wk *w = &r->workers[wi];
-    return w->used && (w->roles & role) && !w->draining;
+    return w->used && (w->roles & role) && (!w->draining || (w->switch_to & role));
 }
 
 /* Workers draining for a switch now (at most one: §5.6). */
@@ -1109,7 +1112,8 @@ static void s_pack_monitor(router *r, msgpack_packer *pk) {
     for (int k = 0; k < 4; k++) {
         uint64_t nd = 0;
         for (int i = 0; i < MAX_WORKERS; i++)
-            nd += r->workers[i].used && (r->workers[i].roles >> k & 1) && r->workers[i].draining;
+            nd += r->workers[i].used && (r->workers[i].roles >> k & 1) && r->workers[i].draining &&
+                  !(r->workers[i].switch_to >> k & 1); /* draining to drop stage k */
         char key[32];
         snprintf(key, sizeof key, "stage_%s", k_roles[k]);
         vidi_mp_pack_cstr(pk, key);
@@ -1467,13 +1471,14 @@ static void s_roles_str(int mask, char *out, size_t cap) {
  * or it has not had its first token under its current attempt and wi is its
  * media, encode or prefill worker or the decode worker its prefill will hand
  * the sequence to (after a move, that worker passes it on). */
-static int s_worker_owed(const router *r, int wi) {
+static int s_worker_owed(const router *r, int wi, int drop) {
     for (int i = 0; i < r->n_reqs_cap; i++) {
         const rq *q = &r->reqs[i];
         if (!q->used || !q->running) continue;
-        if (q->w_decode == wi) return 1;
-        if (!q->prefilled &&
-            (q->w_media == wi || q->w_prefill == wi || q->w_decode_plan == wi || (q->w_encoders >> wi & 1)))
+        if ((drop & ROLE_DECODE) && q->w_decode == wi) return 1;
+        if (!q->prefilled && (((drop & ROLE_MEDIA) && q->w_media == wi) || ((drop & ROLE_PREFILL) && q->w_prefill == wi) ||
+                              ((drop & ROLE_DECODE) && q->w_decode_plan == wi) ||
+                              ((drop & ROLE_ENCODE) && (q->w_encoders >> wi & 1))))
             return 1;
     }
     return 0;
@@ -1548,7 +1553,8 @@ static void s_switch_poll(router *r, int64_t now) {
     for (int wi = 0; wi < MAX_WORKERS; wi++) {
         wk *w = &r->workers[wi];
         if (!w->used || !w->draining || w->role_sent) continue;
-        if (s_worker_owed(r, wi)) {
+        /* only work of the roles it drops holds it (none when it only takes a role more) */
+        if (s_worker_owed(r, wi, w->roles & ~w->switch_to)) {
             if (now - w->drain_ms > r->cfg->switch_drain_ms) s_switch_abort(r, wi, "its work did not finish in time");
             continue;
         }
@@ -1628,11 +1634,13 @@ static void s_stage_util_of(const router *r, int window, int util[4], int n[4]) 
  * them: queue x time per unit over the workers at least s_backlog_ms, for
  * decode the time a step takes to give each sequence a token; or at
  * switch_lo or more when the latency target is missed: TTFT with such a wait
- * for media, encode and prefill, TPOT for decode) and a stage to take a worker from: two or more workers, no such wait
- * (under half of it), media, encode and prefill under switch_hi (a decoder
- * steps whenever a sequence runs: its busy share says little), decode with
- * TPOT met, and a worker that may leave it; the least utilised gives. The same pair switch_windows
- * looks in a row moves one worker (fewest roles, then least work); three
+ * for media, encode and prefill, TPOT for decode) and a stage to take a worker
+ * from: two or more workers whose wait over one worker fewer stays under
+ * s_backlog_ms, media, encode and prefill under switch_hi (a decoder steps
+ * whenever a sequence runs: its busy share says little), decode with TPOT
+ * met, and a worker that may leave it; the least utilised gives. The same
+ * pair switch_windows looks in a row moves one worker (fewest roles, then
+ * least work); three
  * times as many when it would undo the last switch by load (a bottleneck that
  * moves back and forth between two stages). PROTOCOL.md §5.6. */
 static int64_t s_backlog_ms(const router *r, int k) {
@@ -1668,21 +1676,42 @@ static void s_switch_policy(router *r, int64_t now) {
         if (hot && (starved < 0 || util[k] > util[starved])) starved = k;
     }
     char buf[128];
+    int share = 0;
     for (int k = 0; k < 4 && starved >= 0; k++) {
-        if (k == starved || n[k] < 2 || (k < 3 && util[k] >= r->cfg->switch_hi) ||
-            2 * wait_ms[k] >= s_backlog_ms(r, k) || (k == 3 && tpot_over))
-            continue;
-        /* its worker that may leave it: fewest roles, then least work */
+        if (k == starved || (k < 3 && util[k] >= r->cfg->switch_hi) || (k == 3 && tpot_over)) continue;
+        /* the stage can spare a worker when its wait spread over one worker fewer stays under
+         * the backlog (--switch-share: under half of it, and its utilisation so spread under
+         * switch_hi); with --switch-share one that cannot, or has one worker, gives by the
+         * worker keeping role k too, while its wait now is under half the backlog */
+        int64_t bl = s_backlog_ms(r, k), proj = n[k] >= 2 ? wait_ms[k] * n[k] / (n[k] - 1) : INT64_MAX;
+        int spare = proj < bl && (!r->cfg->switch_share ||
+                                  (2 * proj < bl && (k == 3 || util[k] * n[k] / (n[k] - 1) < r->cfg->switch_hi)));
+        int sh = !spare;
+        if (sh && (!r->cfg->switch_share || 2 * wait_ms[k] >= bl)) continue;
+        /* its worker that may leave it (or take the starved role besides): fewest roles, then
+         * least work */
         int best = -1, best_n = 0;
         for (int i = 0; i < MAX_WORKERS; i++) {
             const wk *w = &r->workers[i];
             if (!s_serves(r, i, 1 << k) || (w->roles >> starved & 1)) continue;
-            int roles = (w->roles & ~(1 << k)) | (1 << starved);
+            int roles = (sh ? w->roles : w->roles & ~(1 << k)) | (1 << starved);
             if (s_switch_refusal(r, i, roles, buf, sizeof buf)) continue;
             int nr = __builtin_popcount((unsigned)w->roles);
             if (best < 0 || nr < best_n || (nr == best_n && w->assigned < r->workers[best].assigned)) best = i, best_n = nr;
         }
-        if (best >= 0 && (slack < 0 || util[k] < util[slack])) slack = k, mover = best;
+        if (best >= 0 && (slack < 0 || util[k] < util[slack])) slack = k, mover = best, share = sh;
+    }
+    if (starved >= 0 && slack < 0 && now - r->sw_said_ms >= 10000) { /* at most every 10 s */
+        r->sw_said_ms = now;
+        char st[160] = "";
+        for (int k = 0, o = 0; k < 4 && o < (int)sizeof st; k++)
+            if (k != starved && n[k])
+                o += snprintf(st + o, sizeof st - (size_t)o, "; %s %d %% over %d, %lld ms", k_roles[k], util[k], n[k],
+                              (long long)wait_ms[k]);
+        fprintf(stderr,
+                "router: %s starved (%d %% busy over %d workers, %lld ms of work waiting), "
+                "no stage can give a worker%s\n",
+                k_roles[starved], util[starved], n[starved], (long long)wait_ms[starved], st);
     }
     if (starved < 0 || slack < 0) {
         r->sw_streak = 0;
@@ -1695,10 +1724,11 @@ static void s_switch_policy(router *r, int64_t now) {
     if (r->sw_streak < need) return;
     r->sw_streak = 0;
     r->sw_prev_from = slack, r->sw_prev_to = starved;
-    snprintf(buf, sizeof buf, "%s %d %% busy over %d workers, %lld ms of work waiting; %s %d %% over %d",
+    snprintf(buf, sizeof buf, "%s %d %% busy over %d workers, %lld ms of work waiting; %s %d %% over %d%s",
              k_roles[starved], util[starved], n[starved], (long long)wait_ms[starved], k_roles[slack], util[slack],
-             n[slack]);
-    s_switch_begin(r, mover, (r->workers[mover].roles & ~(1 << slack)) | (1 << starved), buf);
+             n[slack], share ? ", kept" : "");
+    int keep = share ? r->workers[mover].roles : r->workers[mover].roles & ~(1 << slack);
+    s_switch_begin(r, mover, keep | (1 << starved), buf);
 }
 
 /* ROLE from a client: switch the worker of that name now (a forced switch). */

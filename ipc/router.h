@@ -37,6 +37,7 @@ typedef struct vidi_router_config {
     int64_t switch_cooldown_ms;   /* no look for this long after a switch (0: 2 x switch_ms) */
     int switch_hi, switch_lo;     /* utilisation (percent) starved at or above, slack at or below (70, 30) */
     int64_t switch_drain_ms;      /* a drain not done by then is abandoned (60000) */
+    int switch_share;             /* 1: a worker whose stage cannot spare it takes the starved role besides (0) */
     const char *curve_secret;     /* Z85 CURVE secret key of front (NULL: no encryption) */
     int verbose;
 } vidi_router_config;

@@ -9,47 +9,24 @@
 # OUT (default stdout). A switching benchmark wants, for each phase, a rate that one split's
 # bottleneck stage cannot carry and another split's can.
 #   VIDI_BUILD (build), BACKEND (cpu), SPLITS ("1/1/1/1"), IMAGE_RATES ("2 4"), TEXT_RATES ("20 40"),
-#   SECONDS (8), MODEL (models/vidi-shapes), MEDIA_MAX / TEXT_MAX (64: max_tokens with media / without), TTFT_MS (4000), TPOT_MS (400), DEVICES (cuda: round robin, e.g. "0,1"), OUT (-)
+#   SECONDS (8), WORKER_ARGS, MODEL (models/vidi-shapes), MEDIA_MAX / TEXT_MAX (64: max_tokens with
+#   media / without), TTFT_MS (4000), TPOT_MS (400), DEVICES (cuda: round robin, e.g. "0,1"), OUT (-)
 set -u -o pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$ROOT"
-B=${VIDI_BUILD:-build}
-VIDI=$B/vidi LOADGEN=$B/bench/epd/epd_loadgen
-BACKEND=${BACKEND:-cpu} MODEL=${MODEL:-models/vidi-shapes} MEDIA_MAX=${MEDIA_MAX:-64} TEXT_MAX=${TEXT_MAX:-64}
+. bench/roles/lib.sh
 SPLITS=${SPLITS:-1/1/1/1} IMAGE_RATES=${IMAGE_RATES:-2 4} TEXT_RATES=${TEXT_RATES:-20 40}
 SECS=${SECONDS_PER:-${SECS:-8}} TTFT_MS=${TTFT_MS:-4000} TPOT_MS=${TPOT_MS:-400} DEVICES=${DEVICES:-} OUT=${OUT:--}
 RUN=$(mktemp -d /tmp/vidi-cal.XXXXXX)
-UP=
-stop_up() {
-  [ -n "$UP" ] && kill -TERM "$UP" 2>/dev/null && for _ in $(seq 1 50); do kill -0 "$UP" 2>/dev/null || break; sleep 0.1; done
-  [ -f "$RUN/pids" ] && awk '{print $NF}' "$RUN/pids" | xargs -r kill -KILL 2>/dev/null
-  rm -f "$RUN/pids"
-  UP=
-}
 trap 'stop_up; rm -rf "$RUN"' EXIT
 FRONT="ipc://$RUN/front"
 [ "$OUT" = - ] && OUT=/dev/stdout
-
-place() {
-  [ -z "$DEVICES" ] && { echo "$1"; return; }
-  local out= i=0 d
-  IFS=, read -ra devs <<<"$DEVICES"
-  IFS=, read -ra ws <<<"$1"
-  for w in "${ws[@]}"; do d=${devs[$((i % ${#devs[@]}))]}; out+="${out:+,}$w@$d"; i=$((i + 1)); done
-  echo "$out"
-}
 
 for split in $SPLITS; do
   workers=$(python3 -c "
 import sys; n = [int(x) for x in sys.argv[1].split('/')]
 print(','.join(r for r, k in zip(('media', 'encode', 'prefill', 'decode'), n) for _ in range(k)))" "$split") || exit 1
-  "$VIDI" up --run-dir "$RUN" --model "$MODEL" --workers "$(place "$workers")" --threads 1 \
-    --backend "$BACKEND" --heartbeat-ms 250 --router-args "--no-cache --ttft-ms $TTFT_MS --tpot-ms $TPOT_MS" \
-    >"$RUN/up.log" 2>&1 &
-  UP=$!
-  want=$(awk -F, '{print NF}' <<<"$workers")
-  for _ in $(seq 1 1800); do [ "$(grep -c joined "$RUN/up.log")" -ge "$want" ] && break; sleep 0.1; done
-  [ "$(grep -c joined "$RUN/up.log")" -ge "$want" ] || { cat "$RUN/up.log"; exit 1; }
+  up_start "$RUN/up.log" "$workers" "--no-cache --ttft-ms $TTFT_MS --tpot-ms $TPOT_MS"
   for mix in image text; do
     rates=$IMAGE_RATES
     [ $mix = text ] && rates=$TEXT_RATES

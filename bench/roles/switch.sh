@@ -22,7 +22,8 @@
 # above the CPU's defaults: calibrate RATE and TEXT_RATE with a short run first).
 # MODEL (models/vidi-shapes; on the GPU host a 2B-shape model from bench/roles/make_model.py makes the
 # stages cost GPU time), MEDIA_MAX / TEXT_MAX (64: max_tokens of the questions with media / without),
-# WORKER_ARGS (more `vidi worker` options, e.g. "--max-batch 64").
+# WORKER_ARGS (more `vidi worker` options, e.g. "--max-batch 64"). SHARE=1 also runs the switching
+# router with `--switch-share 1` (workers take starved roles besides their own).
 #   VIDI_BUILD (build), BACKEND (cpu; cuda on the GPU host: DEVICES spreads the workers over GPUs,
 #   e.g. "0,1"), WORKERS (5), START (media,encode,encode,prefill,decode), RATE (3), DURATION (80),
 #   TEXT_RATE (40), PHASE (20), TTFT_MS (4000), TPOT_MS (400), SWITCH_MS (1000), WARM (4: seconds of
@@ -30,48 +31,22 @@
 set -u -o pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$ROOT"
-B=${VIDI_BUILD:-build}
-VIDI=$B/vidi LOADGEN=$B/bench/epd/epd_loadgen
-BACKEND=${BACKEND:-cpu} MODEL=${MODEL:-models/vidi-shapes} MEDIA_MAX=${MEDIA_MAX:-64} TEXT_MAX=${TEXT_MAX:-64}
+. bench/roles/lib.sh
 N=${WORKERS:-5} START=${START:-media,encode,encode,prefill,decode}
 RATE=${RATE:-3} TEXT_RATE=${TEXT_RATE:-40} DURATION=${DURATION:-80} PHASE=${PHASE:-20} TTFT_MS=${TTFT_MS:-4000} TPOT_MS=${TPOT_MS:-400}
 SWITCH_MS=${SWITCH_MS:-1000} WARM=${WARM:-4} OUT_DIR=${OUT_DIR:-bench/results} DEVICES=${DEVICES:-} NAME=${NAME:-roles-switch-$BACKEND}
 RUN=$(mktemp -d /tmp/vidi-switch.XXXXXX)
 RAW=${RAW:-$RUN}
 mkdir -p "$RAW" "$OUT_DIR" || exit 1
-UP=
-stop_up() {
-  [ -n "$UP" ] && kill -TERM "$UP" 2>/dev/null && for _ in $(seq 1 50); do kill -0 "$UP" 2>/dev/null || break; sleep 0.1; done
-  [ -f "$RUN/pids" ] && awk '{print $NF}' "$RUN/pids" | xargs -r kill -KILL 2>/dev/null
-  rm -f "$RUN/pids"
-  UP=
-}
 trap 'stop_up; rm -rf "$RUN"' EXIT
 FRONT="ipc://$RUN/front"
-
-# WORKERS list with devices (cuda: round robin over DEVICES)
-place() {
-  [ -z "$DEVICES" ] && { echo "$1"; return; }
-  local out= i=0 d
-  IFS=, read -ra devs <<<"$DEVICES"
-  IFS=, read -ra ws <<<"$1"
-  for w in "${ws[@]}"; do d=${devs[$((i % ${#devs[@]}))]}; out+="${out:+,}$w@$d"; i=$((i + 1)); done
-  echo "$out"
-}
 
 # run NAME WORKERS [router args...]: one configuration, its loadgen line into $RAW/lines.jsonl
 run() {
   local name=$1 workers=$2; shift 2
   if grep -q "\"config\": \"$name\"" "$RAW/lines.jsonl"; then echo "$name: done before, kept"; return; fi
   local log="$RUN/up-${name//[^a-z0-9]/_}.log"
-  "$VIDI" up --run-dir "$RUN" --model "$MODEL" --workers "$(place "$workers")" --threads 1 \
-    --backend "$BACKEND" --heartbeat-ms 250 ${WORKER_ARGS:+--worker-args "$WORKER_ARGS"} --router-args "--no-cache --ttft-ms $TTFT_MS --tpot-ms $TPOT_MS $*" \
-    >"$log" 2>&1 &
-  UP=$!
-  local want
-  want=$(awk -F, '{print NF}' <<<"$workers")
-  for _ in $(seq 1 1800); do [ "$(grep -c joined "$log")" -ge "$want" ] && break; sleep 0.1; done
-  [ "$(grep -c joined "$log")" -ge "$want" ] || { cat "$log"; exit 1; }
+  up_start "$log" "$workers" "--no-cache --ttft-ms $TTFT_MS --tpot-ms $TPOT_MS $*"
   # warm-up (not measured): both phases at a quarter of their rates, so that no configuration's
   # measured run pays the first requests' one-time costs (CUDA graphs, allocations)
   [ "$WARM" -gt 0 ] && "$LOADGEN" "$FRONT" examples "alt:$((WARM / 2 > 0 ? WARM / 2 : 1)):$(python3 -c "print($TEXT_RATE / 4)")" \
@@ -91,6 +66,9 @@ run() {
 # switching first (a run cut short keeps it), then every static split of N single-role workers
 # (or those STATIC names), then colocated
 [ "${REPORT_ONLY:-0}" = 1 ] || run switching "$START" --switch-ms "$SWITCH_MS" --switch-windows 2 --switch-cooldown-ms $((2 * SWITCH_MS))
+[ "${REPORT_ONLY:-0}" = 1 ] || [ "${SHARE:-0}" != 1 ] ||
+  run "switching, sharing roles" "$START" --switch-ms "$SWITCH_MS" --switch-windows 2 --switch-cooldown-ms $((2 * SWITCH_MS)) \
+    --switch-share 1
 python3 - "$N" >"$RUN/splits.txt" <<'PY'
 import itertools, sys
 n = int(sys.argv[1])
@@ -139,7 +117,7 @@ NOTES = ("Every configuration on a fresh `vidi up` with the same Poisson arrival
          "switch_role_ms_max: ROLE to READY." + (" " + os.environ["NOTES"] if os.environ.get("NOTES") else ""))
 benchjson.write(out, "roles-switch", machine, "bench/roles/switch.sh (" + " ".join(
     f"{k}={os.environ[k]}" for k in ("BACKEND", "MODEL", "WORKERS", "START", "RATE", "TEXT_RATE", "DURATION", "PHASE", "DEVICES",
-                                     "STATIC", "MEDIA_MAX", "TEXT_MAX", "WORKER_ARGS", "SWITCH_MS", "TTFT_MS", "TPOT_MS") if os.environ.get(k)) + ")",
+                                     "STATIC", "MEDIA_MAX", "TEXT_MAX", "WORKER_ARGS", "SWITCH_MS", "SHARE", "TTFT_MS", "TPOT_MS") if os.environ.get(k)) + ")",
     results, NOTES)
 for r in results:
     print(f"{r['case'][:110]:110s} goodput {r['value']:.3f} vs {r['baseline_value']:.3f}  x{r['ratio']}  "

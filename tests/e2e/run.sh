@@ -41,6 +41,10 @@
 #                here), one more to prefill or decode in the second, no request is lost or
 #                answered wrongly, and a watcher sees every stage with a worker that is not
 #                draining throughout
+#   roles-share  `--switch-share 1` (label roles): one worker a stage under the same two phases;
+#                workers take starved roles besides their own (more roles than workers; a
+#                stage of one worker gives by keeping its role), nothing lost, every answer
+#                right, no stage ever without a worker
 #   roles-forced forced switches (`vidi role --wait`) while 60 image and video questions
 #                and 600 questions without media run (decoders of 2 sequences a step, so
 #                that sequences wait there; speculating with the draft model): a decode
@@ -86,6 +90,42 @@ watch_stages() {
     echo "$min" >"$RUN/watch.min"
     sleep 0.3
   done
+}
+
+# roles-shift and roles-share: WORKERS started with the switching router (and ARGS more), decoders
+# of 4 sequences a step (the text phase's answers wait for decode), TPOT target 20 ms, a watcher
+# of the stages' workers; two phases of load; then what both check
+roles_up() {
+  expected
+  text_expected
+  up "$1" --heartbeat-ms 250 --worker-args "--max-batch 4" \
+    --router-args "--switch-ms 1000 --switch-windows 2 --switch-cooldown-ms 2000 --ttft-ms 600000 --tpot-ms 20 ${2:-} ${3:-}"
+  watch_stages &
+  WATCH=$!
+  e2e_bg $WATCH
+}
+# image-heavy: every question with its image or video, 8 at a time
+roles_phase1() {
+  "$CLIENT" "$FRONT" load 84 8 "$EXAMPLES/questions.tsv" "$EXAMPLES" "$RUN/expected.tsv" 300 >"$RUN/load1.txt"
+  RC1=$?
+  tail -1 "$RUN/load1.txt"
+}
+# text-heavy: questions without media, 32 at a time (more than the decoders take a step)
+roles_phase2() {
+  "$CLIENT" "$FRONT" load 1200 32 "$RUN/text.tsv" "$EXAMPLES" "$RUN/text_expected.tsv" 300 >"$RUN/load2.txt"
+  RC2=$?
+  tail -1 "$RUN/load2.txt"
+}
+# nothing lost, failed or answered wrongly; every stage had a worker taking work throughout
+roles_done() {
+  touch "$RUN/watch.stop"
+  wait $WATCH
+  "$VIDI" stats --router "$FRONT" | grep -E '^(switch|stage_.*busy_pct|stage_.*workers|stage_decode|slo.tpot|roles)' | tr '\n' ' '; echo
+  grep -E 'router: worker .*(switch|refused)' "$RUN/up.log"
+  [ $RC1 = 0 ] && [ $RC2 = 0 ] || { cat "$RUN/load1.txt" "$RUN/load2.txt" | grep -v '^lost'; exit 1; }
+  grep -q ' errors=0 ' "$RUN/load1.txt" && grep -q ' errors=0 ' "$RUN/load2.txt" || { echo "e2e: requests failed"; exit 1; }
+  echo "$CASE: the fewest workers any stage had: $(cat "$RUN/watch.min")"
+  [ "$(cat "$RUN/watch.min")" -ge 1 ] || exit 1
 }
 
 # expected answers: single-process vidi generate on every question
@@ -201,39 +241,32 @@ case $CASE in
     "$CLIENT" "$FRONT" stats "slo.window>=$N" "slo.ttft_target_ms<=1" "slo.ttft_over_ms>=1" "slo.ttft_slack_ms<=0" \
       "slo.attained_pct<=0" ;;
   roles-shift)
-    expected
-    text_expected
-    # decoders of 4 sequences a step: the text phase's answers wait for decode
-    up media,encode,encode,prefill,decode,decode --heartbeat-ms 250 --worker-args "--max-batch 4" \
-      --router-args "--switch-ms 1000 --switch-windows 2 --switch-cooldown-ms 2000 --ttft-ms 600000 --tpot-ms 20"
-    watch_stages &
-    WATCH=$!
-    e2e_bg $WATCH
-    # image-heavy: every question with its image or video, 8 at a time
-    "$CLIENT" "$FRONT" load 84 8 "$EXAMPLES/questions.tsv" "$EXAMPLES" "$RUN/expected.tsv" 300 >"$RUN/load1.txt"
-    rc1=$?
-    tail -1 "$RUN/load1.txt"
+    roles_up media,encode,encode,prefill,decode,decode
+    roles_phase1
     "$VIDI" stats --router "$FRONT" | grep -E '^(switch|stage_.*busy_pct|stage_.*workers|stage_decode|slo.tpot|roles)' | tr '\n' ' '; echo
     "$CLIENT" "$FRONT" stats "switches>=1" || { grep -E 'switch' "$RUN/up.log"; exit 1; }
     text_side() { "$VIDI" stats --router "$FRONT" | awk '/^switched_to\.(prefill|decode) /{ n += $2 } END { print n + 0 }'; }
     before=$(text_side)
-    # text-heavy: questions without media, 16 at a time
-    "$CLIENT" "$FRONT" load 1200 16 "$RUN/text.tsv" "$EXAMPLES" "$RUN/text_expected.tsv" 300 >"$RUN/load2.txt"
-    rc2=$?
-    tail -1 "$RUN/load2.txt"
-    touch "$RUN/watch.stop"
-    wait $WATCH
-    "$VIDI" stats --router "$FRONT" | grep -E '^(switch|stage_.*busy_pct|stage_.*workers|stage_decode|slo.tpot|roles)' | tr '\n' ' '; echo
-    grep -E 'router: worker .*(switch|refused)' "$RUN/up.log"
-    [ $rc1 = 0 ] && [ $rc2 = 0 ] || { cat "$RUN/load1.txt" "$RUN/load2.txt" | grep -v '^lost'; exit 1; }
-    grep -q ' errors=0 ' "$RUN/load1.txt" && grep -q ' errors=0 ' "$RUN/load2.txt" || { echo "e2e: requests failed"; exit 1; }
-    echo "roles-shift: the fewest workers any stage had: $(cat "$RUN/watch.min")"
-    [ "$(cat "$RUN/watch.min")" -ge 1 ] || exit 1
+    roles_phase2
+    roles_done
     # the second phase's bottleneck is the text side (decode when its tokens come slower than the
     # TPOT target allows, or prefill): a worker goes there
     echo "roles-shift: switches to prefill or decode: $before after the first phase, $(text_side) after the second"
     [ "$(text_side)" -gt "$before" ] || exit 1
     "$CLIENT" "$FRONT" stats "switches>=2" ;;
+  roles-share)
+    # one worker a stage, `--switch-share 1`: a worker takes a starved role besides its own
+    roles_up media,encode,prefill,decode --switch-share 1
+    roles_phase1
+    roles_phase2
+    roles_done
+    # workers gathered roles: more roles than workers, and a switch that kept the worker's role
+    # (a stage of one worker cannot spare it)
+    roles=$("$VIDI" stats --router "$FRONT" | awk '/^roles\.(media|encode|prefill|decode) /{ n += $2 } END { print n + 0 }')
+    echo "roles-share: $roles roles over 4 workers"
+    [ "$roles" -ge 5 ] || exit 1
+    grep -q 'router: worker .*switching from .* over 1, kept)' "$RUN/up.log" || exit 1
+    "$CLIENT" "$FRONT" stats "switches>=1" ;;
   roles-forced)
     expected
     text_expected

@@ -97,6 +97,8 @@ int vidi_cmd_router(int argc, char **argv) {
                     "       [--switch-ms N]  (switch workers' roles by load, looking every N ms; 0, the\n"
                     "        default: never) [--switch-windows N] (2) [--switch-cooldown-ms N] (2 x N)\n"
                     "       [--switch-hi PCT] (70) [--switch-lo PCT] (30) [--switch-drain-ms N] (60000)\n"
+                    "       [--switch-share 0|1]  (1: a worker whose stage cannot spare it takes the\n"
+                    "        starved role besides its own; 0, the default: workers move)\n"
                     "       [--curve-secret-file FILE]  (front encrypted with CURVE; FILE holds the Z85\n"
                     "        secret key, `vidi keygen` makes a pair)\n");
             return v ? 0 : 2;
@@ -119,14 +121,15 @@ int vidi_cmd_router(int argc, char **argv) {
         }
         else if (!strncmp(a, "--switch-", 9)) {
             long long x;
-            int pct = !strcmp(a, "--switch-hi") || !strcmp(a, "--switch-lo");
-            if (s_whole(a, v, "", 0, pct ? 100 : 3600000, &x)) return 2;
+            int pct = !strcmp(a, "--switch-hi") || !strcmp(a, "--switch-lo"), flag = !strcmp(a, "--switch-share");
+            if (s_whole(a, v, "", 0, flag ? 1 : pct ? 100 : 3600000, &x)) return 2;
             if (!strcmp(a, "--switch-ms")) cfg.switch_ms = x;
             else if (!strcmp(a, "--switch-windows")) cfg.switch_windows = (int)x;
             else if (!strcmp(a, "--switch-cooldown-ms")) cfg.switch_cooldown_ms = x;
             else if (!strcmp(a, "--switch-hi")) cfg.switch_hi = (int)x;
             else if (!strcmp(a, "--switch-lo")) cfg.switch_lo = (int)x;
             else if (!strcmp(a, "--switch-drain-ms")) cfg.switch_drain_ms = x;
+            else if (flag) cfg.switch_share = (int)x;
             else {
                 fprintf(stderr, "vidi router: unknown option %s\n", a);
                 return 2;
