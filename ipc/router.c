@@ -99,7 +99,7 @@ typedef struct wk {
     int64_t hb_ms;              /* its last heartbeat with load.busy_us (0: none yet) */
     uint64_t hb_busy[4];        /* that heartbeat's busy_us */
     /* a role switch (PROTOCOL.md §5.6) */
-    int draining;               /* nothing new is placed on it */
+    int draining;               /* switching: nothing new of the roles it drops is placed on it */
     int role_sent;              /* drained: ROLE went, READY is awaited */
     int switch_to;              /* the roles it is switching to */
     int64_t drain_ms, role_ms;  /* when DRAIN and ROLE went */
@@ -1502,8 +1502,9 @@ static const char *s_switch_refusal(const router *r, int wi, int roles, char *bu
     return NULL;
 }
 
-/* Begin switching worker wi to `roles`: nothing new is placed on it, and
- * DRAIN tells it; s_switch_poll sends ROLE once nothing needs it. A worker
+/* Begin switching worker wi to `roles`: nothing new of the roles it drops is
+ * placed on it, and DRAIN tells it; s_switch_poll sends ROLE once nothing
+ * needs it in those. A worker
  * that leaves decode hands its sequences to another decode worker (DRAIN's
  * decode_to): the requests decoding there are that worker's from now on. */
 static void s_switch_begin(router *r, int wi, int roles, const char *why) {
