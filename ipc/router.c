@@ -226,11 +226,14 @@ static int s_roles_mask(const msgpack_object *roles, size_t n, int *unknown) {
     return mask;
 }
 
+/* The roles worker w drops by the switch it is draining for (0 when none). */
+static int s_dropping(const wk *w) { return w->draining ? w->roles & ~w->switch_to : 0; }
+
 /* A worker new work may be placed on for a role: live, holding it, and not
  * draining to drop it (a switching worker keeps serving the roles it keeps). */
 static int s_serves(const router *r, int wi, int role) {
     const wk *w = &r->workers[wi];
-    return w->used && (w->roles & role) && (!w->draining || (w->switch_to & role));
+    return w->used && (w->roles & role) && !(s_dropping(w) & role);
 }
 
 /* Workers draining for a switch now (at most one: §5.6). */
@@ -1112,8 +1115,7 @@ static void s_pack_monitor(router *r, msgpack_packer *pk) {
     for (int k = 0; k < 4; k++) {
         uint64_t nd = 0;
         for (int i = 0; i < MAX_WORKERS; i++)
-            nd += r->workers[i].used && (r->workers[i].roles >> k & 1) && r->workers[i].draining &&
-                  !(r->workers[i].switch_to >> k & 1); /* draining to drop stage k */
+            nd += r->workers[i].used && (s_dropping(&r->workers[i]) >> k & 1);
         char key[32];
         snprintf(key, sizeof key, "stage_%s", k_roles[k]);
         vidi_mp_pack_cstr(pk, key);
@@ -1467,10 +1469,11 @@ static void s_roles_str(int mask, char *out, size_t cap) {
         if (mask >> k & 1) u += (size_t)snprintf(out + u, cap - u, "%s%s", u ? "+" : "", k_roles[k]);
 }
 
-/* Whether a request in the table still needs worker wi: it decodes there,
- * or it has not had its first token under its current attempt and wi is its
- * media, encode or prefill worker or the decode worker its prefill will hand
- * the sequence to (after a move, that worker passes it on). */
+/* Whether a request in the table still needs worker wi in one of the roles
+ * `drop`: it decodes there (decode), or it has not had its first token under
+ * its current attempt and wi is its media, encode or prefill worker or the
+ * decode worker its prefill will hand the sequence to (after a move, that
+ * worker passes it on), for those roles. */
 static int s_worker_owed(const router *r, int wi, int drop) {
     for (int i = 0; i < r->n_reqs_cap; i++) {
         const rq *q = &r->reqs[i];
@@ -1504,9 +1507,9 @@ static const char *s_switch_refusal(const router *r, int wi, int roles, char *bu
 
 /* Begin switching worker wi to `roles`: nothing new of the roles it drops is
  * placed on it, and DRAIN tells it; s_switch_poll sends ROLE once nothing
- * needs it in those. A worker
- * that leaves decode hands its sequences to another decode worker (DRAIN's
- * decode_to): the requests decoding there are that worker's from now on. */
+ * needs it in those. A worker that leaves decode hands its sequences to
+ * another decode worker (DRAIN's decode_to): the requests decoding there are
+ * that worker's from now on. */
 static void s_switch_begin(router *r, int wi, int roles, const char *why) {
     wk *w = &r->workers[wi];
     char a[64], b[64];
@@ -1555,7 +1558,7 @@ static void s_switch_poll(router *r, int64_t now) {
         wk *w = &r->workers[wi];
         if (!w->used || !w->draining || w->role_sent) continue;
         /* only work of the roles it drops holds it (none when it only takes a role more) */
-        if (s_worker_owed(r, wi, w->roles & ~w->switch_to)) {
+        if (s_worker_owed(r, wi, s_dropping(w))) {
             if (now - w->drain_ms > r->cfg->switch_drain_ms) s_switch_abort(r, wi, "its work did not finish in time");
             continue;
         }
@@ -1630,6 +1633,13 @@ static void s_stage_util_of(const router *r, int window, int util[4], int n[4]) 
     }
 }
 
+/* The work waiting for stage k (ms) at which it counts as starved: a tenth
+ * of the TTFT target or 100 ms; decode half the TPOT target or 25 ms. */
+static int64_t s_backlog_ms(const router *r, int k) {
+    int64_t t = k < 3 ? r->cfg->ttft_ms / 10 : r->cfg->tpot_ms / 2, cap = k < 3 ? 100 : 25;
+    return t < cap ? t : cap;
+}
+
 /* Every switch_ms, over the window since the look before: the starved
  * stage (the most utilised of those at switch_hi or more while work waits for
  * them: queue x time per unit over the workers at least s_backlog_ms, for
@@ -1641,14 +1651,9 @@ static void s_stage_util_of(const router *r, int window, int util[4], int n[4]) 
  * whenever a sequence runs: its busy share says little), decode with TPOT
  * met, and a worker that may leave it; the least utilised gives. The same
  * pair switch_windows looks in a row moves one worker (fewest roles, then
- * least work); three
- * times as many when it would undo the last switch by load (a bottleneck that
- * moves back and forth between two stages). PROTOCOL.md §5.6. */
-static int64_t s_backlog_ms(const router *r, int k) {
-    int64_t t = k < 3 ? r->cfg->ttft_ms / 10 : r->cfg->tpot_ms / 2, cap = k < 3 ? 100 : 25;
-    return t < cap ? t : cap;
-}
-
+ * least work); three times as many when it would undo the last switch by
+ * load (a bottleneck that moves back and forth between two stages).
+ * PROTOCOL.md §5.6. */
 static void s_switch_policy(router *r, int64_t now) {
     if (r->cfg->switch_ms <= 0 || now < r->sw_next_ms) return;
     r->sw_next_ms = now + r->cfg->switch_ms;

@@ -65,10 +65,9 @@ run() {
 { [ "${RESUME:-0}" = 1 ] || [ "${REPORT_ONLY:-0}" = 1 ]; } && [ -f "$RAW/lines.jsonl" ] || : >"$RAW/lines.jsonl"
 # switching first (a run cut short keeps it), then every static split of N single-role workers
 # (or those STATIC names), then colocated
-[ "${REPORT_ONLY:-0}" = 1 ] || run switching "$START" --switch-ms "$SWITCH_MS" --switch-windows 2 --switch-cooldown-ms $((2 * SWITCH_MS))
-[ "${REPORT_ONLY:-0}" = 1 ] || [ "${SHARE:-0}" != 1 ] ||
-  run "switching, sharing roles" "$START" --switch-ms "$SWITCH_MS" --switch-windows 2 --switch-cooldown-ms $((2 * SWITCH_MS)) \
-    --switch-share 1
+SWITCH="--switch-ms $SWITCH_MS --switch-windows 2 --switch-cooldown-ms $((2 * SWITCH_MS))"
+[ "${REPORT_ONLY:-0}" = 1 ] || run switching "$START" $SWITCH
+[ "${REPORT_ONLY:-0}" = 1 ] || [ "${SHARE:-0}" != 1 ] || run "switching, sharing roles" "$START" $SWITCH --switch-share 1
 python3 - "$N" >"$RUN/splits.txt" <<'PY'
 import itertools, sys
 n = int(sys.argv[1])

@@ -99,7 +99,7 @@ roles_up() {
   expected
   text_expected
   up "$1" --heartbeat-ms 250 --worker-args "--max-batch 4" \
-    --router-args "--switch-ms 1000 --switch-windows 2 --switch-cooldown-ms 2000 --ttft-ms 600000 --tpot-ms 20 ${2:-} ${3:-}"
+    --router-args "--switch-ms 1000 --switch-windows 2 --switch-cooldown-ms 2000 --ttft-ms 600000 --tpot-ms 20 ${*:2}"
   watch_stages &
   WATCH=$!
   e2e_bg $WATCH

@@ -1974,13 +1974,6 @@ static void s_move_expire(worker *w, int64_t now) {
         s_free_pool(w);
 }
 
-/* ROLE {roles}: the router moves this worker to other roles once it has
- * drained (PROTOCOL.md §5.6). The model stays; what the old roles held and
- * the new ones do not need goes (the KV pools and the decoder without
- * prefill and decode, the MM-token cache's entries without encode), what the
- * new ones need is made, and READY names the roles it holds: the old ones
- * when it refuses (work of a role it would drop is still here, or the new
- * role's memory cannot be had; ERROR says which). */
 /* The worker's roles into --roles-file ("encode,prefill\n"), replaced whole
  * (written aside, then renamed): `vidi up` restarts a worker that dies after
  * a switch with the roles it had then, not those of its command line. */
@@ -1997,6 +1990,13 @@ static void s_write_roles_file(const worker *w) {
         fprintf(stderr, "worker %s: --roles-file %s: %s\n", w->name, w->roles_file, strerror(errno));
 }
 
+/* ROLE {roles}: the router moves this worker to other roles once it has
+ * drained (PROTOCOL.md §5.6). The model stays; what the old roles held and
+ * the new ones do not need goes (the KV pools and the decoder without
+ * prefill and decode, the MM-token cache's entries without encode), what the
+ * new ones need is made, and READY names the roles it holds: the old ones
+ * when it refuses (work of a role it would drop is still here, or the new
+ * role's memory cannot be had; ERROR says which). */
 static void s_on_role(worker *w, const vidi_msg *m) {
     vidi_err err = {0};
     const msgpack_object *roles;
