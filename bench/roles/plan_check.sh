@@ -4,7 +4,8 @@
 # Starts `vidi up --workers media,encode,prefill,decode` on MODEL (BACKEND: cpu here, cuda on the
 # GPU host, DEVICES spreading the workers over GPUs), warms it with an open-loop image-mix load
 # (bench/epd/loadgen.c) at WARM_RATE, and takes the stages' measured time per unit of work from
-# `vidi stats` (the load monitor). From those and the mix (80 % image, 20 % video questions; the
+# `vidi stats` (the load monitor). From those, the GPUs the workers share (on the GPU host those of
+# DEVICES, one without: the planner's "gpus") and the mix (80 % image, 20 % video questions; the
 # answers' mean length from the router's counters) the planner predicts this split's goodput: the
 # highest rate with >= 90 % of requests within TTFT_MS and TPOT_MS. Then the real system runs at
 # 0.5x, 1x and 1.5x the prediction, DURATION each, and the measured attainment is written beside
@@ -25,11 +26,14 @@ up_start "$RUN/up.log" media,encode,prefill,decode "--no-cache --ttft-ms $TTFT_M
 "$LOADGEN" "$FRONT" examples image "$WARM_RATE" "$SECONDS_PER" "$TTFT_MS" "$TPOT_MS" 7 "$MEDIA_MAX" >"$RUN/warm.json" || exit 1
 sleep 2
 "$VIDI" stats --router "$FRONT" >"$RUN/stats.txt" || exit 1
-python3 - "$RUN/stats.txt" "$TTFT_MS" "$TPOT_MS" >"$RUN/profile.json" <<'EOF'
+# the GPUs the workers share (the planner's "gpus"): those in DEVICES, one without; none on the CPU
+GPUS=0
+[ "$BACKEND" = cuda ] && GPUS=$(awk -F, '{print NF}' <<<"${DEVICES:-0}")
+python3 - "$RUN/stats.txt" "$TTFT_MS" "$TPOT_MS" "$GPUS" >"$RUN/profile.json" <<'EOF'
 import json, sys
 v = {l.split()[0]: int(l.split()[1]) for l in open(sys.argv[1]) if len(l.split()) == 2 and l.split()[1].isdigit()}
 tokens = max(1, round(v["workers_tokens"] / max(1, v["done"])))
-print(json.dumps({"workers": 4, "targets": {"ttft_ms": int(sys.argv[2]), "tpot_ms": int(sys.argv[3])},
+print(json.dumps({"workers": 4, "gpus": int(sys.argv[4]), "targets": {"ttft_ms": int(sys.argv[2]), "tpot_ms": int(sys.argv[3])},
                   "requests": [{"weight": 8, "images": 1, "output_tokens": tokens},
                                {"weight": 2, "videos": 1, "output_tokens": tokens}],
                   "service": {"media_us": v["stage_media.service_us"], "encode_us": v["stage_encode.service_us"],

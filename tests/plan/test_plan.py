@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """tests/plan/test_plan.py PLAN_PY — tools/plan/plan.py (ctest label roles): the split it picks
 follows the workload (image-heavy traffic gets encoders, long answers get decoders), more
-workers never plan less goodput, `vidi stats` output gives the service times, and a bad
+workers never plan less goodput, workers sharing GPUs plan what the GPUs can carry, `vidi stats` output gives the service times, and a bad
 profile is refused with a message."""
 import json
 import os
@@ -54,6 +54,22 @@ check(b["best"].get("decode", 0) >= 3 and b["best"].get("encode", 9) == 1, "long
 r8 = run(images, "--workers", "8")
 c = json.loads(r8.stdout) if r8.returncode == 0 else {"goodput_rps": 0}
 check(c["goodput_rps"] >= a["goodput_rps"] > 0, f"8 workers plan at least 6's goodput ({c['goodput_rps']})")
+
+# workers sharing GPUs (each GPU one job at a time): as many GPUs as workers is the model of a GPU
+# each; one GPU for all caps the goodput at its work per request; fewer GPUs never plan more
+g = {}
+for gpus in (0, 16, 2, 1):
+    r = run(images, "--gpus", str(gpus))
+    g[gpus] = json.loads(r.stdout)["goodput_rps"] if r.returncode == 0 else -1
+print("     image-heavy goodput by GPUs shared (0: one each):", g)
+check(abs(g[16] - g[0]) <= 0.05 * g[0], "a GPU per worker through the shared model plans what the dedicated one does")
+gpu_s = (4 * SERVICE["encode_us"] + SERVICE["prefill_us"]) / 1e6  # GPU seconds per request, decode aside
+check(0 < g[1] < 1 / gpu_s and g[1] <= g[2] <= g[16], f"one GPU caps the goodput under {1 / gpu_s:.2f} req/s; more GPUs plan more")
+r = run(dict(images, gpus=1), "--split", "1,2,1,2", "--rate", str(round(1.2 / gpu_s, 3)))
+e = json.loads(r.stdout) if r.returncode == 0 else {}
+check(e.get("attained", 1) < 0.5, f"one GPU over its capacity misses the targets ({e})")
+r = run(dict(images, gpus=-1))
+check(r.returncode != 0 and "gpus" in r.stderr, f"bad gpus refused ({r.stderr.strip()})")
 
 # the service times from a running router's `vidi stats`
 with tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False) as f:

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """tools/plan/plan.py — the initial media / encode / prefill / decode split of N workers.
 
-    python3 tools/plan/plan.py PROFILE.json [--workers N] [--stats FILE] [--json]
+    python3 tools/plan/plan.py PROFILE.json [--workers N] [--gpus G] [--stats FILE] [--json]
     python3 tools/plan/plan.py PROFILE.json --split M,E,P,D [--rate R]   # one split's goodput
 
 Picks, among every split of N single-role workers with at least one per stage, the one with
@@ -11,6 +11,7 @@ until the bracket is within 2 %.
 
 PROFILE (JSON):
     { "workers": 6,
+      "gpus": 2,                             # optional: the workers share 2 GPUs (below)
       "targets": { "ttft_ms": 2000, "tpot_ms": 100 },
       "requests": [ { "weight": 3, "images": 1, "videos": 0, "output_tokens": 8 }, ... ],
       "service": { "media_us": 60000,        # per media item (decode + sample frames)
@@ -30,9 +31,19 @@ every sequence it holds together: a step lasts decode_step_us + decode_seq_us x 
 gives each sequence one token, so TPOT is the mean step time over the request's remaining
 tokens.
 What it leaves out: batching inside encode and prefill, KV transfer time, the router's own time.
+
+GPUs shared by workers ("gpus": G > 0, or --gpus G): the workers are placed on the G GPUs in
+turn, in the split's order (media workers first, then encode, prefill, decode: worker i on GPU
+i mod G, as `vidi up` places `--workers ...@0,...@1` in bench/roles), and a GPU runs one job at
+a time, first come first served among the encode items, prompts and decode steps of its
+workers: kernels of different processes do not overlap on a GPU (time slicing, no MPS). Media
+runs on the CPU and takes no GPU. This is an event-driven simulation of the same pipeline
+(simulate_shared); without "gpus" every worker has a GPU to itself (simulate). Service times
+measured at a low load, each stage alone on its GPU, are what both take.
 """
 
 import argparse
+import heapq
 import itertools
 import json
 import random
@@ -68,6 +79,9 @@ def check_profile(p):
     for k in ("media_us", "encode_us", "prefill_us", "decode_step_us"):
         if not p["service"].get(k, 0) > 0:
             sys.exit(f"plan: service.{k} must be positive")
+    g = p.get("gpus", 0)
+    if not isinstance(g, int) or not 0 <= g <= 64:
+        sys.exit("plan: gpus must be a whole number from 0 (a GPU per worker) to 64")
 
 
 def simulate(p, split, rate, n=1500, seed=1):
@@ -131,17 +145,128 @@ def simulate(p, split, rate, n=1500, seed=1):
     return ok / n
 
 
+def simulate_shared(p, split, rate, gpus, n=1500, seed=1):
+    """simulate()'s share of requests within both targets when the workers share `gpus` GPUs,
+    each GPU running one job at a time (the module's docstring)."""
+    rng = random.Random(seed)
+    kinds = p["requests"]
+    weights = [k.get("weight", 1) for k in kinds]
+    sv = p["service"]
+    tt, tp = p["targets"]["ttft_ms"] / 1e3, p["targets"]["tpot_ms"] / 1e3
+    step, per_seq = sv["decode_step_us"] / 1e6, sv.get("decode_seq_us", 0) / 1e6
+    per = (sv["media_us"] / 1e6, sv["encode_us"] / 1e6, sv["prefill_us"] / 1e6)
+    stage = [st for st in range(4) for _ in range(split[st])]  # worker -> stage
+    gpu = [None if stage[w] == 0 else w % gpus for w in range(len(stage))]
+    gpu_busy = [False] * gpus
+    gpu_wait = [[] for _ in range(gpus)]  # FCFS: (worker, duration)
+    queue = ([], [], [])  # media and encode: request index per item; prefill: request index
+    qhead = [0, 0, 0]
+    busy = [False] * len(stage)
+    job = [None] * len(stage)
+    dec_workers = [w for w in range(len(stage)) if stage[w] == 3]
+    pending = {w: [] for w in dec_workers}  # sequences given a first token, not yet stepping
+    active = {w: [] for w in dec_workers}
+    arrival, left_items, tokens, first = [0.0] * n, [0] * n, [0] * n, [0.0] * n
+    ttft, tpot = {}, {}
+    events, seq = [], itertools.count()
+    t = 0.0
+    for i in range(n):
+        t += rng.expovariate(rate)
+        k = rng.choices(kinds, weights)[0]
+        arrival[i], left_items[i], tokens[i] = t, k.get("images", 0) + k.get("videos", 0), k.get("output_tokens", 1)
+        heapq.heappush(events, (t, next(seq), "arrive", i))
+    rr = itertools.count()
+
+    def run(w, dur, now):
+        """worker w's job of `dur` seconds: on its GPU when that is free (else it waits its turn)"""
+        busy[w] = True
+        g = gpu[w]
+        if g is None:
+            heapq.heappush(events, (now + dur, next(seq), "done", w))
+        elif not gpu_busy[g]:
+            gpu_busy[g] = True
+            heapq.heappush(events, (now + dur, next(seq), "done", w))
+        else:
+            gpu_wait[g].append((w, dur))
+
+    def dispatch(now):
+        for w in range(len(stage)):
+            if busy[w]:
+                continue
+            st = stage[w]
+            if st < 3:
+                if qhead[st] < len(queue[st]):
+                    job[w] = queue[st][qhead[st]]
+                    qhead[st] += 1
+                    run(w, per[st], now)
+            else:
+                active[w].extend(pending[w])
+                pending[w].clear()
+                if active[w]:
+                    run(w, step + per_seq * len(active[w]), now)
+
+    while events:
+        now, _, kind, x = heapq.heappop(events)
+        if kind == "arrive":
+            if left_items[x]:
+                queue[0].extend([x] * left_items[x])
+            else:
+                queue[2].append(x)
+        else:
+            w = x
+            busy[w] = False
+            g = gpu[w]
+            if g is not None:
+                if gpu_wait[g]:
+                    w2, dur = gpu_wait[g].pop(0)
+                    heapq.heappush(events, (now + dur, next(seq), "done", w2))
+                else:
+                    gpu_busy[g] = False
+            st, i = stage[w], job[w]
+            if st == 0:
+                queue[1].append(i)
+            elif st == 1:
+                left_items[i] -= 1
+                if left_items[i] == 0:
+                    queue[2].append(i)
+            elif st == 2:
+                ttft[i], first[i] = now - arrival[i], now
+                if tokens[i] <= 1:
+                    tpot[i] = 0.0
+                else:
+                    d = dec_workers[next(rr) % len(dec_workers)]
+                    pending[d].append([i, tokens[i] - 1])
+            else:
+                still = []
+                for e in active[w]:
+                    e[1] -= 1
+                    if e[1] == 0:
+                        tpot[e[0]] = (now - first[e[0]]) / (tokens[e[0]] - 1)
+                    else:
+                        still.append(e)
+                active[w] = still
+        dispatch(now)
+    ok = sum(1 for i in ttft if ttft[i] <= tt and tpot.get(i, 0.0) <= tp)
+    return ok / n
+
+
+def attained(p, split, rate):
+    """simulate() or, with the profile's "gpus", simulate_shared()"""
+    g = p.get("gpus", 0)
+    return simulate_shared(p, split, rate, g) if g else simulate(p, split, rate)
+
+
 def goodput(p, split, attain):
     """The largest rate (requests/s) at which `attain` of the requests meet both targets."""
     lo, hi = 0.0, 1.0
-    while simulate(p, split, hi) >= attain and hi < 1e5:
+    while attained(p, split, hi) >= attain and hi < 1e5:
         lo, hi = hi, hi * 2
     if lo == 0.0:
         hi_ok = False
         r = hi
         for _ in range(20):
             r /= 2
-            if simulate(p, split, r) >= attain:
+            if attained(p, split, r) >= attain:
                 lo, hi_ok = r, True
                 break
         if not hi_ok:
@@ -149,7 +274,7 @@ def goodput(p, split, attain):
         hi = r * 2
     while hi - lo > 0.02 * hi:
         mid = (lo + hi) / 2
-        if simulate(p, split, mid) >= attain:
+        if attained(p, split, mid) >= attain:
             lo = mid
         else:
             hi = mid
@@ -172,6 +297,8 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("profile")
     ap.add_argument("--workers", type=int, default=0, help="default: the profile's")
+    ap.add_argument("--gpus", type=int, default=-1, help="the workers share this many GPUs (default: the profile's "
+                    "\"gpus\"; 0: a GPU each)")
     ap.add_argument("--stats", default=None, help="`vidi stats` output: the service times from it")
     ap.add_argument("--attain", type=float, default=0.9)
     ap.add_argument("--json", action="store_true")
@@ -182,6 +309,8 @@ def main(argv=None):
         p = json.load(f)
     if a.stats:
         p["service"] = load_stats(a.stats)
+    if a.gpus >= 0:
+        p["gpus"] = a.gpus
     check_profile(p)
     n = a.workers or p.get("workers", 0)
     if not 4 <= n <= 16:
@@ -196,7 +325,7 @@ def main(argv=None):
         out = {"split": dict(zip(STAGES, sp)), "goodput_rps": round(goodput(p, sp, a.attain), 4)}
         if a.rate > 0:
             out["rate"] = a.rate
-            out["attained"] = round(simulate(p, sp, a.rate), 4)
+            out["attained"] = round(attained(p, sp, a.rate), 4)
         print(json.dumps(out))
         return
     rows = plan(p, n, a.attain)
