@@ -27,7 +27,9 @@
  *
  * Prints one JSON object: rate, requests, completed, errors, slo
  * attainment, throughput (completed / wall time), goodput (completed within
- * both targets / wall time), TTFT and TPOT p50 / p90.
+ * both targets / wall time), TTFT and TPOT p50 / p90, and the requests with
+ * media and those without apart (their count and SLO attainment: in an alt
+ * mix, how each phase fared).
  */
 #include <errno.h>
 #include <math.h>
@@ -242,7 +244,8 @@ int main(int argc, char **argv) {
     }
     double wall = (vidi_now_ms() - t0) / 1000.0;
     double *ttft = malloc((size_t)n * sizeof *ttft), *tpot = malloc((size_t)n * sizeof *tpot);
-    int done = 0, errors = 0, ok = 0, nt = 0;
+    int done = 0, errors = 0, ok = 0, nt = 0, n_media = 0, ok_media = 0;
+    for (int i = 0; i < n; i++) n_media += which[i] >= 0;
     for (int i = 0; i < n; i++) {
         if (r[i].error) errors++;
         if (!r[i].done) continue;
@@ -250,16 +253,18 @@ int main(int argc, char **argv) {
         double a = (double)(r[i].first - r[i].sent), b = r[i].tokens > 1 ? (double)(r[i].done - r[i].first) / (r[i].tokens - 1) : 0.0;
         ttft[done - 1] = a;
         if (r[i].tokens > 1) tpot[nt++] = b;
-        if (a <= ttft_slo && b <= tpot_slo) ok++;
+        if (a <= ttft_slo && b <= tpot_slo) ok++, ok_media += which[i] >= 0;
     }
     double p50t = s_pct(ttft, done, 0.5), p90t = s_pct(ttft, done, 0.9);
     double p50p = s_pct(tpot, nt, 0.5), p90p = s_pct(tpot, nt, 0.9);
     printf("{\"mix\": \"%s\", \"rate\": %.3f, \"requests\": %d, \"completed\": %d, \"errors\": %d, "
            "\"slo_attainment\": %.4f, \"throughput\": %.3f, \"goodput\": %.3f, \"ttft_ms_p50\": %.1f, "
            "\"ttft_ms_p90\": %.1f, \"tpot_ms_p50\": %.2f, \"tpot_ms_p90\": %.2f, \"ttft_slo_ms\": %.0f, "
-           "\"tpot_slo_ms\": %.0f}\n",
+           "\"tpot_slo_ms\": %.0f, \"media_requests\": %d, \"media_slo_attainment\": %.4f, \"text_requests\": %d, "
+           "\"text_slo_attainment\": %.4f}\n",
            mix, rate, n, done, errors, n ? (double)ok / n : 0.0, done / wall, ok / wall, p50t, p90t, p50p, p90p,
-           ttft_slo, tpot_slo);
+           ttft_slo, tpot_slo, n_media, n_media ? (double)ok_media / n_media : 0.0, n - n_media,
+           n > n_media ? (double)(ok - ok_media) / (n - n_media) : 0.0);
     vidi_conn_close(c);
     for (int i = 0; i < nq; i++) free(q[i].bytes);
     free(at);

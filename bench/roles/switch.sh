@@ -106,13 +106,15 @@ for r in rows:
         f"the best static split of the same run ({best['config']})", best["goodput"], True,
         slo_attainment=r["slo_attainment"], throughput=r["throughput"], completed=r["completed"],
         requests=r["requests"], errors=r["errors"], ttft_ms_p90=r["ttft_ms_p90"], tpot_ms_p90=r["tpot_ms_p90"],
+        image_phase_attainment=r.get("media_slo_attainment"), text_phase_attainment=r.get("text_slo_attainment"),
         switches=r.get("switches"), switches_aborted=r.get("switches_aborted"),
         switch_ms_max=r.get("switch_ms_max"), switch_role_ms_max=r.get("switch_role_ms_max")))
 NOTES = ("Every configuration on a fresh `vidi up` with the same Poisson arrivals (seed 7) from bench/epd/loadgen "
          "(mix alt:PHASE: image-heavy and text phases in turn); goodput = requests that finished within both targets "
          "per second of the run (stragglers up to 60 s after the last arrival count against it). Static splits: "
          "every split of the workers with each stage at least one; colocated: every worker with every role; "
-         "switching: the router's policy (PROTOCOL.md 5.6) from the split START. switch_ms_max: DRAIN to READY; "
+         "switching: the router's policy (PROTOCOL.md 5.6) from the split START. image_phase_attainment / "
+         "text_phase_attainment: the SLO attainment of the questions with media / without (each phase's). switch_ms_max: DRAIN to READY; "
          "switch_role_ms_max: ROLE to READY." + (" " + os.environ["NOTES"] if os.environ.get("NOTES") else ""))
 benchjson.write(out, "roles-switch", machine, "bench/roles/switch.sh (" + " ".join(
     f"{k}={os.environ[k]}" for k in ("BACKEND", "MODEL", "WORKERS", "START", "RATE", "TEXT_RATE", "DURATION", "PHASE", "DEVICES",
