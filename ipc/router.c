@@ -51,10 +51,13 @@ static const char *const k_wk_stats[] = {"media", "encode", "encode_batches", "e
                                          "spec_proposed", "spec_accepted", "spec_emitted", "draft_encodes",
                                          "draft_prefills", VIDI_POS16("spec_proposed_at_"),
                                          VIDI_POS16("spec_accepted_at_"), "media_us", "encode_us", "prefill_us",
-                                         "decode_us", "decode_moved"};
+                                         "decode_us", "decode_moved", "encode_tokens", "prefill_tokens"};
 /* the load monitor: per stage (k_roles' order) its busy counter and its unit of work in k_wk_stats */
 static const char *const k_stage_busy[4] = {"media_us", "encode_us", "prefill_us", "decode_us"};
 static const char *const k_stage_unit[4] = {"media", "encode", "prefill", "tokens"};
+/* and the tokens its work took, where that differs from the unit: vision tokens an encoder made,
+ * prompt tokens (vision ones included) a prefill took */
+static const char *const k_stage_tokens[4] = {NULL, "encode_tokens", "prefill_tokens", NULL};
 #define SLO_WINDOW 128
 #define WK_STATS ((int)(sizeof k_wk_stats / sizeof k_wk_stats[0]))
 #define CLIENT_SILENCE_MS 5000 /* clients heartbeat every second (client.c); 5 missed: gone */
@@ -94,7 +97,7 @@ typedef struct wk {
     uint64_t st[WK_STATS];      /* its counters, as its last STATS said (k_wk_stats) */
     int64_t stats_asked_ms;
     int64_t mon_ms;             /* the load monitor's last sample of it (0: none yet) */
-    uint64_t mon_base[8];       /* busy and unit counters of each stage at that sample */
+    uint64_t mon_base[12];      /* busy, unit and token counters of each stage at that sample */
     uint64_t busy_pct[4];       /* each stage's share of its time between its last two heartbeats */
     int64_t hb_ms;              /* its last heartbeat with load.busy_us (0: none yet) */
     uint64_t hb_busy[4];        /* that heartbeat's busy_us */
@@ -181,8 +184,9 @@ typedef struct router {
     uint64_t c_requests, c_done, c_errors, c_overloaded, c_retries, c_cache_hit_items, c_media_items,
         c_encode_work, c_workers_lost, c_bad_msgs, c_clients_gone;
     /* the load monitor (STATS' stage_* and slo) */
-    int stage_busy_at[4], stage_unit_at[4]; /* k_wk_stats indices */
+    int stage_busy_at[4], stage_unit_at[4], stage_tokens_at[4]; /* k_wk_stats indices (-1: none) */
     double service_us[4];       /* recent time per unit of work of each stage (moving average) */
+    double token_us[4];         /* encode and prefill: recent time per token, likewise */
     struct slo_sample { uint32_t ttft_ms, tpot_ms, queue_ms; } slo[SLO_WINDOW];
     int n_slo, slo_next;
     /* role switching (PROTOCOL.md §5.6) */
@@ -1044,21 +1048,27 @@ static void s_monitor_heartbeat(wk *w, const vidi_msg *m) {
 static void s_monitor_sample(router *r, wk *w) {
     int64_t now = vidi_now_ms(), dt = now - w->mon_ms;
     if (w->mon_ms && dt < MONITOR_MS) return;
-    uint64_t base[8];
+    uint64_t base[12];
     memcpy(base, w->mon_base, sizeof base);
     for (int k = 0; k < 4; k++) {
-        w->mon_base[2 * k] = w->st[r->stage_busy_at[k]];
-        w->mon_base[2 * k + 1] = w->st[r->stage_unit_at[k]];
+        w->mon_base[3 * k] = w->st[r->stage_busy_at[k]];
+        w->mon_base[3 * k + 1] = w->st[r->stage_unit_at[k]];
+        w->mon_base[3 * k + 2] = r->stage_tokens_at[k] >= 0 ? w->st[r->stage_tokens_at[k]] : 0;
     }
     int first = !w->mon_ms;
     w->mon_ms = now;
     if (first) return;
     for (int k = 0; k < 4; k++) {
-        uint64_t b0 = base[2 * k], b1 = w->mon_base[2 * k], u0 = base[2 * k + 1], u1 = w->mon_base[2 * k + 1];
-        if (b1 < b0 || u1 < u0) continue; /* the worker restarted */
+        uint64_t b0 = base[3 * k], b1 = w->mon_base[3 * k], u0 = base[3 * k + 1], u1 = w->mon_base[3 * k + 1];
+        uint64_t t0 = base[3 * k + 2], t1 = w->mon_base[3 * k + 2];
+        if (b1 < b0 || u1 < u0 || t1 < t0) continue; /* the worker restarted */
         if (u1 > u0) {
             double per = (double)(b1 - b0) / (double)(u1 - u0);
             r->service_us[k] = r->service_us[k] > 0 ? 0.7 * r->service_us[k] + 0.3 * per : per;
+        }
+        if (t1 > t0) {
+            double per = (double)(b1 - b0) / (double)(t1 - t0);
+            r->token_us[k] = r->token_us[k] > 0 ? 0.7 * r->token_us[k] + 0.3 * per : per;
         }
     }
 }
@@ -1119,12 +1129,13 @@ static void s_pack_monitor(router *r, msgpack_packer *pk) {
         char key[32];
         snprintf(key, sizeof key, "stage_%s", k_roles[k]);
         vidi_mp_pack_cstr(pk, key);
-        msgpack_pack_map(pk, 5);
+        msgpack_pack_map(pk, 6);
         vidi_mp_kv_u64(pk, "workers", (uint64_t)n[k]);
         vidi_mp_kv_u64(pk, "draining", nd);
         vidi_mp_kv_u64(pk, "queue", queue[k]);
         vidi_mp_kv_u64(pk, "busy_pct", (uint64_t)util[k]);
         vidi_mp_kv_u64(pk, "service_us", (uint64_t)(r->service_us[k] + 0.5));
+        vidi_mp_kv_u64(pk, "token_us", (uint64_t)(r->token_us[k] + 0.5));
     }
     uint64_t ttft = s_slo_p90(r, 0), tpot = s_slo_p90(r, 1), tt = (uint64_t)r->cfg->ttft_ms,
              tp = (uint64_t)r->cfg->tpot_ms;
@@ -1846,11 +1857,14 @@ vidi_status vidi_router_run(const vidi_router_config *cfg, volatile sig_atomic_t
     VIDI_CHECK(r->reqs && r->dir, err, VIDI_ERR_NOMEM, "router: out of memory");
     r->rng = (uint64_t)time(NULL) ^ ((uint64_t)getpid() << 32);
     r->sw_prev_from = r->sw_prev_to = -1;
-    for (int k = 0; k < 4; k++)
+    for (int k = 0; k < 4; k++) {
+        r->stage_tokens_at[k] = -1;
         for (int i = 0; i < WK_STATS; i++) {
             if (!strcmp(k_wk_stats[i], k_stage_busy[k])) r->stage_busy_at[k] = i;
             if (!strcmp(k_wk_stats[i], k_stage_unit[k])) r->stage_unit_at[k] = i;
+            if (k_stage_tokens[k] && !strcmp(k_wk_stats[i], k_stage_tokens[k])) r->stage_tokens_at[k] = i;
         }
+    }
     VIDI_TRY(vidi_model_config_load(cfg->model_dir, &r->mcfg, err));
     char path[4096];
     snprintf(path, sizeof path, "%s/tokenizer.json", cfg->model_dir);

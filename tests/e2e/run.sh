@@ -233,7 +233,8 @@ case $CASE in
     "$CLIENT" "$FRONT" stats "workers_media_us>=1" "workers_encode_us>=1" "workers_prefill_us>=1" \
       "workers_decode_us>=1" "stage_media.service_us>=1" "stage_encode.service_us>=1" \
       "stage_prefill.service_us>=1" "stage_decode.service_us>=1" "stage_prefill.queue<=0" "stage_decode.queue<=0" \
-      "slo.window>=$N" "slo.ttft_target_ms>=600000" "slo.ttft_p90_ms>=1" "slo.ttft_slack_ms>=1" \
+      "workers_encode_tokens>=1" "workers_prefill_tokens>=1" "stage_encode.token_us>=1" "stage_prefill.token_us>=1" \
+      "stage_media.token_us<=0" "slo.window>=$N" "slo.ttft_target_ms>=600000" "slo.ttft_p90_ms>=1" "slo.ttft_slack_ms>=1" \
       "slo.ttft_over_ms<=0" "slo.tpot_over_ms<=0" "slo.attained_pct>=100" || exit 1
     e2e_stop "$E2E_UP_PID"
     up media,encode,prefill,decode --router-args "--ttft-ms 1 --tpot-ms 1"

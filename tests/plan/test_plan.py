@@ -1,7 +1,9 @@
 #!/usr/bin/env python3
 """tests/plan/test_plan.py PLAN_PY — tools/plan/plan.py (ctest label roles): the split it picks
 follows the workload (image-heavy traffic gets encoders, long answers get decoders), more
-workers never plan less goodput, workers sharing GPUs plan what the GPUs can carry, `vidi stats` output gives the service times, and a bad
+workers never plan less goodput, workers sharing GPUs plan what the GPUs can carry, bigger
+media plan more encoders and longer prompts more prefill workers, a given arrival rate ranks
+the splits by their goodput at it, `vidi stats` output gives the service times, and a bad
 profile is refused with a message."""
 import json
 import os
@@ -71,6 +73,42 @@ check(e.get("attained", 1) < 0.5, f"one GPU over its capacity misses the targets
 r = run(dict(images, gpus=-1))
 check(r.returncode != 0 and "gpus" in r.stderr, f"bad gpus refused ({r.stderr.strip()})")
 
+# sizes and lengths: an item's vision tokens cost at encode (and prefill), a prompt's text tokens at
+# prefill; bigger images plan more encoders, longer prompts more prefill workers
+SIZED = {"media_us": 5000, "encode_us": 2000, "encode_token_us": 40, "prefill_us": 10000, "prefill_token_us": 20,
+         "decode_step_us": 5000, "decode_seq_us": 200}
+
+
+def sized(image_tokens, prompt_tokens):
+    return {"workers": 7, "targets": TARGETS, "service": SIZED,
+            "requests": [{"weight": 1, "images": 2, "image_tokens": image_tokens, "prompt_tokens": prompt_tokens,
+                          "output_tokens": 4}]}
+
+
+plans = {}
+for name, prof in (("small images", sized(100, 50)), ("big images", sized(1500, 50)),
+                   ("long prompts", sized(100, 3000))):
+    r = run(prof)
+    plans[name] = json.loads(r.stdout) if r.returncode == 0 else {"best": {}, "goodput_rps": 0}
+    print(f"     {name}:", plans[name]["best"], plans[name]["goodput_rps"], "req/s")
+check(plans["big images"]["best"].get("encode", 0) > plans["small images"]["best"].get("encode", 9),
+      "bigger images (vision tokens x encode_token_us) plan more encoders")
+check(plans["long prompts"]["best"].get("prefill", 0) > plans["small images"]["best"].get("prefill", 9),
+      "longer prompts (prompt_tokens x prefill_token_us) plan more prefill workers")
+check(plans["big images"]["goodput_rps"] < plans["small images"]["goodput_rps"], "bigger images plan less goodput")
+# an arrival rate: the splits ranked by their goodput at it, which the rate bounds
+cap = plans["small images"]["goodput_rps"]
+r = run(dict(sized(100, 50), rate=round(cap * 0.8, 3)))
+f = json.loads(r.stdout) if r.returncode == 0 else {}
+g = [x.get("goodput_at_rate_rps", -1) for x in f.get("splits", [])]
+check(r.returncode == 0 and g == sorted(g, reverse=True) and 0.85 * f["rate"] <= g[0] <= f["rate"],
+      f"a profile's rate ranks the splits by their goodput at it ({g[:3]} at {f.get('rate')} req/s)")
+for bad, want in ((dict(sized(100, 50), rate=-1), "rate"),
+                  ({**sized(100, 50), "requests": [{"images": 1, "image_tokens": -5}]}, "image_tokens"),
+                  ({**sized(100, 50), "service": dict(SIZED, encode_token_us="x")}, "encode_token_us")):
+    r = run(bad)
+    check(r.returncode != 0 and want in r.stderr, f"bad sizes refused ({r.stderr.strip()})")
+
 # the service times from a running router's `vidi stats`
 with tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False) as f:
     f.write("requests 12\nstage_media.service_us 60000\nstage_encode.service_us 80000\n"
@@ -78,6 +116,19 @@ with tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False) as f:
 r = run(dict(images, service={}), "--stats", f.name)
 d = json.loads(r.stdout) if r.returncode == 0 else {"best": {}}
 check(r.returncode == 0 and d["best"].get("encode", 0) >= 2, f"--stats: service times from vidi stats ({r.stderr.strip()})")
+# with the monitor's time per token (protocol 1.5) and a profile that gives its sizes, encode and
+# prefill cost per token: bigger images than the monitor saw plan more encoders
+with open(f.name, "a") as g:
+    g.write("stage_encode.token_us 300\nstage_prefill.token_us 10\n")
+tok = {}
+for it in (100, 2000):
+    r = run(sized(it, 50), "--stats", f.name)
+    tok[it] = json.loads(r.stdout)["best"] if r.returncode == 0 else {}
+    check(r.returncode == 0 and "per token" in r.stderr, f"--stats per token with sizes ({r.stderr.strip()})")
+print("     --stats per token, images of 100 / 2000 tokens:", tok[100], tok[2000])
+check(tok[2000].get("encode", 0) > tok[100].get("encode", 9), "per token: bigger images plan more encoders")
+r = run(dict(images, service={}), "--stats", f.name)
+check(r.returncode == 0 and "per item" in r.stderr, f"--stats without sizes: per item ({r.stderr.strip()})")
 with open(f.name, "w") as g:
     g.write("requests 0\n")
 r = run(images, "--stats", f.name)

@@ -1,26 +1,46 @@
 #!/usr/bin/env python3
 """tools/plan/plan.py — the initial media / encode / prefill / decode split of N workers.
 
-    python3 tools/plan/plan.py PROFILE.json [--workers N] [--gpus G] [--stats FILE] [--json]
+    python3 tools/plan/plan.py PROFILE.json [--workers N] [--gpus G] [--rate R] [--stats FILE] [--json]
     python3 tools/plan/plan.py PROFILE.json --split M,E,P,D [--rate R]   # one split's goodput
 
 Picks, among every split of N single-role workers with at least one per stage, the one with
 the highest goodput: the largest arrival rate at which at least --attain (0.9) of the requests
-meet both latency targets, found by simulating the pipeline (below) at rates halved and bisected
-until the bracket is within 2 %.
+meet both latency targets (the split's capacity), found by simulating the pipeline (below) at
+rates halved and bisected until the bracket is within 2 % or, for a workload of a given arrival
+rate, the most requests a second within both targets at that rate.
 
 PROFILE (JSON):
     { "workers": 6,
       "gpus": 2,                             # optional: the workers share 2 GPUs (below)
       "targets": { "ttft_ms": 2000, "tpot_ms": 100 },
-      "requests": [ { "weight": 3, "images": 1, "videos": 0, "output_tokens": 8 }, ... ],
+      "rate": 4.0,                           # optional: the arrival rate (requests/s), below
+      "requests": [ { "weight": 3, "images": 1, "videos": 0, "output_tokens": 8,
+                      "image_tokens": 300,   # optional: each image's size in vision tokens
+                      "video_tokens": 1200,  # optional: each video's (all its frames)
+                      "prompt_tokens": 40 }, # optional: the prompt's text tokens
+                    ... ],
       "service": { "media_us": 60000,        # per media item (decode + sample frames)
                    "encode_us": 5000,        # per media item through the vision tower
                    "prefill_us": 300000,     # per prompt
                    "decode_step_us": 2000,   # one decode step of a worker ...
-                   "decode_seq_us": 100 } }  # ... plus this per sequence in the step
+                   "decode_seq_us": 100,     # ... plus this per sequence in the step
+                   "media_token_us": 0,      # optional, each: plus this per vision token of an item
+                   "encode_token_us": 20,    #   (media, encode) or per token of the prompt,
+                   "prefill_token_us": 50 } }#   vision tokens included (prefill)
+Sizes and lengths: an item costs media_us + media_token_us x its tokens at the media stage and
+encode_us + encode_token_us x its tokens at encode; a prompt costs prefill_us +
+prefill_token_us x (its text tokens + its items' vision tokens). Without the per-token times
+(the load monitor measures per item and per prompt, on the workload it served) the sizes change
+nothing. With "rate" (or --rate) the splits are ranked by their goodput at that rate (rate x the
+share within both targets; their capacity breaks ties); without, by their capacity: the largest
+rate at which --attain of the requests meet both targets.
 --stats FILE takes the service times from a running router's `vidi stats` output instead
-(stage_<role>.service_us; decode's time per token is used for the step, per sequence 0).
+(stage_<role>.service_us; decode's time per token is used for the step, per sequence 0). Where
+the output has encode's and prefill's time per token (stage_<role>.token_us) and every request
+kind gives its sizes (image_tokens, video_tokens, prompt_tokens), those two stages cost per
+token (encode_us and prefill_us 0): the work follows the profile's sizes, not the sizes of the
+workload the monitor saw.
 
 The simulation (deterministic: a fixed seed). Poisson arrivals, 1500 requests, the request
 kinds drawn by weight. A request's media items go to the media workers, then to the encode
@@ -66,8 +86,32 @@ def load_stats(path):
         if not v:
             sys.exit(f"plan: {path} has no stage_{st}.service_us (a router that has served requests)")
         s[st] = v
-    return {"media_us": s["media"], "encode_us": s["encode"], "prefill_us": s["prefill"],
-            "decode_step_us": s["decode"], "decode_seq_us": 0}
+    out = {"media_us": s["media"], "encode_us": s["encode"], "prefill_us": s["prefill"],
+           "decode_step_us": s["decode"], "decode_seq_us": 0}
+    for st in ("encode", "prefill"):  # time per token (protocol 1.5), where the monitor has it
+        if vals.get(f"stage_{st}.token_us"):
+            out[f"{st}_token_us"] = vals[f"stage_{st}.token_us"]
+    return out
+
+
+def sizes_given(p):
+    """Whether every request kind gives the size of each of its items and its prompt's length."""
+    return all((not k.get("images") or k.get("image_tokens", 0) > 0) and
+               (not k.get("videos") or k.get("video_tokens", 0) > 0) and k.get("prompt_tokens", 0) > 0
+               for k in p["requests"])
+
+
+def per_token(p):
+    """Service times from the monitor: per token for encode and prefill when the monitor has their
+    time per token and the profile gives every size (the work then follows the sizes), else per
+    item and per prompt as measured (the sizes of the workload it served)."""
+    sv = p["service"]
+    if sizes_given(p) and sv.get("encode_token_us") and sv.get("prefill_token_us"):
+        sv["encode_us"] = sv["prefill_us"] = 0
+        return True
+    sv.pop("encode_token_us", None)
+    sv.pop("prefill_token_us", None)
+    return False
 
 
 def check_profile(p):
@@ -76,12 +120,38 @@ def check_profile(p):
             sys.exit(f"plan: the profile has no '{k}'")
     if not p["requests"] or any(r.get("weight", 1) <= 0 or r.get("output_tokens", 1) < 1 for r in p["requests"]):
         sys.exit("plan: every request kind needs a positive weight and output_tokens >= 1")
+    sv = p["service"]
     for k in ("media_us", "encode_us", "prefill_us", "decode_step_us"):
-        if not p["service"].get(k, 0) > 0:
-            sys.exit(f"plan: service.{k} must be positive")
+        if not (sv.get(k, 0) > 0 or (k in ("encode_us", "prefill_us") and sv.get(k, 0) == 0 and
+                                     sv.get(k.replace("_us", "_token_us"), 0) > 0)):
+            sys.exit(f"plan: service.{k} must be positive (or 0 with a positive {k.replace('_us', '_token_us')})")
     g = p.get("gpus", 0)
     if not isinstance(g, int) or not 0 <= g <= 64:
         sys.exit("plan: gpus must be a whole number from 0 (a GPU per worker) to 64")
+    r = p.get("rate", 0)
+    if not isinstance(r, (int, float)) or not 0 <= r <= 1e5:
+        sys.exit("plan: rate must be a number of requests a second from 0 (none) to 100000")
+    for k in p["requests"]:
+        for f in ("images", "videos", "image_tokens", "video_tokens", "prompt_tokens"):
+            if not isinstance(k.get(f, 0), int) or not 0 <= k.get(f, 0) <= 1 << 20:
+                sys.exit(f"plan: a request kind's {f} must be a whole number from 0 to {1 << 20}")
+    for f in ("media_token_us", "encode_token_us", "prefill_token_us", "decode_seq_us"):
+        if not isinstance(p["service"].get(f, 0), (int, float)) or p["service"].get(f, 0) < 0:
+            sys.exit(f"plan: service.{f} must be a number >= 0")
+
+
+def costs(p):
+    """Each request kind's work (seconds): its items' media and encode times and its prompt's
+    prefill time, from the service times and the kind's sizes."""
+    sv = p["service"]
+    out = []
+    for k in p["requests"]:
+        toks = [k.get("image_tokens", 0)] * k.get("images", 0) + [k.get("video_tokens", 0)] * k.get("videos", 0)
+        media = [(sv["media_us"] + sv.get("media_token_us", 0) * t) / 1e6 for t in toks]
+        enc = [(sv["encode_us"] + sv.get("encode_token_us", 0) * t) / 1e6 for t in toks]
+        pre = (sv["prefill_us"] + sv.get("prefill_token_us", 0) * (k.get("prompt_tokens", 0) + sum(toks))) / 1e6
+        out.append((media, enc, pre))
+    return out
 
 
 def simulate(p, split, rate, n=1500, seed=1):
@@ -90,6 +160,7 @@ def simulate(p, split, rate, n=1500, seed=1):
     rng = random.Random(seed)
     kinds = p["requests"]
     weights = [k.get("weight", 1) for k in kinds]
+    cost = costs(p)
     sv = p["service"]
     tt, tp = p["targets"]["ttft_ms"] / 1e3, p["targets"]["tpot_ms"] / 1e3
     free = [[0.0] * split[i] for i in range(3)]  # media, encode, prefill: when each worker is free
@@ -97,20 +168,20 @@ def simulate(p, split, rate, n=1500, seed=1):
     firsts = []  # (time of the first token, tokens left, request index)
     for i in range(n):
         t += rng.expovariate(rate)
-        k = rng.choices(kinds, weights)[0]
-        items = k.get("images", 0) + k.get("videos", 0)
+        ki = rng.choices(range(len(kinds)), weights)[0]
+        k, (media, enc, pre) = kinds[ki], cost[ki]
         ready = t
-        for s, per in ((0, sv["media_us"]), (1, sv["encode_us"])):
+        for s, durs in ((0, media), (1, enc)):
             done = ready
-            for _ in range(items):
+            for d in durs:
                 w = min(range(len(free[s])), key=free[s].__getitem__)
                 start = max(free[s][w], ready)
-                free[s][w] = start + per / 1e6
+                free[s][w] = start + d
                 done = max(done, free[s][w])
             ready = done
         w = min(range(len(free[2])), key=free[2].__getitem__)
         start = max(free[2][w], ready)
-        free[2][w] = start + sv["prefill_us"] / 1e6
+        free[2][w] = start + pre
         firsts.append((free[2][w], k.get("output_tokens", 1) - 1, i, t))
     # decode: sequences go to the decode workers in turn as their first tokens come; each worker
     # steps every sequence it holds together
@@ -151,29 +222,30 @@ def simulate_shared(p, split, rate, gpus, n=1500, seed=1):
     rng = random.Random(seed)
     kinds = p["requests"]
     weights = [k.get("weight", 1) for k in kinds]
+    cost = costs(p)
     sv = p["service"]
     tt, tp = p["targets"]["ttft_ms"] / 1e3, p["targets"]["tpot_ms"] / 1e3
     step, per_seq = sv["decode_step_us"] / 1e6, sv.get("decode_seq_us", 0) / 1e6
-    per = (sv["media_us"] / 1e6, sv["encode_us"] / 1e6, sv["prefill_us"] / 1e6)
     stage = [st for st in range(4) for _ in range(split[st])]  # worker -> stage
     gpu = [None if stage[w] == 0 else w % gpus for w in range(len(stage))]
     gpu_busy = [False] * gpus
     gpu_wait = [[] for _ in range(gpus)]  # FCFS: (worker, duration)
-    queue = ([], [], [])  # media and encode: request index per item; prefill: request index
+    queue = ([], [], [])  # (request, item, seconds): media and encode an item each, prefill a prompt
     qhead = [0, 0, 0]
     busy = [False] * len(stage)
-    job = [None] * len(stage)
+    job, item = [None] * len(stage), [0] * len(stage)  # each worker's request and item
     dec_workers = [w for w in range(len(stage)) if stage[w] == 3]
     pending = {w: [] for w in dec_workers}  # sequences given a first token, not yet stepping
     active = {w: [] for w in dec_workers}
-    arrival, left_items, tokens, first = [0.0] * n, [0] * n, [0] * n, [0.0] * n
+    arrival, left_items, tokens, first, kind_of = [0.0] * n, [0] * n, [0] * n, [0.0] * n, [0] * n
     ttft, tpot = {}, {}
     events, seq = [], itertools.count()
     t = 0.0
     for i in range(n):
         t += rng.expovariate(rate)
-        k = rng.choices(kinds, weights)[0]
-        arrival[i], left_items[i], tokens[i] = t, k.get("images", 0) + k.get("videos", 0), k.get("output_tokens", 1)
+        ki = rng.choices(range(len(kinds)), weights)[0]
+        kind_of[i], arrival[i], left_items[i] = ki, t, len(cost[ki][0])
+        tokens[i] = kinds[ki].get("output_tokens", 1)
         heapq.heappush(events, (t, next(seq), "arrive", i))
     rr = itertools.count()
 
@@ -196,9 +268,9 @@ def simulate_shared(p, split, rate, gpus, n=1500, seed=1):
             st = stage[w]
             if st < 3:
                 if qhead[st] < len(queue[st]):
-                    job[w] = queue[st][qhead[st]]
+                    job[w], item[w], dur = queue[st][qhead[st]]
                     qhead[st] += 1
-                    run(w, per[st], now)
+                    run(w, dur, now)
             else:
                 active[w].extend(pending[w])
                 pending[w].clear()
@@ -209,9 +281,9 @@ def simulate_shared(p, split, rate, gpus, n=1500, seed=1):
         now, _, kind, x = heapq.heappop(events)
         if kind == "arrive":
             if left_items[x]:
-                queue[0].extend([x] * left_items[x])
+                queue[0].extend((x, j, d) for j, d in enumerate(cost[kind_of[x]][0]))
             else:
-                queue[2].append(x)
+                queue[2].append((x, -1, cost[kind_of[x]][2]))
         else:
             w = x
             busy[w] = False
@@ -224,11 +296,11 @@ def simulate_shared(p, split, rate, gpus, n=1500, seed=1):
                     gpu_busy[g] = False
             st, i = stage[w], job[w]
             if st == 0:
-                queue[1].append(i)
+                queue[1].append((i, item[w], cost[kind_of[i]][1][item[w]]))
             elif st == 1:
                 left_items[i] -= 1
                 if left_items[i] == 0:
-                    queue[2].append(i)
+                    queue[2].append((i, -1, cost[kind_of[i]][2]))
             elif st == 2:
                 ttft[i], first[i] = now - arrival[i], now
                 if tokens[i] <= 1:
@@ -287,9 +359,15 @@ def splits(n):
         yield (a, b - a, c - b, n - c)
 
 
-def plan(p, n, attain=0.9):
-    rows = [(goodput(p, s, attain), s) for s in splits(n)]
-    rows.sort(key=lambda x: (-x[0], x[1]))
+def plan(p, n, attain=0.9, rate=0.0):
+    """Every split of n workers as (its goodput at `rate`, its capacity, the split), the best
+    first: by the goodput at the rate (rate x the share within both targets) when a rate is
+    given, then by capacity (the largest rate with `attain` of the requests within both)."""
+    rows = []
+    for s in splits(n):
+        cap = goodput(p, s, attain)
+        rows.append((rate * attained(p, s, rate) if rate > 0 else cap, cap, s))
+    rows.sort(key=lambda x: (-x[0], -x[1], x[2]))
     return rows
 
 
@@ -303,15 +381,21 @@ def main(argv=None):
     ap.add_argument("--attain", type=float, default=0.9)
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--split", default=None, help="M,E,P,D: only this split's goodput (and attainment at --rate)")
-    ap.add_argument("--rate", type=float, default=0.0, help="with --split: also the attainment at this rate")
+    ap.add_argument("--rate", type=float, default=-1.0, help="the arrival rate (requests/s; default: the profile's "
+                    "\"rate\", else none): splits ranked by their goodput at it; with --split its attainment there")
     a = ap.parse_args(argv)
     with open(a.profile, encoding="utf-8") as f:
         p = json.load(f)
     if a.stats:
         p["service"] = load_stats(a.stats)
+        print("plan: service times from " + a.stats + (": encode and prefill per token (the profile's sizes)"
+              if per_token(p) else ": per item and per prompt"), file=sys.stderr)
     if a.gpus >= 0:
         p["gpus"] = a.gpus
+    if a.rate >= 0:
+        p["rate"] = a.rate
     check_profile(p)
+    rate = p.get("rate", 0)
     n = a.workers or p.get("workers", 0)
     if not 4 <= n <= 16:
         sys.exit("plan: 4 to 16 workers (one per stage at least)")
@@ -323,19 +407,24 @@ def main(argv=None):
         if len(sp) != 4 or min(sp) < 1:
             sys.exit(f"plan: --split {a.split}: four positive worker counts, media,encode,prefill,decode")
         out = {"split": dict(zip(STAGES, sp)), "goodput_rps": round(goodput(p, sp, a.attain), 4)}
-        if a.rate > 0:
-            out["rate"] = a.rate
-            out["attained"] = round(attained(p, sp, a.rate), 4)
+        if rate > 0:
+            out["rate"] = rate
+            out["attained"] = round(attained(p, sp, rate), 4)
         print(json.dumps(out))
         return
-    rows = plan(p, n, a.attain)
+    rows = plan(p, n, a.attain, rate)
     if a.json:
-        print(json.dumps({"best": dict(zip(STAGES, rows[0][1])), "goodput_rps": round(rows[0][0], 4),
-                          "splits": [{"split": dict(zip(STAGES, s)), "goodput_rps": round(g, 4)} for g, s in rows]}))
+        out = {"best": dict(zip(STAGES, rows[0][2])), "goodput_rps": round(rows[0][1], 4)}
+        if rate > 0:
+            out.update(rate=rate, goodput_at_rate_rps=round(rows[0][0], 4))
+        out["splits"] = [dict({"split": dict(zip(STAGES, s)), "goodput_rps": round(c, 4)},
+                              **({"goodput_at_rate_rps": round(g, 4)} if rate > 0 else {})) for g, c, s in rows]
+        print(json.dumps(out))
         return
-    print(f"{'media':>5} {'encode':>6} {'prefill':>7} {'decode':>6}  goodput (req/s at {a.attain:.0%} within targets)")
-    for g, s in rows[:10]:
-        print(f"{s[0]:5d} {s[1]:6d} {s[2]:7d} {s[3]:6d}  {g:.3f}")
+    at = f"  goodput at {rate:g} req/s" if rate > 0 else ""
+    print(f"{'media':>5} {'encode':>6} {'prefill':>7} {'decode':>6}  capacity (req/s with {a.attain:.0%} within targets){at}")
+    for g, c, s in rows[:10]:
+        print(f"{s[0]:5d} {s[1]:6d} {s[2]:7d} {s[3]:6d}  {c:.3f}" + (f"  {g:.3f}" if rate > 0 else ""))
 
 
 if __name__ == "__main__":

@@ -209,6 +209,7 @@ typedef struct worker {
     vidi_sparse_config *sparse;
     uint64_t n_sparse_prefills, sparse_pairs, sparse_dense_pairs, sparse_us, sparse_dense_layers;
     /* counters */
+    uint64_t n_encode_tokens, n_prefill_tokens; /* vision tokens encoded; prompt tokens prefilled (vision ones too) */
     uint64_t n_media, n_encode, n_encode_batches, n_encode_cached, n_prefill, n_decode_in, n_tokens, n_errors,
         n_bad_msgs;
     /* time in each stage's work (media, encode, prefill with the embeddings, decode), and the work in
@@ -1032,6 +1033,7 @@ static void s_encode_batch(worker *w, vidi_msg *const *msgs, const req_id *rids,
         }
         w->n_encode += (uint64_t)n;
         w->n_encode_batches++;
+        for (int i = 0; i < n; i++) w->n_encode_tokens += (uint64_t)items[i].rows_out;
         int64_t row = 0;
         for (int i = 0; i < n; i++) {
             enc_item *e = &items[i];
@@ -1444,6 +1446,7 @@ static void s_run_prefill(worker *w, pend *p) {
         return;
     }
     w->n_prefill++;
+    w->n_prefill_tokens += (uint64_t)n_ids;
     s_send_tokens(w, r.req, r.attempt, 0, pr.first_token);
     vidi_decode_params dp = s_decode_params(&p->samp);
     vidi_decode_state st = vidi_decode_check(&w->m->cfg, &dp, pr.first_token, 1);
@@ -1840,6 +1843,8 @@ static void s_on_stats(worker *w) {
     KV("encode_batches", w->n_encode_batches);
     KV("encode_cached", w->n_encode_cached);
     KV("prefill", w->n_prefill);
+    KV("encode_tokens", w->n_encode_tokens);
+    KV("prefill_tokens", w->n_prefill_tokens);
     KV("decode_in", w->n_decode_in);
     KV("decode_moved", w->n_moved);
     KV("tokens", w->n_tokens);
