@@ -117,7 +117,7 @@ static struct {
     uint64_t running, waiting, roles[4];
     uint64_t spec[4];     /* workers_spec_steps, _proposed, _accepted, _emitted */
     uint64_t spec_at[2][16]; /* workers_spec_proposed_at_I, workers_spec_accepted_at_I */
-    uint64_t stage[4][5]; /* the load monitor: stage_<role>.{workers, queue, busy_pct, service_us, draining} */
+    uint64_t stage[4][6]; /* the load monitor: stage_<role>.{workers, queue, busy_pct, service_us, draining, token_us} */
     uint64_t sw[4];       /* role switching: switches, switches_aborted, switch_ms_last, switch_ms_max */
     uint64_t slo[11];     /* slo.<k_slo_fields> */
     int64_t router_seen_ns;
@@ -171,7 +171,7 @@ static void s_metrics_end(req_metrics *rm, const vidi_client_event *done) {
     pthread_mutex_unlock(&g_m.mu);
 }
 
-static const char *const k_stage_fields[5] = {"workers", "queue", "busy_pct", "service_us", "draining"};
+static const char *const k_stage_fields[6] = {"workers", "queue", "busy_pct", "service_us", "draining", "token_us"};
 static const char *const k_sw_fields[4] = {"switches", "switches_aborted", "switch_ms_last", "switch_ms_max"};
 static const char *const k_slo_fields[11] = {"ttft_target_ms", "tpot_target_ms", "window", "ttft_p90_ms",
                                              "tpot_p90_ms", "queue_p90_ms", "ttft_slack_ms", "tpot_slack_ms",
@@ -185,7 +185,7 @@ static void s_monitor_value(const char *name, uint64_t v) {
         char pre[32];
         int n = snprintf(pre, sizeof pre, "stage_%s.", k_stage_names[k]);
         if (strncmp(name, pre, (size_t)n)) continue;
-        for (int f = 0; f < 5; f++)
+        for (int f = 0; f < 6; f++)
             if (!strcmp(name + n, k_stage_fields[f])) g_m.stage[k][f] = v;
     }
     for (int f = 0; f < 4; f++)
@@ -330,16 +330,18 @@ static char *s_metrics_text(void) {
                           g_m.spec_at[k][p]);
     }
     /* the router's load monitor (PROTOCOL.md §5.2: stage_<role>, slo) */
-    static const char *const st_name[5] = {"vidi_stage_workers", "vidi_stage_queue", "vidi_stage_busy_ratio",
-                                           "vidi_stage_service_seconds", "vidi_stage_draining"};
-    static const char *const st_help[5] = {
+    static const char *const st_name[6] = {"vidi_stage_workers", "vidi_stage_queue", "vidi_stage_busy_ratio",
+                                           "vidi_stage_service_seconds", "vidi_stage_draining",
+                                           "vidi_stage_token_seconds"};
+    static const char *const st_help[6] = {
         "Live workers holding the stage's role and taking work (not draining for a role switch).",
         "Requests waiting for the stage at the router plus the work its workers report queued.",
         "The stage's share of its workers' time over the last second.",
         "Recent time per unit of the stage's work (media item, encoded item, prefilled prompt, decoded token).",
-        "Workers holding the stage's role that drain for a role switch."};
-    static const double st_scale[5] = {1.0, 1.0, 0.01, 1e-6, 1.0};
-    for (int f = 0; f < 5; f++) {
+        "Workers holding the stage's role that drain for a role switch.",
+        "Encode and prefill: recent time per token of the work (vision token made, prompt token taken); 0 else."};
+    static const double st_scale[6] = {1.0, 1.0, 0.01, 1e-6, 1.0, 1e-6};
+    for (int f = 0; f < 6; f++) {
         sb_printf(&b, "# HELP %s %s\n# TYPE %s gauge\n", st_name[f], st_help[f], st_name[f]);
         for (int k = 0; k < 4; k++)
             sb_printf(&b, "%s{model_name=\"%s\",stage=\"%s\"} %.6g\n", st_name[f], m, k_stage_names[k],
