@@ -196,6 +196,12 @@ typedef struct router {
     int sw_streak, sw_starved, sw_slack;  /* the policy's looks in a row at the same pair */
     int sw_prev_from, sw_prev_to;         /* the last switch by load: the stages it took from and gave to */
     int64_t sw_said_ms;                   /* when the policy last said a starved stage found no giver */
+    /* a move to decode for TPOT, judged by its effect (s_switch_judge) */
+    int sw_judge_wi;                      /* the worker moved (-1: none) */
+    uint64_t sw_judge_tpot;               /* TPOT's p90 (ms) when the move was chosen */
+    int64_t sw_judge_due;                 /* when to judge it (0: the switch has not ended yet) */
+    int64_t sw_tpot_off_until;            /* TPOT alone makes decode starved again from then */
+    uint64_t c_switch_unhelpful;
 } router;
 
 static void s_log(router *r, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -282,6 +288,7 @@ static void s_worker_lost(router *r, int wi, const char *why) {
     fprintf(stderr, "router: worker %s lost (%s)\n", w->name, why);
     r->c_workers_lost++;
     if (w->draining) r->c_switch_aborted++;
+    if (wi == r->sw_judge_wi) r->sw_judge_wi = -1; /* no move to judge */
     w->used = 0;
     s_dir_forget(r, wi);
     for (int i = 0; i < r->n_reqs_cap; i++) {
@@ -926,7 +933,7 @@ static void s_on_stats_client(router *r, const vidi_msg *m) {
     int n_workers = 0, active = 0, running = 0;
     for (int i = 0; i < MAX_WORKERS; i++) n_workers += r->workers[i].used;
     for (int i = 0; i < r->n_reqs_cap; i++) active += r->reqs[i].used, running += r->reqs[i].used && r->reqs[i].running;
-    msgpack_pack_map(&o.pk, (size_t)(16 + 7 + WK_STATS + 5 + 2));
+    msgpack_pack_map(&o.pk, (size_t)(16 + 8 + WK_STATS + 5 + 2));
 #define KV(k, v)                                                                                                      \
     do {                                                                                                              \
         vidi_mp_pack_cstr(&o.pk, k);                                                                                  \
@@ -949,6 +956,7 @@ static void s_on_stats_client(router *r, const vidi_msg *m) {
     KV("workers", n_workers);
     KV("switches", r->c_switches);
     KV("switches_aborted", r->c_switch_aborted);
+    KV("switches_unhelpful", r->c_switch_unhelpful);
     KV("switch_ms_last", r->sw_last_ms);
     KV("switch_ms_max", r->sw_max_ms);
     KV("switch_role_ms_last", r->sw_role_last_ms);
@@ -1602,8 +1610,13 @@ static void s_switch_done(router *r, int wi, int mask) {
         r->sw_role_last_ms = (uint64_t)(now - w->role_ms);
         if (r->sw_last_ms > r->sw_max_ms) r->sw_max_ms = r->sw_last_ms;
         if (r->sw_role_last_ms > r->sw_role_max_ms) r->sw_role_max_ms = r->sw_role_last_ms;
+        if (wi == r->sw_judge_wi) {
+            int64_t after = 4 * (int64_t)r->cfg->switch_ms;
+            r->sw_judge_due = now + (after > 2000 ? after : 2000);
+        }
     } else {
         r->c_switch_aborted++;
+        if (wi == r->sw_judge_wi) r->sw_judge_wi = -1;
     }
     if (!(mask & ROLE_ENCODE)) s_dir_forget(r, wi); /* its cache entries are gone with the role */
     char b[64];
@@ -1651,6 +1664,26 @@ static int64_t s_backlog_ms(const router *r, int k) {
     return t < cap ? t : cap;
 }
 
+/* A move to decode made for TPOT alone, judged once its time has come: when TPOT's p90 is
+ * still over the target and not a fifth lower than when the move was chosen, TPOT alone does
+ * not make decode starved for 20 x switch_ms (10 s at least). PROTOCOL.md §5.6. */
+static void s_switch_judge(router *r, int64_t now) {
+    if (r->sw_judge_wi < 0 || !r->sw_judge_due || now < r->sw_judge_due) return;
+    uint64_t p90 = r->n_slo ? s_slo_p90(r, 1) : 0;
+    if (p90 > (uint64_t)r->cfg->tpot_ms && p90 * 5 > r->sw_judge_tpot * 4) {
+        int64_t off = 20 * (int64_t)r->cfg->switch_ms;
+        if (off < 10000) off = 10000;
+        r->sw_tpot_off_until = now + off;
+        r->c_switch_unhelpful++;
+        fprintf(stderr,
+                "router: worker %s: decoding did not lower TPOT's p90 (%llu ms, %llu before); TPOT alone moves "
+                "no worker to decode for %lld s\n",
+                r->workers[r->sw_judge_wi].name, (unsigned long long)p90, (unsigned long long)r->sw_judge_tpot,
+                (long long)(off / 1000));
+    }
+    r->sw_judge_wi = -1;
+}
+
 /* Every switch_ms, over the window since the look before: the starved
  * stage (the most utilised of those at switch_hi or more while work waits for
  * them: queue x time per unit over the workers at least s_backlog_ms, for
@@ -1670,6 +1703,7 @@ static void s_switch_policy(router *r, int64_t now) {
     r->sw_next_ms = now + r->cfg->switch_ms;
     for (int i = 0; i < MAX_WORKERS; i++)
         if (r->workers[i].used) s_switch_sample(&r->workers[i]);
+    s_switch_judge(r, now);
     if (s_n_draining(r)) return;
     if (now < r->sw_cool_until) {
         r->sw_streak = 0;
@@ -1684,13 +1718,16 @@ static void s_switch_policy(router *r, int64_t now) {
         if (n[k]) wait_ms[k] = (int64_t)((double)queue[k] * r->service_us[k] / n[k] / 1000.0);
     int ttft_over = r->n_slo && s_slo_p90(r, 0) > (uint64_t)r->cfg->ttft_ms;
     int tpot_over = r->n_slo && s_slo_p90(r, 1) > (uint64_t)r->cfg->tpot_ms;
-    int starved = -1, slack = -1, mover = -1;
+    int starved = -1, slack = -1, mover = -1, by_tpot = 0;
     for (int k = 0; k < 4; k++) {
         if (!n[k]) continue;
         int waits = wait_ms[k] >= s_backlog_ms(r, k);
-        int hot = (util[k] >= r->cfg->switch_hi && waits) ||
-                  (util[k] >= r->cfg->switch_lo && (k < 3 ? ttft_over && waits : tpot_over));
-        if (hot && (starved < 0 || util[k] > util[starved])) starved = k;
+        int by_wait = util[k] >= r->cfg->switch_hi && waits;
+        /* TPOT alone: not while the last such move waits for its judgement, nor after an unhelpful one */
+        int tpot = k == 3 && util[k] >= r->cfg->switch_lo && tpot_over && r->sw_judge_wi < 0 &&
+                   now >= r->sw_tpot_off_until;
+        int hot = by_wait || (util[k] >= r->cfg->switch_lo && k < 3 && ttft_over && waits) || tpot;
+        if (hot && (starved < 0 || util[k] > util[starved])) starved = k, by_tpot = !by_wait && tpot;
     }
     char buf[128];
     int share = 0;
@@ -1745,6 +1782,8 @@ static void s_switch_policy(router *r, int64_t now) {
              k_roles[starved], util[starved], n[starved], (long long)wait_ms[starved], k_roles[slack], util[slack],
              n[slack], share ? ", kept" : "");
     int keep = share ? r->workers[mover].roles : r->workers[mover].roles & ~(1 << slack);
+    if (starved == 3 && by_tpot) /* judged by its effect once it has ended (s_switch_judge) */
+        r->sw_judge_wi = mover, r->sw_judge_tpot = s_slo_p90(r, 1), r->sw_judge_due = 0;
     s_switch_begin(r, mover, keep | (1 << starved), buf);
 }
 
@@ -1857,6 +1896,7 @@ vidi_status vidi_router_run(const vidi_router_config *cfg, volatile sig_atomic_t
     VIDI_CHECK(r->reqs && r->dir, err, VIDI_ERR_NOMEM, "router: out of memory");
     r->rng = (uint64_t)time(NULL) ^ ((uint64_t)getpid() << 32);
     r->sw_prev_from = r->sw_prev_to = -1;
+    r->sw_judge_wi = -1;
     for (int k = 0; k < 4; k++) {
         r->stage_tokens_at[k] = -1;
         for (int i = 0; i < WK_STATS; i++) {

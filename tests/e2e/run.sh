@@ -45,6 +45,12 @@
 #                workers take starved roles besides their own (more roles than workers; a
 #                stage of one worker gives by keeping its role), nothing lost, every answer
 #                right, no stage ever without a worker
+#   roles-judge  a move to decode for TPOT judged by its effect (label roles): every process
+#                on one core, a TPOT target no decoder meets (1 ms) under questions without
+#                media 2 at a time; encoders move to decode, one such move is found unhelpful
+#                (`switches_unhelpful`; TPOT's p90 is whole milliseconds, so a first move may
+#                pass by one), and for the next 8 s no other worker moves to decode; nothing
+#                lost, every answer right
 #   roles-forced forced switches (`vidi role --wait`) while 60 image and video questions
 #                and 600 questions without media run (decoders of 2 sequences a step, so
 #                that sequences wait there; speculating with the draft model): a decode
@@ -268,6 +274,32 @@ case $CASE in
     [ "$roles" -ge 5 ] || exit 1
     grep -q 'router: worker .*switching from .* over 1, kept)' "$RUN/up.log" || exit 1
     "$CLIENT" "$FRONT" stats "switches>=1" ;;
+  roles-judge)
+    text_expected
+    # every process on one core: a second decoder adds no compute, it only takes turns with the
+    # first (as decoders sharing a GPU with prefill do), so the move cannot lower TPOT
+    taskset -cp 0 $$ >/dev/null || exit 1
+    up media,encode,encode,encode,prefill,decode --heartbeat-ms 250 \
+      --router-args "--switch-ms 500 --switch-windows 2 --switch-cooldown-ms 1000 --ttft-ms 600000 --tpot-ms 1"
+    "$CLIENT" "$FRONT" load 1500 2 "$RUN/text.tsv" "$EXAMPLES" "$RUN/text_expected.tsv" 300 >"$RUN/load.txt" &
+    LOAD=$!
+    e2e_bg $LOAD
+    stat() { "$VIDI" stats --router "$FRONT" | awk -v k="$1" '$1 == k { print $2 }'; }
+    for _ in $(seq 1 200); do [ "$(stat switches_unhelpful)" = 1 ] && break; sleep 0.2; done
+    kill -0 $LOAD 2>/dev/null || { echo "roles-judge: the load ended before a move was judged"
+                                   "$VIDI" stats --router "$FRONT" | grep -E '^(switch|stage_|slo)' | tr '\n' ' '
+                                   grep -E 'router: (worker|decode)' "$RUN/up.log"; exit 1; }
+    [ "$(stat switches_unhelpful)" = 1 ] || { grep -E 'router: worker' "$RUN/up.log"; exit 1; }
+    d0=$(stat switched_to.decode)
+    sleep 8
+    d1=$(stat switched_to.decode)
+    kill -0 $LOAD 2>/dev/null || { echo "roles-judge: the load ended within the 8 s"; exit 1; }
+    wait $LOAD || { cat "$RUN/load.txt"; exit 1; }
+    tail -1 "$RUN/load.txt"
+    grep -E 'router: worker .*(switch|decoding did not)' "$RUN/up.log"
+    grep -q ' errors=0 ' "$RUN/load.txt" || { echo "e2e: requests failed"; exit 1; }
+    echo "roles-judge: moves to decode when judged: $d0, 8 s later: $d1"
+    [ "$d0" -ge 1 ] && [ "$d1" = "$d0" ] || exit 1 ;;
   roles-forced)
     expected
     text_expected
