@@ -54,9 +54,9 @@ run() {
   local out
   out=$("$LOADGEN" "$FRONT" examples "alt:$PHASE:$TEXT_RATE" "$RATE" "$DURATION" "$TTFT_MS" "$TPOT_MS" 7 "$MEDIA_MAX" "$TEXT_MAX") || { cat "$log"; exit 1; }
   local sw
-  sw=$("$VIDI" stats --router "$FRONT" | awk '/^(switches|switches_aborted|switch_ms_max|switch_role_ms_max) /{ printf "%s\"%s\": %s", n++ ? ", " : "", $1, $2 }')
+  sw=$("$VIDI" stats --router "$FRONT" | awk '/^(switches|switches_aborted|switches_unhelpful|switch_ms_max|switch_role_ms_max) /{ printf "%s\"%s\": %s", n++ ? ", " : "", $1, $2 }')
   stop_up
-  grep -E 'router: worker .*(switching|switched|refused|abandoned)' "$log" >"$RAW/switches-${name//[^a-z0-9]/_}.log" || rm -f "$RAW/switches-${name//[^a-z0-9]/_}.log"
+  grep -E 'router: worker .*(switching|switched|refused|abandoned|did not lower)' "$log" >"$RAW/switches-${name//[^a-z0-9]/_}.log" || rm -f "$RAW/switches-${name//[^a-z0-9]/_}.log"
   echo "$name ($workers): $out {$sw}"
   python3 -c "import json,sys; d=json.loads(sys.argv[3]); d.update(json.loads('{'+sys.argv[4]+'}')); d['config']=sys.argv[1]; d['workers']=sys.argv[2]; print(json.dumps(d))" \
     "$name" "$workers" "$out" "$sw" >>"$RAW/lines.jsonl"
@@ -108,6 +108,7 @@ for r in rows:
         requests=r["requests"], errors=r["errors"], ttft_ms_p90=r["ttft_ms_p90"], tpot_ms_p90=r["tpot_ms_p90"],
         image_phase_attainment=r.get("media_slo_attainment"), text_phase_attainment=r.get("text_slo_attainment"),
         switches=r.get("switches"), switches_aborted=r.get("switches_aborted"),
+        switches_unhelpful=r.get("switches_unhelpful"),
         switch_ms_max=r.get("switch_ms_max"), switch_role_ms_max=r.get("switch_role_ms_max")))
 NOTES = ("Every configuration on a fresh `vidi up` with the same Poisson arrivals (seed 7) from bench/epd/loadgen "
          "(mix alt:PHASE: image-heavy and text phases in turn); goodput = requests that finished within both targets "

@@ -226,6 +226,7 @@ check(any(l.startswith('vidi_stage_service_seconds{model_name="vidi-shapes",stag
 check(any(l.startswith('vidi_stage_token_seconds{model_name="vidi-shapes",stage="prefill"}') and
           float(l.rsplit(" ", 1)[1]) > 0 for l in m.splitlines()), "prefill's time per prompt token")
 check('vidi_role_switches_total{model_name="vidi-shapes"} 0' in m and
+      'vidi_role_switches_unhelpful_total{model_name="vidi-shapes"} 0' in m and
       'vidi_stage_draining{model_name="vidi-shapes",stage="decode"} 0' in m, "role switching: none without --switch-ms")
 check(any(l.startswith("vidi_slo_window_requests") and float(l.rsplit(" ", 1)[1]) > 0 for l in m.splitlines()) and
       'vidi_slo_target_seconds{model_name="vidi-shapes",metric="ttft"} 2' in m, "the latency window and targets")

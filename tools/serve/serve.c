@@ -118,7 +118,8 @@ static struct {
     uint64_t spec[4];     /* workers_spec_steps, _proposed, _accepted, _emitted */
     uint64_t spec_at[2][16]; /* workers_spec_proposed_at_I, workers_spec_accepted_at_I */
     uint64_t stage[4][6]; /* the load monitor: stage_<role>.{workers, queue, busy_pct, service_us, draining, token_us} */
-    uint64_t sw[4];       /* role switching: switches, switches_aborted, switch_ms_last, switch_ms_max */
+    uint64_t sw[5];       /* role switching: switches, switches_aborted, switch_ms_last, switch_ms_max,
+                           * switches_unhelpful */
     uint64_t slo[11];     /* slo.<k_slo_fields> */
     int64_t router_seen_ns;
 } g_m = {.mu = PTHREAD_MUTEX_INITIALIZER,
@@ -172,7 +173,8 @@ static void s_metrics_end(req_metrics *rm, const vidi_client_event *done) {
 }
 
 static const char *const k_stage_fields[6] = {"workers", "queue", "busy_pct", "service_us", "draining", "token_us"};
-static const char *const k_sw_fields[4] = {"switches", "switches_aborted", "switch_ms_last", "switch_ms_max"};
+static const char *const k_sw_fields[5] = {"switches", "switches_aborted", "switch_ms_last", "switch_ms_max",
+                                           "switches_unhelpful"};
 static const char *const k_slo_fields[11] = {"ttft_target_ms", "tpot_target_ms", "window", "ttft_p90_ms",
                                              "tpot_p90_ms", "queue_p90_ms", "ttft_slack_ms", "tpot_slack_ms",
                                              "ttft_over_ms", "tpot_over_ms", "attained_pct"};
@@ -188,7 +190,7 @@ static void s_monitor_value(const char *name, uint64_t v) {
         for (int f = 0; f < 6; f++)
             if (!strcmp(name + n, k_stage_fields[f])) g_m.stage[k][f] = v;
     }
-    for (int f = 0; f < 4; f++)
+    for (int f = 0; f < 5; f++)
         if (!strcmp(name, k_sw_fields[f])) g_m.sw[f] = v;
     if (!strncmp(name, "slo.", 4))
         for (int f = 0; f < 11; f++)
@@ -358,6 +360,10 @@ static char *s_metrics_text(void) {
                   "vidi_role_switch_seconds{model_name=\"%s\",which=\"last\"} %.6g\n"
                   "vidi_role_switch_seconds{model_name=\"%s\",which=\"max\"} %.6g\n",
               m, g_m.sw[0], m, g_m.sw[1], m, (double)g_m.sw[2] / 1e3, m, (double)g_m.sw[3] / 1e3);
+    sb_printf(&b, "# HELP vidi_role_switches_unhelpful_total Moves to decode for TPOT that did not lower it.\n"
+                  "# TYPE vidi_role_switches_unhelpful_total counter\n"
+                  "vidi_role_switches_unhelpful_total{model_name=\"%s\"} %" PRIu64 "\n",
+              m, g_m.sw[4]);
     sb_printf(&b, "# HELP vidi_slo_target_seconds The router's latency targets (vidi router --ttft-ms, --tpot-ms).\n"
                   "# TYPE vidi_slo_target_seconds gauge\n"
                   "vidi_slo_target_seconds{model_name=\"%s\",metric=\"ttft\"} %.6g\n"
