@@ -154,15 +154,19 @@ def costs(p):
     return out
 
 
+def setup(p, seed):
+    """What both simulations start from: their random numbers, the request kinds and their
+    weights and work (costs), the targets in seconds."""
+    kinds = p["requests"]
+    return (random.Random(seed), kinds, [k.get("weight", 1) for k in kinds], costs(p),
+            p["targets"]["ttft_ms"] / 1e3, p["targets"]["tpot_ms"] / 1e3)
+
+
 def simulate(p, split, rate, n=1500, seed=1):
     """Share of the requests within both targets at `rate` requests/s with `split`
     (workers per stage, STAGES order)."""
-    rng = random.Random(seed)
-    kinds = p["requests"]
-    weights = [k.get("weight", 1) for k in kinds]
-    cost = costs(p)
+    rng, kinds, weights, cost, tt, tp = setup(p, seed)
     sv = p["service"]
-    tt, tp = p["targets"]["ttft_ms"] / 1e3, p["targets"]["tpot_ms"] / 1e3
     free = [[0.0] * split[i] for i in range(3)]  # media, encode, prefill: when each worker is free
     t = 0.0
     firsts = []  # (time of the first token, tokens left, request index)
@@ -219,12 +223,8 @@ def simulate(p, split, rate, n=1500, seed=1):
 def simulate_shared(p, split, rate, gpus, n=1500, seed=1):
     """simulate()'s share of requests within both targets when the workers share `gpus` GPUs,
     each GPU running one job at a time (the module's docstring)."""
-    rng = random.Random(seed)
-    kinds = p["requests"]
-    weights = [k.get("weight", 1) for k in kinds]
-    cost = costs(p)
+    rng, kinds, weights, cost, tt, tp = setup(p, seed)
     sv = p["service"]
-    tt, tp = p["targets"]["ttft_ms"] / 1e3, p["targets"]["tpot_ms"] / 1e3
     step, per_seq = sv["decode_step_us"] / 1e6, sv.get("decode_seq_us", 0) / 1e6
     stage = [st for st in range(4) for _ in range(split[st])]  # worker -> stage
     gpu = [None if stage[w] == 0 else w % gpus for w in range(len(stage))]
