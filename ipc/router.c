@@ -1568,6 +1568,7 @@ static void s_switch_abort(router *r, int wi, const char *why) {
     fprintf(stderr, "router: worker %s: switch abandoned (%s)\n", w->name, why);
     w->draining = w->role_sent = 0;
     r->c_switch_aborted++;
+    if (wi == r->sw_judge_wi) r->sw_judge_wi = -1; /* no move to judge */
     s_switch_cool(r, vidi_now_ms());
 }
 
