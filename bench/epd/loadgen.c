@@ -245,8 +245,8 @@ int main(int argc, char **argv) {
     double wall = (vidi_now_ms() - t0) / 1000.0;
     double *ttft = malloc((size_t)n * sizeof *ttft), *tpot = malloc((size_t)n * sizeof *tpot);
     int done = 0, errors = 0, ok = 0, nt = 0, n_media = 0, ok_media = 0;
-    for (int i = 0; i < n; i++) n_media += which[i] >= 0;
     for (int i = 0; i < n; i++) {
+        n_media += which[i] >= 0;
         if (r[i].error) errors++;
         if (!r[i].done) continue;
         done++;

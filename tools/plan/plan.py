@@ -136,7 +136,7 @@ def check_profile(p):
             if not isinstance(k.get(f, 0), int) or not 0 <= k.get(f, 0) <= 1 << 20:
                 sys.exit(f"plan: a request kind's {f} must be a whole number from 0 to {1 << 20}")
     for f in ("media_token_us", "encode_token_us", "prefill_token_us", "decode_seq_us"):
-        if not isinstance(p["service"].get(f, 0), (int, float)) or p["service"].get(f, 0) < 0:
+        if not isinstance(sv.get(f, 0), (int, float)) or sv.get(f, 0) < 0:
             sys.exit(f"plan: service.{f} must be a number >= 0")
 
 

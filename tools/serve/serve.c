@@ -106,6 +106,11 @@ static void histo_add(histo *h, double v) {
     h->count++;
 }
 
+/* the load monitor's fields of each stage and the switch counters kept from the router's STATS
+ * (k_stage_fields, k_sw_fields) */
+#define STAGE_FIELDS 6
+#define SW_FIELDS 5
+
 static struct {
     pthread_mutex_t mu;
     histo ttft, itl, queue, e2e;
@@ -117,9 +122,8 @@ static struct {
     uint64_t running, waiting, roles[4];
     uint64_t spec[4];     /* workers_spec_steps, _proposed, _accepted, _emitted */
     uint64_t spec_at[2][16]; /* workers_spec_proposed_at_I, workers_spec_accepted_at_I */
-    uint64_t stage[4][6]; /* the load monitor: stage_<role>.{workers, queue, busy_pct, service_us, draining, token_us} */
-    uint64_t sw[5];       /* role switching: switches, switches_aborted, switch_ms_last, switch_ms_max,
-                           * switches_unhelpful */
+    uint64_t stage[4][STAGE_FIELDS]; /* the load monitor: stage_<role>.<k_stage_fields> */
+    uint64_t sw[SW_FIELDS];          /* role switching: k_sw_fields */
     uint64_t slo[11];     /* slo.<k_slo_fields> */
     int64_t router_seen_ns;
 } g_m = {.mu = PTHREAD_MUTEX_INITIALIZER,
@@ -172,8 +176,9 @@ static void s_metrics_end(req_metrics *rm, const vidi_client_event *done) {
     pthread_mutex_unlock(&g_m.mu);
 }
 
-static const char *const k_stage_fields[6] = {"workers", "queue", "busy_pct", "service_us", "draining", "token_us"};
-static const char *const k_sw_fields[5] = {"switches", "switches_aborted", "switch_ms_last", "switch_ms_max",
+static const char *const k_stage_fields[STAGE_FIELDS] = {"workers",    "queue",    "busy_pct",
+                                                          "service_us", "draining", "token_us"};
+static const char *const k_sw_fields[SW_FIELDS] = {"switches", "switches_aborted", "switch_ms_last", "switch_ms_max",
                                            "switches_unhelpful"};
 static const char *const k_slo_fields[11] = {"ttft_target_ms", "tpot_target_ms", "window", "ttft_p90_ms",
                                              "tpot_p90_ms", "queue_p90_ms", "ttft_slack_ms", "tpot_slack_ms",
@@ -187,10 +192,10 @@ static void s_monitor_value(const char *name, uint64_t v) {
         char pre[32];
         int n = snprintf(pre, sizeof pre, "stage_%s.", k_stage_names[k]);
         if (strncmp(name, pre, (size_t)n)) continue;
-        for (int f = 0; f < 6; f++)
+        for (int f = 0; f < STAGE_FIELDS; f++)
             if (!strcmp(name + n, k_stage_fields[f])) g_m.stage[k][f] = v;
     }
-    for (int f = 0; f < 5; f++)
+    for (int f = 0; f < SW_FIELDS; f++)
         if (!strcmp(name, k_sw_fields[f])) g_m.sw[f] = v;
     if (!strncmp(name, "slo.", 4))
         for (int f = 0; f < 11; f++)
@@ -332,18 +337,18 @@ static char *s_metrics_text(void) {
                           g_m.spec_at[k][p]);
     }
     /* the router's load monitor (PROTOCOL.md §5.2: stage_<role>, slo) */
-    static const char *const st_name[6] = {"vidi_stage_workers", "vidi_stage_queue", "vidi_stage_busy_ratio",
+    static const char *const st_name[STAGE_FIELDS] = {"vidi_stage_workers", "vidi_stage_queue", "vidi_stage_busy_ratio",
                                            "vidi_stage_service_seconds", "vidi_stage_draining",
                                            "vidi_stage_token_seconds"};
-    static const char *const st_help[6] = {
+    static const char *const st_help[STAGE_FIELDS] = {
         "Live workers holding the stage's role and taking work (not draining for a role switch).",
         "Requests waiting for the stage at the router plus the work its workers report queued.",
         "The stage's share of its workers' time over the last second.",
         "Recent time per unit of the stage's work (media item, encoded item, prefilled prompt, decoded token).",
         "Workers holding the stage's role that drain for a role switch.",
         "Encode and prefill: recent time per token of the work (vision token made, prompt token taken); 0 else."};
-    static const double st_scale[6] = {1.0, 1.0, 0.01, 1e-6, 1.0, 1e-6};
-    for (int f = 0; f < 6; f++) {
+    static const double st_scale[STAGE_FIELDS] = {1.0, 1.0, 0.01, 1e-6, 1.0, 1e-6};
+    for (int f = 0; f < STAGE_FIELDS; f++) {
         sb_printf(&b, "# HELP %s %s\n# TYPE %s gauge\n", st_name[f], st_help[f], st_name[f]);
         for (int k = 0; k < 4; k++)
             sb_printf(&b, "%s{model_name=\"%s\",stage=\"%s\"} %.6g\n", st_name[f], m, k_stage_names[k],

@@ -1033,7 +1033,7 @@ static void s_encode_batch(worker *w, vidi_msg *const *msgs, const req_id *rids,
         }
         w->n_encode += (uint64_t)n;
         w->n_encode_batches++;
-        for (int i = 0; i < n; i++) w->n_encode_tokens += (uint64_t)items[i].rows_out;
+        w->n_encode_tokens += (uint64_t)rows_out;
         int64_t row = 0;
         for (int i = 0; i < n; i++) {
             enc_item *e = &items[i];
