@@ -88,6 +88,7 @@ typedef struct wk {
     char name[128];
     char data[EP_MAX];
     char ipc[64];               /* READY's cuda_ipc (this host's identity), "" when absent */
+    int device;                 /* READY's device: its CUDA ordinal, -1 on the CPU */
     int roles;
     vidi_liveness live;
     int assigned;               /* stages of live requests sent to it */
@@ -1393,13 +1394,17 @@ static void s_on_ready(router *r, vidi_msg *m) {
     snprintf(w->data, sizeof w->data, "%.*s", (int)dn, data);
     snprintf(w->ipc, sizeof w->ipc, "%.*s", (int)in, ipc ? ipc : "");
     w->roles = mask;
+    int64_t dev = -1;
+    if (vidi_mp_i64(m->header, "device", 0, -1, -1, 1023, &dev, NULL) != VIDI_OK) dev = -1; /* or out of range */
+    w->device = (int)dev;
     const msgpack_object *cap;
     uint64_t blocks = 0;
     if (vidi_mp_map(m->header, "capacity", 0, &cap, NULL) == VIDI_OK && cap)
         vidi_mp_u64(cap, "kv_blocks", 0, 0, 0, UINT64_MAX / 64, &blocks, NULL);
     w->kv_tokens = w->kv_free_tokens = blocks * 16; /* vidi worker's blocks hold 16 tokens */
     vidi_liveness_init(&w->live, r->cfg->heartbeat_ms, r->cfg->liveness, vidi_now_ms());
-    fprintf(stderr, "router: worker %s %s (roles 0x%x, data %s)\n", w->name, was ? "rejoined" : "joined", mask, w->data);
+    fprintf(stderr, "router: worker %s %s (roles 0x%x, data %s, device %d)\n", w->name, was ? "rejoined" : "joined", mask,
+            w->data, w->device);
     s_ready_reply(r, wi);
 }
 
@@ -1685,6 +1690,37 @@ static void s_switch_judge(router *r, int64_t now) {
     r->sw_judge_wi = -1;
 }
 
+int vidi_switch_gpu_clash(int device, int role, const int *devices, const int *roles, int n, const int busy[4]) {
+    if (role <= 0 || role > 3 || device < 0) return 0;
+    int clash = 0;
+    for (int j = 0; j < n; j++) {
+        if (devices[j] != device) continue;
+        if (roles[j] >> role & 1) clash += 2;
+        else
+            for (int k = 1; k < 4; k++)
+                if ((roles[j] >> k & 1) && busy[k]) {
+                    clash += 1;
+                    break;
+                }
+    }
+    return clash;
+}
+
+/* vidi_switch_gpu_clash of worker wi taking the starved role, among the other
+ * live workers (their roles after a switch they are draining for); a stage is
+ * busy at switch_lo or more. */
+static int s_gpu_clash(const router *r, int wi, int starved, const int util[4]) {
+    int devices[MAX_WORKERS], roles[MAX_WORKERS], n = 0, busy[4];
+    for (int k = 0; k < 4; k++) busy[k] = util[k] >= r->cfg->switch_lo;
+    for (int j = 0; j < MAX_WORKERS; j++) {
+        const wk *o = &r->workers[j];
+        if (j == wi || !o->used) continue;
+        devices[n] = o->device;
+        roles[n++] = o->draining ? o->switch_to : o->roles;
+    }
+    return vidi_switch_gpu_clash(r->workers[wi].device, starved, devices, roles, n, busy);
+}
+
 /* Every switch_ms, over the window since the look before: the starved
  * stage (the most utilised of those at switch_hi or more while work waits for
  * them: queue x time per unit over the workers at least s_backlog_ms, for
@@ -1694,9 +1730,10 @@ static void s_switch_judge(router *r, int64_t now) {
  * from: two or more workers whose wait over one worker fewer stays under
  * s_backlog_ms, media, encode and prefill under switch_hi (a decoder steps
  * whenever a sequence runs: its busy share says little), decode with TPOT
- * met, and a worker that may leave it; the least utilised gives. The same
- * pair switch_windows looks in a row moves one worker (fewest roles, then
- * least work); three times as many when it would undo the last switch by
+ * met, and a worker that may leave it; the one whose worker would share its
+ * GPU least (s_gpu_clash) gives, then the least utilised. The same
+ * pair switch_windows looks in a row moves one worker (least GPU sharing, then
+ * fewest roles, then least work); three times as many when it would undo the last switch by
  * load (a bottleneck that moves back and forth between two stages).
  * PROTOCOL.md §5.6. */
 static void s_switch_policy(router *r, int64_t now) {
@@ -1719,7 +1756,7 @@ static void s_switch_policy(router *r, int64_t now) {
         if (n[k]) wait_ms[k] = (int64_t)((double)queue[k] * r->service_us[k] / n[k] / 1000.0);
     int ttft_over = r->n_slo && s_slo_p90(r, 0) > (uint64_t)r->cfg->ttft_ms;
     int tpot_over = r->n_slo && s_slo_p90(r, 1) > (uint64_t)r->cfg->tpot_ms;
-    int starved = -1, slack = -1, mover = -1, by_tpot = 0;
+    int starved = -1, slack = -1, mover = -1, mover_c = 0, by_tpot = 0;
     for (int k = 0; k < 4; k++) {
         if (!n[k]) continue;
         int waits = wait_ms[k] >= s_backlog_ms(r, k);
@@ -1730,7 +1767,7 @@ static void s_switch_policy(router *r, int64_t now) {
         int hot = by_wait || (util[k] >= r->cfg->switch_lo && k < 3 && ttft_over && waits) || tpot;
         if (hot && (starved < 0 || util[k] > util[starved])) starved = k, by_tpot = !by_wait && tpot;
     }
-    char buf[128];
+    char buf[160];
     int share = 0;
     for (int k = 0; k < 4 && starved >= 0; k++) {
         if (k == starved || (k < 3 && util[k] >= r->cfg->switch_hi) || (k == 3 && tpot_over)) continue;
@@ -1743,18 +1780,20 @@ static void s_switch_policy(router *r, int64_t now) {
                                   (2 * proj < bl && (k == 3 || util[k] * n[k] / (n[k] - 1) < r->cfg->switch_hi)));
         int sh = !spare;
         if (sh && (!r->cfg->switch_share || 2 * wait_ms[k] >= bl)) continue;
-        /* its worker that may leave it (or take the starved role besides): fewest roles, then
-         * least work */
-        int best = -1, best_n = 0;
+        /* its worker that may leave it (or take the starved role besides): least GPU sharing,
+         * fewest roles, then least work */
+        int best = -1, best_n = 0, best_c = 0;
         for (int i = 0; i < MAX_WORKERS; i++) {
             const wk *w = &r->workers[i];
             if (!s_serves(r, i, 1 << k) || (w->roles >> starved & 1)) continue;
             int roles = (sh ? w->roles : w->roles & ~(1 << k)) | (1 << starved);
             if (s_switch_refusal(r, i, roles, buf, sizeof buf)) continue;
-            int nr = __builtin_popcount((unsigned)w->roles);
-            if (best < 0 || nr < best_n || (nr == best_n && w->assigned < r->workers[best].assigned)) best = i, best_n = nr;
+            int nr = __builtin_popcount((unsigned)w->roles), c = s_gpu_clash(r, i, starved, util);
+            if (best < 0 || c < best_c || (c == best_c && (nr < best_n || (nr == best_n && w->assigned < r->workers[best].assigned))))
+                best = i, best_n = nr, best_c = c;
         }
-        if (best >= 0 && (slack < 0 || util[k] < util[slack])) slack = k, mover = best, share = sh;
+        if (best >= 0 && (slack < 0 || best_c < mover_c || (best_c == mover_c && util[k] < util[slack])))
+            slack = k, mover = best, share = sh, mover_c = best_c;
     }
     if (starved >= 0 && slack < 0 && now - r->sw_said_ms >= 10000) { /* at most every 10 s */
         r->sw_said_ms = now;
@@ -1779,9 +1818,9 @@ static void s_switch_policy(router *r, int64_t now) {
     if (r->sw_streak < need) return;
     r->sw_streak = 0;
     r->sw_prev_from = slack, r->sw_prev_to = starved;
-    snprintf(buf, sizeof buf, "%s %d %% busy over %d workers, %lld ms of work waiting; %s %d %% over %d%s",
+    snprintf(buf, sizeof buf, "%s %d %% busy over %d workers, %lld ms of work waiting; %s %d %% over %d%s%s",
              k_roles[starved], util[starved], n[starved], (long long)wait_ms[starved], k_roles[slack], util[slack],
-             n[slack], share ? ", kept" : "");
+             n[slack], share ? ", kept" : "", mover_c ? ", its GPU shared" : "");
     int keep = share ? r->workers[mover].roles : r->workers[mover].roles & ~(1 << slack);
     if (starved == 3 && by_tpot) /* judged by its effect once it has ended (s_switch_judge) */
         r->sw_judge_wi = mover, r->sw_judge_tpot = s_slo_p90(r, 1), r->sw_judge_due = 0;

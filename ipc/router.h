@@ -44,6 +44,16 @@ typedef struct vidi_router_config {
 
 vidi_router_config vidi_router_config_default(void);
 
+/* Role switching's GPU sharing (PROTOCOL.md §5.6): how much a worker on CUDA
+ * device `device` (-1: the CPU) would share its GPU if it took role `role`
+ * (0 media, 1 encode, 2 prefill, 3 decode), given the other n workers'
+ * devices and roles (bit k: role k): 2 for each on the same device holding
+ * that role (processes on one GPU take turns: a second one of a role adds no
+ * GPU time to it), 1 for each holding another GPU stage k with busy[k] set.
+ * 0 for media (it runs on the CPU) and for a worker on the CPU. The policy
+ * takes the worker (and the giving stage) with the least. */
+int vidi_switch_gpu_clash(int device, int role, const int *devices, const int *roles, int n, const int busy[4]);
+
 /* Serve until *stop becomes nonzero (a signal handler sets it); then tell the
  * workers DISCONNECT and return. Fails only when it cannot start (model
  * folder, sockets). */
