@@ -7,8 +7,8 @@
 #
 # For N = WORKERS single-role worker processes it runs every static split (each stage at least one
 # worker), N colocated workers (every role each), and the switching router (`--switch-ms SWITCH_MS`)
-# started from the split START; each configuration on a fresh `vidi up` with the same arrivals
-# (same seed). Goodput: requests within both targets (TTFT_MS, TPOT_MS) per second of the run.
+# started from the split START (or from each of several, space-separated); each configuration on
+# a fresh `vidi up` with the same arrivals (same seed). Goodput: requests within both targets (TTFT_MS, TPOT_MS) per second of the run.
 # The baseline of every line is the best static split of the same run;
 # OUT_DIR/NAME.json (NAME: roles-switch-BACKEND).
 #
@@ -23,7 +23,9 @@
 # MODEL (models/vidi-shapes; on the GPU host a 2B-shape model from bench/roles/make_model.py makes the
 # stages cost GPU time), MEDIA_MAX / TEXT_MAX (64: max_tokens of the questions with media / without),
 # WORKER_ARGS (more `vidi worker` options, e.g. "--max-batch 64"). SHARE=1 also runs the switching
-# router with `--switch-share 1` (workers take starved roles besides their own).
+# router with `--switch-share 1` (workers take starved roles besides their own); SWITCHING=0 runs
+# no switching configuration (the statics and colocated of a run whose switching lines come from
+# another command, with RAW and RESUME=1); COLOCATED=0 no colocated one.
 #   VIDI_BUILD (build), BACKEND (cpu; cuda on the GPU host: DEVICES spreads the workers over GPUs,
 #   e.g. "0,1"), WORKERS (5), START (media,encode,encode,prefill,decode), RATE (3), DURATION (80),
 #   TEXT_RATE (40), PHASE (20), TTFT_MS (4000), TPOT_MS (400), SWITCH_MS (1000), WARM (4: seconds of
@@ -66,8 +68,13 @@ run() {
 # switching first (a run cut short keeps it), then every static split of N single-role workers
 # (or those STATIC names), then colocated
 SWITCH="--switch-ms $SWITCH_MS --switch-windows 2 --switch-cooldown-ms $((2 * SWITCH_MS))"
-[ "${REPORT_ONLY:-0}" = 1 ] || run switching "$START" $SWITCH
-[ "${REPORT_ONLY:-0}" = 1 ] || [ "${SHARE:-0}" != 1 ] || run "switching, sharing roles" "$START" $SWITCH --switch-share 1
+# START may list several starting splits (space-separated): each is a configuration "switching from m/e/p/d"
+for start in $START; do
+  sname=switching
+  [ "$start" = "$START" ] || sname="switching from $(awk -F, '{ for (i = 1; i <= NF; i++) c[$i]++; printf "%d/%d/%d/%d", c["media"], c["encode"], c["prefill"], c["decode"] }' <<<"$start")"
+  [ "${REPORT_ONLY:-0}" = 1 ] || [ "${SWITCHING:-1}" != 1 ] || run "$sname" "$start" $SWITCH
+  [ "${REPORT_ONLY:-0}" = 1 ] || [ "${SWITCHING:-1}" != 1 ] || [ "${SHARE:-0}" != 1 ] || run "$sname, sharing roles" "$start" $SWITCH --switch-share 1
+done
 python3 - "$N" >"$RUN/splits.txt" <<'PY'
 import itertools, sys
 n = int(sys.argv[1])
@@ -80,7 +87,7 @@ while read -r w s; do
   [ -n "${STATIC:-}" ] && [[ " $STATIC " != *" $s "* ]] && continue
   [ "${REPORT_ONLY:-0}" = 1 ] || run "static $s" "$w"
 done <"$RUN/splits.txt"
-[ "${REPORT_ONLY:-0}" = 1 ] || run colocated "$(python3 -c "print(','.join(['all'] * $N))")"
+[ "${REPORT_ONLY:-0}" = 1 ] || [ "${COLOCATED:-1}" != 1 ] || run colocated "$(python3 -c "print(','.join(['all'] * $N))")"
 # the machine: MACHINE, else the GPU's name (times the devices used), else the CPU
 GPU=$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1)
 NDEV=$(awk -F, '{print NF}' <<<"${DEVICES:-0}")
