@@ -1706,6 +1706,13 @@ int vidi_switch_gpu_clash(int device, int role, const int *devices, const int *r
     return clash;
 }
 
+int vidi_switch_can_spare(int role, int util, int n, int64_t wait_ms, int64_t backlog_ms, int hi, int share) {
+    if (n < 2) return 0;
+    int64_t proj = wait_ms * n / (n - 1);
+    if (proj >= backlog_ms || (share && 2 * proj >= backlog_ms)) return 0;
+    return role == 3 || util * n / (n - 1) < hi;
+}
+
 /* vidi_switch_gpu_clash of worker wi taking the starved role, among the other
  * live workers (their roles after a switch they are draining for); a stage is
  * busy at switch_lo or more. */
@@ -1728,7 +1735,8 @@ static int s_gpu_clash(const router *r, int wi, int starved, const int util[4]) 
  * switch_lo or more when the latency target is missed: TTFT with such a wait
  * for media, encode and prefill, TPOT for decode) and a stage to take a worker
  * from: two or more workers whose wait over one worker fewer stays under
- * s_backlog_ms, media, encode and prefill under switch_hi (a decoder steps
+ * s_backlog_ms, media, encode and prefill under switch_hi, and so too over one
+ * worker fewer (a decoder steps
  * whenever a sequence runs: its busy share says little), decode with TPOT
  * met, and a worker that may leave it; the one whose worker would share its
  * GPU least (s_gpu_clash) gives, then the least utilised. The same
@@ -1772,12 +1780,13 @@ static void s_switch_policy(router *r, int64_t now) {
     for (int k = 0; k < 4 && starved >= 0; k++) {
         if (k == starved || (k < 3 && util[k] >= r->cfg->switch_hi) || (k == 3 && tpot_over)) continue;
         /* the stage can spare a worker when its wait spread over one worker fewer stays under
-         * the backlog (--switch-share: under half of it, and its utilisation so spread under
-         * switch_hi); with --switch-share one that cannot, or has one worker, gives by the
-         * worker keeping role k too, while its wait now is under half the backlog */
-        int64_t bl = s_backlog_ms(r, k), proj = n[k] >= 2 ? wait_ms[k] * n[k] / (n[k] - 1) : INT64_MAX;
-        int spare = proj < bl && (!r->cfg->switch_share ||
-                                  (2 * proj < bl && (k == 3 || util[k] * n[k] / (n[k] - 1) < r->cfg->switch_hi)));
+         * the backlog (--switch-share: under half of it) and, but for decode, its utilisation so
+         * spread under switch_hi (a stage left at its limit by the move would be the next one
+         * starved: workers passed round stages that are all near theirs); with --switch-share
+         * one that cannot, or has one worker, gives by the worker keeping role k too, while its
+         * wait now is under half the backlog */
+        int64_t bl = s_backlog_ms(r, k);
+        int spare = vidi_switch_can_spare(k, util[k], n[k], wait_ms[k], bl, r->cfg->switch_hi, r->cfg->switch_share);
         int sh = !spare;
         if (sh && (!r->cfg->switch_share || 2 * wait_ms[k] >= bl)) continue;
         /* its worker that may leave it (or take the starved role besides): least GPU sharing,

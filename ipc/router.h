@@ -54,6 +54,12 @@ vidi_router_config vidi_router_config_default(void);
  * takes the worker (and the giving stage) with the least. */
 int vidi_switch_gpu_clash(int device, int role, const int *devices, const int *roles, int n, const int busy[4]);
 
+/* Whether a stage (role 0 media .. 3 decode) of n workers, util percent busy
+ * with wait_ms of work waiting, can spare a worker (PROTOCOL.md §5.6): two or
+ * more workers, the wait spread over one fewer under backlog_ms (with share,
+ * under half of it), and but for decode the utilisation so spread under hi. */
+int vidi_switch_can_spare(int role, int util, int n, int64_t wait_ms, int64_t backlog_ms, int hi, int share);
+
 /* Serve until *stop becomes nonzero (a signal handler sets it); then tell the
  * workers DISCONNECT and return. Fails only when it cannot start (model
  * folder, sockets). */

@@ -1,8 +1,10 @@
-/* tests/ipc/test_switch_clash.c — the role-switching policy's GPU sharing
- * (vidi_switch_gpu_clash, PROTOCOL.md §5.6): a second worker of a role on one
- * GPU counts 2, a busy GPU stage beside it 1, an idle one or one on another
- * GPU nothing; media and workers on the CPU count nothing; the policy's pick
- * (the least) keeps decoders apart on the layout the 4-GPU benchmark starts.
+/* tests/ipc/test_switch_policy.c — the role-switching policy's choice of a
+ * giver (PROTOCOL.md §5.6). GPU sharing (vidi_switch_gpu_clash): a second
+ * worker of a role on one GPU counts 2, a busy GPU stage beside it 1, an idle
+ * one or one on another GPU nothing; media and workers on the CPU count
+ * nothing; the least keeps decoders apart on the layout the 4-GPU benchmark
+ * starts. Sparing (vidi_switch_can_spare): one worker never; the wait and,
+ * but for decode, the utilisation spread over one worker fewer decide.
  */
 #include "ipc/router.h"
 #include "test_util.h"
@@ -54,10 +56,33 @@ static void test_layout(void) {
           c[3]);
 }
 
+/* the cases of the 4 x H100 runs (bench/results/roles-switch-4gpu-switches.log) */
+static void test_can_spare(void) {
+    /* prefill 40 % over 2 would be 80 % over 1: at its limit, refused (the move that was undone) */
+    CHECK(!vidi_switch_can_spare(2, 40, 2, 0, 100, 70, 0), "prefill 40 %% over 2 spared");
+    CHECK(vidi_switch_can_spare(2, 30, 2, 0, 100, 70, 0), "prefill 30 %% over 2 refused");
+    CHECK(vidi_switch_can_spare(2, 21, 3, 0, 100, 70, 0), "prefill 21 %% over 3 refused");
+    /* media 1 % over 2: idle, spared */
+    CHECK(vidi_switch_can_spare(0, 1, 2, 0, 100, 70, 0), "idle media refused");
+    /* decode: its busy share says little (a decoder steps whenever a sequence runs) */
+    CHECK(vidi_switch_can_spare(3, 82, 2, 10, 25, 70, 0), "decode 82 %% over 2, 10 ms waiting, refused");
+    CHECK(!vidi_switch_can_spare(3, 82, 2, 20, 25, 70, 0), "decode with 40 ms of wait over 1 spared");
+    /* one worker never */
+    CHECK(!vidi_switch_can_spare(1, 0, 1, 0, 100, 70, 0), "a stage's only worker spared");
+    CHECK(!vidi_switch_can_spare(1, 0, 0, 0, 100, 70, 0), "a stage of no worker spared");
+    /* the wait spread over one worker fewer: 40 ms over 2 is 80 over 1 */
+    CHECK(vidi_switch_can_spare(1, 10, 2, 40, 100, 70, 0), "encode, 80 ms over 1 under 100, refused");
+    CHECK(!vidi_switch_can_spare(1, 10, 2, 50, 100, 70, 0), "encode, 100 ms over 1 spared");
+    /* --switch-share: under half the backlog */
+    CHECK(!vidi_switch_can_spare(1, 10, 2, 40, 100, 70, 1), "share: 80 ms over 1 not under 50, spared");
+    CHECK(vidi_switch_can_spare(1, 10, 2, 20, 100, 70, 1), "share: 40 ms over 1 refused");
+}
+
 int main(int argc, char **argv) {
     static const test_case cases[] = {
         {"counts", test_counts},
         {"layout", test_layout},
+        {"can_spare", test_can_spare},
     };
     return test_main(argc, argv, cases, (int)(sizeof cases / sizeof cases[0]));
 }
