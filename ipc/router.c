@@ -283,13 +283,20 @@ static void s_dir_forget(router *r, int wi) {
                 if (r->dir[d].slices[s].holder == wi) r->dir[d].used = 0;
 }
 
+/* A switch of worker wi that did not end in its new roles (abandoned,
+ * refused; aborted: counted) or the worker gone: a move to decode through it
+ * is judged no more. */
+static void s_switch_failed(router *r, int wi, int aborted) {
+    if (aborted) r->c_switch_aborted++;
+    if (wi == r->sw_judge_wi) r->sw_judge_wi = -1; /* no move to judge */
+}
+
 static void s_worker_lost(router *r, int wi, const char *why) {
     wk *w = &r->workers[wi];
     if (!w->used) return;
     fprintf(stderr, "router: worker %s lost (%s)\n", w->name, why);
     r->c_workers_lost++;
-    if (w->draining) r->c_switch_aborted++;
-    if (wi == r->sw_judge_wi) r->sw_judge_wi = -1; /* no move to judge */
+    s_switch_failed(r, wi, w->draining);
     w->used = 0;
     s_dir_forget(r, wi);
     for (int i = 0; i < r->n_reqs_cap; i++) {
@@ -1572,8 +1579,7 @@ static void s_switch_abort(router *r, int wi, const char *why) {
     wk *w = &r->workers[wi];
     fprintf(stderr, "router: worker %s: switch abandoned (%s)\n", w->name, why);
     w->draining = w->role_sent = 0;
-    r->c_switch_aborted++;
-    if (wi == r->sw_judge_wi) r->sw_judge_wi = -1; /* no move to judge */
+    s_switch_failed(r, wi, 1);
     s_switch_cool(r, vidi_now_ms());
 }
 
@@ -1621,8 +1627,7 @@ static void s_switch_done(router *r, int wi, int mask) {
             r->sw_judge_due = now + (after > 2000 ? after : 2000);
         }
     } else {
-        r->c_switch_aborted++;
-        if (wi == r->sw_judge_wi) r->sw_judge_wi = -1;
+        s_switch_failed(r, wi, 1);
     }
     if (!(mask & ROLE_ENCODE)) s_dir_forget(r, wi); /* its cache entries are gone with the role */
     char b[64];
