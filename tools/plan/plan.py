@@ -42,9 +42,9 @@ kind gives its sizes (image_tokens, video_tokens, prompt_tokens), those two stag
 token (encode_us and prefill_us 0): the work follows the profile's sizes, not the sizes of the
 workload the monitor saw.
 
-The simulation (deterministic: a fixed seed). Poisson arrivals, 1500 requests, the request
-kinds drawn by weight. A request's media items go to the media workers, then to the encode
-workers (each item one job, first come first served on the earliest free worker of the
+The simulation (deterministic: a fixed seed; event-driven). Poisson arrivals, 1500 requests,
+the request kinds drawn by weight. A request's media items go to the media workers, then to
+the encode workers (each item one job, first come first served on a free worker of the
 stage), then its prompt to a prefill worker; the prefill gives the first token (TTFT = its
 end minus the arrival). Then the decode workers take the sequences in turn, and each steps
 every sequence it holds together: a step lasts decode_step_us + decode_seq_us x sequences and
@@ -57,9 +57,9 @@ turn, in the split's order (media workers first, then encode, prefill, decode: w
 i mod G, as `vidi up` places `--workers ...@0,...@1` in bench/roles), and a GPU runs one job at
 a time, first come first served among the encode items, prompts and decode steps of its
 workers: kernels of different processes do not overlap on a GPU (time slicing, no MPS). Media
-runs on the CPU and takes no GPU. This is an event-driven simulation of the same pipeline
-(simulate_shared); without "gpus" every worker has a GPU to itself (simulate). Service times
-measured at a low load, each stage alone on its GPU, are what both take.
+runs on the CPU and takes no GPU. Without "gpus" every worker has a GPU to itself. Service times
+measured with each stage alone on its GPU are what it takes (bench/roles/plan_check.sh: under
+about half the expected load, so that encode batches as it will).
 """
 
 import argparse
@@ -162,71 +162,16 @@ def setup(p, seed):
             p["targets"]["ttft_ms"] / 1e3, p["targets"]["tpot_ms"] / 1e3)
 
 
-def simulate(p, split, rate, n=1500, seed=1):
-    """Share of the requests within both targets at `rate` requests/s with `split`
-    (workers per stage, STAGES order)."""
-    rng, kinds, weights, cost, tt, tp = setup(p, seed)
-    sv = p["service"]
-    free = [[0.0] * split[i] for i in range(3)]  # media, encode, prefill: when each worker is free
-    t = 0.0
-    firsts = []  # (time of the first token, tokens left, request index)
-    for i in range(n):
-        t += rng.expovariate(rate)
-        ki = rng.choices(range(len(kinds)), weights)[0]
-        k, (media, enc, pre) = kinds[ki], cost[ki]
-        ready = t
-        for s, durs in ((0, media), (1, enc)):
-            done = ready
-            for d in durs:
-                w = min(range(len(free[s])), key=free[s].__getitem__)
-                start = max(free[s][w], ready)
-                free[s][w] = start + d
-                done = max(done, free[s][w])
-            ready = done
-        w = min(range(len(free[2])), key=free[2].__getitem__)
-        start = max(free[2][w], ready)
-        free[2][w] = start + pre
-        firsts.append((free[2][w], k.get("output_tokens", 1) - 1, i, t))
-    # decode: sequences go to the decode workers in turn as their first tokens come; each worker
-    # steps every sequence it holds together
-    firsts.sort()
-    ttft = {i: f - a for f, _, i, a in firsts}
-    tpot = {}
-    step = sv["decode_step_us"] / 1e6
-    per_seq = sv.get("decode_seq_us", 0) / 1e6
-    for wi in range(split[3]):
-        mine = firsts[wi::split[3]]
-        now, j, active = 0.0, 0, {}
-        while j < len(mine) or active:
-            if not active:
-                now = max(now, mine[j][0])
-            while j < len(mine) and mine[j][0] <= now:
-                f, left, i, _ = mine[j]
-                j += 1
-                if left <= 0:
-                    tpot[i] = 0.0
-                else:
-                    active[i] = [left, f, left]
-            if not active:
-                continue
-            now += step + per_seq * len(active)
-            for i in list(active):
-                e = active[i]
-                e[0] -= 1
-                if e[0] == 0:
-                    tpot[i] = (now - e[1]) / e[2]
-                    del active[i]
-    ok = sum(1 for i in ttft if ttft[i] <= tt and tpot.get(i, 0.0) <= tp)
-    return ok / n
-
-
-def simulate_shared(p, split, rate, gpus, n=1500, seed=1):
-    """simulate()'s share of requests within both targets when the workers share `gpus` GPUs,
-    each GPU running one job at a time (the module's docstring)."""
+def simulate(p, split, rate, gpus=0, n=1500, seed=1):
+    """Share of the requests within both targets at `rate` requests/s with `split` (workers per
+    stage, STAGES order), the workers sharing `gpus` GPUs (0: a GPU each), each GPU running one
+    job at a time (the module's docstring)."""
     rng, kinds, weights, cost, tt, tp = setup(p, seed)
     sv = p["service"]
     step, per_seq = sv["decode_step_us"] / 1e6, sv.get("decode_seq_us", 0) / 1e6
     stage = [st for st in range(4) for _ in range(split[st])]  # worker -> stage
+    if gpus <= 0:
+        gpus = len(stage)  # worker w alone on GPU w
     gpu = [None if stage[w] == 0 else w % gpus for w in range(len(stage))]
     gpu_busy = [False] * gpus
     gpu_wait = [[] for _ in range(gpus)]  # FCFS: (worker, duration)
@@ -323,9 +268,8 @@ def simulate_shared(p, split, rate, gpus, n=1500, seed=1):
 
 
 def attained(p, split, rate):
-    """simulate() or, with the profile's "gpus", simulate_shared()"""
-    g = p.get("gpus", 0)
-    return simulate_shared(p, split, rate, g) if g else simulate(p, split, rate)
+    """simulate() on the profile's "gpus" (0 or absent: a GPU each)"""
+    return simulate(p, split, rate, p.get("gpus", 0))
 
 
 def goodput(p, split, attain):
