@@ -1740,14 +1740,14 @@ static int s_gpu_clash(const router *r, int wi, int starved, const int util[4]) 
  * switch_lo or more when the latency target is missed: TTFT with such a wait
  * for media, encode and prefill, TPOT for decode) and a stage to take a worker
  * from: two or more workers whose wait over one worker fewer stays under
- * s_backlog_ms, media, encode and prefill under switch_hi, and so too over one
- * worker fewer (a decoder steps
- * whenever a sequence runs: its busy share says little), decode with TPOT
- * met, and a worker that may leave it; the one whose worker would share its
- * GPU least (s_gpu_clash) gives, then the least utilised. The same
- * pair switch_windows looks in a row moves one worker (least GPU sharing, then
- * fewest roles, then least work); three times as many when it would undo the last switch by
- * load (a bottleneck that moves back and forth between two stages).
+ * s_backlog_ms, media, encode and prefill under switch_hi and so too over one
+ * worker fewer (a decoder steps whenever a sequence runs: its busy share says
+ * little), decode with TPOT met, and a worker that may leave it; the one whose
+ * worker would share its GPU least (s_gpu_clash) gives, then the least
+ * utilised. The same pair switch_windows looks in a row moves one worker
+ * (least GPU sharing, then fewest roles, then least work); three times as
+ * many when it would undo the last switch by load (a bottleneck that moves
+ * back and forth between two stages).
  * PROTOCOL.md §5.6. */
 static void s_switch_policy(router *r, int64_t now) {
     if (r->cfg->switch_ms <= 0 || now < r->sw_next_ms) return;
@@ -1803,8 +1803,9 @@ static void s_switch_policy(router *r, int64_t now) {
             int roles = (sh ? w->roles : w->roles & ~(1 << k)) | (1 << starved);
             if (s_switch_refusal(r, i, roles, buf, sizeof buf)) continue;
             int nr = __builtin_popcount((unsigned)w->roles), c = s_gpu_clash(r, i, starved, util);
-            if (best < 0 || c < best_c || (c == best_c && (nr < best_n || (nr == best_n && w->assigned < r->workers[best].assigned))))
-                best = i, best_n = nr, best_c = c;
+            int better = best < 0 || c < best_c ||
+                         (c == best_c && (nr < best_n || (nr == best_n && w->assigned < r->workers[best].assigned)));
+            if (better) best = i, best_n = nr, best_c = c;
         }
         if (best >= 0 && (slack < 0 || best_c < mover_c || (best_c == mover_c && util[k] < util[slack])))
             slack = k, mover = best, share = sh, mover_c = best_c;

@@ -8,7 +8,8 @@
 # For N = WORKERS single-role worker processes it runs every static split (each stage at least one
 # worker), N colocated workers (every role each), and the switching router (`--switch-ms SWITCH_MS`)
 # started from the split START (or from each of several, space-separated); each configuration on
-# a fresh `vidi up` with the same arrivals (same seed). Goodput: requests within both targets (TTFT_MS, TPOT_MS) per second of the run.
+# a fresh `vidi up` with the same arrivals (same seed). Goodput: requests within both targets
+# (TTFT_MS, TPOT_MS) per second of the run.
 # The baseline of every line is the best static split of the same run;
 # OUT_DIR/NAME.json (NAME: roles-switch-BACKEND).
 #

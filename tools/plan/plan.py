@@ -155,7 +155,7 @@ def costs(p):
 
 
 def setup(p, seed):
-    """What both simulations start from: their random numbers, the request kinds and their
+    """What the simulation starts from: its random numbers, the request kinds and their
     weights and work (costs), the targets in seconds."""
     kinds = p["requests"]
     return (random.Random(seed), kinds, [k.get("weight", 1) for k in kinds], costs(p),
