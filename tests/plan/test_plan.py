@@ -3,8 +3,9 @@
 follows the workload (image-heavy traffic gets encoders, long answers get decoders), more
 workers never plan less goodput, workers sharing GPUs plan what the GPUs can carry, bigger
 media plan more encoders and longer prompts more prefill workers, a given arrival rate ranks
-the splits by their goodput at it, `vidi stats` output gives the service times, and a bad
-profile is refused with a message."""
+the splits by their goodput at it, `vidi stats` output gives the service times, a decode batch
+limit makes sequences wait, a workload of phases gets each phase's best split and the bound of
+switching against the best static split, and a bad profile is refused with a message."""
 import json
 import os
 import subprocess
@@ -134,6 +135,47 @@ with open(f.name, "w") as g:
 r = run(images, "--stats", f.name)
 check(r.returncode != 0 and "service_us" in r.stderr, f"--stats without the monitor refused: {r.stderr.strip()}")
 os.unlink(f.name)
+
+# max_batch: a decoder steps at most that many sequences, the others wait (TPOT counts the wait)
+lim = {}
+for mb in (0, 2):
+    r = run(dict(text, max_batch=mb), "--split", "1,1,1,1", "--rate", "2")
+    lim[mb] = json.loads(r.stdout).get("attained", -1) if r.returncode == 0 else -1
+check(0 <= lim[2] < lim[0], f"max_batch 2 meets fewer targets than no limit ({lim})")
+r = run(dict(text, max_batch=-1))
+check(r.returncode != 0 and "max_batch" in r.stderr, f"bad max_batch refused ({r.stderr.strip()})")
+
+# phases: an image-heavy phase and a long-answer one. Each phase's best split differs (encoders,
+# decoders), so the switching bound (each phase's best) beats the best static split; two equal
+# phases leave switching nothing to gain
+img_phase = {"seconds": 20, "rate": 5, "requests": images["requests"]}
+txt_phase = {"seconds": 20, "rate": 1.5, "requests": [{"weight": 1, "output_tokens": 200}]}
+both = dict(SERVICE, decode_step_us=20000, decode_seq_us=2000)
+ph = {"workers": 6, "targets": TARGETS, "service": both, "max_batch": 4, "phases": [img_phase, txt_phase]}
+r = run(ph)
+check(r.returncode == 0, f"a profile with phases planned ({r.stderr.strip()})")
+d = json.loads(r.stdout) if r.returncode == 0 else {}
+sw, st = d.get("switching_bound", {}), d.get("best_static", {})
+print("     phases: best static", st.get("split"), st.get("phases_attained"), "switching bound", sw.get("splits"),
+      sw.get("phases_attained"), "ratio", d.get("ratio"))
+sp = sw.get("splits", [{}, {}])
+me = lambda x: x.get("media", 0) + x.get("encode", 0)
+check(me(sp[0]) > me(sp[1]) and sp[1].get("decode", 0) > sp[0].get("decode", 0),
+      "each phase's best split: more media and encode workers for images, more decoders for long answers")
+check((d.get("ratio") or 0) > 1.0 and sw.get("attained", 0) >= st.get("attained", 1),
+      f"the switching bound beats the best static split ({d.get('ratio')})")
+check(len(d.get("splits", [])) == 10 and all(len(x["phases_attained"]) == 2 for x in d.get("splits", [])),
+      "every split of 6 workers attained in both phases")
+r = run(dict(ph, phases=[img_phase, dict(img_phase)]))
+d = json.loads(r.stdout) if r.returncode == 0 else {}
+check(d.get("ratio") == 1.0, f"two equal phases: switching gains nothing ({d.get('ratio')})")
+for bad, want in ((dict(ph, phases=[]), "phases"), (dict(ph, phases=[dict(img_phase, seconds=0)]), "seconds"),
+                  (dict(ph, phases=[dict(img_phase, rate="x")]), "rate"),
+                  (dict(ph, phases=[dict(img_phase, requests=[])]), "no requests")):
+    r = run(bad)
+    check(r.returncode != 0 and want in r.stderr, f"bad phases refused ({r.stderr.strip()})")
+r = run(ph, "--split", "1,1,1,3")
+check(r.returncode != 0 and "phases" in r.stderr, f"--split with phases refused ({r.stderr.strip()})")
 
 # bad profiles
 for bad, want in ((dict(images, requests=[]), "weight"), (dict(images, service=dict(SERVICE, prefill_us=0)), "prefill_us"),

@@ -3,6 +3,7 @@
 
     python3 tools/plan/plan.py PROFILE.json [--workers N] [--gpus G] [--rate R] [--stats FILE] [--json]
     python3 tools/plan/plan.py PROFILE.json --split M,E,P,D [--rate R]   # one split's goodput
+    python3 tools/plan/plan.py PHASES.json [--workers N] [--gpus G] [--json]  # phases: static or switching
 
 Picks, among every split of N single-role workers with at least one per stage, the one with
 the highest goodput: the largest arrival rate at which at least --attain (0.9) of the requests
@@ -13,6 +14,8 @@ rate, the most requests a second within both targets at that rate.
 PROFILE (JSON):
     { "workers": 6,
       "gpus": 2,                             # optional: the workers share 2 GPUs (below)
+      "max_batch": 64,                       # optional: a decode step's sequences at most (vidi
+                                             #   worker --max-batch; 0 or absent: no limit)
       "targets": { "ttft_ms": 2000, "tpot_ms": 100 },
       "rate": 4.0,                           # optional: the arrival rate (requests/s), below
       "requests": [ { "weight": 3, "images": 1, "videos": 0, "output_tokens": 8,
@@ -42,14 +45,23 @@ kind gives its sizes (image_tokens, video_tokens, prompt_tokens), those two stag
 token (encode_us and prefill_us 0): the work follows the profile's sizes, not the sizes of the
 workload the monitor saw.
 
+PHASES: a profile whose "phases" list replaces "requests" and "rate": a workload that moves
+between phases, [{"seconds": 20, "rate": 180, "requests": [...]}, ...]. Every split is simulated
+in every phase at its rate (each phase alone, at steady state). A static split's attainment is
+the phases' attainments weighted by their requests (seconds x rate); the best static split has
+the highest. The switching bound takes each phase's best split instead (of equals, the one fewest
+workers away from the best static split): what role switching could
+reach were its switches free and instant (no drain, no backlog carried between phases). Their
+ratio says how much switching can gain over the best static split for this workload at most.
+
 The simulation (deterministic: a fixed seed; event-driven). Poisson arrivals, 1500 requests,
 the request kinds drawn by weight. A request's media items go to the media workers, then to
 the encode workers (each item one job, first come first served on a free worker of the
 stage), then its prompt to a prefill worker; the prefill gives the first token (TTFT = its
 end minus the arrival). Then the decode workers take the sequences in turn, and each steps
-every sequence it holds together: a step lasts decode_step_us + decode_seq_us x sequences and
-gives each sequence one token, so TPOT is the mean step time over the request's remaining
-tokens.
+every sequence it holds together (max_batch at most; the others wait their turn in order): a
+step lasts decode_step_us + decode_seq_us x sequences and gives each sequence one token, so
+TPOT is the mean time between its tokens after the first, waits included.
 What it leaves out: batching inside encode and prefill, KV transfer time, the router's own time.
 
 GPUs shared by workers ("gpus": G > 0, or --gpus G): the workers are placed on the G GPUs in
@@ -128,6 +140,9 @@ def check_profile(p):
     g = p.get("gpus", 0)
     if not isinstance(g, int) or not 0 <= g <= 64:
         sys.exit("plan: gpus must be a whole number from 0 (a GPU per worker) to 64")
+    b = p.get("max_batch", 0)
+    if not isinstance(b, int) or not 0 <= b <= 4096:
+        sys.exit("plan: max_batch must be a whole number from 0 (no limit) to 4096")
     r = p.get("rate", 0)
     if not isinstance(r, (int, float)) or not 0 <= r <= 1e5:
         sys.exit("plan: rate must be a number of requests a second from 0 (none) to 100000")
@@ -169,6 +184,7 @@ def simulate(p, split, rate, gpus=0, n=1500, seed=1):
     rng, kinds, weights, cost, tt, tp = setup(p, seed)
     sv = p["service"]
     step, per_seq = sv["decode_step_us"] / 1e6, sv.get("decode_seq_us", 0) / 1e6
+    cap = p.get("max_batch", 0)  # sequences a decode step takes at most (0: all it holds)
     stage = [st for st in range(4) for _ in range(split[st])]  # worker -> stage
     if gpus <= 0:
         gpus = len(stage)  # worker w alone on GPU w
@@ -217,8 +233,9 @@ def simulate(p, split, rate, gpus=0, n=1500, seed=1):
                     qhead[st] += 1
                     run(w, dur, now)
             else:
-                active[w].extend(pending[w])
-                pending[w].clear()
+                room = len(pending[w]) if cap <= 0 else max(0, cap - len(active[w]))
+                active[w].extend(pending[w][:room])  # the rest wait for a place in the batch
+                del pending[w][:room]
                 if active[w]:
                     run(w, step + per_seq * len(active[w]), now)
 
@@ -267,9 +284,9 @@ def simulate(p, split, rate, gpus=0, n=1500, seed=1):
     return ok / n
 
 
-def attained(p, split, rate):
-    """simulate() on the profile's "gpus" (0 or absent: a GPU each)"""
-    return simulate(p, split, rate, p.get("gpus", 0))
+def attained(p, split, rate, n=1500):
+    """simulate() on the profile's "gpus" (0 or absent: a GPU each), n requests"""
+    return simulate(p, split, rate, p.get("gpus", 0), n)
 
 
 def goodput(p, split, attain):
@@ -315,6 +332,69 @@ def plan(p, n, attain=0.9, rate=0.0):
     return rows
 
 
+def check_phases(p):
+    """The profile of each phase (the profile with the phase's requests and rate), checked."""
+    ph = p.get("phases")
+    if not isinstance(ph, list) or not 1 <= len(ph) <= 16:
+        sys.exit("plan: phases must be a list of 1 to 16 phases")
+    out = []
+    for i, f in enumerate(ph):
+        if not isinstance(f, dict) or not isinstance(f.get("seconds"), (int, float)) or not 0 < f["seconds"] <= 1e6:
+            sys.exit(f"plan: phase {i}: seconds must be a number above 0")
+        if not isinstance(f.get("rate"), (int, float)) or not 0 < f["rate"] <= 1e5:
+            sys.exit(f"plan: phase {i}: rate must be a number of requests a second above 0")
+        q = dict(p, requests=f.get("requests"), rate=f["rate"])
+        q.pop("phases")
+        if not q["requests"]:
+            sys.exit(f"plan: phase {i} has no requests")
+        check_profile(q)
+        out.append((f["seconds"], q))
+    return out
+
+
+def plan_phases(phases, n):
+    """Every split of n workers with its attainment in each phase and over all of them (weighted by
+    the phases' requests), the best static split first; and the switching bound: each phase's best
+    split and the attainment they reach together."""
+    weight = [sec * q["rate"] for sec, q in phases]
+    total = sum(weight)
+    rows = []
+    for s in splits(n):
+        att = [attained(q, s, q["rate"], max(200, int(sec * q["rate"]))) for sec, q in phases]  # each phase's requests
+        rows.append((sum(w * a for w, a in zip(weight, att)) / total, att, s))
+    rows.sort(key=lambda x: (-x[0], x[2]))
+    # each phase's best split; of equals, the one fewest workers away from the best static split
+    moves = lambda s: sum(abs(a - b) for a, b in zip(s, rows[0][2])) // 2
+    best = [min(rows, key=lambda r: (-r[1][i], moves(r[2]), r[2]))[2] for i in range(len(phases))]
+    best_att = [max(r[1][i] for r in rows) for i in range(len(phases))]
+    bound = sum(w * a for w, a in zip(weight, best_att)) / total
+    return rows, best, best_att, bound
+
+
+def main_phases(p, n, as_json):
+    phases = check_phases(p)
+    rows, best, best_att, bound = plan_phases(phases, n)
+    secs = sum(sec for sec, _ in phases)
+    good = lambda att: sum(sec * q["rate"] * a for (sec, q), a in zip(phases, att)) / secs
+    static = rows[0]
+    ratio = bound / static[0] if static[0] > 0 else float("inf")
+    if as_json:
+        print(json.dumps({
+            "best_static": {"split": dict(zip(STAGES, static[2])), "attained": round(static[0], 4),
+                            "phases_attained": [round(a, 4) for a in static[1]], "goodput_rps": round(good(static[1]), 4)},
+            "switching_bound": {"splits": [dict(zip(STAGES, s)) for s in best], "attained": round(bound, 4),
+                                "phases_attained": [round(a, 4) for a in best_att], "goodput_rps": round(good(best_att), 4)},
+            "ratio": round(ratio, 4) if static[0] > 0 else None,
+            "splits": [{"split": dict(zip(STAGES, s)), "attained": round(a, 4), "phases_attained": [round(x, 4) for x in att]}
+                       for a, att, s in rows]}))
+        return
+    print(f"{'media':>5} {'encode':>6} {'prefill':>7} {'decode':>6}  attained  (by phase)")
+    for a, att, s in rows[:10]:
+        print(f"{s[0]:5d} {s[1]:6d} {s[2]:7d} {s[3]:6d}  {a:.3f}     ({' '.join(f'{x:.3f}' for x in att)})")
+    print("switching bound (each phase's best split: " + ", ".join("/".join(map(str, s)) for s in best) +
+          f"): attained {bound:.3f}, {ratio:.2f}x the best static split {'/'.join(map(str, static[2]))}")
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("profile")
@@ -338,9 +418,16 @@ def main(argv=None):
         p["gpus"] = a.gpus
     if a.rate >= 0:
         p["rate"] = a.rate
+    n = a.workers or p.get("workers", 0)
+    if "phases" in p:
+        if a.split or a.stats or a.rate >= 0:
+            sys.exit("plan: a profile with phases takes no --split, --stats or --rate (each phase has its rate)")
+        if not 4 <= n <= 16:
+            sys.exit("plan: 4 to 16 workers (one per stage at least)")
+        main_phases(p, n, a.json)
+        return
     check_profile(p)
     rate = p.get("rate", 0)
-    n = a.workers or p.get("workers", 0)
     if not 4 <= n <= 16:
         sys.exit("plan: 4 to 16 workers (one per stage at least)")
     if a.split:
