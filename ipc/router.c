@@ -188,7 +188,7 @@ typedef struct router {
     int stage_busy_at[4], stage_unit_at[4], stage_tokens_at[4]; /* k_wk_stats indices (-1: none) */
     double service_us[4];       /* recent time per unit of work of each stage (moving average) */
     double token_us[4];         /* encode and prefill: recent time per token, likewise */
-    struct slo_sample { uint32_t ttft_ms, tpot_ms, queue_ms; } slo[SLO_WINDOW];
+    struct slo_sample { uint32_t ttft_ms, tpot_us, queue_ms; } slo[SLO_WINDOW]; /* TPOT in µs: a few ms a token */
     int n_slo, slo_next;
     /* role switching (PROTOCOL.md §5.6) */
     uint64_t c_switches, c_switch_aborted, c_switch_to[4], c_switch_from[4];
@@ -199,7 +199,7 @@ typedef struct router {
     int64_t sw_said_ms;                   /* when the policy last said a starved stage found no giver */
     /* a move to decode for TPOT, judged by its effect (s_switch_judge) */
     int sw_judge_wi;                      /* the worker moved (-1: none) */
-    uint64_t sw_judge_tpot;               /* TPOT's p90 (ms) when the move was chosen */
+    uint64_t sw_judge_tpot;               /* TPOT's p90 (µs) when the move was chosen */
     int64_t sw_judge_due;                 /* when to judge it (0: the switch has not ended yet) */
     int64_t sw_tpot_off_until;            /* TPOT alone makes decode starved again from then */
     uint64_t c_switch_unhelpful;
@@ -1095,7 +1095,8 @@ static void s_monitor_done(router *r, const rq *q) {
     int64_t end = vidi_now_ms();
     struct slo_sample *x = &r->slo[r->slo_next];
     x->ttft_ms = (uint32_t)(q->first_token_ms - q->created_ms);
-    x->tpot_ms = q->n_sent > 1 ? (uint32_t)((end - q->first_token_ms) / (q->n_sent - 1)) : 0;
+    /* µs, so that a few milliseconds a token are not rounded to whole ones (the policy compares them) */
+    x->tpot_us = q->n_sent > 1 ? (uint32_t)((end - q->first_token_ms) * 1000 / (q->n_sent - 1)) : 0;
     x->queue_ms = q->dispatched_ms ? (uint32_t)(q->dispatched_ms - q->created_ms) : 0;
     r->slo_next = (r->slo_next + 1) % SLO_WINDOW;
     if (r->n_slo < SLO_WINDOW) r->n_slo++;
@@ -1106,12 +1107,12 @@ static int s_cmp_u32(const void *a, const void *b) {
     return x < y ? -1 : x > y;
 }
 
-/* The 90th percentile of field f (0 ttft, 1 tpot, 2 queue) over the window. */
+/* The 90th percentile of field f (0 ttft ms, 1 tpot µs, 2 queue ms) over the window. */
 static uint64_t s_slo_p90(const router *r, int f) {
     uint32_t v[SLO_WINDOW];
     if (!r->n_slo) return 0;
     for (int i = 0; i < r->n_slo; i++)
-        v[i] = f == 0 ? r->slo[i].ttft_ms : f == 1 ? r->slo[i].tpot_ms : r->slo[i].queue_ms;
+        v[i] = f == 0 ? r->slo[i].ttft_ms : f == 1 ? r->slo[i].tpot_us : r->slo[i].queue_ms;
     qsort(v, (size_t)r->n_slo, sizeof v[0], s_cmp_u32);
     return v[(r->n_slo * 9 + 9) / 10 - 1];
 }
@@ -1153,10 +1154,10 @@ static void s_pack_monitor(router *r, msgpack_packer *pk) {
         vidi_mp_kv_u64(pk, "service_us", (uint64_t)(r->service_us[k] + 0.5));
         vidi_mp_kv_u64(pk, "token_us", (uint64_t)(r->token_us[k] + 0.5));
     }
-    uint64_t ttft = s_slo_p90(r, 0), tpot = s_slo_p90(r, 1), tt = (uint64_t)r->cfg->ttft_ms,
+    uint64_t ttft = s_slo_p90(r, 0), tpot = s_slo_p90(r, 1) / 1000, tt = (uint64_t)r->cfg->ttft_ms,
              tp = (uint64_t)r->cfg->tpot_ms;
     int ok = 0;
-    for (int i = 0; i < r->n_slo; i++) ok += r->slo[i].ttft_ms <= tt && r->slo[i].tpot_ms <= tp;
+    for (int i = 0; i < r->n_slo; i++) ok += r->slo[i].ttft_ms <= tt && r->slo[i].tpot_us <= tp * 1000;
     vidi_mp_pack_cstr(pk, "slo");
     msgpack_pack_map(pk, 11);
     vidi_mp_kv_u64(pk, "ttft_target_ms", tt);
@@ -1681,15 +1682,15 @@ static int64_t s_backlog_ms(const router *r, int k) {
 static void s_switch_judge(router *r, int64_t now) {
     if (r->sw_judge_wi < 0 || !r->sw_judge_due || now < r->sw_judge_due) return;
     uint64_t p90 = r->n_slo ? s_slo_p90(r, 1) : 0;
-    if (p90 > (uint64_t)r->cfg->tpot_ms && p90 * 5 > r->sw_judge_tpot * 4) {
+    if (p90 > (uint64_t)r->cfg->tpot_ms * 1000 && p90 * 5 > r->sw_judge_tpot * 4) {
         int64_t off = 20 * (int64_t)r->cfg->switch_ms;
         if (off < 10000) off = 10000;
         r->sw_tpot_off_until = now + off;
         r->c_switch_unhelpful++;
         fprintf(stderr,
-                "router: worker %s: decoding did not lower TPOT's p90 (%llu ms, %llu before); TPOT alone moves "
+                "router: worker %s: decoding did not lower TPOT's p90 (%.1f ms, %.1f before); TPOT alone moves "
                 "no worker to decode for %lld s\n",
-                r->workers[r->sw_judge_wi].name, (unsigned long long)p90, (unsigned long long)r->sw_judge_tpot,
+                r->workers[r->sw_judge_wi].name, p90 / 1000.0, r->sw_judge_tpot / 1000.0,
                 (long long)(off / 1000));
     }
     r->sw_judge_wi = -1;
@@ -1768,7 +1769,7 @@ static void s_switch_policy(router *r, int64_t now) {
     for (int k = 0; k < 4; k++)
         if (n[k]) wait_ms[k] = (int64_t)((double)queue[k] * r->service_us[k] / n[k] / 1000.0);
     int ttft_over = r->n_slo && s_slo_p90(r, 0) > (uint64_t)r->cfg->ttft_ms;
-    int tpot_over = r->n_slo && s_slo_p90(r, 1) > (uint64_t)r->cfg->tpot_ms;
+    int tpot_over = r->n_slo && s_slo_p90(r, 1) > (uint64_t)r->cfg->tpot_ms * 1000;
     int starved = -1, slack = -1, mover = -1, mover_c = 0, by_tpot = 0;
     for (int k = 0; k < 4; k++) {
         if (!n[k]) continue;

@@ -48,8 +48,8 @@
 #   roles-judge  a move to decode for TPOT judged by its effect (label roles): every process
 #                on one core, a TPOT target no decoder meets (1 ms) under questions without
 #                media 2 at a time; encoders move to decode, one such move is found unhelpful
-#                (`switches_unhelpful`; TPOT's p90 is whole milliseconds, so a first move may
-#                pass by one), and for the next 8 s no other worker moves to decode; nothing
+#                (`switches_unhelpful`; the router keeps TPOT in µs: whole milliseconds let a
+#                move pass by rounding), and for the next 8 s no other worker moves to decode; nothing
 #                lost, every answer right
 #   roles-forced forced switches (`vidi role --wait`) while 60 image and video questions
 #                and 600 questions without media run (decoders of 2 sequences a step, so
