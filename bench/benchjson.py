@@ -2,6 +2,7 @@
 bench/sparse and bench/specdec: one result row, and the document around the rows."""
 import datetime
 import json
+import os
 
 
 def result(case, metric, value, baseline, baseline_value, higher_is_better, **extra):
@@ -14,6 +15,11 @@ def result(case, metric, value, baseline, baseline_value, higher_is_better, **ex
            "ratio": ratio, "higher_is_better": higher_is_better}
     row.update(extra)
     return row
+
+
+def command(script, keys):
+    """The command line of a result: the script and the settings of `keys` the environment gives."""
+    return script + " (" + " ".join(f"{k}={os.environ[k]}" for k in keys if os.environ.get(k)) + ")"
 
 
 def write(out, bench, machine, command, results, notes):

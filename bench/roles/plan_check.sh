@@ -75,9 +75,9 @@ notes = ("The planner's check against a real run (issue 10): service times from 
          + sys.argv[7] + " req/s warm-up, the mix 80 % image / 20 % video questions, the answers' mean length from the counters: "
          + json.dumps(prof) + ". value = measured attainment, baseline = the simulation's; a ratio below 1 means the "
          "planner is optimistic.")
-benchjson.write(sys.argv[4], "roles-plan-check", sys.argv[5], "bench/roles/plan_check.sh (" + " ".join(
-    f"{k}={os.environ[k]}" for k in ("BACKEND", "MODEL", "DEVICES", "MEDIA_MAX", "WORKER_ARGS", "TTFT_MS", "TPOT_MS",
-                                     "WARM_RATE", "DURATION") if os.environ.get(k)) + ")", rows, notes)
+benchjson.write(sys.argv[4], "roles-plan-check", sys.argv[5], benchjson.command("bench/roles/plan_check.sh", (
+    "BACKEND", "MODEL", "DEVICES", "MEDIA_MAX", "WORKER_ARGS", "TTFT_MS", "TPOT_MS", "WARM_RATE", "DURATION")),
+    rows, notes)
 for r in rows:
     print(f"{r['case'][:100]:100s} measured {r['value']:.3f} simulated {r['baseline_value']:.3f}")
 EOF

@@ -125,10 +125,9 @@ NOTES = ("Every configuration on a fresh `vidi up` with the same Poisson arrival
          "switching: the router's policy (PROTOCOL.md 5.6) from the split START. image_phase_attainment / "
          "text_phase_attainment: the SLO attainment of the questions with media / without (each phase's). switch_ms_max: DRAIN to READY; "
          "switch_role_ms_max: ROLE to READY." + (" " + os.environ["NOTES"] if os.environ.get("NOTES") else ""))
-benchjson.write(out, "roles-switch", machine, "bench/roles/switch.sh (" + " ".join(
-    f"{k}={os.environ[k]}" for k in ("BACKEND", "MODEL", "WORKERS", "START", "RATE", "TEXT_RATE", "DURATION", "PHASE", "DEVICES",
-                                     "STATIC", "MEDIA_MAX", "TEXT_MAX", "WORKER_ARGS", "SWITCH_MS", "SHARE", "TTFT_MS", "TPOT_MS") if os.environ.get(k)) + ")",
-    results, NOTES)
+benchjson.write(out, "roles-switch", machine, benchjson.command("bench/roles/switch.sh", (
+    "BACKEND", "MODEL", "WORKERS", "START", "RATE", "TEXT_RATE", "DURATION", "PHASE", "DEVICES", "STATIC", "MEDIA_MAX",
+    "TEXT_MAX", "WORKER_ARGS", "SWITCH_MS", "SHARE", "SWITCHING", "COLOCATED", "TTFT_MS", "TPOT_MS")), results, NOTES)
 for r in results:
     print(f"{r['case'][:110]:110s} goodput {r['value']:.3f} vs {r['baseline_value']:.3f}  x{r['ratio']}  "
           f"attained {r['slo_attainment']}")
