@@ -259,7 +259,7 @@ case $CASE in
     # the second phase's bottleneck is the text side (decode when its tokens come slower than the
     # TPOT target allows, or prefill): a worker goes there
     echo "roles-shift: switches to prefill or decode: $before after the first phase, $(text_side) after the second"
-    [ "$(text_side)" -gt "$before" ] || exit 1
+    [ "$(text_side)" -gt "$before" ] || { grep 'router: ' "$RUN/up.log" | tail -20; exit 1; }
     "$CLIENT" "$FRONT" stats "switches>=2" ;;
   roles-share)
     # one worker a stage, `--switch-share 1`: a worker takes a starved role besides its own
