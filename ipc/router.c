@@ -1743,7 +1743,7 @@ static int s_gpu_clash(const router *r, int wi, int starved, const int util[4]) 
  * from: two or more workers whose wait over one worker fewer stays under
  * s_backlog_ms, media, encode and prefill under switch_hi and so too over one
  * worker fewer (a decoder steps whenever a sequence runs: its busy share says
- * little), decode with TPOT met, and a worker that may leave it; the one whose
+ * little), decode with TPOT met or nearly idle, and a worker that may leave it; the one whose
  * worker would share its GPU least (s_gpu_clash) gives, then the least
  * utilised. The same pair switch_windows looks in a row moves one worker
  * (least GPU sharing, then fewest roles, then least work); three times as
@@ -1784,7 +1784,10 @@ static void s_switch_policy(router *r, int64_t now) {
     char buf[160];
     int share = 0;
     for (int k = 0; k < 4 && starved >= 0; k++) {
-        if (k == starved || (k < 3 && util[k] >= r->cfg->switch_hi) || (k == 3 && tpot_over)) continue;
+        /* decode with TPOT missed gives only while nearly idle (under switch_lo, no wait): then
+         * the misses are not its load (CPU or GPU sharing, or the last phase's p90) */
+        int dec_busy = util[3] >= r->cfg->switch_lo || wait_ms[3] >= s_backlog_ms(r, 3);
+        if (k == starved || (k < 3 && util[k] >= r->cfg->switch_hi) || (k == 3 && tpot_over && dec_busy)) continue;
         /* the stage can spare a worker when its wait spread over one worker fewer stays under
          * the backlog (--switch-share: under half of it) and, but for decode, its utilisation so
          * spread under switch_hi (a stage left at its limit by the move would be the next one
