@@ -904,7 +904,8 @@ static void s_on_request(router *r, vidi_msg *m) {
     vidi_detok_init(&q->detok, r->tok, 1);
     q->used = 1;
     q->id = id;
-    q->req = r->next_req++;
+    /* the slot in the number: s_find_req finds it at once (PROTOCOL.md §5.3) */
+    q->req = r->next_req++ * (uint64_t)r->n_reqs_cap + (uint64_t)(q - r->reqs);
     memcpy(q->client, m->identity, m->identity_len);
     q->client_len = m->identity_len;
     q->created_ms = q->queued_since_ms = q->client_heard_ms = vidi_now_ms();
@@ -1181,18 +1182,12 @@ static rq *s_find_req(router *r, const vidi_msg *m, int *stale) {
     if (vidi_mp_u64(m->header, "req", 1, 0, 0, UINT64_MAX, &req, NULL) ||
         vidi_mp_u64(m->header, "attempt", 1, 0, 0, UINT64_MAX, &attempt, NULL))
         return NULL;
-    for (int i = 0; i < r->n_reqs_cap; i++) {
-        rq *q = &r->reqs[i];
-        if (q->used && q->req == req) {
-            if (q->attempt != attempt || !q->running) {
-                *stale = 1;
-                return NULL;
-            }
-            return q;
-        }
+    rq *q = &r->reqs[req % (uint64_t)r->n_reqs_cap]; /* req names its slot (PROTOCOL.md §5.3) */
+    if (!q->used || q->req != req || q->attempt != attempt || !q->running) {
+        *stale = 1;
+        return NULL;
     }
-    *stale = 1;
-    return NULL;
+    return q;
 }
 
 static int s_text_push(rq *q, const char *s, size_t n) {

@@ -4,10 +4,13 @@
 #   stop_up: stop it and whatever it started
 #   place WORKERS: the list with a device per worker (round robin over DEVICES), unchanged without
 # and the settings both take: VIDI_BUILD (build), BACKEND (cpu), MODEL (models/vidi-shapes),
-# MEDIA_MAX / TEXT_MAX (64: max_tokens of the questions with media / without)
+# MEDIA_MAX / TEXT_MAX (64: max_tokens of the questions with media / without), MAX_REQUESTS (4096:
+# the router's requests in flight, --max-requests; its default, 256, refuses a loaded GPU's
+# text phase, whose sequences live a second or more each, below what the decoders could take)
 B=${VIDI_BUILD:-build}
 VIDI=$B/vidi LOADGEN=$B/bench/epd/epd_loadgen
 BACKEND=${BACKEND:-cpu} MODEL=${MODEL:-models/vidi-shapes} MEDIA_MAX=${MEDIA_MAX:-64} TEXT_MAX=${TEXT_MAX:-64}
+MAX_REQUESTS=${MAX_REQUESTS:-4096}
 UP=
 stop_up() {
   [ -n "$UP" ] && kill -TERM "$UP" 2>/dev/null && for _ in $(seq 1 50); do kill -0 "$UP" 2>/dev/null || break; sleep 0.1; done
@@ -28,7 +31,7 @@ place() {
 up_start() {
   local log=$1 workers=$2 rargs=$3 want
   "$VIDI" up --run-dir "$RUN" --model "$MODEL" --workers "$(place "$workers")" --threads 1 \
-    --backend "$BACKEND" --heartbeat-ms 250 ${WORKER_ARGS:+--worker-args "$WORKER_ARGS"} --router-args "$rargs" \
+    --backend "$BACKEND" --heartbeat-ms 250 ${WORKER_ARGS:+--worker-args "$WORKER_ARGS"} --router-args "--max-requests $MAX_REQUESTS $rargs" \
     >"$log" 2>&1 &
   UP=$!
   want=$(awk -F, '{print NF}' <<<"$workers")

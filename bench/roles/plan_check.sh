@@ -76,7 +76,7 @@ notes = ("The planner's check against a real run (issue 10): service times from 
          + json.dumps(prof) + ". value = measured attainment, baseline = the simulation's; a ratio below 1 means the "
          "planner is optimistic.")
 benchjson.write(sys.argv[4], "roles-plan-check", sys.argv[5], benchjson.command("bench/roles/plan_check.sh", (
-    "BACKEND", "MODEL", "DEVICES", "MEDIA_MAX", "WORKER_ARGS", "TTFT_MS", "TPOT_MS", "WARM_RATE", "DURATION")),
+    "BACKEND", "MODEL", "DEVICES", "MEDIA_MAX", "WORKER_ARGS", "TTFT_MS", "TPOT_MS", "MAX_REQUESTS", "WARM_RATE", "DURATION")),
     rows, notes)
 for r in rows:
     print(f"{r['case'][:100]:100s} measured {r['value']:.3f} simulated {r['baseline_value']:.3f}")

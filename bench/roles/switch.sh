@@ -127,7 +127,7 @@ NOTES = ("Every configuration on a fresh `vidi up` with the same Poisson arrival
          "switch_role_ms_max: ROLE to READY." + (" " + os.environ["NOTES"] if os.environ.get("NOTES") else ""))
 benchjson.write(out, "roles-switch", machine, benchjson.command("bench/roles/switch.sh", (
     "BACKEND", "MODEL", "WORKERS", "START", "RATE", "TEXT_RATE", "DURATION", "PHASE", "DEVICES", "STATIC", "MEDIA_MAX",
-    "TEXT_MAX", "WORKER_ARGS", "SWITCH_MS", "SHARE", "SWITCHING", "COLOCATED", "TTFT_MS", "TPOT_MS")), results, NOTES)
+    "TEXT_MAX", "WORKER_ARGS", "SWITCH_MS", "SHARE", "SWITCHING", "COLOCATED", "TTFT_MS", "TPOT_MS", "MAX_REQUESTS")), results, NOTES)
 for r in results:
     print(f"{r['case'][:110]:110s} goodput {r['value']:.3f} vs {r['baseline_value']:.3f}  x{r['ratio']}  "
           f"attained {r['slo_attainment']}")
