@@ -25,7 +25,8 @@
  * with media and of those without (a random-weight model answers to the limit:
  * they set each phase's decode work).
  *
- * Prints one JSON object: rate, requests, completed, errors, slo
+ * Prints one JSON object: rate, requests, completed, errors (overloaded: of
+ * them, those the router refused with its table full, --max-requests), slo
  * attainment, throughput (completed / wall time), goodput (completed within
  * both targets / wall time), TTFT and TPOT p50 / p90, and the requests with
  * media and those without apart (their count and SLO attainment: in an alt
@@ -52,7 +53,7 @@ typedef struct qa {
 
 typedef struct rec {
     int64_t sent, first, done;
-    int tokens, error;
+    int tokens, error, overloaded; /* overloaded: the router's table was full (--max-requests) */
 } rec;
 
 static int s_cmp(const void *a, const void *b) {
@@ -237,6 +238,7 @@ int main(int argc, char **argv) {
                 static int shown;
                 if (shown++ < 3) fprintf(stderr, "loadgen: request %llu: %s: %s\n", (unsigned long long)id, ev.code, ev.text);
                 x->error = 1;
+                x->overloaded = !strcmp(ev.code, "overloaded");
                 finished++;
             }
         }
@@ -244,10 +246,10 @@ int main(int argc, char **argv) {
     }
     double wall = (vidi_now_ms() - t0) / 1000.0;
     double *ttft = malloc((size_t)n * sizeof *ttft), *tpot = malloc((size_t)n * sizeof *tpot);
-    int done = 0, errors = 0, ok = 0, nt = 0, n_media = 0, ok_media = 0;
+    int done = 0, errors = 0, overloaded = 0, ok = 0, nt = 0, n_media = 0, ok_media = 0;
     for (int i = 0; i < n; i++) {
         n_media += which[i] >= 0;
-        if (r[i].error) errors++;
+        if (r[i].error) errors++, overloaded += r[i].overloaded;
         if (!r[i].done) continue;
         done++;
         double a = (double)(r[i].first - r[i].sent), b = r[i].tokens > 1 ? (double)(r[i].done - r[i].first) / (r[i].tokens - 1) : 0.0;
@@ -257,12 +259,12 @@ int main(int argc, char **argv) {
     }
     double p50t = s_pct(ttft, done, 0.5), p90t = s_pct(ttft, done, 0.9);
     double p50p = s_pct(tpot, nt, 0.5), p90p = s_pct(tpot, nt, 0.9);
-    printf("{\"mix\": \"%s\", \"rate\": %.3f, \"requests\": %d, \"completed\": %d, \"errors\": %d, "
+    printf("{\"mix\": \"%s\", \"rate\": %.3f, \"requests\": %d, \"completed\": %d, \"errors\": %d, \"overloaded\": %d, "
            "\"slo_attainment\": %.4f, \"throughput\": %.3f, \"goodput\": %.3f, \"ttft_ms_p50\": %.1f, "
            "\"ttft_ms_p90\": %.1f, \"tpot_ms_p50\": %.2f, \"tpot_ms_p90\": %.2f, \"ttft_slo_ms\": %.0f, "
            "\"tpot_slo_ms\": %.0f, \"media_requests\": %d, \"media_slo_attainment\": %.4f, \"text_requests\": %d, "
            "\"text_slo_attainment\": %.4f}\n",
-           mix, rate, n, done, errors, n ? (double)ok / n : 0.0, done / wall, ok / wall, p50t, p90t, p50p, p90p,
+           mix, rate, n, done, errors, overloaded, n ? (double)ok / n : 0.0, done / wall, ok / wall, p50t, p90t, p50p, p90p,
            ttft_slo, tpot_slo, n_media, n_media ? (double)ok_media / n_media : 0.0, n - n_media,
            n > n_media ? (double)(ok - ok_media) / (n - n_media) : 0.0);
     vidi_conn_close(c);

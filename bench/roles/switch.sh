@@ -113,7 +113,7 @@ for r in rows:
         "goodput (requests within both targets per second)", r["goodput"],
         f"the best static split of the same run ({best['config']})", best["goodput"], True,
         slo_attainment=r["slo_attainment"], throughput=r["throughput"], completed=r["completed"],
-        requests=r["requests"], errors=r["errors"], ttft_ms_p90=r["ttft_ms_p90"], tpot_ms_p90=r["tpot_ms_p90"],
+        requests=r["requests"], errors=r["errors"], overloaded=r.get("overloaded"), ttft_ms_p90=r["ttft_ms_p90"], tpot_ms_p90=r["tpot_ms_p90"],
         image_phase_attainment=r.get("media_slo_attainment"), text_phase_attainment=r.get("text_slo_attainment"),
         switches=r.get("switches"), switches_aborted=r.get("switches_aborted"),
         switches_unhelpful=r.get("switches_unhelpful"),
