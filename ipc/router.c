@@ -1778,10 +1778,10 @@ static void s_switch_policy(router *r, int64_t now) {
     }
     char buf[160];
     int share = 0;
+    /* decode with TPOT missed gives only while nearly idle (under switch_lo, no wait): then
+     * the misses are not its load (CPU or GPU sharing, or the last phase's p90) */
+    int dec_busy = util[3] >= r->cfg->switch_lo || wait_ms[3] >= s_backlog_ms(r, 3);
     for (int k = 0; k < 4 && starved >= 0; k++) {
-        /* decode with TPOT missed gives only while nearly idle (under switch_lo, no wait): then
-         * the misses are not its load (CPU or GPU sharing, or the last phase's p90) */
-        int dec_busy = util[3] >= r->cfg->switch_lo || wait_ms[3] >= s_backlog_ms(r, 3);
         if (k == starved || (k < 3 && util[k] >= r->cfg->switch_hi) || (k == 3 && tpot_over && dec_busy)) continue;
         /* the stage can spare a worker when its wait spread over one worker fewer stays under
          * the backlog (--switch-share: under half of it) and, but for decode, its utilisation so
